@@ -1,0 +1,1 @@
+"""The incremental indicator engine. ``catalogue`` is numba-free; ``bank`` compiles kernels."""
