@@ -17,7 +17,7 @@ class Bars:
     t: np.ndarray  # int64 ns
     o: np.ndarray
     h: np.ndarray
-    l: np.ndarray  # noqa: E741
+    l: np.ndarray
     c: np.ndarray
     v: np.ndarray
 

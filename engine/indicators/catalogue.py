@@ -135,12 +135,14 @@ _OUTPUT_INDEX: dict[str, tuple[Kind, int]] = {
 }
 
 # The outputs ``tickdeck indicators`` writes and the console's detail pane shows.
-DEFAULT_OUTPUTS: tuple[str, ...] = tuple(
-    "sma_20 ema_20 wma_20 dema_20 tema_20 kama_10 rsi_14 macd_12_26_9 macd_signal_12_26_9 "
-    "macd_hist_12_26_9 bb_upper_20_2 bb_middle_20_2 bb_lower_20_2 atr_14 natr_14 stoch_k_14_3_3 "
-    "stoch_d_14_3_3 cci_20 adx_14 plus_di_14 minus_di_14 willr_14 mfi_14 obv roc_10 mom_10 trix_15 "
-    "aroon_up_14 aroon_down_14 ultosc_7_14_28 sar donchian_upper_20 donchian_lower_20 vwap "
-    "keltner_upper_20_2 keltner_middle_20_2 keltner_lower_20_2 supertrend_10_3 zscore_20".split()
+DEFAULT_OUTPUTS: tuple[str, ...] = (
+    "sma_20", "ema_20", "wma_20", "dema_20", "tema_20", "kama_10", "rsi_14", "macd_12_26_9",
+    "macd_signal_12_26_9", "macd_hist_12_26_9", "bb_upper_20_2", "bb_middle_20_2", "bb_lower_20_2",
+    "atr_14", "natr_14", "stoch_k_14_3_3", "stoch_d_14_3_3", "cci_20", "adx_14", "plus_di_14",
+    "minus_di_14", "willr_14", "mfi_14", "obv", "roc_10", "mom_10", "trix_15", "aroon_up_14",
+    "aroon_down_14", "ultosc_7_14_28", "sar", "donchian_upper_20", "donchian_lower_20", "vwap",
+    "keltner_upper_20_2", "keltner_middle_20_2", "keltner_lower_20_2", "supertrend_10_3",
+    "zscore_20",
 )
 
 

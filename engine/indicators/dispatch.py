@@ -9,40 +9,40 @@ artefact for every catalogue, so adding a rule never triggers a recompile.
 from __future__ import annotations
 
 from engine.indicators.kernels.averages import (
-    sma_step,
-    ema_step,
-    wma_step,
     dema_step,
-    tema_step,
+    ema_step,
     kama_step,
-    trix_step,
     macd_step,
+    sma_step,
+    tema_step,
+    trix_step,
+    wma_step,
 )
 from engine.indicators.kernels.bands import (
     bb_step,
-    zscore_step,
-    volume_zscore_step,
     donchian_step,
-    keltner_step,
+    volume_zscore_step,
+    zscore_step,
 )
 from engine.indicators.kernels.oscillators import (
+    aroon_step,
+    cci_step,
+    mfi_step,
+    mom_step,
+    roc_step,
     rsi_step,
     stoch_step,
-    cci_step,
-    willr_step,
-    mfi_step,
-    roc_step,
-    mom_step,
     ultosc_step,
-    aroon_step,
+    willr_step,
 )
 from engine.indicators.kernels.trend import (
     atr_step,
-    natr_step,
     dmi_step,
+    keltner_step,
+    natr_step,
+    obv_step,
     sar_step,
     supertrend_step,
-    obv_step,
     vwap_step,
 )
 from engine.jit import njit

@@ -28,10 +28,3 @@ def donchian_step(st, s, b, ip, fp, o, h, l, c, v, t, commit, out, ob):
     out[ob, s] = NAN
     out[ob + 1, s] = NAN
     out[ob + 2, s] = NAN
-
-
-@njit
-def keltner_step(st, s, b, ip, fp, o, h, l, c, v, t, commit, out, ob):
-    out[ob, s] = NAN
-    out[ob + 1, s] = NAN
-    out[ob + 2, s] = NAN

@@ -42,3 +42,10 @@ def obv_step(st, s, b, ip, fp, o, h, l, c, v, t, commit, out, ob):
 @njit
 def vwap_step(st, s, b, ip, fp, o, h, l, c, v, t, commit, out, ob):
     out[ob, s] = NAN
+
+
+@njit
+def keltner_step(st, s, b, ip, fp, o, h, l, c, v, t, commit, out, ob):
+    out[ob, s] = NAN
+    out[ob + 1, s] = NAN
+    out[ob + 2, s] = NAN
