@@ -1,0 +1,149 @@
+"""Engine: ticks in, closed bars, indicator values and signals out — one compiled call per batch.
+
+This is the object the console, the headless service and the tests share. It owns every per-symbol
+array (forming bars, history rings, indicator state, rule state), all preallocated for
+``capacity`` symbols, so memory is fixed when it is built and nothing allocates per tick.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from engine import bars as barkernel
+from engine.history import BarHistory
+from engine.indicators.bank import IndicatorBank
+from engine.signals.detector import SignalDetector
+from engine.signals.events import Signal
+from engine.signals.rules import Rule, required_outputs
+from engine.ticks import SymbolTable
+
+
+@dataclass(frozen=True, slots=True)
+class EngineStats:
+    ticks: int
+    bars: int
+    late_ticks: int
+    bad_ticks: int
+
+
+class Engine:
+    def __init__(
+        self,
+        outputs: Sequence[str],
+        interval_ns: int,
+        capacity: int = 1024,
+        depth: int = 2000,
+        rules: Sequence[Rule] = (),
+        batch_capacity: int = 8192,
+    ) -> None:
+        if interval_ns <= 0:
+            raise ValueError(f"bar interval must be positive, got {interval_ns} ns")
+        self.interval_ns = int(interval_ns)
+        self.capacity = capacity
+        self.symbols = SymbolTable(capacity)
+        names = list(outputs)
+        names += [n for n in required_outputs(rules) if n not in names]
+        self.bank = IndicatorBank(names, capacity)
+        self.history = BarHistory(capacity, depth)
+        self.detector = SignalDetector(rules, self.bank, capacity, self.symbols.name)
+        self.symbols.on_add(self.detector.set_symbol)
+        self._live_rules = any(r.on == "live" for r in rules)
+        # forming bars
+        self.forming_start = np.full(capacity, barkernel.NO_BAR, dtype=np.int64)
+        self.forming = np.zeros((capacity, 5), dtype=np.float64)
+        # per-batch scratch, sized once
+        self._batch = batch_capacity
+        n_out = self.bank.committed.shape[0]
+        self._c_slot = np.zeros(batch_capacity, dtype=np.int64)
+        self._c_t = np.zeros(batch_capacity, dtype=np.int64)
+        self._c_bar = np.zeros((batch_capacity, 5), dtype=np.float64)
+        self._c_vals = np.zeros((batch_capacity, n_out), dtype=np.float64)
+        self._dirty = np.zeros(capacity, dtype=np.bool_)
+        self._d_list = np.zeros(capacity, dtype=np.int64)
+        self._stats = np.zeros(4, dtype=np.int64)
+
+    # --- symbols -------------------------------------------------------------------------------
+    def add_symbol(self, name: str) -> int:
+        """The slot for ``name``, registering it (and its rule filters) the first time."""
+        return self.symbols.slot(name)
+
+    # --- data ----------------------------------------------------------------------------------
+    def ingest(self, ticks: np.ndarray) -> list[Signal]:
+        """Apply a batch of ``TICK_DTYPE`` ticks (any mix of symbols, in arrival order)."""
+        signals: list[Signal] = []
+        for lo in range(0, len(ticks), self._batch):
+            chunk = ticks[lo : lo + self._batch]
+            closed, dirty = barkernel.ingest(
+                np.ascontiguousarray(chunk["sym"]), np.ascontiguousarray(chunk["ts"]),
+                np.ascontiguousarray(chunk["price"]), np.ascontiguousarray(chunk["size"]),
+                self.interval_ns, self.forming_start, self.forming, *self._bank_args(),
+                self.bank.provisional, self.bank.counts, *self._history_args(), *self._closed_args(),
+                self._dirty, self._d_list, self._stats,
+            )
+            signals += self._detect(closed)
+            if self._live_rules and dirty:
+                signals += self._detect_live(dirty)
+        return signals
+
+    def close_due(self, now_ns: int) -> list[Signal]:
+        """Close the forming bars whose interval has ended by ``now_ns`` (call on a timer)."""
+        signals: list[Signal] = []
+        while True:
+            closed = barkernel.close_due(
+                now_ns, self.interval_ns, self.forming_start, self.forming, *self._bank_args(),
+                self.bank.counts, *self._history_args(), *self._closed_args(), self._stats,
+            )
+            signals += self._detect(closed)
+            if closed < self._batch:
+                return signals
+
+    def _bank_args(self) -> tuple[np.ndarray, ...]:
+        b = self.bank
+        return b.plan_i, b.plan_f, b.state, b.committed
+
+    def _history_args(self) -> tuple[np.ndarray, ...]:
+        h = self.history
+        return h.t, h.bars, h.head, h.count
+
+    def _closed_args(self) -> tuple[np.ndarray, ...]:
+        return self._c_slot, self._c_t, self._c_bar, self._c_vals
+
+    def _detect(self, closed: int) -> list[Signal]:
+        if not closed:
+            return []
+        return self.detector.on_closed(self._c_slot[:closed], self._c_t[:closed],
+                                       self._c_bar[:closed], self._c_vals[:closed])
+
+    def _detect_live(self, dirty: int) -> list[Signal]:
+        slots = self._d_list[:dirty].copy()
+        return self.detector.on_live(slots, self.forming_start[slots], self.forming[slots],
+                                     np.ascontiguousarray(self.bank.provisional[:, slots].T))
+
+    # --- reading -------------------------------------------------------------------------------
+    @property
+    def stats(self) -> EngineStats:
+        t, b, late, bad = (int(x) for x in self._stats)
+        return EngineStats(ticks=t, bars=b, late_ticks=late, bad_ticks=bad)
+
+    def forming_bar(self, slot: int) -> tuple[int, np.ndarray] | None:
+        """(open time, copy of o h l c v) of the forming bar, or None when there is none."""
+        start = int(self.forming_start[slot])
+        if start == barkernel.NO_BAR:
+            return None
+        return start, self.forming[slot].copy()
+
+    def reset(self, slot: int) -> None:
+        self.bank.reset(slot)
+        self.history.reset(slot)
+        self.detector.reset(slot)
+        self.forming_start[slot] = barkernel.NO_BAR
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held in the engine's preallocated arrays."""
+        arrays = (self.forming_start, self.forming, self._c_slot, self._c_t, self._c_bar, self._c_vals,
+                  self._dirty, self._d_list)
+        return self.bank.nbytes + self.history.nbytes + sum(a.nbytes for a in arrays)

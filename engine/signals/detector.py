@@ -1,0 +1,187 @@
+"""SignalDetector: rules compiled to numeric tables, evaluated over a batch of bars in one compiled call.
+
+Each enabled rule becomes one or two crossings ("lines"): operand sources (an output row of the bank's
+values, a bar field, or a constant), a direction mask, and the rule's cooldown, mode and symbol mask.
+State lives in preallocated arrays: the previous valid operands per (line, slot) and the bar time of
+the last fire per (rule, slot). A batch is one call into ``kernel.evaluate``; only fired crossings
+become Python objects. Not thread-safe: one thread (the one that feeds the bank) drives it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from engine.indicators.bank import IndicatorBank
+from engine.signals import kernel
+from engine.signals.events import Signal
+from engine.signals.rules import BAR_FIELDS, Operand, Rule, RuleError
+
+_SOURCES = {"output": kernel.SRC_OUTPUT, "field": kernel.SRC_FIELD, "const": kernel.SRC_CONST}
+_DIRECTIONS = {"up": kernel.DIR_UP, "down": kernel.DIR_DOWN, "both": kernel.DIR_UP | kernel.DIR_DOWN}
+MODE_CLOSE, MODE_LIVE = 0, 1
+
+
+class SignalDetector:
+    """Turns closed bars (``on_closed``) and forming bars (``on_live``) into ``Signal`` events.
+
+    ``values[j]`` of a batch is a copy of ``bank.committed[:, slots[j]]`` (or ``bank.provisional`` for
+    live records) taken right after record j was applied, so its columns are the bank's output rows.
+    Slots are filtered by each rule's ``symbols`` through ``set_symbol``, which must be called for
+    every slot that gets a symbol (rules without ``symbols`` apply to every slot from the start).
+    """
+
+    def __init__(self, rules: Sequence[Rule], bank: IndicatorBank, capacity: int,
+                 symbol_name: Callable[[int], str], *, clock: Callable[[], int] = time.time_ns,
+                 buffer: int = 4096) -> None:
+        if capacity < 1:
+            raise ValueError(f"capacity must be at least 1, got {capacity}")
+        self.rules: tuple[Rule, ...] = tuple(r for r in rules if r.enabled)
+        ids = [r.id for r in self.rules]
+        if len(set(ids)) != len(ids):
+            dup = next(i for i in ids if ids.count(i) > 1)
+            raise ValueError(f"rule ids must be unique; {dup!r} appears more than once")
+        self.capacity = capacity
+        self.width = int(bank.committed.shape[0])
+        self._symbol_name = symbol_name
+        self._clock = clock
+
+        rows: dict[str, int] = {}
+        for rule in self.rules:
+            for name in rule.outputs():
+                if name not in bank.names:
+                    raise RuleError(f"rule {rule.id!r}", rule.file, None,
+                                    f"needs indicator output {name!r}, which the bank does not compute "
+                                    "(build the bank with required_outputs(rules))")
+                rows[name] = bank.row(name)
+
+        line_rule: list[int] = []
+        ops: list[tuple[Operand, Operand]] = []
+        dirs: list[int] = []
+        modes: list[int] = []
+        self._meta: list[tuple[str, str, str]] = []  # per line: rule id, a's name, b's name
+        for r, rule in enumerate(self.rules):
+            for c in rule.crossings:
+                line_rule.append(r)
+                ops.append((c.a, c.b))
+                dirs.append(_DIRECTIONS[c.direction])
+                modes.append(MODE_LIVE if rule.on == "live" else MODE_CLOSE)
+                self._meta.append((rule.id, c.a.name, c.b.name))
+
+        def source(op: Operand) -> tuple[int, int, float]:
+            if op.source == "output":
+                return kernel.SRC_OUTPUT, rows[op.name], np.nan
+            if op.source == "field":
+                return kernel.SRC_FIELD, BAR_FIELDS.index(op.name), np.nan
+            return kernel.SRC_CONST, 0, op.value
+
+        a_tab = [source(a) for a, _ in ops]
+        b_tab = [source(b) for _, b in ops]
+        nl, nr = len(ops), len(self.rules)
+        self._line_rule = np.array(line_rule, dtype=np.int64)
+        self._a_src = np.array([x[0] for x in a_tab], dtype=np.int64)
+        self._a_idx = np.array([x[1] for x in a_tab], dtype=np.int64)
+        self._a_val = np.array([x[2] for x in a_tab], dtype=np.float64)
+        self._b_src = np.array([x[0] for x in b_tab], dtype=np.int64)
+        self._b_idx = np.array([x[1] for x in b_tab], dtype=np.int64)
+        self._b_val = np.array([x[2] for x in b_tab], dtype=np.float64)
+        self._dir = np.array(dirs, dtype=np.int64)
+        mode = np.array(modes, dtype=np.int64)
+        self._lines_close = np.flatnonzero(mode == MODE_CLOSE).astype(np.int64)
+        self._lines_live = np.flatnonzero(mode == MODE_LIVE).astype(np.int64)
+        self._cooldown = np.array([r.cooldown_ns for r in self.rules], dtype=np.int64)
+        self.symbol_mask = np.ones((nr, capacity), dtype=np.bool_)
+        for r, rule in enumerate(self.rules):
+            if rule.symbols is not None:
+                self.symbol_mask[r, :] = False
+
+        self._prev_a = np.full((nl, capacity), np.nan)
+        self._prev_b = np.full((nl, capacity), np.nan)
+        self._last_fire = np.zeros((nr, capacity), dtype=np.int64)
+        self._has_fired = np.zeros((nr, capacity), dtype=np.bool_)
+
+        size = max(buffer, nl, 1)
+        self._out_rec = np.zeros(size, dtype=np.int64)
+        self._out_line = np.zeros(size, dtype=np.int64)
+        self._out_dir = np.zeros(size, dtype=np.int64)
+        self._out_a = np.zeros(size, dtype=np.float64)
+        self._out_b = np.zeros(size, dtype=np.float64)
+
+    # --- symbols and state --------------------------------------------------------------------
+    def set_symbol(self, slot: int, name: str) -> None:
+        """``slot`` now holds ``name``: apply the rules' symbol filters and forget the slot's state."""
+        self._check_slot(slot)
+        for r, rule in enumerate(self.rules):
+            self.symbol_mask[r, slot] = rule.applies_to(name)
+        self.reset(slot)
+
+    def reset(self, slot: int) -> None:
+        """Forget previous operands and cooldowns of ``slot`` (the next valid record only primes)."""
+        self._check_slot(slot)
+        self._prev_a[:, slot] = np.nan
+        self._prev_b[:, slot] = np.nan
+        self._last_fire[:, slot] = 0
+        self._has_fired[:, slot] = False
+
+    # --- evaluation ---------------------------------------------------------------------------
+    def on_closed(self, slots: np.ndarray, t: np.ndarray, bars: np.ndarray,
+                  values: np.ndarray) -> list[Signal]:
+        """Evaluate ``on = "close"`` rules on closed bars: slots int64[k], t int64[k] (bar open times),
+        bars float64[k, 5] (o, h, l, c, v), values float64[k, R] (committed outputs after each bar)."""
+        return self._run(self._lines_close, slots, t, bars, values)
+
+    def on_live(self, slots: np.ndarray, t: np.ndarray, bars: np.ndarray,
+                values: np.ndarray) -> list[Signal]:
+        """Evaluate ``on = "live"`` rules on forming bars (provisional values); same shapes."""
+        return self._run(self._lines_live, slots, t, bars, values)
+
+    def _run(self, lines: np.ndarray, slots: np.ndarray, t: np.ndarray, bars: np.ndarray,
+             values: np.ndarray) -> list[Signal]:
+        slots = np.ascontiguousarray(slots, dtype=np.int64)
+        t = np.ascontiguousarray(t, dtype=np.int64)
+        bars = np.ascontiguousarray(bars, dtype=np.float64)
+        values = np.ascontiguousarray(values, dtype=np.float64)
+        k = slots.shape[0] if slots.ndim == 1 else -1
+        if k < 0 or t.shape != (k,) or bars.shape != (k, 5) or values.shape != (k, self.width):
+            raise ValueError(
+                f"expected slots[k], t[k], bars[k, 5], values[k, {self.width}]; got "
+                f"slots{list(slots.shape)}, t{list(t.shape)}, bars{list(bars.shape)}, "
+                f"values{list(values.shape)}"
+            )
+        if k == 0 or lines.shape[0] == 0:
+            return []
+        lo, hi = int(slots.min()), int(slots.max())
+        if lo < 0 or hi >= self.capacity:
+            raise ValueError(f"slot {lo if lo < 0 else hi} is outside 0..{self.capacity - 1}")
+        signals: list[Signal] = []
+        start = 0
+        while start < k:  # more than one pass only when a batch fires more than the buffer holds
+            n, start = kernel.evaluate(
+                start, slots, t, bars, values, lines, self._line_rule, self._a_src, self._a_idx,
+                self._a_val, self._b_src, self._b_idx, self._b_val, self._dir, self._cooldown,
+                self.symbol_mask, self._prev_a, self._prev_b, self._last_fire, self._has_fired,
+                self._out_rec, self._out_line, self._out_dir, self._out_a, self._out_b,
+            )
+            if n:
+                signals.extend(self._signals(int(n), slots, t, bars))
+        return signals
+
+    def _signals(self, n: int, slots: np.ndarray, t: np.ndarray, bars: np.ndarray) -> list[Signal]:
+        now = self._clock()
+        rec = self._out_rec[:n]
+        meta = self._meta
+        name = self._symbol_name
+        up = kernel.DIR_UP
+        return [
+            Signal(name(s), meta[ln][0], "up" if d == up else "down", tj, c,
+                   {meta[ln][1]: a, meta[ln][2]: b}, now)
+            for s, tj, c, ln, d, a, b in zip(
+                slots[rec].tolist(), t[rec].tolist(), bars[rec, 3].tolist(), self._out_line[:n].tolist(),
+                self._out_dir[:n].tolist(), self._out_a[:n].tolist(), self._out_b[:n].tolist(), strict=True)
+        ]
+
+    def _check_slot(self, slot: int) -> None:
+        if not 0 <= slot < self.capacity:
+            raise ValueError(f"slot {slot} is outside 0..{self.capacity - 1}")

@@ -1,0 +1,65 @@
+"""The event the signal detector emits: one rule firing for one symbol on one bar."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+Direction = Literal["up", "down"]
+
+
+@dataclass(frozen=True, slots=True)
+class Signal:
+    """A rule fired.
+
+    ``bar_time`` is the open time of the bar that fired it (ns since the epoch); ``price`` is that bar's
+    close (provisional for live rules); ``values`` holds the operands that crossed, by name, e.g.
+    ``{"rsi_14": 29.1, "level": 30.0}``; ``detected_ns`` is the wall-clock time of detection.
+    """
+
+    symbol: str
+    rule: str
+    direction: Direction
+    bar_time: int
+    price: float
+    values: dict[str, float]
+    detected_ns: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready copy (non-finite floats become ``None``, so strict JSON encoders accept it)."""
+        return {
+            "symbol": self.symbol,
+            "rule": self.rule,
+            "direction": self.direction,
+            "bar_time": int(self.bar_time),
+            "price": _finite(self.price),
+            "values": {k: _finite(v) for k, v in self.values.items()},
+            "detected_ns": int(self.detected_ns),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Signal:
+        """The inverse of ``to_dict`` (``None`` reads back as NaN)."""
+        direction = data["direction"]
+        if direction not in ("up", "down"):
+            raise ValueError(f"direction must be 'up' or 'down', got {direction!r}")
+        return cls(
+            symbol=str(data["symbol"]),
+            rule=str(data["rule"]),
+            direction=direction,
+            bar_time=int(data["bar_time"]),
+            price=_float(data["price"]),
+            values={str(k): _float(v) for k, v in data["values"].items()},
+            detected_ns=int(data["detected_ns"]),
+        )
+
+
+def _finite(x: float) -> float | None:
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def _float(x: Any) -> float:
+    return math.nan if x is None else float(x)
