@@ -44,9 +44,9 @@ class IndicatorBank:
         out_base: dict[tuple[int, tuple[float, ...]], int] = {}
         for (code, params), k in instances.items():
             kind = next(r.kind for r in refs if r.instance_key == (code, params))
-            ints = [int(v) for v, p in zip(params, kind.params, strict=True) if p.kind is int]
-            floats = [v for v, p in zip(params, kind.params, strict=True) if p.kind is float]
-            typed = [int(v) if p.kind is int else v for v, p in zip(params, kind.params, strict=True)]
+            typed = next(r for r in refs if r.instance_key == (code, params)).typed_params()
+            ints = [v for v in typed if isinstance(v, int)]
+            floats = [v for v in typed if isinstance(v, float)]
             plan_i[k, dispatch.COL_CODE] = code
             plan_i[k, dispatch.COL_STATE] = state_rows
             plan_i[k, dispatch.COL_OUT] = out_rows
@@ -58,11 +58,7 @@ class IndicatorBank:
         self.plan_i = plan_i
         self.plan_f = plan_f
         self._row = {r.name: out_base[r.instance_key] + r.index for r in refs}
-        self._lookback = {
-            r.name: r.kind.lookback(*[int(v) if p.kind is int else v for v, p in zip(
-                r.params, r.kind.params, strict=True)])
-            for r in refs
-        }
+        self._lookback = {r.name: r.lookback for r in refs}
         self.state = np.zeros((max(state_rows, 1), capacity), dtype=np.float64)
         self.committed = np.full((max(out_rows, 1), capacity), np.nan)
         self.provisional = np.full((max(out_rows, 1), capacity), np.nan)

@@ -31,14 +31,15 @@ class Param:
 
 @dataclass(frozen=True)
 class Kind:
-    """One indicator algorithm. ``rows`` and ``lookback`` take the parameter values in order."""
+    """One indicator algorithm. ``rows`` and ``lookback`` take the parameter values in order;
+    ``lookback`` returns one number for all outputs or a tuple with one per output."""
 
     code: int
     title: str
     outputs: tuple[str, ...]
     params: tuple[Param, ...]
     rows: Callable[..., int]
-    lookback: Callable[..., int]
+    lookback: Callable[..., int | tuple[int, ...]]
     bare: bool = False  # canonical name omits parameters when they are the defaults (sar, obv)
     talib: str = ""  # the TA-Lib function it must equal, if any
 
@@ -119,7 +120,7 @@ KINDS: tuple[Kind, ...] = (
     Kind(41, "Normalised ATR", ("natr",), (_period(14, 1),), lambda p: 5, lambda p: p,
          talib="NATR"),
     Kind(42, "Directional movement", ("adx", "plus_di", "minus_di"), (_period(14),),
-         lambda p: 10, lambda p: 2 * p - 1, talib="ADX/PLUS_DI/MINUS_DI"),
+         lambda p: 10, lambda p: (2 * p - 1, p, p), talib="ADX/PLUS_DI/MINUS_DI"),
     Kind(43, "Parabolic SAR", ("sar",),
          (_p("acceleration", 0.02, 0.0, 1.0, float), _p("maximum", 0.2, 0.0, 1.0, float)),
          lambda a, m: 7, lambda a, m: 1, bare=True, talib="SAR"),
@@ -154,6 +155,15 @@ class OutputRef:
     kind: Kind
     params: tuple[float, ...]
     index: int
+
+    def typed_params(self) -> list[int | float]:
+        return [int(v) if p.kind is int else v for v, p in zip(self.params, self.kind.params, strict=True)]
+
+    @property
+    def lookback(self) -> int:
+        """Bars that must close before this output has a value (TA-Lib's lookback)."""
+        lb = self.kind.lookback(*self.typed_params())
+        return lb[self.index] if isinstance(lb, tuple) else lb
 
     @property
     def instance_key(self) -> tuple[int, tuple[float, ...]]:

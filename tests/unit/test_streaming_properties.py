@@ -90,7 +90,7 @@ def test_warm_up_flag_matches_nan() -> None:
     bank = IndicatorBank(ALL, 1)
     for i, row in enumerate(BARS.rows()):
         bank.commit(0, *row)
-        for name in ("sma_20", "rsi_14", "macd_hist_12_26_9", "adx_14", "ultosc_7_14_28"):
+        for name in ("sma_20", "rsi_14", "macd_hist_12_26_9", "adx_14", "plus_di_14", "ultosc_7_14_28"):
             assert bank.is_warm(name, 0) == (i >= bank.lookback(name)), (name, i)
             if i >= bank.lookback(name) + 1:
                 assert not math.isnan(bank.committed[bank.row(name), 0]), (name, i)

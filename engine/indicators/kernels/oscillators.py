@@ -7,6 +7,8 @@ number where every charting package shows 0 would be wrong in the eyes of its us
 
 from __future__ import annotations
 
+import math
+
 from engine.indicators.kernels.common import (
     NAN,
     RING_HEADER,
@@ -44,7 +46,6 @@ def _typical(h, l, c):
 # --- RSI ---------------------------------------------------------------------------------------
 # rows: b+0 bars seen (capped at p+1), b+1 previous close, b+2 gain, b+3 loss (sums while seeding,
 # Wilder averages afterwards).
-RSI_ROWS = 4
 
 
 @njit
@@ -123,7 +124,7 @@ def stoch_step(st, s, b, ip, fp, o, h, l, c, v, t, commit, out, ob):
     slow_d = sma_update(st, kb + _sma_rows(sk), s, slow_k, sd, commit)
     if commit:
         st[b, s] = n + 1
-    out[ob, s] = NAN if slow_d != slow_d else slow_k
+    out[ob, s] = NAN if math.isnan(slow_d) else slow_k
     out[ob + 1, s] = slow_d
 
 
@@ -263,7 +264,7 @@ def _close_p_ago(st, b, s, p, c, commit):
 def roc_step(st, s, b, ip, fp, o, h, l, c, v, t, commit, out, ob):
     """(close / close p bars ago - 1) * 100; TA-Lib answers 0.0 when the old close is 0."""
     then = _close_p_ago(st, b, s, ip[0], c, commit)
-    if then != then:
+    if math.isnan(then):
         out[ob, s] = NAN
     elif then != 0.0:
         out[ob, s] = (c / then - 1.0) * 100.0
