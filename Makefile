@@ -17,7 +17,9 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@ $(VENV)/.installed
 
+# Kernels compile once per source version (about a minute), then load from the cache.
 run: $(VENV)/.installed
+	$(BIN)/python -m engine.precompile --if-needed
 	$(BIN)/tickdeck $(ARGS)
 
 lint: $(VENV)/.installed-test
@@ -25,6 +27,7 @@ lint: $(VENV)/.installed-test
 	$(BIN)/mypy
 
 test: $(VENV)/.installed-test lint
+	$(BIN)/python -m engine.precompile --if-needed
 	$(BIN)/python -m pytest -q
 
 bench: $(VENV)/.installed-test

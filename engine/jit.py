@@ -10,30 +10,39 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar, cast
 
 import numba
 import platformdirs
 
-_KERNEL_DIRS = ("indicators", "indicators/kernels", "signals", ".")
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _source_digest() -> str:
+    """A hash of every engine module that defines kernels (those that import this one's ``njit``)."""
     root = Path(__file__).resolve().parent
     h = hashlib.sha256(numba.__version__.encode())
-    for sub in _KERNEL_DIRS:
-        for path in sorted((root / sub).glob("*.py")):
-            h.update(path.name.encode())
-            h.update(path.read_bytes())
+    for path in sorted(root.rglob("*.py")):
+        text = path.read_bytes()
+        if b"engine.jit import njit" in text:
+            h.update(str(path.relative_to(root)).encode())
+            h.update(text)
     return h.hexdigest()[:16]
 
 
-def _cache_dir() -> str:
+def cache_dir() -> str:
     base = os.environ.get("TICKDECK_NUMBA_CACHE") or platformdirs.user_cache_dir("tickdeck")
     return str(Path(base) / f"numba-{_source_digest()}")
 
 
-numba.config.CACHE_DIR = _cache_dir()
+numba.config.CACHE_DIR = cache_dir()  # type: ignore[attr-defined]  # set at runtime by numba.config
 
 # fastmath is off on purpose: TA-Lib parity needs IEEE semantics (NaN checks, no reassociation).
-njit = numba.njit(cache=True, nogil=True)
+_njit = numba.njit(cache=True, nogil=True)
+
+
+def njit(fn: F) -> F:
+    """Compile ``fn`` with the house settings; typed as ``fn`` itself so callers keep its signature."""
+    return cast(F, _njit(fn))

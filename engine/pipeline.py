@@ -20,6 +20,8 @@ from engine.signals.events import Signal
 from engine.signals.rules import Rule, required_outputs
 from engine.ticks import SymbolTable
 
+_Arrays4 = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
 
 @dataclass(frozen=True, slots=True)
 class EngineStats:
@@ -100,15 +102,15 @@ class Engine:
             if closed < self._batch:
                 return signals
 
-    def _bank_args(self) -> tuple[np.ndarray, ...]:
+    def _bank_args(self) -> _Arrays4:
         b = self.bank
         return b.plan_i, b.plan_f, b.state, b.committed
 
-    def _history_args(self) -> tuple[np.ndarray, ...]:
+    def _history_args(self) -> _Arrays4:
         h = self.history
         return h.t, h.bars, h.head, h.count
 
-    def _closed_args(self) -> tuple[np.ndarray, ...]:
+    def _closed_args(self) -> _Arrays4:
         return self._c_slot, self._c_t, self._c_bar, self._c_vals
 
     def _detect(self, closed: int) -> list[Signal]:

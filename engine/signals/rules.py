@@ -32,7 +32,7 @@ import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, NamedTuple, NoReturn
+from typing import Any, Literal, NoReturn
 
 from engine.indicators.catalogue import IndicatorError, resolve
 
@@ -126,13 +126,6 @@ class Rule:
 
     def describe(self) -> str:
         return " or ".join(str(c) for c in self.crossings)
-
-
-class RuleTable(NamedTuple):
-    """One rule table and the config file it came from (any 2-tuple in this order will do)."""
-
-    table: Mapping[str, Any]
-    file: str | os.PathLike[str]
 
 
 def load_rules(tables: Iterable[tuple[Mapping[str, Any], str | os.PathLike[str]]]) -> tuple[Rule, ...]:

@@ -1,0 +1,506 @@
+"""tickdeck's one typed configuration model, loaded from TOML with ``tomllib``.
+
+Layers, highest precedence first; each layer overrides the ones below it key by key, so a file that
+sets only ``ui.fps`` keeps every other value from the layers beneath:
+
+1. command-line flags (``--feed``, ``--theme``, ``--interval``), passed to :func:`load_config` as
+   ``overrides``: a mapping of dotted keys (``{"engine.interval": "5m"}``);
+2. the environment: ``TICKDECK_<SECTION>_<KEY>``, the dotted key upper-cased with dots as underscores,
+   e.g. ``TICKDECK_FEED_NAME=binance``, ``TICKDECK_UI_FPS=20``, ``TICKDECK_FEEDS_BINANCE_URL=ws://...``.
+   Values are coerced to the key's type; lists are comma-separated (``TICKDECK_UI_COLUMNS=rsi_14,cci_20``)
+   or a TOML array. A variable that starts like a section (``TICKDECK_UI_…``) but names no key is an
+   error, as is a value of the wrong type; both messages name the variable;
+3. the file given with ``--config PATH`` (it must exist);
+4. the user's file, ``config.toml`` in ``platformdirs.user_config_dir("tickdeck")`` or in
+   ``$TICKDECK_CONFIG_DIR`` when that is set (optional);
+5. the repository's ``config.toml``, which holds exactly the built-in defaults (a test checks that the
+   dataclass defaults below equal it, so a wheel install without that file behaves the same).
+
+``[[rules]]`` tables are not merged key by key: the highest layer that has any ``[[rules]]`` (even an
+empty ``rules = []``) supplies the whole list. They are kept as plain dicts, each with the file it came
+from (:class:`RuleTable`); the signal module validates their contents.
+
+Every mistake raises :class:`ConfigError` with one line that names the dotted key and where the value
+came from: unknown sections and keys, wrong types (``ui.fps in /path/config.toml must be an integer,
+got 'fast'``), out-of-range values, unknown indicator names, unreadable or invalid TOML.
+
+No numpy, numba or pandas here: the console loads its config before drawing its first frame.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import math
+import os
+import re
+import tomllib
+import typing
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+from urllib.parse import urlsplit
+
+import platformdirs
+
+from engine.indicators.catalogue import DEFAULT_OUTPUTS, IndicatorError, resolve
+
+ENV_PREFIX = "TICKDECK_"
+CONFIG_DIR_VAR = "TICKDECK_CONFIG_DIR"
+CONFIG_FILENAME = "config.toml"
+FEED_NAMES: tuple[str, ...] = ("sim", "replay", "binance", "coinbase", "yahoo")
+BUILTIN = "the built-in defaults"
+
+_UNIT_NS = {"s": 1_000_000_000, "m": 60_000_000_000, "h": 3_600_000_000_000, "d": 86_400_000_000_000}
+_DURATION = re.compile(r"([1-9][0-9]*)([smhd])")
+_MIN_INTERVAL_NS = _UNIT_NS["s"]
+_MAX_INTERVAL_NS = _UNIT_NS["d"]
+
+
+class ConfigError(ValueError):
+    """A configuration mistake; the message is one line naming the key and its file or variable."""
+
+    def __init__(self, message: str, key: str | None = None, source: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+        self.source = source
+
+
+# --- value checks: each returns the (normalised) value or raises ValueError("must ...") ------------
+
+Check = Callable[[Any], Any]
+
+
+def parse_duration(text: str) -> int:
+    """``"<n>s|m|h|d"`` (a positive whole number and a unit) in nanoseconds; ValueError otherwise."""
+    match = _DURATION.fullmatch(text.strip())
+    if match is None:
+        raise ValueError(
+            f"must be a duration like '30s', '15m', '4h' or '1d' (a whole number and s, m, h or d), "
+            f"got {text!r}"
+        )
+    return int(match.group(1)) * _UNIT_NS[match.group(2)]
+
+
+def parse_interval(text: str) -> int:
+    """A bar interval between 1 s and 1 d in nanoseconds, e.g. ``"1m"`` → 60_000_000_000."""
+    ns = parse_duration(text)
+    if not _MIN_INTERVAL_NS <= ns <= _MAX_INTERVAL_NS:
+        raise ValueError(f"must be between '1s' and '1d', got {text!r}")
+    return ns
+
+
+def _interval(value: str) -> str:
+    parse_interval(value)
+    return value.strip()
+
+
+def _between(low: float, high: float | None = None) -> Check:
+    def check(value: float) -> float:
+        if high is None and value < low:
+            raise ValueError(f"must be at least {low}, got {value}")
+        if high is not None and not low <= value <= high:
+            raise ValueError(f"must be between {low} and {high}, got {value}")
+        return value
+
+    return check
+
+
+def _positive(value: float) -> float:
+    if not value > 0:
+        raise ValueError(f"must be greater than 0, got {value}")
+    return value
+
+
+def _one_of(*allowed: str) -> Check:
+    def check(value: str) -> str:
+        if value not in allowed:
+            raise ValueError(f"must be one of {', '.join(allowed)}, got {value!r}")
+        return value
+
+    return check
+
+
+def _non_empty(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be empty")
+    return value
+
+
+def _url(*schemes: str) -> Check:
+    def check(value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in schemes or not parts.netloc:
+            raise ValueError(f"must be a {' or '.join(s + '://' for s in schemes)} URL, got {value!r}")
+        return value
+
+    return check
+
+
+def _indicators(value: tuple[str, ...]) -> tuple[str, ...]:
+    """Canonical output names (``rsi`` → ``rsi_14``), duplicates dropped, order kept."""
+    names: list[str] = []
+    for name in value:
+        canonical = resolve(name).name  # IndicatorError says what is wrong with the name
+        if canonical not in names:
+            names.append(canonical)
+    return tuple(names)
+
+
+def _setting(default: Any, check: Check | None = None) -> Any:
+    return field(default=default, metadata={"check": check})
+
+
+# --- the model -------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class EngineConfig:
+    interval: str = _setting("1m", _interval)
+    """Bar interval: ``<n>s|m|h|d`` between 1s and 1d."""
+    history: int = _setting(2000, _between(10))
+    """Closed bars kept per symbol."""
+    max_symbols: int = _setting(1024, _between(1, 100_000))
+    """Symbol slots preallocated by the engine."""
+    indicators: tuple[str, ...] = _setting(DEFAULT_OUTPUTS, _indicators)
+    """Indicator outputs computed for every symbol (canonical catalogue names)."""
+
+    @property
+    def interval_ns(self) -> int:
+        return parse_interval(self.interval)
+
+
+@dataclass(frozen=True)
+class FeedConfig:
+    name: str = _setting("sim", _one_of(*FEED_NAMES))
+    """Which feed to run."""
+
+
+@dataclass(frozen=True)
+class SimFeedConfig:
+    symbols: int = _setting(40, _between(1, 5000))
+    seed: int = _setting(7, _between(0))
+    rate: float = _setting(200.0, _positive)
+    """Ticks per second across all symbols."""
+
+
+@dataclass(frozen=True)
+class BinanceFeedConfig:
+    url: str = _setting("wss://stream.binance.com:9443", _url("wss", "ws"))
+
+
+@dataclass(frozen=True)
+class CoinbaseFeedConfig:
+    url: str = _setting("wss://advanced-trade-ws.coinbase.com", _url("wss", "ws"))
+
+
+@dataclass(frozen=True)
+class YahooFeedConfig:
+    url: str = _setting("https://query1.finance.yahoo.com", _url("https", "http"))
+
+
+@dataclass(frozen=True)
+class FeedsConfig:
+    sim: SimFeedConfig = field(default_factory=SimFeedConfig)
+    binance: BinanceFeedConfig = field(default_factory=BinanceFeedConfig)
+    coinbase: CoinbaseFeedConfig = field(default_factory=CoinbaseFeedConfig)
+    yahoo: YahooFeedConfig = field(default_factory=YahooFeedConfig)
+
+
+@dataclass(frozen=True)
+class UiConfig:
+    fps: int = _setting(10, _between(1, 60))
+    """Snapshots drawn per second."""
+    theme: str = _setting("dark", _non_empty)
+    columns: tuple[str, ...] = _setting(("rsi_14", "macd_hist_12_26_9"), _indicators)
+    """Indicator columns of the watchlist."""
+
+
+class RuleTable(NamedTuple):
+    """One ``[[rules]]`` table as written (a plain dict) and the file it came from.
+
+    A 2-tuple, so ``engine.signals.rules.load_rules(config.rules)`` takes the config's rules as they are.
+    """
+
+    table: dict[str, Any]
+    file: str = BUILTIN
+
+
+DEFAULT_RULES: tuple[dict[str, Any], ...] = (
+    {"id": "rsi_oversold", "kind": "cross", "a": "rsi_14", "b": 30, "direction": "up",
+     "cooldown": "15m"},
+    {"id": "rsi_overbought", "kind": "cross", "a": "rsi_14", "b": 70, "direction": "down",
+     "cooldown": "15m"},
+    {"id": "macd_cross", "kind": "cross", "a": "macd_12_26_9", "b": "macd_signal_12_26_9",
+     "direction": "both", "cooldown": "30m"},
+    {"id": "bb_breakout", "kind": "cross", "a": "close", "b": "bb_upper_20_2", "direction": "up"},
+    {"id": "golden_cross", "kind": "cross", "a": "sma_50", "b": "sma_200", "direction": "both"},
+    {"id": "volume_spike", "kind": "volume_spike", "window": 20, "zscore": 3.0},
+    {"id": "move_2pct", "kind": "move", "window": 5, "pct": 2.0},
+)
+
+
+def _default_rules() -> tuple[RuleTable, ...]:
+    return tuple(RuleTable(copy.deepcopy(rule)) for rule in DEFAULT_RULES)
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration. Build it with :func:`load_config`; ``Config()`` is the defaults."""
+
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    feed: FeedConfig = field(default_factory=FeedConfig)
+    feeds: FeedsConfig = field(default_factory=FeedsConfig)
+    ui: UiConfig = field(default_factory=UiConfig)
+    rules: tuple[RuleTable, ...] = field(default_factory=_default_rules)
+    files: tuple[str, ...] = field(default=(), compare=False)
+    """The config files that were read, lowest precedence first."""
+
+
+# --- schema: dotted key -> (leaf type, check), derived from the dataclasses above ------------------
+
+@dataclass(frozen=True)
+class _Key:
+    path: str
+    kind: Any  # int, float, str or tuple (of str)
+    check: Check | None
+
+    @property
+    def env_var(self) -> str:
+        return ENV_PREFIX + self.path.replace(".", "_").upper()
+
+
+def _walk(cls: type, prefix: str = "") -> Iterator[_Key]:
+    hints = typing.get_type_hints(cls)
+    for f in fields(cls):
+        path = prefix + f.name
+        hint = hints[f.name]
+        if is_dataclass(hint):
+            yield from _walk(typing.cast(type, hint), path + ".")
+        elif f.name not in ("rules", "files"):
+            kind = tuple if typing.get_origin(hint) is tuple else hint
+            yield _Key(path, kind, f.metadata.get("check"))
+
+
+KEYS: dict[str, _Key] = {k.path: k for k in _walk(Config)}
+"""Every settable dotted key (``[[rules]]`` aside)."""
+_ENV_KEYS: dict[str, _Key] = {k.env_var: k for k in KEYS.values()}
+_ENV_SECTION_PREFIXES = tuple(sorted({ENV_PREFIX + p.split(".", 1)[0].upper() + "_" for p in KEYS}))
+
+
+def env_var(key: str) -> str:
+    """The environment variable that sets dotted ``key``, e.g. ``ui.fps`` → ``TICKDECK_UI_FPS``."""
+    return KEYS[key].env_var
+
+
+def _type_name(kind: Any) -> str:
+    return {int: "an integer", float: "a number", str: "a string", tuple: "a list of strings"}[kind]
+
+
+def _shown(value: object) -> str:
+    return "a table" if isinstance(value, dict) else repr(value)
+
+
+def _typed(key: _Key, value: object) -> tuple[bool, object]:
+    """``(ok, value)`` for a TOML (or Python) value against the key's type."""
+    if key.kind is int:
+        return isinstance(value, int) and not isinstance(value, bool), value
+    if key.kind is float:
+        ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+        return ok, float(value) if ok else value  # type: ignore[arg-type]
+    if key.kind is str:
+        return isinstance(value, str), value
+    if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+        return True, tuple(value)
+    return False, value
+
+
+def _from_text(key: _Key, text: str) -> tuple[bool, object]:
+    """``(ok, value)`` for an environment variable or command-line string."""
+    raw = text.strip()
+    if key.kind is int:
+        try:
+            return True, int(raw)
+        except ValueError:
+            return False, text
+    if key.kind is float:
+        try:
+            number = float(raw)
+        except ValueError:
+            return False, text
+        return math.isfinite(number), number
+    if key.kind is str:
+        return True, text
+    if raw.startswith("["):
+        try:
+            return _typed(key, tomllib.loads(f"v = {raw}")["v"])
+        except tomllib.TOMLDecodeError:
+            return False, text
+    return True, tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+def _validated(key: _Key, value: object, subject: str, source: str) -> object:
+    if key.check is None:
+        return value
+    try:
+        return key.check(value)
+    except IndicatorError as exc:
+        raise ConfigError(f"{subject}: {exc}", key.path, source) from None
+    except ValueError as exc:
+        raise ConfigError(f"{subject} {exc}", key.path, source) from None
+
+
+# --- layers ----------------------------------------------------------------------------------------
+
+@dataclass
+class _Layers:
+    values: dict[str, object] = field(default_factory=dict)
+    rules: tuple[RuleTable, ...] | None = None
+    files: list[str] = field(default_factory=list)
+
+
+def _unknown(path: str, known: list[str], source: str, section: bool) -> ConfigError:
+    parent, _, name = path.rpartition(".")
+    close = difflib.get_close_matches(name, known, n=1)
+    guess = f"{parent}.{close[0]}" if close and parent else (close or [""])[0]
+    hint = f" (did you mean {guess!r}?)" if close else f" (known: {', '.join(sorted(known))})"
+    what = f"section [{path}]" if section else f"key {path!r}"
+    return ConfigError(f"unknown {what} in {source}{hint}", path, source)
+
+
+def _read_table(table: Mapping[str, object], prefix: str, source: str, layers: _Layers) -> None:
+    """Check one TOML table against the schema and record its values as ``source``'s."""
+    children = sorted({p[len(prefix):].split(".", 1)[0] for p in KEYS if p.startswith(prefix)}
+                      | ({"rules"} if not prefix else set()))
+    for name, value in table.items():
+        path = prefix + name
+        if name not in children:
+            raise _unknown(path, children, source, section=isinstance(value, dict))
+        if path == "rules":
+            layers.rules = _read_rules(value, source)
+        elif path in KEYS:
+            key = KEYS[path]
+            ok, typed = _typed(key, value)
+            if not ok:
+                raise ConfigError(f"{path} in {source} must be {_type_name(key.kind)}, got {_shown(value)}",
+                                  path, source)
+            layers.values[path] = _validated(key, typed, f"{path} in {source}", source)
+        elif isinstance(value, dict):
+            _read_table(value, path + ".", source, layers)
+        else:
+            raise ConfigError(f"{path} in {source} must be a table ([{path}]), got {_shown(value)}",
+                              path, source)
+
+
+def _read_rules(value: object, source: str) -> tuple[RuleTable, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise ConfigError(f"rules in {source} must be an array of tables ([[rules]]), got {_shown(value)}",
+                          "rules", source)
+    return tuple(RuleTable(dict(v), source) for v in value)
+
+
+def _read_file(path: Path, layers: _Layers) -> None:
+    source = str(path)
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {source}", source=source) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source} is not valid TOML: {exc}", source=source) from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{source} is not UTF-8 text", source=source) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {source}: {exc.strerror or exc}", source=source) from None
+    _read_table(data, "", source, layers)
+    layers.files.append(source)
+
+
+def _read_env(env: Mapping[str, str], layers: _Layers) -> None:
+    for var in sorted(env):
+        key = _ENV_KEYS.get(var)
+        if key is None:
+            if var.startswith(_ENV_SECTION_PREFIXES):
+                known = sorted(_ENV_KEYS)
+                close = difflib.get_close_matches(var, known, n=1)
+                hint = f" (did you mean {close[0]}?)" if close else ""
+                raise ConfigError(f"unknown setting in the environment: {var}{hint}", source=var)
+            continue
+        subject = f"{var} ({key.path})"
+        ok, value = _from_text(key, env[var])
+        if not ok:
+            raise ConfigError(f"{subject} must be {_type_name(key.kind)}, got {env[var]!r}", key.path, var)
+        layers.values[key.path] = _validated(key, value, subject, var)
+
+
+def _read_overrides(overrides: Mapping[str, object], layers: _Layers) -> None:
+    source = "the command line"
+    for path, raw in overrides.items():
+        if raw is None:
+            continue
+        key = KEYS.get(path)
+        if key is None:
+            raise _unknown(path, sorted(KEYS), source, section=False)
+        subject = f"{path} on {source}"
+        ok, value = _from_text(key, raw) if isinstance(raw, str) else _typed(key, raw)
+        if not ok:
+            raise ConfigError(f"{subject} must be {_type_name(key.kind)}, got {raw!r}", path, source)
+        layers.values[path] = _validated(key, value, subject, source)
+
+
+def repo_config_path() -> Path | None:
+    """The repository's ``config.toml`` when running from a checkout; None in an installed wheel."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        is_checkout = 'name = "tickdeck"' in (root / "pyproject.toml").read_text(encoding="utf-8")
+    except OSError:
+        return None
+    path = root / CONFIG_FILENAME
+    return path if is_checkout and path.is_file() else None
+
+
+def user_config_path(env: Mapping[str, str] = os.environ) -> Path:
+    """``config.toml`` in ``$TICKDECK_CONFIG_DIR`` or the platform's user config directory."""
+    base = env.get(CONFIG_DIR_VAR) or platformdirs.user_config_dir("tickdeck")
+    return Path(base) / CONFIG_FILENAME
+
+
+def _build(cls: type, values: Mapping[str, object], prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    kwargs: dict[str, object] = {}
+    for f in fields(cls):
+        path = prefix + f.name
+        if is_dataclass(hints[f.name]):
+            kwargs[f.name] = _build(hints[f.name], values, path + ".")
+        elif path in values:
+            kwargs[f.name] = values[path]
+    return cls(**kwargs)
+
+
+def load_config(
+    config_path: str | None = None,
+    overrides: Mapping[str, object] = {},
+    env: Mapping[str, str] = os.environ,
+) -> Config:
+    """Merge every layer (see the module docstring) into one validated :class:`Config`.
+
+    ``overrides`` maps dotted keys to values from command-line flags; ``None`` values are skipped,
+    strings are coerced like environment values. Raises :class:`ConfigError`.
+    """
+    layers = _Layers()
+    repo = repo_config_path()
+    if repo is not None:
+        _read_file(repo, layers)
+    user = user_config_path(env)
+    if user.is_file():
+        _read_file(user, layers)
+    if config_path is not None:
+        path = Path(config_path).expanduser()
+        if path.is_dir():
+            raise ConfigError(f"config file {config_path} is a directory", source=config_path)
+        _read_file(path, layers)
+    _read_env(env, layers)
+    _read_overrides(overrides, layers)
+    config: Config = _build(Config, layers.values)
+    rules = layers.rules if layers.rules is not None else config.rules
+    return Config(config.engine, config.feed, config.feeds, config.ui, rules, tuple(layers.files))
