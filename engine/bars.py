@@ -1,8 +1,9 @@
 """Ticks to time bars, with indicators committed on every close, in one compiled call per batch.
 
 A symbol has at most one forming bar. A tick in a later interval closes it: the closed bar goes to the
-history ring, every indicator commits it, and a copy of the committed outputs is recorded for the
-signal detector. A tick for an interval that has already closed (late or out of order) is not
+history ring and to a record; after the tick loop every indicator commits the batch's closed bars (in
+order per symbol) and a copy of the committed outputs at each close is recorded for the signal
+detector. A tick for an interval that has already closed (late or out of order) is not
 dropped: its size is added to the forming bar and it is counted, but it cannot move a committed close.
 Intervals with no ticks produce no bar, so a quiet symbol never costs work.
 
@@ -15,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from engine.history import push_bar
-from engine.indicators.dispatch import apply_bar
+from engine.indicators.dispatch import apply_bars
 from engine.jit import njit
 
 NO_BAR = np.iinfo(np.int64).min
@@ -25,20 +26,27 @@ ST_TICKS, ST_BARS, ST_LATE, ST_BAD = 0, 1, 2, 3
 
 
 @njit
-def _close(s, fstart, fb, plan_i, plan_f, st, committed, counts, ht, hb, hhead, hcount,
-           c_slot, c_t, c_bar, c_vals, k):
+def _close(s, fstart, fb, ht, hb, hhead, hcount, c_slot, c_t, c_bar, k):
+    """Move the forming bar of ``s`` to history and to closed record ``k``."""
     t = fstart[s]
-    o, h, l, c, v = fb[s, 0], fb[s, 1], fb[s, 2], fb[s, 3], fb[s, 4]
-    apply_bar(plan_i, plan_f, st, s, o, h, l, c, v, t, True, committed)
-    counts[s] += 1
-    push_bar(ht, hb, hhead, hcount, s, t, o, h, l, c, v)
+    push_bar(ht, hb, hhead, hcount, s, t, fb[s, 0], fb[s, 1], fb[s, 2], fb[s, 3], fb[s, 4])
     c_slot[k] = s
     c_t[k] = t
     for j in range(5):
         c_bar[k, j] = fb[s, j]
-    for r in range(committed.shape[0]):
-        c_vals[k, r] = committed[r, s]
     fstart[s] = NO_BAR
+
+
+@njit
+def _commit_closed(k, plan_i, plan_f, st, committed, counts, c_slot, c_t, c_bar, c_vals):
+    """Commit the first ``k`` closed records to every indicator, recording the values at each close."""
+    if k == 0:
+        return
+    sl = c_slot[:k]
+    apply_bars(plan_i, plan_f, st, sl, c_t[:k], c_bar[:k, 0], c_bar[:k, 1], c_bar[:k, 2], c_bar[:k, 3],
+               c_bar[:k, 4], True, committed, committed.shape[0], True, c_vals)
+    for i in range(k):
+        counts[sl[i]] += 1
 
 
 @njit
@@ -46,8 +54,9 @@ def ingest(sym, ts, price, size, interval, fstart, fb, plan_i, plan_f, st, commi
            counts, ht, hb, hhead, hcount, c_slot, c_t, c_bar, c_vals, dirty, d_list, stats):
     """Apply a batch of ticks. Returns (closed bars recorded, dirty symbols listed).
 
-    ``c_*`` receive one record per closed bar (capacity >= len(sym)); ``d_list`` the slots whose forming
-    bar changed, each with fresh provisional values. ``dirty`` is a per-slot scratch flag, left clear.
+    Three phases: build bars tick by tick (closes go to history and to the ``c_*`` records); commit
+    the closed bars to the indicators, instance-major; then compute provisional values once for each
+    symbol whose forming bar changed (listed in ``d_list``). ``dirty`` is scratch, left clear.
     """
     k = 0
     nd = 0
@@ -62,8 +71,7 @@ def ingest(sym, ts, price, size, interval, fstart, fb, plan_i, plan_f, st, commi
         start = ts[i] - ts[i] % interval
         cur = fstart[s]
         if cur != NO_BAR and start > cur:
-            _close(s, fstart, fb, plan_i, plan_f, st, committed, counts, ht, hb, hhead, hcount,
-                   c_slot, c_t, c_bar, c_vals, k)
+            _close(s, fstart, fb, ht, hb, hhead, hcount, c_slot, c_t, c_bar, k)
             k += 1
             stats[ST_BARS] += 1
             cur = NO_BAR
@@ -88,11 +96,19 @@ def ingest(sym, ts, price, size, interval, fstart, fb, plan_i, plan_f, st, commi
             dirty[s] = True
             d_list[nd] = s
             nd += 1
-    for j in range(nd):
-        s = d_list[j]
-        dirty[s] = False
-        apply_bar(plan_i, plan_f, st, s, fb[s, 0], fb[s, 1], fb[s, 2], fb[s, 3], fb[s, 4], fstart[s],
-                  False, provisional)
+    _commit_closed(k, plan_i, plan_f, st, committed, counts, c_slot, c_t, c_bar, c_vals)
+    if nd:
+        ds = d_list[:nd]
+        ft = np.empty(nd, dtype=np.int64)
+        f = np.empty((5, nd))
+        for j in range(nd):
+            s = ds[j]
+            dirty[s] = False
+            ft[j] = fstart[s]
+            for m in range(5):
+                f[m, j] = fb[s, m]
+        apply_bars(plan_i, plan_f, st, ds, ft, f[0], f[1], f[2], f[3], f[4], False, provisional,
+                   provisional.shape[0], False, c_vals[:0])
     return k, nd
 
 
@@ -105,8 +121,8 @@ def close_due(now, interval, fstart, fb, plan_i, plan_f, st, committed, counts, 
         if k >= c_slot.shape[0]:
             break
         if fstart[s] != NO_BAR and fstart[s] + interval <= now:
-            _close(s, fstart, fb, plan_i, plan_f, st, committed, counts, ht, hb, hhead, hcount,
-                   c_slot, c_t, c_bar, c_vals, k)
+            _close(s, fstart, fb, ht, hb, hhead, hcount, c_slot, c_t, c_bar, k)
             k += 1
             stats[ST_BARS] += 1
+    _commit_closed(k, plan_i, plan_f, st, committed, counts, c_slot, c_t, c_bar, c_vals)
     return k

@@ -4,6 +4,11 @@ A plan is a table (one row per instance: kind code, state row, output row, integ
 a float parameter table. Interpreting it inside numba means any set of indicators, for any number of
 symbols, updates in a single call per batch: no Python per bar or per indicator, and one compiled
 artefact for every catalogue, so adding a rule never triggers a recompile.
+
+Batches run instance-major: for each instance, one tight loop over the batch's bars. State is
+struct-of-arrays (a row per field, a column per symbol), so that loop walks each state row across
+symbols, the kind's branch is taken once per batch instead of once per bar, and its parameters are
+read once. Instances are independent, so this order gives exactly the bar-major result.
 """
 
 from __future__ import annotations
@@ -55,7 +60,7 @@ PLAN_FLOAT_WIDTH = 4
 
 @njit
 def apply_bar(plan_i, plan_f, st, s, o, h, l, c, v, t, commit, out):
-    """Run every instance of the plan on one bar of symbol column ``s``."""
+    """Run every instance of the plan on one bar of symbol column ``s`` (the single-bar path)."""
     for k in range(plan_i.shape[0]):
         code = plan_i[k, COL_CODE]
         b = plan_i[k, COL_STATE]
@@ -123,12 +128,207 @@ def apply_bar(plan_i, plan_f, st, s, o, h, l, c, v, t, commit, out):
 
 
 @njit
+def _record(out, rec, i, s, lo, hi):
+    for r in range(lo, hi):
+        rec[i, r] = out[r, s]
+
+
+@njit
+def apply_bars(plan_i, plan_f, st, slots, t, o, h, l, c, v, commit, out, n_out, record, rec):
+    """Run every instance over a batch of bars, instance-major (see the module docstring).
+
+    With ``record``, ``rec[i]`` receives a copy of every output right after bar ``i`` (the values a
+    signal rule sees at that close, even when one symbol closes several bars in a batch)."""
+    n = slots.shape[0]
+    for k in range(plan_i.shape[0]):
+        code = plan_i[k, COL_CODE]
+        b = plan_i[k, COL_STATE]
+        ob = plan_i[k, COL_OUT]
+        ip = plan_i[k, COL_PARAMS:]
+        fp = plan_f[k]
+        end = plan_i[k + 1, COL_OUT] if k + 1 < plan_i.shape[0] else n_out
+        if code == 1:
+            for i in range(n):
+                s = slots[i]
+                sma_step(st, s, b, ip, fp, o[i], h[i], l[i], c[i], v[i], t[i], commit, out, ob)
+                if record:
+                    _record(out, rec, i, s, ob, end)
+        elif code == 2:
+            for i in range(n):
+                s = slots[i]
+                ema_step(st, s, b, ip, fp, o[i], h[i], l[i], c[i], v[i], t[i], commit, out, ob)
+                if record:
+                    _record(out, rec, i, s, ob, end)
+        elif code == 3:
+            for i in range(n):
+                s = slots[i]
+                wma_step(st, s, b, ip, fp, o[i], h[i], l[i], c[i], v[i], t[i], commit, out, ob)
+                if record:
+                    _record(out, rec, i, s, ob, end)
+        elif code == 4:
+            for i in range(n):
+                s = slots[i]
+                dema_step(st, s, b, ip, fp, o[i], h[i], l[i], c[i], v[i], t[i], commit, out, ob)
+                if record:
+                    _record(out, rec, i, s, ob, end)
+        elif code == 5:
+            for i in range(n):
+                s = slots[i]
+                tema_step(st, s, b, ip, fp, o[i], h[i], l[i], c[i], v[i], t[i], commit, out, ob)
+                if record:
+                    _record(out, rec, i, s, ob, end)
+        elif code == 6:
+            for i in range(n):
+                s = slots[i]
+                kama_step(st, s, b, ip, fp, o[i], h[i], l[i], c[i], v[i], t[i], commit, out, ob)
+                if record:
+                    _record(out, rec, i, s, ob, end)
+        elif code == 7:
+            for i in range(n):
+                s = slots[i]
+                trix_step(st, s, b, ip, fp, o[i], h[i], l[i], c[i], v[i], t[i], commit, out, ob)
+                if record:
+                    _record(out, rec, i, s, ob, end)
+        elif code == 8:
+            for i in range(n):
+                s = slots[i]
+                macd_step(st, s, b, ip, fp, o[i], h[i], l[i], c[i], v[i], t[i], commit, out, ob)
+                if record:
+                    _record(out, rec, i, s, ob, end)
+        elif code == 9:
+            for i in range(n):
+                s = slots[i]
+                bb_step(st, s, b, ip, fp, o[i], h[i], l[i], c[i], v[i], t[i], commit, out, ob)
+                if record:
+                    _record(out, rec, i, s, ob, end)
+        elif code == 10:
+            for i in range(n):
+                s = slots[i]
+                zscore_step(st, s, b, ip, fp, o[i], h[i], l[i], c[i], v[i], t[i], commit, out, ob)
+                if record:
+                    _record(out, rec, i, s, ob, end)
+        elif code == 11:
+            for i in range(n):
+                s = slots[i]
+                volume_zscore_step(st, s, b, ip, fp, o[i], h[i], l[i], c[i], v[i], t[i], commit, out, ob)
+                if record:
+                    _record(out, rec, i, s, ob, end)
+        elif code == 12:
+            for i in range(n):
+                s = slots[i]
+                donchian_step(st, s, b, ip, fp, o[i], h[i], l[i], c[i], v[i], t[i], commit, out, ob)
+                if record:
+                    _record(out, rec, i, s, ob, end)
+        elif code == 13:
+            for i in range(n):
+                s = slots[i]
+                keltner_step(st, s, b, ip, fp, o[i], h[i], l[i], c[i], v[i], t[i], commit, out, ob)
+                if record:
+                    _record(out, rec, i, s, ob, end)
+        elif code == 20:
+            for i in range(n):
+                s = slots[i]
+                rsi_step(st, s, b, ip, fp, o[i], h[i], l[i], c[i], v[i], t[i], commit, out, ob)
+                if record:
+                    _record(out, rec, i, s, ob, end)
+        elif code == 21:
+            for i in range(n):
+                s = slots[i]
+                stoch_step(st, s, b, ip, fp, o[i], h[i], l[i], c[i], v[i], t[i], commit, out, ob)
+                if record:
+                    _record(out, rec, i, s, ob, end)
+        elif code == 22:
+            for i in range(n):
+                s = slots[i]
+                cci_step(st, s, b, ip, fp, o[i], h[i], l[i], c[i], v[i], t[i], commit, out, ob)
+                if record:
+                    _record(out, rec, i, s, ob, end)
+        elif code == 23:
+            for i in range(n):
+                s = slots[i]
+                willr_step(st, s, b, ip, fp, o[i], h[i], l[i], c[i], v[i], t[i], commit, out, ob)
+                if record:
+                    _record(out, rec, i, s, ob, end)
+        elif code == 24:
+            for i in range(n):
+                s = slots[i]
+                mfi_step(st, s, b, ip, fp, o[i], h[i], l[i], c[i], v[i], t[i], commit, out, ob)
+                if record:
+                    _record(out, rec, i, s, ob, end)
+        elif code == 25:
+            for i in range(n):
+                s = slots[i]
+                roc_step(st, s, b, ip, fp, o[i], h[i], l[i], c[i], v[i], t[i], commit, out, ob)
+                if record:
+                    _record(out, rec, i, s, ob, end)
+        elif code == 26:
+            for i in range(n):
+                s = slots[i]
+                mom_step(st, s, b, ip, fp, o[i], h[i], l[i], c[i], v[i], t[i], commit, out, ob)
+                if record:
+                    _record(out, rec, i, s, ob, end)
+        elif code == 27:
+            for i in range(n):
+                s = slots[i]
+                ultosc_step(st, s, b, ip, fp, o[i], h[i], l[i], c[i], v[i], t[i], commit, out, ob)
+                if record:
+                    _record(out, rec, i, s, ob, end)
+        elif code == 28:
+            for i in range(n):
+                s = slots[i]
+                aroon_step(st, s, b, ip, fp, o[i], h[i], l[i], c[i], v[i], t[i], commit, out, ob)
+                if record:
+                    _record(out, rec, i, s, ob, end)
+        elif code == 40:
+            for i in range(n):
+                s = slots[i]
+                atr_step(st, s, b, ip, fp, o[i], h[i], l[i], c[i], v[i], t[i], commit, out, ob)
+                if record:
+                    _record(out, rec, i, s, ob, end)
+        elif code == 41:
+            for i in range(n):
+                s = slots[i]
+                natr_step(st, s, b, ip, fp, o[i], h[i], l[i], c[i], v[i], t[i], commit, out, ob)
+                if record:
+                    _record(out, rec, i, s, ob, end)
+        elif code == 42:
+            for i in range(n):
+                s = slots[i]
+                dmi_step(st, s, b, ip, fp, o[i], h[i], l[i], c[i], v[i], t[i], commit, out, ob)
+                if record:
+                    _record(out, rec, i, s, ob, end)
+        elif code == 43:
+            for i in range(n):
+                s = slots[i]
+                sar_step(st, s, b, ip, fp, o[i], h[i], l[i], c[i], v[i], t[i], commit, out, ob)
+                if record:
+                    _record(out, rec, i, s, ob, end)
+        elif code == 44:
+            for i in range(n):
+                s = slots[i]
+                supertrend_step(st, s, b, ip, fp, o[i], h[i], l[i], c[i], v[i], t[i], commit, out, ob)
+                if record:
+                    _record(out, rec, i, s, ob, end)
+        elif code == 45:
+            for i in range(n):
+                s = slots[i]
+                obv_step(st, s, b, ip, fp, o[i], h[i], l[i], c[i], v[i], t[i], commit, out, ob)
+                if record:
+                    _record(out, rec, i, s, ob, end)
+        elif code == 46:
+            for i in range(n):
+                s = slots[i]
+                vwap_step(st, s, b, ip, fp, o[i], h[i], l[i], c[i], v[i], t[i], commit, out, ob)
+                if record:
+                    _record(out, rec, i, s, ob, end)
+
+
+@njit
 def commit_bars(plan_i, plan_f, st, out, counts, slots, t, o, h, l, c, v):
     """Commit a batch of closed bars, in order; bars of many symbols may interleave."""
+    apply_bars(plan_i, plan_f, st, slots, t, o, h, l, c, v, True, out, out.shape[0], False, out[:0])
     for i in range(slots.shape[0]):
-        s = slots[i]
-        apply_bar(plan_i, plan_f, st, s, o[i], h[i], l[i], c[i], v[i], t[i], True, out)
-        counts[s] += 1
+        counts[slots[i]] += 1
 
 
 @njit
