@@ -1,0 +1,126 @@
+"""The ``tickdeck`` command line.
+
+``tickdeck`` with no command starts the console; ``tickdeck indicators IN.csv`` computes indicators over
+a CSV file; ``tickdeck bench`` runs the benchmarks. Everything heavy (textual, numpy, pandas, numba) is
+imported only once a command needs it, so ``tickdeck --help`` answers at once.
+
+User mistakes (a bad config value, a malformed CSV, a missing file) print one line on stderr and exit
+with status 2; they never show a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+from engine.config import CONFIG_DIR_VAR, FEED_NAMES, ConfigError, load_config
+
+PROG = "tickdeck"
+EXIT_USAGE = 2
+
+_EPILOG = f"""\
+configuration layers, highest precedence first (merged key by key):
+  1. the flags above
+  2. environment variables TICKDECK_<SECTION>_<KEY>, e.g. TICKDECK_UI_FPS=20
+  3. the file given with --config PATH
+  4. config.toml in your user config directory (or in ${CONFIG_DIR_VAR})
+  5. the built-in defaults (the repository's config.toml lists them)
+
+run '{PROG} COMMAND --help' for a command's options.
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line on stderr (and status 2), not the whole usage text."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: {message} (see '{self.prog} --help')\n")
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("tickdeck")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog=PROG,
+        description="A terminal trading console: live feeds, incremental indicators, signals.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--config", metavar="PATH", help="a config file layered over your user config")
+    parser.add_argument("--feed", metavar="NAME", choices=FEED_NAMES,
+                        help=f"the market data feed: {', '.join(FEED_NAMES)}")
+    parser.add_argument("--theme", metavar="NAME", help="the console's colour theme")
+    parser.add_argument("--interval", metavar="I",
+                        help="the bar interval, from 1s to 1d: 1s, 15s, 1m, 5m, 1h, 4h, 1d, ...")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
+    indicators = commands.add_parser(
+        "indicators",
+        help="compute the default indicators over an OHLCV CSV file",
+        description="Read an OHLCV CSV (a timestamp column named date, time, datetime or timestamp, or "
+                    "first and unnamed; columns open, high, low, close, volume in any case), feed the bars "
+                    "one at a time through the streaming indicator engine and write the input columns "
+                    "followed by one column per indicator output (empty while an indicator warms up).",
+    )
+    indicators.add_argument("input", metavar="IN.csv", help="the OHLCV file, oldest bar first")
+    indicators.add_argument("-o", "--output", metavar="OUT.csv",
+                            help="write the result here (all or nothing) instead of to standard output")
+    bench = commands.add_parser("bench", help="measure the engine and print figures against the anchors")
+    bench.add_argument("--json", action="store_true", help="print the results as JSON")
+    return parser
+
+
+def _fail(message: str) -> int:
+    print(f"{PROG}: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "indicators":
+        from console import indicators_cmd
+
+        try:
+            return indicators_cmd.run(args.input, args.output)
+        except indicators_cmd.InputError as exc:
+            return _fail(str(exc))
+
+    if args.command == "bench":
+        from console.bench import main as bench_main
+
+        return int(bench_main(args) or 0)
+
+    config = load_config(
+        args.config,
+        {"feed.name": args.feed, "ui.theme": args.theme, "engine.interval": args.interval},
+    )
+    from console.app import run_app
+
+    result = run_app(config)
+    return result if isinstance(result, int) else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The ``tickdeck`` entry point; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        return _run(args)
+    except ConfigError as exc:
+        return _fail(str(exc))
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # The reader of our stdout went away (``tickdeck indicators x.csv | head``): not an error.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
