@@ -86,6 +86,9 @@ def _fail(message: str) -> int:
     return EXIT_USAGE
 
 
+AVAILABLE_FEEDS = ("sim",)
+
+
 def _run(args: argparse.Namespace) -> int:
     if args.command == "indicators":
         from console import indicators_cmd
@@ -104,6 +107,16 @@ def _run(args: argparse.Namespace) -> int:
         args.config,
         {"feed.name": args.feed, "ui.theme": args.theme, "engine.interval": args.interval},
     )
+    # Checked here, before the screen switches, so a mistake is one line on the terminal.
+    from engine.signals.rules import RuleError, load_rules
+
+    try:
+        load_rules(config.rules)
+    except RuleError as exc:
+        return _fail(str(exc))
+    if config.feed.name not in AVAILABLE_FEEDS:
+        return _fail(f"feed {config.feed.name!r} is not available in this version; "
+                     f"available: {', '.join(AVAILABLE_FEEDS)}")
     from console.app import run_app
 
     result = run_app(config)

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 import talib
 
+from console import cli
 from console.cli import main
 from engine.config import Config
 from engine.indicators.catalogue import DEFAULT_OUTPUTS
@@ -92,12 +93,28 @@ def test_launch_passes_flags_into_the_config(monkeypatch: pytest.MonkeyPatch) ->
     fake = types.ModuleType("console.app")
     fake.run_app = lambda config: seen.append(config)  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "console.app", fake)
+    monkeypatch.setattr(cli, "AVAILABLE_FEEDS", ("sim", "binance"))
     assert main(["--feed", "binance", "--interval", "5m", "--theme", "light"]) == 0
     (config,) = seen
     assert config.feed.name == "binance"
     assert config.engine.interval_ns == 300_000_000_000
     assert config.ui.theme == "light"
     assert config.ui.fps == Config().ui.fps
+
+
+def test_bad_rule_and_unavailable_feed_stop_before_the_app(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = types.ModuleType("console.app")
+    fake.run_app = lambda config: pytest.fail("the app must not start")  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "console.app", fake)
+    bad = tmp_path / "rules.toml"
+    bad.write_text('[[rules]]\nid = "oops"\nkind = "cross"\na = "rsi_x"\nb = 30\n', encoding="utf-8")
+    assert main(["--config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "'oops'" in err and str(bad) in err and "rsi_x" in err
+    assert main(["--feed", "coinbase"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "'coinbase' is not available" in err
 
 
 # --- indicators: round trip -------------------------------------------------------------------------
