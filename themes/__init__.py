@@ -1,0 +1,140 @@
+"""tickdeck's colour themes and the app's stylesheet.
+
+Themes are the only place where colours are written down. Stylesheets (``app.tcss`` and the widgets'
+``DEFAULT_CSS``) refer to theme variables only (``$primary``, ``$text-success``, ``$text-error``, …), so
+switching theme recolours everything, and a new theme is one more :class:`~textual.theme.Theme` here.
+
+- ``dark`` (the default) and ``light``: everyday themes, rises green and falls red;
+- ``high-contrast``: pure black and white with saturated accents, for bright rooms and weak eyes;
+- ``ansi16``: only the 16 ANSI colours, drawn in the terminal's own palette (for terminals without
+  truecolor, and for people who have tuned their palette).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+from textual.theme import Theme
+
+APP_CSS_PATH = Path(__file__).with_name("app.tcss")
+"""The app's layout stylesheet."""
+
+DEFAULT_THEME = "dark"
+
+THEMES: tuple[Theme, ...] = (
+    Theme(
+        name="dark",
+        primary="#3B82C4",
+        secondary="#2A5C8A",
+        accent="#E0A040",
+        warning="#E0A040",
+        error="#E5534B",
+        success="#3FB950",
+        foreground="#D6DCE4",
+        background="#0F1419",
+        surface="#161D24",
+        panel="#1E2731",
+        dark=True,
+    ),
+    Theme(
+        name="light",
+        primary="#1F5FA8",
+        secondary="#3B82C4",
+        accent="#B8620B",
+        warning="#B8620B",
+        error="#C62828",
+        success="#1B7F3B",
+        foreground="#1C2430",
+        background="#F5F7FA",
+        surface="#E9EDF2",
+        panel="#DCE2EA",
+        dark=False,
+    ),
+    Theme(
+        name="high-contrast",
+        primary="#FFD700",
+        secondary="#00BFFF",
+        accent="#FF00FF",
+        warning="#FFD700",
+        error="#FF3030",
+        success="#00FF00",
+        foreground="#FFFFFF",
+        background="#000000",
+        surface="#000000",
+        panel="#1A1A1A",
+        dark=True,
+        luminosity_spread=0.3,
+        text_alpha=1.0,
+        variables={
+            "text-muted": "#C0C0C0",
+            "block-cursor-background": "#FFD700",
+            "block-cursor-foreground": "#000000",
+            "footer-key-foreground": "#FFD700",
+        },
+    ),
+    Theme(
+        name="ansi16",
+        ansi=True,
+        primary="ansi_blue",
+        secondary="ansi_cyan",
+        accent="ansi_magenta",
+        warning="ansi_yellow",
+        error="ansi_red",
+        success="ansi_green",
+        foreground="ansi_default",
+        background="ansi_default",
+        surface="ansi_default",
+        panel="ansi_default",
+        boost="ansi_default",
+        dark=True,
+        variables={
+            "text-success": "ansi_bright_green",
+            "text-error": "ansi_bright_red",
+            "text-warning": "ansi_yellow",
+            "text-primary": "ansi_bright_blue",
+            "text-accent": "ansi_magenta",
+            "text-muted": "ansi_bright_black",
+            "ansi-background": "ansi_black",
+            "ansi-foreground": "ansi_white",
+            "border": "ansi_blue",
+            "border-blurred": "ansi_bright_black",
+            "block-cursor-foreground": "ansi_black",
+            "block-cursor-background": "ansi_white",
+            "block-cursor-blurred-foreground": "ansi_white",
+            "block-cursor-blurred-background": "ansi_bright_black",
+            "footer-key-foreground": "ansi_bright_blue",
+            "footer-background": "ansi_default",
+            "scrollbar": "ansi_bright_black",
+            "scrollbar-hover": "ansi_white",
+            "scrollbar-active": "ansi_bright_white",
+            "scrollbar-background": "ansi_default",
+            "scrollbar-background-hover": "ansi_default",
+            "scrollbar-background-active": "ansi_default",
+            "scrollbar-corner-color": "ansi_default",
+            "screen-selection-background": "ansi_bright_blue",
+            "screen-selection-foreground": "ansi_black",
+        },
+    ),
+)
+"""Every tickdeck theme, in the order ``t`` cycles through them."""
+
+THEME_NAMES: tuple[str, ...] = tuple(theme.name for theme in THEMES)
+
+
+class _ThemeRegistry(Protocol):
+    def register_theme(self, theme: Theme) -> None: ...
+
+
+def register_themes(app: _ThemeRegistry) -> None:
+    """Register every tickdeck theme with ``app`` (Textual's own themes stay available by name)."""
+    for theme in THEMES:
+        app.register_theme(theme)
+
+
+def next_theme(current: str) -> str:
+    """The theme after ``current`` in :data:`THEME_NAMES`, wrapping; the first one after any other."""
+    try:
+        return THEME_NAMES[(THEME_NAMES.index(current) + 1) % len(THEME_NAMES)]
+    except ValueError:
+        return THEME_NAMES[0]

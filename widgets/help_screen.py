@@ -1,0 +1,84 @@
+"""The help screen: every key the app binds, with what it does (read from the bindings themselves, so
+it can never fall out of step with them)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Vertical
+from textual.content import Content
+from textual.screen import ModalScreen
+from textual.widgets import Static
+
+
+def binding_rows(bindings: Iterable[BindingType]) -> list[tuple[str, str]]:
+    """``(keys, description)`` for each described binding, keys joined with ``/`` (``q``, ``?``)."""
+    rows: list[tuple[str, str]] = []
+    for item in bindings:
+        if isinstance(item, Binding):
+            keys, description = item.key, item.description
+        elif len(item) >= 3:
+            keys, description = item[0], item[2]
+        else:
+            continue
+        if description:
+            rows.append((" / ".join(_key_name(k.strip()) for k in keys.split(",")), description))
+    return rows
+
+
+def _key_name(key: str) -> str:
+    return {"question_mark": "?", "escape": "esc"}.get(key, key)
+
+
+def render_help(rows: Sequence[tuple[str, str]]) -> Content:
+    """A two-column list of keys and what they do."""
+    width = max((len(k) for k, _ in rows), default=0)
+    return Content("\n").join(
+        Content.assemble((f"{keys:>{width}}", "$text-accent bold"), "   ", text) for keys, text in rows
+    )
+
+
+class HelpScreen(ModalScreen[None]):
+    """Keys and what they do; ``escape`` (or ``?``) closes it."""
+
+    DEFAULT_CSS = """
+    HelpScreen {
+        align: center middle;
+        background: $background 60%;
+    }
+    HelpScreen > Vertical {
+        width: auto;
+        max-width: 90%;
+        height: auto;
+        max-height: 90%;
+        padding: 1 3;
+        border: round $primary;
+        border-title-color: $text-primary;
+        border-subtitle-color: $text-muted;
+        background: $surface;
+    }
+    HelpScreen #help-keys {
+        width: auto;
+    }
+    """
+
+    BINDINGS = [
+        Binding("escape", "close", "Close help"),
+        Binding("question_mark", "close", "Close help", show=False),
+    ]
+
+    def __init__(self, bindings: Sequence[BindingType]) -> None:
+        super().__init__()
+        self._rows = binding_rows(bindings)
+
+    def compose(self) -> ComposeResult:
+        box = Vertical()
+        box.border_title = "Keys"
+        box.border_subtitle = "esc to close"
+        with box:
+            yield Static(render_help(self._rows), id="help-keys")
+
+    def action_close(self) -> None:
+        self.dismiss()
