@@ -89,25 +89,18 @@ class TickdeckApp(App[int]):
             f"unknown theme {wanted!r}; using {DEFAULT_THEME!r} (themes: {', '.join(THEME_NAMES)})"
         )
         self.theme = DEFAULT_THEME if self._theme_warning else wanted
+        # Held, not queried: runtime messages keep arriving while another screen (help) is on top
+        # and while the app shuts down, when a query of the active screen would find nothing.
+        self.header = HeaderBar(id="header")
+        self.watchlist = Watchlist(indicators=config.ui.columns, id="watchlist")
+        self.signal_log = SignalLog(id="signals")
 
     # --- layout ------------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
-        yield HeaderBar(id="header")
-        yield Watchlist(indicators=self.config.ui.columns, id="watchlist")
-        yield SignalLog(id="signals")
+        yield self.header
+        yield self.watchlist
+        yield self.signal_log
         yield Footer()
-
-    @property
-    def header(self) -> HeaderBar:
-        return self.query_one("#header", HeaderBar)
-
-    @property
-    def watchlist(self) -> Watchlist:
-        return self.query_one("#watchlist", Watchlist)
-
-    @property
-    def signal_log(self) -> SignalLog:
-        return self.query_one("#signals", SignalLog)
 
     def on_mount(self) -> None:
         header = self.header

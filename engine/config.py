@@ -181,6 +181,7 @@ class SimFeedConfig:
     symbols: int = _setting(40, _between(1, 5000))
     seed: int = _setting(7, _between(0))
     rate: float = _setting(200.0, _positive)
+    backfill: int = _setting(300, _between(0, 100_000))
     """Ticks per second across all symbols."""
 
 
@@ -233,10 +234,11 @@ DEFAULT_RULES: tuple[dict[str, Any], ...] = (
      "cooldown": "15m"},
     {"id": "macd_cross", "kind": "cross", "a": "macd_12_26_9", "b": "macd_signal_12_26_9",
      "direction": "both", "cooldown": "30m"},
-    {"id": "bb_breakout", "kind": "cross", "a": "close", "b": "bb_upper_20_2", "direction": "up"},
+    {"id": "bb_breakout", "kind": "cross", "a": "close", "b": "bb_upper_20_2", "direction": "up",
+     "cooldown": "15m"},
     {"id": "golden_cross", "kind": "cross", "a": "sma_50", "b": "sma_200", "direction": "both"},
-    {"id": "volume_spike", "kind": "volume_spike", "window": 20, "zscore": 3.0},
-    {"id": "move_2pct", "kind": "move", "window": 5, "pct": 2.0},
+    {"id": "volume_spike", "kind": "volume_spike", "window": 20, "zscore": 3.0, "cooldown": "15m"},
+    {"id": "move_2pct", "kind": "move", "window": 5, "pct": 2.0, "cooldown": "15m"},
 )
 
 

@@ -1,18 +1,23 @@
 """The runtime: feed -> engine -> signals and frame-rate snapshots, shared by the console and the
 headless service.
 
-The engine is touched by exactly one thread at a time: each batch is processed by ``process`` in a
-worker thread (numba kernels release the GIL, so the event loop stays responsive), and snapshots are
-built in that same call, so readers only ever get copies. Snapshots are built at most ``fps`` times a
+The engine is owned by one daemon thread (``EngineThread``): every batch is processed by ``process``
+there, in order (numba kernels release the GIL, so the event loop stays responsive), and snapshots are
+built in that same call, so readers only ever get copies. A daemon thread, not ``asyncio.to_thread``:
+quitting must not wait for a first-run kernel compile to finish. Snapshots are built at most ``fps`` times a
 second however fast ticks arrive: the UI gets one snapshot per frame, never one message per tick.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import queue
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -22,6 +27,49 @@ from engine.pipeline import Engine
 from engine.signals.events import Signal
 from engine.signals.rules import load_rules
 from engine.snapshot import MarketSnapshot, build_snapshot
+
+T = TypeVar("T")
+
+
+class EngineThread:
+    """One daemon thread that runs submitted calls in order and hands results back to the event loop."""
+
+    def __init__(self, name: str = "tickdeck-engine") -> None:
+        self._calls: queue.SimpleQueue[tuple[Callable[[], Any], asyncio.Future[Any]] | None] = (
+            queue.SimpleQueue())
+        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while (item := self._calls.get()) is not None:
+            fn, future = item
+            result: Any = None
+            error: BaseException | None = None
+            try:
+                result = fn()
+            except BaseException as exc:  # handed to the awaiting task, which decides
+                error = exc
+            try:
+                future.get_loop().call_soon_threadsafe(_settle, future, result, error)
+            except RuntimeError:  # the loop closed while we worked: nobody is waiting any more
+                return
+
+    async def call(self, fn: Callable[..., T], *args: Any) -> T:
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._calls.put((functools.partial(fn, *args), future))
+        return await future
+
+    def stop(self) -> None:
+        self._calls.put(None)
+
+
+def _settle(future: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
+    if future.done():  # the awaiting task was cancelled meanwhile
+        return
+    if exc is not None:
+        future.set_exception(exc)
+    else:
+        future.set_result(result)
 
 
 class FeedUnavailable(RuntimeError):
@@ -41,7 +89,9 @@ def build_feed(config: Config, engine: Engine) -> Feed:
         from engine.feeds.sim import SimFeed
 
         sim = config.feeds.sim
-        return SimFeed(engine.symbols, n_symbols=sim.symbols, seed=sim.seed, rate=sim.rate)
+        backfill_s = sim.backfill * engine.interval_ns / 1e9
+        return SimFeed(engine.symbols, n_symbols=sim.symbols, seed=sim.seed, rate=sim.rate,
+                       backfill_s=backfill_s)
     raise FeedUnavailable(f"feed {name!r} is not available in this version; use --feed sim")
 
 
@@ -84,10 +134,14 @@ class Runtime:
     async def run(self, on_update: Callable[[Update], None],
                   on_status: Callable[[FeedStatus], None]) -> None:
         """Pump the feed until cancelled; the callbacks run on the event loop."""
-        async for item in self.feed.stream():
-            if isinstance(item, FeedStatus):
-                on_status(item)
-                continue
-            update = await asyncio.to_thread(self.process, item)
-            if update.signals or update.snapshot is not None:
-                on_update(update)
+        worker = EngineThread()
+        try:
+            async for item in self.feed.stream():
+                if isinstance(item, FeedStatus):
+                    on_status(item)
+                    continue
+                update = await worker.call(self.process, item)
+                if update.signals or update.snapshot is not None:
+                    on_update(update)
+        finally:
+            worker.stop()

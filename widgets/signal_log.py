@@ -81,11 +81,13 @@ class SignalLog(VerticalScroll):
     """The signals shown, newest first (at most :data:`LIMIT`)."""
 
     def compose(self) -> ComposeResult:
-        yield Static(render_signals(self.signals), id="signal-lines")
+        # Held, not queried: signals may still arrive while the app tears the children down.
+        self._lines = Static(render_signals(self.signals), id="signal-lines")
+        yield self._lines
 
     def watch_signals(self, signals: tuple[Signal, ...]) -> None:
         if self.is_mounted:
-            self.query_one("#signal-lines", Static).update(render_signals(signals))
+            self._lines.update(render_signals(signals))
 
     def add(self, new: Iterable[Signal]) -> None:
         """Put newly detected signals at the top."""

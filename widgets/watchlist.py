@@ -196,17 +196,18 @@ class Watchlist(Widget):
         self._rows: frozenset[str] = frozenset()
         self._palette: dict[Role, Style] = {}
         self.set_reactive(Watchlist.indicators, tuple(indicators))
+        self._make_children()
 
     def compose(self) -> ComposeResult:
-        yield Static(self.message, id="watchlist-message", markup=False)
-        table: DataTable[Text] = DataTable(cursor_type="row", cell_padding=0, zebra_stripes=True,
-                                           id="watchlist-table")
-        table.display = False
-        yield table
+        yield self._message
+        yield self.table
 
-    @property
-    def table(self) -> DataTable[Text]:
-        return self.query_one("#watchlist-table", DataTable)
+    def _make_children(self) -> None:
+        # Held, not queried: snapshots may still arrive while the app tears the children down.
+        self._message = Static(self.message, id="watchlist-message", markup=False)
+        self.table: DataTable[Text] = DataTable(cursor_type="row", cell_padding=0, zebra_stripes=True,
+                                                id="watchlist-table")
+        self.table.display = False
 
     # --- state -> table ----------------------------------------------------------------------------
     def on_mount(self) -> None:
@@ -225,13 +226,13 @@ class Watchlist(Widget):
 
     def watch_message(self, message: str) -> None:
         if self.is_mounted:
-            self.query_one("#watchlist-message", Static).update(message)
+            self._message.update(message)
 
     def watch_snapshot(self, snapshot: MarketSnapshot | None) -> None:
         if not self.is_mounted:
             return
         table = self.table
-        self.query_one("#watchlist-message").display = snapshot is None
+        self._message.display = snapshot is None
         if snapshot is None:
             table.display = False
             return
@@ -246,7 +247,7 @@ class Watchlist(Widget):
 
     def watch_signals(self, signals: Mapping[str, Signal]) -> None:
         spec = next((s for s in self._specs if s.key == "signal"), None)
-        if spec is None:
+        if spec is None or not self.is_mounted:  # signals can arrive before the table is composed
             return
         for symbol in self.symbols:
             self._draw_cell(symbol, spec, signal_cell(signals.get(symbol), spec.width))

@@ -46,7 +46,7 @@ class SimFeed(Feed):
     name = "sim"
 
     def __init__(self, symbols: SymbolTable, n_symbols: int = 40, seed: int = 7, rate: float = 200.0,
-                 batch_hz: float = 20.0) -> None:
+                 batch_hz: float = 20.0, backfill_s: float = 0.0) -> None:
         super().__init__(symbols)
         if not 1 <= n_symbols <= 5000:
             raise ValueError(f"sim symbols must be between 1 and 5000, got {n_symbols}")
@@ -63,16 +63,17 @@ class SimFeed(Feed):
         weights = 1.0 / np.arange(1, k + 1) ** 0.8
         self.weights = weights / weights.sum()
         self.trade_id = 0
+        self.backfill_s = backfill_s
 
     def universe(self) -> tuple[str, ...]:
         return tuple(self.names)
 
-    def next_batch(self, n: int, now_ns: int, dt_s: float) -> np.ndarray:
+    def next_batch(self, n: int, now_ns: int, dt_s: float, vol_scale: float = 1.0) -> np.ndarray:
         """``n`` ticks covering the last ``dt_s`` seconds, ending at ``now_ns`` (no Python per tick)."""
         idx = self.rng.choice(len(self.names), size=n, p=self.weights)
         ticks = make_ticks(n)
         # each trade moves its symbol by one GBM step; per-symbol paths via a grouped cumulative sum
-        shocks = self.rng.standard_normal(n) * self.sigma[idx] * 1e-3
+        shocks = self.rng.standard_normal(n) * self.sigma[idx] * (1e-3 * vol_scale)
         order = np.argsort(idx, kind="stable")
         sym_sorted = idx[order]
         steps = np.cumsum(shocks[order])
@@ -92,8 +93,20 @@ class SimFeed(Feed):
         self.trade_id += n
         return ticks
 
+    def backfill(self, now_ns: int) -> np.ndarray:
+        """Trades over the last ``backfill_s`` seconds, so charts and indicators start warm.
+
+        About four trades per symbol per bar for a 300-bar backfill, capped at 1M trades in total, each
+        step scaled up so the history moves as much per unit of time as the live tape will.
+        """
+        n = min(len(self.names) * 1200, 1_000_000)
+        live = self.rate * self.backfill_s
+        return self.next_batch(n, now_ns, self.backfill_s, vol_scale=max(1.0, (live / n) ** 0.5))
+
     async def stream(self) -> AsyncIterator[np.ndarray | FeedStatus]:
         yield FeedStatus(self.name, "live")
+        if self.backfill_s > 0:
+            yield self.backfill(time.time_ns())
         period = 1.0 / self.batch_hz
         last = time.monotonic()
         carry = 0.0
