@@ -30,8 +30,11 @@ MUTED = "$text-muted"
 
 
 def newest_first(existing: Sequence[Signal], new: Iterable[Signal], limit: int = LIMIT) -> tuple[Signal, ...]:
-    """``new`` (in the order they were detected) put in front of ``existing`` (newest first)."""
-    return (*reversed(tuple(new)), *existing)[:limit]
+    """``new`` merged into ``existing``, newest bar first (a quiet symbol's bar can close after a
+    busier symbol's later one, so detection order is not market order). The sort is stable: signals
+    of one bar stay in detection order, newest first."""
+    merged = (*reversed(tuple(new)), *existing)
+    return tuple(sorted(merged, key=lambda s: s.bar_time, reverse=True))[:limit]
 
 
 def _operands(values: dict[str, float]) -> str:
@@ -39,10 +42,10 @@ def _operands(values: dict[str, float]) -> str:
 
 
 def signal_line(signal: Signal, symbol_width: int = 7, rule_width: int = 14) -> Content:
-    """One signal: time detected, arrow, symbol, rule, price, and the operands that crossed."""
+    """One signal: its bar's time, arrow, symbol, rule, price, and the operands that crossed."""
     style = STYLES[signal.direction]
     return Content.assemble(
-        (fmt.clock(signal.detected_ns), MUTED),
+        (fmt.clock(signal.bar_time), MUTED),  # market time of the bar that fired it
         " ",
         (f"{ARROWS[signal.direction]} {signal.symbol:<{symbol_width}}", f"{style} bold"),
         " ",

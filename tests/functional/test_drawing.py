@@ -33,9 +33,12 @@ def quote(symbol: str = "AAPL", last: float = 101.0, first: float = 100.0, **val
                  values or {"rsi_14": 55.5, "macd_hist_12_26_9": float("nan")}, 0)
 
 
-def signal(symbol: str, rule: str = "rsi_oversold", direction: str = "up", at: int = 0) -> Signal:
-    return Signal(symbol, rule, direction, 0, 101.25, {"rsi_14": 29.1, "level": 30.0},  # type: ignore[arg-type]
-                  1_700_000_000_000_000_000 + at)
+def signal(symbol: str, rule: str = "rsi_oversold", direction: str = "up", at: int = 0,
+           bar: int | None = None) -> Signal:
+    """A signal detected at ``at`` for the bar opened at ``bar`` (default: the same instant)."""
+    t = 1_700_000_000_000_000_000 + at
+    return Signal(symbol, rule, direction, t if bar is None else 1_700_000_000_000_000_000 + bar,  # type: ignore[arg-type]
+                  101.25, {"rsi_14": 29.1, "level": 30.0}, t)
 
 
 # --- sparkline ----------------------------------------------------------------------------------------
@@ -125,6 +128,12 @@ def test_signal_log_is_newest_first_and_bounded() -> None:
     log = newest_first((), [signal("A", at=1), signal("B", at=2)])
     log = newest_first(log, [signal("C", at=3)], limit=2)
     assert [s.symbol for s in log] == ["C", "B"]
+
+
+def test_signal_log_orders_by_bar_time_when_a_quiet_bar_closes_late() -> None:
+    log = newest_first((), [signal("A", at=1, bar=10), signal("B", at=2, bar=20), signal("C", at=3, bar=20)])
+    log = newest_first(log, [signal("QUIET", at=9, bar=15), signal("D", at=9, bar=30)])
+    assert [s.symbol for s in log] == ["D", "C", "B", "QUIET", "A"]
 
 
 def test_signal_lines_are_coloured_by_direction_with_theme_variables() -> None:
