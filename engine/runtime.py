@@ -11,12 +11,13 @@ second however fast ticks arrive: the UI gets one snapshot per frame, never one 
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import numpy as np
@@ -103,7 +104,38 @@ class Update:
     snapshot: MarketSnapshot | None
 
 
+@dataclass
+class RuntimeMetrics:
+    """How the pipeline keeps up: queue depth, coalescing, lag from receipt to processing."""
+
+    batches: int = 0
+    coalesced: int = 0  # batches merged into another because the engine was behind
+    queue_depth: int = 0
+    queue_depth_max: int = 0
+    lag_ns: collections.deque[int] = field(default_factory=lambda: collections.deque(maxlen=2048))
+
+    def lag_percentiles(self) -> tuple[float, float]:
+        """(p50, p99) of receive-to-processing lag in milliseconds over the recent batches."""
+        if not self.lag_ns:
+            return (0.0, 0.0)
+        p50, p99 = np.percentile(np.fromiter(self.lag_ns, dtype=np.int64), [50, 99])
+        return (float(p50) / 1e6, float(p99) / 1e6)
+
+
+_END = object()  # the feed finished (a replay reached its end)
+
+
 class Runtime:
+    """Feed -> bounded queue -> engine thread -> updates.
+
+    The queue holds at most ``queue_batches`` batches: a feed faster than the engine waits (bar
+    building never drops a tick). When batches pile up, the consumer takes them all at once and
+    processes them as one (``metrics.coalesced``), so a lagging engine catches up with one snapshot
+    instead of one per batch.
+    """
+
+    queue_batches = 64
+
     def __init__(self, config: Config, engine: Engine | None = None, feed: Feed | None = None) -> None:
         self.config = config
         self.engine = engine or build_engine(config)
@@ -112,10 +144,16 @@ class Runtime:
         self.watch: tuple[str, ...] = self.feed.universe()
         self.outputs: tuple[str, ...] = tuple(config.ui.columns)
         self.spark = 60
+        self.metrics = RuntimeMetrics()
+        self.taps: list[Callable[[np.ndarray], None]] = []  # e.g. a recorder; called on the event loop
         self._last_frame = 0
 
     def process(self, ticks: np.ndarray | None, now_ns: int | None = None) -> Update:
-        """Apply one batch (or just the clock, when ``ticks`` is None). Runs in a worker thread."""
+        """Apply one batch (or just the clock, when ``ticks`` is None). Runs on the engine thread.
+
+        ``now_ns`` is the feed's clock (wall time for live feeds, the replayed time for a replay): bars
+        whose interval has ended by then are closed even if their symbol has gone quiet.
+        """
         now = time.time_ns() if now_ns is None else now_ns
         signals: list[Signal] = []
         if ticks is not None and len(ticks):
@@ -133,15 +171,57 @@ class Runtime:
 
     async def run(self, on_update: Callable[[Update], None],
                   on_status: Callable[[FeedStatus], None]) -> None:
-        """Pump the feed until cancelled; the callbacks run on the event loop."""
+        """Pump the feed until it ends or the task is cancelled; callbacks run on the event loop."""
+        queue: asyncio.Queue[Any] = asyncio.Queue(self.queue_batches)
+        pump = asyncio.create_task(self._pump(queue, on_status), name="tickdeck-feed-pump")
         worker = EngineThread()
+        tick_s = self.frame_ns / 1e9
+        try:
+            while True:
+                try:
+                    item = await asyncio.wait_for(queue.get(), tick_s)
+                except TimeoutError:  # a quiet feed: still close due bars and refresh the frame
+                    item = None
+                if item is _END:
+                    break
+                if isinstance(item, BaseException):
+                    raise item
+                batch = self._coalesce(item, queue) if item is not None else None
+                update = await worker.call(self.process, batch, self.feed.now_ns())
+                if update.signals or update.snapshot is not None:
+                    on_update(update)
+        finally:
+            pump.cancel()
+            worker.stop()
+
+    def _coalesce(self, first: np.ndarray, queue: asyncio.Queue[Any]) -> np.ndarray:
+        m = self.metrics
+        m.queue_depth = queue.qsize()
+        m.queue_depth_max = max(m.queue_depth_max, m.queue_depth + 1)
+        parts = [first]
+        while not queue.empty():
+            nxt = queue.get_nowait()
+            if nxt is _END or isinstance(nxt, BaseException):
+                queue.put_nowait(nxt)  # the queue just emptied, so there is room; handled next round
+                break
+            parts.append(nxt)
+        m.batches += len(parts)
+        m.coalesced += len(parts) - 1
+        batch = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        m.lag_ns.append(time.time_ns() - int(batch["recv"].min()))
+        return batch
+
+    async def _pump(self, queue: asyncio.Queue[Any], on_status: Callable[[FeedStatus], None]) -> None:
         try:
             async for item in self.feed.stream():
                 if isinstance(item, FeedStatus):
                     on_status(item)
                     continue
-                update = await worker.call(self.process, item)
-                if update.signals or update.snapshot is not None:
-                    on_update(update)
-        finally:
-            worker.stop()
+                for tap in self.taps:
+                    tap(item)
+                await queue.put(item)  # waits while the engine is behind: backpressure, no drops
+            await queue.put(_END)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # handed to the consumer, which raises it in the runtime's task
+            await queue.put(exc)

@@ -1,10 +1,12 @@
-"""The one interface every feed implements, and the status events it reports."""
+"""The one interface every feed implements, its status events, and its per-reason counters."""
 
 from __future__ import annotations
 
 import abc
+import logging
 import time
-from collections.abc import AsyncIterator
+from collections import Counter
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -13,6 +15,7 @@ import numpy as np
 from engine.ticks import SymbolTable
 
 State = Literal["connecting", "live", "stale", "reconnecting", "failed", "stopped"]
+log = logging.getLogger("tickdeck.feeds")
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,18 +27,73 @@ class FeedStatus:
     at_ns: int = field(default_factory=time.time_ns)
 
 
+class FeedCounters:
+    """What a feed received, skipped and survived, counted per reason.
+
+    A bad message is counted and logged once per reason with a sample, then only counted: a feed that
+    receives garbage at a high rate must not turn its log into the bottleneck.
+    """
+
+    def __init__(self, feed: str) -> None:
+        self.feed = feed
+        self.messages = 0
+        self.ticks = 0
+        self.reconnects = 0
+        self.duplicates = 0
+        self.gaps = 0  # trades known to be missing (by trade id or sequence number)
+        self.out_of_order = 0
+        self.bad: Counter[str] = Counter()
+        self.samples: dict[str, str] = {}
+
+    def bad_message(self, reason: str, sample: bytes | str | object) -> None:
+        self.bad[reason] += 1
+        if reason not in self.samples:
+            text = sample.decode("utf-8", "replace") if isinstance(sample, bytes) else str(sample)
+            self.samples[reason] = text[:200]
+            log.warning("%s: skipped a message (%s); first sample: %r", self.feed, reason, text[:200])
+
+    @property
+    def bad_total(self) -> int:
+        return sum(self.bad.values())
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "feed": self.feed, "messages": self.messages, "ticks": self.ticks,
+            "reconnects": self.reconnects, "duplicates": self.duplicates, "gaps": self.gaps,
+            "out_of_order": self.out_of_order, "bad": dict(self.bad),
+        }
+
+
 class Feed(abc.ABC):
-    """A source of tick batches. ``stream`` yields numpy ``TICK_DTYPE`` arrays and ``FeedStatus``."""
+    """A source of tick batches. ``stream`` yields numpy ``TICK_DTYPE`` arrays and ``FeedStatus``.
+
+    A feed never raises for bad data: it counts it (``counters``) and skips it. It raises only when it
+    cannot go on at all, after reporting why in a ``failed`` status.
+    """
 
     name: str = "feed"
 
     def __init__(self, symbols: SymbolTable) -> None:
         self.symbols = symbols
+        self.counters = FeedCounters(self.name)
 
     @abc.abstractmethod
     def stream(self) -> AsyncIterator[np.ndarray | FeedStatus]:
-        """Yield batches until cancelled; never raise for bad data (count it and skip it)."""
+        """Yield batches until cancelled."""
 
     def universe(self) -> tuple[str, ...]:
         """Symbols this feed can deliver (for autocomplete); empty when unknown."""
         return ()
+
+    def now_ns(self) -> int:
+        """The feed's clock, which closes bars of quiet symbols: wall time for live feeds; a replay
+        returns the time it has replayed up to."""
+        return time.time_ns()
+
+    async def subscribe(self, symbols: Iterable[str]) -> None:
+        """Start delivering ``symbols`` (live feeds send a subscription; others ignore it)."""
+        return None
+
+    async def unsubscribe(self, symbols: Iterable[str]) -> None:
+        """Stop delivering ``symbols``."""
+        return None

@@ -1,0 +1,180 @@
+"""The shared life of a WebSocket market-data feed: connect, subscribe, read in batches, notice a
+stall, and reconnect with backoff — reporting every transition as a ``FeedStatus``.
+
+Exchange specifics (URLs, subscription frames, message decoding, sequence checks) live in subclasses;
+this module knows only the protocol (``websockets``) and the failure modes every exchange shares:
+DNS, refused connections, TLS, HTTP status at the handshake, servers that close (periodically, as
+Binance does every 24 h) and servers that stall.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import socket
+import ssl
+import time
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+from urllib.parse import urlsplit
+
+import numpy as np
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI, WebSocketException
+
+from engine.feeds.backoff import Backoff
+from engine.feeds.base import Feed, FeedStatus
+from engine.feeds.batching import TickBatcher, TradeSequencer
+from engine.ticks import SymbolTable
+
+
+class Stalled(Exception):
+    """The server sent nothing for too long; the connection is presumed dead."""
+
+
+def describe_error(exc: BaseException, url: str) -> str:
+    """One line a user can act on: what failed, against which host."""
+    host = urlsplit(url).netloc or url
+    if isinstance(exc, socket.gaierror):
+        return f"DNS lookup failed for {host}: {exc.strerror or exc}"
+    if isinstance(exc, ConnectionRefusedError):
+        return f"connection refused by {host}"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS error with {host}: {getattr(exc, 'reason', None) or exc}"
+    if isinstance(exc, InvalidStatus):
+        return f"HTTP {exc.response.status_code} from {host} at the WebSocket handshake"
+    if isinstance(exc, InvalidURI):
+        return f"invalid WebSocket URL {url!r}"
+    if isinstance(exc, ConnectionClosed):
+        close = exc.rcvd
+        if close is None:
+            return f"{host} dropped the connection without a close frame"
+        why = f": {close.reason}" if close.reason else ""
+        return f"{host} closed the connection (code {close.code}{why})"
+    if isinstance(exc, Stalled):
+        return str(exc)
+    if isinstance(exc, TimeoutError):
+        return f"timed out connecting to {host}"
+    if isinstance(exc, OSError):
+        return f"network error with {host}: {exc.strerror or exc}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+class WsFeed(Feed):
+    """Subclasses implement ``url_for``, ``send_subscription`` and ``decode``."""
+
+    #: seconds without a message before the feed is reported stale; twice that and it reconnects
+    stall_s: float = 15.0
+    #: how long one batch may gather messages already in flight, and its largest size
+    batch_window_s: float = 0.005
+    max_batch: int = 4096
+
+    def __init__(self, symbols: SymbolTable, url: str, wanted: Iterable[str] = (),
+                 backoff: Backoff | None = None) -> None:
+        super().__init__(symbols)
+        self.url = url.rstrip("/")
+        self.wanted: list[str] = list(dict.fromkeys(wanted))
+        self.backoff = backoff or Backoff()
+        self.batcher = TickBatcher()
+        self.sequencer = TradeSequencer()
+        self._ws: ClientConnection | None = None
+
+    # --- what an exchange defines --------------------------------------------------------------
+    @abc.abstractmethod
+    def url_for(self, symbols: list[str]) -> str:
+        """The URL to connect to for the current subscription."""
+
+    @abc.abstractmethod
+    async def send_subscription(self, ws: ClientConnection, symbols: list[str], subscribe: bool) -> None:
+        """Send the frame(s) that (un)subscribe ``symbols`` on an open connection."""
+
+    @abc.abstractmethod
+    def decode(self, raw: str | bytes, recv_ns: int) -> None:
+        """Decode one frame: add its trades to ``self.batcher``, count what is wrong with it."""
+
+    def on_connected(self) -> None:
+        """Called after every successful (re)connect, before any message is read."""
+
+    # --- subscriptions -------------------------------------------------------------------------
+    async def subscribe(self, symbols: Iterable[str]) -> None:
+        new = [s for s in symbols if s not in self.wanted]
+        self.wanted += new
+        if new and self._ws is not None:
+            await self.send_subscription(self._ws, new, True)
+
+    async def unsubscribe(self, symbols: Iterable[str]) -> None:
+        gone = [s for s in symbols if s in self.wanted]
+        self.wanted = [s for s in self.wanted if s not in gone]
+        for name in gone:
+            slot = self.symbols.get(name)
+            if slot is not None:
+                self.sequencer.forget(slot)
+        if gone and self._ws is not None:
+            await self.send_subscription(self._ws, gone, False)
+
+    def universe(self) -> tuple[str, ...]:
+        return tuple(self.wanted)
+
+    # --- the connection loop -------------------------------------------------------------------
+    async def stream(self) -> AsyncIterator[np.ndarray | FeedStatus]:
+        first = True
+        while True:
+            if not first:
+                self.counters.reconnects += 1
+            first = False
+            yield FeedStatus(self.name, "connecting")
+            url = self.url_for(self.wanted)
+            reason = ""
+            try:
+                async with connect(url, open_timeout=10, close_timeout=2, max_size=2**22,
+                                   ping_interval=20, ping_timeout=20) as ws:
+                    self._ws = ws
+                    self.on_connected()
+                    if self.wanted:
+                        await self.send_subscription(ws, self.wanted, True)
+                    yield FeedStatus(self.name, "live")
+                    async for item in self._read(ws):
+                        yield item
+            except asyncio.CancelledError:
+                raise
+            except (OSError, WebSocketException, TimeoutError, Stalled) as exc:
+                reason = describe_error(exc, url)
+            finally:
+                self._ws = None
+            if (batch := self.batcher.flush()) is not None:
+                yield batch
+            delay = self.backoff.next()
+            yield FeedStatus(self.name, "reconnecting", reason or "connection ended", retry_in=delay)
+            await asyncio.sleep(delay)
+
+    async def _read(self, ws: ClientConnection) -> AsyncIterator[np.ndarray | FeedStatus]:
+        loop = asyncio.get_running_loop()
+        stale = False
+        while True:
+            try:
+                raw = await asyncio.wait_for(ws.recv(), self.stall_s)
+            except TimeoutError:
+                if stale:
+                    raise Stalled(f"no data from {urlsplit(self.url).netloc} for "
+                              f"{2 * self.stall_s:.0f} s") from None
+                stale = True
+                yield FeedStatus(self.name, "stale", f"no data for {self.stall_s:.0f} s")
+                continue
+            if stale:
+                stale = False
+                yield FeedStatus(self.name, "live")
+            self.backoff.reset()
+            self._take(raw)
+            deadline = loop.time() + self.batch_window_s
+            try:
+                async with asyncio.timeout_at(deadline):
+                    while len(self.batcher) < self.max_batch:
+                        self._take(await ws.recv())
+            except TimeoutError:
+                pass
+            if (batch := self.batcher.flush()) is not None:
+                yield batch
+
+    def _take(self, raw: Any) -> None:
+        self.counters.messages += 1
+        self.decode(raw, time.time_ns())
