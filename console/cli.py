@@ -78,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
                             help="write the result here (all or nothing) instead of to standard output")
     bench = commands.add_parser("bench", help="measure the engine and print figures against the anchors")
     bench.add_argument("--json", action="store_true", help="print the results as JSON")
+    bench.add_argument("--feeds", action="store_true",
+                       help="measure feed -> engine throughput and latency instead of the indicators")
     return parser
 
 
@@ -99,6 +101,10 @@ def _run(args: argparse.Namespace) -> int:
             return _fail(str(exc))
 
     if args.command == "bench":
+        if args.feeds:
+            from console.bench_feeds import main as feeds_main
+
+            return feeds_main(args)
         from console.bench import main as bench_main
 
         return int(bench_main(args) or 0)

@@ -181,8 +181,9 @@ class SimFeedConfig:
     symbols: int = _setting(40, _between(1, 5000))
     seed: int = _setting(7, _between(0))
     rate: float = _setting(200.0, _positive)
-    backfill: int = _setting(300, _between(0, 100_000))
     """Ticks per second across all symbols."""
+    backfill: int = _setting(300, _between(0, 100_000))
+    """Bars of history generated at start, so indicators and charts start warm."""
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,129 @@
+"""``tickdeck bench --feeds``: how fast ticks get from a feed through the engine.
+
+Two measurements in one run, each with the six-indicator set of ``tickdeck bench`` (SMA 20, EMA 20,
+RSI 14, MACD 12/26/9, BB 20/2, ATR 14) on 1 s bars:
+
+1. sim -> engine in process: the simulated market generates tick batches and the engine ingests
+   them (bars, indicators, provisional values); ticks/s over both, and the engine's share alone.
+2. WebSocket: a local server speaking Binance's combined-stream protocol on 127.0.0.1 streams trade
+   frames as fast as it can; tickdeck's Binance client decodes them and the engine ingests them.
+   Messages/s end to end, and the latency from a frame's receipt to its indicators being updated
+   (p50/p99 over every tick).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+SIX = ("sma_20", "ema_20", "rsi_14", "macd_12_26_9", "macd_signal_12_26_9", "macd_hist_12_26_9",
+       "bb_upper_20_2", "bb_middle_20_2", "bb_lower_20_2", "atr_14")
+SEC = 1_000_000_000
+TARGET_SIM = 200_000
+TARGET_WS = 50_000
+
+
+@dataclass(frozen=True)
+class Sizes:
+    sim_ticks: int
+    ws_messages: int
+
+
+FULL = Sizes(sim_ticks=3_000_000, ws_messages=300_000)
+QUICK = Sizes(sim_ticks=50_000, ws_messages=5_000)
+
+
+def _engine(n_symbols: int):  # type: ignore[no-untyped-def]
+    from engine.pipeline import Engine
+
+    return Engine(SIX, SEC, capacity=max(n_symbols, 1), depth=100)
+
+
+def bench_sim(ticks: int, n_symbols: int = 40, batch: int = 10_000) -> dict[str, float]:
+    """Ticks/s of sim generation + engine ingest, and of the engine alone, on one core."""
+    from engine.feeds.sim import SimFeed
+
+    engine = _engine(n_symbols)
+    feed = SimFeed(engine.symbols, n_symbols=n_symbols, seed=11)
+    t0 = 1_800_000_000 * SEC
+    warm = feed.next_batch(batch, t0, 1.0)
+    engine.ingest(warm)  # compile/load kernels outside the timing
+    gen = 0.0
+    ing = 0.0
+    done = 0
+    now = t0
+    while done < ticks:
+        now += SEC
+        a = time.perf_counter()
+        b = feed.next_batch(batch, now, 1.0)
+        m = time.perf_counter()
+        engine.ingest(b)
+        e = time.perf_counter()
+        gen += m - a
+        ing += e - m
+        done += batch
+    return {"sim_engine_ticks_per_s": done / (gen + ing), "engine_only_ticks_per_s": done / ing,
+            "sim_ticks": float(done)}
+
+
+def main(args: argparse.Namespace) -> int:
+    sizes = QUICK if getattr(args, "quick", False) else FULL
+    result: dict[str, float | bool] = {}
+    result.update(bench_sim(sizes.sim_ticks))
+    ws = _bench_ws(sizes.ws_messages)
+    result.update(ws)
+    result["sim_target_met"] = result["sim_engine_ticks_per_s"] >= TARGET_SIM
+    if "ws_messages_per_s" in result:
+        result["ws_target_met"] = result["ws_messages_per_s"] >= TARGET_WS
+    if getattr(args, "json", False):
+        print(json.dumps(result))
+    else:
+        _render(result)
+    return 0
+
+
+def _bench_ws(messages: int) -> dict[str, float]:
+    try:
+        from console.bench_ws import bench_ws
+    except ImportError:  # the Binance client is not in this build
+        return {}
+    return asyncio.run(bench_ws(messages, SIX))
+
+
+def _render(r: dict[str, float | bool]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="tickdeck bench --feeds (six indicators, 1 s bars)")
+    table.add_column("path")
+    table.add_column("figure", justify="right")
+    table.add_column("target", justify="right")
+    table.add_column("status")
+
+    def met(ok: object) -> str:
+        return "[green]met[/]" if ok else "[red]missed[/]"
+
+    table.add_row("sim -> engine, ticks/s", f"{r['sim_engine_ticks_per_s']:,.0f}", f">= {TARGET_SIM:,}",
+                  met(r["sim_target_met"]))
+    table.add_row("  engine alone, ticks/s", f"{r['engine_only_ticks_per_s']:,.0f}", "", "")
+    if "ws_messages_per_s" in r:
+        table.add_row("Binance-protocol WS -> engine, messages/s", f"{r['ws_messages_per_s']:,.0f}",
+                      f">= {TARGET_WS:,}", met(r["ws_target_met"]))
+        table.add_row("  receive -> indicators latency p50 / p99 (ms)",
+                      f"{r['ws_latency_p50_ms']:.2f} / {r['ws_latency_p99_ms']:.2f}", "", "")
+    else:
+        table.add_row("Binance-protocol WS -> engine", "not available in this build", "", "")
+    Console().print(table)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(prog="tickdeck bench --feeds")
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--quick", action="store_true", help=argparse.SUPPRESS)
+    sys.exit(main(parser.parse_args()))
