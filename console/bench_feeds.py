@@ -20,7 +20,7 @@ import sys
 import time
 from dataclasses import dataclass
 
-import numpy as np
+from engine.pipeline import Engine
 
 SIX = ("sma_20", "ema_20", "rsi_14", "macd_12_26_9", "macd_signal_12_26_9", "macd_hist_12_26_9",
        "bb_upper_20_2", "bb_middle_20_2", "bb_lower_20_2", "atr_14")
@@ -39,8 +39,7 @@ FULL = Sizes(sim_ticks=3_000_000, ws_messages=300_000)
 QUICK = Sizes(sim_ticks=50_000, ws_messages=5_000)
 
 
-def _engine(n_symbols: int):  # type: ignore[no-untyped-def]
-    from engine.pipeline import Engine
+def _engine(n_symbols: int) -> Engine:
 
     return Engine(SIX, SEC, capacity=max(n_symbols, 1), depth=100)
 

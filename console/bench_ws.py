@@ -1,0 +1,110 @@
+"""The WebSocket half of ``tickdeck bench --feeds``: a local Binance-protocol server in its own
+process (so the client has a core to itself) streaming trade frames, and tickdeck's Binance client
+feeding the engine. Only 127.0.0.1 is ever used."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import numpy as np
+
+SEC = 1_000_000_000
+SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT", "XRPUSDT", "ADAUSDT", "DOGEUSDT", "AVAXUSDT")
+
+
+def _frame(i: int, now_ms: int) -> str:
+    sym = SYMBOLS[i % len(SYMBOLS)]
+    price = 100.0 + (i % 97) * 0.01
+    return (f'{{"stream":"{sym.lower()}@trade","data":{{"e":"trade","E":{now_ms},"s":"{sym}",'
+            f'"t":{i // len(SYMBOLS) + 1},"p":"{price:.2f}","q":"0.010","T":{now_ms},"m":false,"M":true}}}}')
+
+
+async def _serve(messages: int) -> None:
+    from websockets.asyncio.server import ServerConnection, serve
+
+    done = asyncio.Event()
+
+    async def handler(ws: ServerConnection) -> None:
+        await asyncio.sleep(0.2)  # let the client subscribe and settle
+        async for _ in _drain_subscribes(ws):
+            break
+        now_ms = time.time_ns() // 1_000_000
+        for i in range(messages):
+            await ws.send(_frame(i, now_ms + i // 1000))
+        await ws.wait_closed()
+        done.set()
+
+    async with serve(handler, "127.0.0.1", 0, compression=None, max_queue=None) as server:
+        port = server.sockets[0].getsockname()[1]
+        print(port, flush=True)
+        await done.wait()
+
+
+async def _drain_subscribes(ws: Any) -> AsyncIterator[None]:
+    """Answer a SUBSCRIBE if the client sends one (streams in the URL need none)."""
+    try:
+        raw = await asyncio.wait_for(ws.recv(), 0.5)
+    except TimeoutError:
+        yield None
+        return
+    if '"SUBSCRIBE"' in str(raw):
+        import json
+
+        await ws.send(json.dumps({"result": None, "id": json.loads(raw).get("id")}))
+    yield None
+
+
+async def bench_ws(messages: int, outputs: Sequence[str]) -> dict[str, float]:
+    from engine.feeds.backoff import Backoff
+    from engine.feeds.base import FeedStatus
+    from engine.feeds.binance import BinanceFeed
+    from engine.pipeline import Engine
+
+    server = subprocess.Popen([sys.executable, "-m", "console.bench_ws", str(messages)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None
+        port = int(server.stdout.readline())
+        engine = Engine(outputs, SEC, capacity=64, depth=100)
+        feed = BinanceFeed(engine.symbols, f"ws://127.0.0.1:{port}", wanted=SYMBOLS,
+                           backoff=Backoff(base=0.05, cap=0.1))
+        warm = np.zeros(0, dtype=engine_tick_dtype())
+        engine.ingest(warm)
+        lat: list[np.ndarray] = []
+        got = 0
+        start = 0.0
+        async for item in feed.stream():
+            if isinstance(item, FeedStatus):
+                if item.state == "reconnecting":
+                    break
+                continue
+            if not start:
+                start = time.perf_counter()
+            engine.ingest(item)
+            lat.append(time.time_ns() - item["recv"])
+            got += len(item)
+            if got >= messages:
+                break
+        elapsed = time.perf_counter() - start
+    finally:
+        server.kill()
+        server.wait()
+    latency = np.concatenate(lat) if lat else np.zeros(1)
+    p50, p99 = np.percentile(latency, [50, 99]) / 1e6
+    return {"ws_messages_per_s": got / elapsed if elapsed else 0.0, "ws_messages": float(got),
+            "ws_latency_p50_ms": float(p50), "ws_latency_p99_ms": float(p99)}
+
+
+def engine_tick_dtype() -> np.dtype:
+    from engine.ticks import TICK_DTYPE
+
+    return TICK_DTYPE
+
+
+if __name__ == "__main__":
+    asyncio.run(_serve(int(sys.argv[1])))

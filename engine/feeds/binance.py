@@ -1,0 +1,370 @@
+"""Binance spot market data: public trades (or klines) over one combined-stream WebSocket.
+
+Protocol, as "WebSocket Streams for Binance" documents it: connect to ``/stream?streams=a/b/c`` (stream
+names lower-case, ``<symbol>@trade`` or ``<symbol>@kline_<interval>``); every event arrives wrapped as
+``{"stream": ..., "data": ...}``; the watchlist changes live with ``SUBSCRIBE`` / ``UNSUBSCRIBE``
+requests that the server answers with ``{"result": null, "id": N}`` or ``{"error": {...}, "id": N}``.
+The server pings every 20 s (``websockets`` answers with a pong carrying the same payload), allows 5
+incoming messages per second (pongs included), and drops every connection after 24 h.
+
+What this feed adds to ``WsFeed``:
+
+* Trade ids increase by one per trade, so ``TradeSequencer`` drops the trades a reconnect replays and
+  measures the ones it missed. Missed trades are counted in ``counters.gaps`` and logged once per symbol
+  with the missing id range; they are *not* fetched again from the REST API (gap-filling is out of
+  scope), so bars over a gap lack those trades.
+* A kline stream has no trade ids: each update becomes one tick at the kline's latest (close) price
+  carrying only the volume traded since the previous update of the same kline, so bar volumes add up
+  and an update replayed after a reconnect adds nothing.
+* Requests are throttled below the server's message limit: exceeding it gets the connection dropped
+  and, repeatedly, the IP banned.
+* A quiet connection is probed with ``LIST_SUBSCRIPTIONS``: a trade stream for an illiquid symbol can be
+  silent for minutes, and without an answer to something the stall detector could not tell a quiet
+  market from a dead server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Iterable
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import msgspec
+import numpy as np
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed
+from websockets.protocol import State
+
+from engine.feeds.backoff import Backoff
+from engine.feeds.base import FeedStatus
+from engine.feeds.batching import valid_trade
+from engine.feeds.ws import WsFeed
+from engine.ticks import SymbolTable, SymbolTableFull
+
+log = logging.getLogger("tickdeck.feeds.binance")
+
+KLINE_INTERVALS = ("1s", "1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d", "3d",
+                   "1w", "1M")
+_MS = 1_000_000  # ns per ms
+
+
+# --- frames, as documented ----------------------------------------------------------------------
+class Trade(msgspec.Struct, tag_field="e", tag="trade"):
+    E: int  # event time, ms
+    s: str  # symbol, upper-case
+    t: int  # trade id
+    p: str  # price
+    q: str  # quantity
+    T: int  # trade time, ms
+    m: bool  # the buyer is the maker: the seller took liquidity
+
+
+class KlineBar(msgspec.Struct):
+    t: int  # start time, ms
+    T: int  # close time, ms (the last millisecond of the kline)
+    s: str
+    i: str  # interval
+    c: str  # close (latest) price
+    v: str  # base asset volume so far
+    x: bool  # closed
+
+
+class Kline(msgspec.Struct, tag_field="e", tag="kline"):
+    E: int
+    s: str
+    k: KlineBar
+
+
+class ServerShutdown(msgspec.Struct, tag_field="e", tag="serverShutdown"):
+    E: int = 0
+
+
+class ErrorBody(msgspec.Struct):
+    code: int
+    msg: str
+
+
+class Frame(msgspec.Struct):
+    """Any frame the server sends: an event (``stream`` + ``data``) or an answer to a request (``id``)."""
+
+    stream: str | None = None
+    data: Trade | Kline | ServerShutdown | None = None
+    id: int | str | msgspec.UnsetType | None = msgspec.UNSET
+    result: Any = msgspec.UNSET
+    error: ErrorBody | None = None
+    e: str | None = None  # an unwrapped event (serverShutdown may come bare)
+
+
+_decoder = msgspec.json.Decoder(Frame)
+_EVENTS = ("trade", "kline", "serverShutdown")
+_URL_SPECIAL = "/@?&#%"
+
+
+def _invalid_reason(raw: str | bytes) -> str:
+    """Why a well-formed JSON frame does not fit ``Frame`` (only on the bad path, so it may be slow)."""
+    try:
+        obj = msgspec.json.decode(raw)
+    except msgspec.DecodeError:
+        return "malformed json"
+    if not isinstance(obj, dict):
+        return "unknown frame"
+    data = obj.get("data")
+    if isinstance(data, dict):
+        return "invalid event" if data.get("e") in _EVENTS else "unknown event type"
+    return "invalid answer" if "id" in obj else "unknown frame"
+
+
+def _usable(symbol: str) -> bool:
+    """Whether ``symbol`` can be part of a stream name. One that cannot would be refused in every
+    connection URL, so one typo would keep the whole feed from reconnecting: it is left out instead."""
+    if symbol and not any(ch.isspace() or ch in _URL_SPECIAL for ch in symbol):
+        return True
+    log.warning("binance: %r cannot be a Binance symbol (empty, or has spaces or any of %s); not "
+                "subscribed", symbol, _URL_SPECIAL)
+    return False
+
+
+class BinanceFeed(WsFeed):
+    """Binance spot trades (``stream="trade"``) or kline updates (``stream="kline_1m"``, any interval)."""
+
+    name = "binance"
+    #: streams named in the connection URL; more are subscribed after connecting (URL length)
+    url_streams_max = 100
+    #: our requests per rolling second; the server allows 5 incoming messages, pongs included
+    max_requests_per_s = 4
+    #: seconds of silence before asking the server for something (kept below ``stall_s``); None: never
+    heartbeat_s: float | None = 5.0
+
+    def __init__(self, symbols: SymbolTable, url: str = "wss://stream.binance.com:9443",
+                 wanted: Iterable[str] = (), backoff: Backoff | None = None, stream: str = "trade") -> None:
+        if stream != "trade" and not (stream.startswith("kline_") and stream[6:] in KLINE_INTERVALS):
+            raise ValueError(f"binance stream must be 'trade' or 'kline_<interval>' with interval one of "
+                             f"{', '.join(KLINE_INTERVALS)}; got {stream!r}")
+        super().__init__(symbols, url, [s for s in wanted if _usable(s)], backoff)
+        self.stream_kind = stream
+        self._by_stream: dict[str, str] = {self.stream_of(s): s for s in self.wanted}
+        self._slots: dict[str, int] = {}  # resolved slots, per stream name
+        self._url_streams: list[str] = []
+        self._active: set[str] = set()  # streams the current connection delivers (as far as we asked)
+        self._pending: dict[int, tuple[str, list[str]]] = {}  # request id -> (method, streams)
+        self._next_id = 0
+        self._sent: deque[float] = deque()  # when recent requests went out, for the throttle
+        self._klines: dict[int, tuple[int, Decimal]] = {}  # slot -> (kline start ms, volume so far)
+        self._gap_logged: set[int] = set()
+        self._last_frame = time.monotonic()
+        self._heartbeat: asyncio.Task[None] | None = None
+        self._clock = time.monotonic  # the throttle's clock and sleep, replaceable in tests
+        self._sleep = asyncio.sleep
+
+    def stream_of(self, symbol: str) -> str:
+        return f"{symbol.lower()}@{self.stream_kind}"
+
+    # --- subscriptions -------------------------------------------------------------------------
+    async def subscribe(self, symbols: Iterable[str]) -> None:
+        names = [s for s in symbols if _usable(s)]
+        for name in names:  # before the request goes out: its first events may follow at once
+            self._by_stream[self.stream_of(name)] = name
+        await super().subscribe(names)
+
+    async def unsubscribe(self, symbols: Iterable[str]) -> None:
+        names = [s for s in symbols if s in self.wanted]
+        for name in names:
+            stream = self.stream_of(name)
+            self._by_stream.pop(stream, None)
+            self._slots.pop(stream, None)
+        await super().unsubscribe(names)
+
+    def url_for(self, symbols: list[str]) -> str:
+        self._url_streams = [self.stream_of(s) for s in symbols][: self.url_streams_max]
+        if not self._url_streams:
+            return f"{self.url}/stream"
+        return f"{self.url}/stream?streams={'/'.join(self._url_streams)}"
+
+    def on_connected(self) -> None:
+        self._active = set(self._url_streams)
+        self._pending.clear()
+        self._last_frame = time.monotonic()
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+        if self.heartbeat_s is not None and self._ws is not None:
+            self._heartbeat = asyncio.get_running_loop().create_task(
+                self._probe_when_quiet(self._ws), name="binance-heartbeat")
+
+    async def send_subscription(self, ws: ClientConnection, symbols: list[str], subscribe: bool) -> None:
+        streams = list(dict.fromkeys(self.stream_of(s) for s in symbols))
+        if subscribe:
+            # the URL may name streams dropped from the watchlist while we were connecting
+            dropped = [s for s in self._active if s not in self._by_stream]
+            if dropped:
+                await self._request(ws, "UNSUBSCRIBE", dropped)
+            new = [s for s in streams if s not in self._active]
+            if new:
+                await self._request(ws, "SUBSCRIBE", new)
+        else:
+            gone = [s for s in streams if s in self._active]
+            if gone:
+                await self._request(ws, "UNSUBSCRIBE", gone)
+
+    async def _request(self, ws: ClientConnection, method: str, streams: list[str] | None = None) -> None:
+        request: dict[str, Any] = {"method": method}
+        if streams is not None:  # counted as done at once, so a concurrent call does not ask again
+            request["params"] = streams
+            if method == "SUBSCRIBE":
+                self._active.update(streams)
+            elif method == "UNSUBSCRIBE":
+                self._active.difference_update(streams)
+        await self._throttle()
+        self._next_id += 1
+        request["id"] = self._next_id
+        self._pending[self._next_id] = (method, streams or [])
+        with contextlib.suppress(ConnectionClosed):  # the reconnect names every wanted stream in its URL
+            await ws.send(msgspec.json.encode(request).decode())
+
+    async def _throttle(self) -> None:
+        """Wait until fewer than ``max_requests_per_s`` requests went out in the last second."""
+        for _ in range(self.max_requests_per_s + 1):  # each round lets at least one old request expire
+            now = self._clock()
+            while self._sent and self._sent[0] <= now - 1.0:
+                self._sent.popleft()
+            if len(self._sent) < self.max_requests_per_s:
+                break
+            await self._sleep(self._sent[0] + 1.0 - now)
+        self._sent.append(self._clock())
+
+    async def _probe_when_quiet(self, ws: ClientConnection) -> None:
+        assert self.heartbeat_s is not None
+        quiet = min(self.heartbeat_s, self.stall_s / 2)
+        probed = 0.0
+        while ws.state is State.OPEN:
+            await asyncio.sleep(quiet / 2)
+            now = time.monotonic()
+            if ws.state is State.OPEN and now - max(self._last_frame, probed) >= quiet:
+                probed = now  # at most one probe per quiet interval, answered or not
+                await self._request(ws, "LIST_SUBSCRIPTIONS")
+
+    async def stream(self) -> AsyncIterator[np.ndarray | FeedStatus]:
+        try:
+            async for item in super().stream():
+                yield item
+        finally:
+            if self._heartbeat is not None:
+                self._heartbeat.cancel()
+                self._heartbeat = None
+
+    # --- decoding ------------------------------------------------------------------------------
+    def decode(self, raw: str | bytes, recv_ns: int) -> None:
+        self._last_frame = time.monotonic()
+        try:
+            frame = _decoder.decode(raw)
+        except msgspec.ValidationError:
+            self.counters.bad_message(_invalid_reason(raw), raw)
+            return
+        except msgspec.DecodeError as exc:
+            reason = ("empty frame" if not raw else "truncated frame" if "truncated" in str(exc)
+                      else "malformed json")
+            self.counters.bad_message(reason, raw)
+            return
+        data = frame.data
+        if data is not None and frame.stream is not None:
+            if type(data) is Trade:
+                self._trade(frame.stream, data, recv_ns, raw)
+            elif type(data) is Kline:
+                self._kline(frame.stream, data, recv_ns, raw)
+            else:
+                log.info("binance announced a server shutdown; reconnecting when it closes")
+        elif frame.id is not msgspec.UNSET:
+            self._answer(frame)
+        elif frame.e == "serverShutdown":
+            log.info("binance announced a server shutdown; reconnecting when it closes")
+        else:
+            self.counters.bad_message("unknown frame", raw)
+
+    def _slot(self, stream: str, raw: str | bytes) -> int | None:
+        slot = self._slots.get(stream)
+        if slot is not None:
+            return slot
+        name = self._by_stream.get(stream)
+        if name is None:
+            symbol = stream.partition("@")[0]
+            known = any(s.partition("@")[0] == symbol for s in self._by_stream)
+            self.counters.bad_message("unexpected stream" if known else "unknown symbol", raw)
+            return None
+        try:
+            slot = self.symbols.slot(name)
+        except SymbolTableFull as exc:
+            self.counters.bad_message("symbol table full", exc)
+            return None
+        self._slots[stream] = slot
+        return slot
+
+    def _trade(self, stream: str, tr: Trade, recv_ns: int, raw: str | bytes) -> None:
+        slot = self._slot(stream, raw)
+        if slot is None:
+            return
+        missing = self.sequencer.check(slot, tr.t)
+        if missing < 0:
+            self.counters.duplicates += 1
+            return
+        if missing:
+            self.counters.gaps += missing
+            if slot not in self._gap_logged:
+                self._gap_logged.add(slot)
+                log.warning("binance: %s: %d trade(s) missed, ids %d..%d (not fetched again; further "
+                            "gaps are only counted)", self.symbols.name(slot), missing, tr.t - missing,
+                            tr.t - 1)
+        try:
+            price, size = float(tr.p), float(tr.q)
+        except ValueError:
+            self.counters.bad_message("bad number", raw)
+            return
+        if why := valid_trade(price, size):
+            self.counters.bad_message(why, raw)
+            return
+        self.batcher.add(slot, tr.T * _MS, recv_ns, price, size, -1 if tr.m else 1, tr.t)
+        self.counters.ticks += 1
+
+    def _kline(self, stream: str, kl: Kline, recv_ns: int, raw: str | bytes) -> None:
+        slot = self._slot(stream, raw)
+        if slot is None:
+            return
+        k = kl.k
+        try:
+            volume = Decimal(k.v)  # exact differences: float volumes would drift by rounding
+            price = float(k.c)
+        except (InvalidOperation, ValueError):
+            self.counters.bad_message("bad number", raw)
+            return
+        if not volume.is_finite() or volume < 0:
+            self.counters.bad_message("bad size", raw)
+            return
+        last = self._klines.get(slot)
+        if last is not None and (k.t < last[0] or (k.t == last[0] and volume < last[1])):
+            self.counters.out_of_order += 1
+            return
+        added = volume - last[1] if last is not None and k.t == last[0] else volume
+        if why := valid_trade(price, float(added)):
+            self.counters.bad_message(why, raw)
+            return
+        self._klines[slot] = (k.t, volume)
+        if added == 0:
+            return  # the periodic update of a kline nobody traded in since: nothing new
+        # within the kline, so a bar builder files it under the kline's interval even after it closed
+        ts = min(max(kl.E, k.t), k.T) * _MS
+        self.batcher.add(slot, ts, recv_ns, price, float(added))
+        self.counters.ticks += 1
+
+    def _answer(self, frame: Frame) -> None:
+        request_id = frame.id if isinstance(frame.id, int) else None
+        method, streams = self._pending.pop(request_id, ("?", [])) if request_id is not None else ("?", [])
+        if frame.error is None:
+            return
+        self.counters.bad["error answer"] += 1
+        if method == "SUBSCRIBE":
+            self._active.difference_update(streams)
+        log.warning("binance refused %s %s (id %s): code %d, %s", method, streams, frame.id,
+                    frame.error.code, frame.error.msg)

@@ -1,0 +1,331 @@
+"""Coinbase Advanced Trade market data (``wss://advanced-trade-ws.coinbase.com``), public channels only.
+
+One connection carries three subscriptions per product, each sent as its own frame because Coinbase
+accepts one channel per subscribe message:
+
+- ``market_trades`` is the only source of ticks. Its first event after a subscription is a
+  ``snapshot`` that replays recent trades; the ``TradeSequencer`` drops the ones already delivered
+  (after a reconnect or a re-subscribe) and counts them as duplicates.
+- ``ticker`` never produces ticks: its price is the last trade's, already delivered by market_trades,
+  and its ``volume_24_h`` is a rolling statistic, not a trade, so turning it into ticks would
+  double-count volume. It fills ``tickers`` (last price, 24 h volume, best bid and ask), which
+  ``last_price`` falls back on for a product that has had no trade yet.
+- ``heartbeats`` exist only to keep the subscriptions open on a quiet market (Coinbase closes idle
+  channels after 60-90 s); they also keep the stall detector from firing.
+
+Every message but an error carries ``sequence_num``, which counts messages on one connection across
+all channels. A jump is a gap: the missing messages are counted in ``counters.gaps``, logged once with
+the range and reported as a ``FeedStatus``. Coinbase offers no way to replay them, so they are not
+refilled. A lower number than expected is counted as ``out_of_order``; its trades still go through the
+sequencer, which drops any already delivered. Within a connection trade ids are not used for gaps (the
+sequence number already accounts for lost messages); across a reconnect they are: when the snapshot
+does not reach back to the last trade delivered, the trades in between are counted as gaps.
+
+Error messages (``{"type": "error", "message": ...}``) are counted under ``counters.bad["server
+error"]``, each distinct text is logged and reported once, and the feed carries on.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from operator import itemgetter
+
+import msgspec
+import numpy as np
+from websockets.asyncio.client import ClientConnection
+
+from engine.feeds.backoff import Backoff
+from engine.feeds.base import FeedStatus
+from engine.feeds.batching import valid_trade
+from engine.feeds.ws import WsFeed
+from engine.ticks import SymbolTable
+
+log = logging.getLogger("tickdeck.feeds")
+
+DEFAULT_URL = "wss://advanced-trade-ws.coinbase.com"
+CHANNELS = ("market_trades", "ticker", "heartbeats")
+_SIDE = {"BUY": 1, "SELL": -1}
+_MAX_DISTINCT_ERRORS = 64  # distinct server error texts logged; beyond that they are only counted
+
+
+class Envelope(msgspec.Struct):
+    """What every message shares; ``events`` stays raw until the channel says how to decode it."""
+
+    channel: str = ""
+    sequence_num: int | None = None
+    type: str = ""  # only error messages have one at the top level
+    message: str = ""
+    events: msgspec.Raw = msgspec.Raw(b"[]")
+
+
+class Trade(msgspec.Struct):
+    # Coinbase sends numbers as strings; they are converted per trade so one bad trade costs only itself
+    trade_id: str
+    product_id: str
+    price: str
+    size: str
+    side: str
+    time: str
+
+
+class TradesEvent(msgspec.Struct):
+    type: str  # "snapshot" or "update"
+    trades: list[Trade]
+
+
+class Ticker(msgspec.Struct):
+    product_id: str
+    price: str
+    volume_24_h: str = ""
+    best_bid: str = ""
+    best_ask: str = ""
+
+
+class TickerEvent(msgspec.Struct):
+    type: str
+    tickers: list[Ticker]
+
+
+class SubscriptionsEvent(msgspec.Struct):
+    subscriptions: dict[str, list[str]]
+
+
+_ENVELOPE = msgspec.json.Decoder(Envelope)
+_TRADE_EVENTS = msgspec.json.Decoder(list[TradesEvent])
+_TICKER_EVENTS = msgspec.json.Decoder(list[TickerEvent])
+_SUBSCRIPTION_EVENTS = msgspec.json.Decoder(list[SubscriptionsEvent])
+_ENCODE = msgspec.json.Encoder()
+
+
+@dataclass(frozen=True, slots=True)
+class TickerState:
+    """The latest ``ticker`` message for a product (NaN where a field was missing or unreadable)."""
+
+    price: float
+    volume_24h: float
+    best_bid: float
+    best_ask: float
+    at_ns: int  # when it was received
+
+
+_SECONDS: dict[str, int] = {}
+
+
+def parse_time_ns(text: str) -> int:
+    """An RFC 3339 UTC time (``2023-06-23T20:31:26.122969572Z``) as exact ns since the epoch.
+
+    ``datetime`` stops at microseconds and Coinbase sends up to nanoseconds, so the fraction is read
+    as an integer; the whole-second part is cached, as a busy tape repeats it many times.
+    """
+    if text.endswith("Z"):
+        body = text[:-1]
+    elif text.endswith("+00:00"):
+        body = text[:-6]
+    else:
+        raise ValueError(f"not a UTC time: {text!r}")
+    head, dot, frac = body.partition(".")
+    seconds = _SECONDS.get(head)
+    if seconds is None:
+        if len(head) != 19 or head[10] not in "Tt ":
+            raise ValueError(f"not an RFC 3339 time: {text!r}")
+        seconds = int(datetime.fromisoformat(head + "+00:00").timestamp())
+        if len(_SECONDS) > 4096:
+            _SECONDS.clear()
+        _SECONDS[head] = seconds
+    nanos = 0
+    if dot:
+        if not (0 < len(frac) <= 9 and frac.isdigit()):
+            raise ValueError(f"bad fraction of a second in {text!r}")
+        nanos = int(frac.ljust(9, "0"))
+    return seconds * 1_000_000_000 + nanos
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return float("nan")
+
+
+class CoinbaseFeed(WsFeed):
+    name = "coinbase"
+
+    def __init__(self, symbols: SymbolTable, url: str = DEFAULT_URL, wanted: Iterable[str] = (),
+                 backoff: Backoff | None = None) -> None:
+        super().__init__(symbols, url, wanted, backoff)
+        self._slots: dict[str, int] = {name: symbols.slot(name) for name in self.wanted}
+        self.tickers: dict[str, TickerState] = {}
+        #: what the server last acknowledged, channel -> product ids (from ``subscriptions`` messages)
+        self.subscribed: dict[str, tuple[str, ...]] = {}
+        self.last_error = ""
+        self._last_trade: dict[str, float] = {}
+        self._next_seq: int | None = None
+        self._resuming: set[int] = set()
+        self._errors_seen: set[str] = set()
+        self._notices: collections.deque[FeedStatus] = collections.deque()
+
+    # --- WsFeed hooks ------------------------------------------------------------------------------
+    def url_for(self, symbols: list[str]) -> str:
+        return self.url
+
+    async def send_subscription(self, ws: ClientConnection, symbols: list[str], subscribe: bool) -> None:
+        kind = "subscribe" if subscribe else "unsubscribe"
+        for channel in CHANNELS:
+            await ws.send(_ENCODE.encode({"type": kind, "product_ids": symbols, "channel": channel})
+                          .decode())
+
+    def on_connected(self) -> None:
+        # sequence numbers start afresh on every connection; products delivered before are resuming
+        self._next_seq = None
+        self._resuming = set(self.sequencer.last)
+        self.subscribed = {}
+
+    async def stream(self) -> AsyncIterator[np.ndarray | FeedStatus]:
+        """WsFeed's stream, with the gap and error reports that ``decode`` queued placed in front of the
+        item that follows them (decode runs synchronously, so it cannot yield them itself)."""
+        async for item in super().stream():
+            while self._notices:
+                yield self._notices.popleft()
+            yield item
+
+    async def subscribe(self, symbols: Iterable[str]) -> None:
+        names = list(symbols)
+        slots = {n: self.symbols.slot(n) for n in names}  # may raise SymbolTableFull before sending
+        self._slots.update(slots)
+        # a fresh subscription is not a resumption: the trades since the last one are not a gap
+        self._resuming.difference_update(slots.values())
+        await super().subscribe(names)
+
+    async def unsubscribe(self, symbols: Iterable[str]) -> None:
+        # Unlike WsFeed, the last trade id is kept: Coinbase replays recent trades on every subscription,
+        # and the kept id is what drops that replay if the product is subscribed again.
+        gone = [s for s in symbols if s in self.wanted]
+        self.wanted = [s for s in self.wanted if s not in gone]
+        for name in gone:
+            slot = self._slots.pop(name, None)
+            if slot is not None:
+                self._resuming.discard(slot)
+        if gone and self._ws is not None:
+            await self.send_subscription(self._ws, gone, False)
+
+    def last_price(self, product: str) -> float | None:
+        """The last trade's price, or the ticker's while no trade has arrived (None if neither)."""
+        price = self._last_trade.get(product)
+        if price is None and (ticker := self.tickers.get(product)) is not None:
+            price = ticker.price
+        return price
+
+    # --- decoding ----------------------------------------------------------------------------------
+    def decode(self, raw: str | bytes, recv_ns: int) -> None:
+        try:
+            env = _ENVELOPE.decode(raw)
+        except msgspec.ValidationError:
+            self.counters.bad_message("invalid message", raw)
+            return
+        except msgspec.DecodeError:
+            self.counters.bad_message("malformed json", raw)
+            return
+        if env.type == "error":
+            self._server_error(env.message or "(no message)")
+            return
+        if env.sequence_num is not None:
+            self._sequence(env.sequence_num)
+        channel = env.channel
+        try:
+            if channel == "market_trades":
+                self._trades(_TRADE_EVENTS.decode(env.events), recv_ns)
+            elif channel == "ticker":
+                self._tickers(_TICKER_EVENTS.decode(env.events), recv_ns)
+            elif channel == "heartbeats":
+                pass  # their work is done by arriving
+            elif channel == "subscriptions":
+                for event in _SUBSCRIPTION_EVENTS.decode(env.events):
+                    self.subscribed = {c: tuple(p) for c, p in event.subscriptions.items()}
+            elif channel:
+                self.counters.bad_message("unknown channel", raw)
+            else:
+                self.counters.bad_message("unknown message", raw)
+        except msgspec.DecodeError:
+            self.counters.bad_message(f"invalid {channel} events", raw)
+
+    def _sequence(self, seq: int) -> None:
+        expected = self._next_seq
+        if expected is None or seq == expected:
+            self._next_seq = seq + 1
+        elif seq > expected:
+            missed = seq - expected
+            self.counters.gaps += missed
+            self._report(f"sequence gap: messages {expected}-{seq - 1} never arrived ({missed} missed); "
+                         "not refilled, Coinbase cannot replay them")
+            self._next_seq = seq + 1
+        else:
+            self.counters.out_of_order += 1
+
+    def _trades(self, events: list[TradesEvent], recv_ns: int) -> None:
+        bad = self.counters.bad_message
+        for event in events:
+            rows: list[tuple[int, int, Trade]] = []
+            for t in event.trades:
+                slot = self._slots.get(t.product_id)
+                if slot is None:
+                    bad("unknown product", t)
+                    continue
+                try:
+                    rows.append((int(t.trade_id), slot, t))
+                except ValueError:
+                    bad("bad trade id", t)
+            if len(rows) > 1:
+                rows.sort(key=itemgetter(0))  # snapshots list the newest trade first
+            for trade_id, slot, t in rows:
+                price = _number(t.price)
+                size = _number(t.size)
+                if why := valid_trade(price, size):
+                    bad(why, t)
+                    continue
+                try:
+                    ts = parse_time_ns(t.time)
+                except ValueError:
+                    bad("bad time", t)
+                    continue
+                missing = self.sequencer.check(slot, trade_id)
+                if missing < 0:
+                    self.counters.duplicates += 1
+                    self._resuming.discard(slot)  # the replay reaches back: nothing was lost
+                    continue
+                if slot in self._resuming:
+                    self._resuming.discard(slot)
+                    if missing:
+                        self.counters.gaps += missing
+                        self._report(f"{t.product_id}: trades {trade_id - missing}-{trade_id - 1} "
+                                     f"happened while disconnected ({missing} missed); not refilled")
+                self.batcher.add(slot, ts, recv_ns, price, size, _SIDE.get(t.side, 0), trade_id)
+                self.counters.ticks += 1
+                self._last_trade[t.product_id] = price
+
+    def _tickers(self, events: list[TickerEvent], recv_ns: int) -> None:
+        for event in events:
+            for t in event.tickers:
+                if t.product_id not in self._slots:
+                    self.counters.bad_message("unknown product", t)
+                    continue
+                price = _number(t.price)
+                if valid_trade(price, 0.0):
+                    self.counters.bad_message("bad ticker price", t)
+                    continue
+                self.tickers[t.product_id] = TickerState(price, _number(t.volume_24_h),
+                                                         _number(t.best_bid), _number(t.best_ask), recv_ns)
+
+    def _server_error(self, message: str) -> None:
+        self.counters.bad["server error"] += 1
+        self.last_error = message
+        if message not in self._errors_seen and len(self._errors_seen) < _MAX_DISTINCT_ERRORS:
+            self._errors_seen.add(message)
+            self._report(f"server error: {message}")
+
+    def _report(self, text: str) -> None:
+        log.warning("%s: %s", self.name, text)
+        self._notices.append(FeedStatus(self.name, "live", text))
