@@ -1,0 +1,530 @@
+"""Yahoo Finance quotes, polled over REST (``/v7/finance/quote?symbols=A,B,C``).
+
+Yahoo has no trade stream, so successive quotes become ticks: each new ``(regularMarketTime,
+regularMarketPrice)`` is one tick, sized by the growth of ``regularMarketVolume`` since the last tick (0
+the first time and when the volume restarts with a new session); no side, no trade id.
+
+Yahoo throttles by client (unofficially about 2,000 requests an hour, and 429s beyond bursts), so every
+request is paid for: symbols go many to a request; a token bucket spaces requests (per minute) and a
+sliding budget caps them (per hour, the remainder shown to the user); a ``TTLCache`` keeps the latest
+quotes so the poller skips what is younger than the poll interval and ``quote()`` callers (views,
+panels) never refetch what is fresh. A failed request never ends the feed: its symbols go ``stale``
+with the reason and the retry delay (``Retry-After`` when Yahoo gives one, else exponential backoff),
+and ``live`` returns when they are fetched again.
+
+``stream`` is the poller itself, not a background task: while the consumer holds a batch no request is
+made, and cancelling the stream ends all polling (the session closes with it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import email.utils
+import json
+import math
+import time
+from collections import Counter, deque
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+import cachetools
+import msgspec
+import numpy as np
+
+from engine.feeds.backoff import Backoff
+from engine.feeds.base import Feed, FeedCounters, FeedStatus, State
+from engine.feeds.batching import TickBatcher
+from engine.feeds.ws import describe_error
+from engine.ticks import SymbolTable, SymbolTableFull
+
+DEFAULT_URL = "https://query1.finance.yahoo.com"
+QUOTE_PATH = "/v7/finance/quote"
+HEADERS = {"User-Agent": "Mozilla/5.0 (X11; Linux x86_64) tickdeck/0.1", "Accept": "application/json"}
+MAX_RETRY_AFTER_S = 3600.0  # a Retry-After longer than this is taken as this
+
+Clock = Callable[[], float]
+Sleep = Callable[[float], Awaitable[None]]
+
+
+# --- what Yahoo sends ----------------------------------------------------------------------------
+class YahooQuote(msgspec.Struct, rename="camel"):
+    """The fields a tick needs of the ~80 in a ``quoteResponse.result`` entry. Price and time are
+    required but nullable, so that a missing field and an unusable value are told apart."""
+
+    symbol: str
+    regular_market_price: float | None
+    regular_market_time: int | float | None
+    regular_market_volume: float | None = None
+    currency: str | None = None
+
+
+class _QuoteResponse(msgspec.Struct):
+    result: Any = None  # checked by hand: each entry is validated on its own, so one bad entry costs one
+    error: Any = None
+
+
+class _Envelope(msgspec.Struct, rename="camel"):
+    quote_response: _QuoteResponse
+
+
+class Quote(msgspec.Struct, frozen=True):
+    """The latest good quote of a symbol, as ``YahooFeed.quote`` hands it out."""
+
+    symbol: str
+    price: float
+    time_ns: int  # regularMarketTime
+    volume: float | None
+    currency: str | None
+    received_ns: int
+
+
+# --- pacing ----------------------------------------------------------------------------------------
+class TokenBucket:
+    """Spaces requests: ``per_minute`` on average, at most ``burst`` back to back."""
+
+    def __init__(self, per_minute: float, burst: int = 1, clock: Clock = time.monotonic,
+                 sleep: Sleep = asyncio.sleep) -> None:
+        if not per_minute > 0 or burst < 1:
+            raise ValueError(f"rate limit needs per_minute > 0 and burst >= 1, got {per_minute}, {burst}")
+        self.rate = per_minute / 60.0
+        self.burst = burst
+        self.tokens = float(burst)
+        self.waits = 0  # times a request had to wait for a token
+        self._clock = clock
+        self._sleep = sleep
+        self._updated = clock()
+
+    def delay(self) -> float:
+        """Take a token and return 0, or return how long until one is available (taking nothing)."""
+        now = self._clock()
+        self.tokens = min(float(self.burst), self.tokens + (now - self._updated) * self.rate)
+        self._updated = now
+        if self.tokens >= 1.0 - 1e-9:
+            self.tokens = max(0.0, self.tokens - 1.0)
+            return 0.0
+        return (1.0 - self.tokens) / self.rate
+
+    async def acquire(self) -> None:
+        while (wait := self.delay()) > 0:
+            self.waits += 1
+            await self._sleep(wait)
+
+
+class RequestBudget:
+    """At most ``per_hour`` requests in any sliding window of ``window_s`` (an hour)."""
+
+    def __init__(self, per_hour: int, window_s: float = 3600.0, clock: Clock = time.monotonic) -> None:
+        if per_hour < 1 or not window_s > 0:
+            raise ValueError(f"request budget needs per_hour >= 1, got {per_hour}")
+        self.limit = per_hour
+        self.window_s = window_s
+        self._clock = clock
+        self._sent: deque[float] = deque()
+
+    def _prune(self) -> float:
+        now = self._clock()
+        while self._sent and self._sent[0] <= now - self.window_s:
+            self._sent.popleft()
+        return now
+
+    @property
+    def left(self) -> int:
+        self._prune()
+        return max(0, self.limit - len(self._sent))
+
+    def spend(self) -> None:
+        self._sent.append(self._prune())
+
+    def resets_in(self) -> float:
+        """Seconds until a request may be made again (0 while some are left)."""
+        now = self._prune()
+        if len(self._sent) < self.limit:
+            return 0.0
+        return self._sent[len(self._sent) - self.limit] + self.window_s - now
+
+    def __str__(self) -> str:
+        return f"{self.left}/{self.limit} requests left this hour"
+
+
+class YahooCounters(FeedCounters):
+    """The base counters plus what polling costs and saves."""
+
+    def __init__(self, feed: str, budget: RequestBudget, limiter: TokenBucket) -> None:
+        super().__init__(feed)
+        self.budget = budget
+        self.limiter = limiter
+        self.requests = 0  # sent (each one spends budget, whatever its outcome)
+        self.http_errors: Counter[int] = Counter()  # by status
+        self.timeouts = 0
+        self.connection_errors = 0
+        self.cache_hits = 0  # quote() calls answered from the cache
+        self.fresh_skips = 0  # symbols a poll left out because their cached quote was fresh
+        self.unchanged = 0  # quotes with the same time and price as the last tick
+
+    def as_dict(self) -> dict[str, object]:
+        out = super().as_dict()
+        out.update(requests=self.requests, http_errors=dict(self.http_errors), timeouts=self.timeouts,
+                   connection_errors=self.connection_errors, cache_hits=self.cache_hits,
+                   fresh_skips=self.fresh_skips, unchanged=self.unchanged, rate_waits=self.limiter.waits,
+                   budget_left=self.budget.left, budget_limit=self.budget.limit)
+        return out
+
+
+# --- text for the user -----------------------------------------------------------------------------
+def describe_failure(exc: BaseException, url: str, timeout: float) -> str:
+    """Why a request failed, in one line: DNS, refused, TLS, timeout, dropped connection."""
+    host = urlsplit(url).netloc or url
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return f"DNS lookup failed for {host}: {exc.os_error.strerror or exc.os_error}"
+    if isinstance(exc, aiohttp.ClientSSLError):
+        err = getattr(exc, "certificate_error", None) or getattr(exc, "os_error", None) or exc
+        why = getattr(err, "verify_message", None) or getattr(err, "reason", None) or err
+        return f"TLS error with {host}: {why}"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return describe_error(exc.os_error, url)
+    if isinstance(exc, TimeoutError):
+        return f"no answer from {host} within {timeout:g} s"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return f"{host} closed the connection"
+    if isinstance(exc, aiohttp.ClientError):
+        return f"{type(exc).__name__} from {host}: {exc}"
+    return describe_error(exc, url)
+
+
+def retry_after(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` header (delay-seconds or an HTTP date); None when absent or bad."""
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            seconds = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
+        except (TypeError, ValueError):
+            return None
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER_S) if math.isfinite(seconds) else None
+
+
+def _seconds(s: float) -> str:
+    return f"{s:.0f} s" if s >= 10 else f"{s:.2g} s"
+
+
+def _names(symbols: list[str], shown: int = 5) -> str:
+    extra = len(symbols) - shown
+    return ", ".join(symbols[:shown]) + (f" +{extra} more" if extra > 0 else "")
+
+
+def _error_text(body: bytes) -> str:
+    """Yahoo's own explanation in an error body (``{"finance": {"error": {...}}}``), if any."""
+    try:
+        doc: Any = json.loads(body)
+        err: Any = next(v["error"] for v in doc.values() if isinstance(v, dict) and v.get("error"))
+        return f": {err.get('code')}: {err.get('description')}"[:160]
+    except (ValueError, AttributeError, StopIteration):
+        return ""
+
+
+# --- the feed --------------------------------------------------------------------------------------
+class YahooFeed(Feed):
+    name = "yahoo"
+    counters: YahooCounters
+
+    def __init__(self, symbols: SymbolTable, wanted: Iterable[str] = (), url: str = DEFAULT_URL, *,
+                 interval: float = 5.0, batch_size: int = 50, requests_per_minute: float = 60.0,
+                 burst: int = 5, requests_per_hour: int = 2000, timeout: float = 10.0,
+                 backoff: Backoff | None = None, limiter: TokenBucket | None = None,
+                 budget: RequestBudget | None = None) -> None:
+        super().__init__(symbols)
+        if not interval > 0 or not timeout > 0 or batch_size < 1:
+            raise ValueError(f"yahoo needs interval > 0, timeout > 0, batch_size >= 1: {interval=}, "
+                             f"{timeout=}, {batch_size=}")
+        self.url = url.rstrip("/")
+        self.wanted: list[str] = list(dict.fromkeys(wanted))
+        self.interval = interval
+        self.batch_size = batch_size
+        self.timeout = timeout
+        self.gather_s = interval / 2  # a poll may wait this long for other symbols to come due with it
+        self.backoff = backoff or Backoff(base=1.0, cap=60.0)
+        self.limiter = limiter or TokenBucket(requests_per_minute, burst)
+        self.budget = budget or RequestBudget(requests_per_hour)
+        self.counters = YahooCounters(self.name, self.budget, self.limiter)
+        self.cache: cachetools.TTLCache[str, Quote] = cachetools.TTLCache(maxsize=100_000, ttl=interval)
+        self.latest: dict[str, Quote] = {}  # the last good quote, however old
+        self.stale: dict[str, str] = {}  # symbol -> why its quote is not current
+        self.batcher = TickBatcher()
+        self._next_at: dict[str, float] = {}  # when a symbol is next due (monotonic)
+        self._last: dict[str, tuple[int, float]] = {}  # (time, price) of the last tick
+        self._volume: dict[str, float] = {}  # regularMarketVolume at the last tick
+        self._resume_at = 0.0  # no request before this (backoff, Retry-After, spent budget)
+        self._events: deque[FeedStatus] = deque(maxlen=256)
+        self._state: State = "connecting"
+        self._reason = ""
+        self._ever_live = False
+        self._inflight: dict[str, asyncio.Future[Any]] = {}
+        self._wake = asyncio.Event()
+        self._session: aiohttp.ClientSession | None = None
+        self._closed = False
+
+    # --- public --------------------------------------------------------------------------------
+    def universe(self) -> tuple[str, ...]:
+        return tuple(self.wanted)
+
+    async def subscribe(self, symbols: Iterable[str]) -> None:
+        new = [s for s in dict.fromkeys(symbols) if s not in self.wanted]
+        self.wanted += new
+        if new:
+            self._wake.set()
+
+    async def unsubscribe(self, symbols: Iterable[str]) -> None:
+        gone = set(symbols)
+        self.wanted = [s for s in self.wanted if s not in gone]
+        for name in gone:
+            for table in (self._next_at, self._last, self._volume, self.stale):
+                table.pop(name, None)
+        if self._state == "stale" and not self.stale:
+            self._emit("live", str(self.budget))
+        self._wake.set()
+
+    async def quote(self, symbol: str) -> Quote | None:
+        """The latest quote of ``symbol``: from the cache while it is fresh, else fetched (sharing a
+        request already in flight). While backing off or out of budget, the last known quote."""
+        cached = self.cache.get(symbol)
+        if cached is not None:
+            self.counters.cache_hits += 1
+            return cached
+        if self._closed or time.monotonic() < self._resume_at or self.budget.left == 0:
+            return self.latest.get(symbol)
+        pending = self._inflight.get(symbol)
+        if pending is None:
+            pending = asyncio.ensure_future(self._fetch([symbol], [symbol]))
+            self._inflight[symbol] = pending
+            pending.add_done_callback(lambda f: self._forget_inflight([symbol], f))
+        await asyncio.shield(pending)
+        self._wake.set()  # the stream hands on the ticks this fetch produced
+        return self.latest.get(symbol)
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    # --- the poller ----------------------------------------------------------------------------
+    async def stream(self) -> AsyncGenerator[np.ndarray | FeedStatus, None]:
+        self._closed = False
+        yield FeedStatus(self.name, "connecting")  # state stays: quote() may have made the feed live
+        try:
+            while True:
+                self._wake.clear()
+                for item in self._drain():
+                    yield item
+                wait = self._wait_s()
+                if wait > 0:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), None if math.isinf(wait) else wait)
+                    continue
+                now = time.monotonic()
+                due = [s for s in self.wanted if s not in self.cache and self._next_at.get(s, 0.0) <= now]
+                self.counters.fresh_skips += sum(s in self.cache for s in self.wanted)
+                batches = [due[i:i + self.batch_size] for i in range(0, len(due), self.batch_size)]
+                for i, batch in enumerate(batches):
+                    ok = await self._fetch(batch, due[i * self.batch_size:])
+                    for item in self._drain():
+                        yield item
+                    if not ok:
+                        break
+                else:
+                    if batches and self._state == "live" and self._reason != str(self.budget):
+                        self._emit("live", str(self.budget))  # the budget left, after this poll
+        finally:
+            await self.close()
+
+    def _wait_s(self) -> float:
+        """Seconds until the next poll: the first symbol due, held up to ``gather_s`` so that symbols
+        coming due soon after go in the same request (ad-hoc fetches fall into step this way)."""
+        if not self.wanted:
+            return math.inf
+        now = time.monotonic()
+        if now < self._resume_at:
+            return self._resume_at - now
+        times = sorted(self._next_at.get(s, 0.0) for s in self.wanted)
+        due_at = max(t for t in times if t <= times[0] + self.gather_s)
+        return max(0.0, due_at - now)
+
+    def _drain(self) -> Iterable[np.ndarray | FeedStatus]:
+        while self._events:
+            yield self._events.popleft()
+        if (batch := self.batcher.flush()) is not None:
+            yield batch
+
+    def _emit(self, state: State, reason: str, retry_in: float = 0.0) -> None:
+        self._state, self._reason = state, reason
+        self._events.append(FeedStatus(self.name, state, reason, retry_in=retry_in))
+
+    def _forget_inflight(self, batch: list[str], marker: asyncio.Future[Any]) -> None:
+        for s in batch:
+            if self._inflight.get(s) is marker:
+                del self._inflight[s]
+
+    # --- one request ---------------------------------------------------------------------------
+    async def _fetch(self, batch: list[str], affected: list[str]) -> bool:
+        """Request ``batch``; when that fails, ``affected`` (the batch and the rest of its poll) go
+        stale. True when quotes came back."""
+        marker = asyncio.get_running_loop().create_future()
+        for s in batch:
+            self._inflight.setdefault(s, marker)
+        try:
+            return await self._request(batch, affected)
+        finally:
+            marker.set_result(None)
+            self._forget_inflight(batch, marker)
+
+    async def _request(self, batch: list[str], affected: list[str]) -> bool:
+        if self.budget.left == 0:
+            self._fail(affected, str(self.budget), self.budget.resets_in(), next_word="next request")
+            return False
+        await self.limiter.acquire()
+        if time.monotonic() < self._resume_at:  # another request failed while this one waited
+            return False
+        self.budget.spend()
+        self.counters.requests += 1
+        url = self.url + QUOTE_PATH
+        host = urlsplit(self.url).netloc
+        if self._session is None:
+            self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=4, ttl_dns_cache=300),
+                                                  headers=HEADERS)
+        try:
+            async with self._session.get(url, params={"symbols": ",".join(batch)},
+                                   timeout=aiohttp.ClientTimeout(total=self.timeout)) as resp:
+                status, body, header = resp.status, await resp.read(), resp.headers.get("Retry-After")
+        except asyncio.CancelledError:
+            raise
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            if isinstance(exc, TimeoutError):
+                self.counters.timeouts += 1
+            else:
+                self.counters.connection_errors += 1
+            self._fail(affected, describe_failure(exc, url, self.timeout), self.backoff.next())
+            return False
+        if status != 200:
+            self.counters.http_errors[status] += 1
+            wait = retry_after(header)
+            self._fail(affected, f"HTTP {status} from {host}{_error_text(body)}",
+                       self.backoff.next() if wait is None else wait)
+            return False
+        self.counters.messages += 1
+        why = self._decode(body, batch, time.time_ns())
+        if why:
+            self._fail(affected, f"unusable answer from {host} ({why})", self.backoff.next())
+            return False
+        self.backoff.reset()
+        self._succeed(batch)
+        return True
+
+    def _fail(self, affected: list[str], why: str, delay: float, next_word: str = "retrying") -> None:
+        if next_word == "retrying":
+            self.counters.reconnects += 1
+        self._resume_at = max(self._resume_at, time.monotonic() + delay)
+        for s in affected:
+            self.stale[s] = why
+        if self._ever_live:
+            self._emit("stale", f"{_names(affected)}: {why}, {next_word} in {_seconds(delay)}", delay)
+        else:
+            self._emit("reconnecting", why, delay)
+
+    def _succeed(self, batch: list[str]) -> None:
+        next_at = time.monotonic() + self.interval  # after the cache insertions: never before expiry
+        for s in batch:
+            self._next_at[s] = next_at
+            self.stale.pop(s, None)
+        self._ever_live = True
+        if not self.stale and self._state != "live":
+            self._emit("live", str(self.budget))
+        elif self.stale and self._state in ("connecting", "reconnecting"):  # data flows, but not for all
+            names = list(self.stale)
+            self._emit("stale", f"{_names(names)}: {self.stale[names[0]]}")
+
+    # --- decoding ------------------------------------------------------------------------------
+    def _decode(self, body: bytes, batch: list[str], recv_ns: int) -> str:
+        """Turn one answer into ticks; '' when usable, else why not (already counted)."""
+        bad = self.counters.bad_message
+        try:
+            envelope = msgspec.json.decode(body, type=_Envelope)
+        except msgspec.ValidationError:
+            bad("unexpected shape", body)
+            return "unexpected shape"
+        except msgspec.DecodeError:
+            try:  # NaN and Infinity are not JSON, but some producers send them; only that quote is lost
+                envelope = msgspec.convert(json.loads(body), _Envelope)
+            except (ValueError, msgspec.ValidationError):
+                bad("malformed json", body)
+                return "malformed json"
+        answer = envelope.quote_response
+        if answer.error is not None:
+            bad("error in answer", answer.error)
+        if not isinstance(answer.result, list):
+            if answer.error is not None:
+                return "error" + _error_text(body)
+            bad("result not a list", body)
+            return "result not a list"
+        by_name = {s.upper(): s for s in batch}
+        seen: set[str] = set()
+        for item in answer.result:
+            try:
+                q = msgspec.convert(item, YahooQuote)
+            except msgspec.ValidationError as exc:
+                bad("missing field" if "missing required field" in str(exc) else "bad field type", item)
+                if isinstance(item, dict) and isinstance(item.get("symbol"), str):
+                    seen.add(by_name.get(item["symbol"].upper(), ""))  # present, if unusable
+                continue
+            name = by_name.get(q.symbol.upper())
+            if name is None:
+                bad("unknown symbol", item)
+                continue
+            seen.add(name)
+            self._take(name, q, recv_ns)
+        for name in batch:
+            if name not in seen:
+                bad("symbol not in result", name)
+        return ""
+
+    def _take(self, name: str, q: YahooQuote, recv_ns: int) -> None:
+        bad = self.counters.bad_message
+        price, t, volume = q.regular_market_price, q.regular_market_time, q.regular_market_volume
+        if price is None or not 0.0 < price < math.inf:
+            bad("bad price", q)
+            return
+        if t is None or not 0 < t < math.inf:
+            bad("bad time", q)
+            return
+        if volume is not None and not 0.0 <= volume < math.inf:
+            bad("bad volume", q)
+            return
+        ts = t * 1_000_000_000 if isinstance(t, int) else round(t * 1e9)
+        quote = Quote(name, price, ts, volume, q.currency, recv_ns)
+        last = self._last.get(name)
+        if last is not None and ts < last[0]:  # an older quote (another Yahoo server lagging behind)
+            self.counters.out_of_order += 1
+            self.cache[name] = self.latest.get(name, quote)  # fetched all the same: fresh, not newer
+            return
+        self.cache[name] = quote
+        self.latest[name] = quote
+        if last == (ts, price):
+            self.counters.unchanged += 1
+            return
+        try:
+            slot = self.symbols.slot(name)
+        except SymbolTableFull as exc:
+            bad("symbol table full", exc)
+            return
+        base = self._volume.get(name)
+        size = 0.0
+        if volume is not None:
+            size = volume - base if base is not None and volume >= base else 0.0
+            self._volume[name] = volume
+        self.batcher.add(slot, ts, recv_ns, price, size)
+        self._last[name] = (ts, price)
+        self.counters.ticks += 1
