@@ -25,6 +25,7 @@ class FeedStatus:
     reason: str = ""
     retry_in: float = 0.0  # seconds until the next attempt, while reconnecting
     at_ns: int = field(default_factory=time.time_ns)
+    symbols: tuple[str, ...] = ()  # the symbols it concerns, when not the whole feed (a stale quote)
 
 
 class FeedCounters:

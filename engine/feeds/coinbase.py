@@ -27,15 +27,13 @@ error"]``, each distinct text is logged and reported once, and the feed carries 
 
 from __future__ import annotations
 
-import collections
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from operator import itemgetter
 
 import msgspec
-import numpy as np
 from websockets.asyncio.client import ClientConnection
 
 from engine.feeds.backoff import Backoff
@@ -166,7 +164,6 @@ class CoinbaseFeed(WsFeed):
         self._next_seq: int | None = None
         self._resuming: set[int] = set()
         self._errors_seen: set[str] = set()
-        self._notices: collections.deque[FeedStatus] = collections.deque()
 
     # --- WsFeed hooks ------------------------------------------------------------------------------
     def url_for(self, symbols: list[str]) -> str:
@@ -183,14 +180,6 @@ class CoinbaseFeed(WsFeed):
         self._next_seq = None
         self._resuming = set(self.sequencer.last)
         self.subscribed = {}
-
-    async def stream(self) -> AsyncIterator[np.ndarray | FeedStatus]:
-        """WsFeed's stream, with the gap and error reports that ``decode`` queued placed in front of the
-        item that follows them (decode runs synchronously, so it cannot yield them itself)."""
-        async for item in super().stream():
-            while self._notices:
-                yield self._notices.popleft()
-            yield item
 
     async def subscribe(self, symbols: Iterable[str]) -> None:
         names = list(symbols)
@@ -328,4 +317,4 @@ class CoinbaseFeed(WsFeed):
 
     def _report(self, text: str) -> None:
         log.warning("%s: %s", self.name, text)
-        self._notices.append(FeedStatus(self.name, "live", text))
+        self.report(FeedStatus(self.name, "live", text))

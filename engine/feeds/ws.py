@@ -78,6 +78,7 @@ class WsFeed(Feed):
         self.batcher = TickBatcher()
         self.sequencer = TradeSequencer()
         self._ws: ClientConnection | None = None
+        self._reports: list[FeedStatus] = []
 
     # --- what an exchange defines --------------------------------------------------------------
     @abc.abstractmethod
@@ -94,6 +95,11 @@ class WsFeed(Feed):
 
     def on_connected(self) -> None:
         """Called after every successful (re)connect, before any message is read."""
+
+    def report(self, status: FeedStatus) -> None:
+        """Queue a status found while decoding (a sequence gap, a server error); ``decode`` cannot
+        yield, so the read loop yields it right after the batch it was found in."""
+        self._reports.append(status)
 
     # --- subscriptions -------------------------------------------------------------------------
     async def subscribe(self, symbols: Iterable[str]) -> None:
@@ -156,9 +162,9 @@ class WsFeed(Feed):
             except TimeoutError:
                 if stale:
                     raise Stalled(f"no data from {urlsplit(self.url).netloc} for "
-                              f"{2 * self.stall_s:.0f} s") from None
+                                  f"{2 * self.stall_s:g} s") from None
                 stale = True
-                yield FeedStatus(self.name, "stale", f"no data for {self.stall_s:.0f} s")
+                yield FeedStatus(self.name, "stale", f"no data for {self.stall_s:g} s")
                 continue
             if stale:
                 stale = False
@@ -174,6 +180,8 @@ class WsFeed(Feed):
                 pass
             if (batch := self.batcher.flush()) is not None:
                 yield batch
+            while self._reports:
+                yield self._reports.pop(0)
 
     def _take(self, raw: Any) -> None:
         self.counters.messages += 1

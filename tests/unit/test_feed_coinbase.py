@@ -395,7 +395,7 @@ async def test_a_stall_goes_stale_then_live_again_when_data_returns(
     await run.settled(SETUP + 2, 1)
 
     assert ticks_of(run) == expected(server, feed, [t])
-    assert run.states() == [("connecting", ""), ("live", ""), ("stale", "no data for 0 s"), ("live", "")]
+    assert run.states() == [("connecting", ""), ("live", ""), ("stale", "no data for 0.3 s"), ("live", "")]
     assert feed.counters.as_dict() == counters(feed, messages=SETUP + 2, ticks=1)
 
 
@@ -411,8 +411,8 @@ async def test_a_stall_past_twice_the_limit_reconnects(server: CoinbaseServer, s
     await run.settled(2 * SETUP + 2, 1)
 
     assert ticks_of(run) == expected(server, feed, [t])
-    assert run.states() == [("connecting", ""), ("live", ""), ("stale", "no data for 0 s"),
-                            ("reconnecting", f"no data from {host(server)} for 0 s"),
+    assert run.states() == [("connecting", ""), ("live", ""), ("stale", "no data for 0.1 s"),
+                            ("reconnecting", f"no data from {host(server)} for 0.2 s"),
                             ("connecting", ""), ("live", "")]
     assert server.received == 2 * subscribe_frames("subscribe", list(BOTH))
     assert feed.counters.as_dict() == counters(feed, messages=2 * SETUP + 2, ticks=1, reconnects=1)
