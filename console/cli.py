@@ -88,7 +88,7 @@ def _fail(message: str) -> int:
     return EXIT_USAGE
 
 
-AVAILABLE_FEEDS = ("sim",)
+AVAILABLE_FEEDS = ("sim", "binance", "coinbase")
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -29,33 +29,36 @@ No numpy, numba or pandas here: the console loads its config before drawing its 
 
 from __future__ import annotations
 
-import copy
 import difflib
 import math
 import os
-import re
 import tomllib
 import typing
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
-from urllib.parse import urlsplit
+from typing import Any
 
 import platformdirs
 
-from engine.indicators.catalogue import DEFAULT_OUTPUTS, IndicatorError, resolve
+from engine.config_model import (  # re-exported: the model is part of this module's interface
+    BUILTIN,
+    FEED_NAMES,
+    Check,
+    Config,
+    RuleTable,
+    parse_duration,
+    parse_interval,
+)
+from engine.indicators.catalogue import IndicatorError
+
+__all__ = ["BUILTIN", "FEED_NAMES", "Config", "ConfigError", "RuleTable", "env_var", "load_config",
+           "parse_duration", "parse_interval"]
 
 ENV_PREFIX = "TICKDECK_"
 CONFIG_DIR_VAR = "TICKDECK_CONFIG_DIR"
 CONFIG_FILENAME = "config.toml"
-FEED_NAMES: tuple[str, ...] = ("sim", "replay", "binance", "coinbase", "yahoo")
-BUILTIN = "the built-in defaults"
 
-_UNIT_NS = {"s": 1_000_000_000, "m": 60_000_000_000, "h": 3_600_000_000_000, "d": 86_400_000_000_000}
-_DURATION = re.compile(r"([1-9][0-9]*)([smhd])")
-_MIN_INTERVAL_NS = _UNIT_NS["s"]
-_MAX_INTERVAL_NS = _UNIT_NS["d"]
 
 
 class ConfigError(ValueError):
@@ -65,199 +68,6 @@ class ConfigError(ValueError):
         super().__init__(message)
         self.key = key
         self.source = source
-
-
-# --- value checks: each returns the (normalised) value or raises ValueError("must ...") ------------
-
-Check = Callable[[Any], Any]
-
-
-def parse_duration(text: str) -> int:
-    """``"<n>s|m|h|d"`` (a positive whole number and a unit) in nanoseconds; ValueError otherwise."""
-    match = _DURATION.fullmatch(text.strip())
-    if match is None:
-        raise ValueError(
-            f"must be a duration like '30s', '15m', '4h' or '1d' (a whole number and s, m, h or d), "
-            f"got {text!r}"
-        )
-    return int(match.group(1)) * _UNIT_NS[match.group(2)]
-
-
-def parse_interval(text: str) -> int:
-    """A bar interval between 1 s and 1 d in nanoseconds, e.g. ``"1m"`` → 60_000_000_000."""
-    ns = parse_duration(text)
-    if not _MIN_INTERVAL_NS <= ns <= _MAX_INTERVAL_NS:
-        raise ValueError(f"must be between '1s' and '1d', got {text!r}")
-    return ns
-
-
-def _interval(value: str) -> str:
-    parse_interval(value)
-    return value.strip()
-
-
-def _between(low: float, high: float | None = None) -> Check:
-    def check(value: float) -> float:
-        if high is None and value < low:
-            raise ValueError(f"must be at least {low}, got {value}")
-        if high is not None and not low <= value <= high:
-            raise ValueError(f"must be between {low} and {high}, got {value}")
-        return value
-
-    return check
-
-
-def _positive(value: float) -> float:
-    if not value > 0:
-        raise ValueError(f"must be greater than 0, got {value}")
-    return value
-
-
-def _one_of(*allowed: str) -> Check:
-    def check(value: str) -> str:
-        if value not in allowed:
-            raise ValueError(f"must be one of {', '.join(allowed)}, got {value!r}")
-        return value
-
-    return check
-
-
-def _non_empty(value: str) -> str:
-    if not value.strip():
-        raise ValueError("must not be empty")
-    return value
-
-
-def _url(*schemes: str) -> Check:
-    def check(value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in schemes or not parts.netloc:
-            raise ValueError(f"must be a {' or '.join(s + '://' for s in schemes)} URL, got {value!r}")
-        return value
-
-    return check
-
-
-def _indicators(value: tuple[str, ...]) -> tuple[str, ...]:
-    """Canonical output names (``rsi`` → ``rsi_14``), duplicates dropped, order kept."""
-    names: list[str] = []
-    for name in value:
-        canonical = resolve(name).name  # IndicatorError says what is wrong with the name
-        if canonical not in names:
-            names.append(canonical)
-    return tuple(names)
-
-
-def _setting(default: Any, check: Check | None = None) -> Any:
-    return field(default=default, metadata={"check": check})
-
-
-# --- the model -------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class EngineConfig:
-    interval: str = _setting("1m", _interval)
-    """Bar interval: ``<n>s|m|h|d`` between 1s and 1d."""
-    history: int = _setting(2000, _between(10))
-    """Closed bars kept per symbol."""
-    max_symbols: int = _setting(1024, _between(1, 100_000))
-    """Symbol slots preallocated by the engine."""
-    indicators: tuple[str, ...] = _setting(DEFAULT_OUTPUTS, _indicators)
-    """Indicator outputs computed for every symbol (canonical catalogue names)."""
-
-    @property
-    def interval_ns(self) -> int:
-        return parse_interval(self.interval)
-
-
-@dataclass(frozen=True)
-class FeedConfig:
-    name: str = _setting("sim", _one_of(*FEED_NAMES))
-    """Which feed to run."""
-
-
-@dataclass(frozen=True)
-class SimFeedConfig:
-    symbols: int = _setting(40, _between(1, 5000))
-    seed: int = _setting(7, _between(0))
-    rate: float = _setting(200.0, _positive)
-    """Ticks per second across all symbols."""
-    backfill: int = _setting(300, _between(0, 100_000))
-    """Bars of history generated at start, so indicators and charts start warm."""
-
-
-@dataclass(frozen=True)
-class BinanceFeedConfig:
-    url: str = _setting("wss://stream.binance.com:9443", _url("wss", "ws"))
-
-
-@dataclass(frozen=True)
-class CoinbaseFeedConfig:
-    url: str = _setting("wss://advanced-trade-ws.coinbase.com", _url("wss", "ws"))
-
-
-@dataclass(frozen=True)
-class YahooFeedConfig:
-    url: str = _setting("https://query1.finance.yahoo.com", _url("https", "http"))
-
-
-@dataclass(frozen=True)
-class FeedsConfig:
-    sim: SimFeedConfig = field(default_factory=SimFeedConfig)
-    binance: BinanceFeedConfig = field(default_factory=BinanceFeedConfig)
-    coinbase: CoinbaseFeedConfig = field(default_factory=CoinbaseFeedConfig)
-    yahoo: YahooFeedConfig = field(default_factory=YahooFeedConfig)
-
-
-@dataclass(frozen=True)
-class UiConfig:
-    fps: int = _setting(10, _between(1, 60))
-    """Snapshots drawn per second."""
-    theme: str = _setting("dark", _non_empty)
-    columns: tuple[str, ...] = _setting(("rsi_14", "macd_hist_12_26_9"), _indicators)
-    """Indicator columns of the watchlist."""
-
-
-class RuleTable(NamedTuple):
-    """One ``[[rules]]`` table as written (a plain dict) and the file it came from.
-
-    A 2-tuple, so ``engine.signals.rules.load_rules(config.rules)`` takes the config's rules as they are.
-    """
-
-    table: dict[str, Any]
-    file: str = BUILTIN
-
-
-DEFAULT_RULES: tuple[dict[str, Any], ...] = (
-    {"id": "rsi_oversold", "kind": "cross", "a": "rsi_14", "b": 30, "direction": "up",
-     "cooldown": "15m"},
-    {"id": "rsi_overbought", "kind": "cross", "a": "rsi_14", "b": 70, "direction": "down",
-     "cooldown": "15m"},
-    {"id": "macd_cross", "kind": "cross", "a": "macd_12_26_9", "b": "macd_signal_12_26_9",
-     "direction": "both", "cooldown": "30m"},
-    {"id": "bb_breakout", "kind": "cross", "a": "close", "b": "bb_upper_20_2", "direction": "up",
-     "cooldown": "15m"},
-    {"id": "golden_cross", "kind": "cross", "a": "sma_50", "b": "sma_200", "direction": "both"},
-    {"id": "volume_spike", "kind": "volume_spike", "window": 20, "zscore": 3.0, "cooldown": "15m"},
-    {"id": "move_2pct", "kind": "move", "window": 5, "pct": 2.0, "cooldown": "15m"},
-)
-
-
-def _default_rules() -> tuple[RuleTable, ...]:
-    return tuple(RuleTable(copy.deepcopy(rule)) for rule in DEFAULT_RULES)
-
-
-@dataclass(frozen=True)
-class Config:
-    """The whole configuration. Build it with :func:`load_config`; ``Config()`` is the defaults."""
-
-    engine: EngineConfig = field(default_factory=EngineConfig)
-    feed: FeedConfig = field(default_factory=FeedConfig)
-    feeds: FeedsConfig = field(default_factory=FeedsConfig)
-    ui: UiConfig = field(default_factory=UiConfig)
-    rules: tuple[RuleTable, ...] = field(default_factory=_default_rules)
-    files: tuple[str, ...] = field(default=(), compare=False)
-    """The config files that were read, lowest precedence first."""
 
 
 # --- schema: dotted key -> (leaf type, check), derived from the dataclasses above ------------------
@@ -297,7 +107,8 @@ def env_var(key: str) -> str:
 
 
 def _type_name(kind: Any) -> str:
-    return {int: "an integer", float: "a number", str: "a string", tuple: "a list of strings"}[kind]
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string",
+            tuple: "a list of strings"}[kind]
 
 
 def _shown(value: object) -> str:
@@ -306,6 +117,8 @@ def _shown(value: object) -> str:
 
 def _typed(key: _Key, value: object) -> tuple[bool, object]:
     """``(ok, value)`` for a TOML (or Python) value against the key's type."""
+    if key.kind is bool:
+        return isinstance(value, bool), value
     if key.kind is int:
         return isinstance(value, int) and not isinstance(value, bool), value
     if key.kind is float:
@@ -321,6 +134,10 @@ def _typed(key: _Key, value: object) -> tuple[bool, object]:
 def _from_text(key: _Key, text: str) -> tuple[bool, object]:
     """``(ok, value)`` for an environment variable or command-line string."""
     raw = text.strip()
+    if key.kind is bool:
+        flag = {"true": True, "1": True, "yes": True, "on": True,
+                "false": False, "0": False, "no": False, "off": False}.get(raw.lower())
+        return flag is not None, text if flag is None else flag
     if key.kind is int:
         try:
             return True, int(raw)

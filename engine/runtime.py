@@ -85,15 +85,34 @@ def build_engine(config: Config) -> Engine:
 
 
 def build_feed(config: Config, engine: Engine) -> Feed:
+    """The configured feed, its symbols registered with the engine (imports only the feed used)."""
     name = config.feed.name
+    feeds = config.feeds
     if name == "sim":
         from engine.feeds.sim import SimFeed
 
-        sim = config.feeds.sim
+        sim = feeds.sim
         backfill_s = sim.backfill * engine.interval_ns / 1e9
         return SimFeed(engine.symbols, n_symbols=sim.symbols, seed=sim.seed, rate=sim.rate,
                        backfill_s=backfill_s)
-    raise FeedUnavailable(f"feed {name!r} is not available in this version; use --feed sim")
+    if name == "binance":
+        from engine.feeds.binance import BinanceFeed
+
+        _register(engine, feeds.binance.symbols)
+        return BinanceFeed(engine.symbols, feeds.binance.url, wanted=feeds.binance.symbols,
+                           stream=feeds.binance.stream)
+    if name == "coinbase":
+        from engine.feeds.coinbase import CoinbaseFeed
+
+        _register(engine, feeds.coinbase.products)
+        return CoinbaseFeed(engine.symbols, feeds.coinbase.url, wanted=feeds.coinbase.products)
+    raise FeedUnavailable(f"feed {name!r} is not available in this version")
+
+
+def _register(engine: Engine, names: Sequence[str]) -> None:
+    """Give the feed's symbols their slots up front, so the watchlist shows them before a trade."""
+    for name in names:
+        engine.add_symbol(name)
 
 
 @dataclass(frozen=True)

@@ -160,10 +160,10 @@ async def test_a_feed_that_raises_is_shown_and_the_app_stays_up(config: Config) 
 
 async def test_an_unavailable_feed_is_an_error_on_screen_not_a_crash(
         make_config: Callable[..., Config]) -> None:
-    app = build_app(make_config({"feed.name": "binance"}))
+    app = build_app(make_config({"feed.name": "replay", "feeds.replay.file": ""}))
     async with app.run_test(size=SIZE) as pilot:
         await wait_for(pilot, lambda: app.header.state == "failed", "the error on the header line")
-        assert "not available" in app.header.reason
+        assert "replay" in app.header.reason
         assert app.is_running
 
 

@@ -112,9 +112,9 @@ def test_bad_rule_and_unavailable_feed_stop_before_the_app(
     assert main(["--config", str(bad)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "'oops'" in err and str(bad) in err and "rsi_x" in err
-    assert main(["--feed", "coinbase"]) == 2
+    assert main(["--feed", "yahoo"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "'coinbase' is not available" in err
+    assert err.count("\n") == 1 and "'yahoo' is not available" in err
 
 
 # --- indicators: round trip -------------------------------------------------------------------------

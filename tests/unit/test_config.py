@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from engine import config as cfg
-from engine.config import DEFAULT_RULES, KEYS, Config, ConfigError, load_config, parse_interval
+from engine.config import KEYS, Config, ConfigError, load_config, parse_interval
+from engine.config_model import DEFAULT_RULES
 from engine.indicators.catalogue import DEFAULT_OUTPUTS
 
 ROOT = Path(__file__).resolve().parents[2]

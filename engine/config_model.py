@@ -1,0 +1,271 @@
+"""The configuration model: every section and key, its default, its type and its check.
+
+Frozen dataclasses; a key's check (in the field metadata) returns the normalised value or raises
+``ValueError("must ...")``, which the loader (``engine.config``) turns into a message that names the key
+and the file. The loader derives the set of valid keys, their types and their environment variables
+from these classes, so adding a setting is adding a field here (and its default to ``config.toml``).
+
+No numpy, numba or pandas here: the console loads its config before drawing its first frame.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+from urllib.parse import urlsplit
+
+from engine.indicators.catalogue import DEFAULT_OUTPUTS, resolve
+
+BUILTIN = "the built-in defaults"
+FEED_NAMES: tuple[str, ...] = ("sim", "replay", "binance", "coinbase", "yahoo")
+
+_UNIT_NS = {"s": 1_000_000_000, "m": 60_000_000_000, "h": 3_600_000_000_000, "d": 86_400_000_000_000}
+_DURATION = re.compile(r"([1-9][0-9]*)([smhd])")
+_MIN_INTERVAL_NS = _UNIT_NS["s"]
+_MAX_INTERVAL_NS = _UNIT_NS["d"]
+
+
+# --- value checks: each returns the (normalised) value or raises ValueError("must ...") ------------
+
+Check = Callable[[Any], Any]
+
+
+def parse_duration(text: str) -> int:
+    """``"<n>s|m|h|d"`` (a positive whole number and a unit) in nanoseconds; ValueError otherwise."""
+    match = _DURATION.fullmatch(text.strip())
+    if match is None:
+        raise ValueError(
+            f"must be a duration like '30s', '15m', '4h' or '1d' (a whole number and s, m, h or d), "
+            f"got {text!r}"
+        )
+    return int(match.group(1)) * _UNIT_NS[match.group(2)]
+
+
+def parse_interval(text: str) -> int:
+    """A bar interval between 1 s and 1 d in nanoseconds, e.g. ``"1m"`` → 60_000_000_000."""
+    ns = parse_duration(text)
+    if not _MIN_INTERVAL_NS <= ns <= _MAX_INTERVAL_NS:
+        raise ValueError(f"must be between '1s' and '1d', got {text!r}")
+    return ns
+
+
+def _interval(value: str) -> str:
+    parse_interval(value)
+    return value.strip()
+
+
+def _between(low: float, high: float | None = None) -> Check:
+    def check(value: float) -> float:
+        if high is None and value < low:
+            raise ValueError(f"must be at least {low}, got {value}")
+        if high is not None and not low <= value <= high:
+            raise ValueError(f"must be between {low} and {high}, got {value}")
+        return value
+
+    return check
+
+
+def _positive(value: float) -> float:
+    if not value > 0:
+        raise ValueError(f"must be greater than 0, got {value}")
+    return value
+
+
+def _one_of(*allowed: str) -> Check:
+    def check(value: str) -> str:
+        if value not in allowed:
+            raise ValueError(f"must be one of {', '.join(allowed)}, got {value!r}")
+        return value
+
+    return check
+
+
+def _non_empty(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be empty")
+    return value
+
+
+def _url(*schemes: str) -> Check:
+    def check(value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in schemes or not parts.netloc:
+            raise ValueError(f"must be a {' or '.join(s + '://' for s in schemes)} URL, got {value!r}")
+        return value
+
+    return check
+
+
+def _indicators(value: tuple[str, ...]) -> tuple[str, ...]:
+    """Canonical output names (``rsi`` → ``rsi_14``), duplicates dropped, order kept."""
+    names: list[str] = []
+    for name in value:
+        canonical = resolve(name).name  # IndicatorError says what is wrong with the name
+        if canonical not in names:
+            names.append(canonical)
+    return tuple(names)
+
+
+def _setting(default: Any, check: Check | None = None) -> Any:
+    return field(default=default, metadata={"check": check})
+
+
+# --- the model -------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class EngineConfig:
+    interval: str = _setting("1m", _interval)
+    """Bar interval: ``<n>s|m|h|d`` between 1s and 1d."""
+    history: int = _setting(2000, _between(10))
+    """Closed bars kept per symbol."""
+    max_symbols: int = _setting(1024, _between(1, 100_000))
+    """Symbol slots preallocated by the engine."""
+    indicators: tuple[str, ...] = _setting(DEFAULT_OUTPUTS, _indicators)
+    """Indicator outputs computed for every symbol (canonical catalogue names)."""
+
+    @property
+    def interval_ns(self) -> int:
+        return parse_interval(self.interval)
+
+
+@dataclass(frozen=True)
+class FeedConfig:
+    name: str = _setting("sim", _one_of(*FEED_NAMES))
+    """Which feed to run."""
+    record: str = _setting("")
+    """Record every tick the feed delivers to this file (.parquet, .jsonl or .jsonl.gz); empty: off."""
+
+
+@dataclass(frozen=True)
+class SimFeedConfig:
+    symbols: int = _setting(40, _between(1, 5000))
+    seed: int = _setting(7, _between(0))
+    rate: float = _setting(200.0, _positive)
+    """Ticks per second across all symbols."""
+    backfill: int = _setting(300, _between(0, 100_000))
+    """Bars of history generated at start, so indicators and charts start warm."""
+
+
+def _symbols(value: tuple[str, ...]) -> tuple[str, ...]:
+    names = tuple(dict.fromkeys(v.strip() for v in value if v.strip()))
+    if not names:
+        raise ValueError("must name at least one symbol")
+    return names
+
+
+def _binance_stream(value: str) -> str:
+    if value != "trade" and not re.fullmatch(r"kline_(1s|[1-9][0-9]*[mhdwM])", value):
+        raise ValueError(f"must be 'trade' or 'kline_<interval>' (e.g. kline_1m), got {value!r}")
+    return value
+
+
+def _speed(value: str) -> str:
+    text = value.strip().lower().removesuffix("x")
+    if text == "max":
+        return "max"
+    try:
+        factor = float(text)
+    except ValueError:
+        factor = 0.0
+    if not factor > 0:
+        raise ValueError(f"must be a positive factor (1, 10, 0.5) or 'max', got {value!r}")
+    return text
+
+
+@dataclass(frozen=True)
+class BinanceFeedConfig:
+    url: str = _setting("wss://stream.binance.com:9443", _url("wss", "ws"))
+    symbols: tuple[str, ...] = _setting(("BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT", "XRPUSDT"), _symbols)
+    stream: str = _setting("trade", _binance_stream)
+    """``trade`` (every trade) or ``kline_<interval>`` (one update per kline change; less traffic)."""
+
+
+@dataclass(frozen=True)
+class CoinbaseFeedConfig:
+    url: str = _setting("wss://advanced-trade-ws.coinbase.com", _url("wss", "ws"))
+    products: tuple[str, ...] = _setting(("BTC-USD", "ETH-USD", "SOL-USD"), _symbols)
+
+
+@dataclass(frozen=True)
+class YahooFeedConfig:
+    url: str = _setting("https://query1.finance.yahoo.com", _url("https", "http"))
+    symbols: tuple[str, ...] = _setting(("AAPL", "MSFT", "NVDA", "AMZN", "GOOGL", "SPY", "QQQ"), _symbols)
+    interval: float = _setting(5.0, _positive)
+    """Seconds between polls of one symbol."""
+    batch_size: int = _setting(50, _between(1, 1000))
+    requests_per_minute: float = _setting(60.0, _positive)
+    burst: int = _setting(5, _between(1, 1000))
+    requests_per_hour: int = _setting(2000, _between(1, 1_000_000))
+    timeout: float = _setting(10.0, _positive)
+
+
+@dataclass(frozen=True)
+class ReplayFeedConfig:
+    file: str = _setting("")
+    """OHLCV or tick file (CSV, Parquet, or a recording's .jsonl/.jsonl.gz)."""
+    speed: str = _setting("1", _speed)
+    """1 = real time, 10 = ten times faster, max = as fast as the engine takes it."""
+    loop: bool = _setting(False)
+
+
+@dataclass(frozen=True)
+class FeedsConfig:
+    sim: SimFeedConfig = field(default_factory=SimFeedConfig)
+    binance: BinanceFeedConfig = field(default_factory=BinanceFeedConfig)
+    coinbase: CoinbaseFeedConfig = field(default_factory=CoinbaseFeedConfig)
+    yahoo: YahooFeedConfig = field(default_factory=YahooFeedConfig)
+    replay: ReplayFeedConfig = field(default_factory=ReplayFeedConfig)
+
+
+@dataclass(frozen=True)
+class UiConfig:
+    fps: int = _setting(10, _between(1, 60))
+    """Snapshots drawn per second."""
+    theme: str = _setting("dark", _non_empty)
+    columns: tuple[str, ...] = _setting(("rsi_14", "macd_hist_12_26_9"), _indicators)
+    """Indicator columns of the watchlist."""
+
+
+class RuleTable(NamedTuple):
+    """One ``[[rules]]`` table as written (a plain dict) and the file it came from.
+
+    A 2-tuple, so ``engine.signals.rules.load_rules(config.rules)`` takes the config's rules as they are.
+    """
+
+    table: dict[str, Any]
+    file: str = BUILTIN
+
+
+DEFAULT_RULES: tuple[dict[str, Any], ...] = (
+    {"id": "rsi_oversold", "kind": "cross", "a": "rsi_14", "b": 30, "direction": "up",
+     "cooldown": "15m"},
+    {"id": "rsi_overbought", "kind": "cross", "a": "rsi_14", "b": 70, "direction": "down",
+     "cooldown": "15m"},
+    {"id": "macd_cross", "kind": "cross", "a": "macd_12_26_9", "b": "macd_signal_12_26_9",
+     "direction": "both", "cooldown": "30m"},
+    {"id": "bb_breakout", "kind": "cross", "a": "close", "b": "bb_upper_20_2", "direction": "up",
+     "cooldown": "15m"},
+    {"id": "golden_cross", "kind": "cross", "a": "sma_50", "b": "sma_200", "direction": "both"},
+    {"id": "volume_spike", "kind": "volume_spike", "window": 20, "zscore": 3.0, "cooldown": "15m"},
+    {"id": "move_2pct", "kind": "move", "window": 5, "pct": 2.0, "cooldown": "15m"},
+)
+
+
+def _default_rules() -> tuple[RuleTable, ...]:
+    return tuple(RuleTable(copy.deepcopy(rule)) for rule in DEFAULT_RULES)
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration. Build it with :func:`load_config`; ``Config()`` is the defaults."""
+
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    feed: FeedConfig = field(default_factory=FeedConfig)
+    feeds: FeedsConfig = field(default_factory=FeedsConfig)
+    ui: UiConfig = field(default_factory=UiConfig)
+    rules: tuple[RuleTable, ...] = field(default_factory=_default_rules)
+    files: tuple[str, ...] = field(default=(), compare=False)
+    """The config files that were read, lowest precedence first."""

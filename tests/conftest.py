@@ -1,0 +1,29 @@
+"""Suite-wide guard: tests talk to servers on 127.0.0.1 only, never the internet.
+
+Any name lookup of a host other than the loopback names fails at once, so a test that forgot to point
+a feed at its local server fails loudly (and fast) instead of reaching out or hanging on DNS.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+_LOCAL = {"localhost", "127.0.0.1", "::1", "", None}
+_real_getaddrinfo = socket.getaddrinfo
+
+
+def _loopback_only(host: Any, *args: Any, **kwargs: Any) -> Any:
+    name = host.decode() if isinstance(host, bytes) else host
+    if name not in _LOCAL and not str(name).startswith("127."):
+        raise socket.gaierror(socket.EAI_NONAME, f"tests may not resolve {name!r}: use a local server")
+    return _real_getaddrinfo(host, *args, **kwargs)
+
+
+@pytest.fixture(autouse=True)
+def _no_internet(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setattr(socket, "getaddrinfo", _loopback_only)
+    yield
