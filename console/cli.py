@@ -14,9 +14,10 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import NoReturn
 
-from engine.config import CONFIG_DIR_VAR, FEED_NAMES, ConfigError, load_config
+from engine.config import CONFIG_DIR_VAR, FEED_NAMES, Config, ConfigError, load_config
 
 PROG = "tickdeck"
 EXIT_USAGE = 2
@@ -62,6 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--theme", metavar="NAME", help="the console's colour theme")
     parser.add_argument("--interval", metavar="I",
                         help="the bar interval, from 1s to 1d: 1s, 15s, 1m, 5m, 1h, 4h, 1d, ...")
+    parser.add_argument("--file", metavar="PATH",
+                        help="replay an OHLCV or tick file (CSV, Parquet, .jsonl[.gz]); sets --feed replay")
+    parser.add_argument("--speed", metavar="S", help="replay speed: 1 (real time), 10, 0.5, or max")
+    parser.add_argument("--loop", action="store_true", default=None, help="replay the file over and over")
+    parser.add_argument("--record", metavar="PATH",
+                        help="record every tick the feed delivers (.parquet, .jsonl or .jsonl.gz)")
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
 
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
@@ -88,7 +95,28 @@ def _fail(message: str) -> int:
     return EXIT_USAGE
 
 
-AVAILABLE_FEEDS = ("sim", "binance", "coinbase")
+AVAILABLE_FEEDS = ("sim", "replay", "binance", "coinbase", "yahoo")
+
+
+def _files_problem(config: Config) -> str:
+    """A missing replay file or an unusable recording path, found before the screen switches."""
+    if config.feed.name == "replay":
+        path = Path(config.feeds.replay.file)
+        if not config.feeds.replay.file:
+            return "the replay feed needs a file: --file PATH"
+        if not path.is_file():
+            return f"cannot replay {path}: no such file"
+    if config.feed.record:
+        from engine.feeds.record import RecorderError, recording_format
+
+        target = Path(config.feed.record)
+        try:
+            recording_format(target)
+        except RecorderError as exc:
+            return str(exc)
+        if not target.parent.resolve().is_dir():
+            return f"cannot record to {target}: no directory {target.parent}"
+    return ""
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -109,9 +137,12 @@ def _run(args: argparse.Namespace) -> int:
 
         return int(bench_main(args) or 0)
 
+    feed = args.feed or ("replay" if args.file else None)
     config = load_config(
         args.config,
-        {"feed.name": args.feed, "ui.theme": args.theme, "engine.interval": args.interval},
+        {"feed.name": feed, "ui.theme": args.theme, "engine.interval": args.interval,
+         "feeds.replay.file": args.file, "feeds.replay.speed": args.speed, "feeds.replay.loop": args.loop,
+         "feed.record": args.record},
     )
     # Checked here, before the screen switches, so a mistake is one line on the terminal.
     from engine.signals.rules import RuleError, load_rules
@@ -123,6 +154,8 @@ def _run(args: argparse.Namespace) -> int:
     if config.feed.name not in AVAILABLE_FEEDS:
         return _fail(f"feed {config.feed.name!r} is not available in this version; "
                      f"available: {', '.join(AVAILABLE_FEEDS)}")
+    if problem := _files_problem(config):
+        return _fail(problem)
     from console.app import run_app
 
     result = run_app(config)

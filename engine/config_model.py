@@ -163,9 +163,10 @@ def _binance_stream(value: str) -> str:
 
 
 def _speed(value: str) -> str:
-    text = value.strip().lower().removesuffix("x")
+    text = value.strip().lower()
     if text == "max":
         return "max"
+    text = text.removesuffix("x")
     try:
         factor = float(text)
     except ValueError:
@@ -192,6 +193,8 @@ class CoinbaseFeedConfig:
 @dataclass(frozen=True)
 class YahooFeedConfig:
     url: str = _setting("https://query1.finance.yahoo.com", _url("https", "http"))
+    cookie_url: str = _setting("https://fc.yahoo.com", _url("https", "http"))
+    """Where the session cookie comes from (the quote API needs a cookie and a crumb)."""
     symbols: tuple[str, ...] = _setting(("AAPL", "MSFT", "NVDA", "AMZN", "GOOGL", "SPY", "QQQ"), _symbols)
     interval: float = _setting(5.0, _positive)
     """Seconds between polls of one symbol."""
@@ -209,6 +212,8 @@ class ReplayFeedConfig:
     speed: str = _setting("1", _speed)
     """1 = real time, 10 = ten times faster, max = as fast as the engine takes it."""
     loop: bool = _setting(False)
+    symbol: str = _setting("")
+    """Symbol of an OHLCV file without a symbol column (empty: the file name)."""
 
 
 @dataclass(frozen=True)

@@ -106,6 +106,26 @@ def build_feed(config: Config, engine: Engine) -> Feed:
 
         _register(engine, feeds.coinbase.products)
         return CoinbaseFeed(engine.symbols, feeds.coinbase.url, wanted=feeds.coinbase.products)
+    if name == "yahoo":
+        from engine.feeds.yahoo import YahooFeed
+
+        y = feeds.yahoo
+        _register(engine, y.symbols)
+        return YahooFeed(engine.symbols, y.symbols, y.url, interval=y.interval, batch_size=y.batch_size,
+                         requests_per_minute=y.requests_per_minute, burst=y.burst,
+                         requests_per_hour=y.requests_per_hour, timeout=y.timeout, cookie_url=y.cookie_url)
+    if name == "replay":
+        from engine.feeds.replay import ReplayError, ReplayFeed
+
+        r = feeds.replay
+        if not r.file:
+            raise FeedUnavailable("the replay feed needs a file: --file PATH (or feeds.replay.file)")
+        replay = ReplayFeed(engine.symbols, r.file, speed=r.speed, loop=r.loop, symbol=r.symbol or None)
+        try:
+            replay.load()
+        except ReplayError as exc:
+            raise FeedUnavailable(str(exc)) from None
+        return replay
     raise FeedUnavailable(f"feed {name!r} is not available in this version")
 
 
@@ -191,6 +211,12 @@ class Runtime:
     async def run(self, on_update: Callable[[Update], None],
                   on_status: Callable[[FeedStatus], None]) -> None:
         """Pump the feed until it ends or the task is cancelled; callbacks run on the event loop."""
+        recorder = None
+        if self.config.feed.record:
+            from engine.feeds.record import Recorder
+
+            recorder = Recorder(self.config.feed.record, self.engine.symbols)
+            self.taps.append(recorder)
         queue: asyncio.Queue[Any] = asyncio.Queue(self.queue_batches)
         pump = asyncio.create_task(self._pump(queue, on_status), name="tickdeck-feed-pump")
         worker = EngineThread()
@@ -212,6 +238,9 @@ class Runtime:
         finally:
             pump.cancel()
             worker.stop()
+            if recorder is not None:
+                self.taps.remove(recorder)
+                await recorder.aclose()
 
     def _coalesce(self, first: np.ndarray, queue: asyncio.Queue[Any]) -> np.ndarray:
         m = self.metrics
@@ -227,7 +256,8 @@ class Runtime:
         m.batches += len(parts)
         m.coalesced += len(parts) - 1
         batch = parts[0] if len(parts) == 1 else np.concatenate(parts)
-        m.lag_ns.append(time.time_ns() - int(batch["recv"].min()))
+        if self.feed.realtime:  # a replay's receive times are the file's, not this run's
+            m.lag_ns.append(time.time_ns() - int(batch["recv"].min()))
         return batch
 
     async def _pump(self, queue: asyncio.Queue[Any], on_status: Callable[[FeedStatus], None]) -> None:

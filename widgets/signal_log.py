@@ -89,7 +89,7 @@ class SignalLog(VerticalScroll):
         yield self._lines
 
     def watch_signals(self, signals: tuple[Signal, ...]) -> None:
-        if self.is_mounted:
+        if self.is_mounted and self.is_attached:
             self._lines.update(render_signals(signals))
 
     def add(self, new: Iterable[Signal]) -> None:

@@ -225,11 +225,11 @@ class Watchlist(Widget):
         self._rebuild()
 
     def watch_message(self, message: str) -> None:
-        if self.is_mounted:
+        if self.is_mounted and self.is_attached:
             self._message.update(message)
 
     def watch_snapshot(self, snapshot: MarketSnapshot | None) -> None:
-        if not self.is_mounted:
+        if not (self.is_mounted and self.is_attached):
             return
         table = self.table
         self._message.display = snapshot is None
@@ -247,14 +247,14 @@ class Watchlist(Widget):
 
     def watch_signals(self, signals: Mapping[str, Signal]) -> None:
         spec = next((s for s in self._specs if s.key == "signal"), None)
-        if spec is None or not self.is_mounted:  # signals can arrive before the table is composed
+        if spec is None or not (self.is_mounted and self.is_attached):  # early or during shutdown
             return
         for symbol in self.symbols:
             self._draw_cell(symbol, spec, signal_cell(signals.get(symbol), spec.width))
 
     def notify_style_update(self) -> None:
         super().notify_style_update()
-        if self.is_mounted:
+        if self.is_mounted and self.is_attached:
             self.call_later(self._restyle)
 
     # --- drawing -------------------------------------------------------------------------------------
@@ -282,7 +282,7 @@ class Watchlist(Widget):
 
     def _rebuild(self) -> None:
         """Lay the table out again for new rows, columns or widths (never once per frame)."""
-        if not self.is_mounted:
+        if not (self.is_mounted and self.is_attached):
             return
         table = self.table
         row = table.cursor_row

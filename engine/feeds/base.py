@@ -73,6 +73,8 @@ class Feed(abc.ABC):
     """
 
     name: str = "feed"
+    #: receive times are this run's clock (False for a replay, whose times come from its file)
+    realtime: bool = True
 
     def __init__(self, symbols: SymbolTable) -> None:
         self.symbols = symbols

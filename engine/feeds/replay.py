@@ -422,6 +422,7 @@ class ReplayFeed(Feed):
     """
 
     name = "replay"
+    realtime = False
     max_batch = MAX_BATCH
 
     def __init__(self, symbols: SymbolTable, path: str | Path, speed: float | str = 1.0, loop: bool = False,

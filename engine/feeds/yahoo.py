@@ -12,6 +12,12 @@ panels) never refetch what is fresh. A failed request never ends the feed: its s
 with the reason and the retry delay (``Retry-After`` when Yahoo gives one, else exponential backoff),
 and ``live`` returns when they are fetched again.
 
+Yahoo answers 401 to a client without its ``A3`` cookie and the crumb issued for it, so the first request
+makes the handshake its public clients (yfinance) make: any answer from ``https://fc.yahoo.com`` (a 404)
+sets the cookie, ``/v1/test/getcrumb`` with it returns the crumb, and quotes carry both. A 401 on a crumb
+in use fetches a new pair once and retries; a 401 on a pair just fetched is reported, and the next attempt
+(after the backoff) starts a new handshake. Handshake requests pay like quotes (limiter, budget).
+
 ``stream`` is the poller itself, not a background task: while the consumer holds a batch no request is
 made, and cancelling the stream ends all polling (the session closes with it).
 """
@@ -20,12 +26,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import email.utils
 import json
 import math
 import time
 from collections import Counter, deque
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
+from collections.abc import AsyncGenerator, Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -33,20 +38,22 @@ import aiohttp
 import cachetools
 import msgspec
 import numpy as np
+from yarl import URL
 
 from engine.feeds.backoff import Backoff
 from engine.feeds.base import Feed, FeedCounters, FeedStatus, State
 from engine.feeds.batching import TickBatcher
-from engine.feeds.ws import describe_error
+from engine.feeds.pacing import RequestBudget, TokenBucket, describe_failure, retry_after
 from engine.ticks import SymbolTable, SymbolTableFull
 
 DEFAULT_URL = "https://query1.finance.yahoo.com"
+DEFAULT_COOKIE_URL = "https://fc.yahoo.com"  # answers anything, setting the A3 cookie for .yahoo.com
 QUOTE_PATH = "/v7/finance/quote"
-HEADERS = {"User-Agent": "Mozilla/5.0 (X11; Linux x86_64) tickdeck/0.1", "Accept": "application/json"}
-MAX_RETRY_AFTER_S = 3600.0  # a Retry-After longer than this is taken as this
-
-Clock = Callable[[], float]
-Sleep = Callable[[float], Awaitable[None]]
+CRUMB_PATH = "/v1/test/getcrumb"
+HEADERS = {"User-Agent": "Mozilla/5.0 (X11; Linux x86_64) tickdeck/0.1"}
+ACCEPT_JSON = "application/json"
+ACCEPT_PAGE = "text/html,application/xhtml+xml,*/*;q=0.8"  # what a browser's first visit accepts
+MAX_CRUMB_LEN = 64  # crumbs are ~11 characters; anything long is a page, not a crumb
 
 
 # --- what Yahoo sends ----------------------------------------------------------------------------
@@ -81,74 +88,6 @@ class Quote(msgspec.Struct, frozen=True):
     received_ns: int
 
 
-# --- pacing ----------------------------------------------------------------------------------------
-class TokenBucket:
-    """Spaces requests: ``per_minute`` on average, at most ``burst`` back to back."""
-
-    def __init__(self, per_minute: float, burst: int = 1, clock: Clock = time.monotonic,
-                 sleep: Sleep = asyncio.sleep) -> None:
-        if not per_minute > 0 or burst < 1:
-            raise ValueError(f"rate limit needs per_minute > 0 and burst >= 1, got {per_minute}, {burst}")
-        self.rate = per_minute / 60.0
-        self.burst = burst
-        self.tokens = float(burst)
-        self.waits = 0  # times a request had to wait for a token
-        self._clock = clock
-        self._sleep = sleep
-        self._updated = clock()
-
-    def delay(self) -> float:
-        """Take a token and return 0, or return how long until one is available (taking nothing)."""
-        now = self._clock()
-        self.tokens = min(float(self.burst), self.tokens + (now - self._updated) * self.rate)
-        self._updated = now
-        if self.tokens >= 1.0 - 1e-9:
-            self.tokens = max(0.0, self.tokens - 1.0)
-            return 0.0
-        return (1.0 - self.tokens) / self.rate
-
-    async def acquire(self) -> None:
-        while (wait := self.delay()) > 0:
-            self.waits += 1
-            await self._sleep(wait)
-
-
-class RequestBudget:
-    """At most ``per_hour`` requests in any sliding window of ``window_s`` (an hour)."""
-
-    def __init__(self, per_hour: int, window_s: float = 3600.0, clock: Clock = time.monotonic) -> None:
-        if per_hour < 1 or not window_s > 0:
-            raise ValueError(f"request budget needs per_hour >= 1, got {per_hour}")
-        self.limit = per_hour
-        self.window_s = window_s
-        self._clock = clock
-        self._sent: deque[float] = deque()
-
-    def _prune(self) -> float:
-        now = self._clock()
-        while self._sent and self._sent[0] <= now - self.window_s:
-            self._sent.popleft()
-        return now
-
-    @property
-    def left(self) -> int:
-        self._prune()
-        return max(0, self.limit - len(self._sent))
-
-    def spend(self) -> None:
-        self._sent.append(self._prune())
-
-    def resets_in(self) -> float:
-        """Seconds until a request may be made again (0 while some are left)."""
-        now = self._prune()
-        if len(self._sent) < self.limit:
-            return 0.0
-        return self._sent[len(self._sent) - self.limit] + self.window_s - now
-
-    def __str__(self) -> str:
-        return f"{self.left}/{self.limit} requests left this hour"
-
-
 class YahooCounters(FeedCounters):
     """The base counters plus what polling costs and saves."""
 
@@ -156,7 +95,8 @@ class YahooCounters(FeedCounters):
         super().__init__(feed)
         self.budget = budget
         self.limiter = limiter
-        self.requests = 0  # sent (each one spends budget, whatever its outcome)
+        self.requests = 0  # sent, handshakes included (each one spends budget, whatever its outcome)
+        self.handshakes = 0  # cookie-and-crumb fetches begun (the first, then one per refused crumb)
         self.http_errors: Counter[int] = Counter()  # by status
         self.timeouts = 0
         self.connection_errors = 0
@@ -166,48 +106,15 @@ class YahooCounters(FeedCounters):
 
     def as_dict(self) -> dict[str, object]:
         out = super().as_dict()
-        out.update(requests=self.requests, http_errors=dict(self.http_errors), timeouts=self.timeouts,
-                   connection_errors=self.connection_errors, cache_hits=self.cache_hits,
-                   fresh_skips=self.fresh_skips, unchanged=self.unchanged, rate_waits=self.limiter.waits,
+        out.update(requests=self.requests, handshakes=self.handshakes, http_errors=dict(self.http_errors),
+                   timeouts=self.timeouts, connection_errors=self.connection_errors,
+                   cache_hits=self.cache_hits, fresh_skips=self.fresh_skips, unchanged=self.unchanged,
+                   rate_waits=self.limiter.waits,
                    budget_left=self.budget.left, budget_limit=self.budget.limit)
         return out
 
 
 # --- text for the user -----------------------------------------------------------------------------
-def describe_failure(exc: BaseException, url: str, timeout: float) -> str:
-    """Why a request failed, in one line: DNS, refused, TLS, timeout, dropped connection."""
-    host = urlsplit(url).netloc or url
-    if isinstance(exc, aiohttp.ClientConnectorDNSError):
-        return f"DNS lookup failed for {host}: {exc.os_error.strerror or exc.os_error}"
-    if isinstance(exc, aiohttp.ClientSSLError):
-        err = getattr(exc, "certificate_error", None) or getattr(exc, "os_error", None) or exc
-        why = getattr(err, "verify_message", None) or getattr(err, "reason", None) or err
-        return f"TLS error with {host}: {why}"
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return describe_error(exc.os_error, url)
-    if isinstance(exc, TimeoutError):
-        return f"no answer from {host} within {timeout:g} s"
-    if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return f"{host} closed the connection"
-    if isinstance(exc, aiohttp.ClientError):
-        return f"{type(exc).__name__} from {host}: {exc}"
-    return describe_error(exc, url)
-
-
-def retry_after(value: str | None) -> float | None:
-    """Seconds from a ``Retry-After`` header (delay-seconds or an HTTP date); None when absent or bad."""
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            seconds = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
-        except (TypeError, ValueError):
-            return None
-    return min(max(seconds, 0.0), MAX_RETRY_AFTER_S) if math.isfinite(seconds) else None
-
-
 def _seconds(s: float) -> str:
     return f"{s:.0f} s" if s >= 10 else f"{s:.2g} s"
 
@@ -236,12 +143,13 @@ class YahooFeed(Feed):
                  interval: float = 5.0, batch_size: int = 50, requests_per_minute: float = 60.0,
                  burst: int = 5, requests_per_hour: int = 2000, timeout: float = 10.0,
                  backoff: Backoff | None = None, limiter: TokenBucket | None = None,
-                 budget: RequestBudget | None = None) -> None:
+                 budget: RequestBudget | None = None, cookie_url: str = DEFAULT_COOKIE_URL) -> None:
         super().__init__(symbols)
         if not interval > 0 or not timeout > 0 or batch_size < 1:
             raise ValueError(f"yahoo needs interval > 0, timeout > 0, batch_size >= 1: {interval=}, "
                              f"{timeout=}, {batch_size=}")
         self.url = url.rstrip("/")
+        self.cookie_url = cookie_url
         self.wanted: list[str] = list(dict.fromkeys(wanted))
         self.interval = interval
         self.batch_size = batch_size
@@ -266,6 +174,8 @@ class YahooFeed(Feed):
         self._inflight: dict[str, asyncio.Future[Any]] = {}
         self._wake = asyncio.Event()
         self._session: aiohttp.ClientSession | None = None
+        self._crumb: str | None = None  # issued for the A3 cookie in the session's jar
+        self._auth_lock = asyncio.Lock()  # concurrent requests share one handshake
         self._closed = False
 
     # --- public --------------------------------------------------------------------------------
@@ -311,6 +221,7 @@ class YahooFeed(Feed):
         if self._session is not None:
             await self._session.close()
             self._session = None
+            self._crumb = None  # its cookie went with the session
 
     # --- the poller ----------------------------------------------------------------------------
     async def stream(self) -> AsyncGenerator[np.ndarray | FeedStatus, None]:
@@ -360,9 +271,9 @@ class YahooFeed(Feed):
         if (batch := self.batcher.flush()) is not None:
             yield batch
 
-    def _emit(self, state: State, reason: str, retry_in: float = 0.0) -> None:
+    def _emit(self, state: State, reason: str, retry_in: float = 0.0, symbols: Iterable[str] = ()) -> None:
         self._state, self._reason = state, reason
-        self._events.append(FeedStatus(self.name, state, reason, retry_in=retry_in))
+        self._events.append(FeedStatus(self.name, state, reason, retry_in=retry_in, symbols=tuple(symbols)))
 
     def _forget_inflight(self, batch: list[str], marker: asyncio.Future[Any]) -> None:
         for s in batch:
@@ -383,37 +294,23 @@ class YahooFeed(Feed):
             self._forget_inflight(batch, marker)
 
     async def _request(self, batch: list[str], affected: list[str]) -> bool:
-        if self.budget.left == 0:
-            self._fail(affected, str(self.budget), self.budget.resets_in(), next_word="next request")
-            return False
-        await self.limiter.acquire()
-        if time.monotonic() < self._resume_at:  # another request failed while this one waited
-            return False
-        self.budget.spend()
-        self.counters.requests += 1
-        url = self.url + QUOTE_PATH
-        host = urlsplit(self.url).netloc
-        if self._session is None:
-            self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=4, ttl_dns_cache=300),
-                                                  headers=HEADERS)
-        try:
-            async with self._session.get(url, params={"symbols": ",".join(batch)},
-                                   timeout=aiohttp.ClientTimeout(total=self.timeout)) as resp:
-                status, body, header = resp.status, await resp.read(), resp.headers.get("Retry-After")
-        except asyncio.CancelledError:
-            raise
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            if isinstance(exc, TimeoutError):
-                self.counters.timeouts += 1
-            else:
-                self.counters.connection_errors += 1
-            self._fail(affected, describe_failure(exc, url, self.timeout), self.backoff.next())
-            return False
+        refused: str | None = None  # the crumb Yahoo refused in this request (a second refusal is reported)
+        while True:
+            if (credentials := await self._credentials(affected, refused)) is None:
+                return False
+            crumb, fresh = credentials
+            params = {"symbols": ",".join(batch), "crumb": crumb}
+            if (answer := await self._get(self.url + QUOTE_PATH, params, affected, ACCEPT_JSON)) is None:
+                return False
+            if (status := answer[0]) != 401 or fresh or refused is not None:
+                break
+            self.counters.http_errors[status] += 1  # expired: a new cookie and crumb, then once more
+            refused = crumb
+        host, body = urlsplit(self.url).netloc, answer[1]
+        if status == 401 and self._crumb == crumb:
+            self._crumb = None  # refused as soon as issued: the next attempt starts a new handshake
         if status != 200:
-            self.counters.http_errors[status] += 1
-            wait = retry_after(header)
-            self._fail(affected, f"HTTP {status} from {host}{_error_text(body)}",
-                       self.backoff.next() if wait is None else wait)
+            self._http_error(affected, f"HTTP {status} from {host}", answer)
             return False
         self.counters.messages += 1
         why = self._decode(body, batch, time.time_ns())
@@ -424,6 +321,81 @@ class YahooFeed(Feed):
         self._succeed(batch)
         return True
 
+    async def _credentials(self, affected: list[str], refused: str | None) -> tuple[str, bool] | None:
+        """The crumb to send, and whether it was fetched just now: the one in use unless Yahoo has just
+        refused it, else a new handshake. None when the handshake failed (already reported)."""
+        async with self._auth_lock:
+            if self._crumb is not None and self._crumb != refused:
+                return self._crumb, False
+            self._crumb = await self._handshake(affected)
+            return None if self._crumb is None else (self._crumb, True)
+
+    async def _handshake(self, affected: list[str]) -> str | None:
+        self.counters.handshakes += 1
+        jar = self._open().cookie_jar
+        jar.clear()  # a refused crumb's cookie goes too: Yahoo issues crumbs per cookie
+        if (answer := await self._get(self.cookie_url, None, affected, ACCEPT_PAGE)) is None:
+            return None
+        if not jar.filter_cookies(URL(self.url)):  # any status will do (fc.yahoo.com's is a 404)
+            self._fail(affected, f"no cookie from {urlsplit(self.cookie_url).netloc} (HTTP {answer[0]})",
+                       self.backoff.next())
+            return None
+        if (answer := await self._get(self.url + CRUMB_PATH, None, affected, "*/*")) is None:
+            return None
+        where = f"no crumb from {urlsplit(self.url).netloc}"
+        if answer[0] != 200:
+            self._http_error(affected, f"{where}: HTTP {answer[0]}", answer)
+            return None
+        crumb = answer[1].decode("utf-8", "replace").strip()
+        if not crumb or len(crumb) > MAX_CRUMB_LEN or any(c.isspace() or c in '<{"' for c in crumb):
+            self.counters.bad_message("empty crumb" if not crumb else "not a crumb", answer[1])
+            self._fail(affected, f"{where} ({'empty answer' if not crumb else 'not a crumb'})",
+                       self.backoff.next())
+            return None
+        return crumb
+
+    async def _get(self, url: str, params: dict[str, str] | None, affected: list[str],
+                   accept: str) -> tuple[int, bytes, str | None] | None:
+        """One request, paid for (limiter, budget): status, body and Retry-After; None when there was no
+        answer (a network failure, reported; no budget, reported; or backing off since it queued)."""
+        if self.budget.left == 0:
+            self._fail(affected, str(self.budget), self.budget.resets_in(), next_word="next request")
+            return None
+        await self.limiter.acquire()
+        if time.monotonic() < self._resume_at:  # another request failed while this one waited
+            return None
+        self.budget.spend()
+        self.counters.requests += 1
+        try:
+            async with self._open().get(url, params=params, headers={"Accept": accept},
+                                        timeout=aiohttp.ClientTimeout(total=self.timeout)) as resp:
+                return resp.status, await resp.read(), resp.headers.get("Retry-After")
+        except asyncio.CancelledError:
+            raise
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            if isinstance(exc, TimeoutError):
+                self.counters.timeouts += 1
+            else:
+                self.counters.connection_errors += 1
+            self._fail(affected, describe_failure(exc, url, self.timeout), self.backoff.next())
+            return None
+
+    def _open(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            # unsafe: keep cookies set by an IP host (a local server); no quoting: send A3 (d=...&S=...)
+            # exactly as Yahoo set it, not in the double quotes SimpleCookie would add around '=' and '&'
+            jar = aiohttp.CookieJar(unsafe=True, quote_cookie=False)
+            self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=4, ttl_dns_cache=300),
+                                                  headers=HEADERS, cookie_jar=jar)
+        return self._session
+
+    def _http_error(self, affected: list[str], what: str, answer: tuple[int, bytes, str | None]) -> None:
+        """An HTTP error: Yahoo's explanation, if any, and Retry-After, if any, else the backoff."""
+        status, body, header = answer
+        self.counters.http_errors[status] += 1
+        wait = retry_after(header)
+        self._fail(affected, what + _error_text(body), self.backoff.next() if wait is None else wait)
+
     def _fail(self, affected: list[str], why: str, delay: float, next_word: str = "retrying") -> None:
         if next_word == "retrying":
             self.counters.reconnects += 1
@@ -431,7 +403,8 @@ class YahooFeed(Feed):
         for s in affected:
             self.stale[s] = why
         if self._ever_live:
-            self._emit("stale", f"{_names(affected)}: {why}, {next_word} in {_seconds(delay)}", delay)
+            self._emit("stale", f"{_names(affected)}: {why}, {next_word} in {_seconds(delay)}", delay,
+                       affected)
         else:
             self._emit("reconnecting", why, delay)
 
@@ -445,7 +418,7 @@ class YahooFeed(Feed):
             self._emit("live", str(self.budget))
         elif self.stale and self._state in ("connecting", "reconnecting"):  # data flows, but not for all
             names = list(self.stale)
-            self._emit("stale", f"{_names(names)}: {self.stale[names[0]]}")
+            self._emit("stale", f"{_names(names)}: {self.stale[names[0]]}", symbols=names)
 
     # --- decoding ------------------------------------------------------------------------------
     def _decode(self, body: bytes, batch: list[str], recv_ns: int) -> str:

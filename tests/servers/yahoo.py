@@ -1,12 +1,21 @@
-"""A local stand-in for Yahoo Finance's quote endpoint (``GET /v7/finance/quote?symbols=A,B``).
+"""A local stand-in for Yahoo Finance's quote endpoint (``GET /v7/finance/quote?symbols=A,B&crumb=C``)
+and the cookie-and-crumb handshake that guards it.
 
 It answers from a scripted market: each symbol has a list of states ``(regularMarketTime, price,
 volume)``, and every answer that includes a symbol moves it to its next state (the last one repeats),
 so the quotes a feed sees do not depend on timing. Records copy the shape of a real Yahoo answer (the
 ~80 fields, ``symbol`` last); symbols it does not know are left out of the result, as Yahoo does.
 
+Like Yahoo, it answers quotes only to a client that shows an ``A3`` cookie and the crumb issued for it:
+any request to ``cookie_url`` (a second port, standing in for ``fc.yahoo.com``) answers 404 and sets a
+new ``A3`` cookie; ``/v1/test/getcrumb`` returns the crumb for a cookie it issued (401 without one); a
+quote without a crumb, with another cookie's crumb or with an expired one (``expire_crumbs``) gets 401
+and Yahoo's body. The cookie is read from the raw ``Cookie`` header, so a client must send it exactly as
+it was set. Every request is logged by endpoint in ``calls``.
+
 Faults are queued with ``fail``/``stall``/``body``/``partial``/``mutate``: each one replaces the next
-answer, in order, so a test scripts exactly which request misbehaves and how.
+answer of its endpoint (``at``: quote, the default; crumb; cookie), in order, so a test scripts exactly
+which request misbehaves and how. A quote refused for its credentials takes no fault.
 """
 
 from __future__ import annotations
@@ -18,12 +27,13 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from aiohttp import web
 
 State = tuple[int, float, int]  # regularMarketTime (s), regularMarketPrice, regularMarketVolume
 Record = dict[str, Any]
+Endpoint = Literal["quote", "crumb", "cookie"]
 
 # A real record (TSLA, 31 May 2024) from /v7/finance/quote; price, time, volume and names are replaced.
 TEMPLATE: Record = json.loads("""{"language":"en-US","region":"US","quoteType":"EQUITY","typeDisp":"Equity",
@@ -55,6 +65,10 @@ TEMPLATE: Record = json.loads("""{"language":"en-US","region":"US","quoteType":"
 # What Yahoo sends with an error status (here the 401 it gives a client without cookie and crumb).
 UNAUTHORIZED = (b'{"finance":{"result":null,"error":{"code":"Unauthorized","description":'
                 b'"User is unable to access this feature - https://bit.ly/yahoo-finance-api-feedback"}}}')
+INVALID_CRUMB = b'{"finance":{"result":null,"error":{"code":"Unauthorized","description":"Invalid Crumb"}}}'
+INVALID_COOKIE = b'{"finance":{"result":null,"error":{"code":"Unauthorized","description":"Invalid Cookie"}}}'
+# fc.yahoo.com's answer: a 404 page that sets the cookie all the same (real: Domain=.yahoo.com; Secure)
+COOKIE_PAGE = b"<html><head><title>404 Not Found</title></head><body>Not Found</body></html>"
 
 
 def record(symbol: str, state: State, currency: str = "USD") -> Record:
@@ -84,54 +98,71 @@ class YahooServer:
     def __init__(self, market: dict[str, list[State]] | None = None) -> None:
         self.market: dict[str, list[State]] = {k: list(v) for k, v in (market or {}).items()}
         self.position: dict[str, int] = dict.fromkeys(self.market, 0)
-        self.faults: deque[Fault] = deque()
+        self.faults: dict[Endpoint, deque[Fault]] = {"quote": deque(), "crumb": deque(), "cookie": deque()}
         self.requests: list[tuple[str, ...]] = []  # the symbols of every quote request, in order
+        self.credentials: list[tuple[str | None, str | None]] = []  # (A3, crumb) of every quote request
         self.arrivals: list[float] = []  # time.monotonic() of every quote request
-        self.peers: set[tuple[str, int]] = set()  # client sockets seen (one pool: few of them)
+        self.calls: list[Endpoint] = []  # every request, by endpoint, in order
+        self.peers: set[tuple[str, int]] = set()  # client sockets seen on url (one pool: few of them)
+        self.cookies: list[str] = []  # A3 values issued (all stay valid)
+        self.crumbs: dict[str, str] = {}  # A3 value -> the crumb issued for it, until expired
+        self.crumbs_issued = 0
         self.url = ""
+        self.cookie_url = ""
         self._closing = asyncio.Event()
-        self._runner: web.AppRunner | None = None
+        self._runners: list[web.AppRunner] = []
 
     # --- scripting ---------------------------------------------------------------------------------
     def ok(self) -> None:
         """The next answer is a normal one (to place faults after it)."""
-        self.faults.append(Fault())
+        self.faults["quote"].append(Fault())
 
-    def fail(self, status: int, retry_after: str | None = None, body: bytes = b"") -> None:
+    def fail(self, status: int, retry_after: str | None = None, body: bytes = b"",
+             at: Endpoint = "quote") -> None:
         headers = {"Retry-After": retry_after} if retry_after is not None else {}
-        self.faults.append(Fault(status=status, headers=headers, body=body or _reason(status)))
+        self.faults[at].append(Fault(status=status, headers=headers, body=body or _reason(status)))
 
-    def stall(self, seconds: float = 30.0) -> None:
-        self.faults.append(Fault(stall_s=seconds))
+    def stall(self, seconds: float = 30.0, at: Endpoint = "quote") -> None:
+        self.faults[at].append(Fault(stall_s=seconds))
 
-    def body(self, raw: bytes) -> None:
-        self.faults.append(Fault(body=raw))
+    def body(self, raw: bytes, at: Endpoint = "quote") -> None:
+        self.faults[at].append(Fault(body=raw))
 
     def partial(self, *omit: str) -> None:
-        self.faults.append(Fault(omit=frozenset(omit)))
+        self.faults["quote"].append(Fault(omit=frozenset(omit)))
 
     def mutate(self, edit: Callable[[list[Record]], Any]) -> None:
-        self.faults.append(Fault(mutate=edit))
+        self.faults["quote"].append(Fault(mutate=edit))
+
+    def expire_crumbs(self) -> None:
+        """Every crumb issued so far stops working (the cookies stay good: getcrumb issues new ones)."""
+        self.crumbs.clear()
 
     def requested(self, symbol: str) -> int:
         return sum(symbol in r for r in self.requests)
 
     # --- serving -----------------------------------------------------------------------------------
     async def start(self) -> str:
-        app = web.Application()
-        app.router.add_get("/v7/finance/quote", self._quote)
-        self._runner = web.AppRunner(app, shutdown_timeout=1.0)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = self._runner.addresses[0][1]
-        self.url = f"http://127.0.0.1:{port}"
+        api = web.Application()
+        api.router.add_get("/v7/finance/quote", self._quote)
+        api.router.add_get("/v1/test/getcrumb", self._crumb)
+        cookies = web.Application()  # fc.yahoo.com: whatever the path, a 404 and a cookie
+        cookies.router.add_get("/{tail:.*}", self._cookie)
+        self.url = await self._serve(api)
+        self.cookie_url = await self._serve(cookies)
         return self.url
+
+    async def _serve(self, app: web.Application) -> str:
+        runner = web.AppRunner(app, shutdown_timeout=1.0)
+        await runner.setup()
+        self._runners.append(runner)
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        return f"http://127.0.0.1:{runner.addresses[0][1]}"
 
     async def close(self) -> None:
         self._closing.set()
-        if self._runner is not None:
-            await self._runner.cleanup()
+        for runner in self._runners:
+            await runner.cleanup()
 
     async def __aenter__(self) -> YahooServer:
         await self.start()
@@ -140,22 +171,47 @@ class YahooServer:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
+    async def _cookie(self, request: web.Request) -> web.StreamResponse:
+        self.calls.append("cookie")
+        if (faulty := _answer(await self._fault("cookie"))) is not None:
+            return faulty  # no cookie with it
+        n = len(self.cookies) + 1
+        value = f"d=AQABBN{n:04d}ZmYCEMs2&S=AQAAAtX{n:04d}Lw"  # '=' and '&' in the value, as Yahoo's
+        self.cookies.append(value)
+        response = web.Response(status=404, body=COOKIE_PAGE, content_type="text/html")
+        response.headers.add("Set-Cookie", f"A3={value}; Max-Age=31557600; Path=/; SameSite=None; HttpOnly")
+        return response
+
+    async def _crumb(self, request: web.Request) -> web.StreamResponse:
+        self._peer(request)
+        self.calls.append("crumb")
+        if (faulty := _answer(await self._fault("crumb"))) is not None:
+            return faulty
+        cookie = _raw_cookie(request, "A3")
+        if cookie not in self.cookies:
+            return web.Response(status=401, body=b"")  # what a client without the cookie gets
+        if cookie not in self.crumbs:  # '.' and '/' in it, as in Yahoo's (the client must encode them)
+            self.crumbs_issued += 1
+            self.crumbs[cookie] = f"zLoP.Fp/{self.crumbs_issued:03d}"
+        crumb = self.crumbs[cookie]
+        return web.Response(body=crumb.encode(), content_type="text/plain", charset="utf-8")
+
     async def _quote(self, request: web.Request) -> web.StreamResponse:
-        peer = request.transport.get_extra_info("peername") if request.transport else None
-        if peer:
-            self.peers.add((peer[0], peer[1]))
+        self._peer(request)
+        self.calls.append("quote")
         raw = request.query.get("symbols", "")
         symbols = tuple(s for s in raw.split(",") if s)
+        cookie, crumb = _raw_cookie(request, "A3"), request.query.get("crumb")
         self.requests.append(symbols)
+        self.credentials.append((cookie, crumb))
         self.arrivals.append(time.monotonic())
-        fault = self.faults.popleft() if self.faults else Fault()
-        if fault.stall_s:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._closing.wait(), fault.stall_s)
-        if fault.status != 200 or fault.body is not None:
-            ctype = "application/json" if (fault.body or b"").startswith(b"{") else "text/plain"
-            return web.Response(status=fault.status, body=fault.body, headers=fault.headers,
-                                content_type=ctype)
+        if crumb is None or cookie not in self.cookies or self.crumbs.get(cookie) != crumb:
+            body = (UNAUTHORIZED if crumb is None else INVALID_COOKIE if cookie not in self.cookies
+                    else INVALID_CRUMB)
+            return web.Response(status=401, body=body, content_type="application/json")
+        fault = await self._fault("quote")
+        if (faulty := _answer(fault)) is not None:
+            return faulty
         if not symbols:
             return _json({"quoteResponse": {"result": None, "error": {
                 "code": "argument-error", "description": "Missing value for the \"symbols\" argument"}}},
@@ -165,6 +221,19 @@ class YahooServer:
             edited = fault.mutate(result)
             result = result if edited is None else edited
         return _json({"quoteResponse": {"result": result, "error": None}})
+
+    async def _fault(self, at: Endpoint) -> Fault:
+        """The next fault queued for ``at`` (a plain answer when none is), after its stall."""
+        fault = self.faults[at].popleft() if self.faults[at] else Fault()
+        if fault.stall_s:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closing.wait(), fault.stall_s)
+        return fault
+
+    def _peer(self, request: web.Request) -> None:
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        if peer:
+            self.peers.add((peer[0], peer[1]))
 
     def _advance(self, symbol: str) -> State:
         states = self.market[symbol]
@@ -177,6 +246,24 @@ def _json(payload: object, status: int = 200) -> web.Response:
     # allow_nan: a NaN price goes out as the bare token NaN, which is what a careless proxy would send
     return web.Response(status=status, body=json.dumps(payload, separators=(",", ":")).encode(),
                         content_type="application/json", charset="utf-8")
+
+
+def _answer(fault: Fault) -> web.Response | None:
+    """The answer a fault replaces the normal one with; None when it only stalls or edits."""
+    if fault.status == 200 and fault.body is None:
+        return None
+    ctype = "application/json" if (fault.body or b"").startswith(b"{") else "text/plain"
+    return web.Response(status=fault.status, body=fault.body, headers=fault.headers, content_type=ctype)
+
+
+def _raw_cookie(request: web.Request, name: str) -> str | None:
+    """A cookie's value exactly as sent (a quoted value stays quoted, and so does not match)."""
+    for header in request.headers.getall("Cookie", []):
+        for pair in header.split(";"):
+            key, _, value = pair.strip().partition("=")
+            if key == name:
+                return value
+    return None
 
 
 def _reason(status: int) -> bytes:

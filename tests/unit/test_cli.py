@@ -102,7 +102,7 @@ def test_launch_passes_flags_into_the_config(monkeypatch: pytest.MonkeyPatch) ->
     assert config.ui.fps == Config().ui.fps
 
 
-def test_bad_rule_and_unavailable_feed_stop_before_the_app(
+def test_bad_rule_and_a_replay_without_a_file_stop_before_the_app(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     fake = types.ModuleType("console.app")
     fake.run_app = lambda config: pytest.fail("the app must not start")  # type: ignore[attr-defined]
@@ -112,9 +112,9 @@ def test_bad_rule_and_unavailable_feed_stop_before_the_app(
     assert main(["--config", str(bad)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "'oops'" in err and str(bad) in err and "rsi_x" in err
-    assert main(["--feed", "yahoo"]) == 2
+    assert main(["--feed", "replay"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "'yahoo' is not available" in err
+    assert err.count("\n") == 1 and "needs a file" in err
 
 
 # --- indicators: round trip -------------------------------------------------------------------------

@@ -1,5 +1,9 @@
-"""The Yahoo quote poller against a local server speaking /v7/finance/quote: ticks from scripted quotes,
-batching, the quote cache, rate limit and hourly budget, backoff and recovery, and every bad answer."""
+"""The Yahoo quote poller against a local server speaking /v7/finance/quote and Yahoo's cookie-and-crumb
+handshake: ticks from scripted quotes, batching, the quote cache, rate limit and hourly budget, the
+handshake and its refresh, backoff and recovery, and every bad answer.
+
+Every feed starts with a handshake (a cookie request and a crumb request), so budgets below count two
+requests more than quote requests, once per handshake."""
 
 from __future__ import annotations
 
@@ -18,21 +22,19 @@ import pytest
 
 from engine.feeds.backoff import Backoff
 from engine.feeds.base import FeedStatus
-from engine.feeds.yahoo import (
-    Quote,
-    RequestBudget,
-    TokenBucket,
-    YahooFeed,
-    describe_failure,
-    retry_after,
-)
+from engine.feeds.pacing import RequestBudget, TokenBucket, describe_failure, retry_after
+from engine.feeds.yahoo import Quote, YahooFeed
 from engine.ticks import SymbolTable
-from tests.servers.yahoo import Record, YahooServer
+from tests.servers.yahoo import INVALID_CRUMB, Record, YahooServer
 
 T0 = 1_700_000_000
 SEC = 1_000_000_000
 SEED = 11
 Items = list[np.ndarray | FeedStatus]
+Status = tuple[str, str, float, tuple[str, ...]]  # state, reason, retry_in, symbols
+CONNECTING: Status = ("connecting", "", 0.0, ())
+COOKIE_1 = "d=AQABBN0001ZmYCEMs2&S=AQAAAtX0001Lw"  # what the server issues first, and its crumb
+CRUMB_1 = "zLoP.Fp/001"
 
 
 def make_feed(server: YahooServer | str, wanted: list[str], **kw: Any) -> YahooFeed:
@@ -42,6 +44,7 @@ def make_feed(server: YahooServer | str, wanted: list[str], **kw: Any) -> YahooF
     kw.setdefault("budget", RequestBudget(10_000))
     kw.setdefault("backoff", Backoff(base=0.02, cap=0.08, rng=random.Random(SEED)))
     url = server if isinstance(server, str) else server.url
+    kw.setdefault("cookie_url", url if isinstance(server, str) else server.cookie_url)
     return YahooFeed(SymbolTable(64), wanted, url, **kw)
 
 
@@ -69,16 +72,16 @@ def ticks(feed: YahooFeed, items: Items, since_ns: int) -> list[tuple[str, int, 
     return out
 
 
-def statuses(items: Items) -> list[tuple[str, str, float]]:
-    return [(s.state, s.reason, s.retry_in) for s in items if isinstance(s, FeedStatus)]
+def statuses(items: Items) -> list[Status]:
+    return [(s.state, s.reason, s.retry_in, s.symbols) for s in items if isinstance(s, FeedStatus)]
 
 
 def kinds(items: Items) -> list[str]:
     return [i.state if isinstance(i, FeedStatus) else f"ticks:{len(i)}" for i in items]
 
 
-def live(left: int, limit: int = 10_000) -> tuple[str, str, float]:
-    return ("live", f"{left}/{limit} requests left this hour", 0.0)
+def live(left: int, limit: int = 10_000) -> Status:
+    return ("live", f"{left}/{limit} requests left this hour", 0.0, ())
 
 
 def secs(s: float) -> str:
@@ -86,10 +89,10 @@ def secs(s: float) -> str:
 
 
 def counters(feed: YahooFeed, **changed: object) -> dict[str, object]:
-    """What ``counters.as_dict()`` should be: all zero/empty except ``changed``."""
+    """What ``counters.as_dict()`` should be: all zero/empty (one handshake) except ``changed``."""
     base: dict[str, object] = {
         "feed": "yahoo", "messages": 0, "ticks": 0, "reconnects": 0, "duplicates": 0, "gaps": 0,
-        "out_of_order": 0, "bad": {}, "requests": 0, "http_errors": {}, "timeouts": 0,
+        "out_of_order": 0, "bad": {}, "requests": 0, "handshakes": 1, "http_errors": {}, "timeouts": 0,
         "connection_errors": 0, "cache_hits": 0, "fresh_skips": 0, "unchanged": 0, "rate_waits": 0,
         "budget_left": feed.budget.limit, "budget_limit": feed.budget.limit,
     }
@@ -119,13 +122,13 @@ async def test_each_new_time_and_price_is_one_tick_sized_by_the_volume_increase(
             ("MSFT", (T0 + 2) * SEC, 370.3, 300.0, 0, -1),
             ("AAPL", (T0 + 9) * SEC, 189.45, 500.0, 0, -1),
         ]
-        assert statuses(items) == [("connecting", "", 0.0), live(9999), live(9998), live(9997),
-                                   live(9996), live(9995)]
+        assert statuses(items) == [CONNECTING, live(9997), live(9996), live(9995), live(9994), live(9993)]
         assert server.requests == [("AAPL", "MSFT")] * 6
+        assert server.calls == ["cookie", "crumb", *["quote"] * 6]
         quote = feed.latest["AAPL"]
         assert quote == Quote("AAPL", 189.45, (T0 + 9) * SEC, 1_500.0, "USD", quote.received_ns)
         assert feed.counters.as_dict() == counters(
-            feed, messages=6, ticks=8, requests=6, unchanged=3, out_of_order=1, budget_left=9994)
+            feed, messages=6, ticks=8, requests=8, unchanged=3, out_of_order=1, budget_left=9992)
 
 
 async def test_symbols_go_many_to_a_request_over_one_pooled_connection() -> None:
@@ -133,14 +136,14 @@ async def test_symbols_go_many_to_a_request_over_one_pooled_connection() -> None
     async with YahooServer({n: [(T0 + i, 10.0 + i, 100)] for i, n in enumerate(names)}) as server:
         feed = make_feed(server, names, batch_size=3)
         start = time.time_ns()
-        items = await run(feed, lambda it: statuses(it)[-1] == live(9997))
+        items = await run(feed, lambda it: statuses(it)[-1] == live(9995))
         assert kinds(items) == ["connecting", "live", "ticks:3", "ticks:3", "ticks:1", "live"]
         assert ticks(feed, items, start) == [(n, (T0 + i) * SEC, 10.0 + i, 0.0, 0, -1)
                                              for i, n in enumerate(names)]
-        assert statuses(items) == [("connecting", "", 0.0), live(9999), live(9997)]
+        assert statuses(items) == [CONNECTING, live(9997), live(9995)]
         assert server.requests == [("S1", "S2", "S3"), ("S4", "S5", "S6"), ("S7",)]
-        assert len(server.peers) == 1  # keep-alive: the session's pool reused one connection
-        assert feed.counters.as_dict() == counters(feed, messages=3, ticks=7, requests=3, budget_left=9997)
+        assert len(server.peers) == 1  # keep-alive: the crumb and the quotes went over one connection
+        assert feed.counters.as_dict() == counters(feed, messages=3, ticks=7, requests=5, budget_left=9995)
 
 
 # --- the cache ----------------------------------------------------------------------------------------
@@ -170,10 +173,124 @@ async def test_fresh_quotes_come_from_the_cache_and_the_poller_skips_them() -> N
         assert ticks(feed, items, start) == [("AAPL", T0 * SEC, 189.3, 0.0, 0, -1),
                                              ("MSFT", T0 * SEC, 370.1, 0.0, 0, -1),
                                              ("NVDA", T0 * SEC, 480.5, 0.0, 0, -1)]
-        assert statuses(items) == [("connecting", "", 0.0), live(9999), live(9996)]
+        assert statuses(items) == [CONNECTING, live(9997), live(9994)]
+        assert server.calls == ["cookie", "crumb", *["quote"] * 4]  # quote() made the handshake
         assert feed.counters.as_dict() == counters(
-            feed, messages=4, ticks=3, requests=4, cache_hits=2, fresh_skips=1,
-            bad={"symbol not in result": 1}, budget_left=9996)
+            feed, messages=4, ticks=3, requests=6, cache_hits=2, fresh_skips=1,
+            bad={"symbol not in result": 1}, budget_left=9994)
+
+
+# --- the cookie and the crumb -------------------------------------------------------------------------
+async def test_one_handshake_serves_every_request_and_its_cookie_and_crumb_go_with_each() -> None:
+    async with YahooServer(two_symbols(3)) as server:
+        feed = make_feed(server, ["AAPL", "MSFT"])
+        start = time.time_ns()
+        aapl, msft = await asyncio.gather(feed.quote("AAPL"), feed.quote("MSFT"))  # one handshake for both
+        assert aapl is not None and msft is not None and (aapl.price, msft.price) == (100.0, 200.0)
+        items = await run(feed, lambda it: n_ticks(it) == 6)
+        assert server.calls == ["cookie", "crumb", "quote", "quote", "quote", "quote"]
+        assert sorted(server.requests[:2]) == [("AAPL",), ("MSFT",)]
+        assert server.requests[2:] == [("AAPL", "MSFT")] * 2
+        assert server.cookies == [COOKIE_1] and server.crumbs == {COOKIE_1: CRUMB_1}
+        # the cookie exactly as set ('=' and '&' unquoted), the crumb ('.' and '/') decoded to itself
+        assert server.credentials == [(COOKIE_1, CRUMB_1)] * 4
+        assert kinds(items) == ["connecting", "live", "ticks:2", "ticks:2", "live", "ticks:2"]
+        assert ticks(feed, items, start) == [
+            (name, (T0 + i) * SEC, base + i, float(i > 0), 0, -1)
+            for i in range(3) for name, base in (("AAPL", 100.0), ("MSFT", 200.0))]
+        # both ad-hoc requests were paid for before the first answer: the waiting one ran at the
+        # handshake's end, while the first was still on the wire
+        assert statuses(items) == [CONNECTING, live(9996), live(9995)]
+        assert feed.counters.as_dict() == counters(feed, messages=4, ticks=6, requests=6, budget_left=9994)
+
+
+async def test_an_expired_crumb_is_replaced_without_the_quotes_going_stale() -> None:
+    async with YahooServer(two_symbols(3)) as server:
+        feed = make_feed(server, ["AAPL"])
+        start = time.time_ns()
+        expired: list[int] = []
+
+        def until(items: Items) -> bool:
+            if n_ticks(items) == 1 and not expired:
+                server.expire_crumbs()  # between two polls: the next quote request is refused
+                expired.append(len(server.calls))
+            return n_ticks(items) == 3
+
+        items = await run(feed, until)
+        assert expired == [3]
+        assert server.calls == ["cookie", "crumb", "quote", "quote", "cookie", "crumb", "quote", "quote"]
+        cookie_2 = server.cookies[1]
+        assert server.credentials == [(COOKIE_1, CRUMB_1), (COOKIE_1, CRUMB_1), (cookie_2, "zLoP.Fp/002"),
+                                      (cookie_2, "zLoP.Fp/002")]
+        assert server.requests == [("AAPL",)] * 4
+        assert kinds(items) == ["connecting", "live", "ticks:1", "ticks:1", "live", "ticks:1"]
+        assert ticks(feed, items, start) == [("AAPL", (T0 + i) * SEC, 100.0 + i, float(i > 0), 0, -1)
+                                             for i in range(3)]
+        assert statuses(items) == [CONNECTING, live(9997), live(9993)]
+        assert feed.stale == {}
+        assert feed.counters.as_dict() == counters(feed, messages=3, ticks=3, requests=8, handshakes=2,
+                                                   http_errors={401: 1}, budget_left=9992)
+
+
+async def test_a_crumb_refused_again_after_its_refresh_goes_stale_with_yahoos_reason() -> None:
+    async with YahooServer(two_symbols(2)) as server:
+        server.ok()
+        server.fail(401, body=INVALID_CRUMB)  # the refreshed crumb is refused too
+        feed = make_feed(server, ["AAPL"])
+        d1 = Backoff(base=0.02, cap=0.08, rng=random.Random(SEED)).next()
+        host = server.url.removeprefix("http://")
+        seen: list[dict[str, str]] = []
+        expired: list[bool] = []
+
+        def until(items: Items) -> bool:
+            if n_ticks(items) == 1 and not expired:
+                server.expire_crumbs()
+                expired.append(True)
+            if isinstance(items[-1], FeedStatus) and items[-1].state == "stale":
+                seen.append(dict(feed.stale))
+            return n_ticks(items) == 2
+
+        items = await run(feed, until)
+        why = f"HTTP 401 from {host}: Unauthorized: Invalid Crumb"
+        assert statuses(items) == [CONNECTING, live(9997),
+                                   ("stale", f"AAPL: {why}, retrying in {secs(d1)}", d1, ("AAPL",)),
+                                   live(9990)]
+        assert kinds(items) == ["connecting", "live", "ticks:1", "stale", "live", "ticks:1"]
+        assert seen == [{"AAPL": why}] and feed.stale == {}
+        # one refresh, then the backoff; after it, a handshake again rather than the refused crumb
+        assert server.calls == ["cookie", "crumb", "quote", "quote", "cookie", "crumb", "quote",
+                                "cookie", "crumb", "quote"]
+        assert [crumb for _, crumb in server.credentials] == [CRUMB_1, CRUMB_1, "zLoP.Fp/002", "zLoP.Fp/003"]
+        assert feed.counters.as_dict() == counters(feed, messages=2, ticks=2, requests=10, handshakes=3,
+                                                   reconnects=1, http_errors={401: 2}, budget_left=9990)
+
+
+async def test_a_broken_handshake_says_why_and_the_feed_recovers() -> None:
+    async with YahooServer(two_symbols(1)) as server:
+        server.fail(502, at="cookie")  # answers, but sets no cookie
+        server.fail(429, retry_after="0.05", at="crumb")
+        server.fail(500, at="crumb")
+        server.body(b"", at="crumb")
+        server.body(b"<html><body>Will be right back...</body></html>", at="crumb")
+        feed = make_feed(server, ["AAPL"])
+        twin = Backoff(base=0.02, cap=0.08, rng=random.Random(SEED))
+        d1, d2, d3, d4 = twin.next(), twin.next(), twin.next(), twin.next()
+        host, cookie_host = (u.removeprefix("http://") for u in (server.url, server.cookie_url))
+        items = await run(feed, lambda it: n_ticks(it) == 1)
+        assert statuses(items) == [
+            CONNECTING,
+            ("reconnecting", f"no cookie from {cookie_host} (HTTP 502)", d1, ()),
+            ("reconnecting", f"no crumb from {host}: HTTP 429", 0.05, ()),
+            ("reconnecting", f"no crumb from {host}: HTTP 500", d2, ()),
+            ("reconnecting", f"no crumb from {host} (empty answer)", d3, ()),
+            ("reconnecting", f"no crumb from {host} (not a crumb)", d4, ()),
+            live(9988)]
+        assert kinds(items) == ["connecting", *["reconnecting"] * 5, "live", "ticks:1"]
+        assert server.calls == ["cookie", *["cookie", "crumb"] * 5, "quote"]
+        assert server.credentials == [(server.cookies[-1], "zLoP.Fp/001")]
+        assert feed.counters.as_dict() == counters(
+            feed, messages=1, ticks=1, requests=12, handshakes=6, reconnects=5,
+            http_errors={429: 1, 500: 1}, bad={"empty crumb": 1, "not a crumb": 1}, budget_left=9988)
 
 
 # --- pacing: rate limit and hourly budget ------------------------------------------------------------
@@ -223,17 +340,18 @@ async def test_requests_wait_for_the_rate_limiter() -> None:
         clock = FakeClock()
         feed = make_feed(server, names, batch_size=1, limiter=TokenBucket(120, 2, clock, clock.sleep))
         items = await run(feed, lambda it: n_ticks(it) == 5)
-        assert clock.sleeps == [0.5, 0.5, 0.5]  # two at once (the burst), then one every half second
+        # the handshake's two requests take the burst, then one request every half second
+        assert clock.sleeps == [0.5] * 5
         assert server.requests == [(n,) for n in names]
-        assert statuses(items) == [("connecting", "", 0.0), live(9999)]
-        assert feed.counters.as_dict() == counters(feed, messages=5, ticks=5, requests=5, rate_waits=3,
-                                                   budget_left=9995)
+        assert statuses(items) == [CONNECTING, live(9997)]
+        assert feed.counters.as_dict() == counters(feed, messages=5, ticks=5, requests=7, rate_waits=5,
+                                                   budget_left=9993)
 
 
 async def test_a_spent_budget_stops_requests_and_says_until_when() -> None:
     names = ["A", "B", "C", "D", "E"]
     async with YahooServer({n: [(T0, 1.0 + i, 5)] for i, n in enumerate(names)}) as server:
-        feed = make_feed(server, names, batch_size=1, interval=30.0, budget=RequestBudget(3))
+        feed = make_feed(server, names, batch_size=1, interval=30.0, budget=RequestBudget(5))
         items: Items = []
         async with asyncio.timeout(10), contextlib.aclosing(feed.stream()) as stream:
             async for item in stream:
@@ -243,14 +361,28 @@ async def test_a_spent_budget_stops_requests_and_says_until_when() -> None:
             assert (await feed.quote("A")) is not None  # fresh, from the cache
             assert await feed.quote("D") is None  # not fetched: no budget left
         assert kinds(items) == ["connecting", "live", "ticks:1", "ticks:1", "ticks:1", "stale"]
-        *head, (state, reason, retry_in) = statuses(items)
-        assert head == [("connecting", "", 0.0), live(2, 3)]
-        assert (state, reason) == ("stale", "D, E: 0/3 requests left this hour, next request in 3600 s")
-        assert retry_in == pytest.approx(3600, abs=5)
-        assert feed.stale == {"D": "0/3 requests left this hour", "E": "0/3 requests left this hour"}
+        *head, (state, reason, retry_in, symbols) = statuses(items)
+        assert head == [CONNECTING, live(2, 5)]
+        assert (state, reason) == ("stale", "D, E: 0/5 requests left this hour, next request in 3600 s")
+        assert retry_in == pytest.approx(3600, abs=5) and symbols == ("D", "E")
+        assert feed.stale == {"D": "0/5 requests left this hour", "E": "0/5 requests left this hour"}
         assert server.requests == [("A",), ("B",), ("C",)]
-        assert feed.counters.as_dict() == counters(feed, messages=3, ticks=3, requests=3, cache_hits=1,
+        assert server.calls == ["cookie", "crumb", "quote", "quote", "quote"]
+        assert feed.counters.as_dict() == counters(feed, messages=3, ticks=3, requests=5, cache_hits=1,
                                                    budget_left=0)
+
+
+async def test_the_handshake_is_paid_for_from_the_budget() -> None:
+    async with YahooServer(two_symbols(1)) as server:
+        feed = make_feed(server, ["AAPL"], budget=RequestBudget(1))
+        items = await run(feed, lambda it: len(it) == 2)
+        [connecting, (state, reason, retry_in, symbols)] = statuses(items)
+        assert connecting == CONNECTING
+        assert (state, reason, symbols) == ("reconnecting", "0/1 requests left this hour", ())
+        assert retry_in == pytest.approx(3600, abs=5)
+        assert server.calls == ["cookie"]  # the cookie spent the budget; the crumb waits for the next hour
+        assert feed.stale == {"AAPL": "0/1 requests left this hour"}
+        assert feed.counters.as_dict() == counters(feed, requests=1, budget_left=0)
 
 
 # --- failures, backoff, recovery ----------------------------------------------------------------------
@@ -275,16 +407,18 @@ async def test_429_honours_retry_after_then_goes_live_again() -> None:
         start = time.time_ns()
         items = await run(feed, until)
         why = f"HTTP 429 from {host}"
-        assert statuses(items) == [("connecting", "", 0.0), live(9999),
-                                   ("stale", f"AAPL, MSFT: {why}, retrying in 1 s", 1.0), live(9997)]
+        assert statuses(items) == [CONNECTING, live(9997),
+                                   ("stale", f"AAPL, MSFT: {why}, retrying in 1 s", 1.0, ("AAPL", "MSFT")),
+                                   live(9995)]
         assert kinds(items) == ["connecting", "live", "ticks:2", "stale", "live", "ticks:2"]
         assert seen == [{"AAPL": why, "MSFT": why}] and feed.stale == {}
         assert ticks(feed, items, start) == [
             ("AAPL", T0 * SEC, 100.0, 0.0, 0, -1), ("MSFT", T0 * SEC, 200.0, 0.0, 0, -1),
             ("AAPL", (T0 + 1) * SEC, 101.0, 1.0, 0, -1), ("MSFT", (T0 + 1) * SEC, 201.0, 1.0, 0, -1)]
         assert server.requests == [("AAPL", "MSFT")] * 3
-        assert feed.counters.as_dict() == counters(feed, messages=2, ticks=4, requests=3, reconnects=1,
-                                                   http_errors={429: 1}, budget_left=9997)
+        assert server.calls == ["cookie", "crumb", "quote", "quote", "quote"]  # a 429 keeps the crumb
+        assert feed.counters.as_dict() == counters(feed, messages=2, ticks=4, requests=5, reconnects=1,
+                                                   http_errors={429: 1}, budget_left=9995)
 
 
 async def test_5xx_backs_off_exponentially_and_recovers() -> None:
@@ -297,33 +431,53 @@ async def test_5xx_backs_off_exponentially_and_recovers() -> None:
         d1, d2 = twin.next(), twin.next()
         host = server.url.removeprefix("http://")
         items = await run(feed, lambda it: n_ticks(it) == 4)
+        both = ("AAPL", "MSFT")
         assert statuses(items) == [
-            ("connecting", "", 0.0), live(9999),
-            ("stale", f"AAPL, MSFT: HTTP 500 from {host}, retrying in {secs(d1)}", d1),
-            ("stale", f"AAPL, MSFT: HTTP 503 from {host}, retrying in {secs(d2)}", d2),
-            live(9996)]
+            CONNECTING, live(9997),
+            ("stale", f"AAPL, MSFT: HTTP 500 from {host}, retrying in {secs(d1)}", d1, both),
+            ("stale", f"AAPL, MSFT: HTTP 503 from {host}, retrying in {secs(d2)}", d2, both),
+            live(9994)]
         assert kinds(items) == ["connecting", "live", "ticks:2", "stale", "stale", "live", "ticks:2"]
         assert feed.backoff.attempt == 0  # reset by the success
         assert server.requests == [("AAPL", "MSFT")] * 4
-        assert feed.counters.as_dict() == counters(feed, messages=2, ticks=4, requests=4, reconnects=2,
-                                                   http_errors={500: 1, 503: 1}, budget_left=9996)
+        assert feed.counters.as_dict() == counters(feed, messages=2, ticks=4, requests=6, reconnects=2,
+                                                   http_errors={500: 1, 503: 1}, budget_left=9994)
 
 
-async def test_a_refusal_before_any_quote_is_reported_with_yahoos_explanation() -> None:
+async def test_a_refusal_of_a_fresh_crumb_is_reported_and_the_retry_starts_a_new_handshake() -> None:
     async with YahooServer(two_symbols(1)) as server:
-        server.fail(401)  # what Yahoo answers a client without its cookie and crumb
+        server.fail(401)  # Yahoo refuses the crumb it has just issued (a region it does not serve)
         feed = make_feed(server, ["AAPL"])
         d1 = Backoff(base=0.02, cap=0.08, rng=random.Random(SEED)).next()
         host = server.url.removeprefix("http://")
         items = await run(feed, lambda it: n_ticks(it) == 1)
         assert statuses(items) == [
-            ("connecting", "", 0.0),
+            CONNECTING,
             ("reconnecting", f"HTTP 401 from {host}: Unauthorized: User is unable to access this feature"
-                             " - https://bit.ly/yahoo-finance-api-feedback", d1),
-            live(9998)]
+                             " - https://bit.ly/yahoo-finance-api-feedback", d1, ()),
+            live(9994)]
         assert kinds(items) == ["connecting", "reconnecting", "live", "ticks:1"]
-        assert feed.counters.as_dict() == counters(feed, messages=1, ticks=1, requests=2, reconnects=1,
-                                                   http_errors={401: 1}, budget_left=9998)
+        # no second handshake at once: the refusal waited out the backoff, then a new cookie and crumb
+        assert server.calls == ["cookie", "crumb", "quote"] * 2
+        assert server.credentials == [(COOKIE_1, CRUMB_1), (server.cookies[1], "zLoP.Fp/002")]
+        assert feed.counters.as_dict() == counters(feed, messages=1, ticks=1, requests=6, reconnects=1,
+                                                   handshakes=2, http_errors={401: 1}, budget_left=9994)
+
+
+async def test_a_partial_recovery_names_the_symbols_still_stale() -> None:
+    async with YahooServer(two_symbols(1)) as server:
+        server.fail(500)
+        feed = make_feed(server, ["AAPL", "MSFT"], batch_size=1)
+        d1 = Backoff(base=0.02, cap=0.08, rng=random.Random(SEED)).next()
+        host = server.url.removeprefix("http://")
+        items = await run(feed, lambda it: n_ticks(it) == 2)
+        why = f"HTTP 500 from {host}"
+        assert statuses(items) == [CONNECTING, ("reconnecting", why, d1, ()),
+                                   ("stale", f"MSFT: {why}", 0.0, ("MSFT",)), live(9995)]
+        assert kinds(items) == ["connecting", "reconnecting", "stale", "ticks:1", "live", "ticks:1"]
+        assert server.requests == [("AAPL",), ("AAPL",), ("MSFT",)]
+        assert feed.counters.as_dict() == counters(feed, messages=2, ticks=2, requests=5, reconnects=1,
+                                                   http_errors={500: 1}, budget_left=9995)
 
 
 async def test_a_stalled_request_times_out_and_the_symbol_recovers() -> None:
@@ -335,13 +489,15 @@ async def test_a_stalled_request_times_out_and_the_symbol_recovers() -> None:
         host = server.url.removeprefix("http://")
         items = await run(feed, lambda it: n_ticks(it) == 2)
         assert statuses(items) == [
-            ("connecting", "", 0.0), live(9999),
-            ("stale", f"AAPL: no answer from {host} within 0.5 s, retrying in {secs(d1)}", d1), live(9997)]
+            CONNECTING, live(9997),
+            ("stale", f"AAPL: no answer from {host} within 0.5 s, retrying in {secs(d1)}", d1, ("AAPL",)),
+            live(9995)]
         assert kinds(items) == ["connecting", "live", "ticks:1", "stale", "live", "ticks:1"]
         assert server.requests == [("AAPL",)] * 3
         assert len(server.peers) == 2  # the timed-out connection was dropped, the session lived on
-        assert feed.counters.as_dict() == counters(feed, messages=2, ticks=2, requests=3, reconnects=1,
-                                                   timeouts=1, budget_left=9997)
+        assert server.credentials == [(COOKIE_1, CRUMB_1)] * 3  # and its cookie jar with it
+        assert feed.counters.as_dict() == counters(feed, messages=2, ticks=2, requests=5, reconnects=1,
+                                                   timeouts=1, budget_left=9995)
 
 
 async def test_a_refused_connection_says_so_and_keeps_retrying() -> None:
@@ -352,11 +508,11 @@ async def test_a_refused_connection_says_so_and_keeps_retrying() -> None:
     twin = Backoff(base=0.02, cap=0.08, rng=random.Random(SEED))
     d1, d2 = twin.next(), twin.next()
     items = await run(feed, lambda it: len(it) == 3)
-    why = f"connection refused by 127.0.0.1:{port}"
-    assert statuses(items) == [("connecting", "", 0.0), ("reconnecting", why, d1), ("reconnecting", why, d2)]
+    why = f"connection refused by 127.0.0.1:{port}"  # the first request, for the cookie, says so
+    assert statuses(items) == [CONNECTING, ("reconnecting", why, d1, ()), ("reconnecting", why, d2, ())]
     assert feed.stale == {"AAPL": why}
-    assert feed.counters.as_dict() == counters(feed, requests=2, reconnects=2, connection_errors=2,
-                                               budget_left=9998)
+    assert feed.counters.as_dict() == counters(feed, requests=2, handshakes=2, reconnects=2,
+                                               connection_errors=2, budget_left=9998)
 
 
 async def test_a_tls_failure_says_so() -> None:
@@ -365,8 +521,8 @@ async def test_a_tls_failure_says_so() -> None:
         d1 = Backoff(base=0.02, cap=0.08, rng=random.Random(SEED)).next()
         items = await run(feed, lambda it: len(it) == 2)
         host = server.url.removeprefix("http://")
-        assert statuses(items) == [("connecting", "", 0.0),
-                                   ("reconnecting", f"TLS error with {host}: WRONG_VERSION_NUMBER", d1)]
+        assert statuses(items) == [CONNECTING,
+                                   ("reconnecting", f"TLS error with {host}: WRONG_VERSION_NUMBER", d1, ())]
         assert feed.counters.as_dict() == counters(feed, requests=1, reconnects=1, connection_errors=1,
                                                    budget_left=9999)
 
@@ -419,10 +575,10 @@ async def test_every_bad_quote_is_counted_and_skipped_while_the_rest_flow() -> N
                     ("AAPL", (T0 + 8) * SEC, 108.0, 8.0, 0, -1), *msft[8:11],
                     ("AAPL", (T0 + 10) * SEC, 110.0, 2.0, 0, -1), msft[11]]
         assert ticks(feed, items, start) == expected
-        assert statuses(items) == [("connecting", "", 0.0), *[live(10_000 - k) for k in range(1, 12)]]
+        assert statuses(items) == [CONNECTING, *[live(10_000 - k) for k in range(3, 14)]]
         assert server.requests == [("AAPL", "MSFT")] * 12
         assert feed.counters.as_dict() == counters(
-            feed, messages=12, ticks=15, requests=12, budget_left=9988,
+            feed, messages=12, ticks=15, requests=14, budget_left=9986,
             bad={"missing field": 1, "bad price": 3, "bad field type": 2, "bad time": 1, "bad volume": 1,
                  "unknown symbol": 1, "symbol not in result": 2})  # left out; then a string, not AAPL
 
@@ -443,12 +599,12 @@ async def test_unusable_answers_are_counted_and_make_the_symbols_stale() -> None
         whys = ["malformed json", "unexpected shape", "result not a list",
                 "error: argument-error: Invalid symbols"]
         assert statuses(items) == [
-            ("connecting", "", 0.0), live(9999),
-            *[("stale", f"AAPL: unusable answer from {host} ({why}), retrying in {secs(d)}", d)
+            CONNECTING, live(9997),
+            *[("stale", f"AAPL: unusable answer from {host} ({why}), retrying in {secs(d)}", d, ("AAPL",))
               for why, d in zip(whys, delays, strict=True)],
-            live(9994)]
+            live(9992)]
         assert feed.counters.as_dict() == counters(
-            feed, messages=6, ticks=2, requests=6, reconnects=4, budget_left=9994,
+            feed, messages=6, ticks=2, requests=8, reconnects=4, budget_left=9992,
             bad={"malformed json": 1, "unexpected shape": 1, "result not a list": 1, "error in answer": 1})
 
 
@@ -468,8 +624,8 @@ async def test_a_new_symbol_is_fetched_at_once_and_a_dropped_one_no_more() -> No
         assert feed.universe() == ("MSFT",)
         assert kinds(items) == ["connecting", "live", "ticks:1", "ticks:1"]
         assert server.requests == [("AAPL",), ("MSFT",)]
-        assert feed.counters.as_dict() == counters(feed, messages=2, ticks=2, requests=2, fresh_skips=1,
-                                                   budget_left=9998)
+        assert feed.counters.as_dict() == counters(feed, messages=2, ticks=2, requests=4, fresh_skips=1,
+                                                   budget_left=9996)
 
 
 def test_settings_are_checked() -> None:
