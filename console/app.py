@@ -127,7 +127,7 @@ class TickdeckApp(App[int]):
         if update.signals:
             self.post_message(SignalsDetected(update.signals))
         if update.snapshot is not None:
-            self.post_message(SnapshotReady(update.snapshot))
+            self.post_message(SnapshotReady(update.snapshot, update.health))
 
     def _post_status(self, status: FeedStatus) -> None:
         self.post_message(FeedStatusChanged(status))
@@ -164,6 +164,8 @@ class TickdeckApp(App[int]):
         header = self.header
         header.clock_ns = snapshot.at_ns
         header.tick_rate = self._rate.update(snapshot.at_ns, snapshot.ticks)
+        if message.health is not None:
+            header.health = message.health
         if self.paused:
             self._held = snapshot
         else:

@@ -18,6 +18,7 @@ from textual.message import Message
 
 if TYPE_CHECKING:
     from engine.feeds.base import FeedStatus
+    from engine.runtime import PipelineHealth
     from engine.signals.events import Signal
     from engine.snapshot import MarketSnapshot
 
@@ -35,6 +36,7 @@ class SnapshotReady(Message):
     """A new frame of market data (only the latest pending one is handled)."""
 
     snapshot: MarketSnapshot
+    health: PipelineHealth | None = None
 
     def can_replace(self, message: Message) -> bool:
         return isinstance(message, SnapshotReady)

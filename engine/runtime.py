@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import functools
 import queue
 import threading
@@ -136,11 +137,27 @@ def _register(engine: Engine, names: Sequence[str]) -> None:
 
 
 @dataclass(frozen=True)
+class PipelineHealth:
+    """How the feed and the pipeline are coping, as of one frame (copied, so a UI may keep it)."""
+
+    lag_p50_ms: float = 0.0  # receive -> processed, over the recent batches
+    lag_p99_ms: float = 0.0
+    queue_depth: int = 0
+    queue_depth_max: int = 0
+    coalesced: int = 0  # batches merged because the engine was behind
+    bad_messages: int = 0
+    reconnects: int = 0
+    gaps: int = 0
+    duplicates: int = 0
+
+
+@dataclass(frozen=True)
 class Update:
-    """What one processed batch produced: new signals, and a snapshot when a frame is due."""
+    """What one processed batch produced: new signals, and a snapshot (with health) when a frame is due."""
 
     signals: tuple[Signal, ...]
     snapshot: MarketSnapshot | None
+    health: PipelineHealth | None = None
 
 
 @dataclass
@@ -233,6 +250,8 @@ class Runtime:
                     raise item
                 batch = self._coalesce(item, queue) if item is not None else None
                 update = await worker.call(self.process, batch, self.feed.now_ns())
+                if update.snapshot is not None:
+                    update = dataclasses.replace(update, health=self.health())
                 if update.signals or update.snapshot is not None:
                     on_update(update)
         finally:
@@ -241,6 +260,15 @@ class Runtime:
             if recorder is not None:
                 self.taps.remove(recorder)
                 await recorder.aclose()
+
+    def health(self) -> PipelineHealth:
+        m = self.metrics
+        c = self.feed.counters
+        p50, p99 = m.lag_percentiles()
+        return PipelineHealth(lag_p50_ms=p50, lag_p99_ms=p99, queue_depth=m.queue_depth,
+                              queue_depth_max=m.queue_depth_max, coalesced=m.coalesced,
+                              bad_messages=c.bad_total, reconnects=c.reconnects, gaps=c.gaps,
+                              duplicates=c.duplicates)
 
     def _coalesce(self, first: np.ndarray, queue: asyncio.Queue[Any]) -> np.ndarray:
         m = self.metrics

@@ -8,12 +8,16 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from textual.content import Content
 from textual.reactive import reactive
 from textual.widget import Widget
 
 from widgets import formatting as fmt
+
+if TYPE_CHECKING:
+    from engine.runtime import PipelineHealth
 
 STATE_STYLES = {
     "live": "$text-success",
@@ -39,6 +43,7 @@ class HeaderState:
     interval: str = ""
     tick_rate: float = float("nan")
     paused: bool = False
+    health: PipelineHealth | None = None
 
 
 def render_header(s: HeaderState) -> Content:
@@ -60,9 +65,22 @@ def render_header(s: HeaderState) -> Content:
         parts += ["  ", (f"{s.interval} bars", MUTED)]
     if s.tick_rate == s.tick_rate:
         parts += ["  ", f"{s.tick_rate:,.0f}", (" ticks/s", MUTED)]
+    if s.health is not None:
+        parts += _health_parts(s.health)
     if s.paused:
         parts += ["  ", ("⏸ PAUSED", "$text-warning bold reverse")]
     return Content.assemble(*parts)
+
+
+def _health_parts(h: PipelineHealth) -> list[str | tuple[str, str]]:
+    """Lag always (it is the figure that says whether the console keeps up); trouble only when there is
+    some: a backed-up queue, bad messages, reconnects, gaps in the trade sequence."""
+    parts: list[str | tuple[str, str]] = ["  ", ("lag ", MUTED), f"{h.lag_p99_ms:,.0f} ms"]
+    for value, label in ((h.queue_depth, "queued"), (h.bad_messages, "bad"), (h.reconnects, "reconn"),
+                         (h.gaps, "gaps")):
+        if value:
+            parts += ["  ", (f"{value:,} {label}", "$text-warning")]
+    return parts
 
 
 class TickRate:
@@ -111,10 +129,12 @@ class HeaderBar(Widget):
     """Ticks per second into the engine (NaN until measured)."""
     paused: reactive[bool] = reactive(False)
     """Whether the display is paused."""
+    health: reactive[PipelineHealth | None] = reactive(None)
+    """The pipeline's lag and the feed's trouble counts, as of the latest frame."""
 
     def header_state(self) -> HeaderState:
         return HeaderState(self.feed, self.state, self.reason, self.clock_ns, self.interval, self.tick_rate,
-                           self.paused)
+                           self.paused, self.health)
 
     def render(self) -> Content:
         return render_header(self.header_state())

@@ -12,6 +12,7 @@ import pytest
 
 from console.messages import FeedStatusChanged, SignalsDetected, SnapshotReady
 from engine.feeds.base import FeedStatus
+from engine.runtime import PipelineHealth
 from engine.signals.events import Signal
 from engine.snapshot import MarketSnapshot, Quote
 from themes import APP_CSS_PATH, THEME_NAMES, THEMES, next_theme
@@ -153,6 +154,15 @@ def test_header_line() -> None:
     assert "starting engine…" in render_header(HeaderState("sim")).plain
     failed = render_header(HeaderState("sim", "failed", reason="boom", paused=True)).plain
     assert "failed boom" in failed and "PAUSED" in failed
+
+
+def test_header_shows_lag_always_and_trouble_only_when_there_is_some() -> None:
+    calm = render_header(HeaderState("binance", "live", health=PipelineHealth(lag_p99_ms=3.4))).plain
+    assert "lag 3 ms" in calm and "bad" not in calm and "reconn" not in calm and "queued" not in calm
+    rough = render_header(HeaderState("binance", "live", health=PipelineHealth(
+        lag_p99_ms=1250.0, queue_depth=7, bad_messages=1234, reconnects=2, gaps=5))).plain
+    assert "lag 1,250 ms" in rough and "7 queued" in rough and "1,234 bad" in rough
+    assert "2 reconn" in rough and "5 gaps" in rough
 
 
 def test_tick_rate() -> None:

@@ -136,6 +136,9 @@ def test_slow_engine_coalesces_batches_and_loses_no_tick() -> None:
     assert engine.stats.ticks == 200 * 50
     assert rt.metrics.batches == 200
     assert rt.metrics.coalesced > 0
+    health = rt.health()
+    assert health.coalesced == rt.metrics.coalesced and health.queue_depth_max == rt.metrics.queue_depth_max
+    assert health.lag_p99_ms >= health.lag_p50_ms > 0
     assert rt.metrics.queue_depth_max <= 4 + 1
     assert [s.state for s in statuses] == ["live"]
     # 10 ticks a second over 1,000 s, 3 symbols: every 1 s bar but the forming one is closed
