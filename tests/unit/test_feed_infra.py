@@ -97,6 +97,7 @@ class ScriptedFeed(Feed):
         yield FeedStatus(self.name, "live")
         for b in self.batches:
             self.clock = int(b["ts"].max())
+            b["recv"] = time.time_ns()  # received now, as a live feed's would be
             yield b
 
     def now_ns(self) -> int:
