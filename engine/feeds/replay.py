@@ -2,11 +2,12 @@
 faster, or as fast as the engine takes it ("max"), optionally looping.
 
 Inputs, by extension (``.csv``, ``.parquet``, ``.jsonl.gz`` / ``.jsonl``). OHLCV bars (CSV or Parquet)
-are read and checked by the code of ``tickdeck indicators`` (columns open, high, low, close, volume in any
-case; a time column date, time, datetime or timestamp, or first and unnamed; ISO 8601 or epoch s/ms/us/ns;
-oldest first); a ``symbol`` column names each bar's symbol, else ``symbol=`` does (default: the file's
-stem). Ticks (CSV, Parquet or the recorder's JSON lines) have columns symbol, ts, price, size and
-optionally side (+1/-1/0, buy/sell), trade_id and recv (default: ts); a file with ``price`` is ticks.
+are read and checked by ``engine.ohlcv_file``, the reader of ``tickdeck indicators`` too (columns open,
+high, low, close, volume in any case; a time column date, time, datetime or timestamp, or first and
+unnamed; ISO 8601 or epoch s/ms/us/ns; oldest first); a ``symbol`` column names each bar's symbol, else
+``symbol=`` does (default: the file's stem). Ticks (CSV, Parquet or the recorder's JSON lines) have
+columns symbol, ts, price, size and optionally side (+1/-1/0, buy/sell), trade_id and recv (default: ts);
+a file with ``price`` is ticks.
 
 A bar becomes four ticks that rebuild it exactly: the open at the bar's start; the low and the high --
 low first when close >= open (the bar most plausibly dipped, then rallied to its close), else high
@@ -39,7 +40,6 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -49,13 +49,27 @@ import pyarrow.parquet as pq
 from engine.config import parse_duration
 from engine.feeds.base import Feed, FeedStatus
 from engine.feeds.record import read_jsonl
+from engine.ohlcv_file import (
+    REQUIRED,
+    Column,
+    InputError,
+    Table,
+    arrow_column,
+    cells,
+    epoch_ns,
+    parse_bars,
+    parse_numbers,
+    parse_times,
+    read_csv,
+    table_from_arrow,
+    text_column,
+)
 from engine.ticks import SymbolTable, SymbolTableFull, make_ticks
 
 MAX_BATCH = 65_536
 TICK_COLUMNS = ("symbol", "ts", "price", "size", "side", "trade_id", "recv")  # the first four required
 _REASONS = ("bad symbol", "bad ts", "bad price", "bad size", "bad side", "bad trade_id", "bad recv")
 _SIDES = {"1": 1, "+1": 1, "buy": 1, "b": 1, "-1": -1, "sell": -1, "s": -1, "0": 0}
-_Col = tuple[np.ndarray, np.ndarray]  # values (object strings or numbers), missing mask
 
 
 class ReplayError(Exception):
@@ -67,14 +81,6 @@ class ReplayError(Exception):
         self.path = str(path)
         self.line = line  # file line (CSV, JSON lines) or 1-based row (Parquet)
         self.column = column
-
-
-def _cmd() -> Any:
-    """The reader of ``tickdeck indicators``; imported on use so that importing the engine never loads
-    ``console`` (DESIGN rule 1) while that reader still lives there."""
-    from console import indicators_cmd
-
-    return indicators_cmd
 
 
 def parse_speed(speed: float | str) -> float:
@@ -124,39 +130,28 @@ def bars_to_ticks(t: np.ndarray, o: np.ndarray, h: np.ndarray, lo: np.ndarray, c
 
 # --- OHLCV -------------------------------------------------------------------------------------------
 
-def _raise_first(problems: Any, table: Any, fix: Callable[[str], str]) -> None:
-    """The indicators command's first-problem-in-file-order error, as a ReplayError with line and column."""
-    cmd = _cmd()
+def _bars(table: Table, symbol: str, bar_interval: int | None) -> Loaded:
     try:
-        problems.raise_first()
-    except cmd.InputError as exc:
-        found: list[tuple[int, str | None]] = [(line, None) for line, _ in table.misshapen]
-        if problems.first is not None:
-            i, pos, _ = problems.first
-            found.append((table.lines[i], table.header[pos].strip() or f"column {pos + 1}"))
-        line, column = min(found, key=lambda f: f[0])
-        raise ReplayError(fix(str(exc)), table.path, line, column) from None
-
-
-def _bars(table: Any, symbol: str, bar_interval: int | None, fix: Callable[[str], str]) -> Loaded:
-    cmd = _cmd()
-    try:
-        time_pos, pos = cmd._columns(table)
-    except cmd.InputError as exc:
-        raise ReplayError(fix(str(exc)), table.path, table.header_line) from None
-    problems = cmd._Problems(table)
-    t = cmd._timestamps(table, time_pos, problems)
-    o, h, lo, c, v = (cmd._numbers(table, pos[name], name, problems) for name in cmd.REQUIRED)
+        parsed = parse_bars(table)
+    except InputError as exc:
+        raise ReplayError(str(exc), table.path, exc.line) from None
+    problems, time_pos, pos, t = parsed.problems, parsed.time_pos, parsed.pos, parsed.t
+    o, h, lo, c, v = (parsed.values[name] for name in REQUIRED)
     problems.flag(h < lo, pos["high"], lambda i: f"high {h[i].item()} is below low {lo[i].item()}")
     for name, x in (("open", o), ("close", c)):  # four ticks rebuild a bar only if these hold
-        problems.flag(((x > h) | (x < lo)) & (h >= lo), pos[name], lambda i, x=x, n=name: (
-            f"{n} {x[i].item()} is outside the bar's low {lo[i].item()} and high {h[i].item()}"))
+        def outside(i: int, x: np.ndarray = x, n: str = name) -> str:
+            return f"{n} {x[i].item()} is outside the bar's low {lo[i].item()} and high {h[i].item()}"
+
+        problems.flag(((x > h) | (x < lo)) & (h >= lo), pos[name], outside)
     for name, x in (("open", o), ("high", h), ("low", lo), ("close", c)):
-        problems.flag(x == 0, pos[name], lambda i, n=name: f"{n} is 0; prices must be positive")
+        def zero(i: int, n: str = name) -> str:
+            return f"{n} is 0; prices must be positive"
+
+        problems.flag(x == 0, pos[name], zero)
     header = [name.strip().lower() for name in table.header]
     if "symbol" in header:
         sym_pos = header.index("symbol")
-        names = cmd._cells(table, sym_pos).to_numpy(dtype=object)
+        names = cells(table, sym_pos).to_numpy(dtype=object)
         problems.flag(names == "", sym_pos, lambda i: "empty cell")
     else:
         names = np.full(len(t), symbol, dtype=object)
@@ -164,7 +159,10 @@ def _bars(table: Any, symbol: str, bar_interval: int | None, fix: Callable[[str]
     repeated = pd.DataFrame({"s": codes, "t": t}).duplicated().to_numpy()
     problems.flag(repeated, time_pos, lambda i: f"bar time {table.rows[i][time_pos].strip()!r} repeats "
                                                 f"an earlier bar of {names[i]!r}")
-    _raise_first(problems, table, fix)
+    try:
+        problems.raise_first()
+    except InputError as exc:
+        raise ReplayError(str(exc), table.path, exc.line, exc.column) from None
     if not len(t):
         raise ReplayError(f"{table.path}: no bars after the header", table.path, table.header_line)
     spacing = _spacing(codes, t)
@@ -191,48 +189,29 @@ def _spacing(codes: np.ndarray, t: np.ndarray) -> int | None:
 
 # --- ticks -------------------------------------------------------------------------------------------
 
-def _epoch_ns(values: np.ndarray) -> np.ndarray:
-    """Epoch numbers to ns by magnitude, with the indicators command's units; 0 where invalid."""
-    cmd = _cmd()
-    a = np.abs(values.astype(np.float64))
-    out = np.zeros(len(values), dtype=np.int64)
-    lower = cmd._EPOCH_MIN
-    for upper, factor in cmd._EPOCH_UNITS:
-        m = (a >= lower) & (a < upper) & (a * factor < cmd._NS_LIMIT)
-        lower = upper
-        if values.dtype.kind in "iu":
-            out[m] = values[m].astype(np.int64) * factor
-        else:
-            out[m] = np.round(values[m] * factor).astype(np.int64)
-    return out
-
-
-def _times(col: _Col, path: str, name: str) -> tuple[np.ndarray, np.ndarray]:
+def _times(col: Column) -> tuple[np.ndarray, np.ndarray]:
     """(ns, bad): numbers by magnitude, datetimes as they are, text as ISO 8601 or epoch numbers."""
     values, missing = col
     if values.dtype.kind == "M":
         ns = values.astype("datetime64[ns]").view(np.int64)
     elif values.dtype.kind in "iuf":
-        ns = _epoch_ns(values)
-    else:  # text: one column through the indicators command's parser
-        cmd = _cmd()
-        table = cmd._Table(path, [name], 1, [[x] for x in values.tolist()], list(range(len(values))))
-        ns = cmd._timestamps(table, 0, cmd._Problems(table))
+        ns = epoch_ns(values)[0]
+    else:
+        ns = parse_times(pd.Series(values, dtype=object))[0]
     return ns, (ns <= 0) & ~missing
 
 
-def _floats(col: _Col) -> np.ndarray:
+def _floats(col: Column) -> np.ndarray:
     values, missing = col
     if values.dtype.kind in "iuf":
         out = values.astype(np.float64)
     else:
-        numbers = pd.to_numeric(pd.Series(values, dtype=object), errors="coerce")
-        out = numbers.to_numpy(np.float64, na_value=np.nan, copy=True)
+        out = parse_numbers(pd.Series(values, dtype=object))
     out[missing] = np.nan
     return out
 
 
-def _sides(col: _Col) -> tuple[np.ndarray, np.ndarray]:
+def _sides(col: Column) -> tuple[np.ndarray, np.ndarray]:
     values, missing = col
     if values.dtype.kind in "iuf":
         bad = ~np.isin(values, (-1, 0, 1)) & ~missing
@@ -242,7 +221,7 @@ def _sides(col: _Col) -> tuple[np.ndarray, np.ndarray]:
     return np.where(bad | missing, 0, mapped).astype(np.int8), bad
 
 
-def _ids(col: _Col) -> tuple[np.ndarray, np.ndarray]:
+def _ids(col: Column) -> tuple[np.ndarray, np.ndarray]:
     """Trade ids as exact int64 (text is parsed with ``int``, never through float); -1 when missing."""
     values, missing = col
     if values.dtype.kind in "iu":
@@ -265,18 +244,18 @@ def _int(text: str) -> int:
     return value if -(2**63) <= value < 2**63 else -2
 
 
-def _ticks(path: str, cols: dict[str, _Col], where: Callable[[int], str], rows: int,
+def _ticks(path: str, cols: dict[str, Column], where: Callable[[int], str], rows: int,
            bad: list[tuple[str, int, str]]) -> Loaded:
     """Check every row; good ones become ticks, bad ones are counted by their first problem."""
     symbols, no_symbol = cols["symbol"]
     n = len(symbols)
-    ts, bad_ts = _times(cols["ts"], path, "ts")
+    ts, bad_ts = _times(cols["ts"])
     bad_ts |= cols["ts"][1]
     price, size = _floats(cols["price"]), _floats(cols["size"])
     side, bad_side = _sides(cols.get("side") or (np.zeros(n, np.int8), np.ones(n, bool)))
     trade_id, bad_id = _ids(cols.get("trade_id") or (np.zeros(n, np.int64), np.ones(n, bool)))
     recv_col = cols.get("recv") or (np.zeros(n, np.int64), np.ones(n, bool))
-    recv, bad_recv = _times(recv_col, path, "recv")
+    recv, bad_recv = _times(recv_col)
     recv = np.where(recv_col[1], ts, recv)
     checks = (no_symbol, bad_ts, ~((price > 0) & (price < np.inf)), ~((size >= 0) & (size < np.inf)),
               bad_side, bad_id, bad_recv)
@@ -303,11 +282,6 @@ def _ticks(path: str, cols: dict[str, _Col], where: Callable[[int], str], rows: 
     return Loaded([str(u) for u in uniques], out, span, rows, bad)
 
 
-def _text_col(values: np.ndarray) -> _Col:
-    text = pd.Series(values, dtype=object).fillna("").astype(str).str.strip().to_numpy(dtype=object)
-    return text, text == ""
-
-
 def _header(path: str, names: list[str], line: int, need: tuple[str, ...]) -> dict[str, int]:
     """Where each tick column is (case-insensitive); a required one missing is a ReplayError."""
     lowered = [n.strip().lower() for n in names]
@@ -319,32 +293,13 @@ def _header(path: str, names: list[str], line: int, need: tuple[str, ...]) -> di
     return found
 
 
-def _ticks_csv(table: Any) -> Loaded:
+def _ticks_csv(table: Table) -> Loaded:
     found = _header(table.path, table.header, table.header_line, TICK_COLUMNS[:4])
-    cols = {name: _text_col(np.array([r[p] for r in table.rows], dtype=object)) for name, p in found.items()}
+    cols = {name: text_column(np.array([r[p] for r in table.rows], dtype=object))
+            for name, p in found.items()}
     bad = [("wrong number of fields", len(table.misshapen), table.misshapen[0][1])] if table.misshapen else []
-    return _ticks(table.path, cols, lambda i: f"{table.path} line {table.lines[i]}",
+    return _ticks(table.path, cols, lambda i: table.at(table.lines[i]),
                   len(table.rows) + len(table.misshapen), bad)
-
-
-def _arrow_col(col: pa.ChunkedArray) -> _Col:
-    missing = col.is_null().to_numpy(zero_copy_only=False)
-    kind = col.type.value_type if pa.types.is_dictionary(col.type) else col.type
-    if pa.types.is_timestamp(kind) or pa.types.is_date(kind):
-        ns = col.cast(pa.timestamp("ns", getattr(kind, "tz", None))).cast(pa.int64()).fill_null(0)
-        return ns.to_numpy().view("datetime64[ns]"), missing
-    if pa.types.is_integer(kind) or pa.types.is_floating(kind):
-        return col.fill_null(0).to_numpy(), missing
-    return _text_col(np.array(col.to_pylist(), dtype=object))[0], missing
-
-
-def _arrow_text(col: pa.ChunkedArray) -> list[str]:
-    """Cells as the CSV reader would see them: floats by ``repr`` (exact), datetimes as epoch ns."""
-    values, missing = _arrow_col(col)
-    if values.dtype.kind == "M":
-        values = values.view(np.int64)
-    return ["" if m else repr(x) if isinstance(x, float) else str(x)
-            for x, m in zip(values.tolist(), missing.tolist(), strict=True)]
 
 
 def _parquet(path: Path, symbol: str, bar_interval: int | None) -> Loaded:
@@ -352,24 +307,12 @@ def _parquet(path: Path, symbol: str, bar_interval: int | None) -> Loaded:
         table = pq.read_table(path)
     except (pa.ArrowException, OSError) as exc:
         raise ReplayError(f"{path}: not a readable Parquet file ({exc})", path) from None
-    # a pandas index saved with the data: unnamed, it becomes the first unnamed (time) column
-    names = [("" if n.startswith("__index_level_") else n) for n in table.column_names]
-    order = sorted(range(len(names)), key=lambda i: names[i] != "")
-    where = f"{path} row"
-    if "price" not in [n.strip().lower() for n in names]:
-        cmd = _cmd()
-        cells = [_arrow_text(table.column(i)) for i in order]
-        rows = [list(r) for r in zip(*cells, strict=True)]
-        text = cmd._Table(str(path), [names[i] for i in order], 0, rows, list(range(1, len(rows) + 1)))
-
-        def fix(msg: str) -> str:  # the reader counts file lines; a Parquet file has rows
-            msg = msg.replace(f"{path} line 0:", f"{path} (column names):").replace("line(s)", "row(s)")
-            return msg.replace(f"{path} line ", where + " ").replace("(line ", "(row ")
-
-        return _bars(text, symbol, bar_interval, fix)
+    if "price" not in [n.strip().lower() for n in table.column_names]:
+        return _bars(table_from_arrow(str(path), table), symbol, bar_interval)
+    names = [("" if n.startswith("__index_level_") else n) for n in table.column_names]  # a pandas index
     found = _header(str(path), names, 0, TICK_COLUMNS[:4])
-    cols = {name: _arrow_col(table.column(i)) for name, i in found.items()}
-    return _ticks(str(path), cols, lambda i: f"{where} {i + 1}", table.num_rows, [])
+    cols = {name: arrow_column(table.column(i)) for name, i in found.items()}
+    return _ticks(str(path), cols, lambda i: f"{path} row {i + 1}", table.num_rows, [])
 
 
 def _jsonl(path: Path) -> Loaded:
@@ -380,8 +323,8 @@ def _jsonl(path: Path) -> Loaded:
     c = decoded.columns
     n = len(c["ts"])
     present = np.zeros(n, dtype=bool)
-    cols: dict[str, _Col] = {name: (c[name], present) for name in TICK_COLUMNS[1:]}
-    cols["symbol"] = _text_col(np.array(c["symbol"], dtype=object))
+    cols: dict[str, Column] = {name: (c[name], present) for name in TICK_COLUMNS[1:]}
+    cols["symbol"] = text_column(np.array(c["symbol"], dtype=object))
     return _ticks(str(path), cols, lambda i: f"{path} line {decoded.lines[i]}", decoded.read, decoded.bad)
 
 
@@ -398,14 +341,13 @@ def read_replay_file(path: str | Path, symbol: str | None = None, bar_interval: 
         if not name.endswith(".csv"):
             raise ReplayError(f"{path}: cannot replay this kind of file; use .csv, .parquet, .jsonl.gz or "
                               ".jsonl", path)
-        cmd = _cmd()
         try:
-            table = cmd._read_rows(str(path))
-        except cmd.InputError as exc:
+            table = read_csv(str(path))
+        except InputError as exc:
             raise ReplayError(str(exc), path) from None
         if "price" in [h.strip().lower() for h in table.header]:
             return _ticks_csv(table)
-        return _bars(table, stem, bar_interval, lambda msg: msg)
+        return _bars(table, stem, bar_interval)
     except FileNotFoundError:
         raise ReplayError(f"{path}: no such file", path) from None
     except OSError as exc:
