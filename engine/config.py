@@ -29,6 +29,7 @@ No numpy, numba or pandas here: the console loads its config before drawing its 
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import math
 import os
@@ -54,6 +55,11 @@ from engine.indicators.catalogue import IndicatorError
 
 __all__ = ["BUILTIN", "FEED_NAMES", "Config", "ConfigError", "RuleTable", "env_var", "load_config",
            "parse_duration", "parse_interval"]
+
+ARRAY_TABLES = ("rules", "sinks")
+"""Top-level arrays of tables (``[[rules]]``, ``[[sinks]]``): kept whole from the highest layer that has
+them, as (table, file) pairs; the module that owns each validates its tables."""
+
 
 ENV_PREFIX = "TICKDECK_"
 CONFIG_DIR_VAR = "TICKDECK_CONFIG_DIR"
@@ -90,7 +96,7 @@ def _walk(cls: type, prefix: str = "") -> Iterator[_Key]:
         hint = hints[f.name]
         if is_dataclass(hint):
             yield from _walk(typing.cast(type, hint), path + ".")
-        elif f.name not in ("rules", "files"):
+        elif f.name not in (*ARRAY_TABLES, "files"):
             kind = tuple if typing.get_origin(hint) is tuple else hint
             yield _Key(path, kind, f.metadata.get("check"))
 
@@ -175,7 +181,7 @@ def _validated(key: _Key, value: object, subject: str, source: str) -> object:
 @dataclass
 class _Layers:
     values: dict[str, object] = field(default_factory=dict)
-    rules: tuple[RuleTable, ...] | None = None
+    arrays: dict[str, tuple[RuleTable, ...]] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)
 
 
@@ -191,13 +197,13 @@ def _unknown(path: str, known: list[str], source: str, section: bool) -> ConfigE
 def _read_table(table: Mapping[str, object], prefix: str, source: str, layers: _Layers) -> None:
     """Check one TOML table against the schema and record its values as ``source``'s."""
     children = sorted({p[len(prefix):].split(".", 1)[0] for p in KEYS if p.startswith(prefix)}
-                      | ({"rules"} if not prefix else set()))
+                      | (set(ARRAY_TABLES) if not prefix else set()))
     for name, value in table.items():
         path = prefix + name
         if name not in children:
             raise _unknown(path, children, source, section=isinstance(value, dict))
-        if path == "rules":
-            layers.rules = _read_rules(value, source)
+        if path in ARRAY_TABLES:
+            layers.arrays[path] = _read_array(path, value, source)
         elif path in KEYS:
             key = KEYS[path]
             ok, typed = _typed(key, value)
@@ -212,10 +218,10 @@ def _read_table(table: Mapping[str, object], prefix: str, source: str, layers: _
                               path, source)
 
 
-def _read_rules(value: object, source: str) -> tuple[RuleTable, ...]:
+def _read_array(name: str, value: object, source: str) -> tuple[RuleTable, ...]:
     if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
-        raise ConfigError(f"rules in {source} must be an array of tables ([[rules]]), got {_shown(value)}",
-                          "rules", source)
+        raise ConfigError(f"{name} in {source} must be an array of tables ([[{name}]]), got {_shown(value)}",
+                          name, source)
     return tuple(RuleTable(dict(v), source) for v in value)
 
 
@@ -322,5 +328,5 @@ def load_config(
     _read_env(env, layers)
     _read_overrides(overrides, layers)
     config: Config = _build(Config, layers.values)
-    rules = layers.rules if layers.rules is not None else config.rules
-    return Config(config.engine, config.feed, config.feeds, config.ui, rules, tuple(layers.files))
+    return dataclasses.replace(config, rules=layers.arrays.get("rules", config.rules),
+                               sinks=layers.arrays.get("sinks", config.sinks), files=tuple(layers.files))

@@ -272,5 +272,7 @@ class Config:
     feeds: FeedsConfig = field(default_factory=FeedsConfig)
     ui: UiConfig = field(default_factory=UiConfig)
     rules: tuple[RuleTable, ...] = field(default_factory=_default_rules)
+    sinks: tuple[RuleTable, ...] = ()
+    """``[[sinks]]``: where the headless service delivers signals (validated by ``engine.sinks``)."""
     files: tuple[str, ...] = field(default=(), compare=False)
     """The config files that were read, lowest precedence first."""

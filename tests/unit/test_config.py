@@ -360,3 +360,20 @@ def test_config_imports_no_heavy_modules() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_sinks_are_kept_whole_with_their_file(tmp_path: Path) -> None:
+    conf = tmp_path / "service.toml"
+    conf.write_text('[[sinks]]\ntype = "jsonl"\npath = "/var/log/x.jsonl"\n\n[[sinks]]\n'
+                    'type = "webhook"\nurl = "http://127.0.0.1:9/hook"\nrules = ["rsi_oversold"]\n',
+                    encoding="utf-8")
+    config = load_config(str(conf), env={})
+    assert [t.table["type"] for t in config.sinks] == ["jsonl", "webhook"]
+    assert {t.file for t in config.sinks} == {str(conf)}
+    # an array the file does not set comes from a lower layer
+    assert [t.table for t in config.rules] == [t.table for t in Config().rules]
+    assert Config().sinks == ()
+    bad = tmp_path / "bad.toml"
+    bad.write_text('sinks = "stdout"\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"sinks in .*bad.toml must be an array of tables"):
+        load_config(str(bad), env={})
