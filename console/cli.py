@@ -69,6 +69,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--loop", action="store_true", default=None, help="replay the file over and over")
     parser.add_argument("--record", metavar="PATH",
                         help="record every tick the feed delivers (.parquet, .jsonl or .jsonl.gz)")
+    parser.add_argument("--headless", action="store_true",
+                        help="run the feed, engine and signals with no UI: signals as JSON lines on stdout, "
+                             "status and a closing JSON summary on stderr; SIGTERM/SIGINT drain and exit 0")
+    parser.add_argument("--signals-out", metavar="PATH",
+                        help="with --headless: also append every signal to this JSON lines file "
+                             "(rotated at 100 MiB, 5 backups)")
+    parser.add_argument("--log-format", choices=("text", "json"), default=None,
+                        help="with --headless: the log and status lines on stderr as text (default) or JSON")
+    parser.add_argument("--status-every", metavar="S", type=float, default=None,
+                        help="with --headless: seconds between status lines on stderr (default 10; 0: off)")
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
 
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
@@ -83,6 +93,18 @@ def build_parser() -> argparse.ArgumentParser:
     indicators.add_argument("input", metavar="IN.csv", help="the OHLCV file, oldest bar first")
     indicators.add_argument("-o", "--output", metavar="OUT.csv",
                             help="write the result here (all or nothing) instead of to standard output")
+    backtest = commands.add_parser(
+        "backtest", help="replay OHLCV files through the engine and score the signal rules",
+        description="Replay OHLCV files (CSV or Parquet; one symbol per file, named by its stem, or a symbol "
+                    "column) through the live engine and signal detector; per rule and direction: signals, "
+                    "hit rate and mean/median forward return after 1, 5 and 20 bars (signed by direction) "
+                    "against random entries, max adverse excursion within 20 bars, signals per 1,000 bars.")
+    backtest.add_argument("files", nargs="+", metavar="FILE", help="OHLCV files of one bar interval")
+    backtest.add_argument("--config", dest="backtest_config", metavar="PATH", help="a config with [[rules]]")
+    backtest.add_argument("--rules", metavar="ID,...", help="test only these rule ids")
+    backtest.add_argument("--seed", type=int, default=0, metavar="N", help="random baseline's seed (0)")
+    backtest.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    backtest.add_argument("--csv", metavar="PATH", help="write every signal to this CSV file")
     bench = commands.add_parser("bench", help="measure the engine and print figures against the anchors")
     bench.add_argument("--json", action="store_true", help="print the results as JSON")
     bench.add_argument("--feeds", action="store_true",
@@ -128,6 +150,14 @@ def _run(args: argparse.Namespace) -> int:
         except indicators_cmd.InputError as exc:
             return _fail(str(exc))
 
+    if args.command == "backtest":
+        from console import backtest_cmd
+
+        try:
+            return backtest_cmd.run(args)
+        except backtest_cmd.BacktestError as exc:
+            return _fail(str(exc))
+
     if args.command == "bench":
         if args.feeds:
             from console.bench_feeds import main as feeds_main
@@ -137,6 +167,11 @@ def _run(args: argparse.Namespace) -> int:
 
         return int(bench_main(args) or 0)
 
+    headless_only = [flag for flag, value in (("--signals-out", args.signals_out),
+                                              ("--log-format", args.log_format),
+                                              ("--status-every", args.status_every)) if value is not None]
+    if headless_only and not args.headless:
+        return _fail(f"{headless_only[0]} works with --headless only")
     feed = args.feed or ("replay" if args.file else None)
     config = load_config(
         args.config,
@@ -156,6 +191,11 @@ def _run(args: argparse.Namespace) -> int:
                      f"available: {', '.join(AVAILABLE_FEEDS)}")
     if problem := _files_problem(config):
         return _fail(problem)
+    if args.headless:
+        from engine.headless import main as headless_main
+
+        return headless_main(config, signals_out=args.signals_out, log_format=args.log_format or "text",
+                             status_every=10.0 if args.status_every is None else args.status_every)
     from console.app import run_app
 
     result = run_app(config)

@@ -121,7 +121,8 @@ def build_feed(config: Config, engine: Engine) -> Feed:
         r = feeds.replay
         if not r.file:
             raise FeedUnavailable("the replay feed needs a file: --file PATH (or feeds.replay.file)")
-        replay = ReplayFeed(engine.symbols, r.file, speed=r.speed, loop=r.loop, symbol=r.symbol or None)
+        replay = ReplayFeed(engine.symbols, r.file, speed=r.speed, loop=r.loop, symbol=r.symbol or None,
+                            bar_interval=engine.interval_ns)  # OHLCV bars land on the engine's grid
         try:
             replay.load()
         except ReplayError as exc:
@@ -221,6 +222,12 @@ class Runtime:
             snapshot = self.snapshot(now)
         return Update(tuple(signals), snapshot)
 
+    def finish(self) -> Update:
+        """Close every forming bar (nothing more will come) and take a last snapshot."""
+        signals = self.engine.close_due(np.iinfo(np.int64).max // 2)
+        now = self.feed.now_ns()
+        return Update(tuple(signals), self.snapshot(now))
+
     def snapshot(self, now_ns: int, symbols: Sequence[str] | None = None) -> MarketSnapshot:
         return build_snapshot(self.engine, self.watch if symbols is None else symbols, self.outputs,
                               self.spark, now_ns)
@@ -245,6 +252,9 @@ class Runtime:
                 except TimeoutError:  # a quiet feed: still close due bars and refresh the frame
                     item = None
                 if item is _END:
+                    if not self.feed.stopped:  # a finite feed (a replay) is over: its last bars are done
+                        last = await worker.call(self.finish)
+                        on_update(dataclasses.replace(last, health=self.health()))
                     break
                 if isinstance(item, BaseException):
                     raise item

@@ -111,11 +111,16 @@ class Loaded:
 
 def bars_to_ticks(t: np.ndarray, o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray,
                   v: np.ndarray, interval: int) -> np.ndarray:
-    """Four ticks per bar that rebuild it exactly (see the module docstring); ``sym`` is left at 0."""
+    """Four ticks per bar that rebuild it exactly (see the module docstring); ``sym`` is left at 0.
+
+    The ticks are placed inside the interval-grid bucket that holds the bar's time, so a file whose bars
+    are stamped off the grid (daily bars at 21:00 UTC, minutes at :20 s) still rebuilds one engine bar
+    per file bar instead of splitting each across two buckets."""
     up = c >= o
     price = np.stack([o, np.where(up, lo, h), np.where(up, h, lo), c], axis=1).ravel()
     offsets = np.array([0, interval // 4, interval // 2, interval - 1], dtype=np.int64)
-    ts = (t.astype(np.int64)[:, None] + offsets).ravel()
+    start = t.astype(np.int64)
+    ts = ((start - start % interval)[:, None] + offsets).ravel()
     q = v * 0.25
     rest = v - ((q + q) + q)
     sizes = np.stack([q, q, q, rest], axis=1)

@@ -119,11 +119,17 @@ def write_bars_csv(path: Path, df: pd.DataFrame, symbol: str | None = None) -> N
     out.to_csv(path, index=False)
 
 
-def assert_history(engine: Engine, symbol: str, df: pd.DataFrame) -> None:
-    """Every bar of ``df`` but the last is closed history; the last is the forming bar, all exact."""
+def assert_history(engine: Engine, symbol: str, df: pd.DataFrame, ended: bool = False) -> None:
+    """Every bar of ``df`` but the last is closed history; the last is the forming bar, all exact.
+    With ``ended`` (the runtime saw the file end), the last bar is closed history too."""
     slot = engine.symbols.get(symbol)
     assert slot is not None
     t, bars = engine.history.tail(slot)
+    if ended:
+        np.testing.assert_array_equal(t, df["t"].to_numpy())
+        np.testing.assert_array_equal(bars, df[BAR_FIELDS].to_numpy())
+        assert engine.forming_bar(slot) is None
+        return
     np.testing.assert_array_equal(t, df["t"].to_numpy()[:-1])
     np.testing.assert_array_equal(bars, df[BAR_FIELDS].to_numpy()[:-1])
     forming = engine.forming_bar(slot)
@@ -313,7 +319,7 @@ async def test_runtime_replays_with_a_recorder_tap_and_a_slow_engine(tmp_path: P
     assert rt.watch == ("SLOW",)
     assert rt.metrics.batches == math.ceil(2000 / 6) and rt.metrics.coalesced > 0
     assert engine.stats.ticks == 2000 and engine.stats.late_ticks == 0
-    assert_history(engine, "SLOW", df)
+    assert_history(engine, "SLOW", df, ended=True)
     assert (stats.written_ticks, stats.dropped_ticks) == (2000, 0)
     replay = ReplayFeed(SymbolTable(4), tmp_path / "out.jsonl.gz", speed="max")
     _, got = await collect(replay)

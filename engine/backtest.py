@@ -1,0 +1,502 @@
+"""Backtesting signal rules over OHLCV files, through the same engine and detector that run live.
+
+The files (CSV or Parquet, read and checked by ``engine.ohlcv_file``, with the checks the replay feed
+makes) hold one symbol each, named by the file's stem, or a ``symbol`` column. Every bar becomes the
+replay feed's four ticks (``bars_to_ticks``, which rebuild it exactly), the ticks of all symbols go to one
+``Engine`` in bar-time order, in big batches (``Engine.ingest``), and the last bars are closed with
+``Engine.close_due``: the signals are the ones a replay of the files emits, not a vectorised imitation.
+
+The bar interval is each file's smallest spacing between two bars of one symbol; every file of a run
+must have the same. Engine bar times are the file's times rounded down to a multiple of the interval
+(as the bar builder aligns bars to the epoch; aligned files are unchanged), so bars stamped at, say,
+21:00 UTC still rebuild exactly; results carry the files' own times. An ``on = "live"`` rule is
+evaluated on each forming bar once its four ticks are in (the ticks of one bar time go in one batch; a
+file has no path within a bar), which costs one ``ingest`` call per bar time.
+
+Per rule and direction: the signals; their forward returns after ``HORIZONS`` bars (signal at bar t's
+close, return over k bars ``close[t+k] / close[t] - 1``, signed by direction: a "down" signal profits
+when price falls; a hit is a signed return > 0; undefined when the file ends first: left out of that
+horizon's figures and counted); the max adverse excursion within ``MAE_BARS`` bars of the signal (the worst
+signed move against it, from the bars' lows for "up" and highs for "down", 0 when price never went
+against it; defined only when all ``MAE_BARS`` bars exist); signals per 1,000 bars of the symbols the rule
+applies to; and the same figures for a random-entry baseline: for every signal with a defined return, an
+entry drawn at random (with replacement) from the bars of the signal's symbol where that return exists,
+seeded per rule and direction, so a seed always gives the same baseline.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import zlib
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from engine.feeds.replay import bars_to_ticks
+from engine.ohlcv_file import REQUIRED, InputError, Table, cells, parse_bars, read_csv, table_from_arrow
+from engine.pipeline import Engine
+from engine.signals.events import Signal
+from engine.signals.rules import Rule, RuleError, load_rules
+
+HORIZONS: tuple[int, ...] = (1, 5, 20)
+MAE_BARS = HORIZONS[-1]  # a horizon: the baseline's MAE uses that horizon's random entries
+CHUNK_BARS = 65_536  # bars turned into ticks and ingested per call (close rules)
+BATCH_TICKS = 65_536  # the engine's batch (its scratch is sized by it)
+CSV_COLUMNS = ("symbol", "rule", "direction", "bar_time", "price",
+               *(f"ret_{k}" for k in HORIZONS), f"mae_{MAE_BARS}")
+_UNITS = (("d", 86_400_000_000_000), ("h", 3_600_000_000_000), ("m", 60_000_000_000), ("s", 1_000_000_000))
+
+
+class BacktestError(Exception):
+    """A problem with the inputs (files, rules); the message is one line for the user."""
+
+
+def format_interval(ns: int) -> str:
+    """``86400e9`` → ``1d``; ``90e9`` → ``90s``; anything finer than seconds in ns."""
+    for unit, size in _UNITS:
+        if ns % size == 0:
+            return f"{ns // size}{unit}"
+    return f"{ns} ns"
+
+
+# --- rules ----------------------------------------------------------------------------------------
+
+def select_rules(tables: Iterable[tuple[Mapping[str, Any], str]], ids: Sequence[str] | None = None,
+                 ) -> tuple[Rule, ...]:
+    """The config's enabled rules, or exactly those named in ``ids`` (a disabled one too, when named)."""
+    try:
+        rules = load_rules(tables)
+    except RuleError as exc:
+        raise BacktestError(str(exc)) from None
+    if ids:
+        by_id = {r.id: r for r in rules}
+        unknown = [i for i in ids if i not in by_id]
+        if unknown:
+            known = ", ".join(by_id) or "none"
+            raise BacktestError(f"unknown rule id {unknown[0]!r} in --rules; the config's rules are: {known}")
+        chosen = tuple(replace(by_id[i], enabled=True) for i in dict.fromkeys(ids))
+    else:
+        chosen = tuple(r for r in rules if r.enabled)
+    if not chosen:
+        raise BacktestError("no rules to backtest: the config has no enabled [[rules]] "
+                            "(add some to a --config file, or name them with --rules)")
+    return chosen
+
+
+def directions(rule: Rule) -> tuple[str, ...]:
+    return ("up", "down") if rule.direction == "both" else (rule.direction,)
+
+
+# --- reading --------------------------------------------------------------------------------------
+
+@dataclass
+class Series:
+    """Every bar of a run: symbol by symbol (bars of symbol s at ``start[s]:start[s + 1]``), oldest first."""
+
+    files: list[str]
+    names: list[str]
+    start: np.ndarray  # int64[symbols + 1]
+    t: np.ndarray  # the files' bar times, UTC ns
+    o: np.ndarray
+    h: np.ndarray
+    l: np.ndarray
+    c: np.ndarray
+    v: np.ndarray
+    interval: int
+    sym: np.ndarray = field(init=False)  # symbol index of each bar
+    end: np.ndarray = field(init=False)  # one past the last bar of each bar's symbol
+
+    def __post_init__(self) -> None:
+        counts = np.diff(self.start)
+        self.sym = np.repeat(np.arange(len(self.names), dtype=np.int64), counts)
+        self.end = self.start[1:][self.sym]
+
+    def __len__(self) -> int:
+        return len(self.c)
+
+
+def read_table(path: str) -> Table:
+    """A CSV or Parquet file's cells (``InputError`` when it cannot be read)."""
+    name = path.lower()
+    if not name.endswith((".csv", ".parquet")):
+        raise InputError(f"{path}: cannot backtest this kind of file; use .csv or .parquet (OHLCV bars)")
+    if not Path(path).is_file():
+        raise InputError(f"{path}: no such file")
+    if name.endswith(".csv"):
+        return read_csv(path)
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        data = pq.read_table(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise InputError(f"{path}: not a readable Parquet file ({exc})") from None
+    return table_from_arrow(path, data)
+
+
+def _bars(table: Table, stem: str) -> list[tuple[str, np.ndarray, list[np.ndarray]]]:
+    """(symbol, times, [o, h, l, c, v]) per symbol of a checked table; InputError for the first problem."""
+    parsed = parse_bars(table)
+    problems, pos, t = parsed.problems, parsed.pos, parsed.t
+    o, h, lo, c, v = (parsed.values[name] for name in REQUIRED)
+    problems.flag(h < lo, pos["high"], lambda i: f"high {h[i].item()} is below low {lo[i].item()}")
+    for name, x in (("open", o), ("close", c)):  # four ticks rebuild a bar only if these hold
+        def outside(i: int, x: np.ndarray = x, n: str = name) -> str:
+            return f"{n} {x[i].item()} is outside the bar's low {lo[i].item()} and high {h[i].item()}"
+
+        problems.flag(((x > h) | (x < lo)) & (h >= lo), pos[name], outside)
+    for name, x in (("open", o), ("high", h), ("low", lo), ("close", c)):
+        def zero(i: int, n: str = name) -> str:
+            return f"{n} is 0; prices must be positive"
+
+        problems.flag(x == 0, pos[name], zero)
+    header = [name.strip().lower() for name in table.header]
+    if "symbol" in header:
+        sym_pos = header.index("symbol")
+        names = cells(table, sym_pos).to_numpy(dtype=object)
+        problems.flag(names == "", sym_pos, lambda i: "empty cell")
+    else:
+        names = np.full(len(t), stem, dtype=object)
+    import pandas as pd
+
+    codes, uniques = pd.factorize(names)
+    time_pos = parsed.time_pos
+    repeated = pd.DataFrame({"s": codes, "t": t}).duplicated().to_numpy()
+    problems.flag(repeated, time_pos, lambda i: f"bar time {table.rows[i][time_pos].strip()!r} repeats "
+                                                f"an earlier bar of {names[i]!r}")
+    problems.raise_first()
+    if not len(t):
+        raise InputError(f"{table.path}: no bars after the header", table.header_line)
+    order = np.argsort(codes, kind="stable")  # the file is oldest first, so each symbol's bars are too
+    bounds = np.searchsorted(codes[order], np.arange(len(uniques) + 1))
+    return [(str(u), t[order[a:b]], [x[order[a:b]] for x in (o, h, lo, c, v)])
+            for u, a, b in zip(uniques, bounds[:-1], bounds[1:], strict=True)]
+
+
+def load_series(paths: Sequence[str]) -> Series:
+    """Read and check every file; the first problem raises BacktestError (file, line or row, column)."""
+    if not paths:
+        raise BacktestError("no files to backtest")
+    parts: list[tuple[str, np.ndarray, list[np.ndarray]]] = []
+    owner: dict[str, str] = {}
+    spacing: dict[str, int] = {}
+    for path in paths:
+        try:
+            symbols = _bars(read_table(path), Path(path).name.split(".")[0])
+        except InputError as exc:
+            raise BacktestError(str(exc)) from None
+        for name, t, _ in symbols:
+            if name in owner:
+                raise BacktestError(f"{path}: symbol {name!r} is also in {owner[name]}; "
+                                    "give each symbol's bars once")
+            owner[name] = path
+            if len(t) > 1:
+                gap = int(np.diff(t).min())
+                spacing[path] = min(spacing.get(path, gap), gap)
+        parts += symbols
+    intervals = sorted(set(spacing.values()))
+    if not intervals:
+        raise BacktestError(f"{paths[0]}: one bar per symbol, so the bar interval is unknown")
+    if len(intervals) > 1:
+        first = {format_interval(i): p for p, i in reversed(spacing.items())}
+        shown = ", ".join(f"{p} has {i} bars" for i, p in first.items())
+        raise BacktestError(f"the files' bar intervals differ ({shown}); a run needs one interval "
+                            "(the smallest spacing of a file's bars)")
+    counts = np.array([len(t) for _, t, _ in parts], dtype=np.int64)
+    start = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    o, h, lo, c, v = (np.concatenate([p[2][j] for p in parts]) for j in range(5))
+    return Series(list(paths), [p[0] for p in parts], start, np.concatenate([p[1] for p in parts]),
+                  o, h, lo, c, v, intervals[0])
+
+
+# --- the replay -----------------------------------------------------------------------------------
+
+def engine_times(series: Series) -> np.ndarray:
+    """The bars' times as the engine sees them: rounded down to a multiple of the interval."""
+    return series.t - series.t % series.interval
+
+
+def _chunks(steps: np.ndarray, size: int) -> Iterator[tuple[int, int]]:
+    """Ranges of about ``size`` bars (more when one bar time has more) between bar-time boundaries."""
+    lo, last = 0, int(steps[-1])
+    while lo < last:
+        hi = int(steps[np.searchsorted(steps, lo + size, side="right") - 1])
+        if hi <= lo:
+            hi = int(steps[np.searchsorted(steps, lo, side="right")])
+        yield lo, hi
+        lo = hi
+
+
+def replay(series: Series, rules: Sequence[Rule]) -> list[Signal]:
+    """Every bar through a fresh ``Engine`` with ``rules``, as ticks in bar-time order; the signals."""
+    live = any(r.on == "live" for r in rules)
+    times = engine_times(series)
+    order = np.lexsort((series.sym, times))  # bar-time order, symbols interleaved
+    steps = np.concatenate([[0], np.flatnonzero(np.diff(times[order])) + 1, [len(order)]])
+    widest = int(np.diff(steps).max())
+    batch = max(BATCH_TICKS, 4 * widest) if live else BATCH_TICKS  # live: one bar time per batch, whole
+    engine = Engine((), series.interval, capacity=max(len(series.names), 1), depth=1, rules=rules,
+                    batch_capacity=batch)
+    for name in series.names:
+        engine.add_symbol(name)
+    signals: list[Signal] = []
+    s = series
+    for lo, hi in _chunks(steps, CHUNK_BARS):
+        idx = order[lo:hi]
+        ticks = bars_to_ticks(times[idx], s.o[idx], s.h[idx], s.l[idx], s.c[idx], s.v[idx], s.interval)
+        ticks["sym"] = np.repeat(s.sym[idx], 4)
+        if not live:
+            signals += engine.ingest(ticks)
+        else:
+            inner = steps[(steps >= lo) & (steps <= hi)] - lo
+            for a, b in zip((4 * inner[:-1]).tolist(), (4 * inner[1:]).tolist(), strict=True):
+                signals += engine.ingest(ticks[a:b])
+    signals += engine.close_due(int(times.max()) + series.interval)
+    return signals
+
+
+# --- figures --------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ReturnStats:
+    n: int
+    hit_rate: float
+    mean: float
+    median: float
+
+    @classmethod
+    def of(cls, x: np.ndarray) -> ReturnStats:
+        if not len(x):
+            return cls(0, math.nan, math.nan, math.nan)
+        return cls(len(x), float(np.mean(x > 0)), float(np.mean(x)), float(np.median(x)))
+
+
+@dataclass(frozen=True)
+class MaeStats:
+    n: int
+    mean: float
+    median: float
+    worst: float
+
+    @classmethod
+    def of(cls, x: np.ndarray) -> MaeStats:
+        if not len(x):
+            return cls(0, math.nan, math.nan, math.nan)
+        return cls(len(x), float(np.mean(x)), float(np.median(x)), float(np.min(x)))
+
+
+@dataclass(frozen=True)
+class HorizonResult:
+    bars: int  # k
+    excluded: int  # signals too close to the end of their file for a k-bar return
+    signals: ReturnStats
+    baseline: ReturnStats
+
+
+@dataclass(frozen=True)
+class GroupResult:
+    """One rule in one direction."""
+
+    rule: str
+    direction: str
+    description: str
+    signals: int
+    bars: int  # bars of the symbols the rule applies to
+    horizons: tuple[HorizonResult, ...]
+    mae: MaeStats
+    mae_baseline: MaeStats
+    mae_excluded: int
+
+    @property
+    def per_1000_bars(self) -> float:
+        return 1000.0 * self.signals / self.bars if self.bars else math.nan
+
+
+@dataclass
+class SignalTable:
+    """The signals, one row each, ordered by bar time, symbol, rule and direction."""
+
+    symbol: list[str]
+    rule: list[str]
+    direction: list[str]
+    bar_time: np.ndarray  # the file's bar time, ns
+    price: np.ndarray
+    returns: np.ndarray  # float64[n, len(HORIZONS)], signed by direction; NaN where undefined
+    mae: np.ndarray  # NaN where undefined
+
+    def __len__(self) -> int:
+        return len(self.symbol)
+
+
+@dataclass
+class Report:
+    files: list[str]
+    symbols: int
+    bars: int
+    interval_ns: int
+    first_ns: int
+    last_ns: int
+    seed: int
+    groups: list[GroupResult]
+    signals: SignalTable
+    read_s: float = 0.0
+    replay_s: float = 0.0
+    stats_s: float = 0.0
+
+    @property
+    def total_s(self) -> float:
+        return self.read_s + self.replay_s + self.stats_s
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready summary (NaN as None)."""
+        def returns(s: ReturnStats) -> dict[str, Any]:
+            return {"n": s.n, "hit_rate": _num(s.hit_rate), "mean": _num(s.mean), "median": _num(s.median)}
+
+        def mae(s: MaeStats) -> dict[str, Any]:
+            return {"n": s.n, "mean": _num(s.mean), "median": _num(s.median), "worst": _num(s.worst)}
+
+        return {
+            "files": self.files, "symbols": self.symbols, "bars": self.bars,
+            "interval": format_interval(self.interval_ns), "interval_ns": self.interval_ns,
+            "first_bar": _iso(self.first_ns), "last_bar": _iso(self.last_ns), "seed": self.seed,
+            "horizons": list(HORIZONS), "mae_bars": MAE_BARS, "signals": len(self.signals),
+            "rules": [{
+                "rule": g.rule, "direction": g.direction, "description": g.description,
+                "signals": g.signals, "bars": g.bars, "signals_per_1000_bars": _num(g.per_1000_bars),
+                "horizons": {str(h.bars): {"excluded": h.excluded, **returns(h.signals),
+                                           "baseline": returns(h.baseline)} for h in g.horizons},
+                "mae": {"excluded": g.mae_excluded, **mae(g.mae), "baseline": mae(g.mae_baseline)},
+            } for g in self.groups],
+            "timing": {"read_s": self.read_s, "replay_s": self.replay_s, "stats_s": self.stats_s,
+                       "total_s": self.total_s, "bars_per_second": _rate(self.bars, self.total_s),
+                       "replay_bars_per_second": _rate(self.bars, self.replay_s)},
+        }
+
+
+def _num(x: float) -> float | None:
+    return x if math.isfinite(x) else None
+
+
+def _rate(n: int, seconds: float) -> float | None:
+    return n / seconds if seconds > 0 else None
+
+
+def _iso(ns: int) -> str:
+    return iso_times(np.array([ns], dtype=np.int64))[0]
+
+
+def iso_times(ns: np.ndarray) -> list[str]:
+    """UTC ISO 8601 with a Z, to the second (or as fine as the times need)."""
+    for unit, size in (("s", 10**9), ("ms", 10**6), ("us", 10**3), ("ns", 1)):
+        if not np.any(ns % size):
+            stamps = (ns // size).astype(f"datetime64[{unit}]")
+            return [str(s) for s in np.datetime_as_string(stamps, timezone="UTC")]
+    return []  # not reached: every time is a whole number of ns
+
+
+def forward_returns(series: Series) -> dict[int, np.ndarray]:
+    """Per bar, the (unsigned) return over k bars of its symbol; NaN where the symbol's bars end first."""
+    idx = np.arange(len(series))
+    out: dict[int, np.ndarray] = {}
+    for k in HORIZONS:
+        r = np.full(len(series), np.nan)
+        ok = idx + k < series.end
+        r[ok] = series.c[idx[ok] + k] / series.c[ok] - 1.0
+        out[k] = r
+    return out
+
+
+def adverse_excursions(series: Series) -> dict[str, np.ndarray]:
+    """Per bar and direction, the worst signed move against an entry at its close over the next
+    ``MAE_BARS`` bars (<= 0); NaN unless all of them exist."""
+    n, k = len(series), MAE_BARS
+    low = np.full(n, np.nan)
+    high = np.full(n, np.nan)
+    if n > k:
+        windows = (np.lib.stride_tricks.sliding_window_view(x[1:], k) for x in (series.l, series.h))
+        low[: n - k] = next(windows).min(axis=1)
+        high[: n - k] = next(windows).max(axis=1)
+    ok = np.arange(n) + k < series.end
+    low[~ok] = np.nan
+    high[~ok] = np.nan
+    return {"up": np.minimum(low / series.c - 1.0, 0.0), "down": np.minimum(1.0 - high / series.c, 0.0)}
+
+
+def _rows(series: Series, signals: Sequence[Signal]) -> np.ndarray:
+    """The bar (index into ``series``) of each signal."""
+    index = {name: s for s, name in enumerate(series.names)}
+    sym = np.array([index[s.symbol] for s in signals], dtype=np.int64)
+    t = np.array([s.bar_time for s in signals], dtype=np.int64)
+    times = engine_times(series)
+    rows = np.empty(len(signals), dtype=np.int64)
+    for s in np.unique(sym).tolist():
+        mine = sym == s
+        a, b = int(series.start[s]), int(series.start[s + 1])
+        found = a + np.searchsorted(times[a:b], t[mine])
+        if np.any(found >= b) or np.any(times[np.minimum(found, b - 1)] != t[mine]):
+            raise AssertionError(f"a signal of {series.names[s]} is on a bar the files do not have")
+        rows[mine] = found
+    return rows
+
+
+def evaluate(series: Series, rules: Sequence[Rule], signals: Sequence[Signal], seed: int = 0,
+             ) -> tuple[list[GroupResult], SignalTable]:
+    """The figures per rule and direction, and the per-signal table."""
+    fwd = forward_returns(series)
+    mae_by_dir = adverse_excursions(series)
+    rows = _rows(series, signals)
+    rule_of = np.array([s.rule for s in signals], dtype=object)
+    up = np.array([s.direction == "up" for s in signals], dtype=bool)
+    sign = np.where(up, 1.0, -1.0)
+    returns = np.column_stack([sign * fwd[k][rows] for k in HORIZONS]) if len(signals) else (
+        np.zeros((0, len(HORIZONS))))
+    mae = np.where(up, mae_by_dir["up"][rows], mae_by_dir["down"][rows])
+    counts = np.diff(series.start)
+    groups: list[GroupResult] = []
+    for rule in rules:
+        bars = int(sum(int(n) for name, n in zip(series.names, counts, strict=True) if rule.applies_to(name)))
+        for direction in directions(rule):
+            mine = np.flatnonzero((rule_of == rule.id) & (up == (direction == "up")))
+            mine = mine[np.argsort(rows[mine], kind="stable")]
+            rng = np.random.default_rng([seed, zlib.crc32(rule.id.encode()), int(direction == "up")])
+            sgn = 1.0 if direction == "up" else -1.0
+            horizons = []
+            base_mae = np.zeros(0)
+            for j, k in enumerate(HORIZONS):
+                r = returns[mine, j]
+                defined = ~np.isnan(r)
+                sym = series.sym[rows[mine][defined]]
+                pool = series.start[sym + 1] - series.start[sym] - k  # bars with a k-bar return
+                entries = series.start[sym] + (rng.random(len(sym)) * pool).astype(np.int64)
+                horizons.append(HorizonResult(k, int((~defined).sum()), ReturnStats.of(r[defined]),
+                                              ReturnStats.of(sgn * fwd[k][entries])))
+                if k == MAE_BARS:
+                    base_mae = mae_by_dir[direction][entries]
+            m = mae[mine]
+            groups.append(GroupResult(
+                rule.id, direction, rule.describe(), len(mine), bars, tuple(horizons),
+                MaeStats.of(m[~np.isnan(m)]), MaeStats.of(base_mae), int(np.isnan(m).sum())))
+    order = sorted(range(len(signals)), key=lambda i: (
+        signals[i].bar_time, signals[i].symbol, signals[i].rule, signals[i].direction))
+    table = SignalTable(
+        [signals[i].symbol for i in order], [signals[i].rule for i in order],
+        [signals[i].direction for i in order], series.t[rows[order]] if order else np.zeros(0, np.int64),
+        np.array([signals[i].price for i in order], dtype=np.float64), returns[order], mae[order])
+    return groups, table
+
+
+def run(paths: Sequence[str], rules: Sequence[Rule], seed: int = 0) -> Report:
+    """Read, replay and evaluate; the report carries how long each part took."""
+    start = time.perf_counter()
+    series = load_series(paths)
+    read = time.perf_counter()
+    signals = replay(series, rules)
+    replayed = time.perf_counter()
+    groups, table = evaluate(series, rules, signals, seed)
+    done = time.perf_counter()
+    return Report(list(paths), len(series.names), len(series), series.interval, int(series.t.min()),
+                  int(series.t.max()), seed, groups, table, read - start, replayed - read, done - replayed)

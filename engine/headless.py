@@ -1,0 +1,402 @@
+"""``tickdeck --headless``: the console's runtime with no UI, run as a service.
+
+The same ``Runtime`` (feed -> bounded queue -> engine thread) as the app. Every signal goes, as one JSON
+line (``Signal.to_dict()``), to standard output and to every configured sink (``[[sinks]]``, and
+``--signals-out PATH``, a jsonl file of every signal). Standard error carries the log (text, or one JSON
+object per line with ``--log-format json``), a status line every ``--status-every`` seconds (ticks/s,
+signals, lag p99, RSS, reconnects, bad messages) and, as its last line whatever the log format, a JSON
+summary of the run (``ticks``, ``bars``, ``signals``, ``bad_messages``, ``reconnects``, ``runtime_s``, ...).
+
+Stopping: SIGTERM or SIGINT stops the feed (``StoppableFeed`` ends its stream), the runtime processes
+what its queue already holds through the engine and returns as at the end of a replay, the sinks write
+everything they were handed, and the process exits 0, within ``STOP_BUDGET_S`` seconds. A second signal,
+or a runtime that has not drained within ``DRAIN_S``, stops at once (an error says what was abandoned).
+A replay that reaches its end exits 0 the same way. Exit status 1: the feed or the engine failed (the
+summary says why); 2: a configuration or start-up mistake (one line on stderr, no summary).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import os
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Iterable
+from datetime import UTC, datetime
+from typing import Any, Literal, TextIO
+
+import numpy as np
+import psutil
+
+from engine.config import Config
+from engine.feeds.base import Feed, FeedStatus
+from engine.runtime import FeedUnavailable, Runtime, Update, build_engine, build_feed
+from engine.signals.rules import RuleError, load_rules
+from engine.sinks.base import Sink, SinkGroup
+from engine.sinks.config import SinkError, build_sinks, load_sinks
+from engine.sinks.jsonl import JsonlStreamSink
+
+log = logging.getLogger("tickdeck.headless")
+
+LogFormat = Literal["text", "json"]
+LOG_FORMATS: tuple[str, ...] = ("text", "json")
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+DRAIN_S = 3.0  # after a stop request, how long the runtime may take to put its queue through the engine
+STOP_BUDGET_S = 4.0  # stop request to sinks closed; the requirement is an exit within 5 s
+FINAL_FLUSH_S = 60.0  # after the feed ended by itself, how long the sinks may take to write what they hold
+_MIN_FLUSH_S = 0.2  # the sinks get at least this long, even after a slow drain
+_CLOSE_S = 0.5  # for a sink to close once drained
+
+
+class StoppableFeed(Feed):
+    """A feed whose stream ``stop()`` ends: what it yielded before goes through the runtime's queue and
+    the engine as usual; then the runtime sees the end of the feed, as at the end of a replay, and
+    returns. The wrapped feed is closed (its generator's ``aclose``) without waiting for its next item."""
+
+    def __init__(self, inner: Feed) -> None:
+        super().__init__(inner.symbols)
+        self.inner = inner
+        self.name = inner.name
+        self.realtime = inner.realtime
+        self.counters = inner.counters
+        self._stop = asyncio.Event()
+
+    def stop(self) -> None:
+        self.stopped = True
+        self._stop.set()
+
+    async def stream(self) -> AsyncIterator[np.ndarray | FeedStatus]:
+        inner = self.inner.stream()
+        stop = asyncio.create_task(self._stop.wait(), name="tickdeck-feed-stop")
+        step: asyncio.Task[np.ndarray | FeedStatus] | None = None
+        try:
+            while not self._stop.is_set():
+                step = asyncio.create_task(_next(inner), name="tickdeck-feed-next")
+                await asyncio.wait({step, stop}, return_when=asyncio.FIRST_COMPLETED)
+                if not step.done():  # stopped while the feed waited for data: nothing received is lost
+                    break
+                done, step = step, None
+                try:
+                    item = done.result()
+                except StopAsyncIteration:
+                    return
+                yield item
+        finally:
+            stop.cancel()
+            if step is not None and not step.done():
+                step.cancel()
+                await asyncio.wait({step})
+            closer = getattr(inner, "aclose", None)  # an async generator (every feed's stream is one)
+            if closer is not None:
+                await closer()
+
+    def universe(self) -> tuple[str, ...]:
+        return self.inner.universe()
+
+    def now_ns(self) -> int:
+        return self.inner.now_ns()
+
+    async def subscribe(self, symbols: Iterable[str]) -> None:
+        await self.inner.subscribe(symbols)
+
+    async def unsubscribe(self, symbols: Iterable[str]) -> None:
+        await self.inner.unsubscribe(symbols)
+
+
+async def _next(it: AsyncIterator[np.ndarray | FeedStatus]) -> np.ndarray | FeedStatus:
+    return await it.__anext__()
+
+
+# --- logging ---------------------------------------------------------------------------------------
+
+def _iso(created: float) -> str:
+    return datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class JsonLogFormatter(logging.Formatter):
+    """One JSON object per record: ts, level, logger, event ("log" unless given), message, and the
+    record's ``fields`` (``extra={"event": ..., "fields": {...}}``) merged in."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {"ts": _iso(record.created), "level": record.levelname.lower(),
+                               "logger": record.name, "event": getattr(record, "event", "log"),
+                               "message": record.getMessage()}
+        out.update(getattr(record, "fields", {}))
+        if record.exc_info:
+            out["exception"] = self.formatException(record.exc_info)
+        return json.dumps(out, default=str)
+
+
+class TextLogFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        text = f"{_iso(record.created)} {record.levelname:<7} {record.name}: {record.getMessage()}"
+        if record.exc_info:
+            text += "\n" + self.formatException(record.exc_info)
+        return text
+
+
+def install_logging(log_format: LogFormat, stream: TextIO) -> Callable[[], None]:
+    """Send tickdeck's INFO and everyone's WARNING records (and Python warnings) to ``stream`` in the
+    format asked for; returns the function that undoes it."""
+    root, ours = logging.getLogger(), logging.getLogger("tickdeck")
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonLogFormatter() if log_format == "json" else TextLogFormatter())
+    level = ours.level
+    root.addHandler(handler)
+    ours.setLevel(logging.INFO)
+    logging.captureWarnings(True)
+
+    def restore() -> None:
+        logging.captureWarnings(False)
+        ours.setLevel(level)
+        root.removeHandler(handler)
+        handler.flush()
+
+    return restore
+
+
+# --- the service -----------------------------------------------------------------------------------
+
+class Headless:
+    """One headless run: a runtime over a stoppable feed, its sinks, the status line and the summary."""
+
+    def __init__(self, runtime: Runtime, feed: StoppableFeed, sinks: SinkGroup, *,
+                 status_every: float = 10.0) -> None:
+        self.runtime = runtime
+        self.feed = feed
+        self.sinks = sinks
+        self.status_every = status_every
+        self.signals = 0
+        self.stopped_by = "end"  # "end" (the feed ended), "SIGTERM", "SIGINT" or "error"
+        self.error = ""
+        self.exit_code = EXIT_OK
+        self._started = time.monotonic()
+        self._stop_at: float | None = None
+        self._stopping = asyncio.Event()
+        self._force = asyncio.Event()
+        self._process = psutil.Process()
+
+    # --- callbacks, on the event loop ----------------------------------------------------------------
+    def on_update(self, update: Update) -> None:
+        for sig in update.signals:
+            self.signals += 1
+            self.sinks.deliver(sig)
+
+    def on_status(self, status: FeedStatus) -> None:
+        level = logging.WARNING if status.state in ("stale", "reconnecting", "failed") else logging.INFO
+        detail = f" ({status.reason})" if status.reason else ""
+        if status.retry_in:
+            detail += f", retrying in {status.retry_in:.1f} s"
+        if status.symbols:
+            more = " ..." if len(status.symbols) > 10 else ""
+            detail += f", symbols {', '.join(status.symbols[:10])}{more}"
+        log.log(level, "feed %s: %s%s", status.feed, status.state, detail,
+                extra={"event": "feed_status", "fields": {"feed": status.feed, "state": status.state,
+                                                          "reason": status.reason,
+                                                          "symbols": list(status.symbols)}})
+
+    def request_stop(self, name: str) -> None:
+        """The first SIGTERM/SIGINT stops the feed and drains; a second one stops at once."""
+        if self._stop_at is not None:
+            log.warning("%s, a second stop signal: stopping now, without waiting for the queue", name)
+            self._force.set()
+            return
+        self._stop_at = time.monotonic()
+        self.stopped_by = name
+        log.info("%s: stopping the feed, draining the queue through the engine, flushing the sinks", name,
+                 extra={"event": "stop", "fields": {"signal": name}})
+        self.feed.stop()
+        self._stopping.set()
+
+    def _left(self, within: float = STOP_BUDGET_S) -> float:
+        """Seconds left of the first ``within`` seconds after the stop request."""
+        assert self._stop_at is not None
+        return self._stop_at + within - time.monotonic()
+
+    # --- the run ---------------------------------------------------------------------------------------
+    async def run(self) -> int:
+        """Run until the feed ends, fails, or ``request_stop``; then flush and close the sinks (started
+        by the caller). Returns the exit status."""
+        self._started = time.monotonic()
+        run = asyncio.create_task(self.runtime.run(self.on_update, self.on_status), name="tickdeck-runtime")
+        status = asyncio.create_task(self._report_status(), name="tickdeck-status")
+        force = asyncio.create_task(self._force.wait(), name="tickdeck-force-stop")
+        stopping = asyncio.create_task(self._stopping.wait(), name="tickdeck-stop")
+        try:
+            await asyncio.wait({run, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if not run.done():  # stop requested: the feed has ended; the queue goes through the engine
+                await asyncio.wait({run, force}, timeout=max(self._left(DRAIN_S), 0.0),
+                                   return_when=asyncio.FIRST_COMPLETED)
+            if not run.done():
+                log.error("the runtime had not drained its queue %.1f s after the stop request; batches "
+                          "still queued are abandoned", time.monotonic() - (self._stop_at or 0.0))
+                run.cancel()
+                await asyncio.wait({run})
+        finally:
+            for task in (status, force, stopping):
+                task.cancel()
+            await asyncio.wait({status, force, stopping})
+        if not run.cancelled() and (exc := run.exception()) is not None:
+            self.stopped_by, self.error, self.exit_code = "error", f"{type(exc).__name__}: {exc}", EXIT_FAILED
+            log.error("the runtime stopped: %s", self.error, exc_info=exc)
+        await self._flush_sinks()
+        return self.exit_code
+
+    async def _flush_sinks(self) -> None:
+        """Let the sinks write what they hold: as long as it takes (``FINAL_FLUSH_S`` at most) after the
+        feed ended, until the stop budget runs out after a stop request (one may come meanwhile)."""
+        drain = asyncio.create_task(self.sinks.drain(FINAL_FLUSH_S), name="tickdeck-drain-sinks")
+        stopping = asyncio.create_task(self._stopping.wait(), name="tickdeck-stop")
+        try:
+            await asyncio.wait({drain, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if not drain.done():
+                await asyncio.wait({drain}, timeout=max(self._left() - _CLOSE_S, _MIN_FLUSH_S))
+        finally:
+            stopping.cancel()
+            if not drain.done():
+                drain.cancel()
+            await asyncio.wait({drain, stopping})
+        if drain.cancelled() or not drain.result():
+            log.error("some sinks had not written everything when the time was up (see the summary's sinks)")
+        await self.sinks.close(_CLOSE_S)
+
+    async def _report_status(self) -> None:
+        if not self.status_every > 0:
+            return
+        last_t, last_ticks = time.monotonic(), self.runtime.engine.stats.ticks
+        while True:
+            await asyncio.sleep(self.status_every)
+            now, ticks = time.monotonic(), self.runtime.engine.stats.ticks
+            rate = (ticks - last_ticks) / max(now - last_t, 1e-9)
+            last_t, last_ticks = now, ticks
+            fields = self.status_fields(rate)
+            log.info("status: %s ticks/s, %s signals, lag p99 %.1f ms, RSS %.0f MB, %d reconnects, "
+                     "%d bad messages", f"{rate:,.0f}", f"{self.signals:,}", fields["lag_p99_ms"],
+                     fields["rss_mb"], fields["reconnects"], fields["bad_messages"],
+                     extra={"event": "status", "fields": fields})
+
+    def status_fields(self, ticks_per_s: float) -> dict[str, Any]:
+        counters = self.runtime.feed.counters
+        _, p99 = self.runtime.metrics.lag_percentiles()
+        return {"ticks_per_s": round(ticks_per_s, 1), "ticks": self.runtime.engine.stats.ticks,
+                "signals": self.signals, "lag_p99_ms": round(p99, 3),
+                "queue_depth": self.runtime.metrics.queue_depth,
+                "rss_mb": round(self._process.memory_info().rss / 2**20, 1),
+                "reconnects": counters.reconnects, "bad_messages": counters.bad_total,
+                "uptime_s": round(time.monotonic() - self._started, 3)}
+
+    def summary(self) -> dict[str, Any]:
+        stats = self.runtime.engine.stats
+        counters = self.runtime.feed.counters
+        p50, p99 = self.runtime.metrics.lag_percentiles()
+        out: dict[str, Any] = {
+            "event": "summary", "ticks": stats.ticks, "bars": stats.bars, "signals": self.signals,
+            "bad_messages": counters.bad_total, "reconnects": counters.reconnects,
+            "runtime_s": round(time.monotonic() - self._started, 3), "late_ticks": stats.late_ticks,
+            "bad_ticks": stats.bad_ticks, "feed": self.feed.name, "stopped_by": self.stopped_by,
+            "exit_code": self.exit_code, "lag_p50_ms": round(p50, 3), "lag_p99_ms": round(p99, 3),
+            "coalesced": self.runtime.metrics.coalesced, "sinks": self.sinks.stats(),
+        }
+        if self.error:
+            out["error"] = self.error
+        return out
+
+
+# --- entry point -----------------------------------------------------------------------------------
+
+class StartError(Exception):
+    """A mistake found before the run starts: one line on stderr, exit status 2."""
+
+
+def prepare(config: Config, *, signals_out: str | os.PathLike[str] | None = None,
+            stdout_fd: int | None = 1) -> tuple[Runtime, StoppableFeed, SinkGroup]:
+    """The runtime (over a stoppable feed) and the sinks (stdout first, not started) for ``config``."""
+    try:
+        rule_ids = [rule.id for rule in load_rules(config.rules)]
+        specs = load_sinks(config.sinks, rule_ids=rule_ids, signals_out=signals_out)
+    except (RuleError, SinkError) as exc:
+        raise StartError(str(exc)) from None
+    sinks: list[Sink] = [JsonlStreamSink(stdout_fd)] if stdout_fd is not None else []
+    sinks += build_sinks(specs)
+    engine = build_engine(config)
+    try:
+        feed = StoppableFeed(build_feed(config, engine))
+    except FeedUnavailable as exc:
+        raise StartError(str(exc)) from None
+    return Runtime(config, engine=engine, feed=feed), feed, SinkGroup(sinks)
+
+
+async def serve(config: Config, *, signals_out: str | os.PathLike[str] | None = None,
+                status_every: float = 10.0, stdout_fd: int | None = 1) -> tuple[int, dict[str, Any]]:
+    """Run until the feed ends or a signal stops it; (exit status, summary).
+
+    SIGTERM and SIGINT are handled from the start: one that arrives while the runtime is being built
+    stops the run as soon as it begins (with the summary, exit status 0).
+    """
+    early: list[str] = []
+    handler: list[Callable[[str], None]] = [early.append]
+    loop = asyncio.get_running_loop()
+    handled: list[signal.Signals] = []
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(signum, lambda name: handler[0](name), signal.Signals(signum).name)
+            handled.append(signum)
+        except (NotImplementedError, RuntimeError):  # not the main thread, or no signals on this platform
+            pass
+    try:
+        runtime, feed, sinks = prepare(config, signals_out=signals_out, stdout_fd=stdout_fd)
+        try:
+            await sinks.start()
+        except OSError as exc:
+            where = f" {exc.filename}" if exc.filename else ""
+            raise StartError(f"cannot open the signal sink{where}: {exc.strerror or exc}") from None
+        described = ", ".join(f"{s.name} ({s.filter.describe()})" for s in sinks)
+        log.info("headless: feed %s, %d rules, sinks: %s", config.feed.name,
+                 len(runtime.engine.detector.rules), described or "none",
+                 extra={"event": "start", "fields": {"feed": config.feed.name,
+                                                     "sinks": [s.name for s in sinks]}})
+        service = Headless(runtime, feed, sinks, status_every=status_every)
+        handler[0] = service.request_stop
+        for name in early:
+            service.request_stop(name)
+        code = await service.run()
+    finally:
+        for signum in handled:
+            loop.remove_signal_handler(signum)
+    return code, service.summary()
+
+
+def main(config: Config, *, signals_out: str | os.PathLike[str] | None = None,
+         log_format: LogFormat | str = "text", status_every: float = 10.0, stdout_fd: int | None = 1,
+         stderr: TextIO | None = None) -> int:
+    """Run the headless service for ``config``; returns the exit status (see the module docstring)."""
+    err = stderr or sys.stderr
+    if log_format not in LOG_FORMATS:
+        print(f"tickdeck: --log-format must be one of {', '.join(LOG_FORMATS)}, got {log_format!r}", file=err)
+        return EXIT_USAGE
+    if not (math.isfinite(status_every) and status_every >= 0):
+        print(f"tickdeck: --status-every must be a number of seconds >= 0 (0: off), got {status_every}",
+              file=err)
+        return EXIT_USAGE
+    restore = install_logging("json" if log_format == "json" else "text", err)
+    try:
+        code, summary = asyncio.run(serve(config, signals_out=signals_out, status_every=status_every,
+                                          stdout_fd=stdout_fd))
+    except StartError as exc:
+        restore()
+        print(f"tickdeck: {exc}", file=err)
+        return EXIT_USAGE
+    except BaseException:
+        restore()
+        raise
+    if log_format == "text":
+        log.info("stopped (%s): %s ticks, %s bars, %s signals in %.1f s", summary["stopped_by"],
+                 f"{summary['ticks']:,}", f"{summary['bars']:,}", f"{summary['signals']:,}",
+                 summary["runtime_s"])
+    restore()
+    print(json.dumps(summary, default=str), file=err, flush=True)  # the last line on stderr
+    return code

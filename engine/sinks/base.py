@@ -1,0 +1,151 @@
+"""What every signal sink implements, the per-sink filter, and the group the runtime delivers to.
+
+A sink's life: ``start()`` (open files, connect; raises when it cannot), then ``deliver(signal)`` for
+every signal, called on the event loop, so it never blocks: it filters and hands the signal to the sink's
+own queue (``enqueue``). ``await drain(timeout)`` waits until everything handed over has been written
+(or sent); ``await close()`` drains what it can and releases the sink's resources. ``stats()`` is a
+JSON-ready dict of counters.
+
+Pure Python (no numpy): the config is validated before anything heavy is imported.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import logging
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from engine.signals.events import Signal
+
+log = logging.getLogger("tickdeck.sinks")
+
+
+@dataclass(frozen=True, slots=True)
+class SignalFilter:
+    """Which signals a sink takes: ``None`` for a field means any value; otherwise the signal's symbol,
+    rule id and direction must each be in the given set."""
+
+    symbols: frozenset[str] | None = None
+    rules: frozenset[str] | None = None
+    directions: frozenset[str] | None = None
+
+    def matches(self, signal: Signal) -> bool:
+        return ((self.symbols is None or signal.symbol in self.symbols)
+                and (self.rules is None or signal.rule in self.rules)
+                and (self.directions is None or signal.direction in self.directions))
+
+    @property
+    def everything(self) -> bool:
+        return self.symbols is None and self.rules is None and self.directions is None
+
+    def describe(self) -> str:
+        parts = [f"{label} {', '.join(sorted(values))}" for label, values in
+                 (("symbols", self.symbols), ("rules", self.rules), ("directions", self.directions))
+                 if values is not None]
+        return "; ".join(parts) or "every signal"
+
+
+ANY = SignalFilter()
+
+
+class Sink(abc.ABC):
+    """One destination for signals. Subclasses implement ``start``, ``enqueue``, ``drain`` and
+    ``close``; ``deliver`` (the filter and the counters) is the same for all."""
+
+    type: ClassVar[str] = "sink"
+
+    def __init__(self, name: str, filter: SignalFilter = ANY) -> None:
+        self.name = name
+        self.filter = filter
+        self.delivered = 0  # signals that passed the filter and were handed to ``enqueue``
+        self.filtered = 0  # signals the filter turned away
+
+    @abc.abstractmethod
+    def start(self) -> None:
+        """Acquire what the sink needs (open a file, start a writer); raise if it cannot."""
+
+    def deliver(self, signal: Signal) -> bool:
+        """Filter ``signal`` and hand it over without blocking; True when the sink took it."""
+        if not self.filter.matches(signal):
+            self.filtered += 1
+            return False
+        self.delivered += 1
+        self.enqueue(signal)
+        return True
+
+    @abc.abstractmethod
+    def enqueue(self, signal: Signal) -> None:
+        """Queue one signal that passed the filter; must not block the event loop."""
+
+    async def drain(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds until every queued signal is written; True when none is left."""
+        return True
+
+    @abc.abstractmethod
+    async def close(self, timeout: float = 2.0) -> None:
+        """Write what is queued (for ``timeout`` seconds at most) and release the sink's resources; the
+        sink takes no signal afterwards."""
+
+    def stats(self) -> dict[str, Any]:
+        return {"type": self.type, "delivered": self.delivered, "filtered": self.filtered}
+
+
+class SinkGroup:
+    """Every sink of a run: one ``deliver`` fans a signal out; a sink that raises is counted and logged,
+    never allowed to stop the others or the runtime."""
+
+    def __init__(self, sinks: Iterable[Sink] = ()) -> None:
+        self.sinks: list[Sink] = list(sinks)
+        self.errors: dict[str, int] = {}
+
+    def __iter__(self) -> Iterator[Sink]:
+        return iter(self.sinks)
+
+    def __len__(self) -> int:
+        return len(self.sinks)
+
+    async def start(self) -> None:
+        """Start every sink in order; when one fails, close the ones already started and re-raise."""
+        started: list[Sink] = []
+        try:
+            for sink in self.sinks:
+                sink.start()
+                started.append(sink)
+        except BaseException:
+            await asyncio.gather(*(s.close() for s in started), return_exceptions=True)
+            raise
+
+    def deliver(self, signal: Signal) -> None:
+        for sink in self.sinks:
+            try:
+                sink.deliver(signal)
+            except Exception:
+                first = sink.name not in self.errors
+                self.errors[sink.name] = self.errors.get(sink.name, 0) + 1
+                if first:
+                    log.exception("sink %s failed to take a signal (logged once; counted after)", sink.name)
+
+    async def drain(self, timeout: float) -> bool:
+        """Drain every sink at once, ``timeout`` seconds at most; True when all of them are empty."""
+        if not self.sinks:
+            return True
+        results = await asyncio.gather(*(s.drain(timeout) for s in self.sinks), return_exceptions=True)
+        return all(r is True for r in results)
+
+    async def close(self, timeout: float = 2.0) -> None:
+        results = await asyncio.gather(*(s.close(timeout) for s in self.sinks), return_exceptions=True)
+        for sink, result in zip(self.sinks, results, strict=True):
+            if isinstance(result, BaseException):
+                log.error("sink %s did not close cleanly: %s", sink.name, result)
+
+    def stats(self) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for sink in self.sinks:
+            out[sink.name] = sink.stats()
+            if sink.name in self.errors:
+                out[sink.name]["deliver_errors"] = self.errors[sink.name]
+        return out
+
