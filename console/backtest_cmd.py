@@ -17,9 +17,7 @@ import argparse
 import csv
 import json
 import math
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import TextIO
 
@@ -38,6 +36,7 @@ from engine.backtest import (
 )
 from engine.backtest import run as run_backtest
 from engine.config import load_config
+from engine.files import write_atomically
 
 __all__ = ["BacktestError", "run"]
 
@@ -149,24 +148,6 @@ def _check_output(output: str) -> Path:
 def _write_atomically(signals: SignalTable, target: Path) -> None:
     """Write next to ``target`` and rename into place: readers never see a partial file."""
     try:
-        mode = target.stat().st_mode & 0o777
-    except FileNotFoundError:
-        umask = os.umask(0)
-        os.umask(umask)
-        mode = 0o666 & ~umask
-    try:
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        write_atomically(target, lambda fh: _write(signals, fh))
     except OSError as exc:
         raise BacktestError(f"cannot write {target}: {exc.strerror or exc}") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            _write(signals, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, target)
-    except BaseException as exc:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise BacktestError(f"cannot write {target}: {exc.strerror or exc}") from None
-        raise

@@ -19,14 +19,13 @@ temporary file next to it and renamed into place only when complete.
 from __future__ import annotations
 
 import csv
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import TextIO
 
 import numpy as np
 
+from engine.files import write_atomically
 from engine.indicators.catalogue import DEFAULT_OUTPUTS
 from engine.ohlcv_file import InputError, Table, parse_bars, read_csv  # cli.py catches InputError
 
@@ -83,27 +82,9 @@ def _check_output(output: str) -> Path:
 def _write_atomically(table: Table, out: np.ndarray, target: Path) -> None:
     """Write next to ``target`` and rename into place: readers never see a partial file."""
     try:
-        mode = target.stat().st_mode & 0o777
-    except FileNotFoundError:
-        umask = os.umask(0)
-        os.umask(umask)
-        mode = 0o666 & ~umask
-    try:
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        write_atomically(target, lambda fh: _write(table, out, fh))
     except OSError as exc:
         raise InputError(f"cannot write {target}: {exc.strerror or exc}") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            _write(table, out, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, target)
-    except BaseException as exc:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise InputError(f"cannot write {target}: {exc.strerror or exc}") from None
-        raise
 
 
 def run(input_path: str, output_path: str | None = None) -> int:
