@@ -39,6 +39,7 @@ from engine.signals.rules import RuleError, load_rules
 from engine.sinks.base import Sink, SinkGroup
 from engine.sinks.config import SinkError, build_sinks, load_sinks
 from engine.sinks.jsonl import JsonlStreamSink
+from engine.sinks.metrics import MetricsSink
 
 log = logging.getLogger("tickdeck.headless")
 
@@ -179,6 +180,16 @@ class Headless:
         self._stopping = asyncio.Event()
         self._force = asyncio.Event()
         self._process = psutil.Process()
+        self.feed_state = "connecting"
+
+    def figures(self) -> dict[str, Any]:
+        """What the metrics sink serves, read on the event loop at each request."""
+        stats, counters, m = self.runtime.engine.stats, self.runtime.feed.counters, self.runtime.metrics
+        p50, p99 = m.lag_percentiles()
+        return {"feed": self.feed.name, "state": self.feed_state, "ticks": stats.ticks, "bars": stats.bars,
+                "bad_messages": counters.bad_total, "reconnects": counters.reconnects,
+                "lag_p50_ms": p50, "lag_p99_ms": p99, "queue_depth": m.queue_depth,
+                "rss_bytes": self._process.memory_info().rss}
 
     # --- callbacks, on the event loop ----------------------------------------------------------------
     def on_update(self, update: Update) -> None:
@@ -187,6 +198,8 @@ class Headless:
             self.sinks.deliver(sig)
 
     def on_status(self, status: FeedStatus) -> None:
+        if not status.symbols:  # a per-symbol stale quote is not the feed's state
+            self.feed_state = status.state
         level = logging.WARNING if status.state in ("stale", "reconnecting", "failed") else logging.INFO
         detail = f" ({status.reason})" if status.reason else ""
         if status.retry_in:
@@ -360,6 +373,9 @@ async def serve(config: Config, *, signals_out: str | os.PathLike[str] | None = 
                  extra={"event": "start", "fields": {"feed": config.feed.name,
                                                      "sinks": [s.name for s in sinks]}})
         service = Headless(runtime, feed, sinks, status_every=status_every)
+        for sink in sinks:
+            if isinstance(sink, MetricsSink):
+                sink.figures = service.figures
         handler[0] = service.request_stop
         for name in early:
             service.request_stop(name)

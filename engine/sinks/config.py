@@ -1,12 +1,13 @@
 """``[[sinks]]`` tables: checked at load into frozen ``SinkSpec`` objects, built into sinks at start.
 
-Pure Python, like the rules: a config is validated before anything heavy is imported. Every mistake
-raises ``SinkError`` naming the sink (``sink #N``, its 1-based position in its file, its name when it has
-one, and its type), the file and the key, and saying what is allowed.
+Pure Python, like the rules: a config is validated before anything heavy is imported (the network sinks'
+modules, which import aiohttp, are imported by ``build_sink`` only). Every mistake raises ``SinkError``
+naming the sink (``sink #N``, its 1-based position in its file, its name when it has one, and its type),
+the file and the key, and saying what is allowed.
 
 Keys every sink takes::
 
-    type = "jsonl"            # required; known: jsonl
+    type = "jsonl"            # required; known: jsonl, webhook, telegram, metrics
     name = "audit"            # optional, unique ([a-z0-9_-]+); default "<type>-<N>"
     enabled = true
     symbols = ["BTCUSDT"]     # optional filters: only signals of these symbols,
@@ -20,32 +21,93 @@ Keys every sink takes::
     max_bytes = 104857600     # rotate before the file would grow past this (default 100 MiB)
     backups = 5               # rotated files kept: path.1 (newest) .. path.5
 
-``webhook``, ``telegram``, ``websocket`` and ``metrics`` sinks are planned; naming one is an error that
-says it is not available in this version and lists the types that are.
+``webhook``: every signal POSTed as JSON (``Signal.to_dict()``) to a URL (``engine.sinks.webhook``)::
+
+    url = "https://hooks.example.com/tickdeck"   # required; http or https
+    headers = { Authorization = "Bearer ..." }   # optional extra request headers
+    timeout = 5.0             # seconds per attempt
+    retries = 5               # after the first attempt, on timeouts, connection errors, 5xx and 429
+    backoff = 0.5             # first retry delay (s); doubles, with jitter, up to max_backoff
+    max_backoff = 30.0        # a Retry-After from the server is honoured instead (up to 600 s)
+    queue = 10000             # signals waiting to be sent, at most
+    dead_letter = "webhook-1.dead.jsonl"   # default "<name>.dead.jsonl" next to the config file
+
+A signal that cannot be delivered (a 4xx answer other than 429, retries used up, the queue full, still
+queued when the sink closes) is appended to the dead-letter file, one JSON line with the reason, never
+dropped.
+
+``telegram``: every signal as a Bot API ``sendMessage`` (``engine.sinks.telegram``)::
+
+    chat_id = 123456789       # required: a chat id, or "@channelname"
+    token_env = "TICKDECK_TELEGRAM_TOKEN"  # the environment variable holding the bot token (the
+                              #   default); the token itself never goes in a config file
+    base_url = "https://api.telegram.org"
+    timeout, retries, backoff, max_backoff, queue, dead_letter   # as for webhook
+
+The token variable must be set (to ``<digits>:<letters>``) when the config of an enabled telegram sink is
+loaded; errors name the variable, never its value.
+
+``metrics``: a Prometheus endpoint, ``/metrics``, and ``/health`` (``engine.sinks.metrics``)::
+
+    host = "127.0.0.1"        # the address to listen on
+    port = 9464               # 0: any free port
+    # /health is 200 while the feed is live, 503 otherwise; tickdeck_signals_total counts the signals
+    # this sink's filter takes
+
+Two metrics sinks may not listen on the same host and port; no two sinks may write the same file (a
+jsonl path or a dead-letter file).
+
+The ``websocket`` sink is planned; naming it is an error that says it is not available in this version
+and lists the types that are.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
+from urllib.parse import urlsplit
 
 from engine.sinks.base import SignalFilter, Sink
 from engine.sinks.jsonl import DEFAULT_BACKUPS, DEFAULT_MAX_BYTES, JsonlSink
 
-SINK_TYPES: tuple[str, ...] = ("jsonl",)
-PLANNED_TYPES: tuple[str, ...] = ("webhook", "telegram", "websocket", "metrics")
+SINK_TYPES: tuple[str, ...] = ("jsonl", "webhook", "telegram", "metrics")
+PLANNED_TYPES: tuple[str, ...] = ("websocket",)
 COMMON_KEYS: tuple[str, ...] = ("type", "name", "enabled", "symbols", "rules", "directions")
-TYPE_KEYS: dict[str, tuple[str, ...]] = {"jsonl": ("path", "fsync", "max_bytes", "backups")}
+HTTP_KEYS: tuple[str, ...] = ("timeout", "retries", "backoff", "max_backoff", "queue", "dead_letter")
+TYPE_KEYS: dict[str, tuple[str, ...]] = {
+    "jsonl": ("path", "fsync", "max_bytes", "backups"),
+    "webhook": ("url", "headers", *HTTP_KEYS),
+    "telegram": ("chat_id", "token_env", "base_url", *HTTP_KEYS),
+    "metrics": ("host", "port"),
+}
 DIRECTIONS: tuple[str, ...] = ("up", "down")
 COMMAND_LINE = "the command line"
 MAX_BACKUPS = 1000
 
+# the network sinks' defaults (their modules import these: this one must not import them)
+DEFAULT_TIMEOUT_S = 5.0
+DEFAULT_RETRIES = 5
+MAX_RETRIES = 100
+DEFAULT_BACKOFF_S = 0.5
+DEFAULT_MAX_BACKOFF_S = 30.0
+DEFAULT_QUEUE = 10_000
+DEFAULT_TOKEN_ENV = "TICKDECK_TELEGRAM_TOKEN"
+DEFAULT_TELEGRAM_URL = "https://api.telegram.org"
+DEFAULT_METRICS_HOST = "127.0.0.1"
+DEFAULT_METRICS_PORT = 9464
+
 _NAME = re.compile(r"[a-z0-9_-]+")
 _NAME_HELP = "a unique name of lowercase letters, digits, '_' and '-'"
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_TOKEN = re.compile(r"[0-9]+:[A-Za-z0-9_-]+")
+_TOKEN_HELP = "<digits>:<letters, digits, '_' or '-'>, as @BotFather gives it"
+_HEADER = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP token (RFC 9110)
+_CHAT = re.compile(r"-?[0-9]+|@[A-Za-z][A-Za-z0-9_]{3,}")
 
 
 class SinkError(ValueError):
@@ -59,12 +121,60 @@ class SinkError(ValueError):
         super().__init__(f"{where}: {message}")
 
 
+def token_problem(env: Mapping[str, str], var: str) -> str | None:
+    """Why the bot token in environment variable ``var`` cannot be used, or None when it can. The
+    message names the variable and never shows its value."""
+    value = env.get(var)
+    if value is None or not value.strip():
+        return (f"the environment variable {var} (the Telegram bot token) is not set; set it, or name "
+                "another variable with token_env")
+    if not _TOKEN.fullmatch(value.strip()):
+        return f"the environment variable {var} does not hold a bot token ({_TOKEN_HELP})"
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class JsonlSettings:
     path: Path  # absolute
     fsync: bool = False
     max_bytes: int = DEFAULT_MAX_BYTES
     backups: int = DEFAULT_BACKUPS
+
+
+@dataclass(frozen=True, slots=True)
+class DeliverySettings:
+    """How the network sinks queue, retry and dead-letter (``webhook``, ``telegram``)."""
+
+    dead_letter: Path  # absolute
+    timeout: float = DEFAULT_TIMEOUT_S
+    retries: int = DEFAULT_RETRIES
+    backoff: float = DEFAULT_BACKOFF_S
+    max_backoff: float = DEFAULT_MAX_BACKOFF_S
+    queue: int = DEFAULT_QUEUE
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookSettings:
+    url: str
+    delivery: DeliverySettings
+    headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)  # may carry credentials
+
+
+@dataclass(frozen=True, slots=True)
+class TelegramSettings:
+    chat_id: int | str
+    delivery: DeliverySettings
+    token_env: str = DEFAULT_TOKEN_ENV  # the variable's name; the token is read when the sink starts
+    base_url: str = DEFAULT_TELEGRAM_URL
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsSettings:
+    host: str = DEFAULT_METRICS_HOST
+    port: int = DEFAULT_METRICS_PORT
+
+
+Settings = JsonlSettings | WebhookSettings | TelegramSettings | MetricsSettings
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,43 +186,64 @@ class SinkSpec:
     label: str  # "sink #2 (jsonl)", as messages name it
     file: str
     filter: SignalFilter
-    settings: JsonlSettings
+    settings: Settings
     enabled: bool = True
+
+    def files(self) -> tuple[tuple[str | None, Path], ...]:
+        """The files this sink appends to, each with the key that names it (None: the command line)."""
+        s = self.settings
+        if isinstance(s, JsonlSettings):
+            return (("path" if self.file != COMMAND_LINE else None, s.path),)
+        if isinstance(s, WebhookSettings | TelegramSettings):
+            return (("dead_letter", s.delivery.dead_letter),)
+        return ()
 
 
 def load_sinks(tables: Iterable[tuple[Mapping[str, Any], str | os.PathLike[str]]], *,
                rule_ids: Sequence[str] | None = None,
-               signals_out: str | os.PathLike[str] | None = None) -> tuple[SinkSpec, ...]:
+               signals_out: str | os.PathLike[str] | None = None,
+               env: Mapping[str, str] | None = None) -> tuple[SinkSpec, ...]:
     """Check every (table, file) pair, in order, then add ``--signals-out`` (a jsonl sink of every signal).
 
     ``rule_ids``, when given, are the configured rules: a ``rules`` filter naming another id is an error.
-    Names must be unique, and no two jsonl sinks may write the same file.
+    ``env`` (default ``os.environ``) is where a telegram sink's ``token_env`` must be set. Names must be
+    unique, no two sinks may write the same file, and no two metrics sinks may listen on the same port.
     """
+    environ = os.environ if env is None else env
     specs: list[SinkSpec] = []
     positions: dict[str, int] = {}
     for table, path in tables:
         file = os.fspath(path)
         position = positions[file] = positions.get(file, 0) + 1
-        specs.append(_Parser(table, file, position, rule_ids).spec())
+        specs.append(_Parser(table, file, position, rule_ids, environ).spec())
     if signals_out is not None:
         specs.append(signals_out_spec(signals_out))
     names: dict[str, SinkSpec] = {}
     files: dict[Path, SinkSpec] = {}
+    ports: dict[tuple[str, int], SinkSpec] = {}
     for spec in specs:
         if spec.name in names:
             first = names[spec.name]
             raise SinkError(spec.label, spec.file, "name", f"duplicate name {spec.name!r}; {first.label} of "
                             f"{first.file} has it already, and each sink needs {_NAME_HELP}")
         names[spec.name] = spec
-        if spec.enabled and spec.type == "jsonl":
-            target = spec.settings.path
+        if not spec.enabled:
+            continue
+        for key, target in spec.files():
             if target in files:
                 first = files[target]
                 other = "--signals-out" if first.file == COMMAND_LINE else f"{first.label} of {first.file}"
-                raise SinkError(spec.label, spec.file, "path" if spec.file != COMMAND_LINE else None,
+                raise SinkError(spec.label, spec.file, key,
                                 f"{target} is also written by {other}; two writers would interleave their "
-                                "rotations, so each jsonl sink needs its own file")
+                                "lines and rotations, so each sink needs its own file")
             files[target] = spec
+        s = spec.settings
+        if isinstance(s, MetricsSettings) and s.port != 0:
+            if (s.host, s.port) in ports:
+                first = ports[s.host, s.port]
+                raise SinkError(spec.label, spec.file, "port", f"{s.host}:{s.port} is also the address of "
+                                f"{first.label} of {first.file}; each metrics sink needs its own port")
+            ports[s.host, s.port] = spec
     return tuple(specs)
 
 
@@ -123,25 +254,46 @@ def signals_out_spec(path: str | os.PathLike[str]) -> SinkSpec:
                     JsonlSettings(target))
 
 
-def build_sink(spec: SinkSpec) -> Sink:
-    if spec.type == "jsonl":
-        s = spec.settings
+def build_sink(spec: SinkSpec, *, env: Mapping[str, str] | None = None) -> Sink:
+    """The sink ``spec`` describes, not started. The network sinks' modules are imported here, so a config
+    check never imports aiohttp. ``env`` (default ``os.environ``) is where a telegram sink reads its token
+    when it starts. A metrics sink has no figures yet: see ``engine.sinks.metrics.MetricsSink.figures``."""
+    s = spec.settings
+    if isinstance(s, JsonlSettings):
         return JsonlSink(s.path, fsync=s.fsync, max_bytes=s.max_bytes, backups=s.backups, name=spec.name,
                          filter=spec.filter)
-    raise ValueError(f"no sink type {spec.type!r}")  # load_sinks lets no other type through
+    if isinstance(s, WebhookSettings):
+        from engine.sinks.webhook import WebhookSink
+
+        return WebhookSink(s.url, headers=dict(s.headers), name=spec.name, filter=spec.filter,
+                           **_delivery(s.delivery))
+    if isinstance(s, TelegramSettings):
+        from engine.sinks.telegram import TelegramSink
+
+        return TelegramSink(s.chat_id, token_env=s.token_env, base_url=s.base_url, env=env, name=spec.name,
+                            filter=spec.filter, **_delivery(s.delivery))
+    from engine.sinks.metrics import MetricsSink
+
+    return MetricsSink(s.host, s.port, name=spec.name, filter=spec.filter)
 
 
-def build_sinks(specs: Iterable[SinkSpec]) -> list[Sink]:
+def _delivery(d: DeliverySettings) -> dict[str, Any]:
+    return {"dead_letter": d.dead_letter, "timeout": d.timeout, "retries": d.retries, "backoff": d.backoff,
+            "max_backoff": d.max_backoff, "queue": d.queue}
+
+
+def build_sinks(specs: Iterable[SinkSpec], *, env: Mapping[str, str] | None = None) -> list[Sink]:
     """The enabled sinks, in order (not started)."""
-    return [build_sink(spec) for spec in specs if spec.enabled]
+    return [build_sink(spec, env=env) for spec in specs if spec.enabled]
 
 
 class _Parser:
     def __init__(self, table: Mapping[str, Any], file: str, position: int,
-                 rule_ids: Sequence[str] | None) -> None:
+                 rule_ids: Sequence[str] | None, env: Mapping[str, str]) -> None:
         self.file = file
         self.position = position
         self.rule_ids = rule_ids
+        self.env = env
         self.label = f"sink #{position}"
         if not isinstance(table, Mapping):
             self.fail(None, f"must be a table of keys, got {type(table).__name__}")
@@ -173,26 +325,121 @@ class _Parser:
                 self.fail(str(key), f"unknown key for a {kind} sink; allowed: {', '.join(allowed)}")
         enabled = self.boolean("enabled", True)
         filter = SignalFilter(symbols=self.names("symbols"), rules=self.rules(), directions=self.directions())
-        return SinkSpec(kind, name, self.label, self.file, filter, self._jsonl(), enabled)
+        settings: Settings
+        if kind == "jsonl":
+            settings = self._jsonl()
+        elif kind == "webhook":
+            settings = self._webhook(name)
+        elif kind == "telegram":
+            settings = self._telegram(name, enabled)
+        else:
+            settings = self._metrics()
+        return SinkSpec(kind, name, self.label, self.file, filter, settings, enabled)
 
     def _jsonl(self) -> JsonlSettings:
-        return JsonlSettings(path=self.path("path"), fsync=self.boolean("fsync", False),
+        return JsonlSettings(path=self.path("path", "the file to append signals to"),
+                             fsync=self.boolean("fsync", False),
                              max_bytes=self.integer("max_bytes", DEFAULT_MAX_BYTES, 1),
                              backups=self.integer("backups", DEFAULT_BACKUPS, 0, MAX_BACKUPS))
 
+    def _delivery(self, name: str) -> DeliverySettings:
+        backoff = self.number("backoff", DEFAULT_BACKOFF_S)
+        max_backoff = self.number("max_backoff", max(DEFAULT_MAX_BACKOFF_S, backoff))
+        if max_backoff < backoff:
+            self.fail("max_backoff", f"must be at least backoff ({backoff:g} s), got {max_backoff:g}")
+        dead_letter = (self.path("dead_letter", "") if "dead_letter" in self.table
+                       else self.relative(Path(f"{name}.dead.jsonl")))
+        return DeliverySettings(dead_letter=dead_letter, timeout=self.number("timeout", DEFAULT_TIMEOUT_S),
+                                retries=self.integer("retries", DEFAULT_RETRIES, 0, MAX_RETRIES),
+                                backoff=backoff, max_backoff=max_backoff,
+                                queue=self.integer("queue", DEFAULT_QUEUE, 1))
+
+    def _webhook(self, name: str) -> WebhookSettings:
+        if "url" not in self.table:
+            self.fail("url", "required: the http(s) URL to POST signals to")
+        return WebhookSettings(url=self.url("url"), delivery=self._delivery(name), headers=self.headers())
+
+    def _telegram(self, name: str, enabled: bool) -> TelegramSettings:
+        t = self.table
+        if "chat_id" not in t:
+            self.fail("chat_id", "required: the chat to send to (a chat id, or \"@channelname\")")
+        chat = t["chat_id"]
+        if isinstance(chat, bool) or not isinstance(chat, int | str):
+            self.fail("chat_id", f"must be a chat id (an integer) or \"@channelname\", got {chat!r}")
+        if isinstance(chat, str):
+            chat = chat.strip()
+            if not _CHAT.fullmatch(chat):
+                self.fail("chat_id", f"must be a chat id (an integer) or \"@channelname\", got {chat!r}")
+            if chat[0] != "@":
+                chat = int(chat)
+        token_env = t.get("token_env", DEFAULT_TOKEN_ENV)
+        if not isinstance(token_env, str) or not _ENV_NAME.fullmatch(token_env):
+            self.fail("token_env", "must be the name of an environment variable (letters, digits and '_'), "
+                                   f"got {token_env!r}; the token itself never goes in a config file")
+        if enabled and (problem := token_problem(self.env, token_env)) is not None:
+            self.fail("token_env", problem)
+        base_url = self.url("base_url", DEFAULT_TELEGRAM_URL, path=False)
+        return TelegramSettings(chat_id=chat, delivery=self._delivery(name), token_env=token_env,
+                                base_url=base_url)
+
+    def _metrics(self) -> MetricsSettings:
+        host = self.table.get("host", DEFAULT_METRICS_HOST)
+        if not isinstance(host, str) or not host.strip() or any(c.isspace() for c in host.strip()):
+            self.fail("host", f"must be an address or host name to listen on, e.g. \"127.0.0.1\", "
+                              f"got {host!r}")
+        return MetricsSettings(host=host.strip(), port=self.integer("port", DEFAULT_METRICS_PORT, 0, 65535))
+
     # --- values -------------------------------------------------------------------------------------
-    def path(self, key: str) -> Path:
+    def path(self, key: str, what: str) -> Path:
         if key not in self.table:
-            self.fail(key, "required: the file to append signals to")
+            self.fail(key, f"required: {what}")
         value = self.table[key]
         if not isinstance(value, str) or not value.strip():
             self.fail(key, f"must be a file path (a non-empty string), got {value!r}")
-        path = Path(value.strip()).expanduser()
+        return self.relative(Path(value.strip()).expanduser())
+
+    def relative(self, path: Path) -> Path:
+        """``path`` made absolute: a relative path is relative to the config file's directory."""
         if not path.is_absolute():
             config_file = Path(self.file)
             base = config_file.parent if config_file.is_file() else Path.cwd()
             path = base / path
         return Path(os.path.abspath(path))
+
+    def url(self, key: str, default: str | None = None, *, path: bool = True) -> str:
+        value = self.table.get(key, default)
+        what = "an http:// or https:// URL" + ("" if path else " with no path, query or fragment")
+        if not isinstance(value, str) or any(c.isspace() for c in value.strip()):
+            self.fail(key, f"must be {what}, got {value!r}")
+        text = value.strip()
+        try:
+            parts = urlsplit(text)
+            parts.port  # noqa: B018 (raises ValueError for a port out of range)
+        except ValueError:
+            self.fail(key, f"must be {what}, got {_shown_url(text)!r}")
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            self.fail(key, f"must be {what}, got {_shown_url(text)!r}")
+        if not path:
+            if parts.path.strip("/") or parts.query or parts.fragment:
+                self.fail(key, f"must be {what}, got {_shown_url(text)!r}")
+            return text.rstrip("/")
+        return text
+
+    def headers(self) -> tuple[tuple[str, str], ...]:
+        value = self.table.get("headers", {})
+        if not isinstance(value, Mapping):
+            self.fail("headers", "must be a table of header names and string values, "
+                                 "e.g. headers = { Authorization = \"Bearer ...\" }")
+        out: list[tuple[str, str]] = []
+        for header, text in value.items():
+            if not isinstance(header, str) or not _HEADER.fullmatch(header):
+                self.fail("headers", f"{header!r} is not an HTTP header name")
+            if header.lower() in ("content-length", "transfer-encoding", "host"):
+                self.fail("headers", f"{header} is set by the sink itself")
+            if not isinstance(text, str) or "\r" in text or "\n" in text:  # the value may be a secret
+                self.fail("headers", f"the value of {header} must be a string on one line")
+            out.append((header, text))
+        return tuple(out)
 
     def boolean(self, key: str, default: bool) -> bool:
         value = self.table.get(key, default)
@@ -207,6 +454,14 @@ class _Parser:
             what = f"an integer >= {low}" if high is None else f"an integer from {low} to {high}"
             self.fail(key, f"must be {what}, got {value!r}")
         return int(value)
+
+    def number(self, key: str, default: float) -> float:
+        """A number of seconds > 0."""
+        value = self.table.get(key, default)
+        if (isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value)
+                or value <= 0):
+            self.fail(key, f"must be a number of seconds > 0, got {value!r}")
+        return float(value)
 
     def names(self, key: str) -> frozenset[str] | None:
         if key not in self.table:
@@ -237,3 +492,13 @@ class _Parser:
                 self.fail("directions", f"must list directions out of {', '.join(DIRECTIONS)}, "
                                         f"got {', '.join(map(repr, wrong))}")
         return values
+
+
+def _shown_url(url: str) -> str:
+    """``url`` as an error may show it: scheme and host only, since a webhook's path or user info is often
+    its secret."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url[:12] + ("..." if len(url) > 12 else "")
+    host, slash, _ = rest.partition("/")
+    return f"{scheme}://{host.rpartition('@')[2]}" + ("/..." if slash else "")

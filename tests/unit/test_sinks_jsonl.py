@@ -351,7 +351,7 @@ def test_a_jsonl_sink_table_loads_with_its_filter_and_a_path_relative_to_its_fil
     ('type = "jsonl"\npath = "a"\nsymbols = []', "sink #2 (jsonl)", "symbols", "non-empty list"),
     ('type = "jsonl"\nname = "audit"\npath = "b"', "sink #2 'audit' (jsonl)", "path", "also written by"),
     ('type = "webhok"', "sink #2 (webhok)", "type", "unknown sink type 'webhok'; known: jsonl"),
-    ('type = "telegram"', "sink #2 (telegram)", "type", "not available in this version; available: jsonl"),
+    ('type = "telegram"', "sink #2 (telegram)", "chat_id", "required"),
     ('path = "a"', "sink #2", "type", "required: one of jsonl"),
 ])
 def test_sink_config_errors_name_the_sink_the_file_and_the_key(tmp_path: Path, body: str, sink: str,
