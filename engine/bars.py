@@ -50,13 +50,15 @@ def _commit_closed(k, plan_i, plan_f, st, committed, counts, c_slot, c_t, c_bar,
 
 
 @njit
-def ingest(sym, ts, price, size, interval, fstart, fb, plan_i, plan_f, st, committed, provisional,
+def ingest(sym, ts, price, size, interval, fstart, fb, carry, plan_i, plan_f, st, committed, provisional,
            counts, ht, hb, hhead, hcount, c_slot, c_t, c_bar, c_vals, dirty, d_list, stats):
     """Apply a batch of ticks. Returns (closed bars recorded, dirty symbols listed).
 
     Three phases: build bars tick by tick (closes go to history and to the ``c_*`` records); commit
     the closed bars to the indicators, instance-major; then compute provisional values once for each
     symbol whose forming bar changed (listed in ``d_list``). ``dirty`` is scratch, left clear.
+    ``carry`` holds, per symbol, the volume of late ticks that arrived while no bar was forming; the
+    next bar that forms takes it, so no volume is lost and no closed bar is opened twice.
     """
     k = 0
     nd = 0
@@ -75,13 +77,22 @@ def ingest(sym, ts, price, size, interval, fstart, fb, plan_i, plan_f, st, commi
             k += 1
             stats[ST_BARS] += 1
             cur = NO_BAR
+        if cur == NO_BAR and hcount[s] > 0:
+            last = hhead[s] - 1
+            if last < 0:
+                last += ht.shape[1]
+            if start <= ht[s, last]:  # for a bar that has already closed (on the clock): late
+                stats[ST_LATE] += 1
+                carry[s] += q
+                continue
         if cur == NO_BAR:
             fstart[s] = start
             fb[s, 0] = p
             fb[s, 1] = p
             fb[s, 2] = p
             fb[s, 3] = p
-            fb[s, 4] = q
+            fb[s, 4] = q + carry[s]
+            carry[s] = 0.0
         elif start < cur:
             stats[ST_LATE] += 1
             fb[s, 4] += q

@@ -56,6 +56,7 @@ class Engine:
         # forming bars
         self.forming_start = np.full(capacity, barkernel.NO_BAR, dtype=np.int64)
         self.forming = np.zeros((capacity, 5), dtype=np.float64)
+        self.carry = np.zeros(capacity, dtype=np.float64)  # late volume waiting for the next bar
         # per-batch scratch, sized once
         self._batch = batch_capacity
         n_out = self.bank.committed.shape[0]
@@ -81,7 +82,7 @@ class Engine:
             closed, dirty = barkernel.ingest(
                 np.ascontiguousarray(chunk["sym"]), np.ascontiguousarray(chunk["ts"]),
                 np.ascontiguousarray(chunk["price"]), np.ascontiguousarray(chunk["size"]),
-                self.interval_ns, self.forming_start, self.forming, *self._bank_args(),
+                self.interval_ns, self.forming_start, self.forming, self.carry, *self._bank_args(),
                 self.bank.provisional, self.bank.counts, *self._history_args(), *self._closed_args(),
                 self._dirty, self._d_list, self._stats,
             )
@@ -142,10 +143,11 @@ class Engine:
         self.history.reset(slot)
         self.detector.reset(slot)
         self.forming_start[slot] = barkernel.NO_BAR
+        self.carry[slot] = 0.0
 
     @property
     def nbytes(self) -> int:
         """Bytes held in the engine's preallocated arrays."""
-        arrays = (self.forming_start, self.forming, self._c_slot, self._c_t, self._c_bar, self._c_vals,
-                  self._dirty, self._d_list)
+        arrays = (self.forming_start, self.forming, self.carry, self._c_slot, self._c_t, self._c_bar,
+                  self._c_vals, self._dirty, self._d_list)
         return self.bank.nbytes + self.history.nbytes + sum(a.nbytes for a in arrays)

@@ -143,3 +143,20 @@ def test_small_batch_capacity_splits_transparently() -> None:
     b.ingest(tk)
     np.testing.assert_array_equal(a.bank.committed, b.bank.committed)
     np.testing.assert_array_equal(a.history.bars, b.history.bars)
+
+
+def test_a_late_tick_after_a_clock_close_does_not_reopen_the_bar() -> None:
+    """close_due closed the bar; a tick for it arriving later is late: counted, its volume carried into
+    the next bar, and no second bar with the same time reaches history or the indicators."""
+    e = engine(SEC)
+    e.ingest(ticks([(0, T0 + SEC // 2, 100.0, 1)]))
+    e.close_due(T0 + SEC)
+    e.ingest(ticks([(0, T0 + SEC // 2, 101.0, 4)]))
+    assert e.forming_bar(0) is None and e.stats.late_ticks == 1
+    e.ingest(ticks([(0, T0 + 3 * SEC, 102.0, 2)]))
+    e.close_due(T0 + 4 * SEC)
+    t, bars = e.history.tail(0)
+    assert t.tolist() == [T0, T0 + 3 * SEC]
+    assert bars[:, 3].tolist() == [100.0, 102.0]
+    assert bars[:, 4].tolist() == [1.0, 6.0]  # the late tick's 4 arrive with the next bar
+    assert e.bank.counts[0] == 2
