@@ -18,8 +18,7 @@ import numpy as np
 from engine.history import push_bar
 from engine.indicators.dispatch import apply_bars
 from engine.jit import njit
-
-NO_BAR = np.iinfo(np.int64).min
+from engine.ticks import NO_BAR
 
 # stats slots
 ST_TICKS, ST_BARS, ST_LATE, ST_BAD = 0, 1, 2, 3

@@ -28,7 +28,10 @@ from engine.feeds.base import Feed, FeedStatus
 from engine.pipeline import Engine
 from engine.signals.events import Signal
 from engine.signals.rules import load_rules
-from engine.snapshot import MarketSnapshot, build_snapshot
+from engine.snapshot import MarketSnapshot, PipelineHealth, Update, build_snapshot
+
+__all__ = ["EngineThread", "FeedUnavailable", "PipelineHealth", "Runtime", "RuntimeMetrics", "Update",
+           "build_engine", "build_feed"]
 
 T = TypeVar("T")
 
@@ -135,30 +138,6 @@ def _register(engine: Engine, names: Sequence[str]) -> None:
     """Give the feed's symbols their slots up front, so the watchlist shows them before a trade."""
     for name in names:
         engine.add_symbol(name)
-
-
-@dataclass(frozen=True)
-class PipelineHealth:
-    """How the feed and the pipeline are coping, as of one frame (copied, so a UI may keep it)."""
-
-    lag_p50_ms: float = 0.0  # receive -> processed, over the recent batches
-    lag_p99_ms: float = 0.0
-    queue_depth: int = 0
-    queue_depth_max: int = 0
-    coalesced: int = 0  # batches merged because the engine was behind
-    bad_messages: int = 0
-    reconnects: int = 0
-    gaps: int = 0
-    duplicates: int = 0
-
-
-@dataclass(frozen=True)
-class Update:
-    """What one processed batch produced: new signals, and a snapshot (with health) when a frame is due."""
-
-    signals: tuple[Signal, ...]
-    snapshot: MarketSnapshot | None
-    health: PipelineHealth | None = None
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Immutable snapshots of the market for the UI and for subscribers.
+"""Immutable snapshots of the market for the UI and for subscribers, and the frame types around them.
 
 The runtime builds one snapshot per frame from the engine's arrays, in the thread that owns the engine,
 and hands it over. Every array in a snapshot is a fresh copy marked read-only, so a widget can never
@@ -10,11 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from engine.bars import NO_BAR
-from engine.pipeline import Engine
+from engine.signals.events import Signal
+from engine.ticks import NO_BAR
+
+if TYPE_CHECKING:  # the frame types stay importable without numba (an attached console has none)
+    from engine.pipeline import Engine
 
 
 def _frozen(a: np.ndarray) -> np.ndarray:
@@ -79,3 +83,27 @@ def build_snapshot(engine: Engine, symbols: Sequence[str], outputs: Sequence[str
         ))
     stats = engine.stats
     return MarketSnapshot(at_ns=at_ns, quotes=tuple(quotes), ticks=stats.ticks, bars=stats.bars)
+
+
+@dataclass(frozen=True)
+class PipelineHealth:
+    """How the feed and the pipeline are coping, as of one frame (copied, so a UI may keep it)."""
+
+    lag_p50_ms: float = 0.0  # receive -> processed, over the recent batches
+    lag_p99_ms: float = 0.0
+    queue_depth: int = 0
+    queue_depth_max: int = 0
+    coalesced: int = 0  # batches merged because the engine was behind
+    bad_messages: int = 0
+    reconnects: int = 0
+    gaps: int = 0
+    duplicates: int = 0
+
+
+@dataclass(frozen=True)
+class Update:
+    """What one processed batch produced: new signals, and a snapshot (with health) when a frame is due."""
+
+    signals: tuple[Signal, ...]
+    snapshot: MarketSnapshot | None
+    health: PipelineHealth | None = None

@@ -11,6 +11,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+NO_BAR = np.iinfo(np.int64).min  # "no forming bar" in per-symbol bar-start arrays
+
 TICK_DTYPE = np.dtype(
     [
         ("sym", np.int32),  # slot in the SymbolTable
