@@ -12,7 +12,11 @@ snapshot the watchlist says "starting engine…" (the first run of a new version
 kernels, which can take a minute; later runs load them from the cache).
 
 Worker errors are handled in one place, :meth:`TickdeckApp.on_worker_state_changed`: the error is shown
-as a notification and on the header line, and the app stays up.
+as a notification (and, for the runtime, on the header line), and the app stays up.
+
+``b`` (or the palette's "Backtest rules on <SYMBOL>") backtests the configured rules on the selected
+symbol's loaded history: the bars are copied on the event loop (see :func:`_copy_history`), replayed in
+a thread worker (``backtest``) that posts ``BacktestFinished``, and shown in ``BacktestScreen``.
 """
 
 from __future__ import annotations
@@ -25,24 +29,31 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.reactive import reactive
 from textual.widgets import Footer
-from textual.worker import Worker, WorkerState
+from textual.worker import Worker, WorkerState, get_current_worker
 
 from console.messages import FeedStatusChanged, RuntimeReady, SignalsDetected, SnapshotReady
 from themes import APP_CSS_PATH, DEFAULT_THEME, THEME_NAMES, next_theme, register_themes
+from widgets.backtest_view import BacktestCommands, BacktestFinished, BacktestScreen
 from widgets.header import HeaderBar, TickRate
 from widgets.help_screen import HelpScreen
 from widgets.signal_log import SignalLog
 from widgets.watchlist import Watchlist
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from engine.config import Config
     from engine.feeds.base import FeedStatus
+    from engine.pipeline import Engine
     from engine.runtime import Runtime, Update
     from engine.signals.events import Signal
     from engine.snapshot import MarketSnapshot
 
 RUNTIME_GROUP = "feed:runtime"
 """The worker group of the runtime (``exclusive``: starting it again replaces the running one)."""
+BACKTEST_GROUP = "backtest"
+BACKTEST_MIN_BARS = 30
+"""Fewer closed bars than this: a notification instead of a backtest."""
 
 
 def _build_runtime(config: Config) -> Runtime:
@@ -58,8 +69,30 @@ def _describe(error: BaseException | None) -> str:
     return str(error) or type(error).__name__
 
 
+def _copy_history(engine: Engine, symbol: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """Copies of ``symbol``'s closed bars, (times, o h l c v), oldest first; None for an unknown symbol.
+
+    Taken on the event loop: the runtime keeps its engine thread to itself. That thread is the only
+    writer, inside ``ingest``/``close_due``, and writes each bar before moving its ring's head past
+    it, so the copy leaves out the position the next bar goes to (it keeps ``depth - 1`` bars) and is
+    taken again if the head moved meanwhile: no half-written bar, no bar overwritten while copied.
+    """
+    slot = engine.symbols.get(symbol)
+    if slot is None:
+        return None
+    history = engine.history
+    for _ in range(10):
+        head = int(history.head[slot])
+        copied = history.tail(slot, history.depth - 1)
+        if int(history.head[slot]) == head:
+            return copied
+    raise RuntimeError(f"the history of {symbol} kept changing while it was copied; try again")
+
+
 class TickdeckApp(App[int]):
     """The tickdeck console. Build it with :func:`build_app`."""
+
+    COMMANDS = App.COMMANDS | {BacktestCommands}
 
     CSS_PATH = APP_CSS_PATH
     TITLE = "tickdeck"
@@ -69,6 +102,7 @@ class TickdeckApp(App[int]):
         Binding("space", "toggle_pause", "Pause"),
         Binding("question_mark", "help", "Help"),
         Binding("t", "cycle_theme", "Theme"),
+        Binding("b", "backtest", "Backtest"),
     ]
 
     paused: reactive[bool] = reactive(False, init=False)
@@ -139,6 +173,8 @@ class TickdeckApp(App[int]):
             text = _describe(worker.error)
             self.log.error(f"worker {worker.name!r} failed", worker.error)
             self.notify(text, title=f"{worker.name} stopped", severity="error", timeout=15)
+            if worker.group != RUNTIME_GROUP:  # a backtest failed: the feed is fine
+                return
             header = self.header
             header.state, header.reason = "failed", text
             if self.watchlist.snapshot is None:
@@ -206,6 +242,58 @@ class TickdeckApp(App[int]):
         self.theme = next_theme(self.theme)
         self.notify(f"theme: {self.theme}", timeout=2)
 
+    # --- backtest ----------------------------------------------------------------------------------
+    def action_backtest(self) -> None:
+        """Backtest the configured rules on the selected symbol's loaded history."""
+        symbol = self.selected_symbol()
+        if symbol is None:
+            self.notify("no symbol to backtest yet", severity="warning")
+        else:
+            self.backtest_symbol(symbol)
+
+    def selected_symbol(self) -> str | None:
+        """The symbol of the watchlist's cursor row; None until the rows appear."""
+        table = self.watchlist.table
+        if not table.row_count:
+            return None
+        return str(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value)
+
+    def backtest_symbol(self, symbol: str) -> None:
+        """Copy ``symbol``'s loaded history and backtest it in a thread (too little: a notification)."""
+        engine: Engine | None = getattr(self.runtime, "engine", None)  # None for an attached console
+        if engine is None:
+            why = "the engine is still starting" if self.runtime is None else "no local engine (attached)"
+            self.notify(f"cannot backtest {symbol}: {why}", title="No history", severity="warning")
+            return
+        copied = _copy_history(engine, symbol)
+        loaded = 0 if copied is None else len(copied[0])
+        if copied is None or loaded < BACKTEST_MIN_BARS:
+            self.notify(f"{symbol} has {loaded} closed bars loaded; a backtest needs at least "
+                        f"{BACKTEST_MIN_BARS}", title="Not enough history", severity="warning")
+            return
+        self.notify(f"{symbol}: {loaded:,} bars", title="Backtesting", timeout=3)
+        self.run_backtest(symbol, *copied, engine.interval_ns)
+
+    @work(thread=True, exclusive=True, group=BACKTEST_GROUP, exit_on_error=False, name="backtest")
+    def run_backtest(self, symbol: str, t: np.ndarray, bars: np.ndarray, interval_ns: int) -> None:
+        """Replay the copied bars through the configured rules; the thread only posts the report."""
+        import numpy as np
+
+        from engine.backtest import backtest_bars, select_rules
+
+        # A tick arriving after ``close_due`` closed its bar opens a second bar with that time (or an
+        # older one): such bars, not after every earlier bar, are left out (and counted).
+        before = np.concatenate([[np.iinfo(np.int64).min], np.maximum.accumulate(t)[:-1]])
+        keep = t > before
+        report = backtest_bars(symbol, t[keep], bars[keep], select_rules(self.config.rules), interval_ns)
+        if not get_current_worker().is_cancelled:  # else a newer backtest replaced this one
+            self.post_message(BacktestFinished(symbol, report, int(len(t) - keep.sum())))
+
+    def on_backtest_finished(self, message: BacktestFinished) -> None:
+        if isinstance(self.screen, BacktestScreen):
+            self.pop_screen()
+        self.push_screen(BacktestScreen(message.symbol, message.report, message.left_out))
+
 
 def build_app(config: Config, runtime: Runtime | None = None) -> TickdeckApp:
     """The console for ``config``: the one factory the CLI and the tests share.
@@ -216,8 +304,11 @@ def build_app(config: Config, runtime: Runtime | None = None) -> TickdeckApp:
     return TickdeckApp(config, runtime)
 
 
-def run_app(config: Config) -> int:
-    """Run the console in the terminal until the user quits; the exit status."""
-    app = build_app(config)
+def run_app(config: Config, runtime: Runtime | None = None) -> int:
+    """Run the console in the terminal until the user quits; the exit status.
+
+    ``runtime``: one already built; by default the app's worker builds a local one from ``config``.
+    """
+    app = build_app(config, runtime)
     app.run()
     return app.return_code or 0

@@ -1,7 +1,8 @@
 """Backtesting signal rules over OHLCV files, through the same engine and detector that run live.
 
 The files (CSV or Parquet, read and checked by ``engine.ohlcv_file``, with the checks the replay feed
-makes) hold one symbol each, named by the file's stem, or a ``symbol`` column. Every bar becomes the
+makes) hold one symbol each, named by the file's stem, or a ``symbol`` column (``backtest_bars`` takes
+one symbol's bars from memory instead, such as the console's loaded history). Every bar becomes the
 replay feed's four ticks (``bars_to_ticks``, which rebuild it exactly), the ticks of all symbols go to one
 ``Engine`` in bar-time order, in big batches (``Engine.ingest``), and the last bars are closed with
 ``Engine.close_due``: the signals are the ones a replay of the files emits, not a vectorised imitation.
@@ -493,10 +494,40 @@ def run(paths: Sequence[str], rules: Sequence[Rule], seed: int = 0) -> Report:
     """Read, replay and evaluate; the report carries how long each part took."""
     start = time.perf_counter()
     series = load_series(paths)
-    read = time.perf_counter()
+    return _measure(series, rules, seed, list(paths), time.perf_counter() - start)
+
+
+def backtest_bars(symbol: str, t: np.ndarray, ohlcv: np.ndarray, rules: Sequence[Rule], interval_ns: int,
+                  seed: int = 0) -> Report:
+    """:func:`run` on one symbol's bars held in memory (such as the console's loaded history).
+
+    ``t``: bar times, UTC ns, oldest first, at least ``interval_ns`` apart; ``ohlcv``: float64[n, 5]
+    (open, high, low, close, volume) as the engine builds them; ``interval_ns``: the bar interval. The
+    report's ``files`` is empty and its ``read_s`` is the time taken to set the bars up.
+    """
+    start = time.perf_counter()
+    times = np.asarray(t, dtype=np.int64)
+    bars = np.asarray(ohlcv, dtype=np.float64)
+    if bars.ndim != 2 or bars.shape != (len(times), 5):
+        raise BacktestError(f"{symbol}: expected {len(times)} bars of 5 values (o h l c v), got {bars.shape}")
+    if interval_ns <= 0 or len(times) < 2:
+        raise BacktestError(f"{symbol}: {len(times)} bar(s) of {interval_ns} ns; "
+                            "a backtest needs at least 2 bars and a positive interval")
+    if np.any(np.diff(times) < interval_ns):
+        raise BacktestError(f"{symbol}: bar times must increase by at least the interval "
+                            f"({format_interval(interval_ns)})")
+    o, h, lo, c, v = (np.ascontiguousarray(bars[:, j]) for j in range(5))
+    series = Series([], [symbol], np.array([0, len(times)], dtype=np.int64), times, o, h, lo, c, v,
+                    int(interval_ns))
+    return _measure(series, rules, seed, [], time.perf_counter() - start)
+
+
+def _measure(series: Series, rules: Sequence[Rule], seed: int, files: list[str], read_s: float) -> Report:
+    """Replay and evaluate ``series``; the report, with how long each part took."""
+    start = time.perf_counter()
     signals = replay(series, rules)
     replayed = time.perf_counter()
     groups, table = evaluate(series, rules, signals, seed)
     done = time.perf_counter()
-    return Report(list(paths), len(series.names), len(series), series.interval, int(series.t.min()),
-                  int(series.t.max()), seed, groups, table, read - start, replayed - read, done - replayed)
+    return Report(files, len(series.names), len(series), series.interval, int(series.t.min()),
+                  int(series.t.max()), seed, groups, table, read_s, replayed - start, done - replayed)

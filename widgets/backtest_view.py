@@ -1,0 +1,192 @@
+"""The backtest of one symbol's loaded history, in the console: a command for the palette, the message
+the backtest worker posts, and a modal screen with the figures of ``tickdeck backtest``'s table.
+
+What the table shows is decided by pure functions, tested on their own: :func:`group_rows` gives the
+cells of one rule and direction (the same text as the CLI's table), :func:`report_table` the whole rich
+table. :class:`BacktestScreen` only lays them out; ``escape`` closes it.
+
+The command provider does not know the app's class: it asks any app that is a :class:`BacktestHost`
+(which symbol is selected, and how to backtest one). Engine types are imported for type checking only,
+so importing this module stays light (no numpy); the engine's formatting helpers are imported when a
+report is drawn, by which time the engine is loaded.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar, Protocol, runtime_checkable
+
+from rich import box
+from rich.table import Table
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.command import DiscoveryHit, Hit, Hits, Provider
+from textual.containers import ScrollableContainer, Vertical
+from textual.message import Message
+from textual.screen import ModalScreen
+from textual.widgets import Static
+
+if TYPE_CHECKING:
+    from engine.backtest import GroupResult, Report
+
+COLUMNS: tuple[tuple[str, str, str | None], ...] = (
+    ("rule", "left", "bold"), ("dir", "left", None), ("signals", "right", None),
+    ("/1k bars", "right", None), ("ahead", "right", None), ("n", "right", None),
+    ("hit %", "right", None), ("rnd", "right", "dim"), ("mean", "right", None), ("rnd", "right", "dim"),
+    ("median", "right", None), ("rnd", "right", "dim"), ("MAE", "right", None), ("rnd", "right", "dim"),
+)
+"""(header, justify, style) of each column, as in ``tickdeck backtest`` (MAE gets its bar count)."""
+
+
+# --- drawing ---------------------------------------------------------------------------------------
+
+def pct(x: float, signed: bool = True) -> str:
+    """A fraction as percent: ``+1.23`` (signed, two places) or ``45.6`` (hit rates); ``-`` when NaN."""
+    if not math.isfinite(x):
+        return "-"
+    return f"{100 * x:+.2f}" if signed else f"{100 * x:.1f}"
+
+
+def group_rows(g: GroupResult) -> list[list[str]]:
+    """One row per horizon of one rule and direction; the rule's own figures on its first row only."""
+    rows = []
+    for j, h in enumerate(g.horizons):
+        s, b = h.signals, h.baseline
+        first = j == 0
+        rows.append([
+            g.rule if first else "", g.direction if first else "", f"{g.signals:,}" if first else "",
+            f"{g.per_1000_bars:.2f}" if first and math.isfinite(g.per_1000_bars) else "",
+            str(h.bars), f"{s.n:,}", pct(s.hit_rate, False), pct(b.hit_rate, False),
+            pct(s.mean), pct(b.mean), pct(s.median), pct(b.median),
+            pct(g.mae.mean) if first else "", pct(g.mae_baseline.mean) if first else "",
+        ])
+    return rows
+
+
+def report_table(report: Report, source: str) -> Table:
+    """The figures of ``report`` per rule, direction and horizon, titled with ``source`` (the symbol)."""
+    import numpy as np
+
+    from engine.backtest import MAE_BARS, format_interval, iso_times
+
+    first, last = iso_times(np.array([report.first_ns, report.last_ns], dtype=np.int64))
+    table = Table(
+        title=f"{source}: {report.bars:,} bars of {format_interval(report.interval_ns)}, {first} to {last}",
+        box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True, caption_justify="left",
+        caption=f"returns in %, signed by direction; 'rnd': as many random entries (seed {report.seed}); "
+                f"n: signals with that many bars ahead; MAE: mean worst move against the signal within "
+                f"{MAE_BARS} bars; {len(report.signals):,} signals in {report.total_s:.2f} s",
+    )
+    for name, justify, style in COLUMNS:
+        header = f"MAE{MAE_BARS}" if name == "MAE" else name
+        table.add_column(header, justify=justify, style=style, no_wrap=name == "rule")  # type: ignore[arg-type]
+    for g in report.groups:
+        rows = group_rows(g)
+        for i, row in enumerate(rows):
+            table.add_row(*row, end_section=i == len(rows) - 1)
+    return table
+
+
+# --- the message and the screen --------------------------------------------------------------------
+
+@dataclass
+class BacktestFinished(Message):
+    """The backtest worker's result: the report of ``symbol``'s loaded history."""
+
+    symbol: str
+    report: Report
+    left_out: int = 0
+    """Loaded bars left out of the backtest because their time repeats (or precedes) an earlier one's."""
+
+
+class BacktestScreen(ModalScreen[None]):
+    """The backtest table of one symbol; ``escape`` closes it."""
+
+    DEFAULT_CSS = """
+    BacktestScreen {
+        align: center middle;
+        background: $background 60%;
+    }
+    BacktestScreen > Vertical {
+        width: 100%;
+        height: auto;
+        max-height: 100%;
+        padding: 0 1;
+        border: round $primary;
+        border-title-color: $text-primary;
+        border-subtitle-color: $text-muted;
+        background: $surface;
+    }
+    BacktestScreen ScrollableContainer {
+        width: 100%;
+        height: auto;
+        max-height: 100%;
+    }
+    BacktestScreen #backtest-table {
+        width: auto;
+    }
+    """
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "close", "Close backtest")]
+
+    def __init__(self, symbol: str, report: Report, left_out: int = 0) -> None:
+        super().__init__()
+        self.symbol = symbol
+        self.report = report
+        self.left_out = left_out
+
+    def compose(self) -> ComposeResult:
+        box_ = Vertical()
+        box_.border_title = f"Backtest: {self.symbol}"
+        left_out = f"{self.left_out:,} bar(s) left out (time not after an earlier one's); "
+        box_.border_subtitle = f"{left_out if self.left_out else ''}esc to close"
+        with box_, ScrollableContainer():
+            yield Static(report_table(self.report, self.symbol), id="backtest-table")
+
+    def action_close(self) -> None:
+        self.dismiss()
+
+
+# --- the command -----------------------------------------------------------------------------------
+
+@runtime_checkable
+class BacktestHost(Protocol):
+    """What the command needs from the app."""
+
+    def selected_symbol(self) -> str | None:
+        """The watchlist's selected symbol, if any."""
+
+    def backtest_symbol(self, symbol: str) -> None:
+        """Start a backtest of ``symbol``'s loaded history."""
+
+
+def command_text(symbol: str) -> str:
+    return f"Backtest rules on {symbol}"
+
+
+HELP = "Replay the symbol's loaded bars through the configured rules; figures against random entries"
+
+
+class BacktestCommands(Provider):
+    """``Backtest rules on <SYMBOL>``, for the symbol selected in the watchlist."""
+
+    def _command(self) -> tuple[str, functools.partial[None]] | None:
+        host = self.app
+        if not isinstance(host, BacktestHost) or (symbol := host.selected_symbol()) is None:
+            return None
+        return command_text(symbol), functools.partial(host.backtest_symbol, symbol)
+
+    async def discover(self) -> Hits:
+        if (command := self._command()) is not None:
+            text, run = command
+            yield DiscoveryHit(text, run, help=HELP)
+
+    async def search(self, query: str) -> Hits:
+        if (command := self._command()) is None:
+            return
+        text, run = command
+        matcher = self.matcher(query)
+        if (score := matcher.match(text)) > 0:
+            yield Hit(score, matcher.highlight(text), run, text=text, help=HELP)
