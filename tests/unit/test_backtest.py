@@ -448,3 +448,26 @@ def test_backtest_help_imports_nothing_heavy() -> None:
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip().endswith("HEAVY []"), out.stdout
     assert "--rules" in out.stdout and "--csv" in out.stdout
+
+
+def test_backtest_signals_equal_the_headless_replays(tmp_path: Path) -> None:
+    """The same file through `tickdeck --headless --file F --speed max` and `tickdeck backtest F --csv`:
+    the same signals (symbol, rule, direction, bar time, price)."""
+    b = random_walk(2000, seed=42)
+    frame = pd.DataFrame({"timestamp": T0 + np.arange(2000, dtype=np.int64) * 60 * SEC, "open": b.o,
+                          "high": b.h, "low": b.l, "close": b.c, "volume": b.v})
+    path = write_csv(frame, tmp_path / "ACME.csv")
+    config = rules_file(tmp_path, RUNTIME_RULES)
+    env = {**os.environ, "TICKDECK_CONFIG_DIR": str(tmp_path / "none")}
+    live = subprocess.run([sys.executable, "-m", "console", "--config", config, "--interval", "1m",
+                           "--headless", "--file", path, "--speed", "max", "--status-every", "0"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300, env=env, check=True)
+    from_headless = sorted((d["symbol"], d["rule"], d["direction"], d["bar_time"], d["price"])
+                           for d in map(json.loads, live.stdout.splitlines()))
+    out = tmp_path / "signals.csv"
+    assert main(["backtest", path, "--config", config, "--csv", str(out)]) == 0
+    rows = list(csv.DictReader(out.open(encoding="utf-8")))
+    from_backtest = sorted((r["symbol"], r["rule"], r["direction"],
+                            int(pd.Timestamp(r["bar_time"]).value), float(r["price"])) for r in rows)
+    assert len(from_headless) > 20
+    assert from_backtest == from_headless
