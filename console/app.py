@@ -22,7 +22,7 @@ a thread worker (``backtest``) that posts ``BacktestFinished``, and shown in ``B
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, cast
 
 from textual import work
 from textual.app import App, ComposeResult
@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from engine.config import Config
     from engine.feeds.base import FeedStatus
     from engine.pipeline import Engine
+    from engine.remote import RuntimeLike
     from engine.runtime import Runtime, Update
     from engine.signals.events import Signal
     from engine.snapshot import MarketSnapshot
@@ -304,11 +305,12 @@ def build_app(config: Config, runtime: Runtime | None = None) -> TickdeckApp:
     return TickdeckApp(config, runtime)
 
 
-def run_app(config: Config, runtime: Runtime | None = None) -> int:
+def run_app(config: Config, runtime: RuntimeLike | None = None) -> int:
     """Run the console in the terminal until the user quits; the exit status.
 
-    ``runtime``: one already built; by default the app's worker builds a local one from ``config``.
+    ``runtime``: one already built (``tickdeck attach`` passes a ``RemoteRuntime``); by default the app's
+    worker builds a local one from ``config``.
     """
-    app = build_app(config, runtime)
+    app = build_app(config, cast("Runtime | None", runtime))  # the app uses only what RuntimeLike has
     app.run()
     return app.return_code or 0

@@ -109,6 +109,17 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", action="store_true", help="print the results as JSON")
     bench.add_argument("--feeds", action="store_true",
                        help="measure feed -> engine throughput and latency instead of the indicators")
+    attach = commands.add_parser(
+        "attach", help="open the console on a headless instance's WebSocket broadcast",
+        description="Open the console on the broadcast of a 'tickdeck --headless' whose config has a "
+                    "[[sinks]] table of type \"websocket\": its symbols, prices, indicator columns, signals "
+                    "and feed status, with no feed or engine here (numba is not needed). The console "
+                    "reconnects by itself when the connection drops. Options such as --config and --theme "
+                    "go before 'attach'.")
+    attach.add_argument("url", metavar="ws://HOST:PORT", help="the publisher's address (ws:// or wss://)")
+    attach.add_argument("--token", metavar="T",
+                        help="the publisher's token, if it has one (default: $TICKDECK_ATTACH_TOKEN, "
+                             "which keeps it out of the process list)")
     return parser
 
 
@@ -141,7 +152,39 @@ def _files_problem(config: Config) -> str:
     return ""
 
 
+def _attach(args: argparse.Namespace) -> int:
+    """``tickdeck attach URL``: the publisher's hello gives the symbols, columns and interval; then the
+    console opens on a ``RemoteRuntime`` (a refused token or an unreachable publisher is one line)."""
+    given = {"--headless": args.headless or None, "--feed": args.feed, "--file": args.file,
+             "--interval": args.interval, "--speed": args.speed, "--loop": args.loop, "--record": args.record,
+             "--signals-out": args.signals_out, "--log-format": args.log_format,
+             "--status-every": args.status_every}
+    local = [flag for flag, value in given.items() if value is not None]
+    if local:
+        return _fail(f"{local[0]} does not apply to attach: the publisher runs the feed and the engine")
+    import asyncio
+
+    from engine.remote import TOKEN_VAR, AttachError, RemoteRuntime
+
+    try:
+        remote = RemoteRuntime(args.url, token=args.token or os.environ.get(TOKEN_VAR) or None)
+    except ValueError as exc:
+        return _fail(str(exc))
+    try:
+        asyncio.run(remote.handshake())
+    except AttachError as exc:
+        return _fail(f"cannot attach to {remote.where}: {exc}")
+    config = load_config(args.config, {"ui.theme": args.theme, "ui.columns": list(remote.outputs) or None,
+                                       "engine.interval": remote.interval or None})
+    from console.app import run_app
+
+    return run_app(config, remote)
+
+
 def _run(args: argparse.Namespace) -> int:
+    if args.command == "attach":
+        return _attach(args)
+
     if args.command == "indicators":
         from console import indicators_cmd
 

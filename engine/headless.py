@@ -37,6 +37,7 @@ from engine.feeds.base import Feed, FeedStatus
 from engine.runtime import FeedUnavailable, Runtime, Update, build_engine, build_feed
 from engine.signals.rules import RuleError, load_rules
 from engine.sinks.base import Sink, SinkGroup
+from engine.sinks.broadcast import BroadcastSink
 from engine.sinks.config import SinkError, build_sinks, load_sinks
 from engine.sinks.jsonl import JsonlStreamSink
 from engine.sinks.metrics import MetricsSink
@@ -181,6 +182,7 @@ class Headless:
         self._force = asyncio.Event()
         self._process = psutil.Process()
         self.feed_state = "connecting"
+        self.broadcasts = [s for s in sinks if isinstance(s, BroadcastSink)]  # they also take the frames
 
     def figures(self) -> dict[str, Any]:
         """What the metrics sink serves, read on the event loop at each request."""
@@ -196,10 +198,15 @@ class Headless:
         for sig in update.signals:
             self.signals += 1
             self.sinks.deliver(sig)
+        if update.snapshot is not None:
+            for sink in self.broadcasts:
+                sink.publish(update.snapshot, update.health)
 
     def on_status(self, status: FeedStatus) -> None:
         if not status.symbols:  # a per-symbol stale quote is not the feed's state
             self.feed_state = status.state
+        for sink in self.broadcasts:
+            sink.publish_status(status)
         level = logging.WARNING if status.state in ("stale", "reconnecting", "failed") else logging.INFO
         detail = f" ({status.reason})" if status.reason else ""
         if status.retry_in:
@@ -376,6 +383,8 @@ async def serve(config: Config, *, signals_out: str | os.PathLike[str] | None = 
         for sink in sinks:
             if isinstance(sink, MetricsSink):
                 sink.figures = service.figures
+            elif isinstance(sink, BroadcastSink):
+                sink.set_source(runtime.feed.name, runtime.watch, runtime.outputs, config.engine.interval)
         handler[0] = service.request_stop
         for name in early:
             service.request_stop(name)

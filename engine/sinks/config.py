@@ -7,7 +7,7 @@ the file and the key, and saying what is allowed.
 
 Keys every sink takes::
 
-    type = "jsonl"            # required; known: jsonl, webhook, telegram, metrics
+    type = "jsonl"            # required; known: jsonl, webhook, telegram, metrics, websocket
     name = "audit"            # optional, unique ([a-z0-9_-]+); default "<type>-<N>"
     enabled = true
     symbols = ["BTCUSDT"]     # optional filters: only signals of these symbols,
@@ -54,11 +54,21 @@ loaded; errors name the variable, never its value.
     # /health is 200 while the feed is live, 503 otherwise; tickdeck_signals_total counts the signals
     # this sink's filter takes
 
-Two metrics sinks may not listen on the same host and port; no two sinks may write the same file (a
-jsonl path or a dead-letter file).
+``websocket``: a WebSocket server that broadcasts signals, snapshots and the feed's status to
+``tickdeck attach`` and other clients (``engine.sinks.broadcast`` documents the frames)::
 
-The ``websocket`` sink is planned; naming it is an error that says it is not available in this version
-and lists the types that are.
+    host = "127.0.0.1"        # the address to listen on; any other needs token_env
+    port = 8765               # 0: any free port
+    fps = 10                  # snapshots a second to each client, at most (coalesced: the newest wins)
+    max_queue = 1024          # frames waiting for one client; beyond that it is disconnected (code 1013)
+    token_env = "TICKDECK_WS_TOKEN"  # optional: the environment variable holding the token clients must
+                              #   send (Authorization: Bearer, or ?token=); without it, HTTP 401
+
+The token variable must be set when the config of an enabled websocket sink is loaded; errors name the
+variable, never its value.
+
+Two sinks that listen (metrics, websocket) may not share a host and port; no two sinks may write the same
+file (a jsonl path or a dead-letter file).
 """
 
 from __future__ import annotations
@@ -75,8 +85,8 @@ from urllib.parse import urlsplit
 from engine.sinks.base import SignalFilter, Sink
 from engine.sinks.jsonl import DEFAULT_BACKUPS, DEFAULT_MAX_BYTES, JsonlSink
 
-SINK_TYPES: tuple[str, ...] = ("jsonl", "webhook", "telegram", "metrics")
-PLANNED_TYPES: tuple[str, ...] = ("websocket",)
+SINK_TYPES: tuple[str, ...] = ("jsonl", "webhook", "telegram", "metrics", "websocket")
+PLANNED_TYPES: tuple[str, ...] = ()
 COMMON_KEYS: tuple[str, ...] = ("type", "name", "enabled", "symbols", "rules", "directions")
 HTTP_KEYS: tuple[str, ...] = ("timeout", "retries", "backoff", "max_backoff", "queue", "dead_letter")
 TYPE_KEYS: dict[str, tuple[str, ...]] = {
@@ -84,6 +94,7 @@ TYPE_KEYS: dict[str, tuple[str, ...]] = {
     "webhook": ("url", "headers", *HTTP_KEYS),
     "telegram": ("chat_id", "token_env", "base_url", *HTTP_KEYS),
     "metrics": ("host", "port"),
+    "websocket": ("host", "port", "fps", "max_queue", "token_env"),
 }
 DIRECTIONS: tuple[str, ...] = ("up", "down")
 COMMAND_LINE = "the command line"
@@ -100,6 +111,11 @@ DEFAULT_TOKEN_ENV = "TICKDECK_TELEGRAM_TOKEN"
 DEFAULT_TELEGRAM_URL = "https://api.telegram.org"
 DEFAULT_METRICS_HOST = "127.0.0.1"
 DEFAULT_METRICS_PORT = 9464
+DEFAULT_WEBSOCKET_HOST = "127.0.0.1"
+DEFAULT_WEBSOCKET_PORT = 8765
+DEFAULT_WEBSOCKET_FPS = 10.0
+MAX_WEBSOCKET_FPS = 60.0
+DEFAULT_WEBSOCKET_QUEUE = 1024
 
 _NAME = re.compile(r"[a-z0-9_-]+")
 _NAME_HELP = "a unique name of lowercase letters, digits, '_' and '-'"
@@ -174,7 +190,16 @@ class MetricsSettings:
     port: int = DEFAULT_METRICS_PORT
 
 
-Settings = JsonlSettings | WebhookSettings | TelegramSettings | MetricsSettings
+@dataclass(frozen=True, slots=True)
+class WebsocketSettings:
+    host: str = DEFAULT_WEBSOCKET_HOST
+    port: int = DEFAULT_WEBSOCKET_PORT
+    fps: float = DEFAULT_WEBSOCKET_FPS
+    max_queue: int = DEFAULT_WEBSOCKET_QUEUE
+    token_env: str = ""  # the variable's name ("": no token); the token is read when the sink is built
+
+
+Settings = JsonlSettings | WebhookSettings | TelegramSettings | MetricsSettings | WebsocketSettings
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,11 +263,11 @@ def load_sinks(tables: Iterable[tuple[Mapping[str, Any], str | os.PathLike[str]]
                                 "lines and rotations, so each sink needs its own file")
             files[target] = spec
         s = spec.settings
-        if isinstance(s, MetricsSettings) and s.port != 0:
+        if isinstance(s, MetricsSettings | WebsocketSettings) and s.port != 0:
             if (s.host, s.port) in ports:
                 first = ports[s.host, s.port]
                 raise SinkError(spec.label, spec.file, "port", f"{s.host}:{s.port} is also the address of "
-                                f"{first.label} of {first.file}; each metrics sink needs its own port")
+                                f"{first.label} of {first.file}; each listening sink needs its own port")
             ports[s.host, s.port] = spec
     return tuple(specs)
 
@@ -272,6 +297,13 @@ def build_sink(spec: SinkSpec, *, env: Mapping[str, str] | None = None) -> Sink:
 
         return TelegramSink(s.chat_id, token_env=s.token_env, base_url=s.base_url, env=env, name=spec.name,
                             filter=spec.filter, **_delivery(s.delivery))
+    if isinstance(s, WebsocketSettings):
+        from engine.sinks.broadcast import BroadcastSink
+
+        environ = os.environ if env is None else env
+        token = environ.get(s.token_env, "").strip() if s.token_env else ""
+        return BroadcastSink(s.host, s.port, fps=s.fps, max_queue=s.max_queue, token=token or None,
+                             token_env=s.token_env, name=spec.name, filter=spec.filter)
     from engine.sinks.metrics import MetricsSink
 
     return MetricsSink(s.host, s.port, name=spec.name, filter=spec.filter)
@@ -332,6 +364,8 @@ class _Parser:
             settings = self._webhook(name)
         elif kind == "telegram":
             settings = self._telegram(name, enabled)
+        elif kind == "websocket":
+            settings = self._websocket(enabled)
         else:
             settings = self._metrics()
         return SinkSpec(kind, name, self.label, self.file, filter, settings, enabled)
@@ -383,11 +417,39 @@ class _Parser:
                                 base_url=base_url)
 
     def _metrics(self) -> MetricsSettings:
-        host = self.table.get("host", DEFAULT_METRICS_HOST)
+        return MetricsSettings(host=self.host(DEFAULT_METRICS_HOST),
+                               port=self.integer("port", DEFAULT_METRICS_PORT, 0, 65535))
+
+    def _websocket(self, enabled: bool) -> WebsocketSettings:
+        t = self.table
+        host = self.host(DEFAULT_WEBSOCKET_HOST)
+        fps = t.get("fps", DEFAULT_WEBSOCKET_FPS)
+        if (isinstance(fps, bool) or not isinstance(fps, int | float) or not math.isfinite(fps)
+                or not 0 < fps <= MAX_WEBSOCKET_FPS):
+            self.fail("fps", f"must be a number of snapshots a second > 0 and <= {MAX_WEBSOCKET_FPS:g}, "
+                             f"got {fps!r}")
+        token_env = t.get("token_env", "")
+        if "token_env" in t and (not isinstance(token_env, str) or not _ENV_NAME.fullmatch(token_env)):
+            self.fail("token_env", "must be the name of an environment variable (letters, digits and '_'), "
+                                   f"got {token_env!r}; the token itself never goes in a config file")
+        if enabled and token_env:
+            value = self.env.get(token_env)
+            if value is None or not value.strip():
+                self.fail("token_env", f"the environment variable {token_env} (the token clients must send) "
+                                       "is not set; set it, or leave token_env out to serve without one")
+        if enabled and not token_env and not (host in ("localhost", "::1") or host.startswith("127.")):
+            self.fail("token_env", f"required when host is {host!r}: clients on other machines could read "
+                                   "every signal; name the environment variable that holds their token")
+        return WebsocketSettings(host=host, port=self.integer("port", DEFAULT_WEBSOCKET_PORT, 0, 65535),
+                                 fps=float(fps), token_env=token_env,
+                                 max_queue=self.integer("max_queue", DEFAULT_WEBSOCKET_QUEUE, 1))
+
+    def host(self, default: str) -> str:
+        host = self.table.get("host", default)
         if not isinstance(host, str) or not host.strip() or any(c.isspace() for c in host.strip()):
             self.fail("host", f"must be an address or host name to listen on, e.g. \"127.0.0.1\", "
                               f"got {host!r}")
-        return MetricsSettings(host=host.strip(), port=self.integer("port", DEFAULT_METRICS_PORT, 0, 65535))
+        return host.strip()
 
     # --- values -------------------------------------------------------------------------------------
     def path(self, key: str, what: str) -> Path:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -108,7 +109,7 @@ async def test_b_backtests_the_selected_symbol_and_escape_closes_the_table(confi
         symbol = app.selected_symbol()
         assert app.runtime is not None and symbol == app.runtime.watch[2]
         await pilot.press("b")
-        await wait_for(pilot, lambda: isinstance(app.screen, BacktestScreen), "the backtest table")
+        await wait_for(pilot, functools.partial(table_shown, app), "the backtest table")
         assert_shows_every_rule(app, config, symbol)
         await pilot.press("escape")
         assert app.screen is main
@@ -134,7 +135,7 @@ async def test_the_palette_command_backtests_the_selected_symbol(config: Config)
         option = commands.get_option_at_index(commands.highlighted or 0)
         assert f"Backtest rules on {symbol}" in str(option.prompt)
         await pilot.press("enter")
-        await wait_for(pilot, lambda: isinstance(app.screen, BacktestScreen), "the backtest table")
+        await wait_for(pilot, functools.partial(table_shown, app), "the backtest table")
         assert_shows_every_rule(app, config, symbol)
         await pilot.press("escape")
         assert app.screen is main
@@ -198,6 +199,11 @@ async def test_a_failed_backtest_is_a_notification_and_the_feed_goes_on(
         assert not isinstance(app.screen, BacktestScreen)
 
 
+def table_shown(app: TickdeckApp) -> bool:
+    """The pane is on screen and composed (pushing a screen and composing it are separate steps)."""
+    return isinstance(app.screen, BacktestScreen) and bool(app.screen.query(Vertical))
+
+
 async def test_bars_out_of_time_order_are_left_out_and_counted(config: Config) -> None:
     """A late tick can give the live history a second bar with a time already closed."""
     app = build_app(config)
@@ -210,7 +216,7 @@ async def test_bars_out_of_time_order_are_left_out_and_counted(config: Config) -
         t = np.concatenate([t[:10], t[9:10], t[5:6], t[10:]])  # bar 9 again, then bar 5 again
         bars = np.concatenate([bars[:10], bars[9:10] * 1.01, bars[5:6], bars[10:]])
         app.run_backtest(symbol, t, bars, engine.interval_ns)
-        await wait_for(pilot, lambda: isinstance(app.screen, BacktestScreen), "the backtest table")
+        await wait_for(pilot, functools.partial(table_shown, app), "the backtest table")
         screen = app.screen
         assert isinstance(screen, BacktestScreen)
         assert screen.left_out == 2 and screen.report.bars == len(t) - 2

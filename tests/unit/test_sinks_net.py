@@ -600,8 +600,7 @@ def test_checking_the_tables_imports_no_network_library(tmp_path: Path) -> None:
     ('type = "metrics"\nport = 70000', "sink #2 (metrics)", "port", "from 0 to 65535"),
     ('type = "metrics"\nhost = ""', "sink #2 (metrics)", "host", "an address or host name"),
     ('type = "metrics"\npath = "/m"', "sink #2 (metrics)", "path", "allowed: type, name, enabled"),
-    ('type = "websocket"', "sink #2 (websocket)", "type",
-     "not available in this version; available: jsonl, webhook, telegram, metrics"),
+    ('type = "websocket"\nfps = 0', "sink #2 (websocket)", "fps", "> 0"),
 ])
 def test_config_errors_name_the_sink_the_file_and_the_key(tmp_path: Path, body: str, sink: str, key: str,
                                                           says: str) -> None:

@@ -1,0 +1,292 @@
+"""``tickdeck attach``: the console fed by a headless instance's WebSocket broadcast, with no local engine.
+
+:class:`RemoteRuntime` offers what the console uses of a :class:`~engine.runtime.Runtime` (see
+:class:`RuntimeLike`): ``run(on_update, on_status)``, ``feed.name`` (``"attach"``), ``watch`` (the
+publisher's symbols), ``outputs`` (its indicator names) and ``engine`` (None: there is no local engine,
+so nothing that needs one, such as a backtest of loaded history, is offered). It connects to the
+publisher's ``websocket`` sink (``engine.sinks.broadcast``, which documents the frames), subscribes to
+every signal and to snapshots, and rebuilds ``MarketSnapshot``/``Quote``, ``Signal``, ``PipelineHealth``
+and ``FeedStatus`` objects from the frames, so the console cannot tell it from a local runtime.
+
+Connection states are reported as ``FeedStatus`` of the feed ``attach``: ``connecting``, ``live`` (once
+the publisher's ``hello`` arrives), then the publisher's own feed states as it reports them (the reason
+names its feed), ``stale`` when nothing arrives for ``stall_s`` seconds, and ``reconnecting`` with the
+reason (``HTTP 401: bad token``, ``connection refused by 127.0.0.1:8765``, a close code) and the delay,
+which grows with ``engine.feeds.backoff``. A malformed frame is counted in ``feed.counters`` and skipped.
+
+No numba here, nor on the console's side of ``tickdeck attach``: the attaching machine needs only
+numpy and websockets. The token is sent as ``Authorization: Bearer`` and never logged or shown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import urlsplit
+
+import numpy as np
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import InvalidStatus, WebSocketException
+
+from engine.feeds.backoff import Backoff
+from engine.feeds.base import FeedCounters, FeedStatus
+from engine.feeds.ws import Stalled, describe_error
+from engine.signals.events import Signal
+from engine.snapshot import MarketSnapshot, PipelineHealth, Quote, Update
+
+if TYPE_CHECKING:
+    from engine.pipeline import Engine
+
+log = logging.getLogger("tickdeck.remote")
+_protocol_log = logging.getLogger("tickdeck.remote.protocol")
+_protocol_log.setLevel(logging.WARNING)  # websockets' DEBUG lines would show the Authorization header
+
+ATTACH = "attach"
+TOKEN_VAR = "TICKDECK_ATTACH_TOKEN"
+"""The environment variable ``tickdeck attach`` reads the token from when ``--token`` is not given."""
+SUBSCRIBE = {"op": "subscribe", "symbols": None, "rules": None, "snapshots": True}
+_HEALTH_FIELDS = {f.name: f for f in dataclasses.fields(PipelineHealth)}
+
+
+class FeedLike(Protocol):
+    @property
+    def name(self) -> str: ...
+
+
+class RuntimeLike(Protocol):
+    """What the console uses of a runtime: a local :class:`~engine.runtime.Runtime` or a
+    :class:`RemoteRuntime`."""
+
+    @property
+    def feed(self) -> FeedLike: ...
+
+    @property
+    def watch(self) -> tuple[str, ...]: ...
+
+    @property
+    def engine(self) -> Engine | None: ...
+
+    async def run(self, on_update: Callable[[Update], None],
+                  on_status: Callable[[FeedStatus], None]) -> None: ...
+
+
+class AttachError(Exception):
+    """The publisher cannot be reached or refused us; the message says why, in one line."""
+
+
+def normalize_url(url: str) -> str:
+    """``ws://HOST:PORT`` (``HOST:PORT`` alone means ``ws://``); ValueError for anything else."""
+    text = url.strip()
+    if "://" not in text:
+        text = f"ws://{text}"
+    parts = urlsplit(text)
+    if parts.scheme not in ("ws", "wss") or not parts.hostname:
+        raise ValueError(f"attach needs a ws://HOST:PORT (or wss://) URL, got {url!r}")
+    try:
+        parts.port  # noqa: B018  (raises for a port that is not a number)
+    except ValueError:
+        raise ValueError(f"attach needs a ws://HOST:PORT (or wss://) URL, got {url!r}") from None
+    return text
+
+
+def describe(exc: BaseException, url: str) -> str:
+    """One line a user can act on; a refused handshake shows the publisher's answer (``HTTP 401: bad
+    token``)."""
+    if isinstance(exc, InvalidStatus):
+        body = bytes(exc.response.body).decode("utf-8", "replace").strip().splitlines()
+        answer = body[0][:120] if body else exc.response.reason_phrase
+        return f"HTTP {exc.response.status_code}: {answer}"
+    return describe_error(exc, url)
+
+
+# --- frames -> engine objects ------------------------------------------------------------------------
+
+def _float(x: Any) -> float:
+    return float("nan") if x is None else float(x)
+
+
+def decode_quote(q: Mapping[str, Any]) -> Quote:
+    closes = np.array([_float(c) for c in q["closes"]], dtype=np.float64)
+    closes.flags.writeable = False
+    return Quote(symbol=str(q["symbol"]), last=_float(q["last"]), change=_float(q["change"]),
+                 change_pct=_float(q["change_pct"]), volume=_float(q["volume"]), closes=closes,
+                 values={str(k): _float(v) for k, v in q["values"].items()}, bar_time=int(q["bar_time"]))
+
+
+def decode_health(h: Mapping[str, Any] | None) -> PipelineHealth | None:
+    """Fields this version knows, typed like their defaults; others (a newer publisher's) are ignored."""
+    if h is None:
+        return None
+    values: dict[str, Any] = {}
+    for name, f in _HEALTH_FIELDS.items():
+        if name in h and h[name] is not None:
+            values[name] = float(h[name]) if isinstance(f.default, float) else int(h[name])
+    return PipelineHealth(**values)
+
+
+def decode_snapshot(msg: Mapping[str, Any]) -> tuple[MarketSnapshot, PipelineHealth | None]:
+    snapshot = MarketSnapshot(at_ns=int(msg["at_ns"]), quotes=tuple(decode_quote(q) for q in msg["quotes"]),
+                              ticks=int(msg.get("ticks", 0)), bars=int(msg.get("bars", 0)))
+    return snapshot, decode_health(msg.get("health"))
+
+
+class RemoteFeed:
+    """``runtime.feed`` of an attached console: its name, its counters, and what it is attached to."""
+
+    name = ATTACH
+    realtime = True
+    stopped = False
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.counters = FeedCounters(ATTACH)
+        self.source = ""  # the publisher's feed, from its hello
+        self.symbols: tuple[str, ...] = ()
+
+    def universe(self) -> tuple[str, ...]:
+        return self.symbols
+
+    def now_ns(self) -> int:
+        return time.time_ns()
+
+
+class RemoteRuntime:
+    """A runtime fed by a publisher's broadcast (see the module docstring)."""
+
+    #: seconds without a frame before the publisher is reported stale; twice that and it reconnects
+    stall_s: float = 15.0
+    open_timeout: float = 10.0
+
+    def __init__(self, url: str, token: str | None = None, *, backoff: Backoff | None = None) -> None:
+        self.url = normalize_url(url)
+        self.where = urlsplit(self.url).netloc.rpartition("@")[2]
+        self.feed = RemoteFeed(self.url)
+        self.watch: tuple[str, ...] = ()
+        self.outputs: tuple[str, ...] = ()
+        self.interval = ""
+        self.engine: Engine | None = None
+        self.backoff = backoff or Backoff()
+        self._token = token or None
+
+    def __repr__(self) -> str:  # never the token
+        return f"RemoteRuntime({self.url!r}, token={'set' if self._token else 'none'})"
+
+    def _connect(self) -> connect:
+        headers = {"Authorization": f"Bearer {self._token}"} if self._token else None
+        return connect(self.url, additional_headers=headers, open_timeout=self.open_timeout,
+                       ping_interval=20, ping_timeout=20, close_timeout=2, max_size=2**24,
+                       compression=None, logger=_protocol_log)
+
+    async def handshake(self, timeout: float = 5.0) -> None:
+        """Connect once, read the publisher's hello (its symbols, outputs and interval: ``watch``,
+        ``outputs``, ``interval``) and hang up; AttachError with the reason when that fails."""
+        try:
+            async with asyncio.timeout(timeout), self._connect() as ws:
+                raw = await ws.recv()
+        except (OSError, WebSocketException, TimeoutError) as exc:
+            raise AttachError(describe(exc, self.url)) from None
+        try:
+            msg = json.loads(raw)
+            if not isinstance(msg, dict) or msg.get("type") != "hello":
+                raise ValueError("no hello")
+            self._hello(msg)
+        except (KeyError, TypeError, ValueError):
+            raise AttachError(f"{self.where} is not a tickdeck broadcast (it did not say hello)") from None
+
+    async def run(self, on_update: Callable[[Update], None],
+                  on_status: Callable[[FeedStatus], None]) -> None:
+        """Receive until cancelled, reconnecting with backoff; callbacks run on the event loop."""
+        first = True
+        while True:
+            if not first:
+                self.feed.counters.reconnects += 1
+            first = False
+            on_status(FeedStatus(ATTACH, "connecting", f"to {self.where}"))
+            try:
+                async with self._connect() as ws:
+                    await ws.send(json.dumps(SUBSCRIBE))
+                    await self._read(ws, on_update, on_status)
+                reason = "the connection ended"
+            except asyncio.CancelledError:
+                raise
+            except (OSError, WebSocketException, TimeoutError, Stalled) as exc:
+                reason = describe(exc, self.url)
+            delay = self.backoff.next()
+            on_status(FeedStatus(ATTACH, "reconnecting", reason, retry_in=delay))
+            await asyncio.sleep(delay)
+
+    async def _read(self, ws: ClientConnection, on_update: Callable[[Update], None],
+                    on_status: Callable[[FeedStatus], None]) -> None:
+        stale = False
+        while True:
+            try:  # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
+                async with asyncio.timeout(self.stall_s):
+                    raw = await ws.recv()
+            except TimeoutError:
+                if stale:
+                    raise Stalled(f"nothing from {self.where} for {2 * self.stall_s:g} s") from None
+                stale = True
+                on_status(FeedStatus(ATTACH, "stale", f"nothing from {self.where} for {self.stall_s:g} s"))
+                continue
+            if stale:
+                stale = False
+                on_status(FeedStatus(ATTACH, "live", self._live_reason()))
+            self._take(raw, on_update, on_status)
+
+    def _take(self, raw: str | bytes, on_update: Callable[[Update], None],
+              on_status: Callable[[FeedStatus], None]) -> None:
+        counters = self.feed.counters
+        counters.messages += 1
+        kind = "?"
+        try:
+            msg = json.loads(raw)
+            if not isinstance(msg, dict):
+                raise TypeError("not an object")
+            kind = str(msg.get("type"))
+            update: Update | None = None
+            status: FeedStatus | None = None
+            if kind == "snapshot":
+                snapshot, health = decode_snapshot(msg)
+                update = Update((), snapshot, health)
+            elif kind == "signal":
+                update = Update((Signal.from_dict(msg),), None)
+            elif kind == "status":
+                status = self._forward(msg)
+            elif kind == "hello":
+                self._hello(msg)
+                self.backoff.reset()
+                status = FeedStatus(ATTACH, "live", self._live_reason())
+            elif kind == "error":
+                log.warning("attach: %s did not take a message: %s", self.where, msg.get("message"))
+        except (KeyError, TypeError, ValueError, AttributeError):
+            counters.bad_message(f"bad {kind} frame" if kind != "?" else "not a JSON object", raw)
+            return
+        if update is not None:
+            on_update(update)
+        if status is not None:
+            on_status(status)
+
+    def _hello(self, msg: Mapping[str, Any]) -> None:
+        self.feed.source = str(msg.get("feed") or "")
+        self.watch = self.feed.symbols = tuple(str(s) for s in msg["symbols"])
+        self.outputs = tuple(str(s) for s in msg.get("outputs", ()))
+        self.interval = str(msg.get("interval") or "")
+
+    def _live_reason(self) -> str:
+        return f"{self.feed.source or 'a publisher'} via {self.where}"
+
+    def _forward(self, msg: Mapping[str, Any]) -> FeedStatus:
+        """The publisher's feed status, as the attached feed's, its reason naming the publisher's feed."""
+        feed, reason = str(msg["feed"]), str(msg.get("reason") or "")
+        state = msg["state"]
+        if state not in ("connecting", "live", "stale", "reconnecting", "failed", "stopped"):
+            raise ValueError(f"unknown state {state!r}")
+        text = f"{feed}: {reason}" if reason else f"{feed} via {self.where}"
+        return FeedStatus(ATTACH, state, text, retry_in=_float(msg.get("retry_in") or 0.0),
+                          at_ns=int(msg.get("at_ns") or time.time_ns()),
+                          symbols=tuple(str(s) for s in msg.get("symbols") or ()))
