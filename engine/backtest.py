@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from engine.feeds.replay import bars_to_ticks
-from engine.ohlcv_file import REQUIRED, InputError, Table, cells, parse_bars, read_csv, table_from_arrow
+from engine.ohlcv_file import InputError, Table, check_bars, read_csv, table_from_arrow
 from engine.pipeline import Engine
 from engine.signals.events import Signal
 from engine.signals.rules import Rule, RuleError, load_rules
@@ -141,41 +141,14 @@ def read_table(path: str) -> Table:
 
 def _bars(table: Table, stem: str) -> list[tuple[str, np.ndarray, list[np.ndarray]]]:
     """(symbol, times, [o, h, l, c, v]) per symbol of a checked table; InputError for the first problem."""
-    parsed = parse_bars(table)
-    problems, pos, t = parsed.problems, parsed.pos, parsed.t
-    o, h, lo, c, v = (parsed.values[name] for name in REQUIRED)
-    problems.flag(h < lo, pos["high"], lambda i: f"high {h[i].item()} is below low {lo[i].item()}")
-    for name, x in (("open", o), ("close", c)):  # four ticks rebuild a bar only if these hold
-        def outside(i: int, x: np.ndarray = x, n: str = name) -> str:
-            return f"{n} {x[i].item()} is outside the bar's low {lo[i].item()} and high {h[i].item()}"
-
-        problems.flag(((x > h) | (x < lo)) & (h >= lo), pos[name], outside)
-    for name, x in (("open", o), ("high", h), ("low", lo), ("close", c)):
-        def zero(i: int, n: str = name) -> str:
-            return f"{n} is 0; prices must be positive"
-
-        problems.flag(x == 0, pos[name], zero)
-    header = [name.strip().lower() for name in table.header]
-    if "symbol" in header:
-        sym_pos = header.index("symbol")
-        names = cells(table, sym_pos).to_numpy(dtype=object)
-        problems.flag(names == "", sym_pos, lambda i: "empty cell")
-    else:
-        names = np.full(len(t), stem, dtype=object)
-    import pandas as pd
-
-    codes, uniques = pd.factorize(names)
-    time_pos = parsed.time_pos
-    repeated = pd.DataFrame({"s": codes, "t": t}).duplicated().to_numpy()
-    problems.flag(repeated, time_pos, lambda i: f"bar time {table.rows[i][time_pos].strip()!r} repeats "
-                                                f"an earlier bar of {names[i]!r}")
-    problems.raise_first()
+    bars = check_bars(table, stem)
+    t, codes = bars.t, bars.codes
     if not len(t):
         raise InputError(f"{table.path}: no bars after the header", table.header_line)
     order = np.argsort(codes, kind="stable")  # the file is oldest first, so each symbol's bars are too
-    bounds = np.searchsorted(codes[order], np.arange(len(uniques) + 1))
-    return [(str(u), t[order[a:b]], [x[order[a:b]] for x in (o, h, lo, c, v)])
-            for u, a, b in zip(uniques, bounds[:-1], bounds[1:], strict=True)]
+    bounds = np.searchsorted(codes[order], np.arange(len(bars.symbols) + 1))
+    return [(u, t[order[a:b]], [x[order[a:b]] for x in bars.ohlcv])
+            for u, a, b in zip(bars.symbols, bounds[:-1], bounds[1:], strict=True)]
 
 
 def load_series(paths: Sequence[str]) -> Series:

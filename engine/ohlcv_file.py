@@ -326,3 +326,50 @@ def parse_bars(table: Table) -> Bars:
     t = timestamps(table, time_pos, problems)
     values = {name: numbers(table, pos[name], name, problems) for name in REQUIRED}
     return Bars(time_pos, pos, t, values, problems)
+
+
+@dataclass(frozen=True)
+class CheckedBars:
+    """Bars that four ticks each can rebuild exactly, with each row's symbol as a code into ``symbols``."""
+
+    t: np.ndarray
+    ohlcv: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+    codes: np.ndarray
+    symbols: list[str]
+
+
+def check_bars(table: Table, default_symbol: str) -> CheckedBars:
+    """Parse a bar table and check what replaying it needs: high >= low, open and close inside the bar,
+    no zero price, a symbol on every row (a ``symbol`` column, else ``default_symbol``), no bar time
+    repeated within a symbol. The first problem raises InputError (line or row, column). Shared by the
+    replay feed and the backtest, which both turn these bars into ticks."""
+    import pandas as pd
+
+    parsed = parse_bars(table)
+    problems, time_pos, pos, t = parsed.problems, parsed.time_pos, parsed.pos, parsed.t
+    o, h, lo, c, v = (parsed.values[name] for name in REQUIRED)
+    problems.flag(h < lo, pos["high"], lambda i: f"high {h[i].item()} is below low {lo[i].item()}")
+    for name, x in (("open", o), ("close", c)):  # four ticks rebuild a bar only if these hold
+        def outside(i: int, x: np.ndarray = x, n: str = name) -> str:
+            return f"{n} {x[i].item()} is outside the bar's low {lo[i].item()} and high {h[i].item()}"
+
+        problems.flag(((x > h) | (x < lo)) & (h >= lo), pos[name], outside)
+    for name, x in (("open", o), ("high", h), ("low", lo), ("close", c)):
+        def zero(i: int, n: str = name) -> str:
+            return f"{n} is 0; prices must be positive"
+
+        problems.flag(x == 0, pos[name], zero)
+    header = [name.strip().lower() for name in table.header]
+    if "symbol" in header:
+        sym_pos = header.index("symbol")
+        names = cells(table, sym_pos).to_numpy(dtype=object)
+        problems.flag(names == "", sym_pos, lambda i: "empty cell")
+    else:
+        names = np.full(len(t), default_symbol, dtype=object)
+    codes, uniques = pd.factorize(names)
+    repeated = pd.DataFrame({"s": codes, "t": t}).duplicated().to_numpy()
+    problems.flag(repeated, time_pos, lambda i: f"bar time {table.rows[i][time_pos].strip()!r} repeats "
+                                                f"an earlier bar of {names[i]!r}")
+    problems.raise_first()
+    return CheckedBars(t, (o, h, lo, c, v), np.asarray(codes), [str(u) for u in uniques])
+

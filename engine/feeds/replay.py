@@ -50,14 +50,12 @@ from engine.config import parse_duration
 from engine.feeds.base import Feed, FeedStatus
 from engine.feeds.record import read_jsonl
 from engine.ohlcv_file import (
-    REQUIRED,
     Column,
     InputError,
     Table,
     arrow_column,
-    cells,
+    check_bars,
     epoch_ns,
-    parse_bars,
     parse_numbers,
     parse_times,
     read_csv,
@@ -137,37 +135,11 @@ def bars_to_ticks(t: np.ndarray, o: np.ndarray, h: np.ndarray, lo: np.ndarray, c
 
 def _bars(table: Table, symbol: str, bar_interval: int | None) -> Loaded:
     try:
-        parsed = parse_bars(table)
-    except InputError as exc:
-        raise ReplayError(str(exc), table.path, exc.line) from None
-    problems, time_pos, pos, t = parsed.problems, parsed.time_pos, parsed.pos, parsed.t
-    o, h, lo, c, v = (parsed.values[name] for name in REQUIRED)
-    problems.flag(h < lo, pos["high"], lambda i: f"high {h[i].item()} is below low {lo[i].item()}")
-    for name, x in (("open", o), ("close", c)):  # four ticks rebuild a bar only if these hold
-        def outside(i: int, x: np.ndarray = x, n: str = name) -> str:
-            return f"{n} {x[i].item()} is outside the bar's low {lo[i].item()} and high {h[i].item()}"
-
-        problems.flag(((x > h) | (x < lo)) & (h >= lo), pos[name], outside)
-    for name, x in (("open", o), ("high", h), ("low", lo), ("close", c)):
-        def zero(i: int, n: str = name) -> str:
-            return f"{n} is 0; prices must be positive"
-
-        problems.flag(x == 0, pos[name], zero)
-    header = [name.strip().lower() for name in table.header]
-    if "symbol" in header:
-        sym_pos = header.index("symbol")
-        names = cells(table, sym_pos).to_numpy(dtype=object)
-        problems.flag(names == "", sym_pos, lambda i: "empty cell")
-    else:
-        names = np.full(len(t), symbol, dtype=object)
-    codes, uniques = pd.factorize(names)
-    repeated = pd.DataFrame({"s": codes, "t": t}).duplicated().to_numpy()
-    problems.flag(repeated, time_pos, lambda i: f"bar time {table.rows[i][time_pos].strip()!r} repeats "
-                                                f"an earlier bar of {names[i]!r}")
-    try:
-        problems.raise_first()
+        bars = check_bars(table, symbol)
     except InputError as exc:
         raise ReplayError(str(exc), table.path, exc.line, exc.column) from None
+    t, codes = bars.t, bars.codes
+    o, h, lo, c, v = bars.ohlcv
     if not len(t):
         raise ReplayError(f"{table.path}: no bars after the header", table.path, table.header_line)
     spacing = _spacing(codes, t)
@@ -182,7 +154,7 @@ def _bars(table: Table, symbol: str, bar_interval: int | None) -> Loaded:
     ticks["sym"] = np.repeat(codes, 4)
     ticks = ticks[np.argsort(ticks["ts"], kind="stable")]  # several symbols: in time order
     span = int(t.max() - t.min()) + interval
-    return Loaded([str(u) for u in uniques], ticks, span, len(t) + len(table.misshapen), [], interval)
+    return Loaded(bars.symbols, ticks, span, len(t) + len(table.misshapen), [], interval)
 
 
 def _spacing(codes: np.ndarray, t: np.ndarray) -> int | None:
