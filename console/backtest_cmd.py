@@ -27,10 +27,10 @@ from engine.backtest import (
     CSV_COLUMNS,
     MAE_BARS,
     BacktestError,
-    GroupResult,
     Report,
     SignalTable,
     format_interval,
+    group_rows,
     iso_times,
     select_rules,
 )
@@ -61,27 +61,6 @@ def run(args: argparse.Namespace) -> int:
 
 # --- the table ------------------------------------------------------------------------------------
 
-def _pct(x: float, signed: bool = True) -> str:
-    if not math.isfinite(x):
-        return "-"
-    return f"{100 * x:+.2f}" if signed else f"{100 * x:.1f}"
-
-
-def _rows(g: GroupResult) -> list[list[str]]:
-    rows = []
-    for j, h in enumerate(g.horizons):
-        s, b = h.signals, h.baseline
-        first = j == 0
-        rows.append([
-            g.rule if first else "", g.direction if first else "", f"{g.signals:,}" if first else "",
-            f"{g.per_1000_bars:.2f}" if first and math.isfinite(g.per_1000_bars) else "",
-            str(h.bars), f"{s.n:,}", _pct(s.hit_rate, False), _pct(b.hit_rate, False),
-            _pct(s.mean), _pct(b.mean), _pct(s.median), _pct(b.median),
-            _pct(g.mae.mean) if first else "", _pct(g.mae_baseline.mean) if first else "",
-        ])
-    return rows
-
-
 def _print(report: Report) -> None:
     from rich import box
     from rich.console import Console
@@ -108,7 +87,7 @@ def _print(report: Report) -> None:
     ):
         table.add_column(name, justify=justify, style=style, no_wrap=name == "rule")  # type: ignore[arg-type]
     for g in report.groups:
-        for i, row in enumerate(_rows(g)):
+        for i, row in enumerate(group_rows(g)):
             table.add_row(*row, end_section=i == len(g.horizons) - 1)
     console.print(table)
     rate = report.bars / report.total_s if report.total_s > 0 else math.inf

@@ -504,3 +504,28 @@ def _measure(series: Series, rules: Sequence[Rule], seed: int, files: list[str],
     done = time.perf_counter()
     return Report(files, len(series.names), len(series), series.interval, int(series.t.min()),
                   int(series.t.max()), seed, groups, table, read_s, replayed - start, done - replayed)
+
+
+# --- table rows, shared by the command's table and the console's pane --------------------------------
+
+def pct(x: float, signed: bool = True) -> str:
+    """A fraction as percent: ``+1.23`` (signed, two places) or ``45.6`` (hit rates); ``-`` when NaN."""
+    if not math.isfinite(x):
+        return "-"
+    return f"{100 * x:+.2f}" if signed else f"{100 * x:.1f}"
+
+
+def group_rows(g: GroupResult) -> list[list[str]]:
+    """One row per horizon of one rule and direction; the rule's own figures on its first row only."""
+    rows = []
+    for j, h in enumerate(g.horizons):
+        s, b = h.signals, h.baseline
+        first = j == 0
+        rows.append([
+            g.rule if first else "", g.direction if first else "", f"{g.signals:,}" if first else "",
+            f"{g.per_1000_bars:.2f}" if first and math.isfinite(g.per_1000_bars) else "",
+            str(h.bars), f"{s.n:,}", pct(s.hit_rate, False), pct(b.hit_rate, False),
+            pct(s.mean), pct(b.mean), pct(s.median), pct(b.median),
+            pct(g.mae.mean) if first else "", pct(g.mae_baseline.mean) if first else "",
+        ])
+    return rows

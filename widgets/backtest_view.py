@@ -14,7 +14,6 @@ report is drawn, by which time the engine is loaded.
 from __future__ import annotations
 
 import functools
-import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Protocol, runtime_checkable
 
@@ -29,7 +28,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Static
 
 if TYPE_CHECKING:
-    from engine.backtest import GroupResult, Report
+    from engine.backtest import Report
 
 COLUMNS: tuple[tuple[str, str, str | None], ...] = (
     ("rule", "left", "bold"), ("dir", "left", None), ("signals", "right", None),
@@ -42,34 +41,11 @@ COLUMNS: tuple[tuple[str, str, str | None], ...] = (
 
 # --- drawing ---------------------------------------------------------------------------------------
 
-def pct(x: float, signed: bool = True) -> str:
-    """A fraction as percent: ``+1.23`` (signed, two places) or ``45.6`` (hit rates); ``-`` when NaN."""
-    if not math.isfinite(x):
-        return "-"
-    return f"{100 * x:+.2f}" if signed else f"{100 * x:.1f}"
-
-
-def group_rows(g: GroupResult) -> list[list[str]]:
-    """One row per horizon of one rule and direction; the rule's own figures on its first row only."""
-    rows = []
-    for j, h in enumerate(g.horizons):
-        s, b = h.signals, h.baseline
-        first = j == 0
-        rows.append([
-            g.rule if first else "", g.direction if first else "", f"{g.signals:,}" if first else "",
-            f"{g.per_1000_bars:.2f}" if first and math.isfinite(g.per_1000_bars) else "",
-            str(h.bars), f"{s.n:,}", pct(s.hit_rate, False), pct(b.hit_rate, False),
-            pct(s.mean), pct(b.mean), pct(s.median), pct(b.median),
-            pct(g.mae.mean) if first else "", pct(g.mae_baseline.mean) if first else "",
-        ])
-    return rows
-
-
 def report_table(report: Report, source: str) -> Table:
     """The figures of ``report`` per rule, direction and horizon, titled with ``source`` (the symbol)."""
     import numpy as np
 
-    from engine.backtest import MAE_BARS, format_interval, iso_times
+    from engine.backtest import MAE_BARS, format_interval, group_rows, iso_times
 
     first, last = iso_times(np.array([report.first_ns, report.last_ns], dtype=np.int64))
     table = Table(
