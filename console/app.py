@@ -1,4 +1,4 @@
-"""The Textual console: a header line, the watchlist, the signal log and a footer of keys.
+"""The Textual console: header, watchlist tabs, the watchlist, the signal log and performance panel, keys.
 
 :func:`build_app` is the one factory the CLI (``run_app``) and the tests use, so tests drive what users
 run. The app is the only place that talks to the runtime, and it does so from one named worker
@@ -14,6 +14,11 @@ kernels, which can take a minute; later runs load them from the cache).
 Worker errors are handled in one place, :meth:`TickdeckApp.on_worker_state_changed`: the error is shown
 as a notification (and, for the runtime, on the header line), and the app stays up.
 
+Watchlist editing (``a d u s / n r 1-9 shift+up/down``) lives in :mod:`console.editing`; the lists are
+loaded from the user's state directory when the runtime is ready (the feed decides the default symbols)
+and saved on every edit. Every key is a binding with an id, so ``[keys]`` in config.toml remaps it
+(Textual's keymap), the help screen lists the keys in force, and the command palette runs every action.
+
 ``b`` (or the palette's "Backtest rules on <SYMBOL>") backtests the configured rules on the selected
 symbol's loaded history: the bars are copied on the event loop (see :func:`_copy_history`), replayed in
 a thread worker (``backtest``) that posts ``BacktestFinished``, and shown in ``BacktestScreen``.
@@ -22,26 +27,39 @@ a thread worker (``backtest``) that posts ``BacktestFinished``, and shown in ``B
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import gc
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, ClassVar, cast
 
-from textual import work
-from textual.app import App, ComposeResult
+from textual import events, work
+from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, VerticalScroll
 from textual.reactive import reactive
+from textual.screen import Screen
 from textual.widgets import Footer
 from textual.worker import Worker, WorkerState, get_current_worker
 
+from console.editing import WatchlistEditing
 from console.messages import FeedStatusChanged, RuntimeReady, SignalsDetected, SnapshotReady
+from console.perf import PerfMonitor
+from console.state import Book, StateStore
 from themes import APP_CSS_PATH, DEFAULT_THEME, THEME_NAMES, next_theme, register_themes
 from widgets.backtest_view import BacktestCommands, BacktestFinished, BacktestScreen
 from widgets.header import HeaderBar, TickRate
 from widgets.help_screen import HelpScreen
+from widgets.list_tabs import ListTabs
+from widgets.perf_panel import PerfPanel
+from widgets.prompt import PromptBar
 from widgets.signal_log import SignalLog
 from widgets.watchlist import Watchlist
+from widgets.watchlist_layout import sort_keys
 
 if TYPE_CHECKING:
     import numpy as np
 
+    from engine.chart_data import ChartData
     from engine.config import Config
     from engine.feeds.base import FeedStatus
     from engine.pipeline import Engine
@@ -55,6 +73,14 @@ RUNTIME_GROUP = "feed:runtime"
 BACKTEST_GROUP = "backtest"
 BACKTEST_MIN_BARS = 30
 """Fewer closed bars than this: a notification instead of a backtest."""
+DEFAULT_ROWS = 20
+"""Symbols of a simulated or replayed market in the first watchlist (``a`` adds the others)."""
+NARROW = 120
+"""Below this width the lower pane shows the signal log or the performance panel, not both."""
+MAIN_SCREEN_ACTIONS = frozenset({
+    "add", "delete", "undo", "move_up", "move_down", "sort", "filter", "new_list", "rename_list", "open",
+    "clear_filter", "toggle_perf", "backtest", "switch_list",
+})
 
 
 def _build_runtime(config: Config) -> Runtime:
@@ -90,29 +116,52 @@ def _copy_history(engine: Engine, symbol: str) -> tuple[np.ndarray, np.ndarray] 
     raise RuntimeError(f"the history of {symbol} kept changing while it was copied; try again")
 
 
-class TickdeckApp(App[int]):
+def _bindings() -> list[BindingType]:
+    """Every key of the main screen; ids are the ``[keys]`` names in config.toml (the keymap)."""
+    b = Binding
+    return [
+        b("a", "add", "Add", id="add"),
+        b("d", "delete", "Delete", id="delete"),
+        b("u", "undo", "Undo delete", id="undo", show=False),
+        b("shift+up", "move_up", "Move row up", id="move_up", show=False),
+        b("shift+down", "move_down", "Move row down", id="move_down", show=False),
+        b("s", "sort", "Sort", id="sort"),
+        b("slash", "filter", "Filter", id="filter"),
+        b("n", "new_list", "New list", id="new_list", show=False),
+        b("r", "rename_list", "Rename list", id="rename_list", show=False),
+        b("enter", "open", "Detail", id="open"),
+        b("escape", "clear_filter", "Clear filter", id="back", show=False),
+        b("t", "cycle_theme", "Theme", id="theme", show=False),
+        b("space", "toggle_pause", "Pause", id="pause", show=False),
+        b("p", "toggle_perf", "Perf", id="perf", show=False),
+        b("b", "backtest", "Backtest", id="backtest", show=False),
+        b("question_mark", "help", "Help", id="help"),
+        b("q", "quit", "Quit", id="quit"),
+        *(b(str(n), f"switch_list({n})", f"Watchlist {n}", id=f"list_{n}", show=False) for n in range(1, 10)),
+    ]
+
+
+class TickdeckApp(WatchlistEditing, App[int]):
     """The tickdeck console. Build it with :func:`build_app`."""
 
     COMMANDS = App.COMMANDS | {BacktestCommands}
 
     CSS_PATH = APP_CSS_PATH
     TITLE = "tickdeck"
-    AUTO_FOCUS = None  # the watchlist takes focus when its table first appears
-    BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("q", "quit", "Quit"),
-        Binding("space", "toggle_pause", "Pause"),
-        Binding("question_mark", "help", "Help"),
-        Binding("t", "cycle_theme", "Theme"),
-        Binding("b", "backtest", "Backtest"),
-    ]
+    AUTO_FOCUS = None  # the watchlist takes focus when its rows first appear
+    BINDINGS: ClassVar[list[BindingType]] = _bindings()
 
     paused: reactive[bool] = reactive(False, init=False)
     """Whether the display is frozen (the runtime keeps running; the latest frame is held)."""
 
-    def __init__(self, config: Config, runtime: Runtime | None = None) -> None:
+    def __init__(self, config: Config, runtime: Runtime | None = None, store: StateStore | None = None,
+                 saved_theme: bool = True) -> None:
         super().__init__()
         self.config = config
         self.runtime = runtime
+        self.store = store or StateStore.default()
+        self.book: Book | None = None
+        self.feed_name = config.feed.name
         self.frames = 0
         """Snapshots received from the runtime (drawn, or held while paused)."""
         self._held: MarketSnapshot | None = None
@@ -120,21 +169,33 @@ class TickdeckApp(App[int]):
         self._rate = TickRate()
         register_themes(self)
         wanted = config.ui.theme
+        if saved_theme:
+            wanted = self.store.load_theme() or wanted
         self._theme_warning = "" if wanted in self.available_themes else (
             f"unknown theme {wanted!r}; using {DEFAULT_THEME!r} (themes: {', '.join(THEME_NAMES)})"
         )
         self.theme = DEFAULT_THEME if self._theme_warning else wanted
+        self.set_keymap(dataclasses.asdict(config.keys))
         # Held, not queried: runtime messages keep arriving while another screen (help) is on top
         # and while the app shuts down, when a query of the active screen would find nothing.
         self.header = HeaderBar(id="header")
+        self.tabs = ListTabs(id="tabs")
         self.watchlist = Watchlist(indicators=config.ui.columns, id="watchlist")
         self.signal_log = SignalLog(id="signals")
+        self.perf = PerfMonitor(rate=1.0)  # one sample a second keeps the panel's share of the output small
+        self.perf_panel = PerfPanel(id="perf-panel")
+        self.prompt = PromptBar(id="prompt")
 
     # --- layout ------------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
         yield self.header
+        yield self.tabs
         yield self.watchlist
-        yield self.signal_log
+        with Horizontal(id="lower"):
+            yield self.signal_log
+            with VerticalScroll(id="perf"):
+                yield self.perf_panel
+        yield self.prompt
         yield Footer()
 
     def on_mount(self) -> None:
@@ -143,10 +204,19 @@ class TickdeckApp(App[int]):
         header.interval = self.config.engine.interval
         self.watchlist.border_title = "Watchlist"
         self.signal_log.border_title = "Signals"
+        self.query_one("#perf").border_title = "Performance"
+        self.perf.start(self)
+        self.perf.add_cache("rows", self.watchlist.cache_stats)
         if self._theme_warning:
             self.notify(self._theme_warning, severity="warning")
         # Start the engine only once the first frame is on screen.
         self.call_after_refresh(self.run_runtime)
+
+    def on_unmount(self) -> None:
+        self.perf.stop()
+
+    def on_resize(self, event: events.Resize) -> None:
+        self.query_one("#lower").set_class(event.size.width < NARROW, "narrow")
 
     # --- the runtime worker ------------------------------------------------------------------------
     @work(exclusive=True, group=RUNTIME_GROUP, exit_on_error=False, name="runtime")
@@ -185,19 +255,38 @@ class TickdeckApp(App[int]):
 
     # --- messages from the worker --------------------------------------------------------------------
     def on_runtime_ready(self, message: RuntimeReady) -> None:
-        self.header.feed = message.feed
-        self.watchlist.symbols = message.universe
+        # numba, LLVM and the engine are loaded now: hundreds of thousands of long-lived objects that
+        # every full collection would walk again (~100 ms at 1,000 symbols, a visible stutter every
+        # couple of seconds). Frozen, they are left out of collections for good.
+        gc.freeze()
+        self.header.feed = self.feed_name = message.feed
+        runtime = self.runtime
+        closed = bool(getattr(getattr(runtime, "feed", None), "closed_universe", False))
+        defaults = message.universe[:DEFAULT_ROWS] if closed else message.universe
+        self.book, warning = self.store.load(self.feed_name, defaults, sort_keys(self.watchlist.indicators))
+        if warning:
+            self.notify(warning, title="Watchlists reset", severity="warning", timeout=20)
+        self.show_book()
+        extra = sorted(self.book.symbols() - set(message.universe))
+        if extra and runtime is not None and hasattr(runtime, "add_symbols"):  # saved symbols of a live feed
+            self.run_worker(runtime.add_symbols(extra), group="subscribe", exit_on_error=False)
 
     def on_feed_status_changed(self, message: FeedStatusChanged) -> None:
         status = message.status
-        reason = status.reason
-        if status.state == "reconnecting" and status.retry_in > 0:
-            reason = f"{reason} (retry in {status.retry_in:.0f}s)".strip()
-        self.header.state, self.header.reason = status.state, reason
+        header = self.header
+        reconnecting = status.state == "reconnecting"
+        header.retry_at_ns = status.at_ns + int(status.retry_in * 1e9) if reconnecting else 0
+        header.state, header.reason = status.state, status.reason
 
     def on_snapshot_ready(self, message: SnapshotReady) -> None:
         snapshot = message.snapshot
         self.frames += 1
+        perf = self.perf
+        perf.frame_begin()
+        sample = perf.sample(message.health)
+        if sample is not self.perf_panel.sample:
+            self.perf_panel.history = perf.history
+            self.perf_panel.sample = sample
         header = self.header
         header.clock_ns = snapshot.at_ns
         header.tick_rate = self._rate.update(snapshot.at_ns, snapshot.ticks)
@@ -234,14 +323,99 @@ class TickdeckApp(App[int]):
         """Freeze or unfreeze the display; the runtime keeps running either way."""
         self.paused = not self.paused
 
+    def key_bindings(self) -> list[Binding]:
+        """The main screen's bindings with the keys in force (after ``[keys]``), for help and palette."""
+        keymap = self._keymap
+        out = []
+        for item in self.BINDINGS:
+            assert isinstance(item, Binding)
+            out.append(dataclasses.replace(item, key=keymap.get(item.id or "", item.key)))
+        return out
+
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):
             palette = Binding(self.COMMAND_PALETTE_BINDING, "command_palette", "Command palette")
-            self.push_screen(HelpScreen([*self.BINDINGS, palette]))
+            extra = [Binding("up,down,pageup,pagedown", "", "Move the cursor"),
+                     Binding("tab", "", "Watchlist / signal log"),
+                     Binding("enter", "", "On a signal: go to its symbol")]
+            self.push_screen(HelpScreen([*self.key_bindings(), *extra, palette]))
+
+    def get_system_commands(self, screen: Screen[object]) -> Iterable[SystemCommand]:
+        """Every key's action in the command palette, under the name the help screen gives it."""
+        yield from super().get_system_commands(screen)
+        if screen is not self.screen_stack[0]:
+            return
+        for binding in self.key_bindings():
+            if binding.action in ("quit", "help", "backtest"):
+                continue  # Textual's palette has Quit and Keys; "Backtest rules on X" names the symbol
+            yield SystemCommand(binding.description, f"key: {binding.key}",
+                                lambda action=binding.action: self.call_later(self.run_action, action))
 
     def action_cycle_theme(self) -> None:
         self.theme = next_theme(self.theme)
         self.notify(f"theme: {self.theme}", timeout=2)
+        try:
+            self.store.save_theme(self.theme)
+        except Exception as exc:  # a theme not remembered is worth a word, not a crash
+            self.notify(str(exc), severity="warning")
+
+    def action_open(self) -> None:
+        """Open the detail pane of the selected symbol."""
+        symbol = self.watchlist.selected
+        if symbol is not None:
+            self.open_detail(symbol)
+
+    def action_clear_filter(self) -> None:
+        """Escape on the main screen: drop the row filter."""
+        if self.watchlist.filter:
+            self.watchlist.filter = ""
+            self._note()
+
+    def action_toggle_perf(self) -> None:
+        self.query_one("#lower").toggle_class("show-perf")
+
+    def on_signal_log_chosen(self, message: SignalLog.Chosen) -> None:
+        """Enter on a signal: show its symbol in a watchlist that has it (the active one first)."""
+        symbol = message.signal.symbol
+        book = self.book
+        if book is None:
+            return
+        if symbol not in book.current.symbols:
+            index = next((i for i, wl in enumerate(book.lists) if symbol in wl.symbols), None)
+            if index is None:
+                self.notify(f"{symbol} is in no watchlist (a adds it)", severity="warning", timeout=4)
+                return
+            book.switch(index)
+            self.show_book()
+        self.watchlist.filter = ""
+        self.watchlist.select(symbol)
+        self.watchlist.rows.focus()
+
+    def on_list_tabs_clicked(self, message: ListTabs.Clicked) -> None:
+        self.action_switch_list(message.index + 1)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Watchlist keys act only on the main screen (not behind the detail pane or the help)."""
+        return not (action in MAIN_SCREEN_ACTIONS and self.screen is not self.screen_stack[0])
+
+    def open_detail(self, symbol: str) -> None:
+        """The detail pane of ``symbol``: chart and every indicator value, read on the engine's thread."""
+        from engine.config import parse_interval
+        from widgets.detail import DetailScreen, timeframe_choices
+
+        engine = self.config.engine
+        timeframes = timeframe_choices(parse_interval(engine.interval), engine.history)
+        self.push_screen(DetailScreen(symbol, self._fetch_chart, timeframes))
+
+    async def _fetch_chart(self, symbol: str, factor: int) -> ChartData | None:
+        runtime = self.runtime
+        engine: Engine | None = getattr(runtime, "engine", None)  # None for an attached console
+        if runtime is None or engine is None:
+            return None
+        from engine.chart_data import chart_data
+        from widgets.detail import CHART_BARS
+
+        return await runtime.call(chart_data, engine, symbol, factor, CHART_BARS)
 
     # --- backtest ----------------------------------------------------------------------------------
     def action_backtest(self) -> None:
@@ -254,10 +428,7 @@ class TickdeckApp(App[int]):
 
     def selected_symbol(self) -> str | None:
         """The symbol of the watchlist's cursor row; None until the rows appear."""
-        table = self.watchlist.table
-        if not table.row_count:
-            return None
-        return str(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value)
+        return self.watchlist.selected
 
     def backtest_symbol(self, symbol: str) -> None:
         """Copy ``symbol``'s loaded history and backtest it in a thread (too little: a notification)."""
@@ -296,21 +467,24 @@ class TickdeckApp(App[int]):
         self.push_screen(BacktestScreen(message.symbol, message.report, message.left_out))
 
 
-def build_app(config: Config, runtime: Runtime | None = None) -> TickdeckApp:
+def build_app(config: Config, runtime: Runtime | None = None, store: StateStore | None = None,
+              saved_theme: bool = True) -> TickdeckApp:
     """The console for ``config``: the one factory the CLI and the tests share.
 
     ``runtime`` is built from ``config`` in the app's worker when not given (tests pass one to control
-    the feed).
+    the feed). ``store``: where watchlists are kept (default: the user's state directory, or
+    ``$TICKDECK_STATE_DIR``). ``saved_theme``: start in the theme last chosen with ``t`` (the CLI passes
+    False when ``--theme`` names one).
     """
-    return TickdeckApp(config, runtime)
+    return TickdeckApp(config, runtime, store, saved_theme)
 
 
-def run_app(config: Config, runtime: RuntimeLike | None = None) -> int:
+def run_app(config: Config, runtime: RuntimeLike | None = None, saved_theme: bool = True) -> int:
     """Run the console in the terminal until the user quits; the exit status.
 
     ``runtime``: one already built (``tickdeck attach`` passes a ``RemoteRuntime``); by default the app's
     worker builds a local one from ``config``.
     """
-    app = build_app(config, cast("Runtime | None", runtime))  # the app uses only what RuntimeLike has
+    app = build_app(config, cast("Runtime | None", runtime), saved_theme=saved_theme)
     app.run()
     return app.return_code or 0

@@ -109,6 +109,19 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", action="store_true", help="print the results as JSON")
     bench.add_argument("--feeds", action="store_true",
                        help="measure feed -> engine throughput and latency instead of the indicators")
+    bench.add_argument("--soak", nargs="?", const=600.0, type=float, metavar="SECONDS",
+                       help="run the headless service on the sim at 50,000 ticks/s for SECONDS (600) and "
+                            "report RSS slope, tasks, file descriptors and queue depth")
+    bench.add_argument("--faults", nargs="?", const=180.0, type=float, metavar="SECONDS",
+                       help="run the headless service against a local Binance-protocol server that "
+                            "disconnects, stalls and sends garbage and duplicates, for SECONDS (180), and "
+                            "check every trade, gap and status")
+    bench.add_argument("--ui", nargs="?", const=60.0, type=float, metavar="SECONDS",
+                       help="drive the real console headless with 1,000 symbols and a 20,000 ticks/s sim "
+                            "for SECONDS (60): frame time, key latency, CPU, RSS, startup")
+    bench.add_argument("--load", nargs="?", const=500, type=int, metavar="CLIENTS",
+                       help="the WebSocket broadcast sink with CLIENTS (500) local subscribers and a few "
+                            "that never read: delivery latency, counts, slow clients cut off")
     attach = commands.add_parser(
         "attach", help="open the console on a headless instance's WebSocket broadcast",
         description="Open the console on the broadcast of a 'tickdeck --headless' whose config has a "
@@ -202,6 +215,22 @@ def _run(args: argparse.Namespace) -> int:
             return _fail(str(exc))
 
     if args.command == "bench":
+        if args.ui is not None:
+            from console.bench_ui import main as ui_main
+
+            return ui_main(args)
+        if args.soak is not None:
+            from console.bench_soak import main as soak_main
+
+            return soak_main(args)
+        if args.faults is not None:
+            from console.bench_faults import main as faults_main
+
+            return faults_main(args)
+        if args.load is not None:
+            from console.bench_load import main as load_main
+
+            return load_main(args)
         if args.feeds:
             from console.bench_feeds import main as feeds_main
 

@@ -156,9 +156,15 @@ def _symbols(value: tuple[str, ...]) -> tuple[str, ...]:
     return names
 
 
+# The kline intervals Binance serves (as engine.feeds.binance.KLINE_INTERVALS; a test keeps them equal).
+BINANCE_KLINES = ("1s", "1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d", "3d", "1w",
+                  "1M")
+
+
 def _binance_stream(value: str) -> str:
-    if value != "trade" and not re.fullmatch(r"kline_(1s|[1-9][0-9]*[mhdwM])", value):
-        raise ValueError(f"must be 'trade' or 'kline_<interval>' (e.g. kline_1m), got {value!r}")
+    if value != "trade" and not (value.startswith("kline_") and value[6:] in BINANCE_KLINES):
+        raise ValueError(f"must be 'trade' or 'kline_<interval>' with interval one of "
+                         f"{', '.join(BINANCE_KLINES)}, got {value!r}")
     return value
 
 
@@ -234,6 +240,57 @@ class UiConfig:
     """Indicator columns of the watchlist."""
 
 
+_KEY = re.compile(r"[a-z0-9_]+(\+[a-z0-9_]+)*")
+
+
+def _keys(value: str) -> str:
+    """Textual key names, comma-separated (``"d"``, ``"shift+up"``, ``"delete,ctrl+d"``)."""
+    names = [k.strip() for k in value.split(",")]
+    for name in names:
+        if not _KEY.fullmatch(name):
+            raise ValueError(
+                "must be key names separated by commas, such as 'a', 'f5', 'shift+up', 'ctrl+d', "
+                f"'slash' or 'question_mark', got {value!r}"
+            )
+    return ",".join(names)
+
+
+def _key(default: str) -> Any:
+    return _setting(default, _keys)
+
+
+@dataclass(frozen=True)
+class KeysConfig:
+    """The console's keys, by action (Textual key names; several keys comma-separated)."""
+
+    add: str = _key("a")
+    delete: str = _key("d")
+    undo: str = _key("u")
+    move_up: str = _key("shift+up")
+    move_down: str = _key("shift+down")
+    sort: str = _key("s")
+    filter: str = _key("slash")
+    new_list: str = _key("n")
+    rename_list: str = _key("r")
+    open: str = _key("enter")
+    back: str = _key("escape")
+    theme: str = _key("t")
+    pause: str = _key("space")
+    perf: str = _key("p")
+    backtest: str = _key("b")
+    help: str = _key("question_mark")
+    quit: str = _key("q")
+    list_1: str = _key("1")
+    list_2: str = _key("2")
+    list_3: str = _key("3")
+    list_4: str = _key("4")
+    list_5: str = _key("5")
+    list_6: str = _key("6")
+    list_7: str = _key("7")
+    list_8: str = _key("8")
+    list_9: str = _key("9")
+
+
 class RuleTable(NamedTuple):
     """One ``[[rules]]`` table as written (a plain dict) and the file it came from.
 
@@ -271,6 +328,7 @@ class Config:
     feed: FeedConfig = field(default_factory=FeedConfig)
     feeds: FeedsConfig = field(default_factory=FeedsConfig)
     ui: UiConfig = field(default_factory=UiConfig)
+    keys: KeysConfig = field(default_factory=KeysConfig)
     rules: tuple[RuleTable, ...] = field(default_factory=_default_rules)
     sinks: tuple[RuleTable, ...] = ()
     """``[[sinks]]``: where the headless service delivers signals (validated by ``engine.sinks``)."""

@@ -125,7 +125,9 @@ def decode_health(h: Mapping[str, Any] | None) -> PipelineHealth | None:
     values: dict[str, Any] = {}
     for name, f in _HEALTH_FIELDS.items():
         if name in h and h[name] is not None:
-            values[name] = float(h[name]) if isinstance(f.default, float) else int(h[name])
+            value, default = h[name], f.default
+            values[name] = (float(value) if isinstance(default, float)
+                            else str(value) if isinstance(default, str) else int(value))
     return PipelineHealth(**values)
 
 
@@ -195,7 +197,7 @@ class RemoteRuntime:
             if not isinstance(msg, dict) or msg.get("type") != "hello":
                 raise ValueError("no hello")
             self._hello(msg)
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError, RecursionError):
             raise AttachError(f"{self.where} is not a tickdeck broadcast (it did not say hello)") from None
 
     async def run(self, on_update: Callable[[Update], None],
@@ -263,7 +265,8 @@ class RemoteRuntime:
                 status = FeedStatus(ATTACH, "live", self._live_reason())
             elif kind == "error":
                 log.warning("attach: %s did not take a message: %s", self.where, msg.get("message"))
-        except (KeyError, TypeError, ValueError, AttributeError):
+        # OverflowError: Infinity or a huge number where an int or float goes; RecursionError: deep nesting
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError, RecursionError):
             counters.bad_message(f"bad {kind} frame" if kind != "?" else "not a JSON object", raw)
             return
         if update is not None:

@@ -14,6 +14,7 @@ import asyncio
 import collections
 import dataclasses
 import functools
+import math
 import queue
 import threading
 import time
@@ -140,22 +141,50 @@ def _register(engine: Engine, names: Sequence[str]) -> None:
         engine.add_symbol(name)
 
 
+RECENT = 2048
+"""Batches the timing percentiles are taken over: enough for a stable p99, recent enough to move."""
+
+
+def _recent() -> collections.deque[int]:
+    return collections.deque(maxlen=RECENT)
+
+
+def percentiles(samples: collections.deque[int], unit_ns: float, empty: float = 0.0) -> tuple[float, float]:
+    """(p50, p99) of ``samples`` (nanoseconds) in units of ``unit_ns``; ``empty`` for both when there
+    are none. The engine thread appends while this runs on the event loop: ``np.fromiter`` copies the
+    deque in one C loop, under the GIL, so it never sees a deque mutated during iteration."""
+    if not samples:
+        return (empty, empty)
+    p50, p99 = np.percentile(np.fromiter(samples, dtype=np.int64), [50, 99])
+    return (float(p50) / unit_ns, float(p99) / unit_ns)
+
+
 @dataclass
 class RuntimeMetrics:
-    """How the pipeline keeps up: queue depth, coalescing, lag from receipt to processing."""
+    """How the pipeline keeps up: queue depth, coalescing, lag from receipt to processing, the engine's
+    time per batch, and tick-to-signal latency. The deques are written on the engine thread (timings)
+    and the event loop (lag) and only read through :func:`percentiles`."""
 
     batches: int = 0
     coalesced: int = 0  # batches merged into another because the engine was behind
     queue_depth: int = 0
     queue_depth_max: int = 0
-    lag_ns: collections.deque[int] = field(default_factory=lambda: collections.deque(maxlen=2048))
+    lag_ns: collections.deque[int] = field(default_factory=_recent)
+    engine_ns: collections.deque[int] = field(default_factory=_recent)  # ingest + close_due, per batch
+    signal_ns: collections.deque[int] = field(default_factory=_recent)  # receipt -> signal, per batch
 
     def lag_percentiles(self) -> tuple[float, float]:
         """(p50, p99) of receive-to-processing lag in milliseconds over the recent batches."""
-        if not self.lag_ns:
-            return (0.0, 0.0)
-        p50, p99 = np.percentile(np.fromiter(self.lag_ns, dtype=np.int64), [50, 99])
-        return (float(p50) / 1e6, float(p99) / 1e6)
+        return percentiles(self.lag_ns, 1e6)
+
+    def engine_percentiles(self) -> tuple[float, float]:
+        """(p50, p99) of the engine's time per batch in microseconds; NaN before the first batch."""
+        return percentiles(self.engine_ns, 1e3, math.nan)
+
+    def signal_percentiles(self) -> tuple[float, float]:
+        """(p50, p99) of tick-to-signal latency in milliseconds (the oldest tick of a batch that fired
+        to the signal); NaN until a live feed's batch fires one."""
+        return percentiles(self.signal_ns, 1e6, math.nan)
 
 
 _END = object()  # the feed finished (a replay reached its end)
@@ -183,6 +212,7 @@ class Runtime:
         self.metrics = RuntimeMetrics()
         self.taps: list[Callable[[np.ndarray], None]] = []  # e.g. a recorder; called on the event loop
         self._last_frame = 0
+        self._worker: EngineThread | None = None  # while running: the thread that owns the engine
 
     def process(self, ticks: np.ndarray | None, now_ns: int | None = None) -> Update:
         """Apply one batch (or just the clock, when ``ticks`` is None). Runs on the engine thread.
@@ -192,20 +222,61 @@ class Runtime:
         """
         now = time.time_ns() if now_ns is None else now_ns
         signals: list[Signal] = []
+        started = time.perf_counter_ns()
         if ticks is not None and len(ticks):
             signals += self.engine.ingest(ticks)
         signals += self.engine.close_due(now - now % self.engine.interval_ns)
+        if ticks is not None and len(ticks):
+            self._timed(ticks, bool(signals), time.perf_counter_ns() - started)
         snapshot = None
         if now - self._last_frame >= self.frame_ns:
             self._last_frame = now
             snapshot = self.snapshot(now)
         return Update(tuple(signals), snapshot)
 
+    def _timed(self, ticks: np.ndarray, fired: bool, engine_ns: int) -> None:
+        """Record one batch's engine time and, when it fired a signal, its tick-to-signal latency.
+
+        Only batches with ticks count: a clock-only call closes due bars in microseconds and would pull
+        the median down. Latency is measured from the batch's oldest receipt (the tick that waited
+        longest) and only on a live feed: a replay's receive times are its file's.
+        """
+        m = self.metrics
+        m.engine_ns.append(engine_ns)
+        if fired and self.feed.realtime:
+            m.signal_ns.append(time.time_ns() - int(ticks["recv"].min()))
+
     def finish(self) -> Update:
         """Close every forming bar (nothing more will come) and take a last snapshot."""
         signals = self.engine.close_due(np.iinfo(np.int64).max // 2)
         now = self.feed.now_ns()
         return Update(tuple(signals), self.snapshot(now))
+
+    async def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` on the thread that owns the engine while the runtime runs (in place before):
+        the console reads a symbol's history or values this way, never while a batch is half applied."""
+        worker = self._worker
+        if worker is None:
+            return fn(*args)
+        return await worker.call(fn, *args)
+
+    def check_symbol(self, name: str) -> str | None:
+        """Why ``name`` cannot be added to a watchlist, or None when it can.
+
+        A simulated market or a replay has a fixed universe; a live feed accepts any well-formed name
+        (it cannot know every listing without a catalogue request) and shows it once it trades.
+        """
+        if not name or len(name) > 32 or not name.isprintable() or " " in name:
+            return f"{name!r} is not a symbol name"
+        universe = self.feed.universe()
+        if self.feed.closed_universe and name not in universe:
+            return f"{name} is not traded on the {self.feed.name} feed"
+        return None
+
+    async def add_symbols(self, names: Sequence[str]) -> None:
+        """Give ``names`` engine slots (on the engine thread) and ask the feed to deliver them."""
+        await self.call(_register, self.engine, names)
+        await self.feed.subscribe(names)
 
     def snapshot(self, now_ns: int, symbols: Sequence[str] | None = None) -> MarketSnapshot:
         return build_snapshot(self.engine, self.watch if symbols is None else symbols, self.outputs,
@@ -222,7 +293,7 @@ class Runtime:
             self.taps.append(recorder)
         queue: asyncio.Queue[Any] = asyncio.Queue(self.queue_batches)
         pump = asyncio.create_task(self._pump(queue, on_status), name="tickdeck-feed-pump")
-        worker = EngineThread()
+        worker = self._worker = EngineThread()
         tick_s = self.frame_ns / 1e9
         try:
             while True:
@@ -245,6 +316,7 @@ class Runtime:
                     on_update(update)
         finally:
             pump.cancel()
+            self._worker = None
             worker.stop()
             if recorder is not None:
                 self.taps.remove(recorder)
@@ -254,10 +326,14 @@ class Runtime:
         m = self.metrics
         c = self.feed.counters
         p50, p99 = m.lag_percentiles()
+        e50, e99 = m.engine_percentiles()
+        s50, s99 = m.signal_percentiles()
         return PipelineHealth(lag_p50_ms=p50, lag_p99_ms=p99, queue_depth=m.queue_depth,
                               queue_depth_max=m.queue_depth_max, coalesced=m.coalesced,
                               bad_messages=c.bad_total, reconnects=c.reconnects, gaps=c.gaps,
-                              duplicates=c.duplicates)
+                              duplicates=c.duplicates, feed=self.feed.name, batches=m.batches,
+                              ticks_in=c.ticks, ticks_processed=self.engine.stats.ticks,
+                              engine_p50_us=e50, engine_p99_us=e99, signal_p50_ms=s50, signal_p99_ms=s99)
 
     def _coalesce(self, first: np.ndarray, queue: asyncio.Queue[Any]) -> np.ndarray:
         m = self.metrics

@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 
+from tests.fuzz_settings import pytest_terminal_summary  # noqa: F401  (prints the fuzz tests' input counts)
+
 _LOCAL = {"localhost", "127.0.0.1", "::1", "", None}
 _real_getaddrinfo = socket.getaddrinfo
 

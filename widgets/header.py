@@ -6,6 +6,8 @@ colours) and is tested on its own. :class:`TickRate` turns the engine's running 
 
 from __future__ import annotations
 
+import math
+import time
 from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -44,6 +46,8 @@ class HeaderState:
     tick_rate: float = float("nan")
     paused: bool = False
     health: PipelineHealth | None = None
+    retry_at_ns: int = 0  # wall time of the next reconnect attempt (0: none pending)
+    now_ns: int = 0  # wall time of the drawing, for the countdown
 
 
 def render_header(s: HeaderState) -> Content:
@@ -59,6 +63,8 @@ def render_header(s: HeaderState) -> Content:
     ]
     if s.reason:
         parts += [" ", (s.reason, style)]
+    if s.retry_at_ns and s.state == "reconnecting":
+        parts += [" ", (f"(retry in {max(0, math.ceil((s.retry_at_ns - s.now_ns) / 1e9))}s)", style)]
     if s.clock_ns:
         parts += ["  ", (fmt.clock(s.clock_ns), "bold")]
     if s.interval:
@@ -131,10 +137,12 @@ class HeaderBar(Widget):
     """Whether the display is paused."""
     health: reactive[PipelineHealth | None] = reactive(None)
     """The pipeline's lag and the feed's trouble counts, as of the latest frame."""
+    retry_at_ns: reactive[int] = reactive(0)
+    """Wall time of the next reconnect attempt (0: none); drawn as a countdown, redrawn every frame."""
 
     def header_state(self) -> HeaderState:
         return HeaderState(self.feed, self.state, self.reason, self.clock_ns, self.interval, self.tick_rate,
-                           self.paused, self.health)
+                           self.paused, self.health, self.retry_at_ns, time.time_ns())
 
     def render(self) -> Content:
         return render_header(self.header_state())

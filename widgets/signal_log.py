@@ -1,22 +1,26 @@
 """The signal log: every signal the rules fired, newest first, coloured by direction.
 
-The widget's state is one reactive, ``signals`` (newest first, bounded); :func:`render_signals` draws it
-as Textual ``Content`` whose colours are theme variables (``$text-success`` for up, ``$text-error`` for
-down), so a theme switch recolours the log without redrawing it by hand.
+State is two reactives, ``signals`` (newest first, bounded) and ``filter`` (text matched against the
+symbol and the rule). :func:`signal_parts` decides what a line says as (text, role) pairs; the widget
+styles roles from its component classes (``$text-success`` for up, ``$text-error`` for down), so a theme
+switch recolours the log. ``enter`` posts :class:`SignalLog.Chosen` so the app can jump to the symbol.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
-from textual.app import ComposeResult
-from textual.containers import VerticalScroll
-from textual.content import Content
+from cachetools import LRUCache
+from rich.segment import Segment
+from rich.style import Style
+from textual.binding import Binding, BindingType
+from textual.message import Message
 from textual.reactive import reactive
-from textual.widgets import Static
+from textual.strip import Strip
 
 from widgets import formatting as fmt
+from widgets.rowview import RowView
 
 if TYPE_CHECKING:
     from engine.signals.events import Signal
@@ -25,8 +29,7 @@ LIMIT = 500
 """Signals kept in the log; older ones fall off the end."""
 EMPTY = "no signals yet"
 ARROWS = {"up": "▲", "down": "▼"}
-STYLES = {"up": "$text-success", "down": "$text-error"}
-MUTED = "$text-muted"
+ROLES = ("up", "down", "value", "muted")
 
 
 def newest_first(existing: Sequence[Signal], new: Iterable[Signal], limit: int = LIMIT) -> tuple[Signal, ...]:
@@ -37,61 +40,127 @@ def newest_first(existing: Sequence[Signal], new: Iterable[Signal], limit: int =
     return tuple(sorted(merged, key=lambda s: s.bar_time, reverse=True))[:limit]
 
 
+def matches(signal: Signal, text: str) -> bool:
+    """Whether ``text`` (any case) is part of the signal's symbol or rule."""
+    needle = text.strip().lower()
+    return not needle or needle in signal.symbol.lower() or needle in signal.rule.lower()
+
+
 def _operands(values: dict[str, float]) -> str:
     return "  ".join(f"{name} {fmt.indicator(value)}" for name, value in values.items())
 
 
-def signal_line(signal: Signal, symbol_width: int = 7, rule_width: int = 14) -> Content:
-    """One signal: its bar's time, arrow, symbol, rule, price, and the operands that crossed."""
-    style = STYLES[signal.direction]
-    return Content.assemble(
-        (fmt.clock(signal.bar_time), MUTED),  # market time of the bar that fired it
-        " ",
-        (f"{ARROWS[signal.direction]} {signal.symbol:<{symbol_width}}", f"{style} bold"),
-        " ",
-        (f"{fmt.fit(signal.rule, rule_width):<{rule_width}}", style),
-        " ",
-        f"{fmt.price(signal.price):>10}",
-        "  ",
-        (_operands(signal.values), MUTED),
-    )
+def signal_parts(signal: Signal, symbol_width: int = 7, rule_width: int = 14) -> list[tuple[str, str]]:
+    """One signal as (text, role) pairs: bar time, arrow and symbol, rule, price, crossing operands."""
+    role = signal.direction
+    return [
+        (fmt.clock(signal.bar_time) + " ", "muted"),  # market time of the bar that fired it
+        (f"{ARROWS[signal.direction]} {signal.symbol:<{symbol_width}} ", role),
+        (f"{fmt.fit(signal.rule, rule_width):<{rule_width}} ", role),
+        (f"{fmt.price(signal.price):>10}  ", "value"),
+        (_operands(signal.values), "muted"),
+    ]
 
 
-def render_signals(signals: Sequence[Signal]) -> Content:
-    """The whole log, one line per signal in the order given (newest first), or a muted hint."""
-    if not signals:
-        return Content.styled(EMPTY, MUTED)
-    symbol_width = max(6, max(len(s.symbol) for s in signals))
-    return Content("\n").join(signal_line(s, symbol_width) for s in signals)
+class SignalLog(RowView):
+    """A scrolling list of signals, newest at the top; ``enter`` jumps to the signal's symbol."""
 
-
-class SignalLog(VerticalScroll):
-    """A scrolling list of signals, newest at the top."""
+    COMPONENT_CLASSES = {*(f"signal-log--{r}" for r in ROLES), "signal-log--cursor"}
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("enter", "choose", "Go to symbol"),
+    ]
 
     DEFAULT_CSS = """
     SignalLog {
-        height: auto;
+        background: $surface;
         scrollbar-size-vertical: 1;
     }
-    SignalLog > #signal-lines {
-        width: 1fr;
-        text-wrap: nowrap;
-        text-overflow: ellipsis;
-    }
+    SignalLog > .signal-log--up { color: $text-success; }
+    SignalLog > .signal-log--down { color: $text-error; }
+    SignalLog > .signal-log--value { color: $foreground; }
+    SignalLog > .signal-log--muted { color: $foreground-muted; }
+    SignalLog > .signal-log--cursor { background: $surface; }
+    SignalLog:focus > .signal-log--cursor { background: $block-cursor-background; text-style: bold; }
     """
 
     signals: reactive[tuple[Signal, ...]] = reactive(())
-    """The signals shown, newest first (at most :data:`LIMIT`)."""
+    """Every signal kept, newest first (at most :data:`LIMIT`)."""
+    filter: reactive[str] = reactive("")
+    """Only signals whose symbol or rule contains this text are shown."""
 
-    def compose(self) -> ComposeResult:
-        # Held, not queried: signals may still arrive while the app tears the children down.
-        self._lines = Static(render_signals(self.signals), id="signal-lines")
-        yield self._lines
+    class Chosen(Message):
+        """``enter`` on a signal: the app shows its symbol."""
 
-    def watch_signals(self, signals: tuple[Signal, ...]) -> None:
-        if self.is_mounted and self.is_attached:
-            self._lines.update(render_signals(signals))
+        def __init__(self, signal: Signal) -> None:
+            super().__init__()
+            self.signal = signal
+
+    def __init__(self, *, name: str | None = None, id: str | None = None, classes: str | None = None) -> None:
+        super().__init__(name=name, id=id, classes=classes)
+        self._shown: tuple[Signal, ...] = ()
+        self._cache: LRUCache[tuple[object, ...], Strip] = LRUCache(256)
+        self._palette: dict[str, Style] = {}
+
+    @property
+    def shown(self) -> tuple[Signal, ...]:
+        """The signals on display (after the filter), newest first."""
+        return self._shown
+
+    @property
+    def selected(self) -> Signal | None:
+        return self._shown[self.cursor] if self._shown else None
 
     def add(self, new: Iterable[Signal]) -> None:
         """Put newly detected signals at the top."""
         self.signals = newest_first(self.signals, new)
+
+    def watch_signals(self) -> None:
+        self._select()
+
+    def watch_filter(self) -> None:
+        self._select()
+
+    def _select(self) -> None:
+        keep = self.selected
+        text = self.filter
+        self._shown = tuple(s for s in self.signals if matches(s, text)) if text else self.signals
+        self.set_row_count(max(1, len(self._shown)))
+        if keep is not None and keep in self._shown and self.cursor:  # at the top, follow the newest
+            self.cursor = self._shown.index(keep)
+        self.refresh()
+
+    def action_choose(self) -> None:
+        if self.selected is not None:
+            self.post_message(self.Chosen(self.selected))
+
+    def notify_style_update(self) -> None:
+        super().notify_style_update()
+        self._palette = {}
+        self._cache.clear()
+
+    def on_focus(self) -> None:
+        self.notify_style_update()
+        self.refresh()
+
+    def on_blur(self) -> None:
+        self.notify_style_update()
+        self.refresh()
+
+    def row_strip(self, index: int, width: int, selected: bool) -> Strip:
+        palette = self._palette
+        if not palette:
+            names = self.COMPONENT_CLASSES
+            palette = self._palette = {n: self.get_component_rich_style(n, partial=True) for n in names}
+        base = self.rich_style
+        if not self._shown:
+            hint = EMPTY if not self.filter else f"no signals match {self.filter!r}"
+            return Strip([Segment(hint, base + palette["signal-log--muted"])]).adjust_cell_length(width, base)
+        signal = self._shown[index]
+        key = (signal.symbol, signal.rule, signal.bar_time, signal.detected_ns, selected, width)
+        strip = self._cache.get(key)
+        if strip is None:
+            cursor = palette["signal-log--cursor"] if selected else Style.null()
+            segments = [Segment(text, base + palette[f"signal-log--{role}"] + cursor)
+                        for text, role in signal_parts(signal)]
+            strip = self._cache[key] = Strip(segments).crop_extend(0, width, base + cursor)
+        return strip

@@ -1,228 +1,232 @@
 """The watchlist: one row per symbol with its price, change, volume, sparkline, indicators and signal.
 
-State and drawing are apart. The widget's state is its reactives (the rows, the indicator columns, the
-latest snapshot, the latest signal per symbol); what a row shows is decided by the pure function
-:func:`row_cells`, which returns plain text and a colour *role* per cell. The widget turns roles into
-styles from its component classes (themed with ``$text-success`` and friends) and writes only the cells
-that changed into a Textual ``DataTable``, in place: a frame never clears and rebuilds the table. The
-table is rebuilt only when its shape changes (other rows or columns, or a new sparkline width on resize).
+Built for a thousand symbols changing ten times a second. Each frame the widget takes the new snapshot,
+works out the cells of the rows that are *on screen* (``widgets.watchlist_layout.row_cells``, a pure
+function), compares them with what those lines show, and refreshes only the lines that differ. A line is
+drawn from a cached strip keyed by its cells and its look (selected, striped), so an unchanged row costs
+a dictionary lookup. Off-screen rows cost nothing but their place in the sort.
 
-Engine types are imported for type checking only, so importing this module stays light (no numpy).
+State is in reactives (rows, indicator columns, snapshot, signals, sort, filter); the selection follows
+the symbol, not the index, so re-sorting keeps the cursor on the same symbol. Price cells flash for
+:data:`FLASH_FRAMES` frames when the last price moves.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, NamedTuple
+from typing import TYPE_CHECKING
 
+from cachetools import LRUCache
+from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
 from textual import events
 from textual.app import ComposeResult
 from textual.reactive import reactive
+from textual.strip import Strip
 from textual.widget import Widget
-from textual.widgets import DataTable, Static
+from textual.widgets import Static
 
 from widgets import formatting as fmt
-from widgets.sparkline import spark
+from widgets.rowview import RowView
+from widgets.watchlist_layout import (
+    GAP,
+    ROLES,
+    SPARK_MAX,
+    SPARK_MIN,
+    Cell,
+    ColumnSpec,
+    Role,
+    aligned,
+    layout,
+    ordered,
+    row_cells,
+)
 
 if TYPE_CHECKING:
     from engine.signals.events import Signal
     from engine.snapshot import MarketSnapshot, Quote
 
-Role = Literal["symbol", "value", "up", "down", "flat", "muted"]
-Justify = Literal["left", "right"]
-ROLES: tuple[Role, ...] = ("symbol", "value", "up", "down", "flat", "muted")
+__all__ = ["SPARK_MAX", "SPARK_MIN", "Watchlist", "WatchlistRows"]
 
-ARROWS = {"up": "▲", "down": "▼"}
-SPARK_MIN, SPARK_MAX = 6, 60
-GAP = 1
-"""Blank cells before every column (the table has no cell padding of its own, to fit 80 columns)."""
-SCROLLBAR = 1
-"""Width reserved for the table's vertical scrollbar."""
+FLASH_FRAMES = 3
+"""Frames a moved price stays highlighted."""
+SPARK_EVERY = 5
+"""Frames between redraws of a sparkline whose symbol is only ticking: each is dozens of three-byte
+block characters, most of the bytes a frame would send, while its shape changes slowly."""
 DEFAULT_WIDTH = 80
-"""Width assumed for the layout before the widget has a size."""
+CACHE_SIZE = 512
+"""Strips kept: a few screens' worth of rows in a few looks each. Not more: every strip is dozens of
+objects the garbage collector walks, and a large cache made full collections a visible stutter."""
 
 
-class Cell(NamedTuple):
-    """What one cell shows: its text and the colour role it is drawn in."""
-
-    text: str
-    role: Role = "value"
-
-
-@dataclass(frozen=True)
-class ColumnSpec:
-    key: str
-    label: str
-    width: int
-    justify: Justify = "right"
-
-
-SIGNAL_MIN, SIGNAL_MAX = 10, 16
-GROWTH: tuple[tuple[str, int], ...] = (
-    ("signal", 12), ("spark", 8), ("signal", SIGNAL_MAX), ("spark", SPARK_MAX),
-)
-"""How spare width is shared: each step grows a column up to a width, in this order. Twelve cells keep
-``▲ rsi_overs…`` and ``▼ rsi_overb…`` apart; then the sparkline, then whole rule names."""
-
-
-def fixed_columns(indicators: Sequence[str], symbol_width: int,
-                  signal_width: int = SIGNAL_MIN) -> tuple[ColumnSpec, ...]:
-    """Every column but the sparkline, in table order (the sparkline goes before the indicators)."""
-    head = (
-        ColumnSpec("symbol", "Symbol", max(6, symbol_width), "left"),
-        ColumnSpec("last", "Last", 9),
-        ColumnSpec("change", "Chg", 7),
-        ColumnSpec("change_pct", "Chg%", 7),
-        ColumnSpec("volume", "Vol", 6),
-    )
-    labels = [fmt.column_label(name) for name in indicators]
-    middle = tuple(ColumnSpec(name, label, max(6, len(label)))
-                   for name, label in zip(indicators, labels, strict=True))
-    return (*head, *middle, ColumnSpec("signal", "Signal", signal_width, "left"))
-
-
-def layout(width: int, indicators: Sequence[str], symbol_width: int) -> tuple[ColumnSpec, ...]:
-    """The table's columns for a widget ``width`` cells wide.
-
-    Every column has a fixed width but two, the sparkline (``Trend``) and the signal, which share what
-    is left as :data:`GROWTH` says. When even their minimums do not fit, the table scrolls sideways.
-    """
-    fixed = fixed_columns(indicators, symbol_width)
-    spare = width - sum(c.width + GAP for c in fixed) - (SPARK_MIN + GAP) - SCROLLBAR
-    widths = {"signal": SIGNAL_MIN, "spark": SPARK_MIN}
-    for key, limit in GROWTH:
-        grow = max(0, min(spare, limit - widths[key]))
-        widths[key] += grow
-        spare -= grow
-    specs = fixed_columns(indicators, symbol_width, widths["signal"])
-    trend = ColumnSpec("spark", "Trend", widths["spark"], "left")
-    return (*specs[:5], trend, *specs[5:])
-
-
-def direction(value: float) -> Role:
-    """The role of a signed quantity: ``up``, ``down``, ``flat``, or ``muted`` when it is NaN."""
-    if value != value:
-        return "muted"
-    return "up" if value > 0 else "down" if value < 0 else "flat"
-
-
-def signal_cell(signal: Signal | None, width: int) -> Cell:
-    """``▲ rule`` in the signal's direction, cut to ``width``."""
-    if signal is None:
-        return Cell("", "muted")
-    return Cell(fmt.fit(f"{ARROWS[signal.direction]} {signal.rule}", width), signal.direction)
-
-
-def aligned(text: str, spec: ColumnSpec, style: Style | str = "") -> Text:
-    """``text`` placed in its column: the gap first, then the text justified in ``spec.width``."""
+def justify(text: str, spec: ColumnSpec) -> str:
+    """``text`` as its column shows it: exactly ``spec.width`` cells, justified."""
     body = text.ljust(spec.width) if spec.justify == "left" else text.rjust(spec.width)
-    return Text(" " * GAP + body, style=style, no_wrap=True, overflow="crop", end="")
+    return body[: spec.width]
 
 
-def row_cells(symbol: str, quote: Quote | None, signal: Signal | None,
-              specs: Sequence[ColumnSpec]) -> tuple[Cell, ...]:
-    """What the row of ``symbol`` shows under ``specs``; ``quote`` is None until the symbol trades."""
-    cells: list[Cell] = []
-    for spec in specs:
-        key = spec.key
-        if key == "symbol":
-            cells.append(Cell(symbol, "symbol"))
-        elif key == "signal":
-            cells.append(signal_cell(signal, spec.width))
-        elif quote is None:
-            cells.append(Cell(fmt.MISSING if key != "spark" else "", "muted"))
-        elif key == "last":
-            cells.append(Cell(fmt.price(quote.last), "value"))
-        elif key == "change":
-            cells.append(Cell(fmt.change(quote.change, quote.last), direction(quote.change)))
-        elif key == "change_pct":
-            cells.append(Cell(fmt.percent(quote.change_pct), direction(quote.change)))
-        elif key == "volume":
-            cells.append(Cell(fmt.volume(quote.volume), "value"))
-        elif key == "spark":
-            cells.append(Cell(spark(quote.closes, spec.width), direction(quote.change)))
-        else:
-            value = quote.values.get(key, float("nan"))
-            cells.append(Cell(fmt.indicator(value), "value" if value == value else "muted"))
-    return tuple(cells)
+class WatchlistRows(RowView):
+    """The rows of a :class:`Watchlist` (it decides what they show)."""
+
+    COMPONENT_CLASSES = {*(f"watchlist--{role.replace('_', '-')}" for role in ROLES),
+                         "watchlist--zebra", "watchlist--cursor"}
+
+    DEFAULT_CSS = """
+    WatchlistRows {
+        height: 1fr;
+        background: $surface;
+        scrollbar-size-vertical: 1;
+    }
+    WatchlistRows > .watchlist--symbol { color: $foreground; text-style: bold; }
+    WatchlistRows > .watchlist--value { color: $foreground; }
+    WatchlistRows > .watchlist--up { color: $text-success; }
+    WatchlistRows > .watchlist--down { color: $text-error; }
+    WatchlistRows > .watchlist--flat { color: $foreground-muted; }
+    WatchlistRows > .watchlist--muted { color: $foreground-muted; }
+    WatchlistRows > .watchlist--flash-up { color: $foreground; background: $success-muted; text-style: bold; }
+    WatchlistRows > .watchlist--flash-down { color: $foreground; background: $error-muted; text-style: bold; }
+    WatchlistRows > .watchlist--zebra { background: $panel 40%; }
+    WatchlistRows > .watchlist--cursor { background: $block-cursor-blurred-background; }
+    WatchlistRows:focus > .watchlist--cursor {
+        background: $block-cursor-background;
+        color: $block-cursor-foreground;
+        text-style: bold;
+    }
+    """
+
+    def __init__(self, owner: Watchlist, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.owner = owner
+
+    def row_strip(self, index: int, width: int, selected: bool) -> Strip:
+        return self.owner.row_strip(index, width, selected)
+
+    def on_resize(self, event: events.Resize) -> None:
+        super().on_resize(event)
+        self.owner.relayout()
+
+    def notify_style_update(self) -> None:
+        super().notify_style_update()
+        if self.is_mounted and self.is_attached:
+            self.call_later(self.owner.restyle)
+
+    def on_focus(self) -> None:
+        self.owner.restyle()
+
+    def on_blur(self) -> None:
+        self.owner.restyle()
 
 
 class Watchlist(Widget):
     """Symbols and their latest quotes, drawn from one snapshot per frame."""
 
-    COMPONENT_CLASSES = {f"watchlist--{role}" for role in ROLES}
-
     DEFAULT_CSS = """
     Watchlist {
         height: 1fr;
     }
-    Watchlist > DataTable {
-        height: 1fr;
-        scrollbar-size-vertical: 1;
-        background: $surface;
+    Watchlist > #watchlist-head {
+        height: 1;
+        background: $panel;
+        color: $text;
+        text-style: bold;
     }
     Watchlist > #watchlist-message {
         height: 1fr;
         content-align: center middle;
         color: $text-muted;
     }
-    Watchlist > .watchlist--symbol { color: $text; text-style: bold; }
-    Watchlist > .watchlist--value { color: $text; }
-    Watchlist > .watchlist--up { color: $text-success; }
-    Watchlist > .watchlist--down { color: $text-error; }
-    Watchlist > .watchlist--flat { color: $text-muted; }
-    Watchlist > .watchlist--muted { color: $text-muted; }
     """
 
-    symbols: reactive[tuple[str, ...]] = reactive(())
-    """The rows, in order (for now, the feed's universe)."""
-    indicators: reactive[tuple[str, ...]] = reactive(())
+    # No reactive repaints the whole widget: the watchers refresh just the lines and cells that changed.
+    symbols: reactive[tuple[str, ...]] = reactive((), repaint=False)
+    """The rows in the user's order (the active watchlist)."""
+    indicators: reactive[tuple[str, ...]] = reactive((), repaint=False)
     """Indicator outputs shown as columns, by catalogue name (``rsi_14``)."""
-    snapshot: reactive[MarketSnapshot | None] = reactive(None, always_update=True)
+    snapshot: reactive[MarketSnapshot | None] = reactive(None, always_update=True, repaint=False)
     """The latest market snapshot drawn; None until the first one arrives."""
-    signals: reactive[Mapping[str, Signal]] = reactive(dict, always_update=True)
+    signals: reactive[Mapping[str, Signal]] = reactive(dict, always_update=True, repaint=False)
     """The latest signal per symbol (assign a new mapping; it is not watched for mutation)."""
-    message: reactive[str] = reactive("starting engine…")
-    """Shown in place of the table until the first snapshot (progress, or what went wrong)."""
+    sort: reactive[tuple[str | None, bool]] = reactive((None, False), repaint=False)
+    """(column key, descending); a None key keeps the user's order."""
+    filter: reactive[str] = reactive("", repaint=False)
+    """Only symbols containing this text are shown (any case)."""
+    message: reactive[str] = reactive("starting engine…", repaint=False)
+    """Shown in place of the rows until the first snapshot (progress, or what went wrong)."""
 
     def __init__(self, *, indicators: Sequence[str] = (), name: str | None = None, id: str | None = None,
                  classes: str | None = None) -> None:
         super().__init__(name=name, id=id, classes=classes)
-        self._specs: tuple[ColumnSpec, ...] = ()
-        self._drawn: dict[tuple[str, str], Cell] = {}
-        self._rows: frozenset[str] = frozenset()
-        self._palette: dict[Role, Style] = {}
         self.set_reactive(Watchlist.indicators, tuple(indicators))
-        self._make_children()
+        # Held, not queried: snapshots may still arrive while the app tears the children down.
+        self.head = Static("", id="watchlist-head", markup=False)
+        self._message = Static(self.message, id="watchlist-message", markup=False)
+        self.rows = WatchlistRows(self, id="watchlist-rows")
+        self.rows.display = False
+        self._specs: tuple[ColumnSpec, ...] = ()
+        self._order: list[str] = []
+        self._quotes: dict[str, Quote] = {}
+        self._shown: dict[int, tuple[str, tuple[Cell, ...]]] = {}  # what each on-screen line shows
+        self._prices: dict[str, float] = {}
+        self._flash: dict[str, tuple[Role, int]] = {}  # symbol -> (role, last frame it shows)
+        self._frame = 0
+        self._palette: dict[str, Style] = {}
+        self._cache: LRUCache[tuple[object, ...], Strip] = LRUCache(CACHE_SIZE)
+        self.cache_hits = 0
+        self.cache_misses = 0
 
     def compose(self) -> ComposeResult:
+        yield self.head
         yield self._message
-        yield self.table
+        yield self.rows
 
-    def _make_children(self) -> None:
-        # Held, not queried: snapshots may still arrive while the app tears the children down.
-        self._message = Static(self.message, id="watchlist-message", markup=False)
-        self.table: DataTable[Text] = DataTable(cursor_type="row", cell_padding=0, zebra_stripes=True,
-                                                id="watchlist-table")
-        self.table.display = False
-
-    # --- state -> table ----------------------------------------------------------------------------
     def on_mount(self) -> None:
-        self._palette = self._read_palette()
-        self._rebuild()
+        self.relayout()
 
-    def on_resize(self, event: events.Resize) -> None:
-        if self._layout(event.size.width) != self._specs:
-            self._rebuild()
+    # --- what the app asks -------------------------------------------------------------------------
+    @property
+    def selected(self) -> str | None:
+        """The symbol under the cursor; None when no row is shown."""
+        order = self._order
+        return order[self.rows.cursor] if order and self.rows.cursor < len(order) else None
 
+    @property
+    def shown(self) -> tuple[str, ...]:
+        """The rows on display, in display order (after the filter and the sort)."""
+        return tuple(self._order)
+
+    def select(self, symbol: str) -> bool:
+        """Put the cursor on ``symbol``; False if it is not shown."""
+        try:
+            self.rows.cursor = self._order.index(symbol)
+        except ValueError:
+            return False
+        return True
+
+    def cache_stats(self) -> tuple[int, int]:
+        """(hits, misses) of the strip cache: how often a drawn row could be reused."""
+        return self.cache_hits, self.cache_misses
+
+    def rows_text(self) -> dict[str, list[str]]:
+        """Every shown row's cell texts by symbol (what the row shows when scrolled into view)."""
+        quotes, signals = self._quotes, self.signals
+        return {s: [c.text.strip() for c in row_cells(s, quotes.get(s), signals.get(s), self._specs)]
+                for s in self._order}
+
+    # --- state -> rows -----------------------------------------------------------------------------
     def watch_symbols(self) -> None:
-        self._rebuild()
+        self.relayout()
+        self._reorder()
 
     def watch_indicators(self) -> None:
-        self._rebuild()
+        self.relayout()
+
+    def watch_sort(self) -> None:
+        self._reorder()
+        self._draw_head()
+
+    def watch_filter(self) -> None:
+        self._reorder()
 
     def watch_message(self, message: str) -> None:
         if self.is_mounted and self.is_attached:
@@ -231,90 +235,157 @@ class Watchlist(Widget):
     def watch_snapshot(self, snapshot: MarketSnapshot | None) -> None:
         if not (self.is_mounted and self.is_attached):
             return
-        table = self.table
         self._message.display = snapshot is None
+        self.rows.display = snapshot is not None
         if snapshot is None:
-            table.display = False
             return
-        if not table.display:
-            table.display = True
-            if self.screen.focused is None:
-                table.focus()
-        signals = self.signals
-        for quote in snapshot.quotes:
-            if quote.symbol in self._rows:
-                self._draw_row(quote.symbol, quote, signals.get(quote.symbol))
+        if self.screen.focused is None:
+            self.rows.focus()
+        self._frame += 1
+        self._quotes = snapshot.by_symbol()
+        self._note_moves()
+        if self.sort[0] is not None:
+            self._reorder()
+        else:
+            self._refresh_changed()
 
-    def watch_signals(self, signals: Mapping[str, Signal]) -> None:
-        spec = next((s for s in self._specs if s.key == "signal"), None)
-        if spec is None or not (self.is_mounted and self.is_attached):  # early or during shutdown
-            return
-        for symbol in self.symbols:
-            self._draw_cell(symbol, spec, signal_cell(signals.get(symbol), spec.width))
+    def watch_signals(self) -> None:
+        if self.sort[0] == "signal":
+            self._reorder()
+        else:
+            self._refresh_changed()
 
-    def notify_style_update(self) -> None:
-        super().notify_style_update()
-        if self.is_mounted and self.is_attached:
-            self.call_later(self._restyle)
+    def _note_moves(self) -> None:
+        """Start a flash on every visible row whose last price moved since the previous frame."""
+        prices, flash, frame = self._prices, self._flash, self._frame
+        for index in self.rows.visible_rows():
+            symbol = self._order[index]
+            quote = self._quotes.get(symbol)
+            if quote is None:
+                continue
+            before = prices.get(symbol)
+            prices[symbol] = quote.last
+            if before is not None and quote.last != before:
+                role: Role = "flash_up" if quote.last > before else "flash_down"
+                flash[symbol] = (role, frame + FLASH_FRAMES - 1)
+        for symbol in [s for s, (_, until) in flash.items() if until < frame]:
+            del flash[symbol]
+        if len(prices) > 4 * max(64, len(self._order)):  # symbols left the list long ago
+            keep = set(self._order)
+            self._prices = {s: p for s, p in prices.items() if s in keep}
 
-    # --- drawing -------------------------------------------------------------------------------------
-    def _layout(self, width: int) -> tuple[ColumnSpec, ...]:
-        return layout(width or DEFAULT_WIDTH, self.indicators, self._symbol_width())
-
-    def _symbol_width(self) -> int:
-        return max((len(s) for s in self.symbols), default=6)
-
-    def _quotes(self) -> dict[str, Quote]:
-        return self.snapshot.by_symbol() if self.snapshot is not None else {}
-
-    def _read_palette(self) -> dict[Role, Style]:
-        return {role: self.get_component_rich_style(f"watchlist--{role}", partial=True) for role in ROLES}
-
-    def _restyle(self) -> None:
-        """Redraw every cell when the theme changed the role colours."""
-        palette = self._read_palette()
-        if palette != self._palette:
-            self._palette = palette
-            self._redraw_all()
-
-    def _styled(self, cell: Cell, spec: ColumnSpec) -> Text:
-        return aligned(cell.text, spec, self._palette.get(cell.role, Style.null()))
-
-    def _rebuild(self) -> None:
-        """Lay the table out again for new rows, columns or widths (never once per frame)."""
+    def _reorder(self) -> None:
+        """Work out the displayed order again and keep the cursor on the symbol it was on."""
         if not (self.is_mounted and self.is_attached):
             return
-        table = self.table
-        row = table.cursor_row
-        table.clear(columns=True)
-        self._drawn.clear()
-        self._rows = frozenset(self.symbols)
-        self._specs = self._layout(self.size.width)
-        for spec in self._specs:
-            table.add_column(aligned(spec.label, spec), width=spec.width + GAP, key=spec.key)
-        quotes, signals = self._quotes(), self.signals
-        for symbol in self.symbols:
-            cells = row_cells(symbol, quotes.get(symbol), signals.get(symbol), self._specs)
-            for spec, cell in zip(self._specs, cells, strict=True):
-                self._drawn[symbol, spec.key] = cell
-            table.add_row(*(self._styled(c, s) for c, s in zip(cells, self._specs, strict=True)), key=symbol)
-        if self.symbols:
-            table.move_cursor(row=min(row, len(self.symbols) - 1), animate=False)
+        keep = self.selected
+        key, descending = self.sort
+        self._order = ordered(self.symbols, self._quotes, self.signals, key, descending, self.filter)
+        rows = self.rows
+        rows.set_row_count(len(self._order))
+        if keep is not None and keep in self._order:
+            index = self._order.index(keep)
+            if index != rows.cursor:
+                rows.cursor = index
+        self._refresh_changed()
 
-    def _redraw_all(self) -> None:
-        self._drawn.clear()
-        quotes, signals = self._quotes(), self.signals
-        for symbol in self.symbols:
-            self._draw_row(symbol, quotes.get(symbol), signals.get(symbol))
+    def _cells(self, index: int) -> tuple[str, tuple[Cell, ...]]:
+        symbol = self._order[index]
+        flash = self._flash.get(symbol)
+        cells = row_cells(symbol, self._quotes.get(symbol), self.signals.get(symbol), self._specs,
+                          flash[0] if flash else None)
+        return symbol, cells
 
-    def _draw_row(self, symbol: str, quote: Quote | None, signal: Signal | None) -> None:
-        for spec, cell in zip(self._specs, row_cells(symbol, quote, signal, self._specs), strict=True):
-            self._draw_cell(symbol, spec, cell)
+    def _refresh_changed(self) -> None:
+        """Refresh the on-screen lines whose content differs from what they show."""
+        shown, rows, specs = self._shown, self.rows, self._specs
+        drawn: dict[int, tuple[str, tuple[Cell, ...]]] = {}
+        spark = next((i for i, spec in enumerate(specs) if spec.key == "spark"), None)
+        hold_spark = spark is not None and self._frame % SPARK_EVERY != 0
+        for index in rows.visible_rows():
+            now = self._cells(index)
+            before = shown.get(index)
+            if before is None or before[0] != now[0]:
+                rows.refresh_row(index)
+            elif before != now:  # the same symbol: redraw only the cells that changed
+                if hold_spark and spark is not None:  # keep the sparkline as drawn until its turn
+                    cells = list(now[1])
+                    cells[spark] = before[1][spark]
+                    now = (now[0], tuple(cells))
+                x = 0
+                for spec, old, new in zip(specs, before[1], now[1], strict=True):
+                    if old != new:
+                        rows.refresh_span(index, x, spec.width + GAP)
+                    x += spec.width + GAP
+            drawn[index] = now
+        self._shown = drawn  # lines scrolled away are forgotten: drawn afresh if they come back
 
-    def _draw_cell(self, symbol: str, spec: ColumnSpec, cell: Cell) -> None:
-        """Write one cell into the table, unless it already shows exactly that."""
-        key = (symbol, spec.key)
-        if self._drawn.get(key) == cell:
+    # --- drawing ----------------------------------------------------------------------------------------
+    def relayout(self) -> None:
+        """Columns for the current width (only when they change: a resize, other columns or rows)."""
+        if not (self.is_mounted and self.is_attached):
             return
-        self._drawn[key] = cell
-        self.table.update_cell(symbol, spec.key, self._styled(cell, spec))
+        width = self.rows.size.width or self.size.width or DEFAULT_WIDTH
+        symbol_width = max((len(s) for s in self.symbols), default=6)
+        specs = layout(width, self.indicators, symbol_width)
+        if specs != self._specs:
+            self._specs = specs
+            self._invalidate()
+        self._draw_head()
+
+    def restyle(self) -> None:
+        """Read the theme's colours again (a theme switch, focus gained or lost)."""
+        palette = {name: self.rows.get_component_rich_style(name, partial=True)
+                   for name in self.rows.COMPONENT_CLASSES}
+        if palette != self._palette:
+            self._palette = palette
+            self._invalidate()
+
+    def _invalidate(self) -> None:
+        self._cache.clear()
+        self._shown.clear()
+        self.rows.refresh()
+
+    def _draw_head(self) -> None:
+        if not (self.is_mounted and self.is_attached):
+            return
+        key, descending = self.sort
+        head = Text(no_wrap=True, overflow="crop", end="")
+        for spec in self._specs:
+            label = spec.label
+            if spec.key == key:  # the marker takes the label's last cells, so columns stay put
+                label = fmt.fit(label, spec.width - 2).ljust(min(len(label), spec.width - 2))
+                label += " ▼" if descending else " ▲"
+            head.append_text(aligned(label, spec))
+        self.head.update(head)
+
+    def row_strip(self, index: int, width: int, selected: bool) -> Strip:
+        """The strip of row ``index``: from the cache when the row shows what it showed before."""
+        drawn = self._shown.get(index)
+        if drawn is None or drawn[0] != self._order[index]:
+            drawn = self._shown[index] = self._cells(index)
+        cells = drawn[1]
+        zebra = index % 2 == 1
+        key = (cells, selected, zebra, width)
+        strip = self._cache.get(key)
+        if strip is not None:
+            self.cache_hits += 1
+            return strip
+        self.cache_misses += 1
+        strip = self._cache[key] = self._make_strip(cells, selected, zebra, width)
+        return strip
+
+    def _make_strip(self, cells: tuple[Cell, ...], selected: bool, zebra: bool, width: int) -> Strip:
+        if not self._palette:
+            self.restyle()
+        palette = self._palette
+        base = self.rows.rich_style
+        if zebra:
+            base += palette["watchlist--zebra"]
+        cursor = palette["watchlist--cursor"] if selected else Style.null()
+        segments = []
+        for spec, cell in zip(self._specs, cells, strict=True):
+            role = palette[f"watchlist--{cell.role.replace('_', '-')}"]
+            segments.append(Segment(" " * GAP, base + cursor))
+            segments.append(Segment(justify(cell.text, spec), base + role + cursor))
+        return Strip(segments).adjust_cell_length(width, base + cursor)

@@ -75,6 +75,8 @@ class Feed(abc.ABC):
     name: str = "feed"
     #: receive times are this run's clock (False for a replay, whose times come from its file)
     realtime: bool = True
+    #: True when ``universe()`` is every symbol the feed can ever deliver (a simulation, a replay)
+    closed_universe: bool = False
     #: set when the feed was stopped early (a shutdown): its stream ends, but its last bars are not done
     stopped: bool = False
 

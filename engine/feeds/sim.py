@@ -142,6 +142,8 @@ class SimFeed(Feed):
     typical jump of a symbol of 35 % annual volatility (scaled with each symbol's volatility).
     """
 
+    closed_universe = True
+
     name = "sim"
 
     def __init__(self, symbols: SymbolTable, n_symbols: int = 40, seed: int = 7, rate: float = 200.0,

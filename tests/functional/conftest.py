@@ -13,6 +13,14 @@ FAST = {"feeds.sim.rate": 2000.0, "feeds.sim.seed": 7, "engine.interval": "1s"}
 """A quick sim: 2000 ticks/s and one-second bars, with a fixed seed."""
 
 
+@pytest.fixture(autouse=True)
+def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test keeps its watchlists and theme in its own directory, never the user's."""
+    path = tmp_path / "state"
+    monkeypatch.setenv("TICKDECK_STATE_DIR", str(path))
+    return path
+
+
 @pytest.fixture
 def make_config(tmp_path: Path) -> Callable[..., Config]:
     """``make_config({"feed.name": "x"})``: the fast sim config plus dotted overrides, ignoring the

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+from textual.app import App
 from textual.pilot import Pilot
 
 WAIT_STEPS = 1200
@@ -20,3 +22,16 @@ async def wait_for(pilot: Pilot[Any], condition: Callable[[], bool], what: str,
             return
         await pilot.pause(0.1)
     assert condition(), f"timed out waiting for {what}"
+
+
+def record_notifications(app: App[Any], monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str, str]]:
+    """(title, message, severity) of every notification the app shows from now on."""
+    seen: list[tuple[str, str, str]] = []
+    notify = app.notify
+
+    def spy(message: str, *, title: str = "", severity: Any = "information", **kwargs: Any) -> None:
+        seen.append((title, str(message), str(severity)))
+        notify(message, title=title, severity=severity, **kwargs)
+
+    monkeypatch.setattr(app, "notify", spy)
+    return seen

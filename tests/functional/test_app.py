@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from console.app import RUNTIME_GROUP, TickdeckApp, build_app
+from console.app import DEFAULT_ROWS, RUNTIME_GROUP, TickdeckApp, build_app
 from engine.config import Config
 from engine.feeds.base import Feed, FeedStatus
 from engine.runtime import Runtime, build_engine
@@ -29,16 +29,15 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def rows(app: TickdeckApp) -> dict[str, list[str]]:
-    """What the watchlist table shows, by symbol: each cell's text."""
-    table = app.watchlist.table
-    return {str(key.value): [cell.plain.strip() for cell in table.get_row(key)] for key in table.rows}
+    """What the watchlist's rows show, by symbol: each cell's text."""
+    return app.watchlist.rows_text()
 
 
 def priced(app: TickdeckApp) -> bool:
-    """Every row of the universe shows a price."""
+    """Every row of the watched symbols shows a price."""
     shown = rows(app)
-    universe = app.runtime.watch if app.runtime is not None else ()
-    return bool(universe) and set(shown) == set(universe) and all(r[1] != MISSING for r in shown.values())
+    watched = app.runtime.watch if app.runtime is not None else ()
+    return bool(watched) and set(shown) == set(watched) and all(r[1] != MISSING for r in shown.values())
 
 
 class BrokenFeed(Feed):
@@ -62,8 +61,10 @@ async def test_first_snapshot_shows_every_symbol_with_a_price(config: Config) ->
         await wait_for(pilot, lambda: priced(app), "a price for every symbol")
         assert app.runtime is not None
         assert list(rows(app)) == list(app.runtime.watch)
-        assert len(rows(app)) == config.feeds.sim.symbols
-        assert app.watchlist.table.display and app.watchlist.table.has_focus
+        # a simulated market's first watchlist holds its first DEFAULT_ROWS symbols; `a` adds others
+        assert list(app.runtime.watch) == list(app.runtime.feed.universe()[:DEFAULT_ROWS])
+        assert config.feeds.sim.symbols > DEFAULT_ROWS
+        assert app.watchlist.rows.display and app.watchlist.rows.has_focus
         await wait_for(pilot, lambda: app.header.state == "live", "the feed to be live")
         await wait_for(pilot, lambda: math.isfinite(app.header.tick_rate), "a tick rate")
         assert app.header.clock_ns > 0 and app.header.feed == "sim"
@@ -101,8 +102,9 @@ async def test_question_mark_opens_help_and_escape_closes_it(config: Config) -> 
 
 
 def cell_styles(app: TickdeckApp) -> list[str]:
-    table = app.watchlist.table
-    return [str(cell.style) for key in table.rows for cell in table.get_row(key)]
+    """The styles of the first rows as drawn on screen."""
+    view = app.watchlist.rows
+    return [str(seg.style) for y in range(3) for seg in view.render_line(y)]
 
 
 def restyled(app: TickdeckApp, before: list[str]) -> bool:
@@ -171,9 +173,10 @@ async def test_fits_80_by_24_without_sideways_scrolling(config: Config) -> None:
     app = build_app(config)
     async with app.run_test(size=(80, 24)) as pilot:
         await wait_for(pilot, lambda: priced(app), "a price for every symbol")
-        table = app.watchlist.table
-        assert table.virtual_size.width <= table.size.width
-        assert not table.show_horizontal_scrollbar
+        view = app.watchlist.rows
+        assert view.virtual_size.width <= view.size.width
+        assert not view.show_horizontal_scrollbar
+        assert all(seg.cell_length <= 80 for seg in view.render_line(0))
 
 
 def test_importing_the_app_loads_no_engine() -> None:

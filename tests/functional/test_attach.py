@@ -97,8 +97,7 @@ class Publisher:
 
 
 def rows(app: TickdeckApp) -> dict[str, list[str]]:
-    table = app.watchlist.table
-    return {str(key.value): [cell.plain.strip() for cell in table.get_row(key)] for key in table.rows}
+    return app.watchlist.rows_text()
 
 
 def same_quotes(a: MarketSnapshot, b: MarketSnapshot) -> bool:

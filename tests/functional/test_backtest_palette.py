@@ -41,7 +41,7 @@ from engine.backtest import (
 from engine.config import Config
 from engine.runtime import Runtime
 from tests.data import random_walk
-from tests.functional.support import wait_for
+from tests.functional.support import record_notifications, wait_for
 from widgets.backtest_view import BacktestScreen, report_table
 from widgets.help_screen import HelpScreen
 
@@ -58,9 +58,9 @@ def loaded_bars(app: TickdeckApp, symbol: str | None) -> int:
 
 
 def ready(app: TickdeckApp) -> bool:
-    """The watchlist shows its table, focused, and the selected symbol has enough history."""
-    table = app.watchlist.table
-    return table.display and table.has_focus and loaded_bars(app, app.selected_symbol()) >= BACKTEST_MIN_BARS
+    """The watchlist shows its rows, focused, and the selected symbol has enough history."""
+    view = app.watchlist.rows
+    return view.display and view.has_focus and loaded_bars(app, app.selected_symbol()) >= BACKTEST_MIN_BARS
 
 
 def shown_text(screen: BacktestScreen) -> str:
@@ -68,19 +68,6 @@ def shown_text(screen: BacktestScreen) -> str:
     static = screen.query_one("#backtest-table")
     lines = static.render_lines(Region(0, 0, static.size.width, static.size.height))
     return "\n".join(line.text for line in lines)
-
-
-def record_notifications(app: TickdeckApp, monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str, str]]:
-    """(title, message, severity) of every notification the app shows from now on."""
-    seen: list[tuple[str, str, str]] = []
-    notify = app.notify
-
-    def spy(message: str, *, title: str = "", severity: Any = "information", **kwargs: Any) -> None:
-        seen.append((title, str(message), str(severity)))
-        notify(message, title=title, severity=severity, **kwargs)
-
-    monkeypatch.setattr(app, "notify", spy)
-    return seen
 
 
 def assert_shows_every_rule(app: TickdeckApp, config: Config, symbol: str) -> None:

@@ -19,9 +19,10 @@ from themes import APP_CSS_PATH, THEME_NAMES, THEMES, next_theme
 from widgets import formatting as fmt
 from widgets.header import HeaderState, TickRate, render_header
 from widgets.help_screen import binding_rows, render_help
-from widgets.signal_log import newest_first, render_signals
+from widgets.signal_log import matches, newest_first, signal_parts
 from widgets.sparkline import BLOCKS, resample, spark
-from widgets.watchlist import SIGNAL_MAX, SPARK_MAX, SPARK_MIN, Watchlist, layout, row_cells
+from widgets.watchlist import Watchlist
+from widgets.watchlist_layout import SIGNAL_MAX, SPARK_MAX, SPARK_MIN, layout, ordered, row_cells
 
 WIDGETS = Path(__file__).resolve().parents[2] / "widgets"
 
@@ -137,14 +138,32 @@ def test_signal_log_orders_by_bar_time_when_a_quiet_bar_closes_late() -> None:
     assert [s.symbol for s in log] == ["D", "C", "B", "QUIET", "A"]
 
 
-def test_signal_lines_are_coloured_by_direction_with_theme_variables() -> None:
-    content = render_signals([signal("UPP", "rsi_oversold", "up"), signal("DWN", "rsi_overbought", "down")])
-    lines = content.plain.splitlines()
-    assert "▲ UPP" in lines[0] and "rsi_oversold" in lines[0] and "101.25" in lines[0]
-    assert "▼ DWN" in lines[1]
-    styles = {str(span.style) for span in content.spans}
-    assert any("$text-success" in s for s in styles) and any("$text-error" in s for s in styles)
-    assert render_signals([]).plain == "no signals yet"
+def test_signal_lines_are_coloured_by_direction() -> None:
+    up = signal_parts(signal("UPP", "rsi_oversold", "up"))
+    down = signal_parts(signal("DWN", "rsi_overbought", "down"))
+    line = "".join(text for text, _ in up)
+    assert "▲ UPP" in line and "rsi_oversold" in line and "101.25" in line
+    assert "▼ DWN" in "".join(text for text, _ in down)
+    assert [role for _, role in up[1:3]] == ["up", "up"]  # the symbol and the rule
+    assert [role for _, role in down[1:3]] == ["down", "down"]
+    assert up[0][1] == up[-1][1] == "muted"  # time and operands
+
+
+def test_signal_filter_matches_symbol_or_rule_in_any_case() -> None:
+    s = signal("BTCUSDT", "macd_cross")
+    assert matches(s, "btc") and matches(s, "MACD") and matches(s, "") and not matches(s, "eth")
+
+
+def test_watchlist_order_filters_and_sorts_with_missing_values_last() -> None:
+    quotes = {"A": quote("A", last=10.0), "B": quote("B", last=30.0), "C": quote("C", last=20.0)}
+    symbols = ("A", "B", "C", "D")  # D has not traded
+    assert ordered(symbols, quotes, {}, None, False) == list(symbols)
+    assert ordered(symbols, quotes, {}, "last", True) == ["B", "C", "A", "D"]
+    assert ordered(symbols, quotes, {}, "last", False) == ["A", "C", "B", "D"]
+    assert ordered(symbols, quotes, {}, "symbol", True) == ["D", "C", "B", "A"]
+    assert ordered(("AAPL", "MSFT", "AMZN"), {}, {}, None, False, "a") == ["AAPL", "AMZN"]
+    fired = {"C": signal("C", at=5), "A": signal("A", at=9)}
+    assert ordered(symbols, quotes, fired, "signal", True) == ["A", "C", "B", "D"]
 
 
 def test_header_line() -> None:
@@ -154,6 +173,19 @@ def test_header_line() -> None:
     assert "starting engine…" in render_header(HeaderState("sim")).plain
     failed = render_header(HeaderState("sim", "failed", reason="boom", paused=True)).plain
     assert "failed boom" in failed and "PAUSED" in failed
+
+
+def test_header_counts_down_to_the_next_reconnect() -> None:
+    now, soon = 1_700_000_000_000_000_000, 1_700_000_004_200_000_000
+    waiting = HeaderState("binance", "reconnecting", reason="connection refused", retry_at_ns=soon,
+                          now_ns=now)
+    assert "reconnecting connection refused (retry in 5s)" in render_header(waiting).plain
+    later = HeaderState("binance", "reconnecting", retry_at_ns=soon, now_ns=now + 4_000_000_000)
+    assert "(retry in 1s)" in render_header(later).plain
+    due = HeaderState("binance", "reconnecting", retry_at_ns=now, now_ns=now + 9_000_000_000)
+    assert "(retry in 0s)" in render_header(due).plain
+    live = HeaderState("binance", "live", retry_at_ns=soon, now_ns=now)
+    assert "retry" not in render_header(live).plain
 
 
 def test_header_shows_lag_always_and_trouble_only_when_there_is_some() -> None:

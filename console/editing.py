@@ -1,0 +1,246 @@
+"""The keyboard's watchlist edits: add, delete and undo, move, sort, filter, new, rename, switch.
+
+A mixin of :class:`console.app.TickdeckApp`, kept apart so the app module holds the runtime plumbing and
+this one the editing rules. Every edit goes through the :class:`~console.state.Book` (which checks it),
+is saved at once (:meth:`StateStore.save`, atomic), and is then handed to the widgets and the runtime.
+A refused edit is a notification that says why, and changes nothing. A save that fails (a full disk, a
+read-only directory) is a notification naming the file; the edit stays on screen and is written with
+the next edit that saves.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from console.state import Book, StateError, StateStore
+from widgets.list_tabs import ListTabs
+from widgets.prompt import PromptBar
+from widgets.signal_log import SignalLog
+from widgets.watchlist import Watchlist
+from widgets.watchlist_layout import SORT_LABELS, sort_keys
+
+if TYPE_CHECKING:
+    from engine.runtime import Runtime
+
+FILTERS = ("filter", "log_filter")
+
+
+class WatchlistEditing:
+    """Actions on the watchlists; the app provides the attributes below."""
+
+    book: Book | None
+    store: StateStore
+    feed_name: str
+    runtime: Runtime | None
+    watchlist: Watchlist
+    signal_log: SignalLog
+    tabs: ListTabs
+    prompt: PromptBar
+
+    if TYPE_CHECKING:  # provided by textual.app.App (declared only for the type checker)
+        def notify(self, message: str, *, title: str = "", severity: Any = "information",
+                   timeout: float | None = None, markup: bool = True) -> None: ...
+        def run_worker(self, work: Any, *args: Any, **kwargs: Any) -> Any: ...
+        @property
+        def focused(self) -> Any: ...
+
+    # --- book -> screen --------------------------------------------------------------------------------
+    def show_book(self) -> None:
+        """Hand the active list to the watchlist and the runtime, and the names to the tabs."""
+        book = self.book
+        if book is None:
+            return
+        wl = book.current
+        self.watchlist.symbols = tuple(wl.symbols)
+        self.watchlist.sort = (wl.sort, wl.descending)
+        self.tabs.names = tuple(w.name for w in book.lists)
+        self.tabs.active = book.active
+        self._note()
+        runtime = self.runtime
+        if runtime is not None and hasattr(runtime, "check_symbol"):  # a local runtime: snapshot these
+            runtime.watch = tuple(wl.symbols)
+
+    def _note(self) -> None:
+        key, descending = self.watchlist.sort
+        parts = []
+        if key is not None:
+            parts.append(f"sorted by {SORT_LABELS.get(key, key)} {'▼' if descending else '▲'}")
+        if self.watchlist.filter:
+            parts.append(f"filter “{self.watchlist.filter}”")
+        self.tabs.note = " · ".join(parts)
+
+    def _save(self) -> bool:
+        if self.book is None:
+            return False
+        try:
+            self.store.save(self.feed_name, self.book)
+        except StateError as exc:
+            self.notify(str(exc), title="Not saved", severity="error", timeout=10)
+            return False
+        return True
+
+    def _book_or_warn(self) -> Book | None:
+        if self.book is None:
+            self.notify("the watchlists appear once the engine has started", severity="warning")
+        return self.book
+
+    # --- actions ---------------------------------------------------------------------------------------
+    def action_add(self) -> None:
+        book = self._book_or_warn()
+        if book is None:
+            return
+        present = set(book.current.symbols)
+        universe = [s for s in self._universe() if s not in present]
+        self.prompt.ask("add", f"Add to {book.current.name}:", completions=universe,
+                        placeholder="symbol (→ completes, enter adds, esc cancels)")
+
+    def action_delete(self) -> None:
+        book, symbol = self._book_or_warn(), self.watchlist.selected
+        if book is None or symbol is None:
+            return
+        try:
+            book.delete(symbol)
+        except StateError as exc:
+            self.notify(str(exc), severity="warning", timeout=4)
+            return
+        if self._save():
+            self.notify(f"removed {symbol} from {book.current.name} (u to undo)", timeout=4)
+        self.show_book()
+
+    def action_undo(self) -> None:
+        book = self._book_or_warn()
+        if book is None:
+            return
+        symbol = book.undo()
+        if symbol is None:
+            self.notify("nothing to undo", timeout=2)
+            return
+        self._save()
+        self.show_book()
+        self.watchlist.select(symbol)
+        self.notify(f"restored {symbol}", timeout=3)
+
+    def _move(self, delta: int) -> None:
+        book, symbol = self._book_or_warn(), self.watchlist.selected
+        if book is None or symbol is None:
+            return
+        try:
+            book.move(symbol, delta)
+        except StateError as exc:
+            self.notify(f"{exc} (s cycles back to it)", severity="warning", timeout=4)
+            return
+        self._save()
+        self.show_book()
+        self.watchlist.select(symbol)
+
+    def action_move_up(self) -> None:
+        self._move(-1)
+
+    def action_move_down(self) -> None:
+        self._move(1)
+
+    def action_sort(self) -> None:
+        book = self._book_or_warn()
+        if book is None:
+            return
+        book.cycle_sort(sort_keys(self.watchlist.indicators))
+        self._save()
+        self.show_book()
+
+    def action_filter(self) -> None:
+        if isinstance(self.focused, SignalLog):
+            self.prompt.ask("log_filter", "Filter signals:", self.signal_log.filter,
+                            placeholder="symbol or rule (enter keeps, esc clears)")
+        else:
+            self.prompt.ask("filter", "Filter rows:", self.watchlist.filter,
+                            placeholder="part of a symbol (enter keeps, esc clears)")
+
+    def action_new_list(self) -> None:
+        if self._book_or_warn() is not None:
+            self.prompt.ask("new_list", "New watchlist:", placeholder="name (up to 20 characters)")
+
+    def action_rename_list(self) -> None:
+        book = self._book_or_warn()
+        if book is not None:
+            self.prompt.ask("rename_list", f"Rename {book.current.name} to:", book.current.name)
+
+    def action_switch_list(self, number: int) -> None:
+        book = self._book_or_warn()
+        if book is None:
+            return
+        if not book.switch(number - 1):
+            self.notify(f"there is no watchlist {number} (n makes a new one)", severity="warning", timeout=3)
+            return
+        self._save()
+        self.watchlist.filter = ""
+        self.show_book()
+
+    # --- answers ---------------------------------------------------------------------------------------
+    def on_prompt_bar_changed(self, event: PromptBar.Changed) -> None:
+        if event.purpose == "filter":
+            self.watchlist.filter = event.value
+            self._note()
+        elif event.purpose == "log_filter":
+            self.signal_log.filter = event.value
+
+    def on_prompt_bar_answered(self, event: PromptBar.Answered) -> None:
+        purpose, value = event.purpose, event.value
+        if purpose in FILTERS:
+            if value is None:  # escape clears the filter
+                self.on_prompt_bar_changed(PromptBar.Changed(purpose, ""))
+            return
+        if value is None or not value.strip() or self.book is None:
+            return
+        if purpose == "add":
+            self.add_symbol(value.strip().upper())
+            return
+        try:
+            if purpose == "new_list":
+                self.book.new(value)
+            elif purpose == "rename_list":
+                self.book.rename(value)
+        except StateError as exc:
+            self.notify(str(exc), title="Not changed", severity="error", timeout=6)
+            return
+        self._save()
+        self.watchlist.filter = ""
+        self.show_book()
+
+    def add_symbol(self, symbol: str) -> None:
+        """Add ``symbol`` to the active list if the feed can deliver it; a clear message otherwise."""
+        book = self.book
+        if book is None:
+            return
+        problem = self._check(symbol)
+        if problem is None:
+            try:
+                book.add(symbol)
+            except StateError as exc:
+                problem = str(exc)
+        if problem is not None:
+            self.notify(f"{problem}; nothing was added", title="Not added", severity="error", timeout=6)
+            return
+        self._save()
+        self.show_book()
+        self.watchlist.filter = ""
+        self.watchlist.select(symbol)
+        runtime = self.runtime
+        if runtime is not None and hasattr(runtime, "add_symbols"):
+            self.run_worker(runtime.add_symbols([symbol]), group="subscribe", exit_on_error=False)
+        self.notify(f"added {symbol} to {book.current.name}", timeout=3)
+
+    def _check(self, symbol: str) -> str | None:
+        runtime = self.runtime
+        if runtime is None:
+            return "the engine is still starting"
+        if hasattr(runtime, "check_symbol"):
+            return runtime.check_symbol(symbol)
+        if symbol not in runtime.watch:  # attached: only what the publisher sends
+            return f"{symbol} is not among the symbols the attached instance publishes"
+        return None
+
+    def _universe(self) -> list[str]:
+        runtime = self.runtime
+        if runtime is None:
+            return []
+        return list(runtime.feed.universe()) if hasattr(runtime, "check_symbol") else list(runtime.watch)

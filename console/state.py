@@ -1,0 +1,449 @@
+"""The user's watchlists and theme: an in-memory model the keys edit, and the file that keeps it.
+
+The repository's ``config.toml`` only holds defaults; what the user edits in the app lives in
+``state.json`` in ``platformdirs.user_state_dir("tickdeck")`` (or ``$TICKDECK_STATE_DIR``). Every edit is
+saved at once, atomically (:func:`engine.files.write_atomically`), so a crash leaves the old file or the
+new one. The file has one entry per feed, because symbols differ per feed (BTCUSDT on binance, AAPL on
+yahoo); saving one feed keeps the others' entries::
+
+    {"version": 1, "theme": "dark",
+     "feeds": {"sim": {"active": 0, "watchlists": [
+         {"name": "Main", "symbols": ["AAPL", "MSFT"], "sort": null, "descending": false}]}}}
+
+Loading never raises for what the file contains. A file that is not exactly what :meth:`StateStore.save`
+could have written (bad UTF-8 or JSON, wrong shape or types, an unknown version, too many lists, duplicate
+names, ...) is renamed to ``state.json.bak`` so nothing is lost, the caller gets one sentence for the user
+naming the file and the problem, and the defaults are loaded. The file is written without trailing
+whitespace so that a file cut short at *any* byte is invalid JSON, never a smaller valid state. A sort key
+the caller no longer shows (a column that was configured away) is not corruption: it becomes the user's
+own order.
+
+Deletions can be undone for the session (the undo stack is not saved). This module imports no textual or
+rich: the app wires keys to :class:`Book` and shows :class:`StateError` messages as notifications.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import platformdirs
+
+from engine.files import write_atomically
+
+STATE_DIR_VAR = "TICKDECK_STATE_DIR"
+STATE_FILENAME = "state.json"
+VERSION = 1
+MAX_WATCHLISTS = 9
+"""Keys 1-9 switch lists, so there are never more."""
+MAX_NAME = 20
+MAX_SYMBOL = 40
+MAX_THEME = 40
+UNDO_DEPTH = 100
+MAX_FILE_BYTES = 16 * 1024 * 1024
+"""Far above any real state (9 lists of 5,000 symbols is under 1 MB); a bigger file is not ours."""
+DEFAULT_NAME = "Main"
+SORT_KEYS = ("change_pct", "last", "change", "volume", "signal", "symbol")
+"""The fixed columns only: the app passes its own keys with its indicator columns
+(``widgets.watchlist_layout.sort_keys``) to :meth:`Book.cycle_sort` and :meth:`StateStore.load`."""
+
+
+class StateError(Exception):
+    """A refused edit or a failed save; the message is one sentence to show the user as it is."""
+
+
+class _Corrupt(ValueError):
+    """The state file's content is unusable (or a Book was built broken); the message says what and where."""
+
+
+@dataclass
+class WatchList:
+    name: str
+    symbols: list[str]
+    sort: str | None = None
+    """None: the user's own order (``symbols`` as stored), in which rows can be moved."""
+    descending: bool = False
+
+
+def name_problem(name: str) -> str | None:
+    """Why ``name`` cannot name a watchlist, or None. Names are what the user typed, stripped."""
+    if not name:
+        return "a watchlist needs a name"
+    if len(name) > MAX_NAME:
+        return f"a watchlist name has at most {MAX_NAME} characters, {name!r} has {len(name)}"
+    if not name.isprintable():
+        return f"a watchlist name cannot hold control characters: {name!r}"
+    return None
+
+
+def symbol_problem(symbol: str) -> str | None:
+    """Why ``symbol`` cannot be listed, or None. Feed-specific spelling (upper case) is the caller's job."""
+    if not symbol or symbol != symbol.strip():
+        return f"a symbol cannot be blank or start or end with a space: {symbol!r}"
+    if len(symbol) > MAX_SYMBOL:
+        return f"a symbol has at most {MAX_SYMBOL} characters: {symbol[:MAX_SYMBOL]!r}..."
+    if not symbol.isprintable():
+        return f"a symbol cannot hold control characters: {symbol!r}"
+    return None
+
+
+@dataclass(frozen=True)
+class _Deleted:
+    into: WatchList
+    symbol: str
+    index: int
+
+
+@dataclass
+class Book:
+    """All watchlists of one feed, which one is active, and the undo stack of deletions.
+
+    The constructor checks every rule the editing methods keep (1-9 lists, unique valid names, unique
+    valid symbols per list, ``active`` in range), so a Book that exists is one that can be saved and loaded.
+    """
+
+    lists: list[WatchList]
+    active: int = 0
+    _undo: list[_Deleted] = field(default_factory=list, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        _check_book(self.lists, self.active)
+
+    @classmethod
+    def default(cls, symbols: Iterable[str]) -> Book:
+        """One list, "Main", holding ``symbols`` less duplicates and any a user could not add either.
+
+        The defaults come from a feed's universe (a replay file's names included); one odd name there
+        must not stop the app from starting.
+        """
+        return cls([WatchList(DEFAULT_NAME, [s for s in dict.fromkeys(symbols) if not symbol_problem(s)])])
+
+    @property
+    def current(self) -> WatchList:
+        return self.lists[self.active]
+
+    def add(self, symbol: str) -> None:
+        if problem := symbol_problem(symbol):
+            raise StateError(problem)
+        if symbol in self.current.symbols:
+            raise StateError(f"{symbol} is already in {self.current.name}")
+        self.current.symbols.append(symbol)
+
+    def delete(self, symbol: str) -> int:
+        """Remove ``symbol`` from the current list; returns the index it had (in the user's order)."""
+        index = self._index(symbol)
+        del self.current.symbols[index]
+        self._undo.append(_Deleted(self.current, symbol, index))
+        del self._undo[:-UNDO_DEPTH]
+        return index
+
+    def undo(self) -> str | None:
+        """Put the last deleted symbol back into the list it came from, where it was; None if none left.
+
+        It goes back to its own list even when another one is active now. A deletion whose symbol has
+        since been added back to that list has nothing left to undo and is skipped.
+        """
+        while self._undo:
+            entry = self._undo.pop()
+            if entry.symbol not in entry.into.symbols and any(wl is entry.into for wl in self.lists):
+                entry.into.symbols.insert(min(entry.index, len(entry.into.symbols)), entry.symbol)
+                return entry.symbol
+        return None
+
+    def move(self, symbol: str, delta: int) -> int:
+        """Move ``symbol``'s row ``delta`` places (negative: up), clamped; returns its new index."""
+        wl = self.current
+        if wl.sort is not None:
+            raise StateError(f"{wl.name} is sorted by {wl.sort}: rows move only in your own order")
+        index = self._index(symbol)
+        new = max(0, min(len(wl.symbols) - 1, index + delta))
+        wl.symbols.insert(new, wl.symbols.pop(index))
+        return new
+
+    def cycle_sort(self, keys: Sequence[str] = SORT_KEYS) -> tuple[str | None, bool]:
+        """Next sort of the current list: own order -> key1 desc -> key1 asc -> key2 desc ... -> own order.
+
+        Descending comes first because the columns users sort are mostly "biggest first" (change, volume).
+        A sort key not in ``keys`` (a column configured away) starts the cycle again.
+        """
+        wl = self.current
+        if wl.sort is None or wl.sort not in keys:
+            nxt: tuple[str | None, bool] = (keys[0], True) if keys else (None, False)
+        elif wl.descending:
+            nxt = (wl.sort, False)
+        else:
+            i = keys.index(wl.sort) + 1
+            nxt = (keys[i], True) if i < len(keys) else (None, False)
+        wl.sort, wl.descending = nxt
+        return nxt
+
+    def new(self, name: str) -> int:
+        """Append an empty list named ``name`` and make it the current one; returns its index."""
+        if len(self.lists) >= MAX_WATCHLISTS:
+            raise StateError(f"there are already {MAX_WATCHLISTS} watchlists, the most keys 1-9 can reach")
+        name = self._free_name(name, None)
+        self.lists.append(WatchList(name, []))
+        self.active = len(self.lists) - 1
+        return self.active
+
+    def rename(self, name: str) -> None:
+        self.current.name = self._free_name(name, self.current)
+
+    def switch(self, index: int) -> bool:
+        """Make list ``index`` (0-based: key 1 is index 0) current; False if there is no such list."""
+        if not 0 <= index < len(self.lists):
+            return False
+        self.active = index
+        return True
+
+    def symbols(self) -> set[str]:
+        """Every symbol in any list: what the runtime must subscribe to."""
+        return {s for wl in self.lists for s in wl.symbols}
+
+    def known_sorts(self, keys: Sequence[str]) -> None:
+        """Turn sorts by keys not in ``keys`` (columns no longer shown) back into the user's own order."""
+        for wl in self.lists:
+            if wl.sort is not None and wl.sort not in keys:
+                wl.sort, wl.descending = None, False
+
+    def _index(self, symbol: str) -> int:
+        try:
+            return self.current.symbols.index(symbol)
+        except ValueError:
+            raise StateError(f"{symbol} is not in {self.current.name}") from None
+
+    def _free_name(self, name: str, renaming: WatchList | None) -> str:
+        name = name.strip()
+        if problem := name_problem(name):
+            raise StateError(problem)
+        if any(wl.name.casefold() == name.casefold() for wl in self.lists if wl is not renaming):
+            raise StateError(f"there is already a watchlist named {name}")
+        return name
+
+
+def _check_book(lists: Sequence[WatchList], active: int) -> None:
+    """Raise _Corrupt naming the first broken rule; shared by the constructor and the loader."""
+    if not 1 <= len(lists) <= MAX_WATCHLISTS:
+        raise _Corrupt(f"holds {len(lists)} watchlists, not 1 to {MAX_WATCHLISTS}")
+    if not 0 <= active < len(lists):
+        raise _Corrupt(f"active list {active} does not exist (there are {len(lists)})")
+    seen: set[str] = set()
+    for wl in lists:
+        if (problem := name_problem(wl.name)) or wl.name != wl.name.strip():
+            raise _Corrupt(problem or f"the watchlist name {wl.name!r} starts or ends with a space")
+        if wl.name.casefold() in seen:
+            raise _Corrupt(f"two watchlists are named {wl.name}")
+        seen.add(wl.name.casefold())
+        for symbol in wl.symbols:
+            if problem := symbol_problem(symbol):
+                raise _Corrupt(f"{wl.name}: {problem}")
+        if wl.sort is not None and not (wl.sort and wl.sort.isprintable()):
+            raise _Corrupt(f"{wl.name} is sorted by an unusable key {wl.sort!r:.20}")
+        if len(set(wl.symbols)) != len(wl.symbols):
+            dup = next(s for i, s in enumerate(wl.symbols) if s in wl.symbols[:i])
+            raise _Corrupt(f"{wl.name} lists {dup} twice")
+
+
+def _book_json(book: Book) -> dict[str, Any]:
+    return {"active": book.active, "watchlists": [
+        {"name": wl.name, "symbols": list(wl.symbols), "sort": wl.sort, "descending": wl.descending}
+        for wl in book.lists]}
+
+
+_JSON_NAMES = {dict: "an object", list: "an array", str: "a string", int: "an integer", float: "a number",
+               bool: "true or false", type(None): "null"}
+
+
+def _expect(value: object, kind: type | tuple[type, ...], where: str) -> Any:
+    """``value`` if it has JSON type ``kind``; true is not an integer here, though Python says it is."""
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if type(value) not in kinds:
+        wanted = " or ".join(_JSON_NAMES[k] for k in kinds)
+        raise _Corrupt(f"{where} must be {wanted}, not {_JSON_NAMES.get(type(value), type(value).__name__)}")
+    return value
+
+
+def _keys(obj: Mapping[str, Any], required: set[str], optional: set[str], where: str) -> None:
+    if missing := sorted(required - obj.keys()):
+        raise _Corrupt(f"{where} lacks {missing[0]!r}")
+    if unknown := sorted(obj.keys() - required - optional):
+        raise _Corrupt(f"{where} has an unknown key {unknown[0]!r}")
+
+
+def _parse_book(raw: object, where: str, sort_keys: Sequence[str] | None) -> Book:
+    entry = _expect(raw, dict, where)
+    _keys(entry, {"active", "watchlists"}, set(), where)
+    lists = []
+    for i, item in enumerate(_expect(entry["watchlists"], list, f"{where}.watchlists")):
+        at = f"{where}.watchlists[{i}]"
+        wl = _expect(item, dict, at)
+        _keys(wl, {"name", "symbols"}, {"sort", "descending"}, at)
+        symbols = _expect(wl["symbols"], list, f"{at}.symbols")
+        for j, s in enumerate(symbols):
+            _expect(s, str, f"{at}.symbols[{j}]")
+        sort = _expect(wl.get("sort"), (str, type(None)), f"{at}.sort")
+        descending = _expect(wl.get("descending", False), bool, f"{at}.descending")
+        if sort is not None and not (sort and sort.isprintable()):  # before unknown keys are let go
+            raise _Corrupt(f"{at}.sort is an unusable key {sort!r:.20}")
+        if sort is not None and sort_keys is not None and sort not in sort_keys:
+            sort = None
+        lists.append(WatchList(_expect(wl["name"], str, f"{at}.name"), list(symbols), sort,
+                               descending and sort is not None))
+    active = _expect(entry["active"], int, f"{where}.active")
+    try:
+        return Book(lists, active)
+    except _Corrupt as exc:
+        raise _Corrupt(f"{where}: {exc}") from None
+
+
+def _parse(data: bytes, feed: str | None = None, sort_keys: Sequence[str] | None = None
+           ) -> tuple[dict[str, Any], Book | None]:
+    """The checked document, and ``feed``'s Book if it has one; _Corrupt for anything save wouldn't write."""
+    if not data.strip():
+        raise _Corrupt("it is empty")
+    if len(data) > MAX_FILE_BYTES:
+        raise _Corrupt(f"it is larger than {MAX_FILE_BYTES >> 20} MiB")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise _Corrupt(f"it is not UTF-8 text (byte {exc.start})") from None
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise _Corrupt(f"it is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}") from None
+    except (ValueError, RecursionError) as exc:  # a 5,000-digit number; nesting deeper than the stack
+        raise _Corrupt(f"it is not usable JSON ({type(exc).__name__})") from None
+    _expect(doc, dict, "the top level")
+    _keys(doc, {"version", "feeds"}, {"theme"}, "the top level")
+    if type(doc["version"]) is not int or doc["version"] != VERSION:
+        raise _Corrupt(f"it has version {doc['version']!r:.20}; this tickdeck reads version {VERSION}")
+    theme = _expect(doc.get("theme"), (str, type(None)), "theme")
+    if theme is not None and not _is_theme_name(theme):
+        raise _Corrupt(f"theme {theme[:MAX_THEME]!r} is not a theme name")
+    feeds = _expect(doc["feeds"], dict, "feeds")
+    book = None
+    for name, entry in feeds.items():
+        if not name or not name.isprintable():  # an escaped lone surrogate could not even be written back
+            raise _Corrupt(f"feeds has an entry with an unusable name {name!r:.20}")
+        parsed = _parse_book(entry, f"feeds.{name:.20}", sort_keys if name == feed else None)
+        if name == feed:
+            book = parsed
+    return doc, book
+
+
+class StateStore:
+    """``state.json`` in one directory: loads with recovery, saves atomically, one entry per feed.
+
+    Saving reads the file again and merges, so two consoles on different feeds keep each other's lists
+    (the last writer wins if both write in the same instant).
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.path = Path(directory) / STATE_FILENAME
+
+    @classmethod
+    def default(cls, env: Mapping[str, str] = os.environ) -> StateStore:
+        """The store in ``$TICKDECK_STATE_DIR``, or else the platform's user state directory."""
+        return cls(Path(env.get(STATE_DIR_VAR) or platformdirs.user_state_dir("tickdeck")))
+
+    @property
+    def backup_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".bak")
+
+    def load(self, feed: str, defaults: Sequence[str], sort_keys: Sequence[str] | None = None
+             ) -> tuple[Book, str | None]:
+        """``feed``'s watchlists and a warning for the user (None if all is well); never raises for content.
+
+        No file, or no entry for ``feed``: one list "Main" holding ``defaults``, no warning. ``sort_keys``:
+        the columns the app can sort by; a saved sort by any other key becomes the user's own order.
+        """
+        try:
+            data = self._read()
+        except OSError as exc:
+            return Book.default(defaults), (
+                f"Could not read your saved watchlists at {self.path} ({_reason(exc)}); using the defaults.")
+        if data is None:
+            return Book.default(defaults), None
+        try:
+            _, book = _parse(data, feed, sort_keys)
+        except _Corrupt as exc:
+            return Book.default(defaults), self._set_aside(str(exc))
+        return book or Book.default(defaults), None
+
+    def save(self, feed: str, book: Book) -> None:
+        """Write ``book`` as ``feed``'s entry, keeping the other feeds' entries and the theme."""
+        if not feed or not feed.isprintable():
+            raise StateError(f"Could not save your watchlists: {feed!r} is not a feed name")
+        self._update(lambda doc: doc["feeds"].__setitem__(feed, _book_json(book)), "your watchlists")
+
+    def load_theme(self) -> str | None:
+        """The saved theme; None if there is none or the file is unusable (:meth:`load` reports that)."""
+        try:
+            data = self._read()
+            return _parse(data)[0].get("theme") if data is not None else None
+        except (OSError, _Corrupt):
+            return None
+
+    def save_theme(self, name: str) -> None:
+        if not _is_theme_name(name):
+            raise StateError(f"Could not save the theme: {name[:MAX_THEME]!r} is not a theme name")
+        self._update(lambda doc: doc.__setitem__("theme", name), "the theme")
+
+    def _read(self) -> bytes | None:
+        """The file's bytes, or None if there is none; OSError if it cannot be read (or is no file)."""
+        try:
+            info = self.path.stat()
+        except FileNotFoundError:
+            return None
+        if not stat.S_ISREG(info.st_mode):  # a directory, or a FIFO that would hang the start
+            raise OSError("it is not a regular file")
+        with self.path.open("rb") as fh:
+            return fh.read(MAX_FILE_BYTES + 1)
+
+    def _set_aside(self, problem: str) -> str:
+        """Rename the unusable file to ``.bak`` (replacing an older one); the sentence for the user."""
+        try:
+            self._move_aside()
+        except OSError as exc:
+            return (f"Your saved watchlists at {self.path} are unusable ({problem}) and could not be kept "
+                    f"aside as {self.backup_path.name} ({_reason(exc)}); using the defaults.")
+        return (f"Your saved watchlists at {self.path} are unusable ({problem}); the file was kept as "
+                f"{self.backup_path} and the defaults are in use.")
+
+    def _move_aside(self) -> None:
+        os.replace(self.path, self.backup_path)
+
+    def _update(self, change: Callable[[dict[str, Any]], None], what: str) -> None:
+        try:
+            data = self._read()
+            try:
+                doc = _parse(data)[0] if data is not None else None
+            except _Corrupt:  # damaged since it was loaded: keep it as load would, or write nothing
+                self._move_aside()
+                doc = None
+            doc = doc or {"version": VERSION, "feeds": {}}
+            change(doc)
+            text = json.dumps(doc, ensure_ascii=False, indent=1)  # no trailing newline: see the docstring
+            if len(text.encode()) > MAX_FILE_BYTES:
+                raise StateError(f"Could not save {what}: the state would exceed {MAX_FILE_BYTES >> 20} MiB")
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            write_atomically(self.path, lambda fh: _write_text(fh, text))
+        except OSError as exc:
+            raise StateError(f"Could not save {what} to {self.path}: {_reason(exc)}") from None
+
+
+def _is_theme_name(name: str) -> bool:
+    return 0 < len(name) <= MAX_THEME and name.isprintable() and name == name.strip()
+
+
+def _write_text(fh: TextIO, text: str) -> None:
+    fh.write(text)
+
+
+def _reason(exc: OSError) -> str:
+    return exc.strerror or str(exc)

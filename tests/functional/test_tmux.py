@@ -1,0 +1,80 @@
+"""The real ``tickdeck`` command in a real terminal (tmux): add a symbol with the keyboard, quit, and
+find it saved in the state directory.
+
+This is the path no Pilot test covers: the installed entry point, the terminal driver, escape
+sequences from a real terminal, and the exit. tmux runs on its own socket, so it never touches a
+tmux server of the user's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from engine.feeds.sim import universe
+
+ROOT = Path(__file__).resolve().parents[2]
+STEP_S = 0.2
+WAIT_S = 240.0
+"""Generous: a fresh checkout compiles the numba kernels on the first start (30-60 s)."""
+
+
+@pytest.fixture
+def tmux(tmp_path: Path) -> Iterator[Callable[..., str]]:
+    assert shutil.which("tmux"), "tmux is needed for this test (the console's terminal test)"
+    socket = f"tickdeck-test-{os.getpid()}"
+
+    def run(*args: str) -> str:
+        out = subprocess.run(["tmux", "-L", socket, *args], capture_output=True, text=True, timeout=30)
+        return out.stdout
+
+    yield run
+    subprocess.run(["tmux", "-L", socket, "kill-server"], capture_output=True, timeout=30)
+
+
+def wait_screen(tmux: Callable[..., str], condition: Callable[[str], bool], what: str) -> str:
+    deadline = time.monotonic() + WAIT_S
+    screen = ""
+    while time.monotonic() < deadline:
+        screen = tmux("capture-pane", "-p", "-t", "t")
+        if condition(screen):
+            return screen
+        time.sleep(STEP_S)
+    raise AssertionError(f"timed out waiting for {what}; the screen was:\n{screen}")
+
+
+def test_add_a_symbol_in_a_real_terminal_quit_and_find_it_saved(tmux: Callable[..., str],
+                                                               tmp_path: Path) -> None:
+    state, config = tmp_path / "state", tmp_path / "config"
+    config.mkdir()
+    exited = tmp_path / "exited"
+    symbol = universe(40, 7)[30]  # in the sim's market, not in the first watchlist
+    command = (f"cd {ROOT} && TICKDECK_STATE_DIR={state} TICKDECK_CONFIG_DIR={config} "
+               f"{sys.executable} -m console --interval 1s; echo $? > {exited}; sleep 30")
+    tmux("new-session", "-d", "-s", "t", "-x", "100", "-y", "30", command)
+    wait_screen(tmux, lambda s: "live" in s and "AAPL" in s, "the watchlist on a live feed")
+    assert symbol not in tmux("capture-pane", "-p", "-t", "t")
+
+    tmux("send-keys", "-t", "t", "a")
+    wait_screen(tmux, lambda s: "Add to Main:" in s, "the add prompt")
+    tmux("send-keys", "-t", "t", "-l", symbol.lower())
+    tmux("send-keys", "-t", "t", "Enter")
+    wait_screen(tmux, lambda s: f"added {symbol}" in s, "the confirmation")
+    tmux("send-keys", "-t", "t", "q")
+    deadline = time.monotonic() + 30
+    while not exited.exists() and time.monotonic() < deadline:
+        time.sleep(STEP_S)
+    assert exited.read_text().strip() == "0", "tickdeck did not exit cleanly on q"
+
+    saved = json.loads((state / "state.json").read_text())
+    [main] = saved["feeds"]["sim"]["watchlists"]
+    assert main["name"] == "Main" and main["symbols"][-1] == symbol
+    assert symbol not in main["symbols"][:-1]

@@ -1,0 +1,282 @@
+"""The performance panel: the console's own figures, each with its current value and a sparkline of
+its recent history, coloured when it crosses a threshold.
+
+State and drawing are apart, as in the watchlist. The widget holds two reactives, the latest
+:class:`~console.perf.PerfSample` and the history of samples; :func:`figures` decides what each row
+says and in which colour *role*, and :func:`perf_lines` lays the rows out for a width (two columns
+from :data:`TWO_COLUMNS` cells, one below). The widget only turns roles into its component classes'
+styles, which are theme variables, so every theme (``ansi16`` included) recolours it.
+
+Thresholds are for a console that keeps up on a small machine at 10 frames a second: a frame or a
+loop stall near the frame budget (100 ms) warns, one past it is bad.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Literal, NamedTuple
+
+from rich.style import Style
+from rich.text import Text
+from textual.reactive import reactive
+from textual.widget import Widget
+
+from widgets import formatting as fmt
+from widgets.sparkline import spark
+
+if TYPE_CHECKING:
+    from console.perf import PerfSample
+
+Role = Literal["label", "value", "warn", "bad", "muted", "spark"]
+ROLES: tuple[Role, ...] = ("label", "value", "warn", "bad", "muted", "spark")
+
+LABEL, VALUE, GAP = 12, 21, 1
+"""Cells of a row's label and value, and between the parts of a row."""
+GUTTER = 3
+"""Cells between the two columns."""
+TWO_COLUMNS = 100
+"""Width from which the rows are laid out in two columns."""
+SPARK_MIN, SPARK_MAX = 4, 60
+DEFAULT_WIDTH = 80
+
+
+class Figure(NamedTuple):
+    """One row: what it is, its value as text, the value's colour role, and its history to draw."""
+
+    label: str
+    value: str
+    role: Role
+    series: tuple[float, ...] = ()
+
+
+Segment = tuple[str, Role]
+Line = tuple[Segment, ...]
+
+
+# --- formatting ------------------------------------------------------------------------------------
+def duration(ms: float) -> str:
+    """A duration in at most six cells: ``85µs``, ``4.5ms``, ``120ms``, ``1.2s``."""
+    if not math.isfinite(ms):
+        return fmt.MISSING
+    if ms < 1:
+        return f"{ms * 1000:.0f}µs"
+    if ms < 10:
+        return f"{ms:.1f}ms"
+    if ms < 1000:
+        return f"{ms:.0f}ms"
+    return f"{ms / 1000:.1f}s"
+
+
+def size(n: float) -> str:
+    """A byte count: ``512 B``, ``12.3 KB``, ``215 MB``, ``1.20 GB`` (powers of 1000)."""
+    if not math.isfinite(n):
+        return fmt.MISSING
+    for limit, unit in ((1e9, "GB"), (1e6, "MB"), (1e3, "KB")):
+        if abs(n) >= limit:
+            scaled = n / limit
+            decimals = 2 if scaled < 10 else 1 if scaled < 100 else 0
+            return f"{scaled:.{decimals}f} {unit}"
+    return f"{n:.0f} B"
+
+
+def per_second(n: float) -> str:
+    return fmt.MISSING if not math.isfinite(n) else f"{fmt.volume(n)}/s"
+
+
+def level(value: float, warn: float, bad: float) -> Role:
+    """The role of a figure where higher is worse; ``muted`` when it is not measured (NaN)."""
+    if not math.isfinite(value):
+        return "muted"
+    return "bad" if value >= bad else "warn" if value >= warn else "value"
+
+
+def level_low(value: float, warn: float, bad: float) -> Role:
+    """The role of a figure where lower is worse (a hit rate)."""
+    if not math.isfinite(value):
+        return "muted"
+    return "bad" if value <= bad else "warn" if value <= warn else "value"
+
+
+def pair(p50: float, p99: float, unit: Callable[[float], str] = duration) -> str:
+    return f"p50 {unit(p50)} p99 {unit(p99)}"
+
+
+# --- what the panel shows --------------------------------------------------------------------------
+def figures(sample: PerfSample, history: Sequence[PerfSample]) -> list[Figure]:
+    """Every row of the panel for ``sample``, with sparklines drawn from ``history`` (oldest first)."""
+    s = sample
+
+    def series(get: Callable[[PerfSample], float]) -> tuple[float, ...]:
+        return tuple(float(get(h)) for h in history)
+
+    rows = [
+        Figure("CPU", _percent(s.cpu_percent), level(s.cpu_percent, 70, 95), series(lambda h: h.cpu_percent)),
+        Figure("memory", size(s.rss_bytes), level(s.rss_bytes, 1e9, 2e9), series(lambda h: h.rss_bytes)),
+        Figure("output", per_second_bytes(s.bytes_per_s), level(s.bytes_per_s, 100e3, 500e3),
+               series(lambda h: h.bytes_per_s)),
+        Figure("ticks in", per_second(s.ticks_in_per_s), neutral(s.ticks_in_per_s),
+               series(lambda h: h.ticks_in_per_s)),
+        Figure("processed", per_second(s.ticks_processed_per_s) + _behind(s.backlog), _backlog_role(s),
+               series(lambda h: h.ticks_processed_per_s)),
+        Figure("engine", pair(s.engine_p50_us / 1e3, s.engine_p99_us / 1e3),
+               level(s.engine_p99_us, 10e3, 50e3), series(lambda h: h.engine_p99_us)),
+        Figure("tick→signal", pair(s.signal_p50_ms, s.signal_p99_ms), level(s.signal_p99_ms, 100, 500),
+               series(lambda h: h.signal_p99_ms)),
+        Figure("pipe lag", pair(s.lag_p50_ms, s.lag_p99_ms), level(s.lag_p99_ms, 100, 500),
+               series(lambda h: h.lag_p99_ms)),
+        Figure("loop lag", duration(s.loop_lag_ms), level(s.loop_lag_ms, 50, 200),
+               series(lambda h: h.loop_lag_ms)),
+        Figure("frame", f"{duration(s.frame_p50_ms)} max {duration(s.frame_max_ms)}",
+               level(s.frame_max_ms, 50, 100), series(lambda h: h.frame_max_ms)),
+        Figure("queue", f"{s.queue_depth:,} max {s.queue_depth_max:,}", level(s.queue_depth, 8, 32),
+               series(lambda h: h.queue_depth)),
+        Figure("coalesced", f"{s.coalesced:,} {_per_s(s.coalesced_per_s)}",
+               "warn" if s.coalesced_per_s > 0 else neutral(s.coalesced_per_s),
+               series(lambda h: h.coalesced_per_s)),
+        Figure("GC", f"{_per_s(s.gc_per_s)} gen2 {s.gc_collections[-1] if s.gc_collections else 0:,}",
+               neutral(s.gc_per_s), series(lambda h: h.gc_per_s)),
+    ]
+    for cache in s.caches:
+        name = cache.name
+
+        def hit_rate(h: PerfSample, name: str = name) -> float:
+            return next((c.hit_rate for c in h.caches if c.name == name), math.nan)
+
+        rate = "—" if not math.isfinite(cache.hit_rate) else f"{cache.hit_rate:.0%}"
+        rows.append(Figure(f"cache {name}", f"{rate} of {fmt.volume(cache.lookups)}",
+                           level_low(cache.hit_rate, 0.8, 0.5), series(hit_rate)))
+    trouble = s.reconnects + s.bad_messages
+    gaps = f" gaps {s.gaps:,}" if s.gaps else ""
+    rows.append(Figure(f"{s.feed or 'feed'} feed", f"reconn {s.reconnects:,} bad {s.bad_messages:,}{gaps}",
+                       "warn" if trouble or s.gaps else "value",
+                       series(lambda h: h.reconnects + h.bad_messages)))
+    return rows
+
+
+def neutral(value: float) -> Role:
+    """The role of a figure that is never good or bad in itself (a rate of ticks)."""
+    return "value" if math.isfinite(value) else "muted"
+
+
+def _backlog_role(s: PerfSample) -> Role:
+    """Ticks still queued: a warning past a second of the feed's rate, bad past ten seconds of it."""
+    if not s.backlog:
+        return neutral(s.ticks_processed_per_s)
+    second = s.ticks_in_per_s if math.isfinite(s.ticks_in_per_s) and s.ticks_in_per_s > 0 else math.inf
+    return level(s.backlog, second, 10 * second)
+
+
+def _behind(backlog: int) -> str:
+    return f" {fmt.volume(backlog)} behind" if backlog else ""
+
+
+def _percent(value: float) -> str:
+    return fmt.MISSING if not math.isfinite(value) else f"{value:.0f}%"
+
+
+def per_second_bytes(n: float) -> str:
+    return fmt.MISSING if not math.isfinite(n) else f"{size(n)}/s"
+
+
+def _per_s(n: float) -> str:
+    return fmt.MISSING if not math.isfinite(n) else f"{n:.1f}/s" if n < 10 else f"{n:,.0f}/s"
+
+
+def row_line(figure: Figure, width: int) -> Line:
+    """One row in ``width`` cells: label, value, and as much sparkline as fits (none below
+    :data:`SPARK_MIN` cells)."""
+    label = fmt.fit(figure.label, LABEL).ljust(LABEL)
+    value = fmt.fit(figure.value, VALUE).ljust(VALUE)
+    room = min(SPARK_MAX, width - LABEL - VALUE - 2 * GAP)
+    line: list[Segment] = [(label, "label"), (" " * GAP, "value"), (value, figure.role)]
+    if room >= SPARK_MIN and figure.series:
+        line += [(" " * GAP, "value"), (spark(figure.series, room).ljust(room), "spark")]
+    else:
+        line.append((" " * max(0, width - LABEL - VALUE - GAP), "value"))
+    return _cut(tuple(line), width)
+
+
+def perf_lines(sample: PerfSample | None, history: Sequence[PerfSample], width: int) -> list[Line]:
+    """The panel as lines of ``width`` cells at most: one column of rows, two from :data:`TWO_COLUMNS`."""
+    if sample is None:
+        return [(("measuring…", "muted"),)]
+    rows = figures(sample, history)
+    if width < TWO_COLUMNS:
+        return [row_line(f, width) for f in rows]
+    column = (width - GUTTER) // 2
+    half = (len(rows) + 1) // 2
+    left, right = rows[:half], rows[half:]
+    lines: list[Line] = []
+    for i, figure in enumerate(left):
+        line = row_line(figure, column)
+        if i < len(right):
+            pad = column - line_width(line)
+            line = (*line, (" " * (pad + GUTTER), "value"), *row_line(right[i], column))
+        lines.append(line)
+    return lines
+
+
+def line_width(line: Line) -> int:
+    return sum(len(text) for text, _ in line)
+
+
+def line_text(line: Line) -> str:
+    return "".join(text for text, _ in line)
+
+
+def _cut(line: Line, width: int) -> Line:
+    """``line`` without anything past ``width`` cells (the sparkline goes first, then the value)."""
+    out: list[Segment] = []
+    room = width
+    for text, role in line:
+        if room <= 0:
+            break
+        out.append((text[:room], role))
+        room -= len(text[:room])
+    return tuple(out)
+
+
+class PerfPanel(Widget):
+    """The console's performance figures; feed it :class:`~console.perf.PerfMonitor`'s samples."""
+
+    COMPONENT_CLASSES = {f"perf-panel--{role}" for role in ROLES}
+
+    DEFAULT_CSS = """
+    PerfPanel {
+        height: auto;
+        padding: 0 1;
+    }
+    PerfPanel > .perf-panel--label { color: $foreground-muted; }
+    PerfPanel > .perf-panel--value { color: $foreground; }
+    PerfPanel > .perf-panel--warn { color: $text-warning; text-style: bold; }
+    PerfPanel > .perf-panel--bad { color: $text-error; text-style: bold; }
+    PerfPanel > .perf-panel--muted { color: $foreground-muted; }
+    PerfPanel > .perf-panel--spark { color: $text-primary; }
+    """
+
+    sample: reactive[PerfSample | None] = reactive(None)
+    """The latest sample drawn; None until the first (the panel then says it is measuring)."""
+    history: reactive[tuple[PerfSample, ...]] = reactive(tuple)
+    """Recent samples, oldest first, for the sparklines (set before ``sample``: one redraw for both)."""
+
+    def notify_style_update(self) -> None:
+        super().notify_style_update()
+        self.refresh()  # the roles' colours come from the theme: a new theme redraws
+
+    def watch_sample(self, old: PerfSample | None, new: PerfSample | None) -> None:
+        # The height changes only from "measuring" to the figures: a layout pass (which redraws the whole
+        # screen) then, a repaint of the panel alone on every later sample.
+        if (old is None) != (new is None):
+            self.refresh(layout=True)
+
+    def render(self) -> Text:
+        width = self.content_size.width or DEFAULT_WIDTH
+        styles = {role: self.get_component_rich_style(f"perf-panel--{role}", partial=True) for role in ROLES}
+        text = Text(no_wrap=True, overflow="crop", end="")
+        for i, line in enumerate(perf_lines(self.sample, self.history, width)):
+            if i:
+                text.append("\n")
+            for part, role in line:
+                text.append(part, styles.get(role, Style.null()))
+        return text

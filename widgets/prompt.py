@@ -1,0 +1,120 @@
+"""A one-line prompt at the bottom of the screen for the keyboard's questions (add, filter, name).
+
+One widget serves every question: :meth:`PromptBar.ask` shows it with a label, a starting value and
+optional completions (Textual's ``SuggestFromList``: the rest of the best match appears dimmed and
+``right`` accepts it). ``enter`` answers, ``escape`` cancels; either way the bar hides and posts
+:class:`PromptBar.Answered`, so the app keeps one handler per purpose. Filters also post
+:class:`PromptBar.Changed` on every keystroke, so rows narrow as the user types.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import ClassVar
+
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal
+from textual.message import Message
+from textual.suggester import SuggestFromList
+from textual.widgets import Input, Label
+
+
+class PromptInput(Input):
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
+
+    def action_cancel(self) -> None:
+        bar = self.parent
+        if isinstance(bar, PromptBar):
+            bar.finish(None)
+
+
+class PromptBar(Horizontal):
+    """Label and input on one line; hidden until asked."""
+
+    DEFAULT_CSS = """
+    PromptBar {
+        height: 1;
+        display: none;
+        background: $panel;
+    }
+    PromptBar > Label {
+        width: auto;
+        padding: 0 1;
+        color: $text-accent;
+        text-style: bold;
+    }
+    PromptBar > PromptInput {
+        width: 1fr;
+        height: 1;
+        border: none;
+        padding: 0;
+        background: $panel;
+    }
+    PromptBar > PromptInput:focus {
+        border: none;
+    }
+    """
+
+    class Answered(Message):
+        """The user answered (``value``) or cancelled (``value`` None) the question ``purpose``."""
+
+        def __init__(self, purpose: str, value: str | None) -> None:
+            super().__init__()
+            self.purpose = purpose
+            self.value = value
+
+    class Changed(Message):
+        """The text of question ``purpose`` changed (sent while typing)."""
+
+        def __init__(self, purpose: str, value: str) -> None:
+            super().__init__()
+            self.purpose = purpose
+            self.value = value
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.purpose = ""
+        self.label = Label("")
+        self.input = PromptInput(compact=True)
+        self._return_to: object = None
+
+    def compose(self) -> ComposeResult:
+        yield self.label
+        yield self.input
+
+    @property
+    def asking(self) -> bool:
+        return bool(self.display)
+
+    def ask(self, purpose: str, label: str, value: str = "", completions: Sequence[str] = (),
+            placeholder: str = "") -> None:
+        """Show the bar and take the keyboard until the user answers or cancels."""
+        self.purpose = purpose
+        self._return_to = self.screen.focused
+        self.label.update(label)
+        self.input.suggester = SuggestFromList(completions, case_sensitive=False) if completions else None
+        self.input.placeholder = placeholder
+        self.input.value = value
+        self.input.cursor_position = len(value)
+        self.display = True
+        self.input.focus()
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        event.stop()
+        if self.asking:
+            self.post_message(self.Changed(self.purpose, event.value))
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        self.finish(event.value)
+
+    def finish(self, value: str | None) -> None:
+        """Hide the bar, give the keyboard back, and post the answer (None: cancelled)."""
+        if not self.asking:
+            return
+        self.display = False
+        target = self._return_to
+        if target is not None and hasattr(target, "focus"):
+            target.focus()
+        self.post_message(self.Answered(self.purpose, value))

@@ -1,0 +1,184 @@
+"""What the watchlist shows, as pure functions: its columns for a width, the cells of a row, the order.
+
+:func:`row_cells` returns plain text and a colour *role* per cell; the widget (``widgets.watchlist``)
+turns roles into styles from its theme and only draws rows that are on screen and changed. Keeping this
+apart makes every decision about content testable without an app.
+
+Engine types are imported for type checking only, so importing this module stays light (no numpy).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal, NamedTuple
+
+from rich.style import Style
+from rich.text import Text
+
+from widgets import formatting as fmt
+from widgets.sparkline import spark
+
+if TYPE_CHECKING:
+    from engine.signals.events import Signal
+    from engine.snapshot import Quote
+
+Role = Literal["symbol", "value", "up", "down", "flat", "muted", "flash_up", "flash_down"]
+Justify = Literal["left", "right"]
+ROLES: tuple[Role, ...] = ("symbol", "value", "up", "down", "flat", "muted", "flash_up", "flash_down")
+
+ARROWS = {"up": "▲", "down": "▼"}
+SPARK_MIN, SPARK_MAX = 6, 60
+GAP = 1
+"""Blank cells before every column (the table has no cell padding of its own, to fit 80 columns)."""
+SCROLLBAR = 1
+"""Width reserved for the vertical scrollbar."""
+DEFAULT_WIDTH = 80
+"""Width assumed for the layout before the widget has a size."""
+
+
+class Cell(NamedTuple):
+    """What one cell shows: its text and the colour role it is drawn in."""
+
+    text: str
+    role: Role = "value"
+
+
+@dataclass(frozen=True)
+class ColumnSpec:
+    key: str
+    label: str
+    width: int
+    justify: Justify = "right"
+
+
+SIGNAL_MIN, SIGNAL_MAX = 10, 16
+GROWTH: tuple[tuple[str, int], ...] = (
+    ("signal", 12), ("spark", 8), ("signal", SIGNAL_MAX), ("spark", SPARK_MAX),
+)
+"""How spare width is shared: each step grows a column up to a width, in this order. Twelve cells keep
+``▲ rsi_overs…`` and ``▼ rsi_overb…`` apart; then the sparkline, then whole rule names."""
+
+
+def fixed_columns(indicators: Sequence[str], symbol_width: int,
+                  signal_width: int = SIGNAL_MIN) -> tuple[ColumnSpec, ...]:
+    """Every column but the sparkline, in table order (the sparkline goes before the indicators)."""
+    head = (
+        ColumnSpec("symbol", "Symbol", max(6, symbol_width), "left"),
+        ColumnSpec("last", "Last", 9),
+        ColumnSpec("change", "Chg", 7),
+        ColumnSpec("change_pct", "Chg%", 7),
+        ColumnSpec("volume", "Vol", 6),
+    )
+    labels = [fmt.column_label(name) for name in indicators]
+    middle = tuple(ColumnSpec(name, label, max(6, len(label)))
+                   for name, label in zip(indicators, labels, strict=True))
+    return (*head, *middle, ColumnSpec("signal", "Signal", signal_width, "left"))
+
+
+def layout(width: int, indicators: Sequence[str], symbol_width: int) -> tuple[ColumnSpec, ...]:
+    """The table's columns for a widget ``width`` cells wide.
+
+    Every column has a fixed width but two, the sparkline (``Trend``) and the signal, which share what
+    is left as :data:`GROWTH` says. When even their minimums do not fit, the table scrolls sideways.
+    """
+    fixed = fixed_columns(indicators, symbol_width)
+    spare = width - sum(c.width + GAP for c in fixed) - (SPARK_MIN + GAP) - SCROLLBAR
+    widths = {"signal": SIGNAL_MIN, "spark": SPARK_MIN}
+    for key, limit in GROWTH:
+        grow = max(0, min(spare, limit - widths[key]))
+        widths[key] += grow
+        spare -= grow
+    specs = fixed_columns(indicators, symbol_width, widths["signal"])
+    trend = ColumnSpec("spark", "Trend", widths["spark"], "left")
+    return (*specs[:5], trend, *specs[5:])
+
+
+def direction(value: float) -> Role:
+    """The role of a signed quantity: ``up``, ``down``, ``flat``, or ``muted`` when it is NaN."""
+    if value != value:
+        return "muted"
+    return "up" if value > 0 else "down" if value < 0 else "flat"
+
+
+def signal_cell(signal: Signal | None, width: int) -> Cell:
+    """``▲ rule`` in the signal's direction, cut to ``width``."""
+    if signal is None:
+        return Cell("", "muted")
+    return Cell(fmt.fit(f"{ARROWS[signal.direction]} {signal.rule}", width), signal.direction)
+
+
+def aligned(text: str, spec: ColumnSpec, style: Style | str = "") -> Text:
+    """``text`` placed in its column: the gap first, then the text justified in ``spec.width``."""
+    body = text.ljust(spec.width) if spec.justify == "left" else text.rjust(spec.width)
+    return Text(" " * GAP + body, style=style, no_wrap=True, overflow="crop", end="")
+
+
+def row_cells(symbol: str, quote: Quote | None, signal: Signal | None,
+              specs: Sequence[ColumnSpec], flash: Role | None = None) -> tuple[Cell, ...]:
+    """What the row of ``symbol`` shows under ``specs``; ``quote`` is None until the symbol trades.
+
+    ``flash`` (``flash_up``/``flash_down``) marks the last price as just having ticked up or down.
+    """
+    cells: list[Cell] = []
+    for spec in specs:
+        key = spec.key
+        if key == "symbol":
+            cells.append(Cell(symbol, "symbol"))
+        elif key == "signal":
+            cells.append(signal_cell(signal, spec.width))
+        elif quote is None:
+            cells.append(Cell(fmt.MISSING if key != "spark" else "", "muted"))
+        elif key == "last":
+            cells.append(Cell(fmt.price(quote.last), flash or "value"))
+        elif key == "change":
+            cells.append(Cell(fmt.change(quote.change, quote.last), direction(quote.change)))
+        elif key == "change_pct":
+            cells.append(Cell(fmt.percent(quote.change_pct), direction(quote.change)))
+        elif key == "volume":
+            cells.append(Cell(fmt.volume(quote.volume), "value"))
+        elif key == "spark":
+            cells.append(Cell(spark(quote.closes, spec.width), direction(quote.change)))
+        else:
+            value = quote.values.get(key, float("nan"))
+            cells.append(Cell(fmt.indicator(value), "value" if value == value else "muted"))
+    return tuple(cells)
+
+
+SORT_LABELS = {"symbol": "symbol", "last": "last", "change": "change", "change_pct": "change %",
+               "volume": "volume", "signal": "latest signal"}
+
+
+def sort_keys(indicators: Sequence[str]) -> tuple[str, ...]:
+    """The columns the watchlist sorts by, in the order ``s`` cycles through them."""
+    return ("change_pct", "last", "change", "volume", *indicators, "signal", "symbol")
+
+
+def sort_value(key: str, symbol: str, quote: Quote | None, signal: Signal | None) -> float | str | None:
+    """What ``symbol`` sorts by under ``key``; None (no value yet) sorts last either way."""
+    if key == "symbol":
+        return symbol
+    if key == "signal":
+        return None if signal is None else float(signal.bar_time)
+    if quote is None:
+        return None
+    value = getattr(quote, key) if key in ("last", "change", "change_pct", "volume") else \
+        quote.values.get(key, float("nan"))
+    return None if value != value else float(value)
+
+
+def ordered(symbols: Sequence[str], quotes: Mapping[str, Quote], signals: Mapping[str, Signal],
+            sort: str | None, descending: bool, text: str = "") -> list[str]:
+    """The rows shown: ``symbols`` containing ``text`` (any case), sorted by ``sort`` (None: as given).
+
+    Rows without a value for the key keep their own order after the others, whichever the direction.
+    """
+    needle = text.strip().upper()
+    rows = [s for s in symbols if needle in s.upper()] if needle else list(symbols)
+    if sort is None:
+        return rows
+    keyed = [(sort_value(sort, s, quotes.get(s), signals.get(s)), s) for s in rows]
+    present = [(v, s) for v, s in keyed if v is not None]
+    present.sort(key=lambda vs: vs[0], reverse=descending)
+    return [s for _, s in present] + [s for v, s in keyed if v is None]
+
