@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -29,8 +30,10 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from rich.color import Color, ColorType
 from rich.style import Style
 from rich.text import Text
+from textual import work
 from textual.reactive import reactive
 from textual.widget import Widget
+from textual.worker import get_current_worker
 
 from widgets import formatting as fmt
 
@@ -49,6 +52,8 @@ RSI, RSI_LEVELS = "rsi_14", (70.0, 30.0)
 MACD, MACD_SIGNAL, MACD_HIST = "macd_12_26_9", "macd_signal_12_26_9", "macd_hist_12_26_9"
 
 MIN_PLOT_WIDTH = 10
+_PLOTEXT = threading.Lock()
+"""One chart built at a time: plotext's candle colours are module-wide settings."""
 """Fewer columns of bars than this is no chart: a short note is drawn instead."""
 DAY_NS = 86_400_000_000_000
 PlotColour = int | tuple[int, int, int] | None
@@ -66,14 +71,16 @@ class Layout:
 
 
 def layout(height: int) -> Layout:
-    """Price first; RSI and MACD panels and the time axis only when they leave the price room to read."""
+    """Price first; RSI and MACD panels and the time axis only when they leave the price room to read.
+    The RSI panel gets four rows under its legend where it can: fewer cannot put 30 and 70 on rows of their
+    own over the whole 0..100 range."""
     axis = 1 if height >= 8 else 0
     room = height - axis
     if room >= 14:
-        rsi, macd = max(4, round(room * 0.2)), max(5, round(room * 0.25))
+        rsi, macd = max(5, round(room * 0.2)), max(4, round(room * 0.25))
         return Layout(room - rsi - macd, rsi, macd, axis)
-    if room >= 9:
-        return Layout(room - 4, 4, 0, axis)
+    if room >= 10:
+        return Layout(room - 5, 5, 0, axis)
     return Layout(max(0, room), 0, 0, axis)
 
 
@@ -141,7 +148,8 @@ def _legend(parts: Sequence[tuple[str, Role]], styles: Mapping[str, Style], widt
 
 def _note(message: str, styles: Mapping[str, Style], width: int, height: int) -> list[Text]:
     """``message`` on the first row, cut to ``width``, then empty rows: what a too-small chart shows."""
-    first = Text(message[:width], style=styles.get("muted", ""), no_wrap=True, overflow="crop", end="")
+    first = Text(no_wrap=True, overflow="crop", end="")
+    first.append(message[:width], styles.get("muted"))
     first.truncate(width, pad=True)
     return [first] + [Text(" " * width, end="") for _ in range(height - 1)]
 
@@ -209,12 +217,12 @@ def _label_width(data: ChartData, parts: Layout) -> int:
 
 def _legends(series: Mapping[str, list[float]], styles: Mapping[str, Style], width: int) -> list[Text]:
     hist = _value(series, MACD_HIST)
+    band = f"{fmt.price(_value(series, 'bb_lower_20_2'))}..{fmt.price(_value(series, 'bb_upper_20_2'))}"
     return [
         _legend([("SMA 20 ", "sma"), (fmt.price(_value(series, "sma_20")), "sma"),
                  ("  EMA 20 ", "ema"), (fmt.price(_value(series, "ema_20")), "ema"),
                  ("  BB 20 2 ", "band"),
-                 (f"{fmt.price(_value(series, 'bb_lower_20_2'))}..{fmt.price(_value(series, 'bb_upper_20_2'))}",
-                  "band")], styles, width),
+                 (band, "band")], styles, width),
         _legend([("RSI 14 ", "rsi"), (fmt.indicator(_value(series, RSI)), "rsi"), ("  70/30", "muted")],
                 styles, width),
         _legend([("MACD ", "macd"), (fmt.indicator(_value(series, MACD)), "macd"),
@@ -243,7 +251,7 @@ def _plot_panels(window: Window, timeframe_ns: int, parts: Layout, width: int, l
     """The panels below their legend rows, and the time axis, built by plotext in one figure."""
     import plotext as plt
 
-    colours = {role: plot_colour(styles.get(role)) for role in ROLES}
+    colours: dict[str, PlotColour] = {role: plot_colour(styles.get(role)) for role in ROLES}
 
     def pixel(role: Role) -> Any:
         # "default" leaves the background to the terminal (the theme's), not plotext's white
@@ -259,13 +267,14 @@ def _plot_panels(window: Window, timeframe_ns: int, parts: Layout, width: int, l
     terminal.limit(False, False)  # its size is the widget's, not the terminal's
     figure = terminal._master
     figure.plot_size(width, sum(heights))
-    figure.subplots(len(heights), 1)
+    if len(heights) > 1:
+        figure.subplots(len(heights), 1)
     figure.theme("colorless")
     figure.canvas("default")
     figure.axes(False)
     shown = len(window.times)
     plot = width - label_width
-    subplots = [figure.subplot(row + 1, 1) for row in range(len(heights))]
+    subplots = [figure.subplot(row + 1, 1) for row in range(len(heights))] if len(heights) > 1 else [figure]
     for subplot, rows in zip(subplots, heights, strict=True):
         subplot.plot_size(width, rows)
         subplot.ruler("x").lim(shown - plot, shown - 1)  # one column per bar, the newest at the right
@@ -324,7 +333,7 @@ def _plot_panels(window: Window, timeframe_ns: int, parts: Layout, width: int, l
         positions, labels = _time_ticks(window.times, timeframe_ns, plot)
         subplots[-1].ruler("x").ticks(positions, labels)
     ansi = figure.build().string()
-    return _styled(Text.from_ansi(ansi, no_wrap=True, end=""), colours, styles).split("\n")
+    return list(_styled(Text.from_ansi(ansi, no_wrap=True, end=""), colours, styles).split("\n"))
 
 
 def _time_ticks(times: Sequence[int], timeframe_ns: int, plot: int) -> tuple[list[int], list[str]]:
@@ -401,6 +410,7 @@ class CandleChart(Widget):
         super().__init__(id=id)
         self._cache_key: tuple[object, ...] = ()
         self._cached = Text()
+        self._wanted: tuple[object, ...] = ()
         self.builds = 0
         """Charts drawn (a refetch of unchanged data draws none)."""
 
@@ -408,18 +418,40 @@ class CandleChart(Widget):
         return {role: self.get_component_rich_style(f"candles--{role}", partial=True) for role in ROLES}
 
     def render(self) -> Text:
+        """The last chart built; a build of the current data and size is started if it is not that one.
+
+        plotext takes 40-90 ms for a chart this size, too long for the event loop, so the drawing runs
+        in a thread worker and the widget repaints when it is done (the previous chart stays meanwhile).
+        """
         data = self.data
         width, height = self.size.width, self.size.height
         if data is None or width <= 0 or height <= 0:
             return Text()
         styles = self.styles_by_role()
         key = (data_key(data, width), width, height, tuple(styles.items()))
-        if key != self._cache_key:
-            lines = draw_chart(data, width, height, styles)
-            self._cached = Text("\n", no_wrap=True, overflow="crop").join(lines)
-            self._cache_key = key
-            self.builds += 1
+        if key != self._cache_key and key != self._wanted:
+            self._wanted = key
+            self._build(key, data, width, height, styles)
         return self._cached
+
+    @property
+    def current(self) -> bool:
+        """Whether the chart on screen is the one for the current data, size and theme."""
+        return bool(self._cache_key) and self._cache_key == self._wanted
+
+    @work(thread=True, exclusive=True, group="chart", exit_on_error=False)
+    def _build(self, key: tuple[object, ...], data: ChartData, width: int, height: int,
+               styles: dict[str, Style]) -> None:
+        with _PLOTEXT:  # plotext keeps its candle colours in module-wide settings
+            lines = draw_chart(data, width, height, styles)
+        text = Text("\n", no_wrap=True, overflow="crop").join(lines)
+        if not get_current_worker().is_cancelled:
+            self.app.call_from_thread(self._built, key, text)
+
+    def _built(self, key: tuple[object, ...], text: Text) -> None:
+        self._cached, self._cache_key = text, key
+        self.builds += 1
+        self.refresh()
 
     def notify_style_update(self) -> None:
         super().notify_style_update()

@@ -79,8 +79,11 @@ def title(screen: DetailScreen) -> str:
     return str(screen.query_one("#detail-title", Static).render())
 
 
-def chart_lines(screen: DetailScreen) -> list[str]:
+async def chart_lines(pilot: Any, screen: DetailScreen) -> list[str]:
+    """The chart's lines once the one for the current data is built (plotext draws in a thread)."""
     chart = screen.query_one(CandleChart)
+    chart.render()  # starts the build of what is current, if it is not built yet
+    await wait_for(pilot, lambda: chart.current, "the chart drawn")
     return chart.render().plain.split("\n")
 
 
@@ -113,7 +116,7 @@ async def test_open_switch_timeframe_and_go_back(config: Config, size: tuple[int
 
         chart = screen.query_one(CandleChart)
         width, height = chart.size
-        lines = chart_lines(screen)
+        lines = await chart_lines(pilot, screen)
         assert width > 40 and height >= 15 and len(lines) == height
         assert all(len(line) == width for line in lines)  # nothing wider than the widget
         assert chart.region.right <= size[0] and chart.region.bottom <= size[1] - 1  # above the footer
@@ -130,7 +133,7 @@ async def test_open_switch_timeframe_and_go_back(config: Config, size: tuple[int
             assert chart.region.right <= values.region.x  # side by side
             assert not screen.query_one("#detail-tabs").display and "i" not in footer_keys
 
-        before = chart_lines(screen)
+        before = await chart_lines(pilot, screen)
         await pilot.press("right_square_bracket")
         assert screen.timeframe == "5s" and highlighted(screen) == ["5s"]
         await wait_for(pilot, lambda: loaded(screen, 5, interval), "the 5s chart")
@@ -138,8 +141,9 @@ async def test_open_switch_timeframe_and_go_back(config: Config, size: tuple[int
         assert calls[-1] == (symbol, 5)
         five = screen.data
         assert five is not None and len(five) < len(data)  # five one-second bars make one
-        assert chart_lines(screen) != before
-        assert all(len(line) == width for line in chart_lines(screen))
+        after = await chart_lines(pilot, screen)
+        assert after != before
+        assert all(len(line) == width for line in after)
 
         await pilot.press("escape")
         assert app.screen is main
@@ -284,6 +288,7 @@ async def test_chart_colours_follow_the_theme(config: Config, theme: str) -> Non
         if theme == "ansi16":
             colours = [s.color for s in styles.values() if s.color is not None]
             assert colours and all(c.type in (ColorType.STANDARD, ColorType.DEFAULT) for c in colours)
+        await chart_lines(pilot, screen)
         rendered = screen.query_one(CandleChart).render()
         assert any(span.style == styles["up"] for span in rendered.spans)  # drawn with this theme's styles
 
