@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench fuzz clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,12 @@ test: $(VENV)/.installed-test lint
 
 bench: $(VENV)/.installed-test
 	$(BIN)/tickdeck bench
+
+# Every fuzz test with 20x the examples of `make test`, then the atheris harnesses (Linux x86-64) for
+# FUZZ_SECONDS each; prints the inputs tried per decoder.
+FUZZ_SECONDS ?= 60
+fuzz: $(VENV)/.installed-test
+	$(BIN)/python -m tests.fuzz_report --atheris-seconds $(FUZZ_SECONDS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -160,7 +160,7 @@ def _from_text(key: _Key, text: str) -> tuple[bool, object]:
     if raw.startswith("["):
         try:
             return _typed(key, tomllib.loads(f"v = {raw}")["v"])
-        except tomllib.TOMLDecodeError:
+        except (tomllib.TOMLDecodeError, RecursionError):
             return False, text
     return True, tuple(part.strip() for part in raw.split(",") if part.strip())
 
@@ -189,8 +189,12 @@ def _unknown(path: str, known: list[str], source: str, section: bool) -> ConfigE
     parent, _, name = path.rpartition(".")
     close = difflib.get_close_matches(name, known, n=1)
     guess = f"{parent}.{close[0]}" if close and parent else (close or [""])[0]
-    hint = f" (did you mean {guess!r}?)" if close else f" (known: {', '.join(sorted(known))})"
-    what = f"section [{path}]" if section else f"key {path!r}"
+    allowed = f"known: {', '.join(sorted(known))}"
+    hint = f" (did you mean {guess!r}? {allowed})" if close else f" ({allowed})"
+    if section:  # a quoted TOML key may hold a newline: repr keeps the message on one line
+        what = f"section [{path}]" if path.isprintable() else f"section {path!r}"
+    else:
+        what = f"key {path!r}"
     return ConfigError(f"unknown {what} in {source}{hint}", path, source)
 
 
@@ -234,6 +238,9 @@ def _read_file(path: Path, layers: _Layers) -> None:
         raise ConfigError(f"config file not found: {source}", source=source) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{source} is not valid TOML: {exc}", source=source) from None
+    except RecursionError:  # tomllib parses nested arrays and inline tables recursively
+        raise ConfigError(f"{source} is not valid TOML: arrays or tables nested too deeply",
+                          source=source) from None
     except UnicodeDecodeError:
         raise ConfigError(f"{source} is not UTF-8 text", source=source) from None
     except OSError as exc:

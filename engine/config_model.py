@@ -119,7 +119,7 @@ def _setting(default: Any, check: Check | None = None) -> Any:
 class EngineConfig:
     interval: str = _setting("1m", _interval)
     """Bar interval: ``<n>s|m|h|d`` between 1s and 1d."""
-    history: int = _setting(2000, _between(10))
+    history: int = _setting(2000, _between(10, 1_000_000))
     """Closed bars kept per symbol."""
     max_symbols: int = _setting(1024, _between(1, 100_000))
     """Symbol slots preallocated by the engine."""

@@ -39,6 +39,8 @@ TIME_NAMES = ("timestamp", "datetime", "date", "time")
 EPOCH_MIN = 1e8  # smaller numbers are not epoch times (1e8 s is March 1973); try them as dates
 EPOCH_UNITS = ((1e11, 1_000_000_000), (1e14, 1_000_000), (1e17, 1_000), (np.inf, 1))  # s, ms, us, ns
 NS_LIMIT = 9.2e18  # just inside int64 nanoseconds (year 2262)
+# whole days inside datetime64[ns], so comparing with any coarser unit cannot overflow
+_NS_FIRST, _NS_END = np.datetime64("1677-09-22", "D"), np.datetime64("2262-04-11", "D")
 TIME_HINT = "use ISO 8601 such as 2024-01-02 09:30:00, or epoch seconds or milliseconds"
 
 Column = tuple[np.ndarray, np.ndarray]  # values (object strings, numbers or datetime64), missing mask
@@ -153,11 +155,16 @@ def arrow_column(col: pa.ChunkedArray) -> Column:
     missing = col.is_null().to_numpy(zero_copy_only=False)
     kind = col.type.value_type if pa.types.is_dictionary(col.type) else col.type
     if pa.types.is_timestamp(kind) or pa.types.is_date(kind):
-        ns = col.cast(pa.timestamp("ns", getattr(kind, "tz", None))).cast(pa.int64()).fill_null(0)
-        return ns.to_numpy().view("datetime64[ns]"), missing
-    if pa.types.is_integer(kind) or pa.types.is_floating(kind):
+        try:
+            ns = col.cast(pa.timestamp("ns", getattr(kind, "tz", None))).cast(pa.int64()).fill_null(0)
+        except pa.ArrowInvalid:  # a time outside datetime64[ns] (1677-2262): as text, found bad there
+            col = col.cast(pa.string())  # Arrow's text for any time ("<value out of range: N>" at worst)
+        else:
+            return ns.to_numpy().view("datetime64[ns]"), missing
+    elif pa.types.is_integer(kind) or pa.types.is_floating(kind):
         return col.fill_null(0).to_numpy(), missing
-    return text_column(np.array(col.to_pylist(), dtype=object))[0], missing
+    # fromiter, not array: a column of equal-length lists would become a 2-D array
+    return text_column(np.fromiter(col.to_pylist(), dtype=object, count=len(col)))[0], missing
 
 
 def arrow_text(col: pa.ChunkedArray) -> list[str]:
@@ -273,10 +280,11 @@ def parse_times(cells: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     text = ~epoch & (cells != "").to_numpy()
     if text.any():
         parsed = pd.to_datetime(cells[text], utc=True, format="ISO8601", errors="coerce")
-        stamps = parsed.dt.tz_convert(None).dt.as_unit("ns").to_numpy(dtype="datetime64[ns]")
-        good = ~np.isnat(stamps)
+        # pandas keeps dates outside datetime64[ns] (year 1, 9999) at a coarser unit: those are not ok
+        stamps = parsed.dt.tz_convert(None).to_numpy()
+        good = ~np.isnat(stamps) & (stamps >= _NS_FIRST) & (stamps < _NS_END)
         idx = np.flatnonzero(text)
-        ns[idx[good]] = stamps[good].view(np.int64)
+        ns[idx[good]] = stamps[good].astype("datetime64[ns]").view(np.int64)
         ok[idx[good]] = True
     return ns, ok
 

@@ -32,7 +32,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Iterable
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 import numpy as np
@@ -51,22 +51,26 @@ log = logging.getLogger("tickdeck.feeds.binance")
 KLINE_INTERVALS = ("1s", "1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d", "3d",
                    "1w", "1M")
 _MS = 1_000_000  # ns per ms
+# Bounds checked while decoding, so a time or id that cannot fit a tick's int64 fields is an invalid
+# event here rather than an OverflowError when the batch is built (which would end the feed).
+_Ms = Annotated[int, msgspec.Meta(ge=0, le=(2**63 - 1) // _MS)]  # epoch ms whose ns fit an int64
+_Id = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
 
 
 # --- frames, as documented ----------------------------------------------------------------------
 class Trade(msgspec.Struct, tag_field="e", tag="trade"):
-    E: int  # event time, ms
+    E: _Ms  # event time, ms
     s: str  # symbol, upper-case
-    t: int  # trade id
+    t: _Id  # trade id
     p: str  # price
     q: str  # quantity
-    T: int  # trade time, ms
+    T: _Ms  # trade time, ms
     m: bool  # the buyer is the maker: the seller took liquidity
 
 
 class KlineBar(msgspec.Struct):
-    t: int  # start time, ms
-    T: int  # close time, ms (the last millisecond of the kline)
+    t: _Ms  # start time, ms
+    T: _Ms  # close time, ms (the last millisecond of the kline)
     s: str
     i: str  # interval
     c: str  # close (latest) price
@@ -75,7 +79,7 @@ class KlineBar(msgspec.Struct):
 
 
 class Kline(msgspec.Struct, tag_field="e", tag="kline"):
-    E: int
+    E: _Ms
     s: str
     k: KlineBar
 
@@ -109,7 +113,7 @@ def _invalid_reason(raw: str | bytes) -> str:
     """Why a well-formed JSON frame does not fit ``Frame`` (only on the bad path, so it may be slow)."""
     try:
         obj = msgspec.json.decode(raw)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):
         return "malformed json"
     if not isinstance(obj, dict):
         return "unknown frame"
@@ -264,7 +268,8 @@ class BinanceFeed(WsFeed):
         except msgspec.ValidationError:
             self.counters.bad_message(_invalid_reason(raw), raw)
             return
-        except msgspec.DecodeError as exc:
+        # RecursionError: nested too deeply; UnicodeDecodeError: a binary frame's string is not UTF-8
+        except (msgspec.DecodeError, RecursionError, UnicodeDecodeError) as exc:
             reason = ("empty frame" if not raw else "truncated frame" if "truncated" in str(exc)
                       else "malformed json")
             self.counters.bad_message(reason, raw)

@@ -139,7 +139,10 @@ def parse_time_ns(text: str) -> int:
         if not (0 < len(frac) <= 9 and frac.isdigit()):
             raise ValueError(f"bad fraction of a second in {text!r}")
         nanos = int(frac.ljust(9, "0"))
-    return seconds * 1_000_000_000 + nanos
+    ns = seconds * 1_000_000_000 + nanos
+    if not 0 <= ns < 2**63:  # a tick's int64 field: 1970 to 2262
+        raise ValueError(f"time out of range (1970 to 2262): {text!r}")
+    return ns
 
 
 def _number(text: str) -> float:
@@ -215,7 +218,8 @@ class CoinbaseFeed(WsFeed):
         except msgspec.ValidationError:
             self.counters.bad_message("invalid message", raw)
             return
-        except msgspec.DecodeError:
+        # RecursionError: nested too deeply; UnicodeDecodeError: a binary frame's string is not UTF-8
+        except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):
             self.counters.bad_message("malformed json", raw)
             return
         if env.type == "error":
@@ -238,7 +242,7 @@ class CoinbaseFeed(WsFeed):
                 self.counters.bad_message("unknown channel", raw)
             else:
                 self.counters.bad_message("unknown message", raw)
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):
             self.counters.bad_message(f"invalid {channel} events", raw)
 
     def _sequence(self, seq: int) -> None:
@@ -264,9 +268,13 @@ class CoinbaseFeed(WsFeed):
                     bad("unknown product", t)
                     continue
                 try:
-                    rows.append((int(t.trade_id), slot, t))
+                    trade_id = int(t.trade_id)
                 except ValueError:
+                    trade_id = -1
+                if not 0 <= trade_id < 2**63:  # it goes into a tick's int64 field
                     bad("bad trade id", t)
+                    continue
+                rows.append((trade_id, slot, t))
             if len(rows) > 1:
                 rows.sort(key=itemgetter(0))  # snapshots list the newest trade first
             for trade_id, slot, t in rows:

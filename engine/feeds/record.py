@@ -332,8 +332,11 @@ def read_jsonl(path: Path) -> DecodedLines:
     lines = [split[i - 1] for i in numbers]
     try:
         records = msgspec.json.decode(b"[" + b",".join(lines) + b"]", type=list[TickLine])
+        if len(records) != len(lines):  # a line holding two records ('{...},{...}') decodes joined
+            raise msgspec.DecodeError("not one record per line")
         good = numbers
-    except msgspec.DecodeError:
+    # RecursionError: a line nested too deeply; UnicodeDecodeError: a string that is not UTF-8
+    except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):
         records, good = [], []
         decoder = msgspec.json.Decoder(TickLine)
         counts: dict[str, list[Any]] = {}
@@ -341,7 +344,7 @@ def read_jsonl(path: Path) -> DecodedLines:
             try:
                 records.append(decoder.decode(line))
                 good.append(number)
-            except msgspec.DecodeError as exc:
+            except (msgspec.DecodeError, RecursionError, UnicodeDecodeError) as exc:
                 reason = "bad record" if isinstance(exc, msgspec.ValidationError) else "bad json"
                 entry = counts.setdefault(reason, [0, f"{path} line {number}: {exc}"])
                 entry[0] += 1

@@ -193,7 +193,8 @@ def _sides(col: Column) -> tuple[np.ndarray, np.ndarray]:
     if values.dtype.kind in "iuf":
         bad = ~np.isin(values, (-1, 0, 1)) & ~missing
         return np.where(bad | missing, 0, values).astype(np.int8), bad
-    mapped = pd.Series(values, dtype=object).str.lower().map(_SIDES).to_numpy(np.float64, na_value=np.nan)
+    text = pd.Series(values, dtype=object).astype(str).str.lower()  # astype: a Parquet column may hold times
+    mapped = text.map(_SIDES).to_numpy(np.float64, na_value=np.nan)
     bad = np.isnan(mapped) & ~missing
     return np.where(bad | missing, 0, mapped).astype(np.int8), bad
 
@@ -202,7 +203,7 @@ def _ids(col: Column) -> tuple[np.ndarray, np.ndarray]:
     """Trade ids as exact int64 (text is parsed with ``int``, never through float); -1 when missing."""
     values, missing = col
     if values.dtype.kind in "iu":
-        out = values.astype(np.int64)
+        out = np.where(values <= 2**63 - 1, values, -2).astype(np.int64)  # a uint64 id would wrap
     elif values.dtype.kind == "f":
         whole = np.isfinite(values) & (values == np.round(values)) & (np.abs(values) < 2**53)
         out = np.where(whole, values, -2).astype(np.int64)
@@ -283,7 +284,8 @@ def _parquet(path: Path, symbol: str, bar_interval: int | None) -> Loaded:
     try:
         table = pq.read_table(path)
     except (pa.ArrowException, OSError) as exc:
-        raise ReplayError(f"{path}: not a readable Parquet file ({exc})", path) from None
+        why = " ".join(str(exc).split())[:300]  # Arrow's messages can run over several lines
+        raise ReplayError(f"{path}: not a readable Parquet file ({why})", path) from None
     if "price" not in [n.strip().lower() for n in table.column_names]:
         return _bars(table_from_arrow(str(path), table), symbol, bar_interval)
     names = [("" if n.startswith("__index_level_") else n) for n in table.column_names]  # a pandas index
@@ -342,6 +344,7 @@ class ReplayFeed(Feed):
 
     name = "replay"
     realtime = False
+    closed_universe = True
     max_batch = MAX_BATCH
 
     def __init__(self, symbols: SymbolTable, path: str | Path, speed: float | str = 1.0, loop: bool = False,

@@ -54,6 +54,7 @@ HEADERS = {"User-Agent": "Mozilla/5.0 (X11; Linux x86_64) tickdeck/0.1"}
 ACCEPT_JSON = "application/json"
 ACCEPT_PAGE = "text/html,application/xhtml+xml,*/*;q=0.8"  # what a browser's first visit accepts
 MAX_CRUMB_LEN = 64  # crumbs are ~11 characters; anything long is a page, not a crumb
+_MAX_TIME_S = (2**63 - 1) // 1_000_000_000  # a later regularMarketTime does not fit a tick's int64 ns
 
 
 # --- what Yahoo sends ----------------------------------------------------------------------------
@@ -130,7 +131,7 @@ def _error_text(body: bytes) -> str:
         doc: Any = json.loads(body)
         err: Any = next(v["error"] for v in doc.values() if isinstance(v, dict) and v.get("error"))
         return f": {err.get('code')}: {err.get('description')}"[:160]
-    except (ValueError, AttributeError, StopIteration):
+    except (ValueError, AttributeError, StopIteration, RecursionError):
         return ""
 
 
@@ -429,10 +430,11 @@ class YahooFeed(Feed):
         except msgspec.ValidationError:
             bad("unexpected shape", body)
             return "unexpected shape"
-        except msgspec.DecodeError:
+        # RecursionError: nested too deeply; UnicodeDecodeError: a string in the body is not UTF-8
+        except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):
             try:  # NaN and Infinity are not JSON, but some producers send them; only that quote is lost
                 envelope = msgspec.convert(json.loads(body), _Envelope)
-            except (ValueError, msgspec.ValidationError):
+            except (ValueError, msgspec.ValidationError, RecursionError):
                 bad("malformed json", body)
                 return "malformed json"
         answer = envelope.quote_response
@@ -470,7 +472,7 @@ class YahooFeed(Feed):
         if price is None or not 0.0 < price < math.inf:
             bad("bad price", q)
             return
-        if t is None or not 0 < t < math.inf:
+        if t is None or not 0 < t < _MAX_TIME_S:
             bad("bad time", q)
             return
         if volume is not None and not 0.0 <= volume < math.inf:

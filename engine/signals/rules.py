@@ -184,7 +184,7 @@ class _Parser:
         if "kind" not in t:
             self.fail("kind", f"required: one of {kinds}")
         kind = t["kind"]
-        if kind not in KIND_KEYS:
+        if kind not in RULE_KINDS:  # the tuple, not the dict: a list kind is unhashable
             self.fail("kind", f"unknown kind {kind!r}; allowed: {kinds}")
         allowed = COMMON_KEYS + KIND_KEYS[kind]
         for key in t:

@@ -173,7 +173,17 @@ def _names(msg: Mapping[str, Any], key: str) -> frozenset[str] | None:
         raise BadMessage(f"{what} (at most {MAX_NAMES:,})")
     if not all(isinstance(v, str) and v for v in value):
         raise BadMessage(f"{what}; every name must be a non-empty string")
+    if not all(_sendable(v) for v in value):  # echoed in ``subscribed``: it must encode as UTF-8
+        raise BadMessage(f"{what}; a name must not hold a lone surrogate (\\ud800-\\udfff)")
     return frozenset(value)
+
+
+def _sendable(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class BroadcastSink(Sink):
@@ -474,13 +484,21 @@ class BroadcastSink(Sink):
                 msg = json.loads(raw)
             except (ValueError, UnicodeDecodeError):
                 raise BadMessage("not JSON") from None
+            except RecursionError:
+                raise BadMessage("nested too deeply") from None
             if not isinstance(msg, dict):
                 raise BadMessage("a message must be a JSON object")
             op = msg.get("op")
             if op == "subscribe":
                 self._subscribe(client, msg)
             elif op == "ping":
-                self._push(client, dumps({"type": "pong", "id": msg.get("id")}))
+                try:  # the id goes back as it came: it must be strict JSON (no NaN, no lone surrogate)
+                    pong = dumps({"type": "pong", "id": msg.get("id")})
+                    pong.encode()
+                except (ValueError, RecursionError):  # UnicodeEncodeError is a ValueError
+                    raise BadMessage("'id' of a ping must be JSON that can be sent back as it is (no NaN, "
+                                     "Infinity or lone surrogate)") from None
+                self._push(client, pong)
             else:
                 shown = repr(op)[:40] if isinstance(op, str) else type(op).__name__
                 raise BadMessage(f"unknown op {shown}; known: subscribe, ping")

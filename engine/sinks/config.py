@@ -340,7 +340,7 @@ class _Parser:
         if "type" not in t:
             self.fail("type", f"required: one of {known}")
         kind = t["type"]
-        if isinstance(kind, str) and kind.strip():
+        if isinstance(kind, str) and kind.strip() and kind.isprintable():  # a message stays one line
             self.label = f"sink #{self.position} ({kind})"
         if kind in PLANNED_TYPES:
             self.fail("type", f"sink type {kind!r} is not available in this version; available: {known}")
