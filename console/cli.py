@@ -191,7 +191,7 @@ def _attach(args: argparse.Namespace) -> int:
                                        "engine.interval": remote.interval or None})
     from console.app import run_app
 
-    return run_app(config, remote)
+    return run_app(config, remote, saved_theme=args.theme is None)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -270,7 +270,7 @@ def _run(args: argparse.Namespace) -> int:
                              status_every=10.0 if args.status_every is None else args.status_every)
     from console.app import run_app
 
-    result = run_app(config)
+    result = run_app(config, saved_theme=args.theme is None)  # --theme wins over the one chosen with t
     return result if isinstance(result, int) else 0
 
 

@@ -106,6 +106,11 @@ class WatchlistEditing:
         if self._save():
             self.notify(f"removed {symbol} from {book.current.name} (u to undo)", timeout=4)
         self.show_book()
+        runtime = self.runtime
+        if runtime is None or not hasattr(runtime, "add_symbols") or runtime.feed.closed_universe:
+            return
+        if symbol not in book.symbols():  # a live feed, and in no list now: stop receiving it
+            self.run_worker(runtime.feed.unsubscribe([symbol]), group="subscribe", exit_on_error=False)
 
     def action_undo(self) -> None:
         book = self._book_or_warn()
@@ -118,6 +123,9 @@ class WatchlistEditing:
         self._save()
         self.show_book()
         self.watchlist.select(symbol)
+        runtime = self.runtime
+        if runtime is not None and hasattr(runtime, "add_symbols"):
+            self.run_worker(runtime.add_symbols([symbol]), group="subscribe", exit_on_error=False)
         self.notify(f"restored {symbol}", timeout=3)
 
     def _move(self, delta: int) -> None:

@@ -29,3 +29,27 @@ async def test_binance_trades_reach_the_watchlist_and_a_disconnect_shows() -> No
             await wait_for(pilot, lambda: app.header.state in ("reconnecting", "connecting"),
                            "the header to show the reconnect")
             await wait_for(pilot, lambda: app.header.state == "live", "the feed to come back")
+
+
+async def test_adding_and_deleting_symbols_subscribes_and_unsubscribes_the_live_feed() -> None:
+    async with BinanceServer() as server:
+        config = load_config(overrides={
+            "feed.name": "binance", "feeds.binance.url": server.url,
+            "feeds.binance.symbols": ("BTCUSDT",), "engine.interval": "1m",
+        }, env={})
+        app = build_app(config)
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_for(pilot, lambda: app.header.state == "live" and app.book is not None,
+                           "the feed to go live")
+            await server.wait_subscribed("btcusdt@trade")
+            await pilot.press("a", *"solusdt", "enter")
+            await server.wait_subscribed("btcusdt@trade", "solusdt@trade")
+            assert app.watchlist.symbols == ("BTCUSDT", "SOLUSDT")
+            await server.trade("SOLUSDT", "142.10", "3")
+            await wait_for(pilot, lambda: rows(app).get("SOLUSDT", ["", ""])[1] == "142.10", "the new price")
+            app.watchlist.select("SOLUSDT")
+            await pilot.press("d")
+            await server.wait(lambda: all("solusdt@trade" not in c.subs for c in server.connections))
+            assert app.watchlist.symbols == ("BTCUSDT",)
+            await pilot.press("u")  # back in the list: subscribed again
+            await server.wait_subscribed("btcusdt@trade", "solusdt@trade")
