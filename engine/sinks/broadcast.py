@@ -77,6 +77,8 @@ DEFAULT_FPS = 10.0
 DEFAULT_MAX_QUEUE = 1024
 MAX_BAD_MESSAGES = 100  # malformed messages from one client before it is disconnected
 MAX_CLIENT_MESSAGE = 64 * 1024  # bytes; a larger client message closes its connection (code 1009)
+SEND_BUFFER = 256 * 1024
+"""Bytes the kernel may hold for one client: a few hundred frames, then the client counts as slow."""
 MAX_NAMES = 10_000  # symbols or rules in one subscription
 CLOSE_TOO_SLOW = 1013  # "try again later"
 CLOSE_POLICY = 1008
@@ -271,6 +273,9 @@ class BroadcastSink(Sink):
         except OSError as exc:  # an OSError still, which the headless service reports as a start-up error
             raise OSError(exc.errno, f"websocket sink {self.name}: cannot listen on {self.url}: "
                                      f"{exc.strerror or exc}") from None
+        # Accepted connections inherit this: without it Linux lets a client that stopped reading absorb
+        # up to 4 MB of frames in the kernel before the per-client queue (and the cut-off) even sees it.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
         sock.setblocking(False)
         self._sock, self._loop = sock, loop
         self.port = sock.getsockname()[1]

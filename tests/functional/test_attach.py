@@ -293,7 +293,7 @@ def isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 def test_attach_opens_the_console_with_the_publishers_columns(
         isolated: None, monkeypatch: pytest.MonkeyPatch) -> None:
     opened: list[tuple[Config, Any]] = []
-    def run_app(config: Config, runtime: Any = None) -> int:
+    def run_app(config: Config, runtime: Any = None, saved_theme: bool = True) -> int:
         opened.append((config, runtime))
         return 0
 

@@ -90,12 +90,21 @@ def test_bad_flag_values(capsys: pytest.CaptureFixture[str], monkeypatch: pytest
 
 def test_launch_passes_flags_into_the_config(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[Config] = []
+    remembered: list[bool] = []
     fake = types.ModuleType("console.app")
-    fake.run_app = lambda config: seen.append(config)  # type: ignore[attr-defined]
+
+    def run_app(config: Config, saved_theme: bool = True) -> int:
+        seen.append(config)
+        remembered.append(saved_theme)
+        return 0
+
+    fake.run_app = run_app  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "console.app", fake)
     monkeypatch.setattr(cli, "AVAILABLE_FEEDS", ("sim", "binance"))
     assert main(["--feed", "binance", "--interval", "5m", "--theme", "light"]) == 0
-    (config,) = seen
+    assert main(["--feed", "binance"]) == 0
+    config = seen[0]
+    assert remembered == [False, True]  # a theme on the command line wins over the remembered one
     assert config.feed.name == "binance"
     assert config.engine.interval_ns == 300_000_000_000
     assert config.ui.theme == "light"
@@ -105,7 +114,7 @@ def test_launch_passes_flags_into_the_config(monkeypatch: pytest.MonkeyPatch) ->
 def test_bad_rule_and_a_replay_without_a_file_stop_before_the_app(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     fake = types.ModuleType("console.app")
-    fake.run_app = lambda config: pytest.fail("the app must not start")  # type: ignore[attr-defined]
+    fake.run_app = lambda config, **_: pytest.fail("the app must not start")  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "console.app", fake)
     bad = tmp_path / "rules.toml"
     bad.write_text('[[rules]]\nid = "oops"\nkind = "cross"\na = "rsi_x"\nb = 30\n', encoding="utf-8")
