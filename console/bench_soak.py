@@ -151,16 +151,6 @@ def heap_in_use() -> int:
     return int(info.uordblks + info.hblkhd)
 
 
-def sim_rate_for(target: float, seconds: float, start_ns: int) -> float:
-    """The sim ``rate`` whose tape averages ``target`` ticks/s over ``seconds`` from ``start_ns``."""
-    from engine.feeds.sim import SimFeed
-    from engine.ticks import SymbolTable
-
-    probe = SimFeed(SymbolTable(1), n_symbols=1, rate=1.0)  # expected ticks at rate 1 = trading seconds
-    trading_s = probe.expected_ticks(start_ns, start_ns + int(seconds * 1e9))
-    return target * seconds / trading_s
-
-
 def soak_config(rate: float, config_dir: str, symbols: int = SYMBOLS) -> Config:
     return load_config(overrides={"feed.name": "sim", "feeds.sim.rate": rate, "feeds.sim.symbols": symbols,
                                   "engine.interval": "1s"}, env={CONFIG_DIR_VAR: config_dir})
@@ -171,12 +161,13 @@ async def run_soak(seconds: float = DEFAULT_SECONDS, *, target: float = TARGET_R
                    on_sample: Callable[[Sample], None] | None = None) -> SoakRun:
     """One soak run. ``leak_bytes`` > 0 keeps that many bytes per feed batch alive (a deliberate leak,
     to show the slope would catch one)."""
+    from engine.feeds.sim import rate_for_window
     from engine.headless import Headless, prepare
     from engine.runtime import Runtime
 
     warm = max(10.0, 0.2 * seconds) if warmup is None else warmup
     total = seconds
-    rate = sim_rate_for(target, total, time.time_ns())
+    rate = rate_for_window(target, total, time.time_ns())
     with tempfile.TemporaryDirectory() as config_dir:
         config = soak_config(rate, config_dir, symbols)
     devnull = os.open(os.devnull, os.O_WRONLY)

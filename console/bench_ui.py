@@ -35,12 +35,15 @@ KEY_EVERY_S = 0.25
 
 def main(args: argparse.Namespace) -> int:
     from console.bench_report import Figure, emit
+    from engine.feeds.sim import rate_for_window
 
     seconds = float(args.ui)
+    rate = rate_for_window(RATE, seconds + 15, time.time_ns())  # the tape averages RATE over the run
     with tempfile.TemporaryDirectory(prefix="tickdeck-bench-ui-") as tmp:
         env = _prepare(Path(tmp))
         started = time.time()
-        out = subprocess.run([sys.executable, "-m", "console.bench_ui", "--seconds", str(seconds)],
+        out = subprocess.run([sys.executable, "-m", "console.bench_ui", "--seconds", str(seconds),
+                              "--rate", str(rate)],
                              env=env, capture_output=True, text=True, timeout=seconds + 600)
     if out.returncode != 0:
         print(out.stderr[-2000:], file=sys.stderr)
@@ -92,13 +95,13 @@ def _prepare(tmp: Path) -> dict[str, str]:
     return env
 
 
-def _child(seconds: float) -> None:
+def _child(seconds: float, rate: float) -> None:
     from textual import events
 
     from console.app import build_app
     from engine.config import load_config
 
-    config = load_config(overrides={"feeds.sim.symbols": SYMBOLS, "feeds.sim.rate": RATE,
+    config = load_config(overrides={"feeds.sim.symbols": SYMBOLS, "feeds.sim.rate": rate,
                                     "engine.max_symbols": SYMBOLS + 24})
     app = build_app(config, saved_theme=False)
     paints: list[float] = []
@@ -169,4 +172,6 @@ def _pct(values: list[float], q: float) -> float:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=60.0)
-    _child(parser.parse_args().seconds)
+    parser.add_argument("--rate", type=float, default=RATE, help="the sim's rate (its daily average)")
+    child = parser.parse_args()
+    _child(child.seconds, child.rate)

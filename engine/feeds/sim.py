@@ -503,3 +503,13 @@ def measure(n_symbols: int, rate: float = 200_000.0, batch_hz: float = 20.0, sec
 if __name__ == "__main__":  # python -m engine.feeds.sim: the generator's throughput
     for k, r in ((40, 200.0), (40, 200_000.0), (5000, 200_000.0), (5000, 1_000_000.0)):
         print(f"sim {k:>5} symbols at {r:>11,.0f} ticks/s: generates {measure(k, r):>13,.0f} ticks/s")
+
+
+def rate_for_window(target: float, seconds: float, start_ns: int) -> float:
+    """The ``rate`` whose tape averages ``target`` ticks/s over ``seconds`` from ``start_ns``.
+
+    ``rate`` is an average over the sim's trading day, and its U-shaped intraday profile makes the tape
+    several times busier at the open than at midday: a benchmark that wants a given load now asks this.
+    """
+    probe = SimFeed(SymbolTable(1), n_symbols=1, rate=1.0)  # expected ticks at rate 1 = trading seconds
+    return target * seconds / probe.expected_ticks(start_ns, start_ns + int(seconds * 1e9))
