@@ -244,7 +244,7 @@ class TickdeckApp(WatchlistEditing, App[int]):
             text = _describe(worker.error)
             self.log.error(f"worker {worker.name!r} failed", worker.error)
             self.notify(text, title=f"{worker.name} stopped", severity="error", timeout=15)
-            if worker.group != RUNTIME_GROUP:  # a backtest failed: the feed is fine
+            if worker.group != RUNTIME_GROUP:  # a backtest or a subscription failed: the feed is fine
                 return
             header = self.header
             header.state, header.reason = "failed", text
