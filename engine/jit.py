@@ -21,9 +21,12 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _source_digest() -> str:
-    """A hash of every engine module that defines kernels (those that import this one's ``njit``)."""
+    """A hash of where the engine is and of every module that defines kernels (those importing ``njit``)."""
     root = Path(__file__).resolve().parent
     h = hashlib.sha256(numba.__version__.encode())
+    # numba's cache index is keyed by each source file's path, so two checkouts of the same source must
+    # not share a directory: the second would find the "compiled" marker and then compile at run time.
+    h.update(str(root).encode())
     for path in sorted(root.rglob("*.py")):
         text = path.read_bytes()
         if b"engine.jit import njit" in text:
