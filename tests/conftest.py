@@ -6,8 +6,10 @@ a feed at its local server fails loudly (and fast) instead of reaching out or ha
 
 from __future__ import annotations
 
+import os
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,3 +31,13 @@ def _loopback_only(host: Any, *args: Any, **kwargs: Any) -> Any:
 def _no_internet(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setattr(socket, "getaddrinfo", _loopback_only)
     yield
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No TICKDECK_* settings and no user config from the machine running the tests (the numba cache
+    location is kept: it only says where compiled kernels are)."""
+    for var in list(os.environ):
+        if var.startswith("TICKDECK_") and var != "TICKDECK_NUMBA_CACHE":
+            monkeypatch.delenv(var)
+    monkeypatch.setenv("TICKDECK_CONFIG_DIR", str(tmp_path / "user-config"))

@@ -52,13 +52,7 @@ direction = "both"
 """
 
 
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No TICKDECK_* settings and no user config from the machine running the tests."""
-    for var in list(os.environ):
-        if var.startswith("TICKDECK_") and var != "TICKDECK_NUMBA_CACHE":
-            monkeypatch.delenv(var)
-    monkeypatch.setenv("TICKDECK_CONFIG_DIR", str(tmp_path / "user-config"))
+pytestmark = pytest.mark.usefixtures("clean_env")  # (tests/conftest.py)
 
 
 def read_lines(path: Path) -> list[dict[str, Any]]:
