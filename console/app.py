@@ -337,8 +337,14 @@ class TickdeckApp(WatchlistEditing, App[int]):
             palette = Binding(self.COMMAND_PALETTE_BINDING, "command_palette", "Command palette")
             extra = [Binding("up,down,pageup,pagedown", "", "Move the cursor"),
                      Binding("tab", "", "Watchlist / signal log"),
-                     Binding("enter", "", "On a signal: go to its symbol")]
-            self.push_screen(HelpScreen([*self.key_bindings(), *extra, palette]))
+                     Binding("enter", "", "On a signal: go to its symbol"),
+                     Binding("left_square_bracket,right_square_bracket,f", "", "Detail: timeframe"),
+                     Binding("i", "", "Detail, narrow screens: chart / values")]
+            keys = self.key_bindings()
+            lists = [b for b in keys if b.action.startswith("switch_list")]
+            if [b.key for b in lists] == [str(n) for n in range(1, 10)]:  # not remapped: one line for all
+                keys = [b for b in keys if b not in lists] + [Binding("1…9", "", "Watchlist 1 to 9")]
+            self.push_screen(HelpScreen([*keys, *extra, palette]))
 
     def get_system_commands(self, screen: Screen[object]) -> Iterable[SystemCommand]:
         """Every key's action in the command palette, under the name the help screen gives it."""

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Vertical
+from textual.containers import VerticalScroll
 from textual.content import Content
 from textual.screen import ModalScreen
 from textual.widgets import Static
@@ -29,7 +29,8 @@ def binding_rows(bindings: Iterable[BindingType]) -> list[tuple[str, str]]:
 
 
 def _key_name(key: str) -> str:
-    return {"question_mark": "?", "escape": "esc"}.get(key, key)
+    return {"question_mark": "?", "escape": "esc", "left_square_bracket": "[", "right_square_bracket": "]",
+            "slash": "/", "up": "↑", "down": "↓", "pageup": "pgup", "pagedown": "pgdn"}.get(key, key)
 
 
 def render_help(rows: Sequence[tuple[str, str]]) -> Content:
@@ -48,12 +49,12 @@ class HelpScreen(ModalScreen[None]):
         align: center middle;
         background: $background 60%;
     }
-    HelpScreen > Vertical {
+    HelpScreen > VerticalScroll {
         width: auto;
         max-width: 90%;
         height: auto;
         max-height: 90%;
-        padding: 1 3;
+        padding: 0 2;
         border: round $primary;
         border-title-color: $text-primary;
         border-subtitle-color: $text-muted;
@@ -74,9 +75,9 @@ class HelpScreen(ModalScreen[None]):
         self._rows = binding_rows(bindings)
 
     def compose(self) -> ComposeResult:
-        box = Vertical()
+        box = VerticalScroll()  # taller than 24 rows: ↑ ↓ scroll it
         box.border_title = "Keys"
-        box.border_subtitle = "esc to close"
+        box.border_subtitle = "↑ ↓ scroll · esc to close"
         with box:
             yield Static(render_help(self._rows), id="help-keys")
 
