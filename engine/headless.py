@@ -79,7 +79,14 @@ class StoppableFeed(Feed):
             while not self._stop.is_set():
                 step = asyncio.create_task(_next(inner), name="tickdeck-feed-next")
                 await asyncio.wait({step, stop}, return_when=asyncio.FIRST_COMPLETED)
-                if not step.done():  # stopped while the feed waited for data: nothing received is lost
+                if not step.done():  # stopped while the feed waited or gathered a batch
+                    step.cancel()
+                    await asyncio.wait({step})
+                    done, step = step, None
+                    if not done.cancelled() and done.exception() is None:  # it finished meanwhile
+                        yield done.result()
+                    if (pending := self.inner.take_pending()) is not None:  # read, not yet handed over
+                        yield pending
                     break
                 done, step = step, None
                 try:

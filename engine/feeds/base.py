@@ -97,6 +97,11 @@ class Feed(abc.ABC):
         returns the time it has replayed up to."""
         return time.time_ns()
 
+    def take_pending(self) -> np.ndarray | None:
+        """Ticks received but not yet yielded, taken (a stream stopped in the middle of gathering a batch
+        hands them over this way instead of dropping them); None when there are none."""
+        return None
+
     async def subscribe(self, symbols: Iterable[str]) -> None:
         """Start delivering ``symbols`` (live feeds send a subscription; others ignore it)."""
         return None

@@ -183,6 +183,9 @@ class WsFeed(Feed):
             while self._reports:
                 yield self._reports.pop(0)
 
+    def take_pending(self) -> np.ndarray | None:
+        return self.batcher.flush()
+
     def _take(self, raw: Any) -> None:
         self.counters.messages += 1
         self.decode(raw, time.time_ns())

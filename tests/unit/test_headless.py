@@ -26,7 +26,7 @@ from engine.runtime import Runtime, build_engine
 from engine.signals.events import Signal
 from engine.sinks.base import SinkGroup
 from engine.sinks.jsonl import JsonlSink
-from engine.ticks import SymbolTable
+from engine.ticks import SymbolTable, make_ticks
 from tests.data import random_walk
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -215,6 +215,41 @@ def test_a_stop_puts_everything_the_feed_delivered_through_the_engine_and_the_si
     assert summary["stopped_by"] == "SIGTERM"
     assert summary["signals"] == len(read_lines(out)) > 0
     assert summary["sinks"]["file"]["written"] == summary["signals"]
+
+
+class GatheringFeed(Feed):
+    """Yields one batch, then has read three more trades and waits for more to fill the next batch."""
+
+    name = "sim"
+
+    def __init__(self, symbols: SymbolTable) -> None:
+        super().__init__(symbols)
+        self.pending: np.ndarray | None = None
+
+    async def stream(self) -> AsyncIterator[np.ndarray | FeedStatus]:
+        yield make_ticks(2)
+        self.pending = make_ticks(3)
+        await asyncio.Event().wait()  # the batch window: stopped here, the three must not be lost
+        yield make_ticks(1)
+
+    def take_pending(self) -> np.ndarray | None:
+        pending, self.pending = self.pending, None
+        return pending
+
+
+def test_a_stop_in_the_middle_of_a_batch_hands_over_what_was_already_read() -> None:
+    feed = StoppableFeed(GatheringFeed(SymbolTable(4)))
+
+    async def go() -> list[int]:
+        sizes = []
+        async for item in feed.stream():
+            assert isinstance(item, np.ndarray)
+            sizes.append(len(item))
+            if len(sizes) == 1:
+                asyncio.get_running_loop().call_later(0.05, feed.stop)
+        return sizes
+
+    assert asyncio.run(go()) == [2, 3]  # the first batch, then the gathered trades; nothing after the stop
 
 
 class FailingFeed(Feed):
