@@ -297,8 +297,10 @@ class Runtime:
         tick_s = self.frame_ns / 1e9
         try:
             while True:
-                try:
-                    item = await asyncio.wait_for(queue.get(), tick_s)
+                try:  # (asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that
+                    # lands as the item arrives, and this loop would then never end)
+                    async with asyncio.timeout(tick_s):
+                        item = await queue.get()
                 except TimeoutError:  # a quiet feed: still close due bars and refresh the frame
                     item = None
                 if item is _END:

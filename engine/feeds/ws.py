@@ -157,8 +157,9 @@ class WsFeed(Feed):
         loop = asyncio.get_running_loop()
         stale = False
         while True:
-            try:
-                raw = await asyncio.wait_for(ws.recv(), self.stall_s)
+            try:  # asyncio.timeout: wait_for may swallow a cancellation on 3.11 (see engine/runtime.py)
+                async with asyncio.timeout(self.stall_s):
+                    raw = await ws.recv()
             except TimeoutError:
                 if stale:
                     raise Stalled(f"no data from {urlsplit(self.url).netloc} for "

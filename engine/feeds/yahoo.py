@@ -235,8 +235,9 @@ class YahooFeed(Feed):
                     yield item
                 wait = self._wait_s()
                 if wait > 0:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), None if math.isinf(wait) else wait)
+                    with contextlib.suppress(TimeoutError):  # (not wait_for: see engine/runtime.py)
+                        async with asyncio.timeout(None if math.isinf(wait) else wait):
+                            await self._wake.wait()
                     continue
                 now = time.monotonic()
                 due = [s for s in self.wanted if s not in self.cache and self._next_at.get(s, 0.0) <= now]

@@ -428,7 +428,8 @@ async def test_kline_updates_become_ticks_of_the_added_volume() -> None:
             await server.kline("BTCUSDT", "1m", nxt, "102.5", "0.25", nxt + 2_000)  # volume went back
             await server.kline("BTCUSDT", "1m", nxt, "NaN", "0.75", nxt + 3_000)
             await server.kline("BTCUSDT", "1m", nxt, "103", "0.75", nxt + 4_000)
-            await run.until(lambda: feed.counters.messages == 9)
+            # all nine read, and the batch they went into handed over (it closes 5 ms after the last)
+            await run.until(lambda: feed.counters.messages == 9 and not len(feed.batcher) and run.batches)
     assert server.paths == ["/stream?streams=btcusdt@kline_1m"]
     assert first["k"]["T"] == start + 59_999 and first["k"]["i"] == "1m" and first["E"] == start + 10_000
     assert run.ticks() == [
