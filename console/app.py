@@ -20,7 +20,7 @@ and saved on every edit. Every key is a binding with an id, so ``[keys]`` in con
 (Textual's keymap), the help screen lists the keys in force, and the command palette runs every action.
 
 ``b`` (or the palette's "Backtest rules on <SYMBOL>") backtests the configured rules on the selected
-symbol's loaded history: the bars are copied on the event loop (see :func:`_copy_history`), replayed in
+symbol's loaded history: the bars are copied on the engine's thread (``runtime.call``), replayed in
 a thread worker (``backtest``) that posts ``BacktestFinished``, and shown in ``BacktestScreen``.
 """
 
@@ -94,26 +94,6 @@ def _describe(error: BaseException | None) -> str:
     if error is None:
         return "unknown error"
     return str(error) or type(error).__name__
-
-
-def _copy_history(engine: Engine, symbol: str) -> tuple[np.ndarray, np.ndarray] | None:
-    """Copies of ``symbol``'s closed bars, (times, o h l c v), oldest first; None for an unknown symbol.
-
-    Taken on the event loop: the runtime keeps its engine thread to itself. That thread is the only
-    writer, inside ``ingest``/``close_due``, and writes each bar before moving its ring's head past
-    it, so the copy leaves out the position the next bar goes to (it keeps ``depth - 1`` bars) and is
-    taken again if the head moved meanwhile: no half-written bar, no bar overwritten while copied.
-    """
-    slot = engine.symbols.get(symbol)
-    if slot is None:
-        return None
-    history = engine.history
-    for _ in range(10):
-        head = int(history.head[slot])
-        copied = history.tail(slot, history.depth - 1)
-        if int(history.head[slot]) == head:
-            return copied
-    raise RuntimeError(f"the history of {symbol} kept changing while it was copied; try again")
 
 
 def _bindings() -> list[BindingType]:
@@ -439,11 +419,15 @@ class TickdeckApp(WatchlistEditing, App[int]):
     def backtest_symbol(self, symbol: str) -> None:
         """Copy ``symbol``'s loaded history and backtest it in a thread (too little: a notification)."""
         engine: Engine | None = getattr(self.runtime, "engine", None)  # None for an attached console
-        if engine is None:
+        if self.runtime is None or engine is None:
             why = "the engine is still starting" if self.runtime is None else "no local engine (attached)"
             self.notify(f"cannot backtest {symbol}: {why}", title="No history", severity="warning")
             return
-        copied = _copy_history(engine, symbol)
+        self.run_worker(self._backtest_loaded(self.runtime, engine, symbol), group=BACKTEST_GROUP,
+                        exclusive=True, exit_on_error=False, name="backtest")
+
+    async def _backtest_loaded(self, runtime: Runtime, engine: Engine, symbol: str) -> None:
+        copied = await runtime.call(engine.closed_bars, symbol)  # on the engine's thread: consistent
         loaded = 0 if copied is None else len(copied[0])
         if copied is None or loaded < BACKTEST_MIN_BARS:
             self.notify(f"{symbol} has {loaded} closed bars loaded; a backtest needs at least "

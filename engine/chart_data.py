@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from engine.snapshot import frozen
 from engine.ticks import NO_BAR
 
 if TYPE_CHECKING:  # importing this module needs no numba: the bank is imported when series are computed
@@ -52,11 +53,6 @@ class ChartData:
 
     def __len__(self) -> int:
         return len(self.t)
-
-
-def _frozen(a: np.ndarray) -> np.ndarray:
-    a.flags.writeable = False
-    return a
 
 
 def resample(t: np.ndarray, ohlcv: np.ndarray, timeframe_ns: int) -> tuple[np.ndarray, np.ndarray]:
@@ -96,7 +92,7 @@ def compute_series(t: np.ndarray, ohlcv: np.ndarray, forming: bool) -> dict[str,
         else:
             bank.preview(0, ti, o, h, lo, c, v)
             out[i] = bank.provisional[rows, 0]
-    return {name: _frozen(np.ascontiguousarray(out[:, k])) for k, name in enumerate(SERIES)}
+    return {name: frozen(np.ascontiguousarray(out[:, k])) for k, name in enumerate(SERIES)}
 
 
 def chart_data(engine: Engine, symbol: str, factor: int, bars: int) -> ChartData | None:
@@ -134,9 +130,9 @@ def chart_data(engine: Engine, symbol: str, factor: int, bars: int) -> ChartData
     return ChartData(
         symbol=symbol,
         timeframe_ns=timeframe,
-        t=_frozen(rt[keep_from:].copy()),
-        ohlcv=_frozen(np.ascontiguousarray(rbars[keep_from:])),
-        series={name: _frozen(s[keep_from:].copy()) for name, s in series.items()},
+        t=frozen(rt[keep_from:].copy()),
+        ohlcv=frozen(np.ascontiguousarray(rbars[keep_from:])),
+        series={name: frozen(s[keep_from:].copy()) for name, s in series.items()},
         values=engine.bank.values(slot, provisional=engine_forming),
         forming=forming,
     )

@@ -69,6 +69,12 @@ class Engine:
         self._stats = np.zeros(4, dtype=np.int64)
 
     # --- symbols -------------------------------------------------------------------------------
+    def closed_bars(self, name: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """Copies of ``name``'s closed bars, (times, o h l c v), oldest first; None for an unknown symbol.
+        Call on the engine's thread (``runtime.call``), so no bar is half written while copied."""
+        slot = self.symbols.get(name)
+        return None if slot is None else self.history.tail(slot)
+
     def add_symbol(self, name: str) -> int:
         """The slot for ``name``, registering it (and its rule filters) the first time."""
         return self.symbols.slot(name)

@@ -22,7 +22,8 @@ if TYPE_CHECKING:  # the frame types stay importable without numba (an attached 
     from engine.pipeline import Engine
 
 
-def _frozen(a: np.ndarray) -> np.ndarray:
+def frozen(a: np.ndarray) -> np.ndarray:
+    """``a`` made read-only (a copy handed to the UI must not be written through by anyone)."""
     a.flags.writeable = False
     return a
 
@@ -78,7 +79,7 @@ def build_snapshot(engine: Engine, symbols: Sequence[str], outputs: Sequence[str
     closes = np.full((len(slots), spark + 1), np.nan)
     closes[:, :spark] = np.where(closed, history.bars[rows_ix, pos, 3], np.nan)
     closes[:, spark] = np.where(forming, engine.forming[slots, 3], np.nan)
-    closes.flags.writeable = False
+    frozen(closes)
     volume = np.where(closed, history.bars[rows_ix, pos, 4], 0.0).sum(axis=1)
     volume += np.where(forming, engine.forming[slots, 4], 0.0)
     first_pos = pos[np.arange(len(slots)), np.minimum(spark - n, spark - 1)]

@@ -11,6 +11,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
+BUSY_RULE = """
+[[rules]]
+id = "close_x_ema"
+kind = "cross"
+a = "close"
+b = "ema_20"
+direction = "both"
+on = "live"
+"""
+"""A rule that fires many times a minute on any moving market (close crossing its EMA, checked live):
+what the service, broadcast and attach tests use to have signals flowing."""
+
 
 @dataclass(frozen=True)
 class Bars:

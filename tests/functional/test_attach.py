@@ -35,6 +35,7 @@ from engine.runtime import Runtime
 from engine.signals.events import Signal
 from engine.sinks.broadcast import BroadcastSink, snapshot_frame
 from engine.snapshot import MarketSnapshot, Quote, Update
+from tests.data import BUSY_RULE
 from tests.functional.conftest import FAST
 from tests.functional.support import wait_for
 from widgets import formatting as fmt
@@ -42,15 +43,7 @@ from widgets import formatting as fmt
 SIZE = (100, 30)
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "attach-s3cret"
-BUSY_RULES = """
-[[rules]]
-id = "close_x_ema"
-kind = "cross"
-a = "close"
-b = "ema_20"
-direction = "both"
-on = "live"
-"""
+BUSY_RULES = BUSY_RULE
 
 
 @pytest.fixture

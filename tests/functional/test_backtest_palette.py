@@ -24,7 +24,7 @@ from textual.command import CommandList, CommandPalette
 from textual.containers import Vertical
 from textual.geometry import Region
 
-from console.app import BACKTEST_MIN_BARS, TickdeckApp, _copy_history, build_app
+from console.app import BACKTEST_MIN_BARS, TickdeckApp, build_app
 from engine.backtest import (
     HORIZONS,
     GroupResult,
@@ -140,9 +140,10 @@ async def test_too_little_history_is_a_notification(make_config: Callable[..., C
         loaded = loaded_bars(app, symbol)
         assert loaded < BACKTEST_MIN_BARS
         await pilot.press("b")
+        await wait_for(pilot, lambda: any(n[0] == "Not enough history" for n in seen), "the notification")
         await pilot.pause()
         assert app.screen is main
-        assert not [w for w in app.workers if w.group == "backtest"]
+        assert not [w for w in app.workers if w.description.startswith("run_backtest")]  # none started
         [(_, message, severity)] = [n for n in seen if n[0] == "Not enough history"]
         assert severity == "warning"
         assert f"{symbol} has" in message and f"at least {BACKTEST_MIN_BARS}" in message
@@ -199,7 +200,9 @@ async def test_bars_out_of_time_order_are_left_out_and_counted(config: Config) -
         symbol = app.selected_symbol()
         assert app.runtime is not None and symbol is not None
         engine = app.runtime.engine
-        t, bars = _copy_history(engine, symbol) or (np.zeros(0, np.int64), np.zeros((0, 5)))
+        copied = await app.runtime.call(engine.closed_bars, symbol)
+        assert copied is not None
+        t, bars = copied
         t = np.concatenate([t[:10], t[9:10], t[5:6], t[10:]])  # bar 9 again, then bar 5 again
         bars = np.concatenate([bars[:10], bars[9:10] * 1.01, bars[5:6], bars[10:]])
         app.run_backtest(symbol, t, bars, engine.interval_ns)

@@ -31,6 +31,7 @@ from engine.sinks import config as sink_config
 from engine.sinks.base import SignalFilter
 from engine.sinks.broadcast import BroadcastSink
 from engine.snapshot import MarketSnapshot, PipelineHealth, Quote, Update
+from tests.data import BUSY_RULE
 
 T0 = 1_800_000_000_000_000_000
 TOKEN = "s3cret-t0ken"
@@ -364,15 +365,7 @@ def test_bad_settings_are_refused() -> None:
 
 HAS_TYPE = "websocket" in sink_config.SINK_TYPES
 HAS_WIRING = hasattr(headless, "BroadcastSink")
-BUSY = """
-[[rules]]
-id = "close_x_ema"
-kind = "cross"
-a = "close"
-b = "ema_20"
-direction = "both"
-on = "live"
-"""
+BUSY = BUSY_RULE
 
 
 def websocket_sinks(*tables: dict[str, Any], env: dict[str, str] | None = None) -> list[BroadcastSink]:

@@ -27,22 +27,14 @@ from engine.signals.events import Signal
 from engine.sinks.base import SinkGroup
 from engine.sinks.jsonl import JsonlSink
 from engine.ticks import SymbolTable, make_ticks
-from tests.data import random_walk
+from tests.data import BUSY_RULE, random_walk
 
 ROOT = Path(__file__).resolve().parents[2]
 SEC = 1_000_000_000
 T0 = 1_800_000_000 * SEC
 SUMMARY_KEYS = {"ticks", "bars", "signals", "bad_messages", "reconnects", "runtime_s"}
 STATUS_KEYS = {"ticks_per_s", "signals", "lag_p99_ms", "rss_mb", "reconnects", "bad_messages"}
-BUSY_RULES = """
-[[rules]]
-id = "close_x_ema"
-kind = "cross"
-a = "close"
-b = "ema_20"
-direction = "both"
-on = "live"
-
+BUSY_RULES = BUSY_RULE + """
 [[rules]]
 id = "close_x_sma"
 kind = "cross"
