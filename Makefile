@@ -1,20 +1,32 @@
-# Everything a fresh machine with only python3 needs: `make run` and `make test` create .venv on demand.
+# Everything a fresh machine with only python3 needs: `make run` and `make test` create .venv on demand
+# and install exactly what uv.lock pins, so CI tests the packages users get. uv itself (pinned below) is
+# installed from PyPI into .uv/ by the machine's python3; `make lock` moves the pins forward on purpose.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+UV_VERSION := 0.13.9
+UV := .uv/bin/uv
 
-.PHONY: run test lint bench fuzz clean
+# uv installs into .venv with the given interpreter and never downloads a Python of its own.
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+export UV_PYTHON_DOWNLOADS := never
 
-$(BIN)/python:
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --upgrade --quiet pip
+.PHONY: run test lint lock bench fuzz clean
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e .
+$(UV):
+	$(PYTHON) -m venv .uv
+	.uv/bin/python -m pip install -qq --disable-pip-version-check uv==$(UV_VERSION)
+
+# --locked: stop with a message if pyproject.toml and uv.lock disagree (run `make lock`), never re-resolve.
+# `run` keeps extras a previous `make test` installed (--inexact); `test` installs exactly the test set.
+$(VENV)/.installed: pyproject.toml uv.lock | $(UV)
+	@echo "tickdeck: installing the locked dependencies into $(VENV)"
+	$(UV) sync --quiet --locked --inexact --python $(PYTHON)
 	touch $@
 
-$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+$(VENV)/.installed-test: pyproject.toml uv.lock | $(UV)
+	@echo "tickdeck: installing the locked dependencies and test extras into $(VENV)"
+	$(UV) sync --quiet --locked --extra test --python $(PYTHON)
 	touch $@ $(VENV)/.installed
 
 # Kernels compile once per source version (about a minute), then load from the cache.
@@ -30,6 +42,11 @@ test: $(VENV)/.installed-test lint
 	$(BIN)/python -m engine.precompile --if-needed
 	$(BIN)/python -m pytest -q
 
+# Move every pin to the newest release pyproject.toml allows, then run `make test` before committing.
+lock: | $(UV)
+	$(UV) lock --upgrade
+	@echo "tickdeck: uv.lock updated; run 'make test' and commit it with the reason for the move"
+
 bench: $(VENV)/.installed-test
 	$(BIN)/tickdeck bench
 
@@ -40,4 +57,4 @@ fuzz: $(VENV)/.installed-test
 	$(BIN)/python -m tests.fuzz_report --atheris-seconds $(FUZZ_SECONDS)
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .uv build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -28,6 +28,27 @@ class FeedStatus:
     symbols: tuple[str, ...] = ()  # the symbols it concerns, when not the whole feed (a stale quote)
 
 
+def valid_utf8(raw: str | bytes) -> bool:
+    """Whether ``raw`` is UTF-8 throughout (a ``str``: encodable as UTF-8, so no lone surrogate).
+
+    JSON exchanged between systems must be UTF-8 (RFC 8259, section 8.1), so a frame that is not is a
+    malformed message, whichever field holds the bad byte. Checked here, once, because msgspec's own
+    answer depends on its version and on the target type: 0.23 rejects invalid UTF-8 only in fields it
+    decodes and skips unknown ones unread; earlier versions raise ``UnicodeDecodeError`` instead.
+    WebSocket text frames are validated by ``websockets`` already; binary frames and HTTP bodies are not.
+    """
+    if raw.isascii():  # the usual case, and a fast one
+        return True
+    try:
+        if isinstance(raw, bytes):
+            raw.decode()
+        else:
+            raw.encode()
+    except UnicodeError:
+        return False
+    return True
+
+
 class FeedCounters:
     """What a feed received, skipped and survived, counted per reason.
 

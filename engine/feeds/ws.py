@@ -23,7 +23,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI, WebSocketException
 
 from engine.feeds.backoff import Backoff
-from engine.feeds.base import Feed, FeedStatus
+from engine.feeds.base import Feed, FeedStatus, valid_utf8
 from engine.feeds.batching import TickBatcher, TradeSequencer
 from engine.ticks import SymbolTable
 
@@ -189,4 +189,7 @@ class WsFeed(Feed):
 
     def _take(self, raw: Any) -> None:
         self.counters.messages += 1
+        if not valid_utf8(raw):
+            self.counters.bad_message("malformed json", raw)
+            return
         self.decode(raw, time.time_ns())

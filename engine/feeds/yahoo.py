@@ -41,7 +41,7 @@ import numpy as np
 from yarl import URL
 
 from engine.feeds.backoff import Backoff
-from engine.feeds.base import Feed, FeedCounters, FeedStatus, State
+from engine.feeds.base import Feed, FeedCounters, FeedStatus, State, valid_utf8
 from engine.feeds.batching import TickBatcher
 from engine.feeds.pacing import RequestBudget, TokenBucket, describe_failure, retry_after
 from engine.ticks import SymbolTable, SymbolTableFull
@@ -426,6 +426,9 @@ class YahooFeed(Feed):
     def _decode(self, body: bytes, batch: list[str], recv_ns: int) -> str:
         """Turn one answer into ticks; '' when usable, else why not (already counted)."""
         bad = self.counters.bad_message
+        if not valid_utf8(body):
+            bad("malformed json", body)
+            return "malformed json"
         try:
             envelope = msgspec.json.decode(body, type=_Envelope)
         except msgspec.ValidationError:

@@ -43,14 +43,16 @@ def frames(templates: list[dict[str, Any]]) -> st.SearchStrategy[str | bytes]:
 
 
 def _malformed(raw: str | bytes) -> bool:
-    """Not a JSON document at all (by msgspec, independently of the feed's own classification). Invalid
-    UTF-8 in a string is left undecided: a typed decoder skips an unknown field without reading it."""
+    """Not a JSON document at all, decided independently of the feed's own classification: not UTF-8
+    (by Python's codec; JSON between systems must be UTF-8, RFC 8259 8.1) or not JSON (by msgspec)."""
+    try:
+        raw.decode() if isinstance(raw, bytes) else raw.encode()
+    except UnicodeError:
+        return True
     try:
         msgspec.json.decode(raw)
     except (msgspec.DecodeError, RecursionError):
         return True
-    except UnicodeDecodeError:
-        return False
     return False
 
 
@@ -283,17 +285,28 @@ def test_yahoo_deeply_nested_answers_are_malformed_not_a_crash() -> None:
 
 
 def test_invalid_utf8_in_a_binary_frame_or_body_is_malformed_not_a_crash() -> None:
-    """Regression: msgspec raises UnicodeDecodeError (not DecodeError) for a string that is not UTF-8,
-    which a binary WebSocket frame or an HTTP body can hold; it escaped every decoder."""
+    """Regression: msgspec raises UnicodeDecodeError (before 0.23) or DecodeError (0.23) for a string that
+    is not UTF-8, which a binary WebSocket frame or an HTTP body can hold; it escaped every decoder. And
+    0.23 skips an unknown field's bytes unread, so the same frame was good or bad by msgspec's version
+    and by which field held the byte: invalid UTF-8 anywhere is now a malformed frame."""
     feed = binance()
     feed._take(b'{"stream": "\x81btcusdt@trade", "data": null}')
-    assert feed.counters.bad == {"malformed json": 1}
+    feed._take(b'{"\x80":null,"id":0}')  # the frame that turned main red with msgspec 0.23
+    feed._take(b'{"result":null,"id":0,"x":"\xff"}')
+    assert feed.counters.bad == {"malformed json": 3}
     cb = coinbase()
     cb._take(b'{"channel": "\x81"}')
     cb._take(b'{"channel": "market_trades", "events": [{"type": "\x81", "trades": []}]}')
-    assert cb.counters.bad == {"malformed json": 1, "invalid market_trades events": 1}
+    cb._take(b'{"channel": "heartbeats", "\xc3": 1}')
+    assert cb.counters.bad == {"malformed json": 3}
     yh = yahoo()
     assert yh._decode(b'{"quoteResponse": {"result": [{"symbol": "\x81"}]}}', ["AAPL"], 1) == "malformed json"
+    assert yh._decode(b'{"quoteResponse": {"result": [], "\x81": 0}}', ["AAPL"], 1) == "malformed json"
+    # valid UTF-8 beyond ASCII is fine, as bytes and as text
+    assert feed.counters.messages == 3
+    feed._take('{"result":null,"id":0,"x":"é"}'.encode())
+    feed._take('{"result":null,"id":0,"x":"é"}')
+    assert feed.counters.bad_total == 3
 
 
 # --- the feeds' run-time budget: a long run of garbage costs the log one line per reason -----------------
