@@ -5,6 +5,9 @@ interleaved GBM stream of 500 symbols (bar j of every symbol, then bar j+1); an 
 one symbol through all six. Each runs ~``target_s`` seconds on a prefix of the stream. Memory is
 measured in a subprocess that imports only the engine. TA-Lib and talipp are benchmark anchors, never
 runtime dependencies: imported inside functions, their absence exits 2 with an install hint.
+
+The exit status is 1 when the sanity check (tickdeck's final values against every anchor's) failed or a
+target was missed, each named on stderr; 0 when everything passed.
 """
 
 from __future__ import annotations
@@ -204,8 +207,9 @@ LABELS = {"tickdeck_batched": "tickdeck batched (commit_many)",
 
 
 # --- sanity: one symbol, every code path, final values compared --------------------------------
-def sanity(stream: Stream) -> dict[str, float]:
-    """Worst scaled difference of slot 0's final values: tickdeck batched against each reference."""
+def sanity(stream: Stream) -> dict[str, tuple[float, str]]:
+    """Worst scaled difference of slot 0's final values, tickdeck batched against each reference, with
+    the output where it is."""
     talib, _, _ = _anchors()
     bars = tuple(np.ascontiguousarray(a[:: stream.symbols]) for a in stream.arrays[1:])  # symbol 0
     one = Stream(1, (np.zeros(len(bars[0]), dtype=np.int64), *bars))
@@ -218,7 +222,9 @@ def sanity(stream: Stream) -> dict[str, float]:
     for key, ref in refs.items():  # a value where the other side has NaN counts as a 100% difference
         errs = [0.0 if math.isnan(a) and math.isnan(b) else abs(a - b) / max(abs(b), s)
                 for a, b, s in zip(ours, ref, scale, strict=True)]
-        out[key] = max((1.0 if math.isnan(e) else e) for e in errs)
+        errs = [1.0 if math.isnan(e) else e for e in errs]
+        worst = max(range(len(SIX)), key=errs.__getitem__)
+        out[key] = (errs[worst], SIX[worst])
     return out
 
 
@@ -348,8 +354,9 @@ def run(sizes: Sizes = FULL) -> dict[str, Any]:
     out["batched_vs_talipp_target_met"] = out["batched_vs_talipp"] >= BATCHED_TARGET
     out["single_vs_talipp_target_met"] = out["single_vs_talipp"] >= SINGLE_TARGET
     errs = sanity(stream)
-    out.update({f"sanity_err_{k}": v for k, v in errs.items()})
-    out["sanity_ok"] = all(e <= SANITY_TOL for e in errs.values())
+    out.update({f"sanity_err_{k}": e for k, (e, _) in errs.items()})
+    out.update({f"sanity_worst_{k}": name for k, (_, name) in errs.items()})
+    out["sanity_ok"] = all(e <= SANITY_TOL for e, _ in errs.values())
     memory_probe(2, 2)  # fill numba's on-disk cache here, so the probe loads kernels, not compiles them
     mem = measure_memory(sizes.mem_symbols, sizes.mem_bars)
     out.update({
@@ -372,6 +379,24 @@ def _sanity_line(r: dict[str, Any]) -> str:
     if r["sanity_ok"]:
         return f"sanity: tickdeck's final values for one symbol match (worst scaled difference: {errs})"
     return f"SANITY MISMATCH: tickdeck's final values differ beyond {SANITY_TOL:g} (scaled): {errs}"
+
+
+def failures(r: dict[str, Any]) -> list[str]:
+    """Every check of the run that failed, one line each naming it (empty when all passed): the
+    sanity check against each reference (by how much, on which output), then each missed target."""
+    out = []
+    for key, err in r.items():
+        if key.startswith("sanity_err_") and not err <= SANITY_TOL:  # NaN fails too
+            ref = key.removeprefix("sanity_err_")
+            out.append(f"sanity check failed: tickdeck's final values differ from {ref}'s by {err:.1e} "
+                       f"(scaled) on {r[f'sanity_worst_{ref}']}, beyond {SANITY_TOL:g}")
+    for key, goal in (("batched_vs_talipp", BATCHED_TARGET), ("single_vs_talipp", SINGLE_TARGET)):
+        if not r[f"{key}_target_met"]:
+            out.append(f"target missed: {key.replace('_vs_', ' / ')} = {r[key]:,.1f}x, target >= {goal:g}x")
+    if not r["rss_target_met"]:
+        out.append(f"target missed: engine process RSS = {r['rss_total_mb']:.1f} MB, "
+                   f"target < {RSS_TARGET_MB:g} MB")
+    return out
 
 
 def render(r: dict[str, Any]) -> None:
@@ -420,15 +445,19 @@ def render(r: dict[str, Any]) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    """``tickdeck bench [--json]``; ``args.quick`` (hidden) shrinks every size for tests."""
+    """``tickdeck bench [--json]``; ``args.quick`` (hidden) shrinks every size for tests. Exit status 1
+    when the sanity check failed or a target was missed (each named on stderr), 2 without the anchors."""
     result = run(QUICK if getattr(args, "quick", False) else FULL)
+    failed = failures(result)
+    result["pass"], result["failed"] = not failed, failed
     if getattr(args, "json", False):
-        print(json.dumps(result))
-        if not result["sanity_ok"]:
-            print(_sanity_line(result), file=sys.stderr)
+        print(json.dumps(result), flush=True)
     else:
         render(result)
-    return 0
+        sys.stdout.flush()
+    for line in failed:
+        print(f"tickdeck bench: {line}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

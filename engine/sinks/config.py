@@ -33,8 +33,9 @@ Keys every sink takes::
     dead_letter = "webhook-1.dead.jsonl"   # default "<name>.dead.jsonl" next to the config file
 
 A signal that cannot be delivered (a 4xx answer other than 429, retries used up, the queue full, still
-queued when the sink closes) is appended to the dead-letter file, one JSON line with the reason, never
-dropped.
+queued when the sink closes) is appended to the dead-letter file, one JSON line with the reason; the few
+cases where a dead letter is lost (the file's writer 100,000 lines behind, a failed write) are counted
+and logged (``engine.sinks.webhook``).
 
 ``telegram``: every signal as a Bot API ``sendMessage`` (``engine.sinks.telegram``)::
 

@@ -18,13 +18,23 @@ with the reason one of
 - ``queue_full``: ``queue`` signals were already waiting;
 - ``shutdown``: still queued, or in flight, when the sink closed after its drain timeout (one in flight
   may have reached the server: delivery is at least once);
-- ``not_running``: handed over before ``start`` or after ``close`` (the file is not open then, so these
-  are counted as ``dropped`` instead);
+- ``not_running``: handed over before ``start`` or after ``close``;
 - ``error``: a bug in the sink (logged once with its traceback).
 
 The dead-letter file is written by its own thread like a jsonl sink (``JsonlSink``: whole lines, a
-partial last line repaired at start, rotation at 100 MiB). It is opened (created empty if need be) by
-``start``, so a path that cannot be written is a start-up error, not a surprise during an outage.
+partial last line repaired at start, rotation at 100 MiB keeping 5 older files). It is opened (created
+empty if need be) by ``start``, so a path that cannot be written is a start-up error, not a surprise
+during an outage. Its writer's queue is bounded too (``LineSink.max_queue``, 100,000 lines), so a dead
+letter is lost in these cases only, each counted in the sink's stats and logged:
+
+- the writer is ``max_queue`` lines behind (the disk stopped keeping up): the newest dead letters are
+  dropped (``dropped``) until it has room again; the start of each such stretch is logged as an error,
+  its end with the number dropped (two lines per 100,000 dead letters at most);
+- the file is not open (``not_running``: before ``start``, after ``close``): ``dropped``, logged once;
+- a write fails (a full disk): ``dead_letter_errors``, logged once per errno;
+- ``close`` runs out of time while the writer is stuck: logged with the number of lines left.
+
+There is nowhere else to put them: the dead-letter file is the last resort, and it is what fell behind.
 
 The webhook URL's path and the header values are never logged or shown in stats (a webhook's path is
 often its secret): only its origin is.
@@ -135,8 +145,13 @@ class DeadLetterFile(JsonlSink):
 
     type = "dead-letter"
 
+    def __init__(self, path: str | os.PathLike[str], *, name: str) -> None:
+        super().__init__(path, name=name)
+        self.overflow = 0  # dead letters dropped since the writer's queue last had room
+
     def add(self, record: Mapping[str, Any]) -> bool:
-        """Queue one record without blocking; False when the file is not open (counted as ``dropped``)."""
+        """Queue one record without blocking; False when it was dropped (counted as ``dropped``): the file
+        is not open, or ``max_queue`` lines are already waiting for the writer."""
         text = json.dumps(record, separators=(",", ":"), allow_nan=False, ensure_ascii=False, default=str)
         line = (text + "\n").encode("utf-8")
         with self._cond:
@@ -145,14 +160,25 @@ class DeadLetterFile(JsonlSink):
                 self.log_once("closed", logging.ERROR, "%s is not open; an undelivered signal was dropped "
                               "(counted in the stats)", self.path)
                 return False
-            if len(self._pending) >= self.max_queue:
+            full = len(self._pending) >= self.max_queue
+            overflow = self.overflow
+            if full:
                 self.dropped += 1
-                self.log_once("full", logging.ERROR, "%s is %d lines behind; dropping undelivered signals "
-                              "until it catches up (counted in the stats)", self.path, self.max_queue)
-                return False
-            self._pending.append(line)
-            self._cond.notify_all()
-        return True
+                self.overflow += 1
+            else:
+                self.overflow = 0
+                self._pending.append(line)
+                self._cond.notify_all()
+            dropped = self.dropped
+        # logged outside the lock, once as a stretch of drops begins and once as it ends: the queue has
+        # to fill again (max_queue more dead letters) before the next stretch can begin
+        if full and not overflow:
+            log.error("%s is %d lines behind (the disk is not keeping up); dropping undelivered signals "
+                      "until it catches up (counted as dropped in the stats)", self.path, self.max_queue)
+        elif not full and overflow:
+            log.warning("%s is keeping up again; %d undelivered signals were dropped meanwhile (%d in all)",
+                        self.path, overflow, dropped)
+        return not full
 
 
 class HttpSink(Sink):
@@ -180,7 +206,7 @@ class HttpSink(Sink):
         self.sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep  # tests replace it to see the delays
         self.sent = 0
         self.retried = 0  # attempts after the first, over all signals
-        self.dead_lettered = 0  # signals written to the dead-letter file
+        self.dead_lettered = 0  # signals handed to the dead-letter file's writer
         self.reasons: collections.Counter[str] = collections.Counter()  # dead letters by reason
         self._rng = rng or random.Random()
         self._queue: collections.deque[Signal] = collections.deque()
@@ -279,7 +305,7 @@ class HttpSink(Sink):
         return {**super().stats(), "endpoint": self.endpoint, "sent": self.sent, "retried": self.retried,
                 "dead_lettered": self.dead_lettered, "dead_letter_reasons": dict(self.reasons),
                 "pending": pending, "dropped": self.dead_letter.dropped,
-                "dead_letter": str(self.dead_letter.path)}
+                "dead_letter_errors": self.dead_letter.errors, "dead_letter": str(self.dead_letter.path)}
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r} to {self.endpoint}>"

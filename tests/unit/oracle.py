@@ -49,11 +49,12 @@ TALIB: dict[str, Oracle] = {
 
 
 def assert_matches(name: str, got: np.ndarray, want: np.ndarray, scale: float) -> None:
-    """Equal to TA-Lib: NaN exactly where TA-Lib has NaN, values within relative 1e-8.
+    """Equal to TA-Lib: NaN exactly where TA-Lib has NaN, and ``|got - want| <= 1e-8 * max(|want|, scale)``.
 
-    ``scale`` is the magnitude of the quantity the output is measured in (the price level for
-    price-like outputs, 100 for 0..100 oscillators). It bounds the absolute error where an output
-    crosses zero, where a purely relative test would demand more digits than the inputs carry.
+    ``scale`` is 0 for a purely relative 1e-8, and otherwise the magnitude of the quantities the output is
+    computed from (see ``scale_for``). Near zero it bounds the error absolutely: MACD, the difference of
+    two price-sized EMAs, carries a rounding error of the order of the prices, not of the difference, so
+    at a zero crossing a purely relative test would demand more digits than the inputs carry.
     """
     got_nan = np.isnan(got)
     want_nan = np.isnan(want)
@@ -69,19 +70,30 @@ def assert_matches(name: str, got: np.ndarray, want: np.ndarray, scale: float) -
     if worst.size:
         i = np.flatnonzero(ok)[worst[0]]
         raise AssertionError(
-            f"{name}: {worst.size} bars differ from TA-Lib beyond 1e-8, first at bar {i}: "
-            f"engine {got[i]!r}, TA-Lib {want[i]!r}"
+            f"{name}: {worst.size} bars differ from TA-Lib beyond 1e-8 x max(|value|, {scale:g}), first "
+            f"at bar {i}: engine {got[i]!r}, TA-Lib {want[i]!r}"
         )
 
 
-_PRICE_LIKE = ("sma", "ema", "wma", "dema", "tema", "kama", "macd", "bb_", "atr", "sar", "donchian",
-               "keltner", "supertrend", "vwap", "mom")
+# Checked purely relative (scale 0): outputs at the price level (averages, bands, stops, channels), which
+# never come near zero; ATR, whose smoothing keeps rounding errors relative to ATR itself (within 1e-14
+# on every scenario, flat stretches included); and MOM, one subtraction of two closes that the engine and
+# TA-Lib round alike, so equal to the last bit even where it crosses zero.
+RELATIVE = ("sma", "ema", "wma", "dema", "tema", "kama", "bb_", "atr", "sar", "donchian", "keltner",
+            "supertrend", "vwap", "mom")
+# A difference of two EMAs, which crosses zero: see ``assert_matches``.
+PRICE_DIFFERENCE = ("macd",)
 
 
 def scale_for(name: str, bars: Bars) -> float:
-    """The magnitude an output is measured in (see ``assert_matches``)."""
-    if name.startswith(_PRICE_LIKE):
+    """The floor of ``assert_matches``'s tolerance for ``name`` on ``bars``: 0 (purely relative) for
+    ``RELATIVE``; the median close for MACD's three outputs; the median volume for OBV (a running sum of
+    signed volumes, which crosses zero); 0.001 for oscillators and percentages (RSI, Stochastic, MFI,
+    Williams %R, CCI, ROC, TRIX, ADX, DI, Aroon, ULTOSC, NATR), which reach or cross 0."""
+    if name.startswith(PRICE_DIFFERENCE):
         return float(np.median(np.abs(bars.c)))
+    if name.startswith(RELATIVE):
+        return 0.0
     if name == "obv":
         return float(np.median(bars.v) or 1.0)
-    return 1e-3  # percentages and ratios: rsi, stoch, cci, roc, trix, adx, ...
+    return 1e-3

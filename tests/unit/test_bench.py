@@ -1,12 +1,16 @@
-"""``tickdeck bench`` on a tiny stream: every code path runs and reports every figure.
+"""``tickdeck bench`` on a tiny stream: every code path runs and reports every figure, and the exit
+status says whether the sanity check and every target passed.
 
-Timings and ratios are never asserted (they depend on the machine); only that each is a positive number.
+Timings and ratios are never asserted (they depend on the machine); only that each is a positive number,
+and that the exit status agrees with the figures. Targets are made impossible (or trivial) by
+monkeypatching them, never by relying on the machine's speed.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -28,14 +32,34 @@ NUMBERS = (
 
 @pytest.fixture(scope="module")
 def report() -> dict[str, Any]:
-    """``python -m console.bench --quick --json``: stdout must be exactly one JSON object."""
+    """``python -m console.bench --quick --json``: stdout must be exactly one JSON object, and the exit
+    status 0 exactly when nothing failed (each failure named on stderr)."""
     pytest.importorskip("talib")
     pytest.importorskip("talipp")
     done = subprocess.run([sys.executable, "-m", "console.bench", "--quick", "--json"], cwd=ROOT,
                           capture_output=True, text=True, timeout=900, check=False)
-    assert done.returncode == 0, done.stderr
+    assert done.returncode in (0, 1), done.stderr
     out: dict[str, Any] = json.loads(done.stdout)
+    assert out["failed"] == bench.failures(out)
+    assert done.returncode == (0 if out["pass"] else 1), done.stderr
+    assert out["pass"] == (not out["failed"])
+    for line in out["failed"]:
+        assert f"tickdeck bench: {line}" in done.stderr
     return out
+
+
+def quick_run(capsys: pytest.CaptureFixture[str]) -> tuple[int, dict[str, Any], str]:
+    """``tickdeck bench --quick --json`` in this process: (exit status, the JSON, stderr)."""
+    status = bench.main(argparse.Namespace(json=True, quick=True))
+    captured = capsys.readouterr()
+    out: dict[str, Any] = json.loads(captured.out)
+    return status, out, captured.err
+
+
+def trivial_targets(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(bench, "BATCHED_TARGET", 0.0)
+    monkeypatch.setattr(bench, "SINGLE_TARGET", 0.0)
+    monkeypatch.setattr(bench, "RSS_TARGET_MB", math.inf)
 
 
 def test_json_has_every_figure_as_a_positive_number(report: dict[str, Any]) -> None:
@@ -74,6 +98,53 @@ def test_tables_render(report: dict[str, Any], capsys: pytest.CaptureFixture[str
 def test_mismatch_is_loud(report: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
     bench.render({**report, "sanity_ok": False, "sanity_err_talipp": 0.5})
     assert "SANITY MISMATCH" in capsys.readouterr().out
+
+
+def test_a_run_with_every_target_met_and_matching_values_exits_0(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("talib")
+    pytest.importorskip("talipp")
+    trivial_targets(monkeypatch)
+    status, out, err = quick_run(capsys)
+    assert (status, out["pass"], out["failed"], out["sanity_ok"]) == (0, True, [], True)
+    assert err == ""
+
+
+def test_a_sanity_mismatch_exits_1_and_names_the_reference_and_output(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("talib")
+    pytest.importorskip("talipp")
+    trivial_targets(monkeypatch)
+    real = bench.run_talipp
+
+    def talipp_off_by_one(stream: bench.Stream, target_s: float) -> bench.Result:
+        n, secs, values = real(stream, target_s)
+        values[bench.SIX.index("rsi_14")] += 1.0
+        return n, secs, values
+
+    monkeypatch.setattr(bench, "run_talipp", talipp_off_by_one)  # the sanity check's reference only
+    status, out, err = quick_run(capsys)
+    assert status == 1
+    assert (out["sanity_ok"], out["pass"], out["sanity_worst_talipp"]) == (False, False, "rsi_14")
+    assert out["sanity_err_talipp"] > bench.SANITY_TOL
+    [line] = out["failed"]
+    assert line.startswith("sanity check failed") and "talipp" in line and "rsi_14" in line
+    assert err == f"tickdeck bench: {line}\n"
+
+
+def test_each_missed_target_exits_1_and_is_named(monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("talib")
+    pytest.importorskip("talipp")
+    monkeypatch.setattr(bench, "BATCHED_TARGET", math.inf)
+    monkeypatch.setattr(bench, "SINGLE_TARGET", math.inf)
+    monkeypatch.setattr(bench, "RSS_TARGET_MB", 0.0)
+    status, out, err = quick_run(capsys)
+    assert status == 1 and out["sanity_ok"]
+    assert [line.split(" = ")[0] for line in out["failed"]] == [
+        "target missed: batched / talipp", "target missed: single / talipp",
+        "target missed: engine process RSS"]
+    assert err.splitlines() == [f"tickdeck bench: {line}" for line in out["failed"]]
 
 
 def test_memory_probe_without_the_pipeline_uses_bank_and_history(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import errno
 import json
 import logging
 import random
@@ -16,6 +17,7 @@ import re
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -249,6 +251,88 @@ async def test_signals_left_at_close_go_to_the_dead_letter_file(tmp_path: Path,
     assert "3 signals were not delivered" in caplog.text
     sink.deliver(make_signal(9))  # after close: counted, not sent
     assert sink.stats()["dropped"] == 1
+
+
+class StalledWrites:
+    """Stands in for a dead-letter file's ``write_line``: each write waits for ``gate`` (set by the test)
+    and says on ``entered`` that the writer is inside one."""
+
+    def __init__(self, write: Callable[[bytes], bool]) -> None:
+        self.write = write
+        self.gate = threading.Event()
+        self.entered = threading.Event()
+
+    def __call__(self, line: bytes) -> bool:
+        self.entered.set()
+        assert self.gate.wait(10.0), "the test never let the write through"
+        return self.write(line)
+
+    def stall(self) -> None:
+        self.gate.clear()
+        self.entered.clear()
+
+
+async def test_dead_letters_beyond_the_writers_queue_are_dropped_counted_and_logged_each_time(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="tickdeck.sinks")
+    async with WebhookServer() as server:
+        server.stall(30.0)
+        sink = webhook(server.url, tmp_path, queue=1, timeout=30.0)
+        sink.dead_letter.max_queue = 2
+        writes = StalledWrites(sink.dead_letter.write_line)
+        sink.dead_letter.write_line = writes  # type: ignore[method-assign]
+        sink.start()
+        sink.deliver(make_signal(0))
+        await until(lambda: len(server.received) == 1)  # in flight, held by the server
+        sink.deliver(make_signal(1))  # waits in the sink's queue of 1
+        sink.deliver(make_signal(2))  # queue_full: a dead letter, taken by the writer, which stalls
+        await until(writes.entered.is_set)
+        for i in range(3, 7):  # 3 and 4 wait for the writer; 5 and 6 find its queue full
+            sink.deliver(make_signal(i))
+        stats = sink.stats()
+        assert (stats["dropped"], stats["dead_lettered"], stats["dead_letter_reasons"]) == (
+            2, 3, {"queue_full": 5})
+        behind = [r for r in caplog.records if "lines behind" in r.getMessage()]
+        assert len(behind) == 1 and behind[0].levelno == logging.ERROR
+        writes.gate.set()
+        await until(lambda: sink.dead_letter.stats()["pending"] == 0)
+        writes.stall()
+        sink.deliver(make_signal(7))  # room again: the stretch of drops ends, and is summed up
+        assert "keeping up again; 2 undelivered signals were dropped meanwhile (2 in all)" in caplog.text
+        await until(writes.entered.is_set)
+        for i in range(8, 11):  # a second stretch: 8 and 9 wait, 10 is dropped, and it is logged again
+            sink.deliver(make_signal(i))
+        assert len([r for r in caplog.records if "lines behind" in r.getMessage()]) == 2
+        writes.gate.set()
+        await until(lambda: sink.dead_letter.stats()["pending"] == 0)
+        sink.deliver(make_signal(11))
+        assert "1 undelivered signals were dropped meanwhile (3 in all)" in caplog.text
+        await sink.close(timeout=0.3)  # 0 (in flight) and 1 (queued) become dead letters too
+        server.release()
+    assert sink.stats()["dropped"] == 3
+    dead = dead_letters(tmp_path / "dead.jsonl")
+    assert sorted(Signal.from_dict(d["signal"]).price - 101.0 for d in dead) == [0, 1, 2, 3, 4, 7, 8, 9, 11]
+
+
+async def test_a_dead_letter_that_cannot_be_written_is_counted_in_the_sinks_stats(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    sink = webhook(f"http://127.0.0.1:{closed_port()}/hook", tmp_path, retries=0)
+    write = sink.dead_letter.write_line
+
+    def disk_full_once(line: bytes) -> bool:
+        sink.dead_letter.write_line = write  # type: ignore[method-assign]
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    sink.dead_letter.write_line = disk_full_once  # type: ignore[method-assign]
+    sink.start()
+    for i in range(2):
+        sink.deliver(make_signal(i))
+    assert await sink.drain(10.0)
+    await sink.close()
+    stats = sink.stats()
+    assert (stats["dead_lettered"], stats["dead_letter_errors"], stats["dropped"]) == (2, 1, 0)
+    assert [d["signal"] for d in dead_letters(tmp_path / "dead.jsonl")] == [make_signal(1).to_dict()]
+    assert "No space left on device" in caplog.text
 
 
 async def test_the_filter_decides_what_the_webhook_sends(tmp_path: Path) -> None:
