@@ -173,6 +173,7 @@ class RemoteRuntime:
         self.interval = ""
         self.engine: Engine | None = None
         self.backoff = backoff or Backoff()
+        self._sleep = asyncio.sleep  # the wait between attempts, replaceable in tests
         self._token = token or None
 
     def __repr__(self) -> str:  # never the token
@@ -220,7 +221,7 @@ class RemoteRuntime:
                 reason = describe(exc, self.url)
             delay = self.backoff.next()
             on_status(FeedStatus(ATTACH, "reconnecting", reason, retry_in=delay))
-            await asyncio.sleep(delay)
+            await self._sleep(delay)
 
     async def _read(self, ws: ClientConnection, on_update: Callable[[Update], None],
                     on_status: Callable[[FeedStatus], None]) -> None:

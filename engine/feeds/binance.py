@@ -162,8 +162,6 @@ class BinanceFeed(WsFeed):
         self._gap_logged: set[int] = set()
         self._last_frame = time.monotonic()
         self._heartbeat: asyncio.Task[None] | None = None
-        self._clock = time.monotonic  # the throttle's clock and sleep, replaceable in tests
-        self._sleep = asyncio.sleep
 
     def stream_of(self, symbol: str) -> str:
         return f"{symbol.lower()}@{self.stream_kind}"

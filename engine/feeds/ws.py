@@ -79,6 +79,8 @@ class WsFeed(Feed):
         self.sequencer = TradeSequencer()
         self._ws: ClientConnection | None = None
         self._reports: list[FeedStatus] = []
+        self._clock = time.monotonic  # the feed's clock and sleep, replaceable in tests
+        self._sleep = asyncio.sleep
 
     # --- what an exchange defines --------------------------------------------------------------
     @abc.abstractmethod
@@ -151,7 +153,7 @@ class WsFeed(Feed):
                 yield batch
             delay = self.backoff.next()
             yield FeedStatus(self.name, "reconnecting", reason or "connection ended", retry_in=delay)
-            await asyncio.sleep(delay)
+            await self._sleep(delay)
 
     async def _read(self, ws: ClientConnection) -> AsyncIterator[np.ndarray | FeedStatus]:
         loop = asyncio.get_running_loop()

@@ -25,7 +25,6 @@ made, and cancelling the stream ends all polling (the session closes with it).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import math
 import time
@@ -43,7 +42,7 @@ from yarl import URL
 from engine.feeds.backoff import Backoff
 from engine.feeds.base import Feed, FeedCounters, FeedStatus, State, valid_utf8
 from engine.feeds.batching import TickBatcher
-from engine.feeds.pacing import RequestBudget, TokenBucket, describe_failure, retry_after
+from engine.feeds.pacing import Clock, RequestBudget, Sleep, TokenBucket, describe_failure, retry_after
 from engine.ticks import SymbolTable, SymbolTableFull
 
 DEFAULT_URL = "https://query1.finance.yahoo.com"
@@ -144,7 +143,8 @@ class YahooFeed(Feed):
                  interval: float = 5.0, batch_size: int = 50, requests_per_minute: float = 60.0,
                  burst: int = 5, requests_per_hour: int = 2000, timeout: float = 10.0,
                  backoff: Backoff | None = None, limiter: TokenBucket | None = None,
-                 budget: RequestBudget | None = None, cookie_url: str = DEFAULT_COOKIE_URL) -> None:
+                 budget: RequestBudget | None = None, cookie_url: str = DEFAULT_COOKIE_URL,
+                 clock: Clock = time.monotonic, sleep: Sleep = asyncio.sleep) -> None:
         super().__init__(symbols)
         if not interval > 0 or not timeout > 0 or batch_size < 1:
             raise ValueError(f"yahoo needs interval > 0, timeout > 0, batch_size >= 1: {interval=}, "
@@ -156,11 +156,14 @@ class YahooFeed(Feed):
         self.batch_size = batch_size
         self.timeout = timeout
         self.gather_s = interval / 2  # a poll may wait this long for other symbols to come due with it
+        self._clock = clock  # every wait of the poller is on this clock, so tests need not wait
+        self._sleep = sleep
         self.backoff = backoff or Backoff(base=1.0, cap=60.0)
-        self.limiter = limiter or TokenBucket(requests_per_minute, burst)
-        self.budget = budget or RequestBudget(requests_per_hour)
+        self.limiter = limiter or TokenBucket(requests_per_minute, burst, clock=clock, sleep=sleep)
+        self.budget = budget or RequestBudget(requests_per_hour, clock=clock)
         self.counters = YahooCounters(self.name, self.budget, self.limiter)
-        self.cache: cachetools.TTLCache[str, Quote] = cachetools.TTLCache(maxsize=100_000, ttl=interval)
+        self.cache: cachetools.TTLCache[str, Quote] = cachetools.TTLCache(maxsize=100_000, ttl=interval,
+                                                                  timer=clock)
         self.latest: dict[str, Quote] = {}  # the last good quote, however old
         self.stale: dict[str, str] = {}  # symbol -> why its quote is not current
         self.batcher = TickBatcher()
@@ -206,7 +209,7 @@ class YahooFeed(Feed):
         if cached is not None:
             self.counters.cache_hits += 1
             return cached
-        if self._closed or time.monotonic() < self._resume_at or self.budget.left == 0:
+        if self._closed or self._clock() < self._resume_at or self.budget.left == 0:
             return self.latest.get(symbol)
         pending = self._inflight.get(symbol)
         if pending is None:
@@ -235,11 +238,9 @@ class YahooFeed(Feed):
                     yield item
                 wait = self._wait_s()
                 if wait > 0:
-                    with contextlib.suppress(TimeoutError):  # (not wait_for: see engine/runtime.py)
-                        async with asyncio.timeout(None if math.isinf(wait) else wait):
-                            await self._wake.wait()
+                    await self._idle(wait)
                     continue
-                now = time.monotonic()
+                now = self._clock()
                 due = [s for s in self.wanted if s not in self.cache and self._next_at.get(s, 0.0) <= now]
                 self.counters.fresh_skips += sum(s in self.cache for s in self.wanted)
                 batches = [due[i:i + self.batch_size] for i in range(0, len(due), self.batch_size)]
@@ -260,12 +261,25 @@ class YahooFeed(Feed):
         coming due soon after go in the same request (ad-hoc fetches fall into step this way)."""
         if not self.wanted:
             return math.inf
-        now = time.monotonic()
+        now = self._clock()
         if now < self._resume_at:
             return self._resume_at - now
         times = sorted(self._next_at.get(s, 0.0) for s in self.wanted)
         due_at = max(t for t in times if t <= times[0] + self.gather_s)
         return max(0.0, due_at - now)
+
+    async def _idle(self, seconds: float) -> None:
+        """Until ``seconds`` have passed on the feed's clock, or something wakes the poller (a new
+        symbol, a fetch that ``quote()`` made)."""
+        if math.isinf(seconds):
+            await self._wake.wait()
+            return
+        waiters = {asyncio.ensure_future(self._sleep(seconds)), asyncio.ensure_future(self._wake.wait())}
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
 
     def _drain(self) -> Iterable[np.ndarray | FeedStatus]:
         while self._events:
@@ -364,7 +378,7 @@ class YahooFeed(Feed):
             self._fail(affected, str(self.budget), self.budget.resets_in(), next_word="next request")
             return None
         await self.limiter.acquire()
-        if time.monotonic() < self._resume_at:  # another request failed while this one waited
+        if self._clock() < self._resume_at:  # another request failed while this one waited
             return None
         self.budget.spend()
         self.counters.requests += 1
@@ -401,7 +415,7 @@ class YahooFeed(Feed):
     def _fail(self, affected: list[str], why: str, delay: float, next_word: str = "retrying") -> None:
         if next_word == "retrying":
             self.counters.reconnects += 1
-        self._resume_at = max(self._resume_at, time.monotonic() + delay)
+        self._resume_at = max(self._resume_at, self._clock() + delay)
         for s in affected:
             self.stale[s] = why
         if self._ever_live:
@@ -411,7 +425,7 @@ class YahooFeed(Feed):
             self._emit("reconnecting", why, delay)
 
     def _succeed(self, batch: list[str]) -> None:
-        next_at = time.monotonic() + self.interval  # after the cache insertions: never before expiry
+        next_at = self._clock() + self.interval  # after the cache insertions: never before expiry
         for s in batch:
             self._next_at[s] = next_at
             self.stale.pop(s, None)
