@@ -161,6 +161,7 @@ class RemoteRuntime:
     """A runtime fed by a publisher's broadcast (see the module docstring)."""
 
     #: seconds without a frame before the publisher is reported stale; twice that and it reconnects
+    #: (``feeds.attach.stale_after``)
     stall_s: float = 15.0
     open_timeout: float = 10.0
 

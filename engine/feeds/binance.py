@@ -145,11 +145,12 @@ class BinanceFeed(WsFeed):
     heartbeat_s: float | None = 5.0
 
     def __init__(self, symbols: SymbolTable, url: str = "wss://stream.binance.com:9443",
-                 wanted: Iterable[str] = (), backoff: Backoff | None = None, stream: str = "trade") -> None:
+                 wanted: Iterable[str] = (), backoff: Backoff | None = None, stream: str = "trade",
+                 stale_after: float | None = None) -> None:
         if stream != "trade" and not (stream.startswith("kline_") and stream[6:] in KLINE_INTERVALS):
             raise ValueError(f"binance stream must be 'trade' or 'kline_<interval>' with interval one of "
                              f"{', '.join(KLINE_INTERVALS)}; got {stream!r}")
-        super().__init__(symbols, url, [s for s in wanted if _usable(s)], backoff)
+        super().__init__(symbols, url, [s for s in wanted if _usable(s)], backoff, stale_after)
         self.stream_kind = stream
         self._by_stream: dict[str, str] = {self.stream_of(s): s for s in self.wanted}
         self._slots: dict[str, int] = {}  # resolved slots, per stream name

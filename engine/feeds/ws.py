@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import math
 import socket
 import ssl
 import time
@@ -64,14 +65,19 @@ class WsFeed(Feed):
     """Subclasses implement ``url_for``, ``send_subscription`` and ``decode``."""
 
     #: seconds without a message before the feed is reported stale; twice that and it reconnects
+    #: (``feeds.<name>.stale_after``)
     stall_s: float = 15.0
     #: how long one batch may gather messages already in flight, and its largest size
     batch_window_s: float = 0.005
     max_batch: int = 4096
 
     def __init__(self, symbols: SymbolTable, url: str, wanted: Iterable[str] = (),
-                 backoff: Backoff | None = None) -> None:
+                 backoff: Backoff | None = None, stale_after: float | None = None) -> None:
         super().__init__(symbols)
+        if stale_after is not None:
+            if not (0 < stale_after < math.inf):
+                raise ValueError(f"stale_after must be a number of seconds > 0, got {stale_after}")
+            self.stall_s = stale_after
         self.url = url.rstrip("/")
         self.wanted: list[str] = list(dict.fromkeys(wanted))
         self.backoff = backoff or Backoff()

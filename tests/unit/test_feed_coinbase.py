@@ -87,8 +87,8 @@ async def start(server: CoinbaseServer) -> AsyncIterator[Start]:
 
     def _start(wanted: Iterable[str] = BOTH, backoff: Backoff | None = None, stall_s: float = 15.0) -> Run:
         feed = CoinbaseFeed(SymbolTable(8), server.url, wanted,
-                            backoff=backoff or Backoff(base=0.02, cap=0.05, rng=random.Random(1)))
-        feed.stall_s = stall_s
+                            backoff=backoff or Backoff(base=0.02, cap=0.05, rng=random.Random(1)),
+                            stale_after=stall_s)
         run = Run(feed)
         runs.append(run)
         return run
