@@ -32,6 +32,7 @@ from urllib.parse import urlsplit
 import numpy as np
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus, WebSocketException
+from websockets.frames import CloseCode
 
 from engine.feeds.backoff import Backoff
 from engine.feeds.base import FeedCounters, FeedStatus
@@ -211,15 +212,24 @@ class RemoteRuntime:
                 self.feed.counters.reconnects += 1
             first = False
             on_status(FeedStatus(ATTACH, "connecting", f"to {self.where}"))
+            ws: ClientConnection | None = None
+            code = CloseCode.NORMAL_CLOSURE  # 1001 when the console goes away (as engine.feeds.ws)
             try:
-                async with self._connect() as ws:
-                    await ws.send(json.dumps(SUBSCRIBE))
-                    await self._read(ws, on_update, on_status)
+                ws = await self._connect()
+                await ws.send(json.dumps(SUBSCRIBE))
+                await self._read(ws, on_update, on_status)
                 reason = "the connection ended"
             except asyncio.CancelledError:
+                code = CloseCode.GOING_AWAY
                 raise
             except (OSError, WebSocketException, TimeoutError, Stalled) as exc:
                 reason = describe(exc, self.url)
+            except BaseException:
+                code = CloseCode.INTERNAL_ERROR
+                raise
+            finally:
+                if ws is not None:  # bounded by close_timeout; nothing to do when already closed
+                    await ws.close(code)
             delay = self.backoff.next()
             on_status(FeedStatus(ATTACH, "reconnecting", reason, retry_in=delay))
             await self._sleep(delay)

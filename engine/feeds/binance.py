@@ -30,7 +30,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, Iterable
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any
 
@@ -250,10 +250,11 @@ class BinanceFeed(WsFeed):
                 probed = now  # at most one probe per quiet interval, answered or not
                 await self._request(ws, "LIST_SUBSCRIPTIONS")
 
-    async def stream(self) -> AsyncIterator[np.ndarray | FeedStatus]:
-        try:
-            async for item in super().stream():
-                yield item
+    async def stream(self) -> AsyncGenerator[np.ndarray | FeedStatus, None]:
+        try:  # closed with this one, so a stop closes the connection at once (with 1001, see WsFeed)
+            async with contextlib.aclosing(super().stream()) as items:
+                async for item in items:
+                    yield item
         finally:
             if self._heartbeat is not None:
                 self._heartbeat.cancel()

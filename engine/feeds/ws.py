@@ -11,17 +11,19 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import contextlib
 import math
 import socket
 import ssl
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
 import numpy as np
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI, WebSocketException
+from websockets.frames import CloseCode
 
 from engine.feeds.backoff import Backoff
 from engine.feeds.base import Feed, FeedStatus, valid_utf8
@@ -130,7 +132,7 @@ class WsFeed(Feed):
         return tuple(self.wanted)
 
     # --- the connection loop -------------------------------------------------------------------
-    async def stream(self) -> AsyncIterator[np.ndarray | FeedStatus]:
+    async def stream(self) -> AsyncGenerator[np.ndarray | FeedStatus, None]:
         first = True
         while True:
             if not first:
@@ -139,29 +141,42 @@ class WsFeed(Feed):
             yield FeedStatus(self.name, "connecting")
             url = self.url_for(self.wanted)
             reason = ""
+            ws: ClientConnection | None = None
+            # RFC 6455, 7.4.1: 1000 when we end a connection we no longer want (a stall), 1001 when
+            # we go away (the app or the service stops); ``async with connect()`` would send 1011, an
+            # unexpected condition, for any exception, and a stop is one (a cancellation, or the
+            # stream closed at a yield)
+            code = CloseCode.NORMAL_CLOSURE
             try:
-                async with connect(url, open_timeout=10, close_timeout=2, max_size=2**22,
-                                   ping_interval=20, ping_timeout=20) as ws:
-                    self._ws = ws
-                    self.on_connected()
-                    if self.wanted:
-                        await self.send_subscription(ws, self.wanted, True)
-                    yield FeedStatus(self.name, "live")
-                    async for item in self._read(ws):
+                ws = await connect(url, open_timeout=10, close_timeout=2, max_size=2**22,
+                                   ping_interval=20, ping_timeout=20)
+                self._ws = ws
+                self.on_connected()
+                if self.wanted:
+                    await self.send_subscription(ws, self.wanted, True)
+                yield FeedStatus(self.name, "live")
+                async with contextlib.aclosing(self._read(ws)) as items:
+                    async for item in items:
                         yield item
-            except asyncio.CancelledError:
+            except (asyncio.CancelledError, GeneratorExit):
+                code = CloseCode.GOING_AWAY
                 raise
             except (OSError, WebSocketException, TimeoutError, Stalled) as exc:
                 reason = describe_error(exc, url)
+            except BaseException:
+                code = CloseCode.INTERNAL_ERROR  # a bug of ours: an unexpected condition indeed
+                raise
             finally:
                 self._ws = None
+                if ws is not None:  # bounded by close_timeout; nothing to do when already closed
+                    await ws.close(code)
             if (batch := self.batcher.flush()) is not None:
                 yield batch
             delay = self.backoff.next()
             yield FeedStatus(self.name, "reconnecting", reason or "connection ended", retry_in=delay)
             await self._sleep(delay)
 
-    async def _read(self, ws: ClientConnection) -> AsyncIterator[np.ndarray | FeedStatus]:
+    async def _read(self, ws: ClientConnection) -> AsyncGenerator[np.ndarray | FeedStatus, None]:
         loop = asyncio.get_running_loop()
         stale = False
         while True:

@@ -64,6 +64,7 @@ class BinanceServer:
         self.requests: list[Any] = []  # every control message received (decoded when it was JSON)
         self.frames_sent = 0  # text frames sent: events, answers and garbage
         self.refused = 0  # handshakes answered with ``refuse_status``
+        self.close_codes: list[int | None] = []  # what each ended connection's client closed it with
         self.refuse_status: int | None = None
         self.replay = 0
         self.fail_next: tuple[int, str] | None = None  # (code, msg) for the next (UN)SUBSCRIBE
@@ -129,6 +130,8 @@ class BinanceServer:
             pass
         finally:
             self.connections.remove(conn)
+            received = ws.protocol.close_rcvd
+            self.close_codes.append(None if received is None else received.code)  # None: no close frame
             self._bump()
 
     async def _add(self, conn: Connection, streams: list[str]) -> None:

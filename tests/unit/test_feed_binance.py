@@ -490,3 +490,62 @@ async def test_streams_dropped_while_connecting_are_unsubscribed_on_arrival() ->
         {"method": "UNSUBSCRIBE", "params": ["ethusdt@trade"], "id": 1},
         {"method": "SUBSCRIBE", "params": ["solusdt@trade"], "id": 2},
     ]
+
+
+# --- shutdown: the exchange hears a normal close, not an error ----------------------------------------
+async def _stop_by_cancelling_the_consumer(feed: BinanceFeed) -> None:
+    """As the console stops: the task that reads the stream is cancelled while the feed waits."""
+    async with running(feed) as run:
+        await run.until(lambda: run.states == ["connecting", "live"])
+
+
+async def _stop_by_closing_the_stream(feed: BinanceFeed) -> None:
+    """As a consumer that stops reading does: the stream, suspended at a yield, is closed."""
+    async with contextlib.aclosing(feed.stream()) as stream:
+        async for item in stream:
+            if isinstance(item, FeedStatus) and item.state == "live":
+                break
+
+
+async def _stop_as_the_headless_service_does(feed: BinanceFeed) -> None:
+    """``StoppableFeed.stop()`` (SIGTERM): the stream ends, the runtime sees the end of the feed."""
+    from engine.headless import StoppableFeed
+
+    stoppable = StoppableFeed(feed)
+    async with contextlib.aclosing(stoppable.stream()) as stream:
+        async for item in stream:
+            if isinstance(item, FeedStatus) and item.state == "live":
+                stoppable.stop()
+
+
+async def _stop_as_the_runtime_does(feed: BinanceFeed) -> None:
+    """The console's runtime task cancelled (the app exits): it cancels its feed pump in turn."""
+    from engine.config import load_config
+    from engine.runtime import Runtime, build_engine
+
+    config = load_config(overrides={"feeds.sim.backfill": 0}, env={})
+    runtime = Runtime(config, engine=build_engine(config), feed=feed)
+    live = asyncio.Event()
+
+    def on_status(status: FeedStatus) -> None:
+        if status.state == "live":
+            live.set()
+
+    task = asyncio.create_task(runtime.run(lambda u: None, on_status))
+    async with asyncio.timeout(5):
+        await live.wait()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+@pytest.mark.parametrize("stop", [_stop_by_cancelling_the_consumer, _stop_by_closing_the_stream,
+                                  _stop_as_the_headless_service_does, _stop_as_the_runtime_does])
+async def test_a_stopped_feed_closes_the_connection_with_going_away(
+        stop: Callable[[BinanceFeed], Any]) -> None:
+    """RFC 6455, 7.4.1: 1001 is an endpoint going away; 1011, which ``websockets`` sends when the
+    connection is torn down by an exception (a cancellation is one), is an unexpected condition."""
+    async with BinanceServer() as server:
+        await stop(make_feed(server.url))
+        await server.wait(lambda: len(server.close_codes) == 1)
+    assert server.close_codes == [1001]

@@ -431,3 +431,15 @@ async def test_a_refused_handshake_is_retried_with_backoff(server: CoinbaseServe
     assert server.handshakes == 3
     assert server.received == subscribe_frames("subscribe", list(BOTH))
     assert feed.counters.as_dict() == counters(feed, messages=SETUP, ticks=0, reconnects=2)
+
+
+async def test_a_stopped_feed_closes_the_connection_with_going_away(server: CoinbaseServer,
+                                                                     start: Start) -> None:
+    """RFC 6455, 7.4.1: 1001, an endpoint going away (not 1011, an unexpected condition)."""
+    run = start()
+    await run.until(lambda: ("live", "") in run.states())
+    await run.stop()
+    async with asyncio.timeout(5):
+        while not server.close_codes:
+            await asyncio.sleep(0.005)
+    assert server.close_codes == [1001]
