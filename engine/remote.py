@@ -36,7 +36,7 @@ from websockets.frames import CloseCode
 
 from engine.feeds.backoff import Backoff
 from engine.feeds.base import FeedCounters, FeedStatus
-from engine.feeds.ws import Stalled, describe_error
+from engine.feeds.ws import CUT_SHORT, Stalled, cut_short, describe_error
 from engine.signals.events import Signal
 from engine.snapshot import MarketSnapshot, PipelineHealth, Quote, Update
 
@@ -224,6 +224,10 @@ class RemoteRuntime:
                 raise
             except (OSError, WebSocketException, TimeoutError, Stalled) as exc:
                 reason = describe(exc, self.url)
+                why, detail = cut_short(ws) if ws is not None else ("", "")
+                if why:  # a frame lost half-way: counted as a malformed one is
+                    self.feed.counters.bad_message(why, f"{self.where}: {detail}")
+                    reason = f"{self.where} closed the connection {CUT_SHORT[why]}"
             except BaseException:
                 code = CloseCode.INTERNAL_ERROR
                 raise

@@ -63,6 +63,31 @@ def describe_error(exc: BaseException, url: str) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+CUT_SHORT = {"closed mid-frame": "in the middle of a frame",
+             "closed mid-message": "in the middle of a fragmented message"}
+"""The ways a connection can end inside a message (a bad message's reason: where it ended)."""
+
+
+def cut_short(ws: ClientConnection) -> tuple[str, str]:
+    """Whether a connection that ended was cut short, as (a reason of ``CUT_SHORT``, what websockets
+    said): in the middle of a frame (its bytes stopped coming: a FIN or an RST inside the frame), in
+    the middle of a fragmented message (a close frame or the end of the stream between its fragments),
+    or not (``("", "")``: it ended between messages).
+
+    Read from ``websockets``' Sans-I/O protocol (websockets/protocol.py, ``parse``; checked on 15.0):
+    the end of the stream *between* frames raises ``EOFError("unexpected end of stream")``, inside one
+    ``StreamReader.read_exact`` raises ``EOFError("stream ends after N bytes, expected M bytes")``;
+    ``current_size`` is set from a first fragment until the last one. A test pins both.
+    """
+    protocol = ws.protocol
+    error = getattr(protocol, "parser_exc", None)
+    if isinstance(error, EOFError) and str(error) != "unexpected end of stream":
+        return "closed mid-frame", f"{error}"
+    if getattr(protocol, "current_size", None) is not None:
+        return "closed mid-message", f"{error or 'the connection ended'}"
+    return "", ""
+
+
 class WsFeed(Feed):
     """Subclasses implement ``url_for``, ``send_subscription`` and ``decode``."""
 
@@ -163,6 +188,11 @@ class WsFeed(Feed):
                 raise
             except (OSError, WebSocketException, TimeoutError, Stalled) as exc:
                 reason = describe_error(exc, url)
+                why, detail = cut_short(ws) if ws is not None else ("", "")
+                if why:  # a message lost half-way: bad input, as a truncated frame is
+                    host = urlsplit(url).netloc
+                    self.counters.bad_message(why, f"{host}: {detail}")
+                    reason = f"{host} closed the connection {CUT_SHORT[why]}"
             except BaseException:
                 code = CloseCode.INTERNAL_ERROR  # a bug of ours: an unexpected condition indeed
                 raise

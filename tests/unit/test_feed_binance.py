@@ -549,3 +549,30 @@ async def test_a_stopped_feed_closes_the_connection_with_going_away(
         await stop(make_feed(server.url))
         await server.wait(lambda: len(server.close_codes) == 1)
     assert server.close_codes == [1001]
+
+
+@pytest.mark.parametrize(("where", "reset", "reason", "said"), [
+    ("frame", False, "closed mid-frame", "closed the connection in the middle of a frame"),
+    ("frame", True, "closed mid-frame", "closed the connection in the middle of a frame"),
+    ("message", False, "closed mid-message", "closed the connection in the middle of a fragmented message"),
+])
+async def test_a_connection_cut_short_is_counted_as_a_bad_message_with_its_reason(
+        where: str, reset: bool, reason: str, said: str) -> None:
+    async with BinanceServer() as server:
+        feed = make_feed(server.url)
+        async with running(feed) as run:
+            await server.wait_subscribed("btcusdt@trade")
+            before = await server.trade("BTCUSDT", "50", "1")
+            await run.until(lambda: len(run.ticks()) == 1)
+            await server.cut_short("BTCUSDT", where, reset)  # trade 2, never delivered
+            await run.until(lambda: run.states.count("live") == 2)
+            await server.wait_subscribed("btcusdt@trade")
+            after = await server.trade("BTCUSDT", "51", "2")
+            await run.until(lambda: len(run.ticks()) == 2)
+    assert run.states == ["connecting", "live", "reconnecting", "connecting", "live"]
+    assert run.statuses[2].reason == f"{host(server)} {said}"
+    assert run.ticks() == [tick(0, before), tick(0, after)]
+    counters(feed, messages=2, ticks=2, reconnects=1, gaps=1, bad={reason: 1})
+    sample = feed.counters.samples[reason]  # where, and what websockets said of it
+    expected = "stream ends after" if where == "frame" else "incomplete fragmented message"
+    assert sample.startswith(f"{host(server)}: ") and expected in sample, sample
