@@ -42,7 +42,15 @@ from yarl import URL
 from engine.feeds.backoff import Backoff
 from engine.feeds.base import Feed, FeedCounters, FeedStatus, State, valid_utf8
 from engine.feeds.batching import TickBatcher
-from engine.feeds.pacing import Clock, RequestBudget, Sleep, TokenBucket, describe_failure, retry_after
+from engine.feeds.pacing import (
+    Clock,
+    RequestBudget,
+    Sleep,
+    TokenBucket,
+    describe_failure,
+    read_at_most,
+    retry_after,
+)
 from engine.ticks import SymbolTable, SymbolTableFull
 
 DEFAULT_URL = "https://query1.finance.yahoo.com"
@@ -53,6 +61,11 @@ HEADERS = {"User-Agent": "Mozilla/5.0 (X11; Linux x86_64) tickdeck/0.1"}
 ACCEPT_JSON = "application/json"
 ACCEPT_PAGE = "text/html,application/xhtml+xml,*/*;q=0.8"  # what a browser's first visit accepts
 MAX_CRUMB_LEN = 64  # crumbs are ~11 characters; anything long is a page, not a crumb
+# Bodies are read up to a cap, counted after decompression. A quote is ~2.3 kB of JSON (a real record of
+# ~80 fields, in tests/servers/yahoo.py): 114 kB for a batch of 50, 2.3 MB for the largest (1,000). The
+# cap allows 16 kB a symbol, 7 times that, for longer names and the fields some quote types add.
+MAX_BODY_BYTES = 64 * 1024  # a crumb, an error page
+MAX_QUOTE_BYTES = 16 * 1024  # per symbol requested, on top of MAX_BODY_BYTES
 _MAX_TIME_S = (2**63 - 1) // 1_000_000_000  # a later regularMarketTime does not fit a tick's int64 ns
 
 
@@ -316,7 +329,9 @@ class YahooFeed(Feed):
                 return False
             crumb, fresh = credentials
             params = {"symbols": ",".join(batch), "crumb": crumb}
-            if (answer := await self._get(self.url + QUOTE_PATH, params, affected, ACCEPT_JSON)) is None:
+            limit = MAX_BODY_BYTES + MAX_QUOTE_BYTES * len(batch)
+            if (answer := await self._get(self.url + QUOTE_PATH, params, affected, ACCEPT_JSON,
+                                          limit)) is None:
                 return False
             if (status := answer[0]) != 401 or fresh or refused is not None:
                 break
@@ -350,13 +365,15 @@ class YahooFeed(Feed):
         self.counters.handshakes += 1
         jar = self._open().cookie_jar
         jar.clear()  # a refused crumb's cookie goes too: Yahoo issues crumbs per cookie
-        if (answer := await self._get(self.cookie_url, None, affected, ACCEPT_PAGE)) is None:
+        # only its Set-Cookie header matters: the page itself is not read
+        if (answer := await self._get(self.cookie_url, None, affected, ACCEPT_PAGE, None)) is None:
             return None
         if not jar.filter_cookies(URL(self.url)):  # any status will do (fc.yahoo.com's is a 404)
             self._fail(affected, f"no cookie from {urlsplit(self.cookie_url).netloc} (HTTP {answer[0]})",
                        self.backoff.next())
             return None
-        if (answer := await self._get(self.url + CRUMB_PATH, None, affected, "*/*")) is None:
+        answer = await self._get(self.url + CRUMB_PATH, None, affected, "*/*", MAX_BODY_BYTES)
+        if answer is None:
             return None
         where = f"no crumb from {urlsplit(self.url).netloc}"
         if answer[0] != 200:
@@ -370,10 +387,11 @@ class YahooFeed(Feed):
             return None
         return crumb
 
-    async def _get(self, url: str, params: dict[str, str] | None, affected: list[str],
-                   accept: str) -> tuple[int, bytes, str | None] | None:
-        """One request, paid for (limiter, budget): status, body and Retry-After; None when there was no
-        answer (a network failure, reported; no budget, reported; or backing off since it queued)."""
+    async def _get(self, url: str, params: dict[str, str] | None, affected: list[str], accept: str,
+                   limit: int | None) -> tuple[int, bytes, str | None] | None:
+        """One request, paid for (limiter, budget): status, body (at most ``limit`` bytes; None: not read)
+        and Retry-After; None when there was no usable answer (a network failure, a body over the limit,
+        no budget: each reported; or backing off since it queued)."""
         if self.budget.left == 0:
             self._fail(affected, str(self.budget), self.budget.resets_in(), next_word="next request")
             return None
@@ -385,7 +403,10 @@ class YahooFeed(Feed):
         try:
             async with self._open().get(url, params=params, headers={"Accept": accept},
                                         timeout=aiohttp.ClientTimeout(total=self.timeout)) as resp:
-                return resp.status, await resp.read(), resp.headers.get("Retry-After")
+                body = b"" if limit is None else await read_at_most(resp.content, limit)
+                if body is not None:
+                    return resp.status, body, resp.headers.get("Retry-After")
+                status = resp.status  # (unread, the rest goes with the connection, which is closed)
         except asyncio.CancelledError:
             raise
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
@@ -395,6 +416,11 @@ class YahooFeed(Feed):
                 self.counters.connection_errors += 1
             self._fail(affected, describe_failure(exc, url, self.timeout), self.backoff.next())
             return None
+        host = urlsplit(url).netloc
+        self.counters.messages += 1
+        self.counters.bad_message("answer too large", f"HTTP {status} from {host}: over {limit:,} bytes")
+        self._fail(affected, f"answer from {host} over {limit:,} bytes", self.backoff.next())
+        return None
 
     def _open(self) -> aiohttp.ClientSession:
         if self._session is None:
