@@ -18,6 +18,8 @@ sets the cookie, ``/v1/test/getcrumb`` with it returns the crumb, and quotes car
 in use fetches a new pair once and retries; a 401 on a pair just fetched is reported, and the next attempt
 (after the backoff) starts a new handshake. Handshake requests pay like quotes (limiter, budget).
 
+Answers are read up to a size cap and decoded by ``engine.feeds.yahoo_answer``.
+
 ``stream`` is the poller itself, not a background task: while the consumer holds a batch no request is
 made, and cancelling the stream ends all polling (the session closes with it).
 """
@@ -25,7 +27,6 @@ made, and cancelling the stream ends all polling (the session closes with it).
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 import time
 from collections import Counter, deque
@@ -40,7 +41,7 @@ import numpy as np
 from yarl import URL
 
 from engine.feeds.backoff import Backoff
-from engine.feeds.base import Feed, FeedCounters, FeedStatus, State, valid_utf8
+from engine.feeds.base import Feed, FeedCounters, FeedStatus, State
 from engine.feeds.batching import TickBatcher
 from engine.feeds.pacing import (
     Clock,
@@ -51,6 +52,8 @@ from engine.feeds.pacing import (
     read_at_most,
     retry_after,
 )
+from engine.feeds.yahoo_answer import MAX_BODY_BYTES, MAX_QUOTE_BYTES, YahooQuote, read_quotes
+from engine.feeds.yahoo_answer import error_text as _error_text
 from engine.ticks import SymbolTable, SymbolTableFull
 
 DEFAULT_URL = "https://query1.finance.yahoo.com"
@@ -61,35 +64,10 @@ HEADERS = {"User-Agent": "Mozilla/5.0 (X11; Linux x86_64) tickdeck/0.1"}
 ACCEPT_JSON = "application/json"
 ACCEPT_PAGE = "text/html,application/xhtml+xml,*/*;q=0.8"  # what a browser's first visit accepts
 MAX_CRUMB_LEN = 64  # crumbs are ~11 characters; anything long is a page, not a crumb
-# Bodies are read up to a cap, counted after decompression. A quote is ~2.3 kB of JSON (a real record of
-# ~80 fields, in tests/servers/yahoo.py): 114 kB for a batch of 50, 2.3 MB for the largest (1,000). The
-# cap allows 16 kB a symbol, 7 times that, for longer names and the fields some quote types add.
-MAX_BODY_BYTES = 64 * 1024  # a crumb, an error page
-MAX_QUOTE_BYTES = 16 * 1024  # per symbol requested, on top of MAX_BODY_BYTES
 _MAX_TIME_S = (2**63 - 1) // 1_000_000_000  # a later regularMarketTime does not fit a tick's int64 ns
 
 
-# --- what Yahoo sends ----------------------------------------------------------------------------
-class YahooQuote(msgspec.Struct, rename="camel"):
-    """The fields a tick needs of the ~80 in a ``quoteResponse.result`` entry. Price and time are
-    required but nullable, so that a missing field and an unusable value are told apart."""
-
-    symbol: str
-    regular_market_price: float | None
-    regular_market_time: int | float | None
-    regular_market_volume: float | None = None
-    currency: str | None = None
-
-
-class _QuoteResponse(msgspec.Struct):
-    result: Any = None  # checked by hand: each entry is validated on its own, so one bad entry costs one
-    error: Any = None
-
-
-class _Envelope(msgspec.Struct, rename="camel"):
-    quote_response: _QuoteResponse
-
-
+# --- what the feed hands out ---------------------------------------------------------------------
 class Quote(msgspec.Struct, frozen=True):
     """The latest good quote of a symbol, as ``YahooFeed.quote`` hands it out."""
 
@@ -135,16 +113,6 @@ def _seconds(s: float) -> str:
 def _names(symbols: list[str], shown: int = 5) -> str:
     extra = len(symbols) - shown
     return ", ".join(symbols[:shown]) + (f" +{extra} more" if extra > 0 else "")
-
-
-def _error_text(body: bytes) -> str:
-    """Yahoo's own explanation in an error body (``{"finance": {"error": {...}}}``), if any."""
-    try:
-        doc: Any = json.loads(body)
-        err: Any = next(v["error"] for v in doc.values() if isinstance(v, dict) and v.get("error"))
-        return f": {err.get('code')}: {err.get('description')}"[:160]
-    except (ValueError, AttributeError, StopIteration, RecursionError):
-        return ""
 
 
 # --- the feed --------------------------------------------------------------------------------------
@@ -465,50 +433,10 @@ class YahooFeed(Feed):
     # --- decoding ------------------------------------------------------------------------------
     def _decode(self, body: bytes, batch: list[str], recv_ns: int) -> str:
         """Turn one answer into ticks; '' when usable, else why not (already counted)."""
-        bad = self.counters.bad_message
-        if not valid_utf8(body):
-            bad("malformed json", body)
-            return "malformed json"
-        try:
-            envelope = msgspec.json.decode(body, type=_Envelope)
-        except msgspec.ValidationError:
-            bad("unexpected shape", body)
-            return "unexpected shape"
-        # RecursionError: nested too deeply; UnicodeDecodeError: a string in the body is not UTF-8
-        except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):
-            try:  # NaN and Infinity are not JSON, but some producers send them; only that quote is lost
-                envelope = msgspec.convert(json.loads(body), _Envelope)
-            except (ValueError, msgspec.ValidationError, RecursionError):
-                bad("malformed json", body)
-                return "malformed json"
-        answer = envelope.quote_response
-        if answer.error is not None:
-            bad("error in answer", answer.error)
-        if not isinstance(answer.result, list):
-            if answer.error is not None:
-                return "error" + _error_text(body)
-            bad("result not a list", body)
-            return "result not a list"
-        by_name = {s.upper(): s for s in batch}
-        seen: set[str] = set()
-        for item in answer.result:
-            try:
-                q = msgspec.convert(item, YahooQuote)
-            except msgspec.ValidationError as exc:
-                bad("missing field" if "missing required field" in str(exc) else "bad field type", item)
-                if isinstance(item, dict) and isinstance(item.get("symbol"), str):
-                    seen.add(by_name.get(item["symbol"].upper(), ""))  # present, if unusable
-                continue
-            name = by_name.get(q.symbol.upper())
-            if name is None:
-                bad("unknown symbol", item)
-                continue
-            seen.add(name)
+        why, quotes = read_quotes(body, batch, self.counters.bad_message)
+        for name, q in quotes:
             self._take(name, q, recv_ns)
-        for name in batch:
-            if name not in seen:
-                bad("symbol not in result", name)
-        return ""
+        return why
 
     def _take(self, name: str, q: YahooQuote, recv_ns: int) -> None:
         bad = self.counters.bad_message

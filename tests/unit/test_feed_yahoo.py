@@ -23,7 +23,8 @@ import pytest
 from engine.feeds.backoff import Backoff
 from engine.feeds.base import FeedStatus
 from engine.feeds.pacing import RequestBudget, TokenBucket, describe_failure, retry_after
-from engine.feeds.yahoo import MAX_BODY_BYTES, MAX_QUOTE_BYTES, Quote, YahooFeed
+from engine.feeds.yahoo import Quote, YahooFeed
+from engine.feeds.yahoo_answer import MAX_BODY_BYTES, MAX_QUOTE_BYTES
 from engine.ticks import SymbolTable
 from tests.servers.yahoo import INVALID_CRUMB, Record, YahooServer
 
