@@ -4,7 +4,8 @@ A backoff is driven through millions of attempts; then the feeds that reconnect 
 feed, ``tickdeck attach``, the Yahoo poller) are driven through thousands of refused attempts, far past
 the 1,024th that used to end them with an OverflowError. The waits between attempts are on a fake clock
 (the feed's own sleep, replaced), so what the refusals would cost in real time is only added up: the
-connections and requests themselves are real, against 127.0.0.1.
+connections and requests themselves are real, against 127.0.0.1. ``pytest -s`` prints what each feed
+went through (the README's figures).
 """
 
 from __future__ import annotations
@@ -55,13 +56,17 @@ def refusing_port() -> Iterator[int]:
         yield sock.getsockname()[1]
 
 
-def check_countdowns(statuses: list[FeedStatus], cap: float, base: float, reason: str) -> None:
+def check_countdowns(feed: str, statuses: list[FeedStatus], clock: FakeClock, cap: float, base: float,
+                     reason: str) -> None:
     """Every retry is announced with its reason and a countdown within [base/2, cap]; once the backoff
     has grown to the cap, the countdowns spread over that whole range (full jitter), none above it."""
     waits = [s.retry_in for s in statuses if s.state == "reconnecting"]
+    late = waits[len(waits) // 2:]
+    print(f"\nlong outage: {feed}: {len(waits):,} refused attempts over {clock.now / HOUR:.1f} simulated "
+          f"hours; retry delays {min(waits):.2f} to {max(waits):.2f} s (cap {cap:g} s; mean of the last "
+          f"half {sum(late) / len(late):.1f} s); last state: {statuses[-1].state}")
     assert all(s.reason == reason for s in statuses if s.state == "reconnecting")
     assert all(math.isfinite(w) and base / 2 <= w <= cap for w in waits)
-    late = waits[len(waits) // 2:]
     assert max(late) > 0.95 * cap and min(late) < 0.1 * cap
     assert "failed" not in {s.state for s in statuses}
 
@@ -111,7 +116,8 @@ async def test_a_websocket_feed_keeps_reconnecting_through_thousands_of_refusals
                 if item.state == "reconnecting" and len(clock.sleeps) == ATTEMPTS - 1:
                     break
     assert [s.state for s in statuses] == ["connecting", "reconnecting"] * ATTEMPTS
-    check_countdowns(statuses, cap=30.0, base=0.5, reason=f"connection refused by 127.0.0.1:{port}")
+    check_countdowns("binance", statuses, clock, cap=30.0, base=0.5,
+                     reason=f"connection refused by 127.0.0.1:{port}")
     assert clock.sleeps == [s.retry_in for s in statuses if s.state == "reconnecting"][:-1]
     assert feed.counters.reconnects == ATTEMPTS - 1 and feed.counters.bad_total == 0
     assert feed.backoff.attempt == feed.backoff.max_attempt
@@ -143,7 +149,8 @@ async def test_attach_keeps_reconnecting_through_thousands_of_refusals() -> None
                 await run
     states = [s.state for s in statuses]
     assert states[: 2 * ATTEMPTS] == ["connecting", "reconnecting"] * ATTEMPTS
-    check_countdowns(statuses, cap=30.0, base=0.5, reason=f"connection refused by 127.0.0.1:{port}")
+    check_countdowns("attach", statuses, clock, cap=30.0, base=0.5,
+                     reason=f"connection refused by 127.0.0.1:{port}")
     assert remote.feed.counters.reconnects >= ATTEMPTS - 1 and remote.feed.counters.bad_total == 0
     assert remote.backoff.attempt == remote.backoff.max_attempt
     assert clock.now > 8 * HOUR
@@ -168,7 +175,7 @@ async def test_yahoo_keeps_retrying_through_thousands_of_refused_requests() -> N
                     break
     assert [s.state for s in statuses] == ["connecting"] + ["reconnecting"] * ATTEMPTS
     host = server.url.removeprefix("http://")
-    check_countdowns(statuses, cap=60.0, base=1.0, reason=f"HTTP 503 from {host}")
+    check_countdowns("yahoo", statuses, clock, cap=60.0, base=1.0, reason=f"HTTP 503 from {host}")
     c = feed.counters
     assert (c.reconnects, c.requests, c.handshakes, c.bad_total) == (ATTEMPTS, ATTEMPTS + 2, 1, 0)
     assert c.budget.left > 0 and feed.stale == {"AAPL": f"HTTP 503 from {host}"}
