@@ -29,6 +29,7 @@ from engine.ticks import SymbolTable
 from tests.servers.yahoo import YahooServer
 
 ATTEMPTS = 2_000  # refused attempts a feed is driven through: the 1,024th used to end it
+SEED = 7  # the backoffs below are the feeds' own (0.5 s to 30 s; Yahoo's 1 s to 60 s), seeded
 HOUR = 3600.0
 
 
@@ -106,7 +107,8 @@ def test_a_backoff_needs_a_finite_range(base: float, cap: float) -> None:
 async def test_a_websocket_feed_keeps_reconnecting_through_thousands_of_refusals() -> None:
     clock = FakeClock()
     with refusing_port() as port:
-        feed = BinanceFeed(SymbolTable(4), f"ws://127.0.0.1:{port}", ["BTCUSDT"])  # the production backoff
+        feed = BinanceFeed(SymbolTable(4), f"ws://127.0.0.1:{port}", ["BTCUSDT"],
+                           backoff=Backoff(rng=random.Random(SEED)))
         feed._sleep = clock.sleep  # type: ignore[assignment]
         statuses: list[FeedStatus] = []
         async with asyncio.timeout(120), contextlib.aclosing(feed.stream()) as stream:
@@ -129,15 +131,16 @@ async def test_attach_keeps_reconnecting_through_thousands_of_refusals() -> None
     statuses: list[FeedStatus] = []
     enough = asyncio.Event()
 
-    def on_status(status: FeedStatus) -> None:
-        statuses.append(status)
+    async def sleep(seconds: float) -> None:  # the last wait lasts until the test stops the client
+        await clock.sleep(seconds)
         if len(clock.sleeps) == ATTEMPTS:
             enough.set()
+            await asyncio.Event().wait()
 
     with refusing_port() as port:
-        remote = RemoteRuntime(f"ws://127.0.0.1:{port}")  # the production backoff
-        remote._sleep = clock.sleep  # type: ignore[assignment]
-        run = asyncio.create_task(remote.run(lambda update: None, on_status))
+        remote = RemoteRuntime(f"ws://127.0.0.1:{port}", backoff=Backoff(rng=random.Random(SEED)))
+        remote._sleep = sleep  # type: ignore[assignment]
+        run = asyncio.create_task(remote.run(lambda update: None, statuses.append))
         try:
             async with asyncio.timeout(120):
                 await asyncio.wait({run, asyncio.create_task(enough.wait())},
@@ -147,11 +150,11 @@ async def test_attach_keeps_reconnecting_through_thousands_of_refusals() -> None
             run.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await run
-    states = [s.state for s in statuses]
-    assert states[: 2 * ATTEMPTS] == ["connecting", "reconnecting"] * ATTEMPTS
+    assert [s.state for s in statuses] == ["connecting", "reconnecting"] * ATTEMPTS
     check_countdowns("attach", statuses, clock, cap=30.0, base=0.5,
                      reason=f"connection refused by 127.0.0.1:{port}")
-    assert remote.feed.counters.reconnects >= ATTEMPTS - 1 and remote.feed.counters.bad_total == 0
+    assert clock.sleeps == [s.retry_in for s in statuses if s.state == "reconnecting"]
+    assert remote.feed.counters.reconnects == ATTEMPTS - 1 and remote.feed.counters.bad_total == 0
     assert remote.backoff.attempt == remote.backoff.max_attempt
     assert clock.now > 8 * HOUR
 
@@ -163,7 +166,7 @@ async def test_yahoo_keeps_retrying_through_thousands_of_refused_requests() -> N
             server.fail(503)
         # the production backoff, rate limit and hourly budget, on the fake clock
         feed = YahooFeed(SymbolTable(4), ["AAPL"], server.url, cookie_url=server.cookie_url,
-                         clock=clock, sleep=clock.sleep,
+                         clock=clock, sleep=clock.sleep, backoff=Backoff(1.0, 60.0, random.Random(SEED)),
                          limiter=TokenBucket(60.0, 5, clock=clock, sleep=clock.sleep),
                          budget=RequestBudget(2000, clock=clock))
         statuses: list[FeedStatus] = []
