@@ -141,15 +141,15 @@ async def test_attach_keeps_reconnecting_through_thousands_of_refusals() -> None
         remote = RemoteRuntime(f"ws://127.0.0.1:{port}", backoff=Backoff(rng=random.Random(SEED)))
         remote._sleep = sleep  # type: ignore[assignment]
         run = asyncio.create_task(remote.run(lambda update: None, statuses.append))
+        waited = asyncio.create_task(enough.wait())
         try:
             async with asyncio.timeout(120):
-                await asyncio.wait({run, asyncio.create_task(enough.wait())},
-                                   return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait({run, waited}, return_when=asyncio.FIRST_COMPLETED)
             assert not run.done(), run.exception()
         finally:
-            run.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await run
+            for task in (run, waited):
+                task.cancel()
+            await asyncio.wait({run, waited})
     assert [s.state for s in statuses] == ["connecting", "reconnecting"] * ATTEMPTS
     check_countdowns("attach", statuses, clock, cap=30.0, base=0.5,
                      reason=f"connection refused by 127.0.0.1:{port}")
