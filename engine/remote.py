@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import InvalidStatus, WebSocketException
+from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 from websockets.frames import CloseCode
 
 from engine.feeds.backoff import Backoff
@@ -224,7 +224,9 @@ class RemoteRuntime:
                 raise
             except (OSError, WebSocketException, TimeoutError, Stalled) as exc:
                 reason = describe(exc, self.url)
-                why, detail = cut_short(ws) if ws is not None else ("", "")
+                why, detail = "", ""
+                if ws is not None and isinstance(exc, ConnectionClosed):  # it ended: no stall of ours
+                    why, detail = cut_short(ws)
                 if why:  # a frame lost half-way: counted as a malformed one is
                     self.feed.counters.bad_message(why, f"{self.where}: {detail}")
                     reason = f"{self.where} closed the connection {CUT_SHORT[why]}"

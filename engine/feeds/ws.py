@@ -74,7 +74,7 @@ def cut_short(ws: ClientConnection) -> tuple[str, str]:
     the middle of a fragmented message (a close frame or the end of the stream between its fragments),
     or not (``("", "")``: it ended between messages).
 
-    Read from ``websockets``' Sans-I/O protocol (websockets/protocol.py, ``parse``; checked on 15.0):
+    Read from ``websockets``' Sans-I/O protocol (websockets/protocol.py, ``parse``; read on 17.4):
     the end of the stream *between* frames raises ``EOFError("unexpected end of stream")``, inside one
     ``StreamReader.read_exact`` raises ``EOFError("stream ends after N bytes, expected M bytes")``;
     ``current_size`` is set from a first fragment until the last one. A test pins both.
@@ -188,7 +188,9 @@ class WsFeed(Feed):
                 raise
             except (OSError, WebSocketException, TimeoutError, Stalled) as exc:
                 reason = describe_error(exc, url)
-                why, detail = cut_short(ws) if ws is not None else ("", "")
+                why, detail = "", ""
+                if ws is not None and isinstance(exc, ConnectionClosed):  # it ended: no stall of ours
+                    why, detail = cut_short(ws)
                 if why:  # a message lost half-way: bad input, as a truncated frame is
                     host = urlsplit(url).netloc
                     self.counters.bad_message(why, f"{host}: {detail}")
