@@ -189,6 +189,7 @@ def _attach(args: argparse.Namespace) -> int:
         return _fail(f"cannot attach to {remote.where}: {exc}")
     config = load_config(args.config, {"ui.theme": args.theme, "ui.columns": list(remote.outputs) or None,
                                        "engine.interval": remote.interval or None})
+    remote.stall_s = config.feeds.attach.stale_after
     from console.app import run_app
 
     return run_app(config, remote, saved_theme=args.theme is None)

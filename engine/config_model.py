@@ -182,18 +182,30 @@ def _speed(value: str) -> str:
     return text
 
 
+STALE_AFTER_S = 15.0
+"""Seconds without a message before a live connection is reported stale (twice that: it reconnects)."""
+
+
+def _stale_after() -> Any:
+    return _setting(STALE_AFTER_S, _between(1.0, 3600.0))
+
+
 @dataclass(frozen=True)
 class BinanceFeedConfig:
     url: str = _setting("wss://stream.binance.com:9443", _url("wss", "ws"))
     symbols: tuple[str, ...] = _setting(("BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT", "XRPUSDT"), _symbols)
     stream: str = _setting("trade", _binance_stream)
     """``trade`` (every trade) or ``kline_<interval>`` (one update per kline change; less traffic)."""
+    stale_after: float = _stale_after()
+    """Seconds without a message before the feed is reported stale; twice that and it reconnects."""
 
 
 @dataclass(frozen=True)
 class CoinbaseFeedConfig:
     url: str = _setting("wss://advanced-trade-ws.coinbase.com", _url("wss", "ws"))
     products: tuple[str, ...] = _setting(("BTC-USD", "ETH-USD", "SOL-USD"), _symbols)
+    stale_after: float = _stale_after()
+    """Seconds without a message before the feed is reported stale; twice that and it reconnects."""
 
 
 @dataclass(frozen=True)
@@ -223,12 +235,21 @@ class ReplayFeedConfig:
 
 
 @dataclass(frozen=True)
+class AttachFeedConfig:
+    """``tickdeck attach``: the console on a headless service's broadcast."""
+
+    stale_after: float = _stale_after()
+    """Seconds without a frame from the service before it is reported stale; twice that: reconnect."""
+
+
+@dataclass(frozen=True)
 class FeedsConfig:
     sim: SimFeedConfig = field(default_factory=SimFeedConfig)
     binance: BinanceFeedConfig = field(default_factory=BinanceFeedConfig)
     coinbase: CoinbaseFeedConfig = field(default_factory=CoinbaseFeedConfig)
     yahoo: YahooFeedConfig = field(default_factory=YahooFeedConfig)
     replay: ReplayFeedConfig = field(default_factory=ReplayFeedConfig)
+    attach: AttachFeedConfig = field(default_factory=AttachFeedConfig)
 
 
 @dataclass(frozen=True)

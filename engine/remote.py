@@ -31,11 +31,12 @@ from urllib.parse import urlsplit
 
 import numpy as np
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import InvalidStatus, WebSocketException
+from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
+from websockets.frames import CloseCode
 
 from engine.feeds.backoff import Backoff
 from engine.feeds.base import FeedCounters, FeedStatus
-from engine.feeds.ws import Stalled, describe_error
+from engine.feeds.ws import CUT_SHORT, Stalled, cut_short, describe_error
 from engine.signals.events import Signal
 from engine.snapshot import MarketSnapshot, PipelineHealth, Quote, Update
 
@@ -161,6 +162,7 @@ class RemoteRuntime:
     """A runtime fed by a publisher's broadcast (see the module docstring)."""
 
     #: seconds without a frame before the publisher is reported stale; twice that and it reconnects
+    #: (``feeds.attach.stale_after``)
     stall_s: float = 15.0
     open_timeout: float = 10.0
 
@@ -173,6 +175,7 @@ class RemoteRuntime:
         self.interval = ""
         self.engine: Engine | None = None
         self.backoff = backoff or Backoff()
+        self._sleep = asyncio.sleep  # the wait between attempts, replaceable in tests
         self._token = token or None
 
     def __repr__(self) -> str:  # never the token
@@ -209,18 +212,33 @@ class RemoteRuntime:
                 self.feed.counters.reconnects += 1
             first = False
             on_status(FeedStatus(ATTACH, "connecting", f"to {self.where}"))
+            ws: ClientConnection | None = None
+            code = CloseCode.NORMAL_CLOSURE  # 1001 when the console goes away (as engine.feeds.ws)
             try:
-                async with self._connect() as ws:
-                    await ws.send(json.dumps(SUBSCRIBE))
-                    await self._read(ws, on_update, on_status)
+                ws = await self._connect()
+                await ws.send(json.dumps(SUBSCRIBE))
+                await self._read(ws, on_update, on_status)
                 reason = "the connection ended"
             except asyncio.CancelledError:
+                code = CloseCode.GOING_AWAY
                 raise
             except (OSError, WebSocketException, TimeoutError, Stalled) as exc:
                 reason = describe(exc, self.url)
+                why, detail = "", ""
+                if ws is not None and isinstance(exc, ConnectionClosed):  # it ended: no stall of ours
+                    why, detail = cut_short(ws)
+                if why:  # a frame lost half-way: counted as a malformed one is
+                    self.feed.counters.bad_message(why, f"{self.where}: {detail}")
+                    reason = f"{self.where} closed the connection {CUT_SHORT[why]}"
+            except BaseException:
+                code = CloseCode.INTERNAL_ERROR
+                raise
+            finally:
+                if ws is not None:  # bounded by close_timeout; nothing to do when already closed
+                    await ws.close(code)
             delay = self.backoff.next()
             on_status(FeedStatus(ATTACH, "reconnecting", reason, retry_in=delay))
-            await asyncio.sleep(delay)
+            await self._sleep(delay)
 
     async def _read(self, ws: ClientConnection, on_update: Callable[[Update], None],
                     on_status: Callable[[FeedStatus], None]) -> None:

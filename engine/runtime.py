@@ -105,12 +105,13 @@ def build_feed(config: Config, engine: Engine) -> Feed:
 
         _register(engine, feeds.binance.symbols)
         return BinanceFeed(engine.symbols, feeds.binance.url, wanted=feeds.binance.symbols,
-                           stream=feeds.binance.stream)
+                           stream=feeds.binance.stream, stale_after=feeds.binance.stale_after)
     if name == "coinbase":
         from engine.feeds.coinbase import CoinbaseFeed
 
         _register(engine, feeds.coinbase.products)
-        return CoinbaseFeed(engine.symbols, feeds.coinbase.url, wanted=feeds.coinbase.products)
+        return CoinbaseFeed(engine.symbols, feeds.coinbase.url, wanted=feeds.coinbase.products,
+                            stale_after=feeds.coinbase.stale_after)
     if name == "yahoo":
         from engine.feeds.yahoo import YahooFeed
 

@@ -30,7 +30,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, Iterable
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any
 
@@ -145,11 +145,12 @@ class BinanceFeed(WsFeed):
     heartbeat_s: float | None = 5.0
 
     def __init__(self, symbols: SymbolTable, url: str = "wss://stream.binance.com:9443",
-                 wanted: Iterable[str] = (), backoff: Backoff | None = None, stream: str = "trade") -> None:
+                 wanted: Iterable[str] = (), backoff: Backoff | None = None, stream: str = "trade",
+                 stale_after: float | None = None) -> None:
         if stream != "trade" and not (stream.startswith("kline_") and stream[6:] in KLINE_INTERVALS):
             raise ValueError(f"binance stream must be 'trade' or 'kline_<interval>' with interval one of "
                              f"{', '.join(KLINE_INTERVALS)}; got {stream!r}")
-        super().__init__(symbols, url, [s for s in wanted if _usable(s)], backoff)
+        super().__init__(symbols, url, [s for s in wanted if _usable(s)], backoff, stale_after)
         self.stream_kind = stream
         self._by_stream: dict[str, str] = {self.stream_of(s): s for s in self.wanted}
         self._slots: dict[str, int] = {}  # resolved slots, per stream name
@@ -162,8 +163,6 @@ class BinanceFeed(WsFeed):
         self._gap_logged: set[int] = set()
         self._last_frame = time.monotonic()
         self._heartbeat: asyncio.Task[None] | None = None
-        self._clock = time.monotonic  # the throttle's clock and sleep, replaceable in tests
-        self._sleep = asyncio.sleep
 
     def stream_of(self, symbol: str) -> str:
         return f"{symbol.lower()}@{self.stream_kind}"
@@ -251,10 +250,11 @@ class BinanceFeed(WsFeed):
                 probed = now  # at most one probe per quiet interval, answered or not
                 await self._request(ws, "LIST_SUBSCRIPTIONS")
 
-    async def stream(self) -> AsyncIterator[np.ndarray | FeedStatus]:
-        try:
-            async for item in super().stream():
-                yield item
+    async def stream(self) -> AsyncGenerator[np.ndarray | FeedStatus, None]:
+        try:  # closed with this one, so a stop closes the connection at once (with 1001, see WsFeed)
+            async with contextlib.aclosing(super().stream()) as items:
+                async for item in items:
+                    yield item
         finally:
             if self._heartbeat is not None:
                 self._heartbeat.cancel()

@@ -156,8 +156,8 @@ class CoinbaseFeed(WsFeed):
     name = "coinbase"
 
     def __init__(self, symbols: SymbolTable, url: str = DEFAULT_URL, wanted: Iterable[str] = (),
-                 backoff: Backoff | None = None) -> None:
-        super().__init__(symbols, url, wanted, backoff)
+                 backoff: Backoff | None = None, stale_after: float | None = None) -> None:
+        super().__init__(symbols, url, wanted, backoff, stale_after)
         self._slots: dict[str, int] = {name: symbols.slot(name) for name in self.wanted}
         self.tickers: dict[str, TickerState] = {}
         #: what the server last acknowledged, channel -> product ids (from ``subscriptions`` messages)

@@ -1,6 +1,7 @@
 """Pacing for feeds that pay per request (REST polling): a token bucket that spaces requests, a sliding
-hourly budget that caps them, the delay a server asks for with ``Retry-After``, and the one line that
-tells the user why a request failed (the reason a stale status carries until the retry).
+hourly budget that caps them, the delay a server asks for with ``Retry-After``, a body read up to a
+cap, and the one line that tells the user why a request failed (the reason a stale status carries
+until the retry).
 
 The bucket and the budget take their clock (and the bucket its sleep) as arguments, so tests drive them
 with a fake clock instead of waiting.
@@ -104,6 +105,18 @@ def retry_after(value: str | None) -> float | None:
         except (TypeError, ValueError):
             return None
     return min(max(seconds, 0.0), MAX_RETRY_AFTER_S) if math.isfinite(seconds) else None
+
+
+async def read_at_most(content: aiohttp.StreamReader, limit: int) -> bytes | None:
+    """A whole body, or None once it is longer than ``limit`` bytes (so at most ``limit`` + 1 are read;
+    aiohttp decompresses a compressed body a bounded chunk at a time, so the cap holds for what it
+    decompresses to)."""
+    body = bytearray()
+    while chunk := await content.read(limit + 1 - len(body)):
+        body += chunk
+        if len(body) > limit:
+            return None
+    return bytes(body)
 
 
 def describe_failure(exc: BaseException, url: str, timeout: float) -> str:

@@ -11,16 +11,19 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import contextlib
+import math
 import socket
 import ssl
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
 import numpy as np
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI, WebSocketException
+from websockets.frames import CloseCode
 
 from engine.feeds.backoff import Backoff
 from engine.feeds.base import Feed, FeedStatus, valid_utf8
@@ -60,18 +63,48 @@ def describe_error(exc: BaseException, url: str) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+CUT_SHORT = {"closed mid-frame": "in the middle of a frame",
+             "closed mid-message": "in the middle of a fragmented message"}
+"""The ways a connection can end inside a message (a bad message's reason: where it ended)."""
+
+
+def cut_short(ws: ClientConnection) -> tuple[str, str]:
+    """Whether a connection that ended was cut short, as (a reason of ``CUT_SHORT``, what websockets
+    said): in the middle of a frame (its bytes stopped coming: a FIN or an RST inside the frame), in
+    the middle of a fragmented message (a close frame or the end of the stream between its fragments),
+    or not (``("", "")``: it ended between messages).
+
+    Read from ``websockets``' Sans-I/O protocol (websockets/protocol.py, ``parse``; read on 17.4):
+    the end of the stream *between* frames raises ``EOFError("unexpected end of stream")``, inside one
+    ``StreamReader.read_exact`` raises ``EOFError("stream ends after N bytes, expected M bytes")``;
+    ``current_size`` is set from a first fragment until the last one. A test pins both.
+    """
+    protocol = ws.protocol
+    error = getattr(protocol, "parser_exc", None)
+    if isinstance(error, EOFError) and str(error) != "unexpected end of stream":
+        return "closed mid-frame", f"{error}"
+    if getattr(protocol, "current_size", None) is not None:
+        return "closed mid-message", f"{error or 'the connection ended'}"
+    return "", ""
+
+
 class WsFeed(Feed):
     """Subclasses implement ``url_for``, ``send_subscription`` and ``decode``."""
 
     #: seconds without a message before the feed is reported stale; twice that and it reconnects
+    #: (``feeds.<name>.stale_after``)
     stall_s: float = 15.0
     #: how long one batch may gather messages already in flight, and its largest size
     batch_window_s: float = 0.005
     max_batch: int = 4096
 
     def __init__(self, symbols: SymbolTable, url: str, wanted: Iterable[str] = (),
-                 backoff: Backoff | None = None) -> None:
+                 backoff: Backoff | None = None, stale_after: float | None = None) -> None:
         super().__init__(symbols)
+        if stale_after is not None:
+            if not (0 < stale_after < math.inf):
+                raise ValueError(f"stale_after must be a number of seconds > 0, got {stale_after}")
+            self.stall_s = stale_after
         self.url = url.rstrip("/")
         self.wanted: list[str] = list(dict.fromkeys(wanted))
         self.backoff = backoff or Backoff()
@@ -79,6 +112,8 @@ class WsFeed(Feed):
         self.sequencer = TradeSequencer()
         self._ws: ClientConnection | None = None
         self._reports: list[FeedStatus] = []
+        self._clock = time.monotonic  # the feed's clock and sleep, replaceable in tests
+        self._sleep = asyncio.sleep
 
     # --- what an exchange defines --------------------------------------------------------------
     @abc.abstractmethod
@@ -122,7 +157,7 @@ class WsFeed(Feed):
         return tuple(self.wanted)
 
     # --- the connection loop -------------------------------------------------------------------
-    async def stream(self) -> AsyncIterator[np.ndarray | FeedStatus]:
+    async def stream(self) -> AsyncGenerator[np.ndarray | FeedStatus, None]:
         first = True
         while True:
             if not first:
@@ -131,29 +166,49 @@ class WsFeed(Feed):
             yield FeedStatus(self.name, "connecting")
             url = self.url_for(self.wanted)
             reason = ""
+            ws: ClientConnection | None = None
+            # RFC 6455, 7.4.1: 1000 when we end a connection we no longer want (a stall), 1001 when
+            # we go away (the app or the service stops); ``async with connect()`` would send 1011, an
+            # unexpected condition, for any exception, and a stop is one (a cancellation, or the
+            # stream closed at a yield)
+            code = CloseCode.NORMAL_CLOSURE
             try:
-                async with connect(url, open_timeout=10, close_timeout=2, max_size=2**22,
-                                   ping_interval=20, ping_timeout=20) as ws:
-                    self._ws = ws
-                    self.on_connected()
-                    if self.wanted:
-                        await self.send_subscription(ws, self.wanted, True)
-                    yield FeedStatus(self.name, "live")
-                    async for item in self._read(ws):
+                ws = await connect(url, open_timeout=10, close_timeout=2, max_size=2**22,
+                                   ping_interval=20, ping_timeout=20)
+                self._ws = ws
+                self.on_connected()
+                if self.wanted:
+                    await self.send_subscription(ws, self.wanted, True)
+                yield FeedStatus(self.name, "live")
+                async with contextlib.aclosing(self._read(ws)) as items:
+                    async for item in items:
                         yield item
-            except asyncio.CancelledError:
+            except (asyncio.CancelledError, GeneratorExit):
+                code = CloseCode.GOING_AWAY
                 raise
             except (OSError, WebSocketException, TimeoutError, Stalled) as exc:
                 reason = describe_error(exc, url)
+                why, detail = "", ""
+                if ws is not None and isinstance(exc, ConnectionClosed):  # it ended: no stall of ours
+                    why, detail = cut_short(ws)
+                if why:  # a message lost half-way: bad input, as a truncated frame is
+                    host = urlsplit(url).netloc
+                    self.counters.bad_message(why, f"{host}: {detail}")
+                    reason = f"{host} closed the connection {CUT_SHORT[why]}"
+            except BaseException:
+                code = CloseCode.INTERNAL_ERROR  # a bug of ours: an unexpected condition indeed
+                raise
             finally:
                 self._ws = None
+                if ws is not None:  # bounded by close_timeout; nothing to do when already closed
+                    await ws.close(code)
             if (batch := self.batcher.flush()) is not None:
                 yield batch
             delay = self.backoff.next()
             yield FeedStatus(self.name, "reconnecting", reason or "connection ended", retry_in=delay)
-            await asyncio.sleep(delay)
+            await self._sleep(delay)
 
-    async def _read(self, ws: ClientConnection) -> AsyncIterator[np.ndarray | FeedStatus]:
+    async def _read(self, ws: ClientConnection) -> AsyncGenerator[np.ndarray | FeedStatus, None]:
         loop = asyncio.get_running_loop()
         stale = False
         while True:

@@ -18,6 +18,8 @@ sets the cookie, ``/v1/test/getcrumb`` with it returns the crumb, and quotes car
 in use fetches a new pair once and retries; a 401 on a pair just fetched is reported, and the next attempt
 (after the backoff) starts a new handshake. Handshake requests pay like quotes (limiter, budget).
 
+Answers are read up to a size cap and decoded by ``engine.feeds.yahoo_answer``.
+
 ``stream`` is the poller itself, not a background task: while the consumer holds a batch no request is
 made, and cancelling the stream ends all polling (the session closes with it).
 """
@@ -25,8 +27,6 @@ made, and cancelling the stream ends all polling (the session closes with it).
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import math
 import time
 from collections import Counter, deque
@@ -41,9 +41,19 @@ import numpy as np
 from yarl import URL
 
 from engine.feeds.backoff import Backoff
-from engine.feeds.base import Feed, FeedCounters, FeedStatus, State, valid_utf8
+from engine.feeds.base import Feed, FeedCounters, FeedStatus, State
 from engine.feeds.batching import TickBatcher
-from engine.feeds.pacing import RequestBudget, TokenBucket, describe_failure, retry_after
+from engine.feeds.pacing import (
+    Clock,
+    RequestBudget,
+    Sleep,
+    TokenBucket,
+    describe_failure,
+    read_at_most,
+    retry_after,
+)
+from engine.feeds.yahoo_answer import MAX_BODY_BYTES, MAX_QUOTE_BYTES, YahooQuote, read_quotes
+from engine.feeds.yahoo_answer import error_text as _error_text
 from engine.ticks import SymbolTable, SymbolTableFull
 
 DEFAULT_URL = "https://query1.finance.yahoo.com"
@@ -57,27 +67,7 @@ MAX_CRUMB_LEN = 64  # crumbs are ~11 characters; anything long is a page, not a 
 _MAX_TIME_S = (2**63 - 1) // 1_000_000_000  # a later regularMarketTime does not fit a tick's int64 ns
 
 
-# --- what Yahoo sends ----------------------------------------------------------------------------
-class YahooQuote(msgspec.Struct, rename="camel"):
-    """The fields a tick needs of the ~80 in a ``quoteResponse.result`` entry. Price and time are
-    required but nullable, so that a missing field and an unusable value are told apart."""
-
-    symbol: str
-    regular_market_price: float | None
-    regular_market_time: int | float | None
-    regular_market_volume: float | None = None
-    currency: str | None = None
-
-
-class _QuoteResponse(msgspec.Struct):
-    result: Any = None  # checked by hand: each entry is validated on its own, so one bad entry costs one
-    error: Any = None
-
-
-class _Envelope(msgspec.Struct, rename="camel"):
-    quote_response: _QuoteResponse
-
-
+# --- what the feed hands out ---------------------------------------------------------------------
 class Quote(msgspec.Struct, frozen=True):
     """The latest good quote of a symbol, as ``YahooFeed.quote`` hands it out."""
 
@@ -125,16 +115,6 @@ def _names(symbols: list[str], shown: int = 5) -> str:
     return ", ".join(symbols[:shown]) + (f" +{extra} more" if extra > 0 else "")
 
 
-def _error_text(body: bytes) -> str:
-    """Yahoo's own explanation in an error body (``{"finance": {"error": {...}}}``), if any."""
-    try:
-        doc: Any = json.loads(body)
-        err: Any = next(v["error"] for v in doc.values() if isinstance(v, dict) and v.get("error"))
-        return f": {err.get('code')}: {err.get('description')}"[:160]
-    except (ValueError, AttributeError, StopIteration, RecursionError):
-        return ""
-
-
 # --- the feed --------------------------------------------------------------------------------------
 class YahooFeed(Feed):
     name = "yahoo"
@@ -144,7 +124,8 @@ class YahooFeed(Feed):
                  interval: float = 5.0, batch_size: int = 50, requests_per_minute: float = 60.0,
                  burst: int = 5, requests_per_hour: int = 2000, timeout: float = 10.0,
                  backoff: Backoff | None = None, limiter: TokenBucket | None = None,
-                 budget: RequestBudget | None = None, cookie_url: str = DEFAULT_COOKIE_URL) -> None:
+                 budget: RequestBudget | None = None, cookie_url: str = DEFAULT_COOKIE_URL,
+                 clock: Clock = time.monotonic, sleep: Sleep = asyncio.sleep) -> None:
         super().__init__(symbols)
         if not interval > 0 or not timeout > 0 or batch_size < 1:
             raise ValueError(f"yahoo needs interval > 0, timeout > 0, batch_size >= 1: {interval=}, "
@@ -156,11 +137,14 @@ class YahooFeed(Feed):
         self.batch_size = batch_size
         self.timeout = timeout
         self.gather_s = interval / 2  # a poll may wait this long for other symbols to come due with it
+        self._clock = clock  # every wait of the poller is on this clock, so tests need not wait
+        self._sleep = sleep
         self.backoff = backoff or Backoff(base=1.0, cap=60.0)
-        self.limiter = limiter or TokenBucket(requests_per_minute, burst)
-        self.budget = budget or RequestBudget(requests_per_hour)
+        self.limiter = limiter or TokenBucket(requests_per_minute, burst, clock=clock, sleep=sleep)
+        self.budget = budget or RequestBudget(requests_per_hour, clock=clock)
         self.counters = YahooCounters(self.name, self.budget, self.limiter)
-        self.cache: cachetools.TTLCache[str, Quote] = cachetools.TTLCache(maxsize=100_000, ttl=interval)
+        self.cache: cachetools.TTLCache[str, Quote] = cachetools.TTLCache(maxsize=100_000, ttl=interval,
+                                                                  timer=clock)
         self.latest: dict[str, Quote] = {}  # the last good quote, however old
         self.stale: dict[str, str] = {}  # symbol -> why its quote is not current
         self.batcher = TickBatcher()
@@ -206,7 +190,7 @@ class YahooFeed(Feed):
         if cached is not None:
             self.counters.cache_hits += 1
             return cached
-        if self._closed or time.monotonic() < self._resume_at or self.budget.left == 0:
+        if self._closed or self._clock() < self._resume_at or self.budget.left == 0:
             return self.latest.get(symbol)
         pending = self._inflight.get(symbol)
         if pending is None:
@@ -235,11 +219,9 @@ class YahooFeed(Feed):
                     yield item
                 wait = self._wait_s()
                 if wait > 0:
-                    with contextlib.suppress(TimeoutError):  # (not wait_for: see engine/runtime.py)
-                        async with asyncio.timeout(None if math.isinf(wait) else wait):
-                            await self._wake.wait()
+                    await self._idle(wait)
                     continue
-                now = time.monotonic()
+                now = self._clock()
                 due = [s for s in self.wanted if s not in self.cache and self._next_at.get(s, 0.0) <= now]
                 self.counters.fresh_skips += sum(s in self.cache for s in self.wanted)
                 batches = [due[i:i + self.batch_size] for i in range(0, len(due), self.batch_size)]
@@ -260,12 +242,25 @@ class YahooFeed(Feed):
         coming due soon after go in the same request (ad-hoc fetches fall into step this way)."""
         if not self.wanted:
             return math.inf
-        now = time.monotonic()
+        now = self._clock()
         if now < self._resume_at:
             return self._resume_at - now
         times = sorted(self._next_at.get(s, 0.0) for s in self.wanted)
         due_at = max(t for t in times if t <= times[0] + self.gather_s)
         return max(0.0, due_at - now)
+
+    async def _idle(self, seconds: float) -> None:
+        """Until ``seconds`` have passed on the feed's clock, or something wakes the poller (a new
+        symbol, a fetch that ``quote()`` made)."""
+        if math.isinf(seconds):
+            await self._wake.wait()
+            return
+        waiters = {asyncio.ensure_future(self._sleep(seconds)), asyncio.ensure_future(self._wake.wait())}
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
 
     def _drain(self) -> Iterable[np.ndarray | FeedStatus]:
         while self._events:
@@ -302,7 +297,9 @@ class YahooFeed(Feed):
                 return False
             crumb, fresh = credentials
             params = {"symbols": ",".join(batch), "crumb": crumb}
-            if (answer := await self._get(self.url + QUOTE_PATH, params, affected, ACCEPT_JSON)) is None:
+            limit = MAX_BODY_BYTES + MAX_QUOTE_BYTES * len(batch)
+            if (answer := await self._get(self.url + QUOTE_PATH, params, affected, ACCEPT_JSON,
+                                          limit)) is None:
                 return False
             if (status := answer[0]) != 401 or fresh or refused is not None:
                 break
@@ -336,13 +333,15 @@ class YahooFeed(Feed):
         self.counters.handshakes += 1
         jar = self._open().cookie_jar
         jar.clear()  # a refused crumb's cookie goes too: Yahoo issues crumbs per cookie
-        if (answer := await self._get(self.cookie_url, None, affected, ACCEPT_PAGE)) is None:
+        # only its Set-Cookie header matters: the page itself is not read
+        if (answer := await self._get(self.cookie_url, None, affected, ACCEPT_PAGE, None)) is None:
             return None
         if not jar.filter_cookies(URL(self.url)):  # any status will do (fc.yahoo.com's is a 404)
             self._fail(affected, f"no cookie from {urlsplit(self.cookie_url).netloc} (HTTP {answer[0]})",
                        self.backoff.next())
             return None
-        if (answer := await self._get(self.url + CRUMB_PATH, None, affected, "*/*")) is None:
+        answer = await self._get(self.url + CRUMB_PATH, None, affected, "*/*", MAX_BODY_BYTES)
+        if answer is None:
             return None
         where = f"no crumb from {urlsplit(self.url).netloc}"
         if answer[0] != 200:
@@ -356,22 +355,26 @@ class YahooFeed(Feed):
             return None
         return crumb
 
-    async def _get(self, url: str, params: dict[str, str] | None, affected: list[str],
-                   accept: str) -> tuple[int, bytes, str | None] | None:
-        """One request, paid for (limiter, budget): status, body and Retry-After; None when there was no
-        answer (a network failure, reported; no budget, reported; or backing off since it queued)."""
+    async def _get(self, url: str, params: dict[str, str] | None, affected: list[str], accept: str,
+                   limit: int | None) -> tuple[int, bytes, str | None] | None:
+        """One request, paid for (limiter, budget): status, body (at most ``limit`` bytes; None: not read)
+        and Retry-After; None when there was no usable answer (a network failure, a body over the limit,
+        no budget: each reported; or backing off since it queued)."""
         if self.budget.left == 0:
             self._fail(affected, str(self.budget), self.budget.resets_in(), next_word="next request")
             return None
         await self.limiter.acquire()
-        if time.monotonic() < self._resume_at:  # another request failed while this one waited
+        if self._clock() < self._resume_at:  # another request failed while this one waited
             return None
         self.budget.spend()
         self.counters.requests += 1
         try:
             async with self._open().get(url, params=params, headers={"Accept": accept},
                                         timeout=aiohttp.ClientTimeout(total=self.timeout)) as resp:
-                return resp.status, await resp.read(), resp.headers.get("Retry-After")
+                body = b"" if limit is None else await read_at_most(resp.content, limit)
+                if body is not None:
+                    return resp.status, body, resp.headers.get("Retry-After")
+                status = resp.status  # (unread, the rest goes with the connection, which is closed)
         except asyncio.CancelledError:
             raise
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
@@ -381,6 +384,11 @@ class YahooFeed(Feed):
                 self.counters.connection_errors += 1
             self._fail(affected, describe_failure(exc, url, self.timeout), self.backoff.next())
             return None
+        host = urlsplit(url).netloc
+        self.counters.messages += 1
+        self.counters.bad_message("answer too large", f"HTTP {status} from {host}: over {limit:,} bytes")
+        self._fail(affected, f"answer from {host} over {limit:,} bytes", self.backoff.next())
+        return None
 
     def _open(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -401,7 +409,7 @@ class YahooFeed(Feed):
     def _fail(self, affected: list[str], why: str, delay: float, next_word: str = "retrying") -> None:
         if next_word == "retrying":
             self.counters.reconnects += 1
-        self._resume_at = max(self._resume_at, time.monotonic() + delay)
+        self._resume_at = max(self._resume_at, self._clock() + delay)
         for s in affected:
             self.stale[s] = why
         if self._ever_live:
@@ -411,7 +419,7 @@ class YahooFeed(Feed):
             self._emit("reconnecting", why, delay)
 
     def _succeed(self, batch: list[str]) -> None:
-        next_at = time.monotonic() + self.interval  # after the cache insertions: never before expiry
+        next_at = self._clock() + self.interval  # after the cache insertions: never before expiry
         for s in batch:
             self._next_at[s] = next_at
             self.stale.pop(s, None)
@@ -425,50 +433,10 @@ class YahooFeed(Feed):
     # --- decoding ------------------------------------------------------------------------------
     def _decode(self, body: bytes, batch: list[str], recv_ns: int) -> str:
         """Turn one answer into ticks; '' when usable, else why not (already counted)."""
-        bad = self.counters.bad_message
-        if not valid_utf8(body):
-            bad("malformed json", body)
-            return "malformed json"
-        try:
-            envelope = msgspec.json.decode(body, type=_Envelope)
-        except msgspec.ValidationError:
-            bad("unexpected shape", body)
-            return "unexpected shape"
-        # RecursionError: nested too deeply; UnicodeDecodeError: a string in the body is not UTF-8
-        except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):
-            try:  # NaN and Infinity are not JSON, but some producers send them; only that quote is lost
-                envelope = msgspec.convert(json.loads(body), _Envelope)
-            except (ValueError, msgspec.ValidationError, RecursionError):
-                bad("malformed json", body)
-                return "malformed json"
-        answer = envelope.quote_response
-        if answer.error is not None:
-            bad("error in answer", answer.error)
-        if not isinstance(answer.result, list):
-            if answer.error is not None:
-                return "error" + _error_text(body)
-            bad("result not a list", body)
-            return "result not a list"
-        by_name = {s.upper(): s for s in batch}
-        seen: set[str] = set()
-        for item in answer.result:
-            try:
-                q = msgspec.convert(item, YahooQuote)
-            except msgspec.ValidationError as exc:
-                bad("missing field" if "missing required field" in str(exc) else "bad field type", item)
-                if isinstance(item, dict) and isinstance(item.get("symbol"), str):
-                    seen.add(by_name.get(item["symbol"].upper(), ""))  # present, if unusable
-                continue
-            name = by_name.get(q.symbol.upper())
-            if name is None:
-                bad("unknown symbol", item)
-                continue
-            seen.add(name)
+        why, quotes = read_quotes(body, batch, self.counters.bad_message)
+        for name, q in quotes:
             self._take(name, q, recv_ns)
-        for name in batch:
-            if name not in seen:
-                bad("symbol not in result", name)
-        return ""
+        return why
 
     def _take(self, name: str, q: YahooQuote, recv_ns: int) -> None:
         bad = self.counters.bad_message

@@ -9,7 +9,8 @@ stream. Trades and klines are made on demand by the test (``trade``, ``kline``),
 every event is known to it.
 
 Misbehaviour on demand: ``disconnect`` (what Binance does after 24 h, cleanly or by dropping the TCP
-connection), ``stall`` (the open connections send nothing at all, answers included; trades made
+connection), ``cut_short`` (the connection ends in the middle of a frame, or of a fragmented message),
+``stall`` (the open connections send nothing at all, answers included; trades made
 meanwhile are lost to them), ``fail_next`` (an error answer to the next request), ``send_garbage``
 (malformed JSON, truncated frames, unknown event types, negative or NaN prices, unknown symbols),
 ``replay`` (resend the last trades of a stream when a connection subscribes to it, as a reconnect
@@ -22,6 +23,8 @@ import asyncio
 import contextlib
 import json
 import re
+import socket
+import struct
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,6 +34,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
 
 STREAM = re.compile(r"^[a-z0-9]+@(trade|kline_(1s|1m|3m|5m|15m|30m|1h|2h|4h|6h|8h|12h|1d|3d|1w|1M))$")
@@ -64,6 +68,7 @@ class BinanceServer:
         self.requests: list[Any] = []  # every control message received (decoded when it was JSON)
         self.frames_sent = 0  # text frames sent: events, answers and garbage
         self.refused = 0  # handshakes answered with ``refuse_status``
+        self.close_codes: list[int | None] = []  # what each ended connection's client closed it with
         self.refuse_status: int | None = None
         self.replay = 0
         self.fail_next: tuple[int, str] | None = None  # (code, msg) for the next (UN)SUBSCRIBE
@@ -129,6 +134,8 @@ class BinanceServer:
             pass
         finally:
             self.connections.remove(conn)
+            received = ws.protocol.close_rcvd
+            self.close_codes.append(None if received is None else received.code)  # None: no close frame
             self._bump()
 
     async def _add(self, conn: Connection, streams: list[str]) -> None:
@@ -282,6 +289,28 @@ class BinanceServer:
                 conn.ws.transport.abort()
             else:
                 await conn.ws.close(code, reason)
+
+    async def cut_short(self, symbol: str, where: str = "frame", reset: bool = False) -> None:
+        """End every connection in the middle of a trade of ``symbol`` (which uses up its trade id):
+        ``where="frame"``, after the first half of its frame's bytes, then the TCP connection ends (a
+        FIN; with ``reset``, an RST); ``where="message"``, after the first of two fragments, then a
+        close frame (1000)."""
+        text = _dump({"stream": f"{symbol.lower()}@trade", "data": self._trade_data(symbol, "1.0", "1.0",
+                                                                                     False)})
+        data = text.encode()
+        for conn in list(self.connections):
+            transport = conn.ws.transport
+            if where == "message":  # RFC 6455, 5.4: a first fragment has FIN clear, its opcode set
+                raw = Frame(Opcode.TEXT, data[: len(data) // 2], fin=False).serialize(mask=False)
+                transport.write(raw)
+                await conn.ws.close(1000)
+            else:
+                raw = Frame(Opcode.TEXT, data).serialize(mask=False)
+                transport.write(raw[: len(raw) // 2])
+                if reset:  # SO_LINGER with a zero timeout: close() sends an RST instead of a FIN
+                    sock = transport.get_extra_info("socket")
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                transport.close()
 
     async def ping(self, payload: bytes = b"binance", timeout: float = 5.0) -> int:
         """Ping every connection; returns how many answered with a pong carrying ``payload``."""

@@ -65,6 +65,7 @@ class CoinbaseServer:
         self.clients: list[Client] = []
         self.handshakes = 0
         self.heartbeats_sent = 0
+        self.close_codes: list[int | None] = []  # what each ended connection's client closed it with
         self._refuse: list[int] = []
         self._server: Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -105,6 +106,8 @@ class CoinbaseServer:
             pass
         finally:
             self.clients.remove(client)
+            received = ws.protocol.close_rcvd
+            self.close_codes.append(None if received is None else received.code)  # None: no close frame
             if beat is not None:
                 beat.cancel()
                 self._tasks.discard(beat)

@@ -13,15 +13,16 @@ quote without a crumb, with another cookie's crumb or with an expired one (``exp
 and Yahoo's body. The cookie is read from the raw ``Cookie`` header, so a client must send it exactly as
 it was set. Every request is logged by endpoint in ``calls``.
 
-Faults are queued with ``fail``/``stall``/``body``/``partial``/``mutate``: each one replaces the next
-answer of its endpoint (``at``: quote, the default; crumb; cookie), in order, so a test scripts exactly
-which request misbehaves and how. A quote refused for its credentials takes no fault.
+Faults are queued with ``fail``/``stall``/``body``/``oversize``/``partial``/``mutate``: each one replaces
+the next answer of its endpoint (``at``: quote, the default; crumb; cookie), in order, so a test scripts
+exactly which request misbehaves and how. A quote refused for its credentials takes no fault.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 import json
 import time
 from collections import deque
@@ -89,6 +90,8 @@ class Fault:
     body: bytes | None = None  # sent as is instead of the market's answer
     stall_s: float = 0.0  # wait this long (or until the server closes) before answering
     omit: frozenset[str] = frozenset()  # symbols left out of the result
+    gzip: bool = False  # the body is sent gzip-compressed (Content-Encoding: gzip)
+    chunked: bool = False  # the body is sent in chunks, with no Content-Length
     mutate: Callable[[list[Record]], Any] | None = None  # edits the records; may return a new result
 
 
@@ -127,6 +130,13 @@ class YahooServer:
 
     def body(self, raw: bytes, at: Endpoint = "quote") -> None:
         self.faults[at].append(Fault(body=raw))
+
+    def oversize(self, size: int, *, compress: bool = False, chunked: bool = False,
+                 at: Endpoint = "quote") -> None:
+        """A well-formed answer of ``size`` bytes (a quote answer with no quotes, padded with spaces),
+        with its length announced, compressed (a few kB on the wire) or in chunks of unknown length."""
+        head = b'{"quoteResponse":{"result":[],"error":null}}'
+        self.faults[at].append(Fault(body=head + b" " * (size - len(head)), gzip=compress, chunked=chunked))
 
     def partial(self, *omit: str) -> None:
         self.faults["quote"].append(Fault(omit=frozenset(omit)))
@@ -253,7 +263,13 @@ def _answer(fault: Fault) -> web.Response | None:
     if fault.status == 200 and fault.body is None:
         return None
     ctype = "application/json" if (fault.body or b"").startswith(b"{") else "text/plain"
-    return web.Response(status=fault.status, body=fault.body, headers=fault.headers, content_type=ctype)
+    body, headers = fault.body, dict(fault.headers)
+    if fault.gzip and body is not None:
+        body, headers["Content-Encoding"] = gzip.compress(body), "gzip"
+    response = web.Response(status=fault.status, body=body, headers=headers, content_type=ctype)
+    if fault.chunked:
+        response.enable_chunked_encoding()
+    return response
 
 
 def _raw_cookie(request: web.Request, name: str) -> str | None:

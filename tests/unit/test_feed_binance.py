@@ -333,8 +333,7 @@ async def test_garbage_is_counted_by_reason_and_skipped() -> None:
 
 async def test_a_stall_goes_stale_then_recovers_or_reconnects() -> None:
     async with BinanceServer() as server:
-        feed = make_feed(server.url)
-        feed.stall_s = 0.6
+        feed = make_feed(server.url, stale_after=0.6)  # feeds.binance.stale_after
         feed.heartbeat_s = None
         async with running(feed) as run:
             await server.wait_subscribed("btcusdt@trade")

@@ -87,8 +87,8 @@ async def start(server: CoinbaseServer) -> AsyncIterator[Start]:
 
     def _start(wanted: Iterable[str] = BOTH, backoff: Backoff | None = None, stall_s: float = 15.0) -> Run:
         feed = CoinbaseFeed(SymbolTable(8), server.url, wanted,
-                            backoff=backoff or Backoff(base=0.02, cap=0.05, rng=random.Random(1)))
-        feed.stall_s = stall_s
+                            backoff=backoff or Backoff(base=0.02, cap=0.05, rng=random.Random(1)),
+                            stale_after=stall_s)
         run = Run(feed)
         runs.append(run)
         return run
@@ -431,3 +431,15 @@ async def test_a_refused_handshake_is_retried_with_backoff(server: CoinbaseServe
     assert server.handshakes == 3
     assert server.received == subscribe_frames("subscribe", list(BOTH))
     assert feed.counters.as_dict() == counters(feed, messages=SETUP, ticks=0, reconnects=2)
+
+
+async def test_a_stopped_feed_closes_the_connection_with_going_away(server: CoinbaseServer,
+                                                                     start: Start) -> None:
+    """RFC 6455, 7.4.1: 1001, an endpoint going away (not 1011, an unexpected condition)."""
+    run = start()
+    await run.until(lambda: ("live", "") in run.states())
+    await run.stop()
+    async with asyncio.timeout(5):
+        while not server.close_codes:
+            await asyncio.sleep(0.005)
+    assert server.close_codes == [1001]

@@ -10,16 +10,17 @@ import socket
 import ssl
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from engine.config import load_config
+from engine.config import ConfigError, load_config
 from engine.feeds.backoff import Backoff
 from engine.feeds.base import Feed, FeedCounters, FeedStatus
 from engine.feeds.batching import TickBatcher, TradeSequencer, valid_trade
-from engine.feeds.ws import Stalled, describe_error
-from engine.runtime import Runtime, Update, build_engine
+from engine.feeds.ws import Stalled, WsFeed, describe_error
+from engine.runtime import Runtime, Update, build_engine, build_feed
 from engine.ticks import SymbolTable, make_ticks
 
 SEC = 1_000_000_000
@@ -72,6 +73,31 @@ def test_backoff_grows_with_jitter_and_resets() -> None:
     assert b.next() <= 1.0
     with pytest.raises(ValueError):
         Backoff(base=0)
+
+
+@pytest.mark.parametrize("name", ["binance", "coinbase"])
+def test_the_stale_timeout_of_a_websocket_feed_is_a_config_key(tmp_path: Path, name: str) -> None:
+    env = {"TICKDECK_CONFIG_DIR": str(tmp_path / "none")}
+    path = tmp_path / "config.toml"
+    path.write_text(f'[feed]\nname = "{name}"\n[feeds.{name}]\nstale_after = 4.5\n')
+    var = f"TICKDECK_FEEDS_{name.upper()}_STALE_AFTER"
+    for config, expected in ((load_config(overrides={"feed.name": name}, env=env), 15.0),
+                             (load_config(str(path), env=env), 4.5),
+                             (load_config(str(path), env={**env, var: "7"}), 7.0)):
+        feed = build_feed(config, build_engine(config))
+        assert isinstance(feed, WsFeed) and feed.stall_s == expected
+
+
+@pytest.mark.parametrize("name", ["binance", "coinbase", "attach"])
+@pytest.mark.parametrize("value", [0.5, 0.0, -1.0, 3600.5, 1e9])
+def test_a_stale_timeout_out_of_range_names_the_key_the_file_and_the_range(tmp_path: Path, name: str,
+                                                                            value: float) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(f"[feeds.{name}]\nstale_after = {value!r}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(str(path), env={"TICKDECK_CONFIG_DIR": str(tmp_path / "none")})
+    assert str(info.value) == (f"feeds.{name}.stale_after in {path} must be between 1.0 and 3600.0, "
+                               f"got {value!r}")
 
 
 def test_errors_say_what_failed_and_where() -> None:

@@ -24,6 +24,7 @@ from engine.feeds.backoff import Backoff
 from engine.feeds.base import FeedStatus
 from engine.feeds.pacing import RequestBudget, TokenBucket, describe_failure, retry_after
 from engine.feeds.yahoo import Quote, YahooFeed
+from engine.feeds.yahoo_answer import MAX_BODY_BYTES, MAX_QUOTE_BYTES
 from engine.ticks import SymbolTable
 from tests.servers.yahoo import INVALID_CRUMB, Record, YahooServer
 
@@ -606,6 +607,47 @@ async def test_unusable_answers_are_counted_and_make_the_symbols_stale() -> None
         assert feed.counters.as_dict() == counters(
             feed, messages=6, ticks=2, requests=8, reconnects=4, budget_left=9992,
             bad={"malformed json": 1, "unexpected shape": 1, "result not a list": 1, "error in answer": 1})
+
+
+@pytest.mark.parametrize(("compress", "chunked"), [(False, False), (True, False), (False, True)],
+                         ids=["with its length", "compressed", "in chunks"])
+async def test_an_answer_over_the_size_cap_is_a_bad_message_and_the_symbols_go_stale(
+        compress: bool, chunked: bool) -> None:
+    """A body is read up to the cap, whatever the headers announce: its length, a compressed one
+    (measured as it decompresses: a few kB on the wire), one in chunks of unknown length."""
+    async with YahooServer(two_symbols(2)) as server:
+        limit = MAX_BODY_BYTES + MAX_QUOTE_BYTES  # one symbol requested
+        server.ok()
+        server.oversize(limit + 1, compress=compress, chunked=chunked)
+        feed = make_feed(server, ["AAPL"])
+        d1 = Backoff(base=0.02, cap=0.08, rng=random.Random(SEED)).next()
+        host = server.url.removeprefix("http://")
+        items = await run(feed, lambda it: n_ticks(it) == 2)
+        why = f"answer from {host} over {limit:,} bytes"
+        assert statuses(items) == [CONNECTING, live(9997),
+                                   ("stale", f"AAPL: {why}, retrying in {secs(d1)}", d1, ("AAPL",)),
+                                   live(9995)]
+        assert feed.counters.as_dict() == counters(feed, messages=3, ticks=2, requests=5, reconnects=1,
+                                                   budget_left=9995, bad={"answer too large": 1})
+        assert feed.counters.samples["answer too large"] == f"HTTP 200 from {host}: over {limit:,} bytes"
+
+
+async def test_an_answer_at_the_size_cap_is_read_and_a_crumb_page_over_it_is_refused() -> None:
+    async with YahooServer(two_symbols(1)) as server:
+        server.oversize(MAX_BODY_BYTES + 1, at="crumb")
+        limit = MAX_BODY_BYTES + 2 * MAX_QUOTE_BYTES  # two symbols requested
+        server.oversize(limit)  # exactly the cap: a good answer (with no quotes in it)
+        feed = make_feed(server, ["AAPL", "MSFT"])
+        d1 = Backoff(base=0.02, cap=0.08, rng=random.Random(SEED)).next()
+        host = server.url.removeprefix("http://")
+        items = await run(feed, lambda it: n_ticks(it) == 2)
+        assert statuses(items) == [
+            CONNECTING, ("reconnecting", f"answer from {host} over {MAX_BODY_BYTES:,} bytes", d1, ()),
+            live(9995)]
+        assert server.calls == ["cookie", "crumb", "cookie", "crumb", "quote", "quote"]
+        assert feed.counters.as_dict() == counters(
+            feed, messages=3, ticks=2, requests=6, reconnects=1, handshakes=2, budget_left=9994,
+            bad={"answer too large": 1, "symbol not in result": 2})
 
 
 # --- subscriptions ------------------------------------------------------------------------------------

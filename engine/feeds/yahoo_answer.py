@@ -1,0 +1,104 @@
+"""What Yahoo's quote endpoint answers, and how much of it is read.
+
+An answer is ``{"quoteResponse": {"result": [...], "error": ...}}``; each entry of ``result`` is decoded
+on its own, so one bad entry costs only that quote. Every problem is counted (``bad``, a
+``FeedCounters.bad_message``) under a reason a user can read; the feed (``engine.feeds.yahoo``) turns the
+good quotes into ticks.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+
+from engine.feeds.base import valid_utf8
+
+# Bodies are read up to a cap, counted after decompression. A quote is ~2.3 kB of JSON (a real record of
+# ~80 fields, in tests/servers/yahoo.py): 114 kB for a batch of 50, 2.3 MB for the largest (1,000). The
+# cap allows 16 kB a symbol, 7 times that, for longer names and the fields some quote types add.
+MAX_BODY_BYTES = 64 * 1024  # a crumb, an error page
+MAX_QUOTE_BYTES = 16 * 1024  # per symbol requested, on top of MAX_BODY_BYTES
+
+Bad = Callable[[str, object], None]
+
+
+class YahooQuote(msgspec.Struct, rename="camel"):
+    """The fields a tick needs of the ~80 in a ``quoteResponse.result`` entry. Price and time are
+    required but nullable, so that a missing field and an unusable value are told apart."""
+
+    symbol: str
+    regular_market_price: float | None
+    regular_market_time: int | float | None
+    regular_market_volume: float | None = None
+    currency: str | None = None
+
+
+class _QuoteResponse(msgspec.Struct):
+    result: Any = None  # checked by hand: each entry is validated on its own, so one bad entry costs one
+    error: Any = None
+
+
+class _Envelope(msgspec.Struct, rename="camel"):
+    quote_response: _QuoteResponse
+
+
+def error_text(body: bytes) -> str:
+    """Yahoo's own explanation in an error body (``{"finance": {"error": {...}}}``), if any."""
+    try:
+        doc: Any = json.loads(body)
+        err: Any = next(v["error"] for v in doc.values() if isinstance(v, dict) and v.get("error"))
+        return f": {err.get('code')}: {err.get('description')}"[:160]
+    except (ValueError, AttributeError, StopIteration, RecursionError):
+        return ""
+
+
+def read_quotes(body: bytes, batch: list[str], bad: Bad) -> tuple[str, list[tuple[str, YahooQuote]]]:
+    """The quotes of ``batch`` (by the name asked for) in one answer, and '' when it was usable, else
+    why not (counted already, as is every entry left out)."""
+    if not valid_utf8(body):
+        bad("malformed json", body)
+        return "malformed json", []
+    try:
+        envelope = msgspec.json.decode(body, type=_Envelope)
+    except msgspec.ValidationError:
+        bad("unexpected shape", body)
+        return "unexpected shape", []
+    # RecursionError: nested too deeply; UnicodeDecodeError: a string in the body is not UTF-8
+    except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):
+        try:  # NaN and Infinity are not JSON, but some producers send them; only that quote is lost
+            envelope = msgspec.convert(json.loads(body), _Envelope)
+        except (ValueError, msgspec.ValidationError, RecursionError):
+            bad("malformed json", body)
+            return "malformed json", []
+    answer = envelope.quote_response
+    if answer.error is not None:
+        bad("error in answer", answer.error)
+    if not isinstance(answer.result, list):
+        if answer.error is not None:
+            return "error" + error_text(body), []
+        bad("result not a list", body)
+        return "result not a list", []
+    by_name = {s.upper(): s for s in batch}
+    seen: set[str] = set()
+    quotes: list[tuple[str, YahooQuote]] = []
+    for item in answer.result:
+        try:
+            q = msgspec.convert(item, YahooQuote)
+        except msgspec.ValidationError as exc:
+            bad("missing field" if "missing required field" in str(exc) else "bad field type", item)
+            if isinstance(item, dict) and isinstance(item.get("symbol"), str):
+                seen.add(by_name.get(item["symbol"].upper(), ""))  # present, if unusable
+            continue
+        name = by_name.get(q.symbol.upper())
+        if name is None:
+            bad("unknown symbol", item)
+            continue
+        seen.add(name)
+        quotes.append((name, q))
+    for name in batch:
+        if name not in seen:
+            bad("symbol not in result", name)
+    return "", quotes
