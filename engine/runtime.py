@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import dataclasses
 import functools
 import logging
@@ -39,7 +40,7 @@ from engine.signals.rules import load_rules
 from engine.snapshot import MarketSnapshot, PipelineHealth, Update, build_snapshot
 
 __all__ = ["EngineThread", "FeedUnavailable", "PipelineHealth", "Runtime", "RuntimeMetrics", "Update",
-           "build_engine", "build_feed"]
+           "build_engine", "build_feed", "in_daemon_thread"]
 
 T = TypeVar("T")
 log = logging.getLogger("tickdeck.runtime")
@@ -115,6 +116,28 @@ def _settle(future: asyncio.Future[Any], result: Any, exc: BaseException | None)
         future.set_exception(exc)
     else:
         future.set_result(result)
+
+
+def in_daemon_thread(fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+    """``fn(*args)`` in a new daemon thread; its result or exception in the returned future (of the
+    running loop). For a slow start (building the engine compiles its kernels on a first run) that a
+    stop must not wait for: ``asyncio.to_thread`` would hold the loop's shutdown, and the exit, until it
+    ends. If the loop has closed by then, the outcome is dropped."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def work() -> None:
+        result: Any = None
+        error: BaseException | None = None
+        try:
+            result = fn(*args)
+        except BaseException as exc:  # handed to the awaiting task, which decides
+            error = exc
+        with contextlib.suppress(RuntimeError):  # the loop closed: nobody is waiting any more
+            loop.call_soon_threadsafe(_settle, future, result, error)
+
+    threading.Thread(target=work, name=f"tickdeck-{getattr(fn, '__name__', 'start')}", daemon=True).start()
+    return future
 
 
 class FeedUnavailable(RuntimeError):
