@@ -262,9 +262,10 @@ class Runtime:
     """
 
     queue_batches = 64
-    feed_close_s = 5.0
-    """When the run ends, how long the feed may take to close (a WebSocket's closing handshake) before it
-    is left to finish on its own, with a warning."""
+    feed_close_s = 1.0
+    """When the run ends, how long the feed may take to close (a WebSocket's closing handshake: one round
+    trip) before it is left to finish on its own, with a warning. Short, because a headless stop that
+    had to cancel the run (``DRAIN_S``, 3 s) must still exit within its 5 s."""
 
     def __init__(self, config: Config, engine: Engine | None = None, feed: Feed | None = None) -> None:
         self.config = config
