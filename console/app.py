@@ -16,8 +16,11 @@ as a notification (and, for the runtime, on the header line), and the app stays 
 
 Watchlist editing (``a d u s / n r 1-9 shift+up/down``) lives in :mod:`console.editing`; the lists are
 loaded from the user's state directory when the runtime is ready (the feed decides the default symbols)
-and saved on every edit. Every key is a binding with an id, so ``[keys]`` in config.toml remaps it
-(Textual's keymap), the help screen lists the keys in force, and the command palette runs every action.
+and saved on every edit, by a writer thread (:class:`console.state_saver.StateSaver`): the event loop
+never waits for the disk, and quitting waits (``QUIT_WAIT_S`` at most) for the last save. Every key is
+a binding with an id, so ``[keys]`` in config.toml remaps it (Textual's keymap), the help screen lists
+the keys in force, and the command palette runs every action. While the display is paused (space), the
+signals that arrive are held only as far as unpausing will show them (:mod:`console.held`).
 
 ``b`` (or the palette's "Backtest rules on <SYMBOL>") backtests the configured rules on the selected
 symbol's loaded history: the bars are copied on the engine's thread (``runtime.call``), replayed in
@@ -29,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import gc
+import sys
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, ClassVar, cast
 
@@ -36,15 +40,18 @@ from textual import events, work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, VerticalScroll
+from textual.message import Message
 from textual.reactive import reactive
 from textual.screen import Screen
 from textual.widgets import Footer
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from console.editing import WatchlistEditing
+from console.held import HeldSignals, latest_per_symbol
 from console.messages import FeedStatusChanged, RuntimeReady, SignalsDetected, SnapshotReady
 from console.perf import PerfMonitor
 from console.state import Book, StateStore
+from console.state_saver import QUIT_WAIT_S, StateSaver
 from themes import APP_CSS_PATH, DEFAULT_THEME, THEME_NAMES, next_theme, register_themes
 from widgets.backtest_view import BacktestCommands, BacktestFinished, BacktestScreen
 from widgets.header import HeaderBar, TickRate
@@ -81,6 +88,14 @@ MAIN_SCREEN_ACTIONS = frozenset({
     "add", "delete", "undo", "move_up", "move_down", "sort", "filter", "new_list", "rename_list", "open",
     "clear_filter", "toggle_perf", "backtest", "switch_list",
 })
+
+
+class StateNotSaved(Message):
+    """The state writer thread could not save (posted from that thread); the text names file and reason."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
 
 
 def _build_runtime(config: Config) -> Runtime:
@@ -140,12 +155,16 @@ class TickdeckApp(WatchlistEditing, App[int]):
         self.config = config
         self.runtime = runtime
         self.store = store or StateStore.default()
+        self.saver = StateSaver(self.store, on_error=lambda text: self.post_message(StateNotSaved(text)))
+        self.unsaved = ""
+        """After quitting: why the last edits may not have been saved ('' when they were)."""
         self.book: Book | None = None
+        self._watched: frozenset[str] | None = None  # every symbol in any list; None until the book loads
         self.feed_name = config.feed.name
         self.frames = 0
         """Snapshots received from the runtime (drawn, or held while paused)."""
         self._held: MarketSnapshot | None = None
-        self._held_signals: list[Signal] = []
+        self._held_signals = HeldSignals()
         self._rate = TickRate()
         register_themes(self)
         wanted = config.ui.theme
@@ -192,8 +211,14 @@ class TickdeckApp(WatchlistEditing, App[int]):
         # Start the engine only once the first frame is on screen.
         self.call_after_refresh(self.run_runtime)
 
-    def on_unmount(self) -> None:
+    async def on_unmount(self) -> None:
         self.perf.stop()
+        if not self.saver.idle and not await asyncio.to_thread(self.saver.wait, QUIT_WAIT_S):
+            self.unsaved = (f"your last watchlist edits may not have been saved to {self.store.path}: "
+                            f"the write had not finished after {QUIT_WAIT_S:g} s")
+
+    def on_state_not_saved(self, message: StateNotSaved) -> None:
+        self.notify(message.text, title="Not saved", severity="error", timeout=10)
 
     def on_resize(self, event: events.Resize) -> None:
         self.query_one("#lower").set_class(event.size.width < NARROW, "narrow")
@@ -234,7 +259,7 @@ class TickdeckApp(WatchlistEditing, App[int]):
             self.header.state, self.header.reason = "stopped", "the feed ended"
 
     # --- messages from the worker --------------------------------------------------------------------
-    def on_runtime_ready(self, message: RuntimeReady) -> None:
+    async def on_runtime_ready(self, message: RuntimeReady) -> None:
         # numba, LLVM and the engine are loaded now: hundreds of thousands of long-lived objects that
         # every full collection would walk again (~100 ms at 1,000 symbols, a visible stutter every
         # couple of seconds). Frozen, they are left out of collections for good.
@@ -243,11 +268,14 @@ class TickdeckApp(WatchlistEditing, App[int]):
         runtime = self.runtime
         closed = bool(getattr(getattr(runtime, "feed", None), "closed_universe", False))
         defaults = message.universe[:DEFAULT_ROWS] if closed else message.universe
-        self.book, warning = self.store.load(self.feed_name, defaults, sort_keys(self.watchlist.indicators))
+        # Read in a thread, as saves are written (messages wait for this handler, so none overtakes it).
+        book, warning = await asyncio.to_thread(self.store.load, self.feed_name, defaults,
+                                                sort_keys(self.watchlist.indicators))
+        self.book = book
         if warning:
             self.notify(warning, title="Watchlists reset", severity="warning", timeout=20)
         self.show_book()
-        extra = sorted(self.book.symbols() - set(message.universe))
+        extra = sorted(book.symbols() - set(message.universe))
         if extra and runtime is not None and hasattr(runtime, "add_symbols"):  # saved symbols of a live feed
             self.run_worker(runtime.add_symbols(extra), group="subscribe", exit_on_error=False)
 
@@ -279,14 +307,26 @@ class TickdeckApp(WatchlistEditing, App[int]):
 
     def on_signals_detected(self, message: SignalsDetected) -> None:
         if self.paused:
-            self._held_signals.extend(message.signals)
+            self._held_signals.add(message.signals, self._watched)
         else:
-            self._show_signals(message.signals)
+            self._show_signals(message.signals, latest_per_symbol(message.signals, self._watched))
 
-    def _show_signals(self, signals: tuple[Signal, ...] | list[Signal]) -> None:
-        watchlist = self.watchlist
-        watchlist.signals = {**watchlist.signals, **{s.symbol: s for s in signals}}
+    def _show_signals(self, signals: Iterable[Signal], latest: dict[str, Signal]) -> None:
+        if latest:  # the watchlist's column: the latest per symbol it lists (all before the book loads)
+            self.watchlist.signals = {**self.watchlist.signals, **latest}
         self.signal_log.add(signals)
+
+    def show_book(self) -> None:
+        """As the editing mixin's, and forget the last signal of symbols no list holds any more: the
+        per-symbol table stays as large as the lists (a live feed's symbols come and go)."""
+        super().show_book()
+        if self.book is None:
+            return
+        watched = self._watched = frozenset(self.book.symbols())
+        marks = self.watchlist.signals
+        if any(symbol not in watched for symbol in marks):
+            self.watchlist.signals = {k: v for k, v in marks.items() if k in watched}
+        self._held_signals.forget(watched)
 
     # --- actions -----------------------------------------------------------------------------------
     def watch_paused(self, paused: bool) -> None:
@@ -294,8 +334,7 @@ class TickdeckApp(WatchlistEditing, App[int]):
         if paused:
             return
         if self._held_signals:
-            held, self._held_signals = self._held_signals, []
-            self._show_signals(held)
+            self._show_signals(*self._held_signals.take())
         if self._held is not None:
             self.watchlist.snapshot, self._held = self._held, None
 
@@ -341,7 +380,7 @@ class TickdeckApp(WatchlistEditing, App[int]):
         self.theme = next_theme(self.theme)
         self.notify(f"theme: {self.theme}", timeout=2)
         try:
-            self.store.save_theme(self.theme)
+            self.saver.save_theme(self.theme)  # written by the saver's thread; a failure is a notification
         except Exception as exc:  # a theme not remembered is worth a word, not a crash
             self.notify(str(exc), severity="warning")
 
@@ -477,4 +516,6 @@ def run_app(config: Config, runtime: RuntimeLike | None = None, saved_theme: boo
     """
     app = build_app(config, cast("Runtime | None", runtime), saved_theme=saved_theme)
     app.run()
+    if app.unsaved:
+        print(f"tickdeck: {app.unsaved}", file=sys.stderr)
     return app.return_code or 0

@@ -68,7 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--speed", metavar="S", help="replay speed: 1 (real time), 10, 0.5, or max")
     parser.add_argument("--loop", action="store_true", default=None, help="replay the file over and over")
     parser.add_argument("--record", metavar="PATH",
-                        help="record every tick the feed delivers (.parquet, .jsonl or .jsonl.gz)")
+                        help="record every tick the feed delivers (.parquet, .jsonl or .jsonl.gz); "
+                             "an existing file is refused unless --force")
+    parser.add_argument("--force", action="store_true", default=None,
+                        help="with --record (or feed.record): replace an existing recording")
     parser.add_argument("--headless", action="store_true",
                         help="run the feed, engine and signals with no UI: signals as JSON lines on stdout, "
                              "status and a closing JSON summary on stderr; SIGTERM/SIGINT drain and exit 0")
@@ -144,24 +147,48 @@ def _fail(message: str) -> int:
 AVAILABLE_FEEDS = ("sim", "replay", "binance", "coinbase", "yahoo")
 
 
-def _files_problem(config: Config) -> str:
-    """A missing replay file or an unusable recording path, found before the screen switches."""
-    if config.feed.name == "replay":
+def _files_problem(config: Config, force: bool) -> str:
+    """A missing replay file or an unusable recording path, found before the screen switches.
+
+    An existing recording is refused unless ``force``: recording onto it would silently destroy it
+    (``engine.feeds.record`` says why a recording is not appended to)."""
+    replaying = config.feed.name == "replay"
+    if replaying:
         path = Path(config.feeds.replay.file)
         if not config.feeds.replay.file:
             return "the replay feed needs a file: --file PATH"
         if not path.is_file():
             return f"cannot replay {path}: no such file"
-    if config.feed.record:
-        from engine.feeds.record import RecorderError, recording_format
+    if not config.feed.record:
+        return "--force works with --record only" if force else ""
+    from engine.feeds.record import RecorderError, recording_format
 
-        target = Path(config.feed.record)
-        try:
-            recording_format(target)
-        except RecorderError as exc:
-            return str(exc)
-        if not target.parent.resolve().is_dir():
-            return f"cannot record to {target}: no directory {target.parent}"
+    target = Path(config.feed.record)
+    try:
+        recording_format(target)
+    except RecorderError as exc:
+        return str(exc)
+    if not target.parent.resolve().is_dir():
+        return f"cannot record to {target}: no directory {target.parent}"
+    if target.is_dir():
+        return f"cannot record to {target}: it is a directory"
+    if replaying and target.resolve() == Path(config.feeds.replay.file).resolve():
+        return f"cannot record to {target}: it is the file being replayed"
+    if (target.exists() or target.is_symlink()) and not force:
+        return (f"cannot record to {target}: the file exists; --force replaces it (or choose another "
+                "name)")
+    return ""
+
+
+def _clear_recording(config: Config, force: bool) -> str:
+    """With ``force``, remove the recording ``feed.record`` would replace; a problem, or ''."""
+    target = Path(config.feed.record)
+    if not (force and config.feed.record and (target.exists() or target.is_symlink())):
+        return ""
+    try:
+        target.unlink()
+    except OSError as exc:
+        return f"cannot replace the recording {target}: {exc.strerror or exc}"
     return ""
 
 
@@ -170,6 +197,7 @@ def _attach(args: argparse.Namespace) -> int:
     console opens on a ``RemoteRuntime`` (a refused token or an unreachable publisher is one line)."""
     given = {"--headless": args.headless or None, "--feed": args.feed, "--file": args.file,
              "--interval": args.interval, "--speed": args.speed, "--loop": args.loop, "--record": args.record,
+             "--force": args.force,
              "--signals-out": args.signals_out, "--log-format": args.log_format,
              "--status-every": args.status_every}
     local = [flag for flag, value in given.items() if value is not None]
@@ -262,7 +290,8 @@ def _run(args: argparse.Namespace) -> int:
     if config.feed.name not in AVAILABLE_FEEDS:
         return _fail(f"feed {config.feed.name!r} is not available in this version; "
                      f"available: {', '.join(AVAILABLE_FEEDS)}")
-    if problem := _files_problem(config):
+    force = bool(args.force)
+    if problem := _files_problem(config, force) or _clear_recording(config, force):
         return _fail(problem)
     if args.headless:
         from engine.headless import main as headless_main

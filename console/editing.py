@@ -2,17 +2,18 @@
 
 A mixin of :class:`console.app.TickdeckApp`, kept apart so the app module holds the runtime plumbing and
 this one the editing rules. Every edit goes through the :class:`~console.state.Book` (which checks it),
-is saved at once (:meth:`StateStore.save`, atomic), and is then handed to the widgets and the runtime.
-A refused edit is a notification that says why, and changes nothing. A save that fails (a full disk, a
-read-only directory) is a notification naming the file; the edit stays on screen and is written with
-the next edit that saves.
+is saved at once (handed to the app's :class:`~console.state_saver.StateSaver`, whose thread writes it
+atomically), and is then handed to the widgets and the runtime. A refused edit is a notification that
+says why, and changes nothing. A save that fails (a full disk, a read-only directory) is a notification
+naming the file; the edit stays on screen and is written with the next edit that saves.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from console.state import Book, StateError, StateStore
+from console.state import Book, StateError
+from console.state_saver import StateSaver
 from widgets.list_tabs import ListTabs
 from widgets.prompt import PromptBar
 from widgets.signal_log import SignalLog
@@ -29,7 +30,7 @@ class WatchlistEditing:
     """Actions on the watchlists; the app provides the attributes below."""
 
     book: Book | None
-    store: StateStore
+    saver: StateSaver
     feed_name: str
     runtime: Runtime | None
     watchlist: Watchlist
@@ -73,7 +74,7 @@ class WatchlistEditing:
         if self.book is None:
             return False
         try:
-            self.store.save(self.feed_name, self.book)
+            self.saver.save(self.feed_name, self.book)  # copied now, written by the saver's thread
         except StateError as exc:
             self.notify(str(exc), title="Not saved", severity="error", timeout=10)
             return False

@@ -3,8 +3,10 @@
 The repository's ``config.toml`` only holds defaults; what the user edits in the app lives in
 ``state.json`` in ``platformdirs.user_state_dir("tickdeck")`` (or ``$TICKDECK_STATE_DIR``). Every edit is
 saved at once, atomically (:func:`engine.files.write_atomically`), so a crash leaves the old file or the
-new one. The file has one entry per feed, because symbols differ per feed (BTCUSDT on binance, AAPL on
-yahoo); saving one feed keeps the others' entries::
+new one. The app saves through a :class:`console.state_saver.StateSaver`, whose writer thread does the
+reading, encoding, writing and fsyncing, so an edit never waits for the disk. The file has one entry per
+feed, because symbols differ per feed (BTCUSDT on binance, AAPL on yahoo); saving one feed keeps the
+others' entries::
 
     {"version": 1, "theme": "dark",
      "feeds": {"sim": {"active": 0, "watchlists": [
@@ -27,6 +29,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +48,7 @@ MAX_NAME = 20
 MAX_SYMBOL = 40
 MAX_THEME = 40
 UNDO_DEPTH = 100
+"""Deletions that can be undone; older ones are forgotten."""
 MAX_FILE_BYTES = 16 * 1024 * 1024
 """Far above any real state (9 lists of 5,000 symbols is under 1 MB); a bigger file is not ours."""
 DEFAULT_NAME = "Main"
@@ -345,6 +349,7 @@ class StateStore:
 
     def __init__(self, directory: Path) -> None:
         self.path = Path(directory) / STATE_FILENAME
+        self._lock = threading.Lock()  # a load (which may set the file aside) and a save never interleave
 
     @classmethod
     def default(cls, env: Mapping[str, str] = os.environ) -> StateStore:
@@ -362,24 +367,23 @@ class StateStore:
         No file, or no entry for ``feed``: one list "Main" holding ``defaults``, no warning. ``sort_keys``:
         the columns the app can sort by; a saved sort by any other key becomes the user's own order.
         """
-        try:
-            data = self._read()
-        except OSError as exc:
-            return Book.default(defaults), (
-                f"Could not read your saved watchlists at {self.path} ({_reason(exc)}); using the defaults.")
-        if data is None:
-            return Book.default(defaults), None
-        try:
-            _, book = _parse(data, feed, sort_keys)
-        except _Corrupt as exc:
-            return Book.default(defaults), self._set_aside(str(exc))
-        return book or Book.default(defaults), None
+        with self._lock:
+            try:
+                data = self._read()
+            except OSError as exc:
+                return Book.default(defaults), (f"Could not read your saved watchlists at {self.path} "
+                                                f"({_reason(exc)}); using the defaults.")
+            if data is None:
+                return Book.default(defaults), None
+            try:
+                _, book = _parse(data, feed, sort_keys)
+            except _Corrupt as exc:
+                return Book.default(defaults), self._set_aside(str(exc))
+            return book or Book.default(defaults), None
 
     def save(self, feed: str, book: Book) -> None:
         """Write ``book`` as ``feed``'s entry, keeping the other feeds' entries and the theme."""
-        if not feed or not feed.isprintable():
-            raise StateError(f"Could not save your watchlists: {feed!r} is not a feed name")
-        self._update(lambda doc: doc["feeds"].__setitem__(feed, _book_json(book)), "your watchlists")
+        self.apply([book_change(feed, book)])
 
     def load_theme(self) -> str | None:
         """The saved theme; None if there is none or the file is unusable (:meth:`load` reports that)."""
@@ -390,9 +394,7 @@ class StateStore:
             return None
 
     def save_theme(self, name: str) -> None:
-        if not _is_theme_name(name):
-            raise StateError(f"Could not save the theme: {name[:MAX_THEME]!r} is not a theme name")
-        self._update(lambda doc: doc.__setitem__("theme", name), "the theme")
+        self.apply([theme_change(name)])
 
     def _read(self) -> bytes | None:
         """The file's bytes, or None if there is none; OSError if it cannot be read (or is no file)."""
@@ -418,23 +420,52 @@ class StateStore:
     def _move_aside(self) -> None:
         os.replace(self.path, self.backup_path)
 
-    def _update(self, change: Callable[[dict[str, Any]], None], what: str) -> None:
-        try:
-            data = self._read()
+    def apply(self, changes: Sequence[Change]) -> None:
+        """Read the file, make ``changes`` to it and write it back atomically; StateError says why not."""
+        what = " and ".join(dict.fromkeys(c.what for c in changes))
+        with self._lock:
             try:
-                doc = _parse(data)[0] if data is not None else None
-            except _Corrupt:  # damaged since it was loaded: keep it as load would, or write nothing
-                self._move_aside()
-                doc = None
-            doc = doc or {"version": VERSION, "feeds": {}}
-            change(doc)
-            text = json.dumps(doc, ensure_ascii=False, indent=1)  # no trailing newline: see the docstring
-            if len(text.encode()) > MAX_FILE_BYTES:
-                raise StateError(f"Could not save {what}: the state would exceed {MAX_FILE_BYTES >> 20} MiB")
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            write_atomically(self.path, lambda fh: _write_text(fh, text))
-        except OSError as exc:
-            raise StateError(f"Could not save {what} to {self.path}: {_reason(exc)}") from None
+                data = self._read()
+                try:
+                    doc = _parse(data)[0] if data is not None else None
+                except _Corrupt:  # damaged since it was loaded: keep it as load would, or write nothing
+                    self._move_aside()
+                    doc = None
+                doc = doc or {"version": VERSION, "feeds": {}}
+                for change in changes:
+                    change.apply(doc)
+                text = json.dumps(doc, ensure_ascii=False, indent=1)  # no trailing newline: see the docstring
+                if len(text.encode()) > MAX_FILE_BYTES:
+                    raise StateError(f"Could not save {what}: the state would exceed "
+                                     f"{MAX_FILE_BYTES >> 20} MiB")
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                write_atomically(self.path, lambda fh: _write_text(fh, text))
+            except OSError as exc:
+                raise StateError(f"Could not save {what} to {self.path}: {_reason(exc)}") from None
+
+
+@dataclass(frozen=True)
+class Change:
+    """One part of the state file to write: ``key`` names the part (a later change of the same part
+    replaces a pending one), ``what`` names it for the user, ``apply`` makes it on the parsed file."""
+
+    key: str
+    what: str
+    apply: Callable[[dict[str, Any]], None]
+
+
+def book_change(feed: str, book: Book) -> Change:
+    """``book`` as ``feed``'s entry, copied now: edits made after this call are not part of it."""
+    if not feed or not feed.isprintable():
+        raise StateError(f"Could not save your watchlists: {feed!r} is not a feed name")
+    entry = _book_json(book)
+    return Change(f"feeds.{feed}", "your watchlists", lambda doc: doc["feeds"].__setitem__(feed, entry))
+
+
+def theme_change(name: str) -> Change:
+    if not _is_theme_name(name):
+        raise StateError(f"Could not save the theme: {name[:MAX_THEME]!r} is not a theme name")
+    return Change("theme", "the theme", lambda doc: doc.__setitem__("theme", name))
 
 
 def _is_theme_name(name: str) -> bool:

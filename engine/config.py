@@ -20,6 +20,12 @@ sets only ``ui.fps`` keeps every other value from the layers beneath:
 empty ``rules = []``) supplies the whole list. They are kept as plain dicts, each with the file it came
 from (:class:`RuleTable`); the signal module validates their contents.
 
+File paths (``feed.record``, ``feeds.replay.file``; :data:`PATH_KEYS`) are ``~``-expanded in every layer.
+A relative path in a config file is relative to *that file's* directory, as the ``[[sinks]]`` paths are,
+so a service started from any working directory (systemd starts it in ``/``) finds and writes the same
+files. A relative path from a command-line flag or an environment variable stays relative to the working
+directory, as a shell user expects.
+
 Every mistake raises :class:`ConfigError` with one line that names the dotted key and where the value
 came from: unknown sections and keys, wrong types (``ui.fps in /path/config.toml must be an integer,
 got 'fast'``), out-of-range values, unknown indicator names, unreadable or invalid TOML.
@@ -64,8 +70,8 @@ them, as (table, file) pairs; the module that owns each validates its tables."""
 ENV_PREFIX = "TICKDECK_"
 CONFIG_DIR_VAR = "TICKDECK_CONFIG_DIR"
 CONFIG_FILENAME = "config.toml"
-
-
+PATH_KEYS = ("feed.record", "feeds.replay.file")
+"""Keys that name a file: ``~``-expanded; relative to the config file's directory when set in one."""
 
 class ConfigError(ValueError):
     """A configuration mistake; the message is one line naming the key and its file or variable."""
@@ -214,7 +220,8 @@ def _read_table(table: Mapping[str, object], prefix: str, source: str, layers: _
             if not ok:
                 raise ConfigError(f"{path} in {source} must be {_type_name(key.kind)}, got {_shown(value)}",
                                   path, source)
-            layers.values[path] = _validated(key, typed, f"{path} in {source}", source)
+            value = _validated(key, typed, f"{path} in {source}", source)
+            layers.values[path] = _file_path(value, Path(source).parent) if path in PATH_KEYS else value
         elif isinstance(value, dict):
             _read_table(value, path + ".", source, layers)
         else:
@@ -227,6 +234,18 @@ def _read_array(name: str, value: object, source: str) -> tuple[RuleTable, ...]:
         raise ConfigError(f"{name} in {source} must be an array of tables ([[{name}]]), got {_shown(value)}",
                           name, source)
     return tuple(RuleTable(dict(v), source) for v in value)
+
+
+def _file_path(value: object, base: Path | None = None) -> object:
+    """A path setting ``~``-expanded and, given the directory of the file it came from, made absolute
+    against it; empty (off) stays empty. Without ``base`` a relative path stays relative (to the working
+    directory, where the command was started)."""
+    if not isinstance(value, str) or not value.strip():
+        return value
+    path = Path(value).expanduser()
+    if base is not None and not path.is_absolute():
+        path = Path(os.path.abspath(base / path))
+    return str(path)
 
 
 def _read_file(path: Path, layers: _Layers) -> None:
@@ -263,7 +282,8 @@ def _read_env(env: Mapping[str, str], layers: _Layers) -> None:
         ok, value = _from_text(key, env[var])
         if not ok:
             raise ConfigError(f"{subject} must be {_type_name(key.kind)}, got {env[var]!r}", key.path, var)
-        layers.values[key.path] = _validated(key, value, subject, var)
+        value = _validated(key, value, subject, var)
+        layers.values[key.path] = _file_path(value) if key.path in PATH_KEYS else value
 
 
 def _read_overrides(overrides: Mapping[str, object], layers: _Layers) -> None:
@@ -278,7 +298,8 @@ def _read_overrides(overrides: Mapping[str, object], layers: _Layers) -> None:
         ok, value = _from_text(key, raw) if isinstance(raw, str) else _typed(key, raw)
         if not ok:
             raise ConfigError(f"{subject} must be {_type_name(key.kind)}, got {raw!r}", path, source)
-        layers.values[path] = _validated(key, value, subject, source)
+        value = _validated(key, value, subject, source)
+        layers.values[path] = _file_path(value) if path in PATH_KEYS else value
 
 
 def repo_config_path() -> Path | None:

@@ -34,11 +34,11 @@ import psutil
 
 from engine.config import Config
 from engine.feeds.base import Feed, FeedStatus
-from engine.runtime import FeedUnavailable, Runtime, Update, build_engine, build_feed
+from engine.runtime import FeedUnavailable, Runtime, Update, build_engine, build_feed, in_daemon_thread
 from engine.signals.rules import RuleError, load_rules
 from engine.sinks.base import Sink, SinkGroup
 from engine.sinks.broadcast import BroadcastSink
-from engine.sinks.config import SinkError, build_sinks, load_sinks
+from engine.sinks.config import SinkError, SinkSpec, build_sinks, load_sinks
 from engine.sinks.jsonl import JsonlStreamSink
 from engine.sinks.metrics import MetricsSink
 
@@ -339,33 +339,67 @@ class StartError(Exception):
     """A mistake found before the run starts: one line on stderr, exit status 2."""
 
 
-def prepare(config: Config, *, signals_out: str | os.PathLike[str] | None = None,
-            stdout_fd: int | None = 1) -> tuple[Runtime, StoppableFeed, SinkGroup]:
-    """The runtime (over a stoppable feed) and the sinks (stdout first, not started) for ``config``."""
+def _sink_specs(config: Config, signals_out: str | os.PathLike[str] | None) -> tuple[SinkSpec, ...]:
+    """The rules and sinks checked (fast, nothing built): a mistake is a StartError."""
     try:
         rule_ids = [rule.id for rule in load_rules(config.rules)]
-        specs = load_sinks(config.sinks, rule_ids=rule_ids, signals_out=signals_out)
+        return load_sinks(config.sinks, rule_ids=rule_ids, signals_out=signals_out)
     except (RuleError, SinkError) as exc:
         raise StartError(str(exc)) from None
+
+
+def _sink_group(specs: tuple[SinkSpec, ...], stdout_fd: int | None) -> SinkGroup:
     sinks: list[Sink] = [JsonlStreamSink(stdout_fd)] if stdout_fd is not None else []
     sinks += build_sinks(specs)
+    return SinkGroup(sinks)
+
+
+def build_runtime(config: Config) -> tuple[Runtime, StoppableFeed]:
+    """The runtime over a stoppable feed. Slow: the first run of a version compiles the engine's kernels
+    (up to a minute), a replay loads its whole file; :func:`serve` runs it in a thread."""
     engine = build_engine(config)
     try:
         feed = StoppableFeed(build_feed(config, engine))
     except FeedUnavailable as exc:
         raise StartError(str(exc)) from None
-    return Runtime(config, engine=engine, feed=feed), feed, SinkGroup(sinks)
+    return Runtime(config, engine=engine, feed=feed), feed
+
+
+def prepare(config: Config, *, signals_out: str | os.PathLike[str] | None = None,
+            stdout_fd: int | None = 1) -> tuple[Runtime, StoppableFeed, SinkGroup]:
+    """The runtime (over a stoppable feed) and the sinks (stdout first, not started) for ``config``,
+    built in the caller's thread (the benchmarks' way; :func:`serve` builds the runtime in a thread)."""
+    sinks = _sink_group(_sink_specs(config, signals_out), stdout_fd)
+    return (*build_runtime(config), sinks)
+
+
+def _summary_before_start(config: Config, stopped_by: str, runtime_s: float) -> dict[str, Any]:
+    """The summary of a service stopped while its runtime was still being built: nothing processed."""
+    return {"event": "summary", "ticks": 0, "bars": 0, "signals": 0, "bad_messages": 0, "reconnects": 0,
+            "runtime_s": round(runtime_s, 3), "late_ticks": 0, "bad_ticks": 0, "feed": config.feed.name,
+            "stopped_by": stopped_by, "exit_code": EXIT_OK, "lag_p50_ms": 0.0, "lag_p99_ms": 0.0,
+            "coalesced": 0, "sinks": {}, "started": False}
 
 
 async def serve(config: Config, *, signals_out: str | os.PathLike[str] | None = None,
                 status_every: float = 10.0, stdout_fd: int | None = 1) -> tuple[int, dict[str, Any]]:
     """Run until the feed ends or a signal stops it; (exit status, summary).
 
-    SIGTERM and SIGINT are handled from the start: one that arrives while the runtime is being built
-    stops the run as soon as it begins (with the summary, exit status 0).
+    SIGTERM and SIGINT are handled from the start. The runtime is built in a thread (a first run
+    compiles the engine's kernels, a replay loads its file), so the event loop hears a signal that
+    arrives meanwhile: the service stops at once, exit status 0, with a summary of nothing processed
+    (``"started": false``); the thread is a daemon, left to end with the process. A signal between the
+    build and the start of the run stops the run as soon as it begins (the usual summary, status 0).
     """
     early: list[str] = []
-    handler: list[Callable[[str], None]] = [early.append]
+    stop_early = asyncio.Event()
+
+    def during_start(name: str) -> None:
+        if len(early) < 2:  # the first stops, a second forces; more add nothing (a kill loop stays small)
+            early.append(name)
+        stop_early.set()
+
+    handler: list[Callable[[str], None]] = [during_start]
     loop = asyncio.get_running_loop()
     handled: list[signal.Signals] = []
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -375,7 +409,20 @@ async def serve(config: Config, *, signals_out: str | os.PathLike[str] | None = 
         except (NotImplementedError, RuntimeError):  # not the main thread, or no signals on this platform
             pass
     try:
-        runtime, feed, sinks = prepare(config, signals_out=signals_out, stdout_fd=stdout_fd)
+        specs = _sink_specs(config, signals_out)
+        began = time.monotonic()
+        built = in_daemon_thread(build_runtime, config)
+        stopping: asyncio.Future[Any] = asyncio.create_task(stop_early.wait(), name="tickdeck-stop-early")
+        try:
+            await asyncio.wait({built, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+        if not built.done():
+            log.info("%s during start-up: stopping before the feed started (the engine was still being "
+                     "built)", early[0], extra={"event": "stop", "fields": {"signal": early[0]}})
+            return EXIT_OK, _summary_before_start(config, early[0], time.monotonic() - began)
+        runtime, feed = built.result()
+        sinks = _sink_group(specs, stdout_fd)
         try:
             await sinks.start()
         except OSError as exc:

@@ -6,14 +6,22 @@ there, in order (numba kernels release the GIL, so the event loop stays responsi
 built in that same call, so readers only ever get copies. A daemon thread, not ``asyncio.to_thread``:
 quitting must not wait for a first-run kernel compile to finish. Snapshots are built at most ``fps`` times a
 second however fast ticks arrive: the UI gets one snapshot per frame, never one message per tick.
+
+When ``run`` returns, the feed has closed: its stream is closed (its ``finally`` runs) in the pump task,
+which ``run`` waits for, up to ``feed_close_s`` (then it is left to finish and a warning says so). The
+engine thread is not waited for (quitting during a first-run compile must not hang), but it is stopped:
+a ``call`` made after that waits until it has finished its last batch and then runs in place, never
+beside ``process``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import dataclasses
 import functools
+import logging
 import math
 import queue
 import threading
@@ -32,41 +40,73 @@ from engine.signals.rules import load_rules
 from engine.snapshot import MarketSnapshot, PipelineHealth, Update, build_snapshot
 
 __all__ = ["EngineThread", "FeedUnavailable", "PipelineHealth", "Runtime", "RuntimeMetrics", "Update",
-           "build_engine", "build_feed"]
+           "build_engine", "build_feed", "in_daemon_thread"]
 
 T = TypeVar("T")
+log = logging.getLogger("tickdeck.runtime")
+
+LATE_CALL_WAIT_S = 120.0
+"""How long a call made after the engine thread was stopped waits for it to finish its last batch (a
+first-run kernel compile takes up to a minute on a small machine) before giving up with an error."""
 
 
 class EngineThread:
-    """One daemon thread that runs submitted calls in order and hands results back to the event loop."""
+    """One daemon thread that runs submitted calls in order and hands results back to the event loop.
+
+    After :meth:`stop`, a :meth:`call` waits for the thread to finish what it was running (at most
+    ``LATE_CALL_WAIT_S``) and then runs in the caller's thread: whatever owns the engine is never run
+    by two threads at once."""
 
     def __init__(self, name: str = "tickdeck-engine") -> None:
         self._calls: queue.SimpleQueue[tuple[Callable[[], Any], asyncio.Future[Any]] | None] = (
             queue.SimpleQueue())
+        self._lock = threading.Lock()  # a call is queued before the stop, or runs after the thread ended
+        self._stopping = False
+        self._done = threading.Event()
         self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
         self._thread.start()
 
     def _serve(self) -> None:
-        while (item := self._calls.get()) is not None:
-            fn, future = item
-            result: Any = None
-            error: BaseException | None = None
-            try:
-                result = fn()
-            except BaseException as exc:  # handed to the awaiting task, which decides
-                error = exc
-            try:
-                future.get_loop().call_soon_threadsafe(_settle, future, result, error)
-            except RuntimeError:  # the loop closed while we worked: nobody is waiting any more
-                return
+        try:
+            while (item := self._calls.get()) is not None:
+                fn, future = item
+                result: Any = None
+                error: BaseException | None = None
+                try:
+                    result = fn()
+                except BaseException as exc:  # handed to the awaiting task, which decides
+                    error = exc
+                try:
+                    future.get_loop().call_soon_threadsafe(_settle, future, result, error)
+                except RuntimeError:  # the loop closed while we worked: nobody is waiting any more
+                    return
+        finally:
+            self._done.set()
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
-        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._calls.put((functools.partial(fn, *args), future))
-        return await future
+        with self._lock:
+            queued = not self._stopping
+            if queued:
+                future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+                self._calls.put((functools.partial(fn, *args), future))
+        if queued:
+            return await future
+        if not self._done.is_set() and not await asyncio.to_thread(self._done.wait, LATE_CALL_WAIT_S):
+            raise RuntimeError(f"the engine thread was still busy {LATE_CALL_WAIT_S:.0f} s after it was "
+                               "stopped")
+        return fn(*args)
 
     def stop(self) -> None:
-        self._calls.put(None)
+        """End the thread once the calls already queued have run."""
+        with self._lock:
+            if not self._stopping:
+                self._stopping = True
+                self._calls.put(None)
+
+    @property
+    def finished(self) -> bool:
+        """Whether the thread has stopped (and runs nothing any more)."""
+        return self._done.is_set()
 
 
 def _settle(future: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
@@ -76,6 +116,28 @@ def _settle(future: asyncio.Future[Any], result: Any, exc: BaseException | None)
         future.set_exception(exc)
     else:
         future.set_result(result)
+
+
+def in_daemon_thread(fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+    """``fn(*args)`` in a new daemon thread; its result or exception in the returned future (of the
+    running loop). For a slow start (building the engine compiles its kernels on a first run) that a
+    stop must not wait for: ``asyncio.to_thread`` would hold the loop's shutdown, and the exit, until it
+    ends. If the loop has closed by then, the outcome is dropped."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def work() -> None:
+        result: Any = None
+        error: BaseException | None = None
+        try:
+            result = fn(*args)
+        except BaseException as exc:  # handed to the awaiting task, which decides
+            error = exc
+        with contextlib.suppress(RuntimeError):  # the loop closed: nobody is waiting any more
+            loop.call_soon_threadsafe(_settle, future, result, error)
+
+    threading.Thread(target=work, name=f"tickdeck-{getattr(fn, '__name__', 'start')}", daemon=True).start()
+    return future
 
 
 class FeedUnavailable(RuntimeError):
@@ -201,6 +263,10 @@ class Runtime:
     """
 
     queue_batches = 64
+    feed_close_s = 1.0
+    """When the run ends, how long the feed may take to close (a WebSocket's closing handshake: one round
+    trip) before it is left to finish on its own, with a warning. Short, because a headless stop that
+    had to cancel the run (``DRAIN_S``, 3 s) must still exit within its 5 s."""
 
     def __init__(self, config: Config, engine: Engine | None = None, feed: Feed | None = None) -> None:
         self.config = config
@@ -213,7 +279,7 @@ class Runtime:
         self.metrics = RuntimeMetrics()
         self.taps: list[Callable[[np.ndarray], None]] = []  # e.g. a recorder; called on the event loop
         self._last_frame = 0
-        self._worker: EngineThread | None = None  # while running: the thread that owns the engine
+        self._worker: EngineThread | None = None  # the thread that owns the engine (stopped after a run)
 
     def process(self, ticks: np.ndarray | None, now_ns: int | None = None) -> Update:
         """Apply one batch (or just the clock, when ``ticks`` is None). Runs on the engine thread.
@@ -254,8 +320,9 @@ class Runtime:
         return Update(tuple(signals), self.snapshot(now))
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
-        """``fn(*args)`` on the thread that owns the engine while the runtime runs (in place before):
-        the console reads a symbol's history or values this way, never while a batch is half applied."""
+        """``fn(*args)`` on the thread that owns the engine while the runtime runs (in place before; after
+        the run, in place once that thread has finished its last batch): the console reads a symbol's
+        history or values this way, never while a batch is half applied."""
         worker = self._worker
         if worker is None:
             return fn(*args)
@@ -319,11 +386,22 @@ class Runtime:
                     on_update(update)
         finally:
             pump.cancel()
-            self._worker = None
-            worker.stop()
-            if recorder is not None:
-                self.taps.remove(recorder)
-                await recorder.aclose()
+            try:
+                await self._closed(pump)
+            finally:
+                worker.stop()  # kept as self._worker: a late call waits for its last batch, then runs here
+                if recorder is not None:
+                    self.taps.remove(recorder)
+                    await recorder.aclose()
+
+    async def _closed(self, pump: asyncio.Task[None]) -> None:
+        """Wait (up to ``feed_close_s``) for the cancelled pump, in which the feed's stream closes."""
+        done, _ = await asyncio.wait({pump}, timeout=self.feed_close_s)
+        if not done:
+            log.warning("the %s feed had not closed %.1f s after the run ended; it is left to finish on its "
+                        "own", self.feed.name, self.feed_close_s)
+        elif not pump.cancelled() and (exc := pump.exception()) is not None:
+            log.warning("the %s feed failed while closing: %s: %s", self.feed.name, type(exc).__name__, exc)
 
     def health(self) -> PipelineHealth:
         m = self.metrics
@@ -357,8 +435,9 @@ class Runtime:
         return batch
 
     async def _pump(self, queue: asyncio.Queue[Any], on_status: Callable[[FeedStatus], None]) -> None:
+        stream = self.feed.stream()
         try:
-            async for item in self.feed.stream():
+            async for item in stream:
                 if isinstance(item, FeedStatus):
                     on_status(item)
                     continue
@@ -370,3 +449,9 @@ class Runtime:
             raise
         except Exception as exc:  # handed to the consumer, which raises it in the runtime's task
             await queue.put(exc)
+        finally:
+            # Cancelled while waiting for room in the queue, the stream is parked at a ``yield``: close it
+            # here, where run() waits for it, not whenever the garbage collector finds it.
+            closer = getattr(stream, "aclose", None)  # an async generator (every feed's stream is one)
+            if closer is not None:
+                await closer()

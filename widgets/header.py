@@ -92,9 +92,13 @@ def _health_parts(h: PipelineHealth) -> list[str | tuple[str, str]]:
 class TickRate:
     """Ticks per second from the engine's cumulative tick count, over a sliding window of snapshots."""
 
+    MAX_POINTS = 256
+    """Snapshots kept: the window holds at most 2 s x 60 fps (``ui.fps`` <= 60) of them, but a clock that
+    steps back (a looped replay, a publisher's clock set back) would stop the window from sliding."""
+
     def __init__(self, window_ns: int = 2_000_000_000) -> None:
         self.window_ns = window_ns
-        self._points: deque[tuple[int, int]] = deque()
+        self._points: deque[tuple[int, int]] = deque(maxlen=self.MAX_POINTS)
 
     def update(self, at_ns: int, ticks: int) -> float:
         """Record ``ticks`` seen by ``at_ns``; the rate over the window (NaN until two points)."""

@@ -15,6 +15,12 @@ any run and any tool. Two formats, chosen by the file's extension:
     and flushed (gzip with a sync flush), so a crash loses at most the batch being written, and the
     replay keeps every complete line of a gzip stream that never got its trailer.
 
+A recording is a new file: the recorder creates it exclusively (``O_EXCL``) and never truncates one that
+exists, even one that appeared after the command line checked the name (``--force`` removes an old
+recording on purpose, before the run). Appending to an old one was not chosen: Parquet cannot be
+appended to, and a JSON-lines recording that ended in a crash (a gzip stream without its trailer, or a
+half line) would swallow or garble what came after it.
+
 Writing happens on a background thread fed by a bounded backlog, so a slow disk never blocks the event
 loop or the feed. When the backlog is full the batch is left out of the recording and counted
 (``dropped_ticks``, a warning the first time and a summary on close): a recording with holes is
@@ -81,7 +87,7 @@ class _Sink(Protocol):
 
 class _JsonlSink:
     def __init__(self, path: Path, compress: bool) -> None:
-        self._file = open(path, "wb")  # noqa: SIM115 - closed in close()
+        self._file = open(path, "xb")  # noqa: SIM115 - closed in close(); "x": never truncate a recording
         self._gz = gzip.GzipFile(filename="", mode="wb", fileobj=self._file, mtime=0) if compress else None
         self._names: tuple[str, ...] = ()
         self._encoded: list[str] = []
@@ -126,7 +132,12 @@ def _floats_json(values: np.ndarray) -> list[str]:
 
 class _ParquetSink:
     def __init__(self, path: Path, row_group_ticks: int) -> None:
-        self._writer = pq.ParquetWriter(path, SCHEMA)
+        self._file = open(path, "xb")  # noqa: SIM115 - closed in close(); pyarrow would truncate a path
+        try:
+            self._writer = pq.ParquetWriter(self._file, SCHEMA)
+        except BaseException:
+            self._file.close()
+            raise
         self._rows = row_group_ticks
         self._parts: list[pa.Table] = []
         self._buffered = 0
@@ -156,7 +167,10 @@ class _ParquetSink:
             if self._parts:
                 self._flush(final=True)
         finally:
-            self._writer.close()
+            try:
+                self._writer.close()  # writes the footer; a file object it was given stays open
+            finally:
+                self._file.close()
 
 
 @dataclass(frozen=True)
@@ -196,6 +210,9 @@ class Recorder:
         try:
             self._sink: _Sink = (_ParquetSink(self.path, row_group_ticks) if self.format == "parquet"
                                  else _JsonlSink(self.path, self.format == "jsonl.gz"))
+        except FileExistsError:
+            raise RecorderError(f"cannot record to {self.path}: the file exists (a recording is never "
+                                "overwritten; --force replaces it)") from None
         except OSError as exc:
             raise RecorderError(f"cannot record to {self.path}: {exc.strerror or exc}") from None
         self._thread = threading.Thread(target=self._run, name=f"tickdeck-recorder:{self.path.name}",

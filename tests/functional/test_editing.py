@@ -23,6 +23,7 @@ from widgets.help_screen import HelpScreen
 from widgets.signal_log import SignalLog
 
 SIZE = (100, 30)
+SAVE_WAIT_S = 30.0
 
 
 async def ready(pilot, app: TickdeckApp) -> None:  # type: ignore[no-untyped-def]
@@ -30,7 +31,9 @@ async def ready(pilot, app: TickdeckApp) -> None:  # type: ignore[no-untyped-def
                    and app.watchlist.snapshot is not None, "the watchlist's rows")
 
 
-def saved(state_dir: Path) -> dict:  # type: ignore[type-arg]
+def saved(app: TickdeckApp, state_dir: Path) -> dict:  # type: ignore[type-arg]
+    """The sim's entry in the state file, once the app's writer thread has written every save so far."""
+    assert app.saver.wait(SAVE_WAIT_S), "the state writer did not finish"
     return json.loads((state_dir / "state.json").read_text())["feeds"]["sim"]
 
 
@@ -55,7 +58,7 @@ async def test_a_adds_a_symbol_of_the_feed_and_saves_it_at_once(config: Config, 
         assert app.prompt.asking and app.prompt.input.has_focus
         await type_answer(pilot, new.lower())  # any case
         assert app.watchlist.symbols[-1] == new and app.watchlist.selected == new
-        assert saved(state_dir)["watchlists"][0]["symbols"][-1] == new
+        assert saved(app, state_dir)["watchlists"][0]["symbols"][-1] == new
         assert app.runtime is not None and new in app.runtime.watch  # snapshots now carry it
         await wait_for(pilot, lambda: app.watchlist.rows_text()[new][1] != "—", "a price for the new row")
 
@@ -72,6 +75,7 @@ async def test_an_unknown_or_duplicate_symbol_is_refused_and_nothing_changes(
         await pilot.press("a")
         await type_answer(pilot, before[0])
         assert app.watchlist.symbols == before
+        assert app.saver.wait(SAVE_WAIT_S) and app.saver.writes == 0
         assert not (state_dir / "state.json").exists()  # nothing was saved: nothing changed
         errors = [m for title, m, sev in seen if title == "Not added" and sev == "error"]
         assert "NOSUCH is not traded on the sim feed; nothing was added" in errors
@@ -99,10 +103,10 @@ async def test_d_deletes_the_selected_row_and_u_puts_it_back_where_it_was(
         assert victim == original[2]
         await pilot.press("d")
         assert victim not in app.watchlist.symbols
-        assert victim not in saved(state_dir)["watchlists"][0]["symbols"]
+        assert victim not in saved(app, state_dir)["watchlists"][0]["symbols"]
         await pilot.press("u")
         assert app.watchlist.symbols == original
-        assert saved(state_dir)["watchlists"][0]["symbols"] == list(original)
+        assert saved(app, state_dir)["watchlists"][0]["symbols"] == list(original)
         assert app.watchlist.selected == victim
 
 
@@ -113,7 +117,7 @@ async def test_shift_arrows_move_the_row_in_the_users_order(config: Config, stat
         first, second = app.watchlist.symbols[:2]
         await pilot.press("shift+down")
         assert app.watchlist.symbols[:2] == (second, first) and app.watchlist.selected == first
-        assert saved(state_dir)["watchlists"][0]["symbols"][:2] == [second, first]
+        assert saved(app, state_dir)["watchlists"][0]["symbols"][:2] == [second, first]
         await pilot.press("shift+up")
         assert app.watchlist.symbols[:2] == (first, second)
 
@@ -128,7 +132,7 @@ async def test_s_cycles_the_sort_and_rows_do_not_move_while_sorted(
         seen = record_notifications(app, monkeypatch)
         await pilot.press("s")
         assert app.watchlist.sort == ("change_pct", True)
-        assert saved(state_dir)["watchlists"][0]["sort"] == "change_pct"
+        assert saved(app, state_dir)["watchlists"][0]["sort"] == "change_pct"
         await pilot.press("space")  # hold the values so the order can be checked
         await pilot.pause()
         quotes = app.watchlist.snapshot.by_symbol()  # type: ignore[union-attr]
@@ -187,7 +191,7 @@ async def test_n_makes_a_list_r_renames_it_and_digits_switch(config: Config, sta
         await type_answer(pilot, "main")  # names are unique in any case
         assert app.tabs.names == ("Main", "Chips")
         assert any("already a watchlist named main" in m for _, m, _ in seen)
-        entry = saved(state_dir)
+        entry = saved(app, state_dir)
         assert [w["name"] for w in entry["watchlists"]] == ["Main", "Chips"] and entry["active"] == 1
 
 
@@ -227,7 +231,7 @@ async def test_a_corrupt_state_file_is_kept_aside_the_user_told_and_defaults_loa
         [(_, message, severity)] = [n for n in seen if n[0] == "Watchlists reset"]
         assert severity == "warning" and "state.json.bak" in message and "not valid JSON" in message
         await pilot.press("d")  # the next edit writes a good file again
-        assert len(saved(state_dir)["watchlists"][0]["symbols"]) == DEFAULT_ROWS - 1
+        assert len(saved(app, state_dir)["watchlists"][0]["symbols"]) == DEFAULT_ROWS - 1
 
 
 async def test_keys_are_remappable_in_config_and_help_shows_the_keys_in_force(

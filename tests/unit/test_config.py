@@ -378,3 +378,39 @@ def test_sinks_are_kept_whole_with_their_file(tmp_path: Path) -> None:
     bad.write_text('sinks = "stdout"\n', encoding="utf-8")
     with pytest.raises(ConfigError, match=r"sinks in .*bad.toml must be an array of tables"):
         load_config(str(bad), env={})
+
+
+# --- file paths -------------------------------------------------------------------------------------
+
+def test_paths_in_a_config_file_are_relative_to_its_directory_and_expand_the_home(
+        tmp_path: Path, env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)  # the working directory is not where the files are meant to be
+    etc = tmp_path / "etc" / "tickdeck"
+    etc.mkdir(parents=True)
+    given = write(etc / "service.toml", '[feed]\nrecord = "rec/today.jsonl.gz"\n'
+                                        '[feeds.replay]\nfile = "~/data/ACME.csv"\n')
+    config = load_config(given, {}, env)
+    assert config.feed.record == str(etc / "rec" / "today.jsonl.gz")
+    assert config.feeds.replay.file == str(tmp_path / "home" / "data" / "ACME.csv")
+    user = write(Path(env["TICKDECK_CONFIG_DIR"]) / "config.toml", '[feed]\nrecord = "../mine.parquet"\n')
+    assert load_config(None, {}, env).feed.record == str(Path(user).parent.parent / "mine.parquet")
+    relative = write(tmp_path / "etc" / "rel.toml", '[feeds.replay]\nfile = "x.csv"\n')
+    monkeypatch.chdir(tmp_path / "etc")  # --config given as a relative path: its directory still counts
+    replay = load_config("tickdeck/../rel.toml", {}, env).feeds.replay.file
+    assert replay == str(Path(relative).parent / "x.csv")
+    absolute = write(etc / "abs.toml", f'[feed]\nrecord = "{tmp_path / "abs.jsonl"}"\n')
+    assert load_config(absolute, {}, env).feed.record == str(tmp_path / "abs.jsonl")
+    assert load_config(None, {}, {**env, "TICKDECK_CONFIG_DIR": str(tmp_path / "none")}).feed.record == ""
+
+
+def test_paths_from_flags_and_the_environment_stay_relative_to_the_working_directory(
+        tmp_path: Path, env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    on_env = {**env, "TICKDECK_FEED_RECORD": "out/r.jsonl", "TICKDECK_FEEDS_REPLAY_FILE": "~/a.csv"}
+    config = load_config(None, {}, on_env)
+    assert config.feed.record == str(Path("out/r.jsonl"))
+    assert config.feeds.replay.file == str(tmp_path / "home" / "a.csv")
+    flags = load_config(None, {"feed.record": "r.parquet", "feeds.replay.file": "~/b.csv"}, env)
+    assert flags.feed.record == "r.parquet"
+    assert flags.feeds.replay.file == str(tmp_path / "home" / "b.csv")

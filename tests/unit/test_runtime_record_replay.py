@@ -4,6 +4,8 @@ And the CLI refuses a replay or a recording it cannot do before the console star
 from __future__ import annotations
 
 import asyncio
+import sys
+import types
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -11,8 +13,9 @@ import numpy as np
 import pytest
 
 from console.cli import main
-from engine.config import load_config
+from engine.config import Config, load_config
 from engine.feeds.base import Feed, FeedStatus
+from engine.feeds.record import Recorder, RecorderError
 from engine.feeds.sim import SimFeed
 from engine.runtime import Runtime, build_engine
 from engine.ticks import SymbolTable
@@ -76,3 +79,46 @@ def test_cli_refuses_what_it_cannot_replay_or_record(tmp_path: Path, capsys: pyt
     assert ".parquet, .jsonl.gz or .jsonl" in capsys.readouterr().err
     assert main(["--record", str(tmp_path / "nowhere" / "out.jsonl")]) == 2
     assert "no directory" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["old.jsonl", "old.jsonl.gz", "old.parquet"])
+def test_an_existing_recording_is_refused_untouched_unless_force(tmp_path: Path, name: str,
+                                                                 capsys: pytest.CaptureFixture[str],
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TICKDECK_CONFIG_DIR", str(tmp_path))
+    started: list[Config] = []
+    fake = types.ModuleType("console.app")
+
+    def run_app(config: Config, **_: object) -> int:
+        started.append(config)
+        return 0
+
+    fake.run_app = run_app  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "console.app", fake)
+    old = tmp_path / name
+    old.write_bytes(b"yesterday's recording")
+    assert main(["--record", str(old)]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"tickdeck: cannot record to {old}: the file exists; --force replaces it (or choose "
+                   "another name)\n")
+    assert old.read_bytes() == b"yesterday's recording" and not started
+    with pytest.raises(RecorderError, match="the file exists"):  # and the recorder itself never truncates
+        Recorder(old, SymbolTable(4))
+    assert old.read_bytes() == b"yesterday's recording"
+    assert main(["--record", str(old), "--force"]) == 0
+    assert not old.exists() and started[0].feed.record == str(old)  # the recorder creates it anew
+
+
+def test_force_needs_a_recording_and_never_records_over_the_replayed_file(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TICKDECK_CONFIG_DIR", str(tmp_path))
+    fake = types.ModuleType("console.app")
+    fake.run_app = lambda config, **_: pytest.fail("the app must not start")  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "console.app", fake)
+    assert main(["--force"]) == 2
+    assert "--force works with --record only" in capsys.readouterr().err
+    tape = tmp_path / "tape.jsonl"
+    tape.write_bytes(b'{"symbol":"A","ts":1,"price":1.0,"size":1.0}\n')
+    assert main(["--file", str(tape), "--record", str(tape), "--force"]) == 2
+    assert "it is the file being replayed" in capsys.readouterr().err
+    assert tape.exists()

@@ -1,0 +1,108 @@
+"""``engine.files.write_atomically``: the umask is never flipped while threads run, and the rename is
+made durable by an fsync of the directory."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engine import files
+from engine.files import UMASK, write_atomically
+
+
+def _text(fh: Any) -> None:
+    fh.write("x")
+
+
+def test_the_umask_is_read_once_at_import_and_never_set_again(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    child = subprocess.run([sys.executable, "-c", "import os; print(os.umask(0))"],  # inherits ours
+                           capture_output=True, text=True, check=True)
+    real = int(child.stdout)
+    assert real == UMASK
+
+    def forbidden(mask: int) -> int:
+        raise AssertionError(f"os.umask({mask:o}) called while other threads may create files")
+
+    monkeypatch.setattr(os, "umask", forbidden)
+    target = tmp_path / "new.txt"
+    write_atomically(target, _text)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~real
+    target.chmod(0o600)
+    write_atomically(target, _text)  # an existing file keeps its own mode
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+
+
+@pytest.mark.skipif(UMASK & 0o022 == 0, reason="needs a umask that masks group or other write")
+def test_files_other_threads_create_meanwhile_get_the_umask_mode(tmp_path: Path) -> None:
+    """A writer and a thread creating files run side by side: every file gets the umask's mode. With the
+    umask flipped to 0 for each read, files created in that moment came out group- and world-writable."""
+    expected = 0o666 & ~UMASK
+    stop = threading.Event()
+    bad: list[tuple[str, int]] = []
+
+    def create() -> None:
+        k = 0
+        while not stop.is_set() and k < 200_000:
+            path = tmp_path / "other" / f"{k}.txt"
+            with open(path, "w"):
+                pass
+            mode = stat.S_IMODE(path.stat().st_mode)
+            if mode != expected:
+                bad.append((path.name, mode))
+            path.unlink()
+            k += 1
+
+    (tmp_path / "other").mkdir()
+    (tmp_path / "mine").mkdir()
+    creator = threading.Thread(target=create)
+    creator.start()
+    try:
+        for k in range(3000):
+            write_atomically(tmp_path / "mine" / f"{k % 10}.txt", _text)
+            (tmp_path / "mine" / f"{k % 10}.txt").unlink()
+    finally:
+        stop.set()
+        creator.join(60)
+    assert not creator.is_alive()
+    assert bad == [], f"{len(bad)} files got another mode, e.g. {bad[0][0]}: {bad[0][1]:o}"
+
+
+def test_the_directory_is_fsynced_after_the_rename(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    events: list[tuple[str, Any]] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        info = os.fstat(fd)
+        events.append(("fsync-dir" if stat.S_ISDIR(info.st_mode) else "fsync-file", info.st_ino))
+        real_fsync(fd)
+
+    def replace(src: Any, dst: Any) -> None:
+        real_replace(src, dst)
+        events.append(("replace", Path(dst).name))
+
+    monkeypatch.setattr(files.os, "fsync", fsync)
+    monkeypatch.setattr(files.os, "replace", replace)
+    target = tmp_path / "state.json"
+    write_atomically(target, _text)
+    kinds = [kind for kind, _ in events]
+    assert kinds == ["fsync-file", "replace", "fsync-dir"]
+    assert events[-1][1] == tmp_path.stat().st_ino
+    assert target.read_text() == "x"
+
+
+def test_a_failed_write_leaves_no_temporary_file_and_no_target(tmp_path: Path) -> None:
+    def broken(fh: Any) -> None:
+        fh.write("half")
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match="No space"):
+        write_atomically(tmp_path / "out.csv", broken)
+    assert list(tmp_path.iterdir()) == []
