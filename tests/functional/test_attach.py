@@ -42,7 +42,7 @@ from widgets import formatting as fmt
 
 SIZE = (100, 30)
 ROOT = Path(__file__).resolve().parents[2]
-TOKEN = "attach-s3cret"
+TOKEN = "attach-s3cret-0f-24-chars"
 BUSY_RULES = BUSY_RULE
 
 
