@@ -1,21 +1,9 @@
 """The ``websocket`` sink: a WebSocket server that broadcasts signals, snapshots and feed status.
 
 It listens on ``host:port`` (127.0.0.1:8765 by default; port 0 picks a free one, see ``port`` after
-``start``). Every frame is one JSON object (strict JSON: a non-finite number is ``null``) with a ``type``:
-
-- ``hello``, first, on every connection: ``protocol``, ``feed`` (the publisher's feed), ``symbols``,
-  ``outputs`` (indicator names of ``values``), ``interval`` and ``fps``;
-- ``signal``: every signal that passes the sink's filter and the client's subscription, in detection
-  order (the fields of ``Signal.to_dict()``);
-- ``snapshot``, to clients that asked for them: ``at_ns``, ``ticks``, ``bars``, ``quotes`` (``symbol``,
-  ``last``, ``change``, ``change_pct``, ``volume``, ``closes``, ``values``, ``bar_time``) and ``health``
-  (the fields of ``PipelineHealth``). At most ``fps`` a second, and coalesced: a client that is busy
-  receiving gets the newest snapshot once it is free, never a backlog of old ones;
-- ``status``: the publisher's feed status (``feed``, ``state``, ``reason``, ``retry_in``, ``at_ns``,
-  ``symbols``); the latest one is also sent after ``hello``;
-- ``subscribed``: the subscription now in force, after each ``subscribe``;
-- ``error``: the answer to a message the server did not take (``error``: ``bad_message`` for a malformed
-  one, ``too_many_subscriptions`` for a refused subscription; ``message``: why).
+``start``). ``engine.sinks.frames`` documents the frames it sends: ``hello`` first, then ``signal``,
+``snapshot`` (to clients that asked; at most ``fps`` a second, coalesced: a client busy receiving gets the
+newest once it is free, never a backlog), ``status``, ``subscribed`` and ``error``.
 
 A client chooses what it gets with ``{"op": "subscribe", "symbols": [...], "rules": [...], "snapshots":
 true}``: ``symbols`` (signals and snapshot quotes) and ``rules`` (signals) are lists, or ``null`` for
@@ -54,7 +42,6 @@ event loop. This module imports neither numpy nor the engine.
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
 import math
 import socket
@@ -72,10 +59,9 @@ from engine.signals.events import Signal
 from engine.sinks import clients as messages
 from engine.sinks.admission import Admission
 from engine.sinks.base import ANY, SignalFilter, Sink
-from engine.sinks.clients import BadMessage, Client, peer_host
+from engine.sinks.clients import BadMessage, Client, SnapshotLists, peer_host
 from engine.sinks.frames import (
     SnapshotFrames,
-    Symbols,
     dumps,
     error_frame,
     health_frame,
@@ -106,7 +92,7 @@ MAX_BAD_MESSAGES = 100  # malformed messages from one client before it is discon
 MAX_CLIENT_MESSAGE = 64 * 1024  # bytes; a larger client message closes its connection (code 1009)
 SEND_BUFFER = 256 * 1024
 """Bytes the kernel may hold for one client: a few hundred frames, then the client counts as slow."""
-CLOSE_TOO_SLOW = 1013  # "try again later" (RFC 6455, section 7.4.1, as registered by IANA)
+CLOSE_TOO_SLOW = 1013  # "Try Again Later", in the IANA close code registry (RFC 6455, section 11.7)
 CLOSE_POLICY = 1008
 CLOSE_GOING_AWAY = 1001
 CUT_GRACE_S = 10.0
@@ -132,20 +118,17 @@ class BroadcastSink(Sink):
             raise ValueError(f"fps must be a number of frames a second > 0, got {fps!r}")
         if max_queue < 1:
             raise ValueError(f"max_queue must be >= 1, got {max_queue!r}")
-        if max_subscriptions < 1:
-            raise ValueError(f"max_subscriptions must be >= 1, got {max_subscriptions!r}")
         self.host = host
         self.port = port  # the bound port once started (port 0 picks one)
         self.fps = float(fps)
         self.max_queue = max_queue
-        self.max_subscriptions = max_subscriptions
         self.token_env = token_env  # for messages; the token itself is kept only by the admission
         self.admission = Admission(name, token or None, max_clients)
         self._has_token = bool(token)
         self._clients: set[Client] = set()
         self._cut: set[Client] = set()  # cut off, given CUT_GRACE_S to take their close frame
         self._admitted: set[ServerConnection] = set()  # handshake accepted, not yet a client
-        self._subscriptions: collections.Counter[Symbols] = collections.Counter()  # snapshot lists in use
+        self._lists = SnapshotLists(max_subscriptions)  # the snapshot lists in use
         self._numbers = 0
         self._tasks: set[asyncio.Task[Any]] = set()
         self._sock: socket.socket | None = None
@@ -170,7 +153,6 @@ class BroadcastSink(Sink):
         self.dropped_clients = 0
         self.reset_clients = 0  # cut off clients that did not take their close frame within CUT_GRACE_S
         self.bad_messages = 0
-        self.refused_subscriptions = 0
         self.published = 0  # snapshots handed to ``publish``
         self.frames = 0  # snapshot rounds sent out (at most ``fps`` a second)
         self.frames_coalesced = 0  # snapshots replaced for a client before it could take them
@@ -319,8 +301,8 @@ class BroadcastSink(Sink):
                 "clients_total": self.clients_total, "max_clients": self.max_clients, "sent": self.sent,
                 "dropped_clients": self.dropped_clients, "reset_clients": self.reset_clients,
                 "bad_messages": self.bad_messages, "refused": a.refused, "refused_full": a.full,
-                "throttled": a.throttled, "subscriptions": len(self._subscriptions),
-                "refused_subscriptions": self.refused_subscriptions, "published": self.published,
+                "throttled": a.throttled, "subscriptions": len(self._lists),
+                "refused_subscriptions": self._lists.refused, "published": self.published,
                 "frames": self.frames, "frames_coalesced": self.frames_coalesced,
                 "frames_built": self._frames.frames_built, "quotes_encoded": self._frames.quotes_encoded,
                 "undelivered": self.undelivered, "token": self._has_token}
@@ -377,12 +359,7 @@ class BroadcastSink(Sink):
         if client in self._clients:
             self._clients.discard(client)
             if client.snapshots:
-                self._untrack(client.symbols)
-
-    def _untrack(self, symbols: Symbols) -> None:
-        self._subscriptions[symbols] -= 1
-        if self._subscriptions[symbols] <= 0:
-            del self._subscriptions[symbols]
+                self._lists.leave(client.symbols)
 
     async def _write(self, client: Client) -> None:
         ws = client.ws
@@ -468,28 +445,18 @@ class BroadcastSink(Sink):
 
     def _subscribe(self, client: Client, msg: dict[str, Any]) -> None:
         wanted = messages.subscription(msg, client.subscription)
-        old = client.subscription
-        if wanted.snapshots and not (old.snapshots and old.symbols == wanted.symbols):
-            if wanted.symbols not in self._subscriptions:
-                mine = 1 if old.snapshots and self._subscriptions[old.symbols] == 1 else 0
-                if len(self._subscriptions) - mine >= self.max_subscriptions:
-                    self.refused_subscriptions += 1
-                    client.refusals += 1
-                    if client.refusals == 1:  # once per client: it may retry in a loop
-                        log.info("sink %s: client #%d (%s): refused a subscription: %d symbol lists take "
-                                 "snapshots already (the most there may be)", self.name, client.number,
-                                 client.peer, self.max_subscriptions)
-                    self._push(client, error_frame(
-                        "too_many_subscriptions",
-                        f"snapshots go out for {self.max_subscriptions} different symbol lists at most, and "
-                        "that many are in use; subscribe with one of them (symbols null: all), or try again "
-                        "later; your subscription is unchanged"))
-                    return
-            if old.snapshots:
-                self._untrack(old.symbols)
-            self._subscriptions[wanted.symbols] += 1
-        elif old.snapshots and not wanted.snapshots:
-            self._untrack(old.symbols)
+        if not self._lists.move(client.subscription, wanted):
+            client.refusals += 1
+            if client.refusals == 1:  # once per client: it may retry in a loop
+                log.info("sink %s: client #%d (%s): refused a subscription: %d symbol lists take snapshots "
+                         "already (max_subscriptions)", self.name, client.number, client.peer,
+                         self._lists.limit)
+            self._push(client, error_frame(
+                "too_many_subscriptions",
+                f"snapshots go out for {self._lists.limit} different symbol lists at most, and that many are "
+                "in use; subscribe with one of them (symbols null: all), or try again later; your "
+                "subscription is unchanged"))
+            return
         client.symbols, client.rules, client.snapshots = wanted.symbols, wanted.rules, wanted.snapshots
         self._push(client, messages.subscribed(wanted))
         if not wanted.snapshots:
@@ -521,7 +488,7 @@ class BroadcastSink(Sink):
         self._last_frame = self._loop.time()
         if fresh:
             self.frames += 1
-        self._frames.keep_only(self._subscriptions)
+        self._frames.keep_only(set(self._lists))
         for client in targets:
             text = self._frames.frame(client.symbols)
             if client.frame is not None:

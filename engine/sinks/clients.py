@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,6 +70,51 @@ class Client:
     def stuck(self, now: float, after: float) -> bool:
         """True when a frame has been on its way for ``after`` seconds: the client is not reading."""
         return self.in_flight and now - self.sending_since >= after
+
+
+class SnapshotLists:
+    """The distinct ``symbols`` lists that take snapshots (each costs one frame built per snapshot), with
+    how many clients have each; at most ``limit`` of them."""
+
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError(f"max_subscriptions must be >= 1, got {limit!r}")
+        self.limit = limit
+        self.refused = 0
+        self._clients: collections.Counter[Symbols] = collections.Counter()
+
+    def __len__(self) -> int:
+        return len(self._clients)
+
+    def __iter__(self) -> Iterator[Symbols]:
+        return iter(self._clients)
+
+    def move(self, old: Subscription, new: Subscription) -> bool:
+        """Account for a client going from ``old`` to ``new``; False (nothing changed) when ``new`` would
+        be one list too many."""
+        was = old.symbols if old.snapshots else _NONE
+        will = new.symbols if new.snapshots else _NONE
+        if was == will:
+            return True
+        if will is not _NONE and will not in self._clients:
+            freed = 1 if was is not _NONE and self._clients[was] == 1 else 0
+            if len(self._clients) - freed >= self.limit:
+                self.refused += 1
+                return False
+        if was is not _NONE:
+            self.leave(was)
+        if will is not _NONE:
+            self._clients[will] += 1
+        return True
+
+    def leave(self, symbols: Symbols) -> None:
+        """A client with this list gone (or no longer taking snapshots)."""
+        self._clients[symbols] -= 1
+        if self._clients[symbols] <= 0:
+            del self._clients[symbols]
+
+
+_NONE: Any = object()  # "takes no snapshots", distinct from None (every symbol)
 
 
 def peer(ws: ServerConnection) -> str:

@@ -55,10 +55,10 @@ loaded; errors name the variable, never its value.
     # this sink's filter takes
 
 ``websocket``: a WebSocket server that broadcasts signals, snapshots and the feed's status to
-``tickdeck attach`` and other clients (``engine.sinks.broadcast`` documents the frames)::
+``tickdeck attach`` and other clients (``engine.sinks.frames`` documents the frames)::
 
-    host = "127.0.0.1"        # the address to listen on; one that does not resolve to loopback only
-                              #   needs token_env
+    host = "127.0.0.1"        # the address to listen on; token_env is required unless every address
+                              #   it resolves to is loopback
     port = 8765               # 0: any free port
     fps = 10                  # snapshots a second to each client, at most (coalesced: the newest wins)
     max_queue = 1024          # frames waiting for one client; beyond that it is disconnected (code 1013)

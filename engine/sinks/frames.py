@@ -2,6 +2,22 @@
 and the snapshot frames of one snapshot, encoded once and shared by every client that wants the same
 symbols (``SnapshotFrames``).
 
+Every frame is one JSON object with a ``type``:
+
+- ``hello``, first, on every connection: ``protocol``, ``feed`` (the publisher's feed), ``symbols``,
+  ``outputs`` (indicator names of ``values``), ``interval`` and ``fps``;
+- ``signal``: every signal that passes the sink's filter and the client's subscription, in detection
+  order (the fields of ``Signal.to_dict()``);
+- ``snapshot``, to clients that asked for them: ``at_ns``, ``ticks``, ``bars``, ``quotes`` (``symbol``,
+  ``last``, ``change``, ``change_pct``, ``volume``, ``closes``, ``values``, ``bar_time``) and ``health``
+  (the fields of ``PipelineHealth``);
+- ``status``: the publisher's feed status (``feed``, ``state``, ``reason``, ``retry_in``, ``at_ns``,
+  ``symbols``); the latest one is also sent after ``hello``;
+- ``subscribed``: the subscription now in force, after each ``subscribe``;
+- ``pong``: the answer to a ``ping``, with its ``id``;
+- ``error``: the answer to a message the server did not take (``error``: ``bad_message`` for a malformed
+  one, ``too_many_subscriptions`` for a refused subscription; ``message``: why).
+
 A snapshot of 1,000 symbols is a 1.26 MB frame whose encoding took 48 ms on the event loop, the loop
 that also pumps the feed; encoding it again for every distinct ``symbols`` list let a few clients stall
 the service. Here each quote of a snapshot is encoded at most once, and the frame of a ``symbols`` list
