@@ -1,13 +1,15 @@
 """The headless service with every sink type at once, stopped by SIGTERM: what ``tests/unit/
 test_service_stop.py`` runs once and asserts, and what ``python -m tests.service_stop [RUNS]`` runs
-RUNS times (5 by default) to print the SIGTERM-to-exit times the README quotes.
+RUNS times (5 by default) to print the SIGTERM-to-exit times the README quotes (``--symbols 400``: with
+a backlog in the webhook and Telegram sinks at SIGTERM).
 
 ``python -m console --headless`` runs in a subprocess on the sim, with a ``jsonl`` file, a ``webhook``
 to ``tests.servers.hooks.WebhookServer``, a ``telegram`` sink to its Bot API stand-in, a ``metrics``
 endpoint and a ``websocket`` broadcast, all on 127.0.0.1. One broadcast client subscribes to snapshots
 and then stops reading (its transport stops reading once its one-frame queue is full, so the server's
-frames pile up in the kernel and its close frame is never answered). Once every sink has handled a
-signal (and ``/metrics`` was scraped), the service gets SIGTERM.
+frames pile up in the kernel and its close frame is never answered). Once the sim is live (a status
+line at its live rate), every sink has handled live signals, the stuck client's buffers are full and
+``/metrics`` was scraped, the service gets SIGTERM.
 """
 
 from __future__ import annotations
@@ -159,18 +161,21 @@ async def stuck_client(url: str) -> AsyncIterator[ClientConnection]:
         yield ws
 
 
-async def run_once(folder: Path) -> StopRun:
-    """One run in ``folder`` (see the module docstring)."""
+async def run_once(folder: Path, symbols: int = SIM_SYMBOLS, *, hung_webhook: bool = False) -> StopRun:
+    """One run in ``folder`` with the sim's ``symbols`` (see the module docstring); ``hung_webhook``: the
+    webhook receiver answers nothing (each request hangs), so that sink can never drain."""
     run = StopRun()
     metrics_port, ws_port = free_port(), free_port()
     async with WebhookServer() as webhook, TelegramServer(BOT_TOKEN, chats=(CHAT,)) as telegram:
+        if hung_webhook:
+            webhook.stall(3600.0, times=1_000_000)
         config = folder / "config.toml"
         config.write_text(config_text(webhook.url, telegram.url, metrics_port, ws_port), encoding="utf-8")
         env = {k: v for k, v in os.environ.items() if not k.startswith("TICKDECK_")
                or k == "TICKDECK_NUMBA_CACHE"}
         env.update({"TICKDECK_TELEGRAM_TOKEN": BOT_TOKEN, "TICKDECK_CONFIG_DIR": str(folder / "user"),
                     "TICKDECK_FEEDS_SIM_RATE": str(SIM_RATE), "TICKDECK_FEEDS_SIM_BACKFILL": "40",
-                    "TICKDECK_FEEDS_SIM_SYMBOLS": str(SIM_SYMBOLS)})
+                    "TICKDECK_FEEDS_SIM_SYMBOLS": str(symbols)})
         out_path, err_path = folder / "stdout", folder / "stderr"
         jsonl = folder / "signals.jsonl"
         with out_path.open("wb") as out, err_path.open("wb") as err:
@@ -234,18 +239,26 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.service_stop",
                                      description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("runs", nargs="?", type=int, default=5)
+    parser.add_argument("--hung-webhook", action="store_true",
+                        help="the webhook receiver never answers: that sink cannot drain, the stop takes "
+                             "its whole budget")
+    parser.add_argument("--symbols", type=int, default=SIM_SYMBOLS,
+                        help=f"the sim's symbols ({SIM_SYMBOLS}; 400 makes about 1,000 signals a second, "
+                             "more than the webhook and Telegram sinks send: they hold a backlog at SIGTERM)")
     args = parser.parse_args(argv)
     times: list[float] = []
     failed = 0
     for i in range(args.runs):
         with tempfile.TemporaryDirectory(prefix="tickdeck-stop-") as tmp:
-            run = asyncio.run(run_once(Path(tmp)))
+            run = asyncio.run(run_once(Path(tmp), args.symbols, hung_webhook=args.hung_webhook))
         ok = run.code == 0 and run.summary.get("event") == "summary"
         failed += not ok
         times.append(run.stop_s)
         print(f"run {i + 1}: exit {run.code}, SIGTERM to exit {run.stop_s:.2f} s"
               + ("" if ok else f" FAILED: {'; '.join(run.notes)} {run.stderr[-2000:]}"), flush=True)
-    print(f"{args.runs} runs, every sink type, a snapshot client that stopped reading: SIGTERM to exit "
+    hung = ", a webhook receiver that never answers" if args.hung_webhook else ""
+    print(f"{args.runs} runs, {args.symbols} symbols, every sink type, a snapshot client that stopped "
+          f"reading{hung}: SIGTERM to exit "
           f"min {min(times):.2f} / median {statistics.median(times):.2f} / max {max(times):.2f} s "
           f"(requirement {STOP_S:g} s); {failed} failed")
     return 1 if failed else 0

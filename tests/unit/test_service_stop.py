@@ -46,6 +46,20 @@ async def test_sigterm_with_every_sink_type_and_a_client_that_stopped_reading_ex
     assert "\ntickdeck_duplicates_total 0\n" in run.metrics_text
 
 
+async def test_sigterm_with_a_webhook_receiver_that_never_answers_still_exits_0_within_5_s(
+        tmp_path: Path) -> None:
+    """The webhook sink cannot drain: the stop takes its whole budget, and what it held is dead-lettered."""
+    run = await run_once(tmp_path, hung_webhook=True)
+    assert run.code == 0, f"{run.notes}\n{stderr_tail(run)}"
+    summary = run.summary
+    hook = summary["sinks"]["hook"]
+    assert hook["sent"] == 0 and hook["delivered"] == summary["signals"] > 0
+    assert hook["dead_lettered"] == hook["delivered"] and hook["pending"] == 0, hook
+    dead = [json.loads(line) for line in (tmp_path / "hook.dead.jsonl").read_text().splitlines()]
+    assert len(dead) == hook["dead_lettered"]
+    assert summary["sinks"]["tg"]["sent"] + summary["sinks"]["tg"]["dead_lettered"] == summary["signals"]
+
+
 def test_a_replay_to_its_end_with_every_listening_sink_exits_0_with_the_summary(tmp_path: Path) -> None:
     data = ohlcv_csv(tmp_path / "ACME.csv")
     config = tmp_path / "config.toml"
