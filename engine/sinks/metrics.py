@@ -33,6 +33,7 @@ import collections
 import logging
 import math
 import socket
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -190,17 +191,23 @@ class MetricsSink(Sink):
         self.signals[signal.rule, signal.direction] += 1
 
     async def close(self, timeout: float = 2.0) -> None:
+        """Stop serving within ``timeout`` seconds: requests still in progress then are cut off."""
+        deadline = time.monotonic() + max(timeout, 0.0)
         task, runner, sock = self._task, self._runner, self._sock
         self._task = None
         if task is not None:
-            await asyncio.wait({task}, timeout=timeout)
+            await asyncio.wait({task}, timeout=max(deadline - time.monotonic(), 0.0))
             if not task.done():
                 task.cancel()
                 await asyncio.wait({task})
             elif not task.cancelled() and task.exception() is not None:
                 log.error("sink %s: the server did not start: %s", self.name, task.exception())
         if runner is not None and runner.server is not None:
-            await runner.cleanup()
+            try:  # aiohttp waits up to its shutdown_timeout for requests in progress: not past ours
+                async with asyncio.timeout(max(deadline - time.monotonic(), 0.0)):
+                    await runner.cleanup()
+            except TimeoutError:
+                log.warning("sink %s: requests in progress when it closed were cut off", self.name)
         self._runner = None
         self._sock = None
         if sock is not None:

@@ -4,13 +4,19 @@ replay. ``python -m console --headless`` in a subprocess, every server on 127.0.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from engine.signals.events import Signal
+from engine.sinks.base import Sink, SinkGroup
+from engine.sinks.jsonl import JsonlSink
 from tests.service_stop import ROOT, StopRun, run_once
 from tests.unit.test_headless import ohlcv_csv
 
@@ -74,3 +80,45 @@ def test_a_replay_to_its_end_with_every_listening_sink_exits_0_with_the_summary(
     metrics, ws = summary["sinks"]["metrics-1"], summary["sinks"]["websocket-2"]
     assert metrics["type"] == "metrics" and not metrics["address"].endswith(":0")
     assert ws["type"] == "websocket" and ws["delivered"] == summary["signals"] > 0
+
+
+# --- the building blocks, in process ------------------------------------------------------------------
+
+class StuckSink(Sink):
+    """A sink whose close never ends by itself, and whose figures cannot be read."""
+
+    type = "stuck"
+
+    def __init__(self) -> None:
+        super().__init__("stuck")
+        self.cancelled = False
+
+    def start(self) -> None:
+        pass
+
+    def enqueue(self, signal: Signal) -> None:
+        pass
+
+    async def close(self, timeout: float = 2.0) -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            self.cancelled = True
+            raise
+
+    def stats(self) -> dict[str, Any]:
+        raise OSError(9, "Bad file descriptor")
+
+
+async def test_a_sink_that_overruns_its_close_is_cancelled_and_cannot_lose_the_summary(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    stuck, file = StuckSink(), JsonlSink(tmp_path / "s.jsonl", name="file")
+    group = SinkGroup([stuck, file])
+    await group.start()
+    async with asyncio.timeout(30):  # a guard against a hang, not a measurement
+        await group.close(0.05)
+    assert stuck.cancelled and "had not closed" in caplog.text
+    stats = group.stats()  # what the summary reads: the stuck sink's failure does not hide the others
+    assert stats["stuck"] == {"type": "stuck", "stats_error": "OSError: [Errno 9] Bad file descriptor"}
+    assert stats["file"]["type"] == "jsonl" and "cannot read its figures" in caplog.text
+    assert any(r.levelno == logging.ERROR and "stuck" in r.getMessage() for r in caplog.records)
