@@ -363,7 +363,6 @@ class BroadcastSink(Sink):
 
     async def _write(self, client: Client) -> None:
         ws = client.ws
-        loop = asyncio.get_running_loop()
         try:
             while True:
                 await client.wake.wait()
@@ -375,7 +374,7 @@ class BroadcastSink(Sink):
                         text, client.frame = client.frame, None
                     else:
                         break
-                    client.in_flight, client.sending_since = True, loop.time()
+                    client.in_flight, client.sending_since = True, time.monotonic()
                     await ws.send(text)
                     client.in_flight = False
                     self.sent += 1

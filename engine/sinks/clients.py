@@ -46,7 +46,7 @@ class Client:
         self.wants_frame = False  # subscribed to snapshots: the latest is due at the next frame
         self.wake = asyncio.Event()
         self.in_flight = False
-        self.sending_since = 0.0  # loop time the frame in flight was handed to the connection
+        self.sending_since = 0.0  # time.monotonic() when the frame in flight was handed to the connection
         self.symbols: Symbols = None
         self.rules: frozenset[str] | None = None
         self.snapshots = False
