@@ -225,7 +225,7 @@ async def run_load(clients: int = DEFAULT_CLIENTS, *, slow: int = SLOW, rate: fl
     from engine.sinks.broadcast import BroadcastSink, dumps, signal_frame
 
     run = LoadRun(clients, slow, rate, phase_s, max_queue)
-    sink = BroadcastSink("127.0.0.1", 0, max_queue=max_queue, name="load")
+    sink = BroadcastSink("127.0.0.1", 0, max_queue=max_queue, max_clients=clients + slow + 16, name="load")
     sink.start()
     await sink.started()
     seq = 0

@@ -133,9 +133,13 @@ def build_parser() -> argparse.ArgumentParser:
                     "reconnects by itself when the connection drops. Options such as --config and --theme "
                     "go before 'attach'.")
     attach.add_argument("url", metavar="ws://HOST:PORT", help="the publisher's address (ws:// or wss://)")
-    attach.add_argument("--token", metavar="T",
-                        help="the publisher's token, if it has one (default: $TICKDECK_ATTACH_TOKEN, "
-                             "which keeps it out of the process list)")
+    token = attach.add_mutually_exclusive_group()
+    token.add_argument("--token-file", metavar="PATH",
+                       help="read the publisher's token from this file (one line); by default it comes from "
+                            "$TICKDECK_ATTACH_TOKEN, if set")
+    token.add_argument("--token", metavar="T",
+                       help="the token itself: every user of this machine can read it in the process list "
+                            "(ps), so prefer --token-file or $TICKDECK_ATTACH_TOKEN")
     return parser
 
 
@@ -205,12 +209,19 @@ def _attach(args: argparse.Namespace) -> int:
         return _fail(f"{local[0]} does not apply to attach: the publisher runs the feed and the engine")
     import asyncio
 
-    from engine.remote import TOKEN_VAR, AttachError, RemoteRuntime
+    from engine.remote import TOKEN_VAR, AttachError, RemoteRuntime, attach_token
 
     try:
-        remote = RemoteRuntime(args.url, token=args.token or os.environ.get(TOKEN_VAR) or None)
-    except ValueError as exc:
+        remote = RemoteRuntime(args.url, token=attach_token(args.token, args.token_file))
+    except ValueError as exc:  # a bad URL, or a TokenError naming where the token came from
         return _fail(str(exc))
+    if args.token is not None:
+        print(f"{PROG}: warning: --token shows the token to every user of this machine (ps); use "
+              f"--token-file PATH or ${TOKEN_VAR} instead", file=sys.stderr)
+    if remote.token_in_clear:
+        print(f"{PROG}: warning: the token goes to {remote.where} over ws:// in clear text; use wss:// or an "
+              f"SSH tunnel (ssh -L PORT:127.0.0.1:PORT HOST, then attach to ws://127.0.0.1:PORT)",
+              file=sys.stderr)
     try:
         asyncio.run(remote.handshake())
     except AttachError as exc:

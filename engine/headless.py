@@ -4,14 +4,18 @@ The same ``Runtime`` (feed -> bounded queue -> engine thread) as the app. Every 
 line (``Signal.to_dict()``), to standard output and to every configured sink (``[[sinks]]``, and
 ``--signals-out PATH``, a jsonl file of every signal). Standard error carries the log (text, or one JSON
 object per line with ``--log-format json``), a status line every ``--status-every`` seconds (ticks/s,
-signals, lag p99, RSS, reconnects, bad messages) and, as its last line whatever the log format, a JSON
-summary of the run (``ticks``, ``bars``, ``signals``, ``bad_messages``, ``reconnects``, ``runtime_s``, ...).
+signals, lag p99, RSS, reconnects, bad messages, gaps, duplicates) and, as its last line whatever the log
+format, a JSON summary of the run (``ticks``, ``bars``, ``signals``, ``bad_messages``, ``reconnects``,
+``gaps``, ``duplicates``, ``runtime_s``, ``sinks``: each sink's figures, ...).
 
 Stopping: SIGTERM or SIGINT stops the feed (``StoppableFeed`` ends its stream), the runtime processes
 what its queue already holds through the engine and returns as at the end of a replay, the sinks write
-everything they were handed, and the process exits 0, within ``STOP_BUDGET_S`` seconds. A second signal,
-or a runtime that has not drained within ``DRAIN_S``, stops at once (an error says what was abandoned).
-A replay that reaches its end exits 0 the same way. Exit status 1: the feed or the engine failed (the
+everything they were handed, and the process exits 0. Every step shares one deadline, ``STOP_BUDGET_S``
+after the signal, so the sum cannot overrun it: the runtime drains until ``DRAIN_S`` at most (the sinks
+keep ``SINKS_S``), the sinks drain until ``CLOSE_S`` before the deadline, and close (what cannot be sent
+goes to dead-letter files, connections that do not close are reset) by the deadline. A second signal
+skips the draining. A replay that reaches its end exits 0 the same way, its sinks given ``FINAL_FLUSH_S``
+to drain and ``END_CLOSE_S`` to close. Exit status 1: the feed or the engine failed (the
 summary says why); 2: a configuration or start-up mistake (one line on stderr, no summary).
 """
 
@@ -47,11 +51,15 @@ log = logging.getLogger("tickdeck.headless")
 LogFormat = Literal["text", "json"]
 LOG_FORMATS: tuple[str, ...] = ("text", "json")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-DRAIN_S = 3.0  # after a stop request, how long the runtime may take to put its queue through the engine
-STOP_BUDGET_S = 4.0  # stop request to sinks closed; the requirement is an exit within 5 s
+STOP_BUDGET_S = 3.5
+"""Stop request to sinks closed. The requirement is an exit within 5 s: the rest is for the 0.1 s
+``SinkGroup.close`` may add to cancel a sink that overran its time, the summary and the interpreter's exit
+(0.2 to 0.4 s measured with every sink type; more on a loaded machine)."""
+SINKS_S = 1.0  # of the budget, kept for the sinks however long the runtime takes to drain
+DRAIN_S = STOP_BUDGET_S - SINKS_S  # after a stop request, how long the runtime may take to drain its queue
+CLOSE_S = 0.5  # of the budget, kept for closing the sinks however long they take to drain
 FINAL_FLUSH_S = 60.0  # after the feed ended by itself, how long the sinks may take to write what they hold
-_MIN_FLUSH_S = 0.2  # the sinks get at least this long, even after a slow drain
-_CLOSE_S = 0.5  # for a sink to close once drained
+END_CLOSE_S = 2.0  # then, how long they may take to close
 
 
 class StoppableFeed(Feed):
@@ -196,9 +204,9 @@ class Headless:
         stats, counters, m = self.runtime.engine.stats, self.runtime.feed.counters, self.runtime.metrics
         p50, p99 = m.lag_percentiles()
         return {"feed": self.feed.name, "state": self.feed_state, "ticks": stats.ticks, "bars": stats.bars,
-                "bad_messages": counters.bad_total, "reconnects": counters.reconnects,
-                "lag_p50_ms": p50, "lag_p99_ms": p99, "queue_depth": m.queue_depth,
-                "rss_bytes": self._process.memory_info().rss}
+                "bad_messages": counters.bad_total, "reconnects": counters.reconnects, "gaps": counters.gaps,
+                "duplicates": counters.duplicates, "lag_p50_ms": p50, "lag_p99_ms": p99,
+                "queue_depth": m.queue_depth, "rss_bytes": self._process.memory_info().rss}
 
     # --- callbacks, on the event loop ----------------------------------------------------------------
     def on_update(self, update: Update) -> None:
@@ -240,7 +248,8 @@ class Headless:
         self._stopping.set()
 
     def _left(self, within: float = STOP_BUDGET_S) -> float:
-        """Seconds left of the first ``within`` seconds after the stop request."""
+        """Seconds left of the first ``within`` seconds after the stop request (``STOP_BUDGET_S``: until
+        the deadline every step of the stop shares)."""
         assert self._stop_at is not None
         return self._stop_at + within - time.monotonic()
 
@@ -274,22 +283,28 @@ class Headless:
         return self.exit_code
 
     async def _flush_sinks(self) -> None:
-        """Let the sinks write what they hold: as long as it takes (``FINAL_FLUSH_S`` at most) after the
-        feed ended, until the stop budget runs out after a stop request (one may come meanwhile)."""
+        """Let the sinks write what they hold, then close them: after the feed ended, as long as it takes
+        (``FINAL_FLUSH_S`` at most, then ``END_CLOSE_S`` to close); after a stop request (one may come
+        meanwhile), until ``CLOSE_S`` before the stop deadline, and close them by the deadline."""
         drain = asyncio.create_task(self.sinks.drain(FINAL_FLUSH_S), name="tickdeck-drain-sinks")
         stopping = asyncio.create_task(self._stopping.wait(), name="tickdeck-stop")
+        force = asyncio.create_task(self._force.wait(), name="tickdeck-force-stop")
         try:
-            await asyncio.wait({drain, stopping}, return_when=asyncio.FIRST_COMPLETED)
-            if not drain.done():
-                await asyncio.wait({drain}, timeout=max(self._left() - _CLOSE_S, _MIN_FLUSH_S))
+            await asyncio.wait({drain, stopping, force}, return_when=asyncio.FIRST_COMPLETED)
+            if not drain.done() and not force.done():
+                await asyncio.wait({drain, force}, timeout=max(self._left() - CLOSE_S, 0.0),
+                                   return_when=asyncio.FIRST_COMPLETED)
         finally:
-            stopping.cancel()
-            if not drain.done():
-                drain.cancel()
-            await asyncio.wait({drain, stopping})
-        if drain.cancelled() or not drain.result():
+            for task in (drain, stopping, force):
+                task.cancel()
+            await asyncio.wait({drain, stopping, force})
+        if drain.cancelled() or drain.exception() is not None or not drain.result():
             log.error("some sinks had not written everything when the time was up (see the summary's sinks)")
-        await self.sinks.close(_CLOSE_S)
+        if self._stop_at is None:
+            await self.sinks.close(END_CLOSE_S)
+        else:
+            left = max(self._left(), 0.0)
+            await self.sinks.close(min(left, CLOSE_S) if self._force.is_set() else left)
 
     async def _report_status(self) -> None:
         if not self.status_every > 0:
@@ -302,9 +317,9 @@ class Headless:
             last_t, last_ticks = now, ticks
             fields = self.status_fields(rate)
             log.info("status: %s ticks/s, %s signals, lag p99 %.1f ms, RSS %.0f MB, %d reconnects, "
-                     "%d bad messages", f"{rate:,.0f}", f"{self.signals:,}", fields["lag_p99_ms"],
-                     fields["rss_mb"], fields["reconnects"], fields["bad_messages"],
-                     extra={"event": "status", "fields": fields})
+                     "%d bad messages, %d gaps, %d duplicates", f"{rate:,.0f}", f"{self.signals:,}",
+                     fields["lag_p99_ms"], fields["rss_mb"], fields["reconnects"], fields["bad_messages"],
+                     fields["gaps"], fields["duplicates"], extra={"event": "status", "fields": fields})
 
     def status_fields(self, ticks_per_s: float) -> dict[str, Any]:
         counters = self.runtime.feed.counters
@@ -314,6 +329,7 @@ class Headless:
                 "queue_depth": self.runtime.metrics.queue_depth,
                 "rss_mb": round(self._process.memory_info().rss / 2**20, 1),
                 "reconnects": counters.reconnects, "bad_messages": counters.bad_total,
+                "gaps": counters.gaps, "duplicates": counters.duplicates,
                 "uptime_s": round(time.monotonic() - self._started, 3)}
 
     def summary(self) -> dict[str, Any]:
@@ -323,6 +339,7 @@ class Headless:
         out: dict[str, Any] = {
             "event": "summary", "ticks": stats.ticks, "bars": stats.bars, "signals": self.signals,
             "bad_messages": counters.bad_total, "reconnects": counters.reconnects,
+            "gaps": counters.gaps, "duplicates": counters.duplicates,
             "runtime_s": round(time.monotonic() - self._started, 3), "late_ticks": stats.late_ticks,
             "bad_ticks": stats.bad_ticks, "feed": self.feed.name, "stopped_by": self.stopped_by,
             "exit_code": self.exit_code, "lag_p50_ms": round(p50, 3), "lag_p99_ms": round(p99, 3),

@@ -4,7 +4,7 @@
 :class:`RuntimeLike`): ``run(on_update, on_status)``, ``feed.name`` (``"attach"``), ``watch`` (the
 publisher's symbols), ``outputs`` (its indicator names) and ``engine`` (None: there is no local engine,
 so nothing that needs one, such as a backtest of loaded history, is offered). It connects to the
-publisher's ``websocket`` sink (``engine.sinks.broadcast``, which documents the frames), subscribes to
+publisher's ``websocket`` sink (``engine.sinks.frames`` documents the frames), subscribes to
 every signal and to snapshots, and rebuilds ``MarketSnapshot``/``Quote``, ``Signal``, ``PipelineHealth``
 and ``FeedStatus`` objects from the frames, so the console cannot tell it from a local runtime.
 
@@ -15,7 +15,10 @@ reason (``HTTP 401: bad token``, ``connection refused by 127.0.0.1:8765``, a clo
 which grows with ``engine.feeds.backoff``. A malformed frame is counted in ``feed.counters`` and skipped.
 
 No numba here, nor on the console's side of ``tickdeck attach``: the attaching machine needs only
-numpy and websockets. The token is sent as ``Authorization: Bearer`` and never logged or shown.
+numpy and websockets. The token is sent as ``Authorization: Bearer`` and never logged or shown; it comes
+from ``TOKEN_VAR`` or a file (``attach_token``), since a command-line argument is readable by every user
+of the machine (``ps``). Sent over plain ``ws://`` to a host that is not loopback it crosses the network in
+clear text: ``RemoteRuntime.token_in_clear`` says so, and the command line warns.
 """
 
 from __future__ import annotations
@@ -24,8 +27,10 @@ import asyncio
 import dataclasses
 import json
 import logging
+import os
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
@@ -34,6 +39,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 from websockets.frames import CloseCode
 
+from engine.addresses import is_loopback
 from engine.feeds.backoff import Backoff
 from engine.feeds.base import FeedCounters, FeedStatus
 from engine.feeds.ws import CUT_SHORT, Stalled, cut_short, describe_error
@@ -49,7 +55,9 @@ _protocol_log.setLevel(logging.WARNING)  # websockets' DEBUG lines would show th
 
 ATTACH = "attach"
 TOKEN_VAR = "TICKDECK_ATTACH_TOKEN"
-"""The environment variable ``tickdeck attach`` reads the token from when ``--token`` is not given."""
+"""The environment variable ``tickdeck attach`` reads the token from (``--token-file`` and ``--token``
+win over it)."""
+MAX_TOKEN_FILE = 4096  # bytes: a token file is one short line
 SUBSCRIBE = {"op": "subscribe", "symbols": None, "rules": None, "snapshots": True}
 _HEALTH_FIELDS = {f.name: f for f in dataclasses.fields(PipelineHealth)}
 
@@ -78,6 +86,54 @@ class RuntimeLike(Protocol):
 
 class AttachError(Exception):
     """The publisher cannot be reached or refused us; the message says why, in one line."""
+
+
+class TokenError(ValueError):
+    """A token that cannot be used (a file that cannot be read, an empty or malformed token); the message
+    names where it came from and never shows it."""
+
+
+def attach_token(given: str | None = None, file: str | os.PathLike[str] | None = None,
+                 env: Mapping[str, str] | None = None) -> str | None:
+    """The token to attach with: ``given`` (``--token``), else the first line of ``file``
+    (``--token-file``), else ``$TICKDECK_ATTACH_TOKEN``; None when there is none."""
+    if given is not None:
+        return _checked(given, "the token given with --token")
+    if file is not None:
+        return _checked(read_token_file(file), f"the token file {os.fspath(file)}")
+    value = (os.environ if env is None else env).get(TOKEN_VAR, "")
+    return _checked(value, f"${TOKEN_VAR}") if value.strip() else None
+
+
+def read_token_file(path: str | os.PathLike[str]) -> str:
+    """The token in ``path``: its one line, surrounding white space removed."""
+    where = f"the token file {os.fspath(path)}"
+    try:
+        with Path(path).open("rb") as f:
+            data = f.read(MAX_TOKEN_FILE + 1)
+    except OSError as exc:
+        raise TokenError(f"cannot read {where}: {exc.strerror or exc}") from None
+    if len(data) > MAX_TOKEN_FILE:
+        raise TokenError(f"{where} is larger than {MAX_TOKEN_FILE} bytes; it should hold the token alone")
+    try:
+        text = data.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise TokenError(f"{where} is not UTF-8 text") from None
+    if not text:
+        raise TokenError(f"{where} is empty")
+    if "\n" in text:
+        raise TokenError(f"{where} holds more than one line; it should hold the token alone")
+    return text
+
+
+def _checked(token: str, where: str) -> str:
+    token = token.strip()
+    if not token:
+        raise TokenError(f"{where} is empty")
+    if not (token.isascii() and token.isprintable()):  # it goes in an Authorization header
+        raise TokenError(f"{where} holds a control or non-ASCII character, which an HTTP header cannot "
+                         "carry")
+    return token
 
 
 def normalize_url(url: str) -> str:
@@ -180,6 +236,13 @@ class RemoteRuntime:
 
     def __repr__(self) -> str:  # never the token
         return f"RemoteRuntime({self.url!r}, token={'set' if self._token else 'none'})"
+
+    @property
+    def token_in_clear(self) -> bool:
+        """True when the token would cross the network unencrypted: ``ws://`` to a host that is not this
+        machine (decided on its addresses, see ``engine.addresses``)."""
+        parts = urlsplit(self.url)
+        return bool(self._token) and parts.scheme == "ws" and not is_loopback(parts.hostname or "")
 
     def _connect(self) -> connect:
         headers = {"Authorization": f"Bearer {self._token}"} if self._token else None

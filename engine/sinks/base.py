@@ -3,8 +3,10 @@
 A sink's life: ``start()`` (open files, connect; raises when it cannot), then ``deliver(signal)`` for
 every signal, called on the event loop, so it never blocks: it filters and hands the signal to the sink's
 own queue (``enqueue``). ``await drain(timeout)`` waits until everything handed over has been written
-(or sent); ``await close()`` drains what it can and releases the sink's resources. ``stats()`` is a
-JSON-ready dict of counters.
+(or sent); ``await close(timeout)`` drains what it can and releases the sink's resources within
+``timeout`` seconds (the headless service's stop shares one deadline between every step, so a close
+that overruns is cancelled). ``stats()`` is a JSON-ready dict of counters, readable after ``close`` too
+(the summary reads it then).
 
 Pure Python (no numpy): the config is validated before anything heavy is imported.
 """
@@ -21,6 +23,8 @@ from typing import Any, ClassVar
 from engine.signals.events import Signal
 
 log = logging.getLogger("tickdeck.sinks")
+
+CANCEL_S = 0.1  # for a sink's close that overran its time to take its cancellation
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,15 +140,34 @@ class SinkGroup:
         return all(r is True for r in results)
 
     async def close(self, timeout: float = 2.0) -> None:
-        results = await asyncio.gather(*(s.close(timeout) for s in self.sinks), return_exceptions=True)
-        for sink, result in zip(self.sinks, results, strict=True):
-            if isinstance(result, BaseException):
-                log.error("sink %s did not close cleanly: %s", sink.name, result)
+        """Close every sink at once, in ``timeout`` seconds: a sink still closing then is cancelled
+        (``CANCEL_S`` more at most) and logged, so one sink cannot hold up the service's exit."""
+        if not self.sinks:
+            return
+        tasks = {asyncio.create_task(sink.close(timeout), name=f"tickdeck-close-{sink.name}"): sink
+                 for sink in self.sinks}
+        _, late = await asyncio.wait(tasks, timeout=max(timeout, 0.0))
+        for task in late:
+            task.cancel()
+        if late:
+            await asyncio.wait(late, timeout=CANCEL_S)
+        for task, sink in tasks.items():
+            if task in late:
+                log.error("sink %s had not closed %.1f s after it was asked to; it was cancelled", sink.name,
+                          timeout)
+            elif (exc := task.exception()) is not None:
+                log.error("sink %s did not close cleanly: %s", sink.name, exc)
 
     def stats(self) -> dict[str, dict[str, Any]]:
+        """Every sink's figures; a sink whose ``stats`` fails is reported, not allowed to lose the others
+        (the summary is the service's last word)."""
         out: dict[str, dict[str, Any]] = {}
         for sink in self.sinks:
-            out[sink.name] = sink.stats()
+            try:
+                out[sink.name] = dict(sink.stats())
+            except Exception as exc:
+                log.exception("sink %s: cannot read its figures", sink.name)
+                out[sink.name] = {"type": sink.type, "stats_error": f"{type(exc).__name__}: {exc}"}
             if sink.name in self.errors:
                 out[sink.name]["deliver_errors"] = self.errors[sink.name]
         return out

@@ -1,36 +1,38 @@
 """The ``websocket`` sink: a WebSocket server that broadcasts signals, snapshots and feed status.
 
 It listens on ``host:port`` (127.0.0.1:8765 by default; port 0 picks a free one, see ``port`` after
-``start``). Every frame is one JSON object (strict JSON: a non-finite number is ``null``) with a ``type``:
-
-- ``hello``, first, on every connection: ``protocol``, ``feed`` (the publisher's feed), ``symbols``,
-  ``outputs`` (indicator names of ``values``), ``interval`` and ``fps``;
-- ``signal``: every signal that passes the sink's filter and the client's subscription, in detection
-  order (the fields of ``Signal.to_dict()``);
-- ``snapshot``, to clients that asked for them: ``at_ns``, ``ticks``, ``bars``, ``quotes`` (``symbol``,
-  ``last``, ``change``, ``change_pct``, ``volume``, ``closes``, ``values``, ``bar_time``) and ``health``
-  (the fields of ``PipelineHealth``). At most ``fps`` a second, and coalesced: a client that is busy
-  receiving gets the newest snapshot once it is free, never a backlog of old ones;
-- ``status``: the publisher's feed status (``feed``, ``state``, ``reason``, ``retry_in``, ``at_ns``,
-  ``symbols``); the latest one is also sent after ``hello``;
-- ``subscribed``: the subscription now in force, after each ``subscribe``;
-- ``error``: the answer to a malformed client message (``error``: ``bad_message``, ``message``: why).
+``start``). ``engine.sinks.frames`` documents the frames it sends: ``hello`` first, then ``signal``,
+``snapshot`` (to clients that asked; at most ``fps`` a second, coalesced: a client busy receiving gets the
+newest once it is free, never a backlog), ``status``, ``subscribed`` and ``error``.
 
 A client chooses what it gets with ``{"op": "subscribe", "symbols": [...], "rules": [...], "snapshots":
 true}``: ``symbols`` (signals and snapshot quotes) and ``rules`` (signals) are lists, or ``null`` for
-all; a key left out keeps its value. Until then a client gets every signal and no snapshots.
+all; a key left out keeps its value. Until then a client gets every signal and no snapshots. Each
+snapshot is encoded once per distinct ``symbols`` list and shared by every client with that list
+(``engine.sinks.frames``); at most ``max_subscriptions`` distinct lists may take snapshots at once, and
+a subscription that would add one more is refused (``too_many_subscriptions``; the client keeps the
+subscription it had).
 
 Each client has its own queue of at most ``max_queue`` frames, written by its own task: a client whose
-queue overflows (it stopped reading, or reads slower than signals arrive) is disconnected with close
-code 1013 and a reason, and counted (``dropped_clients``); the others never wait for it. A malformed
-client message is counted (``bad_messages``) and answered with an ``error`` frame; after
+queue overflows (it stopped reading, or reads slower than signals arrive) is cut off, counted
+(``dropped_clients``), and the others never wait for it. Cut off, it gets nothing more except what was
+already on its way (the frame in flight) followed by a close frame with code 1013 ("try again later")
+and the reason; it has ``CUT_GRACE_S`` seconds to read them. A client that reads nothing within that
+time cannot get the close frame (the kernel's buffers ahead of it are full): its connection is reset,
+which a client library reports as code 1006 (no close frame), possibly after a truncated last frame.
+A malformed client message is counted (``bad_messages``) and answered with an ``error`` frame; after
 ``MAX_BAD_MESSAGES`` of them the client is disconnected with code 1008.
 
-With a token (``token_env`` in the config names the environment variable that holds it), a client must
-send it as ``Authorization: Bearer <token>`` or as ``?token=<token>`` in the URL; otherwise the handshake
-is refused with HTTP 401 (counted as ``refused``). The token is never logged: the websockets library logs
-through a logger held at WARNING (its debug lines would show the request path), and this module logs
-client addresses only.
+The handshake policy (a connection cap, the token, throttling and logging of refusals) is in
+``engine.sinks.admission``: past ``max_clients`` connections, HTTP 503; without the token, HTTP 401;
+after repeated failures from one address, HTTP 429. The token is never logged: the websockets library
+logs through a logger held at WARNING (its debug lines would show the request path), and this module
+logs client addresses only.
+
+Stopping (``close(timeout)``): no new connections; what is queued goes out while clients take it (a
+client whose frame in flight has not moved for ``STUCK_S`` is not waited for); every client gets a close
+frame with code 1001 and ``CLOSE_WAIT_S`` to answer it; connections still open are then reset. All of it
+within ``timeout``.
 
 Snapshots come from the caller: the headless runner calls :meth:`BroadcastSink.publish` with each
 frame's snapshot and health, and :meth:`BroadcastSink.publish_status` with each feed status, on the
@@ -40,31 +42,40 @@ event loop. This module imports neither numpy nor the engine.
 from __future__ import annotations
 
 import asyncio
-import collections
-import contextlib
-import dataclasses
-import hmac
-import json
 import logging
 import math
 import socket
 import time
-from collections.abc import Iterable, Mapping, Sequence
-from http import HTTPStatus
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
+from websockets.protocol import State
 
+from engine.addresses import is_loopback
 from engine.signals.events import Signal
+from engine.sinks import clients as messages
+from engine.sinks.admission import Admission
 from engine.sinks.base import ANY, SignalFilter, Sink
+from engine.sinks.clients import BadMessage, Client, SnapshotLists, peer_host
+from engine.sinks.frames import (
+    SnapshotFrames,
+    dumps,
+    error_frame,
+    health_frame,
+    signal_frame,
+    snapshot_frame,
+    status_frame,
+)
 
 if TYPE_CHECKING:
     from engine.feeds.base import FeedStatus
-    from engine.snapshot import MarketSnapshot, PipelineHealth, Quote
+    from engine.snapshot import MarketSnapshot, PipelineHealth
+
+__all__ = ["PROTOCOL", "BroadcastSink", "dumps", "health_frame", "signal_frame", "snapshot_frame",
+           "status_frame"]  # the frame encoders live in engine.sinks.frames; these names stay importable here
 
 log = logging.getLogger("tickdeck.sinks.websocket")
 _protocol_log = logging.getLogger("tickdeck.sinks.websocket.protocol")
@@ -75,117 +86,22 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
 DEFAULT_FPS = 10.0
 DEFAULT_MAX_QUEUE = 1024
+DEFAULT_MAX_CLIENTS = 256  # each may hold max_queue frames and a 256 kB kernel buffer
+DEFAULT_MAX_SUBSCRIPTIONS = 16  # distinct snapshot ``symbols`` lists, each one join of shared quote texts
 MAX_BAD_MESSAGES = 100  # malformed messages from one client before it is disconnected
 MAX_CLIENT_MESSAGE = 64 * 1024  # bytes; a larger client message closes its connection (code 1009)
 SEND_BUFFER = 256 * 1024
 """Bytes the kernel may hold for one client: a few hundred frames, then the client counts as slow."""
-MAX_NAMES = 10_000  # symbols or rules in one subscription
-CLOSE_TOO_SLOW = 1013  # "try again later"
+CLOSE_TOO_SLOW = 1013  # "Try Again Later", in the IANA close code registry (RFC 6455, section 11.7)
 CLOSE_POLICY = 1008
+CLOSE_GOING_AWAY = 1001
+CUT_GRACE_S = 10.0
+"""How long a client cut off (too slow, or misbehaving) has to read what was on its way and the close
+frame; then its connection is reset. Also the websockets ``close_timeout``."""
+STUCK_S = 1.0  # a frame in flight that long: the client is not reading, a stop does not wait for it
+CLOSE_WAIT_S = 1.0  # at a stop, how long clients get to answer the close frame
+_ABORT_RESERVE_S = 0.1  # of a stop's time, kept for resetting the connections that did not close
 _POLL_S = 0.005
-_KICK_CLOSE_S = 1.0  # how long a disconnected client gets to take its close frame before the socket drops
-
-
-def dumps(frame: Mapping[str, Any]) -> str:
-    return json.dumps(frame, separators=(",", ":"), allow_nan=False, ensure_ascii=False)
-
-
-def _finite(x: float) -> float | None:
-    x = float(x)
-    return x if math.isfinite(x) else None
-
-
-def signal_frame(signal: Signal) -> dict[str, Any]:
-    return {"type": "signal", **signal.to_dict()}
-
-
-def quote_frame(q: Quote) -> dict[str, Any]:
-    return {"symbol": q.symbol, "last": _finite(q.last), "change": _finite(q.change),
-            "change_pct": _finite(q.change_pct), "volume": _finite(q.volume),
-            "closes": [_finite(c) for c in q.closes.tolist()],
-            "values": {k: _finite(v) for k, v in q.values.items()}, "bar_time": int(q.bar_time)}
-
-
-def health_frame(health: PipelineHealth | None) -> dict[str, Any] | None:
-    if health is None:
-        return None
-    return {k: (_finite(v) if isinstance(v, float) else v) for k, v in dataclasses.asdict(health).items()}
-
-
-def snapshot_frame(snapshot: MarketSnapshot, health: PipelineHealth | None,
-                   symbols: frozenset[str] | None = None) -> dict[str, Any]:
-    """A snapshot frame, with only the quotes of ``symbols`` (all when None)."""
-    quotes = [quote_frame(q) for q in snapshot.quotes if symbols is None or q.symbol in symbols]
-    return {"type": "snapshot", "at_ns": int(snapshot.at_ns), "ticks": int(snapshot.ticks),
-            "bars": int(snapshot.bars), "quotes": quotes, "health": health_frame(health)}
-
-
-def status_frame(status: FeedStatus) -> dict[str, Any]:
-    return {"type": "status", "feed": status.feed, "state": status.state, "reason": status.reason,
-            "retry_in": _finite(status.retry_in), "at_ns": int(status.at_ns), "symbols": list(status.symbols)}
-
-
-class BadMessage(ValueError):
-    """A client message that cannot be used; the message says why (it never quotes the client)."""
-
-
-class _Client:
-    """One connection: its subscription, its bounded queue, its pending snapshot and its writer."""
-
-    def __init__(self, ws: ServerConnection, number: int) -> None:
-        self.ws = ws
-        self.number = number
-        self.peer = _peer(ws)
-        self.queue: collections.deque[str] = collections.deque()
-        self.frame: str | None = None  # the newest snapshot not yet sent (replaced, never queued)
-        self.wake = asyncio.Event()
-        self.in_flight = False
-        self.symbols: frozenset[str] | None = None
-        self.rules: frozenset[str] | None = None
-        self.snapshots = False
-        self.bad = 0
-        self.gone = False  # disconnected by the server (too slow, too many bad messages) or closed
-        self.writer: asyncio.Task[None] | None = None
-
-    def wants(self, signal: Signal) -> bool:
-        return ((self.symbols is None or signal.symbol in self.symbols)
-                and (self.rules is None or signal.rule in self.rules))
-
-    @property
-    def idle(self) -> bool:
-        return not self.queue and not self.in_flight
-
-
-def _peer(ws: ServerConnection) -> str:
-    try:
-        address = ws.remote_address
-    except Exception:  # a transport already gone
-        return "?"
-    if isinstance(address, tuple) and len(address) >= 2:
-        return f"{address[0]}:{address[1]}"
-    return str(address)
-
-
-def _names(msg: Mapping[str, Any], key: str) -> frozenset[str] | None:
-    value = msg[key]
-    if value is None:
-        return None
-    what = f"{key!r} must be a list of names, or null for all"
-    if not isinstance(value, list) or len(value) > MAX_NAMES:
-        raise BadMessage(f"{what} (at most {MAX_NAMES:,})")
-    if not all(isinstance(v, str) and v for v in value):
-        raise BadMessage(f"{what}; every name must be a non-empty string")
-    if not all(_sendable(v) for v in value):  # echoed in ``subscribed``: it must encode as UTF-8
-        raise BadMessage(f"{what}; a name must not hold a lone surrogate (\\ud800-\\udfff)")
-    return frozenset(value)
-
-
-def _sendable(text: str) -> bool:
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 class BroadcastSink(Sink):
@@ -194,8 +110,9 @@ class BroadcastSink(Sink):
     type = "websocket"
 
     def __init__(self, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *, fps: float = DEFAULT_FPS,
-                 max_queue: int = DEFAULT_MAX_QUEUE, token: str | None = None, token_env: str = "",
-                 name: str = "websocket", filter: SignalFilter = ANY) -> None:
+                 max_queue: int = DEFAULT_MAX_QUEUE, max_clients: int = DEFAULT_MAX_CLIENTS,
+                 max_subscriptions: int = DEFAULT_MAX_SUBSCRIPTIONS, token: str | None = None,
+                 token_env: str = "", name: str = "websocket", filter: SignalFilter = ANY) -> None:
         super().__init__(name, filter)
         if not (math.isfinite(fps) and fps > 0):
             raise ValueError(f"fps must be a number of frames a second > 0, got {fps!r}")
@@ -205,9 +122,13 @@ class BroadcastSink(Sink):
         self.port = port  # the bound port once started (port 0 picks one)
         self.fps = float(fps)
         self.max_queue = max_queue
-        self.token_env = token_env  # for messages; the token itself is kept only in ``_token``
-        self._token = token.encode() if token else None
-        self._clients: set[_Client] = set()
+        self.token_env = token_env  # for messages; the token itself is kept only by the admission
+        self.admission = Admission(name, token or None, max_clients)
+        self._has_token = bool(token)
+        self._clients: set[Client] = set()
+        self._cut: set[Client] = set()  # cut off, given CUT_GRACE_S to take their close frame
+        self._admitted: set[ServerConnection] = set()  # handshake accepted, not yet a client
+        self._lists = SnapshotLists(max_subscriptions)  # the snapshot lists in use
         self._numbers = 0
         self._tasks: set[asyncio.Task[Any]] = set()
         self._sock: socket.socket | None = None
@@ -220,9 +141,9 @@ class BroadcastSink(Sink):
         self._symbols: tuple[str, ...] = ()
         self._outputs: tuple[str, ...] = ()
         self._interval = ""
-        # the latest snapshot and status
-        self._latest: tuple[MarketSnapshot, PipelineHealth | None] | None = None
-        self._fresh = False  # ``_latest`` has not been sent yet
+        # the latest snapshot (its frames, built on demand) and status
+        self._frames = SnapshotFrames()
+        self._fresh = False  # the latest snapshot has not been sent yet
         self._timer: asyncio.TimerHandle | None = None
         self._last_frame = -math.inf
         self._status: FeedStatus | None = None
@@ -230,21 +151,25 @@ class BroadcastSink(Sink):
         self.clients_total = 0
         self.sent = 0
         self.dropped_clients = 0
+        self.reset_clients = 0  # cut off clients that did not take their close frame within CUT_GRACE_S
         self.bad_messages = 0
-        self.refused = 0
         self.published = 0  # snapshots handed to ``publish``
         self.frames = 0  # snapshot rounds sent out (at most ``fps`` a second)
         self.frames_coalesced = 0  # snapshots replaced for a client before it could take them
         self.undelivered = 0  # signals that arrived while the sink was not running
 
     def __repr__(self) -> str:  # never the token
-        token = "set" if self._token else "none"
+        token = "set" if self._has_token else "none"
         return f"BroadcastSink(name={self.name!r}, url={self.url!r}, token={token})"
 
     @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"ws://{host}:{self.port}"
+
+    @property
+    def max_clients(self) -> int:
+        return self.admission.max_clients
 
     # --- the source ----------------------------------------------------------------------------------
     def set_source(self, feed: str, symbols: Sequence[str], outputs: Sequence[str] = (),
@@ -255,10 +180,10 @@ class BroadcastSink(Sink):
 
     def hello(self) -> dict[str, Any]:
         symbols, outputs = self._symbols, self._outputs
-        if self._latest is not None:  # a source that was not described: what the snapshots show
-            quotes = self._latest[0].quotes
-            symbols = symbols or tuple(q.symbol for q in quotes)
-            outputs = outputs or (tuple(quotes[0].values) if quotes else ())
+        latest = self._frames.snapshot
+        if latest is not None:  # a source that was not described: what the snapshots show
+            symbols = symbols or tuple(q.symbol for q in latest.quotes)
+            outputs = outputs or (tuple(latest.quotes[0].values) if latest.quotes else ())
         return {"type": "hello", "protocol": PROTOCOL, "feed": self._feed, "symbols": list(symbols),
                 "outputs": list(outputs), "interval": self._interval, "fps": self.fps}
 
@@ -280,17 +205,18 @@ class BroadcastSink(Sink):
         self._sock, self._loop = sock, loop
         self.port = sock.getsockname()[1]
         self._opening = loop.create_task(self._open(sock), name=f"tickdeck-sink-{self.name}")
-        auth = f"token from ${self.token_env}" if self._token and self.token_env else (
-            "token" if self._token else "no token")
-        log.info("sink %s: serving signals on %s (%s)", self.name, self.url, auth)
-        if not self._token and not _loopback(self.host):
+        auth = f"token from ${self.token_env}" if self._has_token and self.token_env else (
+            "token" if self._has_token else "no token")
+        log.info("sink %s: serving signals on %s (%s, at most %d clients)", self.name, self.url, auth,
+                 self.max_clients)
+        if not self._has_token and not is_loopback(self.host):
             log.warning("sink %s: %s is reachable beyond this machine and has no token: anyone who can "
                         "reach the port can read the signals (set token_env)", self.name, self.url)
 
     async def _open(self, sock: socket.socket) -> None:
         self._server = await serve(self._serve_client, sock=sock, process_request=self._authorize,
                                    compression=None, max_size=MAX_CLIENT_MESSAGE, max_queue=16,
-                                   ping_interval=20, ping_timeout=20, close_timeout=2,
+                                   ping_interval=20, ping_timeout=20, close_timeout=CUT_GRACE_S,
                                    logger=_protocol_log)
 
     async def started(self) -> None:
@@ -312,10 +238,9 @@ class BroadcastSink(Sink):
         """The newest frame (call on the event loop, as often as frames come): each client that asked
         for snapshots gets it within ``1/fps`` s, or a newer one; never more than ``fps`` a second."""
         self.published += 1
-        self._latest, self._fresh = (snapshot, health), True
-        if self._timer is None and self._loop is not None and not self._closing:
-            delay = max(0.0, self._last_frame + 1.0 / self.fps - self._loop.time())
-            self._timer = self._loop.call_later(delay, self._send_frame)
+        self._frames.reset(snapshot, health)  # encoded only when a frame goes out, and once per list
+        self._fresh = True
+        self._arm()
 
     def publish_status(self, status: FeedStatus) -> None:
         """A feed status, to every client (and to each new one, until the next)."""
@@ -327,82 +252,86 @@ class BroadcastSink(Sink):
             self._push(client, text)
 
     async def drain(self, timeout: float) -> bool:
+        """Wait until every client has taken what is queued for it; a client whose frame in flight has
+        not moved for ``STUCK_S`` is not waited for (it is not reading). True when nothing is left."""
         deadline = time.monotonic() + timeout
         while True:
-            if all(c.idle for c in self._clients if not c.gone):
-                return True
-            left = deadline - time.monotonic()
-            if left <= 0:
+            now = time.monotonic()
+            if all(c.idle for c in self._clients if not c.gone and not c.stuck(now, STUCK_S)):
+                return all(c.idle for c in self._clients if not c.gone)
+            if now >= deadline:
                 return False
-            await asyncio.sleep(min(_POLL_S, left))
+            await asyncio.sleep(min(_POLL_S, deadline - now))
 
     async def close(self, timeout: float = 2.0) -> None:
+        """Stop within ``timeout`` seconds, whatever the clients do (see the module docstring)."""
         if self._closing or self._sock is None:
             self._closing = True
             return
         self._closing = True
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + max(timeout, 0.0)
+        soft = deadline - min(_ABORT_RESERVE_S, max(timeout, 0.0) / 4)  # then reset what is still open
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         if self._opening is not None and not self._opening.done():
-            await asyncio.wait({self._opening}, timeout=max(deadline - time.monotonic(), 0.01))
-        await self.drain(max((deadline - time.monotonic()) / 2, 0.0))
+            await asyncio.wait({self._opening}, timeout=max(soft - time.monotonic(), 0.0))
+        await self.drain(max((soft - time.monotonic()) / 2, 0.0))
         server = self._server
         if server is None:
             if self._opening is not None:
                 self._opening.cancel()
             self._sock.close()
         else:
-            server.close(close_connections=True, code=1001, reason="the publisher is shutting down")
-            try:
-                async with asyncio.timeout(max(deadline - time.monotonic(), 0.05)):
-                    await server.wait_closed()
-            except TimeoutError:  # clients that do not read cannot take a close frame: drop them
-                for connection in list(server.connections):
-                    connection.transport.abort()
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(1.0):
-                        await server.wait_closed()
+            server.close(close_connections=True, code=CLOSE_GOING_AWAY,
+                         reason="the publisher is shutting down")
+            if not await _closed(server, min(soft, time.monotonic() + CLOSE_WAIT_S)):
+                # clients that do not read cannot take a close frame: reset their connections
+                for ws in [c.ws for c in (*self._clients, *self._cut)] + list(self._admitted):
+                    ws.transport.abort()
+                await _closed(server, deadline)
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
-            await asyncio.wait(self._tasks, timeout=1.0)
+            await asyncio.wait(self._tasks, timeout=max(deadline - time.monotonic(), 0.001))
 
     def stats(self) -> dict[str, Any]:
+        a = self.admission
         return {**super().stats(), "url": self.url, "clients": len(self._clients),
-                "clients_total": self.clients_total, "sent": self.sent,
-                "dropped_clients": self.dropped_clients, "bad_messages": self.bad_messages,
-                "refused": self.refused, "published": self.published, "frames": self.frames,
-                "frames_coalesced": self.frames_coalesced, "undelivered": self.undelivered,
-                "token": bool(self._token)}
+                "clients_total": self.clients_total, "max_clients": self.max_clients, "sent": self.sent,
+                "dropped_clients": self.dropped_clients, "reset_clients": self.reset_clients,
+                "bad_messages": self.bad_messages, "refused": a.refused, "refused_full": a.full,
+                "throttled": a.throttled, "subscriptions": len(self._lists),
+                "refused_subscriptions": self._lists.refused, "published": self.published,
+                "frames": self.frames, "frames_coalesced": self.frames_coalesced,
+                "frames_built": self._frames.frames_built, "quotes_encoded": self._frames.quotes_encoded,
+                "undelivered": self.undelivered, "token": self._has_token}
 
     # --- connections ---------------------------------------------------------------------------------
+    def _connected(self) -> int:
+        """Connections that count against ``max_clients``: clients, clients being cut off, and handshakes
+        accepted whose client has not started yet."""
+        self._admitted = {ws for ws in self._admitted if ws.state is not State.CLOSED}
+        return len(self._clients) + len(self._cut) + len(self._admitted)
+
     def _authorize(self, connection: ServerConnection, request: Request) -> Response | None:
-        if self._token is None:
+        refusal = self.admission.check(peer_host(connection), request.headers, request.path,
+                                       self._connected())
+        if refusal is None:
+            self._admitted.add(connection)
             return None
-        given = _bearer(request.headers)
-        if given is None:
-            tokens = parse_qs(urlsplit(request.path).query).get("token")
-            given = tokens[0] if tokens else None
-        if given is None:
-            why = "missing token"
-        elif not hmac.compare_digest(given.encode(), self._token):
-            why = "bad token"
-        else:
-            return None
-        self.refused += 1
-        log.warning("sink %s: refused a client from %s (%s)", self.name, _peer(connection), why)
-        response = connection.respond(HTTPStatus.UNAUTHORIZED, f"{why}\n")
-        response.headers["WWW-Authenticate"] = 'Bearer realm="tickdeck"'
+        response = connection.respond(refusal.status, refusal.body)
+        for header, value in refusal.headers:
+            response.headers[header] = value
         return response
 
     async def _serve_client(self, ws: ServerConnection) -> None:
+        self._admitted.discard(ws)
         if self._closing:
-            await ws.close(1001, "the publisher is shutting down")
+            await ws.close(CLOSE_GOING_AWAY, "the publisher is shutting down")
             return
         self._numbers += 1
-        client = _Client(ws, self._numbers)
+        client = Client(ws, self._numbers)
         self.clients_total += 1
         self._clients.add(client)
         log.info("sink %s: client #%d connected from %s (%d connected)", self.name, client.number,
@@ -413,21 +342,26 @@ class BroadcastSink(Sink):
         client.writer = asyncio.create_task(self._write(client), name=f"tickdeck-ws-client-{client.number}")
         try:
             async for raw in ws:
-                if client.gone:
-                    break
-                self._take(client, raw)
+                if not client.gone:  # a client cut off is not listened to any more
+                    self._take(client, raw)
         except ConnectionClosed:
             pass
         finally:
-            self._clients.discard(client)
             client.writer.cancel()
             if not client.gone:
                 client.gone = True
+                self._forget(client)
                 log.info("sink %s: client #%d (%s) disconnected (%d connected)", self.name, client.number,
                          client.peer, len(self._clients))
             await asyncio.wait({client.writer})
 
-    async def _write(self, client: _Client) -> None:
+    def _forget(self, client: Client) -> None:
+        if client in self._clients:
+            self._clients.discard(client)
+            if client.snapshots:
+                self._lists.leave(client.symbols)
+
+    async def _write(self, client: Client) -> None:
         ws = client.ws
         try:
             while True:
@@ -440,7 +374,7 @@ class BroadcastSink(Sink):
                         text, client.frame = client.frame, None
                     else:
                         break
-                    client.in_flight = True
+                    client.in_flight, client.sending_since = True, time.monotonic()
                     await ws.send(text)
                     client.in_flight = False
                     self.sent += 1
@@ -449,20 +383,20 @@ class BroadcastSink(Sink):
         finally:
             client.in_flight = False
 
-    def _push(self, client: _Client, text: str) -> None:
+    def _push(self, client: Client, text: str) -> None:
         if client.gone:
             return
         if len(client.queue) >= self.max_queue:
-            self._disconnect(client, CLOSE_TOO_SLOW, f"too slow: more than {self.max_queue} messages "
-                                                     "queued for this client")
+            self._cut_off(client, CLOSE_TOO_SLOW, f"too slow: more than {self.max_queue} messages "
+                                                  "queued for this client")
             return
         client.queue.append(text)
         client.wake.set()
 
-    def _disconnect(self, client: _Client, code: int, reason: str) -> None:
+    def _cut_off(self, client: Client, code: int, reason: str) -> None:
         """Stop serving ``client`` at once (it gets nothing more), then close its connection."""
         client.gone = True
-        self._clients.discard(client)
+        self._forget(client)
         client.queue.clear()
         client.frame = None
         if code == CLOSE_TOO_SLOW:
@@ -470,43 +404,33 @@ class BroadcastSink(Sink):
         log.warning("sink %s: disconnected client #%d (%s): %s", self.name, client.number, client.peer,
                     reason)
         assert self._loop is not None
-        task = self._loop.create_task(self._close_client(client, code, reason))
+        self._cut.add(client)
+        task = self._loop.create_task(self._close_cut(client, code, reason))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _close_client(self, client: _Client, code: int, reason: str) -> None:
+    async def _close_cut(self, client: Client, code: int, reason: str) -> None:
+        """What was on its way, then the close frame: the client has CUT_GRACE_S to read them (websockets
+        resets the connection when its ``close_timeout``, the same time, runs out)."""
         if client.writer is not None:
-            client.writer.cancel()
-        try:
-            async with asyncio.timeout(_KICK_CLOSE_S):
+            client.writer.cancel()  # a frame it was writing stays whole: it is in the transport already
+        try:  # the connection's own timeout starts only once the close frame is in the kernel's buffer
+            async with asyncio.timeout(CUT_GRACE_S):
                 await client.ws.close(code, reason)
-        except TimeoutError:  # it reads nothing, not even a close frame
+        except TimeoutError:
             client.ws.transport.abort()
+        finally:
+            self._cut.discard(client)
+            if client.ws.protocol.close_rcvd is None:  # it never answered: it did not get the close frame
+                self.reset_clients += 1
 
-    def _take(self, client: _Client, raw: str | bytes) -> None:
+    def _take(self, client: Client, raw: str | bytes) -> None:
         try:
-            try:
-                msg = json.loads(raw)
-            except (ValueError, UnicodeDecodeError):
-                raise BadMessage("not JSON") from None
-            except RecursionError:
-                raise BadMessage("nested too deeply") from None
-            if not isinstance(msg, dict):
-                raise BadMessage("a message must be a JSON object")
-            op = msg.get("op")
-            if op == "subscribe":
+            msg = messages.parse(raw)
+            if msg["op"] == "subscribe":
                 self._subscribe(client, msg)
-            elif op == "ping":
-                try:  # the id goes back as it came: it must be strict JSON (no NaN, no lone surrogate)
-                    pong = dumps({"type": "pong", "id": msg.get("id")})
-                    pong.encode()
-                except (ValueError, RecursionError):  # UnicodeEncodeError is a ValueError
-                    raise BadMessage("'id' of a ping must be JSON that can be sent back as it is (no NaN, "
-                                     "Infinity or lone surrogate)") from None
-                self._push(client, pong)
             else:
-                shown = repr(op)[:40] if isinstance(op, str) else type(op).__name__
-                raise BadMessage(f"unknown op {shown}; known: subscribe, ping")
+                self._push(client, messages.pong(msg))
         except BadMessage as exc:
             self.bad_messages += 1
             client.bad += 1
@@ -514,63 +438,69 @@ class BroadcastSink(Sink):
                 log.warning("sink %s: client #%d (%s) sent a malformed message: %s (counted from now on)",
                             self.name, client.number, client.peer, exc)
             if client.bad > MAX_BAD_MESSAGES:
-                self._disconnect(client, CLOSE_POLICY, f"more than {MAX_BAD_MESSAGES} malformed messages")
+                self._cut_off(client, CLOSE_POLICY, f"more than {MAX_BAD_MESSAGES} malformed messages")
                 return
-            self._push(client, dumps({"type": "error", "error": "bad_message", "message": str(exc)}))
+            self._push(client, error_frame("bad_message", str(exc)))
 
-    def _subscribe(self, client: _Client, msg: Mapping[str, Any]) -> None:
-        unknown = sorted(str(k)[:40] for k in msg if k not in ("op", "symbols", "rules", "snapshots"))
-        if unknown:
-            raise BadMessage(f"unknown key {unknown[0]!r} in subscribe; allowed: symbols, rules, snapshots")
-        symbols = _names(msg, "symbols") if "symbols" in msg else client.symbols
-        rules = _names(msg, "rules") if "rules" in msg else client.rules
-        snapshots = msg.get("snapshots", client.snapshots)
-        if not isinstance(snapshots, bool):
-            raise BadMessage("'snapshots' must be true or false")
-        client.symbols, client.rules, client.snapshots = symbols, rules, snapshots
-        self._push(client, dumps({"type": "subscribed", "symbols": _listed(symbols), "rules": _listed(rules),
-                                  "snapshots": snapshots}))
-        if snapshots and self._latest is not None:  # a new subscriber need not wait for the next frame
-            client.frame = dumps(snapshot_frame(*self._latest, client.symbols))
-            client.wake.set()
-        elif not snapshots:
-            client.frame = None
+    def _subscribe(self, client: Client, msg: dict[str, Any]) -> None:
+        wanted = messages.subscription(msg, client.subscription)
+        if not self._lists.move(client.subscription, wanted):
+            client.refusals += 1
+            if client.refusals == 1:  # once per client: it may retry in a loop
+                log.info("sink %s: client #%d (%s): refused a subscription: %d symbol lists take snapshots "
+                         "already (max_subscriptions)", self.name, client.number, client.peer,
+                         self._lists.limit)
+            self._push(client, error_frame(
+                "too_many_subscriptions",
+                f"snapshots go out for {self._lists.limit} different symbol lists at most, and that many are "
+                "in use; subscribe with one of them (symbols null: all), or try again later; your "
+                "subscription is unchanged"))
+            return
+        client.symbols, client.rules, client.snapshots = wanted.symbols, wanted.rules, wanted.snapshots
+        self._push(client, messages.subscribed(wanted))
+        if not wanted.snapshots:
+            client.frame, client.wants_frame = None, False
+        elif self._frames.snapshot is not None:  # a new subscriber need not wait for the next snapshot
+            text = self._frames.cached(wanted.symbols)
+            if text is not None:
+                client.frame = text
+                client.wake.set()
+            else:  # built by the frame timer, so subscribing over and over costs no extra encoding
+                client.wants_frame = True
+                self._arm()
 
     # --- snapshots -----------------------------------------------------------------------------------
+    def _arm(self) -> None:
+        if self._timer is None and self._loop is not None and not self._closing:
+            delay = max(0.0, self._last_frame + 1.0 / self.fps - self._loop.time())
+            self._timer = self._loop.call_later(delay, self._send_frame)
+
     def _send_frame(self) -> None:
         self._timer = None
-        if self._latest is None or not self._fresh or self._closing:
+        if self._frames.snapshot is None or self._closing:
             return
-        self._fresh = False
+        fresh, self._fresh = self._fresh, False
+        targets = [c for c in self._clients if c.snapshots and not c.gone and (fresh or c.wants_frame)]
+        if not fresh and not targets:
+            return
         assert self._loop is not None
         self._last_frame = self._loop.time()
-        self.frames += 1
-        encoded: dict[frozenset[str] | None, str] = {}
-        for client in self._clients:
-            if not client.snapshots or client.gone:
-                continue
-            text = encoded.get(client.symbols)
-            if text is None:
-                text = encoded[client.symbols] = dumps(snapshot_frame(*self._latest, client.symbols))
+        if fresh:
+            self.frames += 1
+        self._frames.keep_only(set(self._lists))
+        for client in targets:
+            text = self._frames.frame(client.symbols)
             if client.frame is not None:
                 self.frames_coalesced += 1
-            client.frame = text
+            client.frame, client.wants_frame = text, False
             client.wake.set()
 
 
-def _bearer(headers: Headers) -> str | None:
-    value = headers.get("Authorization")
-    if not value:
-        return None
-    scheme, _, token = value.strip().partition(" ")
-    return token.strip() if scheme.lower() == "bearer" else None
-
-
-def _listed(names: Iterable[str] | None) -> list[str] | None:
-    return None if names is None else sorted(names)
-
-
-def _loopback(host: str) -> bool:
-    return host in ("localhost", "::1") or host.startswith("127.")
-
-
+async def _closed(server: Server, deadline: float) -> bool:
+    """Wait until ``server`` has closed every connection, or ``deadline`` (monotonic); True if it has."""
+    try:
+        async with asyncio.timeout(max(deadline - time.monotonic(), 0.0)):
+            await server.wait_closed()
+    except TimeoutError:
+        return False
+    return True

@@ -56,17 +56,19 @@ loaded; errors name the variable, never its value.
     # this sink's filter takes
 
 ``websocket``: a WebSocket server that broadcasts signals, snapshots and the feed's status to
-``tickdeck attach`` and other clients (``engine.sinks.broadcast`` documents the frames)::
+``tickdeck attach`` and other clients (``engine.sinks.frames`` documents the frames)::
 
-    host = "127.0.0.1"        # the address to listen on; any other needs token_env
+    host = "127.0.0.1"        # the address to listen on; token_env is required unless every address
+                              #   it resolves to is loopback
     port = 8765               # 0: any free port
     fps = 10                  # snapshots a second to each client, at most (coalesced: the newest wins)
     max_queue = 1024          # frames waiting for one client; beyond that it is disconnected (code 1013)
+    max_clients = 256         # connections at once; past that the handshake is refused (HTTP 503)
     token_env = "TICKDECK_WS_TOKEN"  # optional: the environment variable holding the token clients must
                               #   send (Authorization: Bearer, or ?token=); without it, HTTP 401
 
-The token variable must be set when the config of an enabled websocket sink is loaded; errors name the
-variable, never its value.
+The token variable must be set, to a token of at least 16 characters, when the config of an enabled
+websocket sink is loaded; errors name the variable, never its value.
 
 Two sinks that listen (metrics, websocket) may not share a host and port; no two sinks may write the same
 file (a jsonl path or a dead-letter file).
@@ -83,6 +85,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
+from engine.addresses import is_loopback
 from engine.sinks.base import SignalFilter, Sink
 from engine.sinks.jsonl import DEFAULT_BACKUPS, DEFAULT_MAX_BYTES, JsonlSink
 
@@ -95,7 +98,7 @@ TYPE_KEYS: dict[str, tuple[str, ...]] = {
     "webhook": ("url", "headers", *HTTP_KEYS),
     "telegram": ("chat_id", "token_env", "base_url", *HTTP_KEYS),
     "metrics": ("host", "port"),
-    "websocket": ("host", "port", "fps", "max_queue", "token_env"),
+    "websocket": ("host", "port", "fps", "max_queue", "max_clients", "token_env"),
 }
 DIRECTIONS: tuple[str, ...] = ("up", "down")
 COMMAND_LINE = "the command line"
@@ -117,6 +120,9 @@ DEFAULT_WEBSOCKET_PORT = 8765
 DEFAULT_WEBSOCKET_FPS = 10.0
 MAX_WEBSOCKET_FPS = 60.0
 DEFAULT_WEBSOCKET_QUEUE = 1024
+DEFAULT_WEBSOCKET_CLIENTS = 256  # engine.sinks.broadcast.DEFAULT_MAX_CLIENTS says why
+MAX_WEBSOCKET_CLIENTS = 100_000
+MIN_WEBSOCKET_TOKEN = 16  # engine.sinks.admission.MIN_TOKEN_CHARS
 
 _NAME = re.compile(r"[a-z0-9_-]+")
 _NAME_HELP = "a unique name of lowercase letters, digits, '_' and '-'"
@@ -197,6 +203,7 @@ class WebsocketSettings:
     port: int = DEFAULT_WEBSOCKET_PORT
     fps: float = DEFAULT_WEBSOCKET_FPS
     max_queue: int = DEFAULT_WEBSOCKET_QUEUE
+    max_clients: int = DEFAULT_WEBSOCKET_CLIENTS
     token_env: str = ""  # the variable's name ("": no token); the token is read when the sink is built
 
 
@@ -303,8 +310,8 @@ def build_sink(spec: SinkSpec, *, env: Mapping[str, str] | None = None) -> Sink:
 
         environ = os.environ if env is None else env
         token = environ.get(s.token_env, "").strip() if s.token_env else ""
-        return BroadcastSink(s.host, s.port, fps=s.fps, max_queue=s.max_queue, token=token or None,
-                             token_env=s.token_env, name=spec.name, filter=spec.filter)
+        return BroadcastSink(s.host, s.port, fps=s.fps, max_queue=s.max_queue, max_clients=s.max_clients,
+                             token=token or None, token_env=s.token_env, name=spec.name, filter=spec.filter)
     from engine.sinks.metrics import MetricsSink
 
     return MetricsSink(s.host, s.port, name=spec.name, filter=spec.filter)
@@ -438,12 +445,20 @@ class _Parser:
             if value is None or not value.strip():
                 self.fail("token_env", f"the environment variable {token_env} (the token clients must send) "
                                        "is not set; set it, or leave token_env out to serve without one")
-        if enabled and not token_env and not (host in ("localhost", "::1") or host.startswith("127.")):
-            self.fail("token_env", f"required when host is {host!r}: clients on other machines could read "
-                                   "every signal; name the environment variable that holds their token")
+            if len(value.strip()) < MIN_WEBSOCKET_TOKEN:
+                self.fail("token_env", f"the environment variable {token_env} holds a token of "
+                                       f"{len(value.strip())} characters; use at least {MIN_WEBSOCKET_TOKEN} "
+                                       "random ones, e.g. python -c 'import secrets; "
+                                       "print(secrets.token_urlsafe(24))'")
+        if enabled and not token_env and not is_loopback(host):  # decided on the addresses it stands for
+            self.fail("token_env", f"required when host is {host!r}, which is not (or does not resolve "
+                                   "only to) a loopback address: clients on other machines could read every "
+                                   "signal; name the environment variable that holds their token")
         return WebsocketSettings(host=host, port=self.integer("port", DEFAULT_WEBSOCKET_PORT, 0, 65535),
                                  fps=float(fps), token_env=token_env,
-                                 max_queue=self.integer("max_queue", DEFAULT_WEBSOCKET_QUEUE, 1))
+                                 max_queue=self.integer("max_queue", DEFAULT_WEBSOCKET_QUEUE, 1),
+                                 max_clients=self.integer("max_clients", DEFAULT_WEBSOCKET_CLIENTS, 1,
+                                                          MAX_WEBSOCKET_CLIENTS))
 
     def host(self, default: str) -> str:
         host = self.table.get("host", default)

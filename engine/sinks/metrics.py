@@ -9,6 +9,8 @@ before each family::
     tickdeck_signals_total{rule,direction}     counter  signals this sink took (its filter applies)
     tickdeck_bad_messages_total                counter  feed messages skipped as malformed
     tickdeck_reconnects_total                  counter  feed reconnections
+    tickdeck_gaps_total                        counter  trades the feed knows it missed (trade id gaps)
+    tickdeck_duplicates_total                  counter  duplicate trades the feed dropped
     tickdeck_lag_seconds{quantile="0.5"|"0.99"} gauge   receive-to-processed lag, recent batches
     tickdeck_queue_depth                       gauge    batches waiting for the engine
     tickdeck_rss_bytes                         gauge    resident memory of this process
@@ -31,6 +33,7 @@ import collections
 import logging
 import math
 import socket
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -54,6 +57,8 @@ FIGURE_KEYS: dict[str, str] = {
     "bars": "int: bars closed (cumulative)",
     "bad_messages": "int: malformed feed messages skipped (cumulative)",
     "reconnects": "int: feed reconnections (cumulative)",
+    "gaps": "int: trades known to be missing, by trade id or sequence number (cumulative)",
+    "duplicates": "int: duplicate trades dropped (cumulative)",
     "lag_p50_ms": "float: median receive-to-processed lag, milliseconds",
     "lag_p99_ms": "float: 99th percentile of that lag, milliseconds",
     "queue_depth": "int: batches waiting for the engine",
@@ -126,15 +131,18 @@ class MetricsSink(Sink):
         self.figure_errors = 0
         self._process = psutil.Process()
         self._sock: socket.socket | None = None
+        self._bound: int | None = None  # the port listened on, kept after close for the summary
         self._runner: web.AppRunner | None = None
         self._task: asyncio.Task[None] | None = None
         self._logged: set[str] = set()
 
     @property
     def bound_port(self) -> int:
-        if self._sock is None:
-            raise RuntimeError(f"sink {self.name} is not listening")
-        return int(self._sock.getsockname()[1])
+        """The port listened on (port 0: the one the system chose); still known after ``close``, when the
+        summary reads it, since the socket is gone by then."""
+        if self._bound is None:
+            raise RuntimeError(f"sink {self.name} was never started")
+        return self._bound
 
     @property
     def url(self) -> str:
@@ -147,6 +155,7 @@ class MetricsSink(Sink):
             raise RuntimeError(f"sink {self.name} is already started")
         loop = asyncio.get_running_loop()
         self._sock = self._listen()  # here, so a port in use is a start-up error
+        self._bound = int(self._sock.getsockname()[1])
         app = web.Application()
         app.router.add_get("/metrics", self._serve_metrics)
         app.router.add_get("/health", self._serve_health)
@@ -182,23 +191,30 @@ class MetricsSink(Sink):
         self.signals[signal.rule, signal.direction] += 1
 
     async def close(self, timeout: float = 2.0) -> None:
+        """Stop serving within ``timeout`` seconds: requests still in progress then are cut off."""
+        deadline = time.monotonic() + max(timeout, 0.0)
         task, runner, sock = self._task, self._runner, self._sock
         self._task = None
         if task is not None:
-            await asyncio.wait({task}, timeout=timeout)
+            await asyncio.wait({task}, timeout=max(deadline - time.monotonic(), 0.0))
             if not task.done():
                 task.cancel()
                 await asyncio.wait({task})
             elif not task.cancelled() and task.exception() is not None:
                 log.error("sink %s: the server did not start: %s", self.name, task.exception())
         if runner is not None and runner.server is not None:
-            await runner.cleanup()
+            try:  # aiohttp waits up to its shutdown_timeout for requests in progress: not past ours
+                async with asyncio.timeout(max(deadline - time.monotonic(), 0.0)):
+                    await runner.cleanup()
+            except TimeoutError:
+                log.warning("sink %s: requests in progress when it closed were cut off", self.name)
         self._runner = None
+        self._sock = None
         if sock is not None:
             sock.close()
 
     def stats(self) -> dict[str, Any]:
-        port = self.bound_port if self._sock is not None else self.port
+        port = self._bound if self._bound is not None else self.port
         return {**super().stats(), "address": f"{self.host}:{port}", "requests": self.requests,
                 "figure_errors": self.figure_errors}
 
@@ -235,6 +251,11 @@ class MetricsSink(Sink):
                    [({}, _number(f.get("bad_messages")))])
         out.family("tickdeck_reconnects_total", "counter", "Feed reconnections.",
                    [({}, _number(f.get("reconnects")))])
+        out.family("tickdeck_gaps_total", "counter",
+                   "Trades the feed knows it missed (gaps in trade ids or sequence numbers).",
+                   [({}, _number(f.get("gaps")))])
+        out.family("tickdeck_duplicates_total", "counter", "Duplicate trades the feed dropped.",
+                   [({}, _number(f.get("duplicates")))])
         lag = []
         for quantile, key in (("0.5", "lag_p50_ms"), ("0.99", "lag_p99_ms")):
             ms = _number(f.get(key))

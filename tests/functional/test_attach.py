@@ -42,7 +42,7 @@ from widgets import formatting as fmt
 
 SIZE = (100, 30)
 ROOT = Path(__file__).resolve().parents[2]
-TOKEN = "attach-s3cret"
+TOKEN = "attach-s3cret-0f-24-chars"
 BUSY_RULES = BUSY_RULE
 
 
@@ -300,9 +300,12 @@ def test_attach_opens_the_console_with_the_publishers_columns(
     assert config.ui.theme == "light"
 
 
-def test_attach_mistakes_are_one_line(isolated: None, capsys: pytest.CaptureFixture[str]) -> None:
+def test_attach_mistakes_are_one_line(isolated: None, capsys: pytest.CaptureFixture[str],
+                                     tmp_path: Path) -> None:
+    wrong = tmp_path / "wrong-token"
+    wrong.write_text("wrong\n", encoding="utf-8")
     with sink_in_a_thread(token=TOKEN) as sink:
-        assert cli.main(["attach", sink.url, "--token", "wrong"]) == 2
+        assert cli.main(["attach", sink.url, "--token-file", str(wrong)]) == 2
         expected = f"tickdeck: cannot attach to 127.0.0.1:{sink.port}: HTTP 401: bad token\n"
         assert capsys.readouterr().err == expected
     with socket.socket() as s:
@@ -314,6 +317,63 @@ def test_attach_mistakes_are_one_line(isolated: None, capsys: pytest.CaptureFixt
     assert "ws://HOST:PORT" in capsys.readouterr().err
     assert cli.main(["--feed", "binance", "attach", "ws://127.0.0.1:1"]) == 2
     assert "--feed does not apply to attach" in capsys.readouterr().err
+
+
+def test_the_token_comes_from_a_file_or_the_environment_and_on_the_command_line_it_warns(
+        isolated: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        tmp_path: Path) -> None:
+    opened: list[RemoteRuntime] = []
+    monkeypatch.setattr("console.app.run_app", lambda config, runtime=None, saved_theme=True: opened.append(
+        runtime) or 0)
+    token_file = tmp_path / "token"
+    token_file.write_text(f"  {TOKEN}\n", encoding="utf-8")
+    token_file.chmod(0o600)
+    with sink_in_a_thread(token=TOKEN) as sink:
+        assert cli.main(["attach", sink.url, "--token-file", str(token_file)]) == 0
+        assert capsys.readouterr().err == ""  # read from the file, accepted by the publisher, no warning
+        monkeypatch.setenv(remote_module.TOKEN_VAR, TOKEN)
+        assert cli.main(["attach", sink.url]) == 0
+        assert capsys.readouterr().err == ""
+        monkeypatch.delenv(remote_module.TOKEN_VAR)
+        assert cli.main(["attach", sink.url, "--token", TOKEN]) == 0  # still works, with a warning
+        err = capsys.readouterr().err
+        assert err.startswith("tickdeck: warning: --token shows the token to every user of this machine (ps)")
+        assert "--token-file PATH or $TICKDECK_ATTACH_TOKEN" in err and TOKEN not in err
+        assert len(opened) == 3 and sink.stats()["refused"] == 0
+
+        # a token file that cannot be used is one line naming the file (never the token)
+        missing, empty, folder = tmp_path / "missing", tmp_path / "empty", tmp_path
+        empty.write_text("\n", encoding="utf-8")
+        two = tmp_path / "two-lines"
+        two.write_text(f"{TOKEN}\n{TOKEN}\n", encoding="utf-8")
+        for path, says in ((missing, f"cannot read the token file {missing}: No such file or directory"),
+                           (folder, f"cannot read the token file {folder}: Is a directory"),
+                           (empty, f"the token file {empty} is empty"),
+                           (two, f"the token file {two} holds more than one line")):
+            assert cli.main(["attach", sink.url, "--token-file", str(path)]) == 2
+            err = capsys.readouterr().err
+            assert err.startswith(f"tickdeck: {says}") and err.count("\n") == 1 and TOKEN not in err, err
+        assert len(opened) == 3
+    with pytest.raises(SystemExit) as both:
+        cli.main(["attach", "ws://127.0.0.1:1", "--token", "x", "--token-file", str(token_file)])
+    assert both.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
+
+
+def test_a_token_sent_over_plain_ws_beyond_this_machine_is_warned_about(
+        isolated: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    assert RemoteRuntime("ws://10.20.30.40:8765", TOKEN).token_in_clear  # an address literal: no lookup
+    assert not RemoteRuntime("wss://10.20.30.40:8765", TOKEN).token_in_clear
+    assert not RemoteRuntime("ws://10.20.30.40:8765").token_in_clear  # no token, nothing to leak
+    assert not RemoteRuntime("ws://127.0.0.1:8765", TOKEN).token_in_clear
+    assert not RemoteRuntime("ws://[::1]:8765", TOKEN).token_in_clear
+    monkeypatch.setattr("console.app.run_app", lambda config, runtime=None, saved_theme=True: 0)
+    monkeypatch.setattr(remote_module, "is_loopback", lambda host: False)  # as if 127.0.0.1 were remote
+    monkeypatch.setenv(remote_module.TOKEN_VAR, TOKEN)
+    with sink_in_a_thread(token=TOKEN) as sink:
+        assert cli.main(["attach", sink.url]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith(f"tickdeck: warning: the token goes to 127.0.0.1:{sink.port} over ws:// in clear "
+                          "text; use wss:// or an SSH tunnel") and TOKEN not in err
 
 
 _NO_NUMBA = """

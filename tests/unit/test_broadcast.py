@@ -34,7 +34,7 @@ from engine.snapshot import MarketSnapshot, PipelineHealth, Quote, Update
 from tests.data import BUSY_RULE
 
 T0 = 1_800_000_000_000_000_000
-TOKEN = "s3cret-t0ken"
+TOKEN = "s3cret-t0ken-of-24-chars"
 WAIT_S = 10.0
 
 
@@ -223,6 +223,8 @@ async def test_a_client_that_stops_reading_is_cut_off_and_never_slows_the_others
             assert closed.value.rcvd is not None
             assert closed.value.rcvd.code == broadcast.CLOSE_TOO_SLOW
             assert "too slow" in closed.value.rcvd.reason
+        await until(lambda: not sink._cut, "the cut-off client's connection to close")
+        assert sink.stats()["reset_clients"] == 0  # it answered the close frame
 
 
 async def test_with_a_token_a_client_without_it_is_refused_with_401(caplog: pytest.LogCaptureFixture) -> None:

@@ -32,7 +32,8 @@ from websockets.sync.client import ClientConnection, connect
 from engine.feeds.base import FeedStatus
 from engine.remote import RemoteRuntime
 from engine.signals.events import Signal
-from engine.sinks.broadcast import MAX_BAD_MESSAGES, BroadcastSink, _Client
+from engine.sinks.broadcast import MAX_BAD_MESSAGES, BroadcastSink
+from engine.sinks.clients import Client
 from engine.snapshot import MarketSnapshot, PipelineHealth, Update
 from tests.fuzz_settings import deep_json, dumps, fuzz, invalid_utf8, json_values, mutated, tried
 
@@ -145,7 +146,7 @@ class _FakeConnection:
 def test_fuzz_broadcast_take(raws: list[str | bytes]) -> None:
     tried("test_fuzz_broadcast_take")
     sink = BroadcastSink("127.0.0.1", 0)
-    client = _Client(_FakeConnection(), 1)  # type: ignore[arg-type]
+    client = Client(_FakeConnection(), 1)  # type: ignore[arg-type]
     for raw in raws:
         bad = sink.bad_messages
         sink._take(client, raw)

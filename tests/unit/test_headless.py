@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -269,6 +270,71 @@ def test_a_feed_that_fails_ends_the_run_with_status_1_and_says_why_in_the_summar
     assert summary["stopped_by"] == "error" and summary["exit_code"] == 1
     assert summary["error"] == "ConnectionError: the exchange went away for good"
     assert out.exists() and read_lines(out) == []
+
+
+class GappyFeed(Feed):
+    """Sim batches, counting gaps and duplicates as a feed that checks trade ids does; once a status line
+    has shown them, asks the service to stop."""
+
+    name = "sim"
+
+    def __init__(self, symbols: SymbolTable) -> None:
+        super().__init__(symbols)
+        self.sim = SimFeed(symbols, n_symbols=4, seed=3)
+        self.service: Headless | None = None
+        self.seen_in_status: Callable[[], bool] = lambda: False
+
+    async def stream(self) -> AsyncIterator[np.ndarray | FeedStatus]:
+        yield FeedStatus(self.name, "live")
+        for k in range(1, 10_000):
+            self.counters.gaps += 3  # three trades missing before this batch
+            self.counters.duplicates += 2  # and two resent ones dropped
+            yield self.sim.next_batch(50, T0 + k * SEC, 1.0)
+            if k >= 5 and self.seen_in_status():
+                assert self.service is not None
+                self.service.request_stop("SIGTERM")
+                await asyncio.Event().wait()
+            await asyncio.sleep(0.01)  # a live feed's pace
+
+    def now_ns(self) -> int:
+        return T0
+
+
+def test_gaps_and_duplicates_are_in_the_status_lines_the_summary_and_the_metrics(
+        caplog: pytest.LogCaptureFixture) -> None:
+    from engine.sinks.metrics import MetricsSink
+
+    config = load_config(overrides={"engine.interval": "1s", "feeds.sim.backfill": 0}, env={})
+    engine = build_engine(config)
+    inner = GappyFeed(engine.symbols)
+    feed = StoppableFeed(inner)
+    metrics = MetricsSink("127.0.0.1", 0)
+    service = Headless(Runtime(config, engine=engine, feed=feed), feed, SinkGroup([metrics]),
+                       status_every=0.05)
+    metrics.figures = service.figures
+    inner.service = service
+    caplog.set_level("INFO", logger="tickdeck.headless")
+
+    def status_lines() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if getattr(r, "event", "") == "status"]
+
+    inner.seen_in_status = lambda: any(r.__dict__["fields"]["gaps"] > 0 for r in status_lines())
+
+    async def go() -> int:
+        await service.sinks.start()
+        return await service.run()
+
+    assert asyncio.run(go()) == 0
+    summary = service.summary()
+    gaps, duplicates = inner.counters.gaps, inner.counters.duplicates
+    assert gaps > 0 and duplicates > 0 and (summary["gaps"], summary["duplicates"]) == (gaps, duplicates)
+    line = next(r for r in status_lines() if r.__dict__["fields"]["gaps"] > 0)
+    fields = line.__dict__["fields"]
+    assert f"{fields['gaps']} gaps, {fields['duplicates']} duplicates" in line.getMessage()
+    assert fields["duplicates"] * 3 == fields["gaps"] * 2
+    text = metrics.render()  # what /metrics served last
+    assert "# TYPE tickdeck_gaps_total counter" in text and "# TYPE tickdeck_duplicates_total counter" in text
+    assert f"\ntickdeck_gaps_total {gaps}\n" in text and f"\ntickdeck_duplicates_total {duplicates}\n" in text
 
 
 # --- the command line --------------------------------------------------------------------------------
