@@ -336,15 +336,12 @@ class Headless:
         stats = self.runtime.engine.stats
         counters = self.runtime.feed.counters
         p50, p99 = self.runtime.metrics.lag_percentiles()
-        out: dict[str, Any] = {
-            "event": "summary", "ticks": stats.ticks, "bars": stats.bars, "signals": self.signals,
-            "bad_messages": counters.bad_total, "reconnects": counters.reconnects,
-            "gaps": counters.gaps, "duplicates": counters.duplicates,
-            "runtime_s": round(time.monotonic() - self._started, 3), "late_ticks": stats.late_ticks,
-            "bad_ticks": stats.bad_ticks, "feed": self.feed.name, "stopped_by": self.stopped_by,
-            "exit_code": self.exit_code, "lag_p50_ms": round(p50, 3), "lag_p99_ms": round(p99, 3),
-            "coalesced": self.runtime.metrics.coalesced, "sinks": self.sinks.stats(),
-        }
+        out = _summary(
+            self.feed.name, self.stopped_by, self.exit_code, time.monotonic() - self._started,
+            ticks=stats.ticks, bars=stats.bars, signals=self.signals, bad_messages=counters.bad_total,
+            reconnects=counters.reconnects, gaps=counters.gaps, duplicates=counters.duplicates,
+            late_ticks=stats.late_ticks, bad_ticks=stats.bad_ticks, lag_p50_ms=round(p50, 3),
+            lag_p99_ms=round(p99, 3), coalesced=self.runtime.metrics.coalesced, sinks=self.sinks.stats())
         if self.error:
             out["error"] = self.error
         return out
@@ -390,12 +387,25 @@ def prepare(config: Config, *, signals_out: str | os.PathLike[str] | None = None
     return (*build_runtime(config), sinks)
 
 
+def _summary(feed: str, stopped_by: str, exit_code: int, runtime_s: float,
+             **figures: Any) -> dict[str, Any]:
+    """The summary line: every figure is present in every summary (zero when nothing was processed),
+    so whatever reads it (a log pipeline, a test, systemd's journal) finds the same keys every time."""
+    out: dict[str, Any] = {
+        "event": "summary", "ticks": 0, "bars": 0, "signals": 0, "bad_messages": 0, "reconnects": 0,
+        "gaps": 0, "duplicates": 0, "runtime_s": round(runtime_s, 3), "late_ticks": 0, "bad_ticks": 0,
+        "feed": feed, "stopped_by": stopped_by, "exit_code": exit_code, "lag_p50_ms": 0.0,
+        "lag_p99_ms": 0.0, "coalesced": 0, "sinks": {},
+    }
+    unknown = figures.keys() - out.keys()
+    assert not unknown, f"summary figures without a default: {sorted(unknown)}"
+    out.update(figures)
+    return out
+
+
 def _summary_before_start(config: Config, stopped_by: str, runtime_s: float) -> dict[str, Any]:
     """The summary of a service stopped while its runtime was still being built: nothing processed."""
-    return {"event": "summary", "ticks": 0, "bars": 0, "signals": 0, "bad_messages": 0, "reconnects": 0,
-            "runtime_s": round(runtime_s, 3), "late_ticks": 0, "bad_ticks": 0, "feed": config.feed.name,
-            "stopped_by": stopped_by, "exit_code": EXIT_OK, "lag_p50_ms": 0.0, "lag_p99_ms": 0.0,
-            "coalesced": 0, "sinks": {}, "started": False}
+    return {**_summary(config.feed.name, stopped_by, EXIT_OK, runtime_s), "started": False}
 
 
 async def serve(config: Config, *, signals_out: str | os.PathLike[str] | None = None,
