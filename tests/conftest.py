@@ -6,6 +6,7 @@ a feed at its local server fails loudly (and fast) instead of reaching out or ha
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
 from collections.abc import Iterator
@@ -16,13 +17,21 @@ import pytest
 
 from tests.fuzz_settings import pytest_terminal_summary  # noqa: F401  (prints the fuzz tests' input counts)
 
-_LOCAL = {"localhost", "127.0.0.1", "::1", "", None}
+_LOCAL = {"localhost", "", None}
 _real_getaddrinfo = socket.getaddrinfo
+
+
+def _loopback_literal(name: str) -> bool:
+    """An address literal on loopback (127.0.0.0/8, ::1); a name such as ``127.example.com`` is not one."""
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
 
 
 def _loopback_only(host: Any, *args: Any, **kwargs: Any) -> Any:
     name = host.decode() if isinstance(host, bytes) else host
-    if name not in _LOCAL and not str(name).startswith("127."):
+    if name not in _LOCAL and not _loopback_literal(str(name)):
         raise socket.gaierror(socket.EAI_NONAME, f"tests may not resolve {name!r}: use a local server")
     return _real_getaddrinfo(host, *args, **kwargs)
 
