@@ -29,11 +29,10 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any, Literal, TextIO
 
-import numpy as np
 import psutil
 
 from engine.config import Config
-from engine.feeds.base import Feed, FeedStatus
+from engine.feeds.base import Feed, FeedItem, FeedStatus
 from engine.runtime import FeedUnavailable, Runtime, Update, build_engine, build_feed
 from engine.signals.rules import RuleError, load_rules
 from engine.sinks.base import Sink, SinkGroup
@@ -71,10 +70,10 @@ class StoppableFeed(Feed):
         self.stopped = True
         self._stop.set()
 
-    async def stream(self) -> AsyncIterator[np.ndarray | FeedStatus]:
+    async def stream(self) -> AsyncIterator[FeedItem]:
         inner = self.inner.stream()
         stop = asyncio.create_task(self._stop.wait(), name="tickdeck-feed-stop")
-        step: asyncio.Task[np.ndarray | FeedStatus] | None = None
+        step: asyncio.Task[FeedItem] | None = None
         try:
             while not self._stop.is_set():
                 step = asyncio.create_task(_next(inner), name="tickdeck-feed-next")
@@ -116,7 +115,7 @@ class StoppableFeed(Feed):
         await self.inner.unsubscribe(symbols)
 
 
-async def _next(it: AsyncIterator[np.ndarray | FeedStatus]) -> np.ndarray | FeedStatus:
+async def _next(it: AsyncIterator[FeedItem]) -> FeedItem:
     return await it.__anext__()
 
 
@@ -179,7 +178,8 @@ class Headless:
         self.feed = feed
         self.sinks = sinks
         self.status_every = status_every
-        self.signals = 0
+        self.signals = 0  # live signals; warm-up ones (fired on history) are counted apart
+        self.warmup_signals = 0
         self.stopped_by = "end"  # "end" (the feed ended), "SIGTERM", "SIGINT" or "error"
         self.error = ""
         self.exit_code = EXIT_OK
@@ -202,8 +202,11 @@ class Headless:
 
     # --- callbacks, on the event loop ----------------------------------------------------------------
     def on_update(self, update: Update) -> None:
-        for sig in update.signals:
-            self.signals += 1
+        for sig in update.signals:  # stdout and every sink skip warm-up signals unless they opt in
+            if sig.warmup:
+                self.warmup_signals += 1
+            else:
+                self.signals += 1
             self.sinks.deliver(sig)
         if update.snapshot is not None:
             for sink in self.broadcasts:
@@ -327,6 +330,7 @@ class Headless:
             "bad_ticks": stats.bad_ticks, "feed": self.feed.name, "stopped_by": self.stopped_by,
             "exit_code": self.exit_code, "lag_p50_ms": round(p50, 3), "lag_p99_ms": round(p99, 3),
             "coalesced": self.runtime.metrics.coalesced, "sinks": self.sinks.stats(),
+            "warmup_signals": self.warmup_signals,
         }
         if self.error:
             out["error"] = self.error
