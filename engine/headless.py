@@ -7,6 +7,9 @@ object per line with ``--log-format json``), a status line every ``--status-ever
 signals, lag p99, RSS, reconnects, bad messages) and, as its last line whatever the log format, a JSON
 summary of the run (``ticks``, ``bars``, ``signals``, ``bad_messages``, ``reconnects``, ``runtime_s``, ...).
 
+A warm-up signal (fired on history at start, ``"warmup": true``) is not news: standard output and
+``--signals-out`` skip it, and so does every sink that does not set ``warmup = true``.
+
 Stopping: SIGTERM or SIGINT stops the feed (``StoppableFeed`` ends its stream), the runtime processes
 what its queue already holds through the engine and returns as at the end of a replay, the sinks write
 everything they were handed, and the process exits 0, within ``STOP_BUDGET_S`` seconds. A second signal,
