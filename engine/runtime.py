@@ -219,17 +219,21 @@ class Runtime:
 
         ``now_ns`` is the feed's clock (wall time for live feeds, the replayed time for a replay): bars
         whose interval has ended by then are closed even if their symbol has gone quiet. History
-        (``HistoryBars``) goes in as such: its signals carry ``warmup=True``.
+        (``HistoryBars``) goes in as such (its signals carry ``warmup=True``) and closes nothing by the
+        clock: taking a long history in can outlast a bar, and the bar forming at its end is the live
+        tape's to continue (its first batch covers that time) before the clock closes it.
         """
         now = time.time_ns() if now_ns is None else now_ns
         signals: list[Signal] = []
+        history = isinstance(ticks, HistoryBars)
         if isinstance(ticks, HistoryBars):
             signals += self.engine.ingest_history(ticks.bars)
             ticks = None
         started = time.perf_counter_ns()
         if ticks is not None and len(ticks):
             signals += self.engine.ingest(ticks)
-        signals += self.engine.close_due(now - now % self.engine.interval_ns)
+        if not history:
+            signals += self.engine.close_due(now - now % self.engine.interval_ns)
         if ticks is not None and len(ticks):
             self._timed(ticks, bool(signals), time.perf_counter_ns() - started)
         snapshot = None

@@ -40,7 +40,7 @@ from collections.abc import AsyncIterator, Sequence
 import numpy as np
 
 from engine.feeds.base import Feed, FeedItem, FeedStatus, HistoryBars
-from engine.feeds.sim_history import history_bars
+from engine.feeds.sim_history import history_bars, history_chunks
 from engine.ticks import TICK_DTYPE, SymbolTable
 
 SECTORS = ("Technology", "Communication", "Consumer Discretionary", "Consumer Staples", "Energy",
@@ -455,10 +455,12 @@ class SimFeed(Feed):
         yield FeedStatus(self.name, "live")
         now_ns, last = time.time_ns(), time.monotonic()  # the live tape takes over from the history here
         if self.backfill_bars > 0:
-            # in a thread: thousands of symbols take longer than a frame to draw
-            bars = await asyncio.to_thread(self.backfill, now_ns)
-            self.counters.messages += 1
-            yield HistoryBars(bars)
+            # in pieces, so the engine takes them in turn with frames between; each drawn in a thread
+            # (thousands of symbols take longer than a frame to draw)
+            pieces = history_chunks(self, now_ns, self.backfill_bars, self.bar_ns)
+            while (bars := await asyncio.to_thread(next, pieces, None)) is not None:
+                self.counters.messages += 1
+                yield HistoryBars(bars)
         period = 1.0 / self.batch_hz
         carry = 0.0
         while True:

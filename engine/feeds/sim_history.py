@@ -28,6 +28,7 @@ its volume, part history, part live.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -40,7 +41,7 @@ if TYPE_CHECKING:
 TAIL_TRADES = 16.0  # expected trades per bar drawn one by one from the top of the size table
 EXACT_TRADES = 16  # a bar with at most this many other trades draws them one by one too
 SUBSTEPS = 8  # points per bar where the intraday profile (and so the trade size) is sampled
-CHUNK = 65_536  # bars drawn at a time: bounds the memory whatever the symbols and history
+CHUNK = 65_536  # bars drawn (and handed to the engine) at a time: bounds the memory of each piece
 _BGK = 0.5826  # -zeta(1/2) / sqrt(2 pi)
 _LEAN = 0.7  # share of trades on the side of the move (the tape's 30 % against)
 
@@ -51,6 +52,13 @@ def history_bars(sim: SimFeed, now_ns: int, bars: int, bar_ns: int) -> np.ndarra
 
     Must come before any live batch: it anchors the sim's session and paths, and leaves them at ``now_ns``.
     """
+    chunks = list(history_chunks(sim, now_ns, bars, bar_ns))
+    return np.concatenate(chunks) if chunks else np.empty(0, dtype=BAR_DTYPE)
+
+
+def history_chunks(sim: SimFeed, now_ns: int, bars: int, bar_ns: int) -> Iterator[np.ndarray]:
+    """``history_bars`` in time-ordered pieces of at most ``CHUNK`` bars, each drawn when asked for: the
+    paths are walked (and the sim's state moved to ``now_ns``) before the first piece."""
     from engine.feeds.sim import _TRADE_SIZES, MARKET  # here: engine.feeds.sim imports this module
 
     if bars < 0 or bar_ns <= 0:
@@ -99,7 +107,9 @@ def history_bars(sim: SimFeed, now_ns: int, bars: int, bar_ns: int) -> np.ndarra
     sizes = _TRADE_SIZES.astype(np.float64)
     cum1, cum2 = np.r_[0.0, np.cumsum(sizes)], np.r_[0.0, np.cumsum(sizes**2)]
     cells = np.flatnonzero(counts)  # bars with at least one trade, bar-major
-    out = np.empty(len(cells), dtype=BAR_DTYPE)
+    sim._f_level, sim._f_lam = factors[-1].copy(), float(lam[-1])
+    sim._o_level, sim._o_lam = own[-1].copy(), np.full(k, float(lam[-1]))
+    sim.trade_id += int(total.sum())
     for lo in range(0, len(cells), CHUNK):
         cell = cells[lo : lo + CHUNK]
         b, s = cell // k, cell % k
@@ -107,7 +117,7 @@ def history_bars(sim: SimFeed, now_ns: int, bars: int, bar_ns: int) -> np.ndarra
         var = rate_var[b, s] * span[b]
         logs = _prices(rng, n, level[b, s], level[b + 1, s], var, sim._half_spread[s])
         volume = _volume(rng, n, sim._lot[s].astype(np.float64), busy[b], sizes, cum1, cum2)
-        chunk = out[lo : lo + CHUNK]
+        chunk = np.empty(len(cell), dtype=BAR_DTYPE)
         chunk["sym"] = sim.slots[s]
         chunk["t"] = edges[b]
         for name, x in zip(("open", "high", "low", "close"), logs, strict=True):
@@ -118,11 +128,7 @@ def history_bars(sim: SimFeed, now_ns: int, bars: int, bar_ns: int) -> np.ndarra
             chunk[name] = rounded
         chunk["volume"] = volume
         chunk["trades"] = n
-
-    sim._f_level, sim._f_lam = factors[-1].copy(), float(lam[-1])
-    sim._o_level, sim._o_lam = own[-1].copy(), np.full(k, float(lam[-1]))
-    sim.trade_id += int(total.sum())
-    return out
+        yield chunk
 
 
 def _prices(rng: np.random.Generator, n: np.ndarray, start: np.ndarray, end: np.ndarray, var: np.ndarray,

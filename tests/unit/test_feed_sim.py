@@ -283,7 +283,7 @@ async def test_stream_reports_live_then_backfill_then_batches_and_counts_them() 
     status, backfill, *live = items
     assert isinstance(status, FeedStatus) and status.state == "live" and status.feed == "sim"
     assert isinstance(backfill, HistoryBars) and backfill.bars.dtype == BAR_DTYPE
-    assert len(np.unique(backfill.bars["t"])) == 3  # two whole bars and the one forming
+    assert len(np.unique(backfill.bars["t"])) in (2, 3)  # two whole bars, and the one forming if it traded
     batches = [b for b in live if isinstance(b, np.ndarray)]
     assert len(batches) == 3 and len(live) == 3
     next_id = int(backfill.bars["trades"].sum())

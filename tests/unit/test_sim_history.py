@@ -3,10 +3,13 @@ bars as often as they do in the steady state (history is not news, but it must n
 
 from __future__ import annotations
 
+import asyncio
+
 import numpy as np
 import pytest
 
 from engine.config import Config, load_config
+from engine.feeds import sim_history
 from engine.feeds.base import HistoryBars
 from engine.feeds.sim import SimFeed
 from engine.runtime import Runtime
@@ -156,6 +159,30 @@ def test_history_comes_before_the_live_tape_and_is_never_drawn_trade_by_trade() 
     bars = busy.backfill(now)
     assert len(bars) == 40 * 301 and bars["trades"].sum() == busy.trade_id
     assert busy.trade_id == pytest.approx(busy.expected_ticks(int(bars["t"][0]), now), abs=2)
+
+
+async def test_the_stream_hands_history_over_in_time_ordered_pieces(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pieces of at most CHUNK bars, so the engine takes a long history in turns with frames between;
+    together they are the history ``backfill`` draws."""
+    monkeypatch.setattr(sim_history, "CHUNK", 1000)
+    now = SESSION + DAY // 2 + 17 * SEC
+    pieces = list(sim_history.history_chunks(SimFeed(SymbolTable(40), seed=4), now, 100, MIN))
+    assert len(pieces) == 5 and all(len(p) <= 1000 for p in pieces)
+    whole = SimFeed(SymbolTable(40), seed=4, backfill=100, bar_ns=MIN).backfill(now)
+    np.testing.assert_array_equal(np.concatenate(pieces), whole)
+    feed = SimFeed(SymbolTable(40), seed=4, backfill=100, bar_ns=MIN)
+    stream = feed.stream()
+    items = []
+    try:
+        while not isinstance(item := await asyncio.wait_for(anext(stream), 10.0), np.ndarray):
+            items.append(item)
+    finally:
+        await stream.aclose()
+    history = [i for i in items if isinstance(i, HistoryBars)]
+    assert len(history) == 5 and feed.counters.messages == 6 and feed.counters.ticks == len(item)
+    times = np.concatenate([h.bars["t"] for h in history])
+    assert np.all(np.diff(times) >= 0) and len(times) >= 40 * 100  # + the bar forming at the start
+    assert len(np.unique(times)) in (100, 101)
 
 
 # --- the first live bars ---------------------------------------------------------------------------

@@ -205,6 +205,26 @@ def test_the_runtime_never_merges_history_into_ticks_nor_hands_it_to_the_taps() 
     assert runtime.metrics.batches == len(live) and runtime.metrics.coalesced > 0  # ticks were merged
 
 
+def test_history_leaves_its_last_bar_to_the_live_tape_however_long_it_took() -> None:
+    """Taking a long history in can outlast a bar: the bar forming at its end still gets the live trades
+    of that time (the feed's first batch covers it) and closes as a live bar, with all its volume."""
+    e = Engine(["sma_3"], MIN, capacity=4, depth=500, rules=load_rules(EVERY_BAR))
+    slot = e.add_symbol("AAA")
+    bars = walk_bars(100, slot)
+    forming = int(bars["t"][-1])
+    runtime = Runtime(load_config(overrides={"engine.interval": "1m"}, env={}), engine=e,
+                      feed=Scripted(e.symbols, [], clock=0))
+    late = forming + 3 * MIN  # the engine finished with the history three bars later
+    runtime.process(HistoryBars(bars), late)
+    assert e.forming_bar(slot) is not None and e.forming_bar(slot)[0] == forming
+    first = tick(slot, forming + 50 * SEC, float(bars["close"][-1]) * 1.5, 7.0)  # in the forming bar
+    signals = runtime.process(first, late).signals
+    _, closed = e.history.tail(slot, 1)
+    assert closed[0, 4] == bars["volume"][-1] + 7.0 and e.stats.late_ticks == 0
+    on_it = [s for s in signals if s.bar_time == forming]  # (a 50 % jump: the rules cross on it)
+    assert on_it and not any(s.warmup for s in on_it)
+
+
 # --- the headless service --------------------------------------------------------------------------
 
 WARMUP_CONFIG = """
