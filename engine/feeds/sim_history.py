@@ -3,7 +3,8 @@
 History must look like the live tape to the rules, or the first live bars are judged against a past
 that never was (a volume z-score over sparse history fires on every symbol at the first live bar). So
 each bar is drawn from the distributions the live tape implies at that time, at the configured rate
-and bar interval, with no Python work per trade and memory bounded by ``CHUNK`` bars at a time:
+and bar interval, with no Python work per trade: the paths are a few arrays of bars x symbols, and the
+bars themselves are drawn ``CHUNK`` at a time, when asked for:
 
 - Trades per bar: the tape's expected count over the bar (``rate`` times the intraday profile, in
   trading time), whole as the live stream counts it, shared among symbols by a multinomial draw with the
