@@ -9,6 +9,11 @@ Intervals with no ticks produce no bar, so a quiet symbol never costs work.
 
 Provisional values are computed once per symbol per batch (for the symbols the batch touched), not per
 tick: nothing reads them between batches, so per-tick previews would be pure waste.
+
+History and live ticks take the same path; ``warm`` says which a batch is. A forming bar remembers
+(``fwarm``) whether only history has gone into it, and each closed record says so (``c_warm``): the
+bar that was forming when the live tape took over closes as a live bar, since live trades are in it,
+while a history bar that the clock closes before any live trade arrives stays history.
 """
 
 from __future__ import annotations
@@ -25,12 +30,13 @@ ST_TICKS, ST_BARS, ST_LATE, ST_BAD = 0, 1, 2, 3
 
 
 @njit
-def _close(s, fstart, fb, ht, hb, hhead, hcount, c_slot, c_t, c_bar, k):
+def _close(s, fstart, fb, fwarm, ht, hb, hhead, hcount, c_slot, c_t, c_bar, c_warm, k):
     """Move the forming bar of ``s`` to history and to closed record ``k``."""
     t = fstart[s]
     push_bar(ht, hb, hhead, hcount, s, t, fb[s, 0], fb[s, 1], fb[s, 2], fb[s, 3], fb[s, 4])
     c_slot[k] = s
     c_t[k] = t
+    c_warm[k] = fwarm[s]
     for j in range(5):
         c_bar[k, j] = fb[s, j]
     fstart[s] = NO_BAR
@@ -49,15 +55,17 @@ def _commit_closed(k, plan_i, plan_f, st, committed, counts, c_slot, c_t, c_bar,
 
 
 @njit
-def ingest(sym, ts, price, size, interval, fstart, fb, carry, plan_i, plan_f, st, committed, provisional,
-           counts, ht, hb, hhead, hcount, c_slot, c_t, c_bar, c_vals, dirty, d_list, stats):
-    """Apply a batch of ticks. Returns (closed bars recorded, dirty symbols listed).
+def ingest(sym, ts, price, size, interval, warm, fstart, fb, fwarm, carry, plan_i, plan_f, st, committed,
+           provisional, counts, ht, hb, hhead, hcount, c_slot, c_t, c_bar, c_warm, c_vals, dirty, d_list,
+           stats):
+    """Apply a batch of ticks (history when ``warm``). Returns (closed bars recorded, dirty symbols listed).
 
     Three phases: build bars tick by tick (closes go to history and to the ``c_*`` records); commit
     the closed bars to the indicators, instance-major; then compute provisional values once for each
     symbol whose forming bar changed (listed in ``d_list``). ``dirty`` is scratch, left clear.
     ``carry`` holds, per symbol, the volume of late ticks that arrived while no bar was forming; the
-    next bar that forms takes it, so no volume is lost and no closed bar is opened twice.
+    next bar that forms takes it, so no volume is lost and no closed bar is opened twice. History ticks
+    are not counted in ``stats[ST_TICKS]``: that figure is the live tape's.
     """
     k = 0
     nd = 0
@@ -68,11 +76,12 @@ def ingest(sym, ts, price, size, interval, fstart, fb, carry, plan_i, plan_f, st
         if not (p > 0.0 and p < np.inf) or not (q >= 0.0 and q < np.inf):
             stats[ST_BAD] += 1
             continue
-        stats[ST_TICKS] += 1
+        if not warm:
+            stats[ST_TICKS] += 1
         start = ts[i] - ts[i] % interval
         cur = fstart[s]
         if cur != NO_BAR and start > cur:
-            _close(s, fstart, fb, ht, hb, hhead, hcount, c_slot, c_t, c_bar, k)
+            _close(s, fstart, fb, fwarm, ht, hb, hhead, hcount, c_slot, c_t, c_bar, c_warm, k)
             k += 1
             stats[ST_BARS] += 1
             cur = NO_BAR
@@ -92,9 +101,11 @@ def ingest(sym, ts, price, size, interval, fstart, fb, carry, plan_i, plan_f, st
             fb[s, 3] = p
             fb[s, 4] = q + carry[s]
             carry[s] = 0.0
+            fwarm[s] = warm
         elif start < cur:
             stats[ST_LATE] += 1
             fb[s, 4] += q
+            fwarm[s] = fwarm[s] and warm
         else:
             if p > fb[s, 1]:
                 fb[s, 1] = p
@@ -102,6 +113,7 @@ def ingest(sym, ts, price, size, interval, fstart, fb, carry, plan_i, plan_f, st
                 fb[s, 2] = p
             fb[s, 3] = p
             fb[s, 4] += q
+            fwarm[s] = fwarm[s] and warm
         if not dirty[s]:
             dirty[s] = True
             d_list[nd] = s
@@ -123,15 +135,15 @@ def ingest(sym, ts, price, size, interval, fstart, fb, carry, plan_i, plan_f, st
 
 
 @njit
-def close_due(now, interval, fstart, fb, plan_i, plan_f, st, committed, counts, ht, hb, hhead, hcount,
-              c_slot, c_t, c_bar, c_vals, stats):
+def close_due(now, interval, fstart, fb, fwarm, plan_i, plan_f, st, committed, counts, ht, hb, hhead,
+              hcount, c_slot, c_t, c_bar, c_warm, c_vals, stats):
     """Close every forming bar whose interval ended at or before ``now`` (a quiet symbol's last bar)."""
     k = 0
     for s in range(fstart.shape[0]):
         if k >= c_slot.shape[0]:
             break
         if fstart[s] != NO_BAR and fstart[s] + interval <= now:
-            _close(s, fstart, fb, ht, hb, hhead, hcount, c_slot, c_t, c_bar, k)
+            _close(s, fstart, fb, fwarm, ht, hb, hhead, hcount, c_slot, c_t, c_bar, c_warm, k)
             k += 1
             stats[ST_BARS] += 1
     _commit_closed(k, plan_i, plan_f, st, committed, counts, c_slot, c_t, c_bar, c_vals)

@@ -8,6 +8,9 @@ signals, lag p99, RSS, reconnects, bad messages, gaps, duplicates) and, as its l
 format, a JSON summary of the run (``ticks``, ``bars``, ``signals``, ``bad_messages``, ``reconnects``,
 ``gaps``, ``duplicates``, ``runtime_s``, ``sinks``: each sink's figures, ...).
 
+A warm-up signal (fired on history at start, ``"warmup": true``) is not news: standard output and
+``--signals-out`` skip it, and so does every sink that does not set ``warmup = true``.
+
 Stopping: SIGTERM or SIGINT stops the feed (``StoppableFeed`` ends its stream), the runtime processes
 what its queue already holds through the engine and returns as at the end of a replay, the sinks write
 everything they were handed, and the process exits 0. Every step shares one deadline, ``STOP_BUDGET_S``
@@ -33,11 +36,10 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any, Literal, TextIO
 
-import numpy as np
 import psutil
 
 from engine.config import Config
-from engine.feeds.base import Feed, FeedStatus
+from engine.feeds.base import Feed, FeedItem, FeedStatus
 from engine.runtime import FeedUnavailable, Runtime, Update, build_engine, build_feed, in_daemon_thread
 from engine.signals.rules import RuleError, load_rules
 from engine.sinks.base import Sink, SinkGroup
@@ -79,10 +81,10 @@ class StoppableFeed(Feed):
         self.stopped = True
         self._stop.set()
 
-    async def stream(self) -> AsyncIterator[np.ndarray | FeedStatus]:
+    async def stream(self) -> AsyncIterator[FeedItem]:
         inner = self.inner.stream()
         stop = asyncio.create_task(self._stop.wait(), name="tickdeck-feed-stop")
-        step: asyncio.Task[np.ndarray | FeedStatus] | None = None
+        step: asyncio.Task[FeedItem] | None = None
         try:
             while not self._stop.is_set():
                 step = asyncio.create_task(_next(inner), name="tickdeck-feed-next")
@@ -124,7 +126,7 @@ class StoppableFeed(Feed):
         await self.inner.unsubscribe(symbols)
 
 
-async def _next(it: AsyncIterator[np.ndarray | FeedStatus]) -> np.ndarray | FeedStatus:
+async def _next(it: AsyncIterator[FeedItem]) -> FeedItem:
     return await it.__anext__()
 
 
@@ -187,7 +189,8 @@ class Headless:
         self.feed = feed
         self.sinks = sinks
         self.status_every = status_every
-        self.signals = 0
+        self.signals = 0  # live signals; warm-up ones (fired on history) are counted apart
+        self.warmup_signals = 0
         self.stopped_by = "end"  # "end" (the feed ended), "SIGTERM", "SIGINT" or "error"
         self.error = ""
         self.exit_code = EXIT_OK
@@ -210,8 +213,11 @@ class Headless:
 
     # --- callbacks, on the event loop ----------------------------------------------------------------
     def on_update(self, update: Update) -> None:
-        for sig in update.signals:
-            self.signals += 1
+        for sig in update.signals:  # stdout and every sink skip warm-up signals unless they opt in
+            if sig.warmup:
+                self.warmup_signals += 1
+            else:
+                self.signals += 1
             self.sinks.deliver(sig)
         if update.snapshot is not None:
             for sink in self.broadcasts:
@@ -341,7 +347,8 @@ class Headless:
             ticks=stats.ticks, bars=stats.bars, signals=self.signals, bad_messages=counters.bad_total,
             reconnects=counters.reconnects, gaps=counters.gaps, duplicates=counters.duplicates,
             late_ticks=stats.late_ticks, bad_ticks=stats.bad_ticks, lag_p50_ms=round(p50, 3),
-            lag_p99_ms=round(p99, 3), coalesced=self.runtime.metrics.coalesced, sinks=self.sinks.stats())
+            lag_p99_ms=round(p99, 3), coalesced=self.runtime.metrics.coalesced, sinks=self.sinks.stats(),
+            warmup_signals=self.warmup_signals)
         if self.error:
             out["error"] = self.error
         return out
@@ -392,8 +399,9 @@ def _summary(feed: str, stopped_by: str, exit_code: int, runtime_s: float,
     """The summary line: every figure is present in every summary (zero when nothing was processed),
     so whatever reads it (a log pipeline, a test, systemd's journal) finds the same keys every time."""
     out: dict[str, Any] = {
-        "event": "summary", "ticks": 0, "bars": 0, "signals": 0, "bad_messages": 0, "reconnects": 0,
-        "gaps": 0, "duplicates": 0, "runtime_s": round(runtime_s, 3), "late_ticks": 0, "bad_ticks": 0,
+        "event": "summary", "ticks": 0, "bars": 0, "signals": 0, "warmup_signals": 0, "bad_messages": 0,
+        "reconnects": 0, "gaps": 0, "duplicates": 0, "runtime_s": round(runtime_s, 3), "late_ticks": 0,
+        "bad_ticks": 0,
         "feed": feed, "stopped_by": stopped_by, "exit_code": exit_code, "lag_p50_ms": 0.0,
         "lag_p99_ms": 0.0, "coalesced": 0, "sinks": {},
     }

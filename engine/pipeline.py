@@ -3,6 +3,9 @@
 This is the object the console, the headless service and the tests share. It owns every per-symbol
 array (forming bars, history rings, indicator state, rule state), all preallocated for
 ``capacity`` symbols, so memory is fixed when it is built and nothing allocates per tick.
+
+Live ticks go in through ``ingest``; history (bars from the past) through ``ingest_history``, which
+takes the same path but marks it: a bar built only from history gives signals with ``warmup=True``.
 """
 
 from __future__ import annotations
@@ -18,9 +21,10 @@ from engine.indicators.bank import IndicatorBank
 from engine.signals.detector import SignalDetector
 from engine.signals.events import Signal
 from engine.signals.rules import Rule, required_outputs
-from engine.ticks import SymbolTable
+from engine.ticks import SymbolTable, make_ticks
 
 _Arrays4 = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+_Arrays5 = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +33,7 @@ class EngineStats:
     bars: int
     late_ticks: int
     bad_ticks: int
+    history_bars: int = 0  # bars taken in as history (``ticks`` counts the live tape only)
 
 
 class Engine:
@@ -56,6 +61,7 @@ class Engine:
         # forming bars
         self.forming_start = np.full(capacity, barkernel.NO_BAR, dtype=np.int64)
         self.forming = np.zeros((capacity, 5), dtype=np.float64)
+        self.forming_warm = np.zeros(capacity, dtype=np.bool_)  # only history in the forming bar
         self.carry = np.zeros(capacity, dtype=np.float64)  # late volume waiting for the next bar
         # per-batch scratch, sized once
         self._batch = batch_capacity
@@ -63,10 +69,12 @@ class Engine:
         self._c_slot = np.zeros(batch_capacity, dtype=np.int64)
         self._c_t = np.zeros(batch_capacity, dtype=np.int64)
         self._c_bar = np.zeros((batch_capacity, 5), dtype=np.float64)
+        self._c_warm = np.zeros(batch_capacity, dtype=np.bool_)
         self._c_vals = np.zeros((batch_capacity, n_out), dtype=np.float64)
         self._dirty = np.zeros(capacity, dtype=np.bool_)
         self._d_list = np.zeros(capacity, dtype=np.int64)
         self._stats = np.zeros(4, dtype=np.int64)
+        self._history_bars = 0
 
     # --- symbols -------------------------------------------------------------------------------
     def closed_bars(self, name: str) -> tuple[np.ndarray, np.ndarray] | None:
@@ -80,21 +88,38 @@ class Engine:
         return self.symbols.slot(name)
 
     # --- data ----------------------------------------------------------------------------------
-    def ingest(self, ticks: np.ndarray) -> list[Signal]:
-        """Apply a batch of ``TICK_DTYPE`` ticks (any mix of symbols, in arrival order)."""
+    def ingest(self, ticks: np.ndarray, *, warmup: bool = False) -> list[Signal]:
+        """Apply a batch of ``TICK_DTYPE`` ticks (any mix of symbols, in arrival order); ``warmup``: they
+        are history, not the live tape (``ingest_history`` is the usual way in for history)."""
         signals: list[Signal] = []
         for lo in range(0, len(ticks), self._batch):
             chunk = ticks[lo : lo + self._batch]
             closed, dirty = barkernel.ingest(
                 np.ascontiguousarray(chunk["sym"]), np.ascontiguousarray(chunk["ts"]),
                 np.ascontiguousarray(chunk["price"]), np.ascontiguousarray(chunk["size"]),
-                self.interval_ns, self.forming_start, self.forming, self.carry, *self._bank_args(),
-                self.bank.provisional, self.bank.counts, *self._history_args(), *self._closed_args(),
-                self._dirty, self._d_list, self._stats,
+                self.interval_ns, bool(warmup), self.forming_start, self.forming, self.forming_warm,
+                self.carry, *self._bank_args(), self.bank.provisional, self.bank.counts,
+                *self._history_args(), *self._closed_args(), self._dirty, self._d_list, self._stats,
             )
             signals += self._detect(closed)
             if self._live_rules and dirty:
                 signals += self._detect_live(dirty)
+        return signals
+
+    def ingest_history(self, bars: np.ndarray) -> list[Signal]:
+        """Apply bars from the past (``BAR_DTYPE``, in time order within each symbol): they build bars and
+        warm the indicators exactly as the live tape would, and their signals carry ``warmup=True``.
+
+        Each bar goes in as four ticks that rebuild it (open; low and high; close, 0-3 ns after the start
+        of the engine bar that holds its time; the whole volume on the open), so history with a finer
+        interval than the engine's aggregates, and the last bar stays forming for the live tape to
+        continue. History must come before a symbol's live ticks: older bars would count as late.
+        """
+        signals: list[Signal] = []
+        step = max(self._batch // 4, 1)
+        for lo in range(0, len(bars), step):
+            signals += self.ingest(_history_ticks(bars[lo : lo + step], self.interval_ns), warmup=True)
+        self._history_bars += len(bars)
         return signals
 
     def close_due(self, now_ns: int) -> list[Signal]:
@@ -102,8 +127,9 @@ class Engine:
         signals: list[Signal] = []
         while True:
             closed = barkernel.close_due(
-                now_ns, self.interval_ns, self.forming_start, self.forming, *self._bank_args(),
-                self.bank.counts, *self._history_args(), *self._closed_args(), self._stats,
+                now_ns, self.interval_ns, self.forming_start, self.forming, self.forming_warm,
+                *self._bank_args(), self.bank.counts, *self._history_args(), *self._closed_args(),
+                self._stats,
             )
             signals += self._detect(closed)
             if closed < self._batch:
@@ -117,25 +143,27 @@ class Engine:
         h = self.history
         return h.t, h.bars, h.head, h.count
 
-    def _closed_args(self) -> _Arrays4:
-        return self._c_slot, self._c_t, self._c_bar, self._c_vals
+    def _closed_args(self) -> _Arrays5:
+        return self._c_slot, self._c_t, self._c_bar, self._c_warm, self._c_vals
 
     def _detect(self, closed: int) -> list[Signal]:
         if not closed:
             return []
         return self.detector.on_closed(self._c_slot[:closed], self._c_t[:closed],
-                                       self._c_bar[:closed], self._c_vals[:closed])
+                                       self._c_bar[:closed], self._c_vals[:closed],
+                                       warmup=self._c_warm[:closed])
 
     def _detect_live(self, dirty: int) -> list[Signal]:
         slots = self._d_list[:dirty].copy()
         return self.detector.on_live(slots, self.forming_start[slots], self.forming[slots],
-                                     np.ascontiguousarray(self.bank.provisional[:, slots].T))
+                                     np.ascontiguousarray(self.bank.provisional[:, slots].T),
+                                     warmup=self.forming_warm[slots])
 
     # --- reading -------------------------------------------------------------------------------
     @property
     def stats(self) -> EngineStats:
         t, b, late, bad = (int(x) for x in self._stats)
-        return EngineStats(ticks=t, bars=b, late_ticks=late, bad_ticks=bad)
+        return EngineStats(ticks=t, bars=b, late_ticks=late, bad_ticks=bad, history_bars=self._history_bars)
 
     def forming_bar(self, slot: int) -> tuple[int, np.ndarray] | None:
         """(open time, copy of o h l c v) of the forming bar, or None when there is none."""
@@ -149,11 +177,31 @@ class Engine:
         self.history.reset(slot)
         self.detector.reset(slot)
         self.forming_start[slot] = barkernel.NO_BAR
+        self.forming_warm[slot] = False
         self.carry[slot] = 0.0
 
     @property
     def nbytes(self) -> int:
         """Bytes held in the engine's preallocated arrays."""
-        arrays = (self.forming_start, self.forming, self.carry, self._c_slot, self._c_t, self._c_bar,
-                  self._c_vals, self._dirty, self._d_list)
+        arrays = (self.forming_start, self.forming, self.forming_warm, self.carry, self._c_slot, self._c_t,
+                  self._c_bar, self._c_warm, self._c_vals, self._dirty, self._d_list)
         return self.bank.nbytes + self.history.nbytes + sum(a.nbytes for a in arrays)
+
+
+def _history_ticks(bars: np.ndarray, interval: int) -> np.ndarray:
+    """Four ticks per bar that rebuild it: open, low and high (low first when the bar closed up, as a
+    replay orders them), close; 0 to 3 ns into the engine bar that holds the bar's time. The open
+    carries the whole volume, so the bar's volume is exact."""
+    n = len(bars)
+    o, h, lo, c = bars["open"], bars["high"], bars["low"], bars["close"]
+    up = c >= o
+    ticks = make_ticks(4 * n)
+    ticks["price"] = np.stack([o, np.where(up, lo, h), np.where(up, h, lo), c], axis=1).ravel()
+    start = bars["t"].astype(np.int64)
+    ticks["ts"] = ((start - start % interval)[:, None] + np.arange(4, dtype=np.int64)).ravel()
+    ticks["recv"] = ticks["ts"]
+    ticks["sym"] = np.repeat(bars["sym"], 4)
+    size = np.zeros((n, 4))
+    size[:, 0] = bars["volume"]
+    ticks["size"] = size.ravel()
+    return ticks

@@ -33,7 +33,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from engine.config import Config, parse_interval
-from engine.feeds.base import Feed, FeedStatus
+from engine.feeds.base import Feed, FeedStatus, HistoryBars
 from engine.pipeline import Engine
 from engine.signals.events import Signal
 from engine.signals.rules import load_rules
@@ -159,9 +159,8 @@ def build_feed(config: Config, engine: Engine) -> Feed:
         from engine.feeds.sim import SimFeed
 
         sim = feeds.sim
-        backfill_s = sim.backfill * engine.interval_ns / 1e9
         return SimFeed(engine.symbols, n_symbols=sim.symbols, seed=sim.seed, rate=sim.rate,
-                       backfill_s=backfill_s)
+                       backfill=sim.backfill, bar_ns=engine.interval_ns)
     if name == "binance":
         from engine.feeds.binance import BinanceFeed
 
@@ -280,19 +279,28 @@ class Runtime:
         self.taps: list[Callable[[np.ndarray], None]] = []  # e.g. a recorder; called on the event loop
         self._last_frame = 0
         self._worker: EngineThread | None = None  # the thread that owns the engine (stopped after a run)
+        self._held: list[Any] = []  # at most one item taken from the queue while coalescing, not merged
 
-    def process(self, ticks: np.ndarray | None, now_ns: int | None = None) -> Update:
+    def process(self, ticks: np.ndarray | HistoryBars | None, now_ns: int | None = None) -> Update:
         """Apply one batch (or just the clock, when ``ticks`` is None). Runs on the engine thread.
 
         ``now_ns`` is the feed's clock (wall time for live feeds, the replayed time for a replay): bars
-        whose interval has ended by then are closed even if their symbol has gone quiet.
+        whose interval has ended by then are closed even if their symbol has gone quiet. History
+        (``HistoryBars``) goes in as such (its signals carry ``warmup=True``) and closes nothing by the
+        clock: taking a long history in can outlast a bar, and the bar forming at its end is the live
+        tape's to continue (its first batch covers that time) before the clock closes it.
         """
         now = time.time_ns() if now_ns is None else now_ns
         signals: list[Signal] = []
+        history = isinstance(ticks, HistoryBars)
+        if isinstance(ticks, HistoryBars):
+            signals += self.engine.ingest_history(ticks.bars)
+            ticks = None
         started = time.perf_counter_ns()
         if ticks is not None and len(ticks):
             signals += self.engine.ingest(ticks)
-        signals += self.engine.close_due(now - now % self.engine.interval_ns)
+        if not history:
+            signals += self.engine.close_due(now - now % self.engine.interval_ns)
         if ticks is not None and len(ticks):
             self._timed(ticks, bool(signals), time.perf_counter_ns() - started)
         snapshot = None
@@ -360,6 +368,7 @@ class Runtime:
             recorder = Recorder(self.config.feed.record, self.engine.symbols)
             self.taps.append(recorder)
         queue: asyncio.Queue[Any] = asyncio.Queue(self.queue_batches)
+        self._held = []
         pump = asyncio.create_task(self._pump(queue, on_status), name="tickdeck-feed-pump")
         worker = self._worker = EngineThread()
         tick_s = self.frame_ns / 1e9
@@ -367,8 +376,11 @@ class Runtime:
             while True:
                 try:  # (asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that
                     # lands as the item arrives, and this loop would then never end)
-                    async with asyncio.timeout(tick_s):
-                        item = await queue.get()
+                    if self._held:
+                        item = self._held.pop(0)
+                    else:
+                        async with asyncio.timeout(tick_s):
+                            item = await queue.get()
                 except TimeoutError:  # a quiet feed: still close due bars and refresh the frame
                     item = None
                 if item is _END:
@@ -378,7 +390,7 @@ class Runtime:
                     break
                 if isinstance(item, BaseException):
                     raise item
-                batch = self._coalesce(item, queue) if item is not None else None
+                batch = self._coalesce(item, queue) if isinstance(item, np.ndarray) else item
                 update = await worker.call(self.process, batch, self.feed.now_ns())
                 if update.snapshot is not None:
                     update = dataclasses.replace(update, health=self.health())
@@ -423,8 +435,8 @@ class Runtime:
         parts = [first]
         while not queue.empty():
             nxt = queue.get_nowait()
-            if nxt is _END or isinstance(nxt, BaseException):
-                queue.put_nowait(nxt)  # the queue just emptied, so there is room; handled next round
+            if not isinstance(nxt, np.ndarray):  # the end, an error or history: never merged into ticks
+                self._held.append(nxt)  # handled before anything still in the queue
                 break
             parts.append(nxt)
         m.batches += len(parts)
@@ -441,8 +453,9 @@ class Runtime:
                 if isinstance(item, FeedStatus):
                     on_status(item)
                     continue
-                for tap in self.taps:
-                    tap(item)
+                if isinstance(item, np.ndarray):  # taps (a recorder) take the live tape, not history
+                    for tap in self.taps:
+                        tap(item)
                 await queue.put(item)  # waits while the engine is behind: backpressure, no drops
             await queue.put(_END)
         except asyncio.CancelledError:

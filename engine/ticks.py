@@ -1,7 +1,9 @@
-"""Normalised ticks and the symbol table that maps names to dense slots.
+"""Normalised ticks, history bars, and the symbol table that maps names to dense slots.
 
 Feeds deliver batches as numpy structured arrays of ``TICK_DTYPE`` so the engine can hand a whole batch
-to a compiled kernel. Symbols travel as small integers (slots into every per-symbol array); the
+to a compiled kernel. History (bars from before the feed went live: generated, fetched or loaded) comes
+as arrays of ``BAR_DTYPE`` instead, wrapped in ``engine.feeds.base.HistoryBars`` so it can never be
+mistaken for the live tape. Symbols travel as small integers (slots into every per-symbol array); the
 ``SymbolTable`` interns names once, when a symbol first appears, never per tick.
 """
 
@@ -22,6 +24,20 @@ TICK_DTYPE = np.dtype(
         ("size", np.float64),
         ("side", np.int8),  # +1 buy, -1 sell, 0 unknown
         ("trade_id", np.int64),  # -1 when the feed has none
+    ]
+)
+
+
+BAR_DTYPE = np.dtype(
+    [
+        ("sym", np.int32),  # slot in the SymbolTable
+        ("t", np.int64),  # the bar's open time, ns since the epoch
+        ("open", np.float64),
+        ("high", np.float64),
+        ("low", np.float64),
+        ("close", np.float64),
+        ("volume", np.float64),
+        ("trades", np.int64),  # trades in the bar; -1 when the source does not say
     ]
 )
 
@@ -79,4 +95,10 @@ class SymbolTable:
 def make_ticks(n: int) -> np.ndarray:
     out = np.zeros(n, dtype=TICK_DTYPE)
     out["trade_id"] = -1
+    return out
+
+
+def make_bars(n: int) -> np.ndarray:
+    out = np.zeros(n, dtype=BAR_DTYPE)
+    out["trades"] = -1
     return out

@@ -3,7 +3,9 @@
 State is two reactives, ``signals`` (newest first, bounded) and ``filter`` (text matched against the
 symbol and the rule). :func:`signal_parts` decides what a line says as (text, role) pairs; the widget
 styles roles from its component classes (``$text-success`` for up, ``$text-error`` for down), so a theme
-switch recolours the log. ``enter`` posts :class:`SignalLog.Chosen` so the app can jump to the symbol.
+switch recolours the log. A warm-up signal (fired on history, not news) is dimmed throughout and marked
+``hist`` after its price, so it cannot be read as a live alert. ``enter`` posts
+:class:`SignalLog.Chosen` so the app can jump to the symbol.
 """
 
 from __future__ import annotations
@@ -29,7 +31,9 @@ LIMIT = 500
 """Signals kept in the log; older ones fall off the end."""
 EMPTY = "no signals yet"
 ARROWS = {"up": "▲", "down": "▼"}
-ROLES = ("up", "down", "value", "muted")
+HISTORY = "hist"
+"""The marker of a warm-up signal (one fired on history bars)."""
+ROLES = ("up", "down", "value", "muted", "history")
 
 
 def newest_first(existing: Sequence[Signal], new: Iterable[Signal], limit: int = LIMIT) -> tuple[Signal, ...]:
@@ -51,15 +55,20 @@ def _operands(values: dict[str, float]) -> str:
 
 
 def signal_parts(signal: Signal, symbol_width: int = 7, rule_width: int = 14) -> list[tuple[str, str]]:
-    """One signal as (text, role) pairs: bar time, arrow and symbol, rule, price, crossing operands."""
+    """One signal as (text, role) pairs: bar time, arrow and symbol, rule, price, crossing operands; a
+    warm-up signal has the ``hist`` marker before its operands and every part in the history role."""
     role = signal.direction
-    return [
+    parts = [
         (fmt.clock(signal.bar_time) + " ", "muted"),  # market time of the bar that fired it
         (f"{ARROWS[signal.direction]} {signal.symbol:<{symbol_width}} ", role),
         (f"{fmt.fit(signal.rule, rule_width):<{rule_width}} ", role),
         (f"{fmt.price(signal.price):>10}  ", "value"),
         (_operands(signal.values), "muted"),
     ]
+    if signal.warmup:
+        parts.insert(4, (f"{HISTORY}  ", "history"))
+        parts = [(text, "history") for text, _ in parts]
+    return parts
 
 
 class SignalLog(RowView):
@@ -79,6 +88,7 @@ class SignalLog(RowView):
     SignalLog > .signal-log--down { color: $text-error; }
     SignalLog > .signal-log--value { color: $foreground; }
     SignalLog > .signal-log--muted { color: $foreground-muted; }
+    SignalLog > .signal-log--history { color: $foreground-muted; text-style: dim; }
     SignalLog > .signal-log--cursor { background: $surface; }
     SignalLog:focus > .signal-log--cursor { background: $block-cursor-background; text-style: bold; }
     """
@@ -156,7 +166,8 @@ class SignalLog(RowView):
             hint = EMPTY if not self.filter else f"no signals match {self.filter!r}"
             return Strip([Segment(hint, base + palette["signal-log--muted"])]).adjust_cell_length(width, base)
         signal = self._shown[index]
-        key = (signal.symbol, signal.rule, signal.bar_time, signal.detected_ns, selected, width)
+        key = (signal.symbol, signal.rule, signal.bar_time, signal.detected_ns, signal.warmup, selected,
+               width)
         strip = self._cache.get(key)
         if strip is None:
             cursor = palette["signal-log--cursor"] if selected else Style.null()

@@ -1,4 +1,4 @@
-"""The one interface every feed implements, its status events, and its per-reason counters."""
+"""The one interface every feed implements, its status events, its history, and its per-reason counters."""
 
 from __future__ import annotations
 
@@ -49,6 +49,26 @@ def valid_utf8(raw: str | bytes) -> bool:
     return True
 
 
+@dataclass(frozen=True, slots=True)
+class HistoryBars:
+    """Bars from the past, which a feed yields before its live batches (or a store hands over later).
+
+    ``bars`` is an array of ``engine.ticks.BAR_DTYPE``, in time order within each symbol. History warms
+    the indicators and fills the charts like the live tape, but what it makes the rules fire is not news:
+    those signals carry ``warmup=True``. The type, not a flag inside the array, says "history", so a
+    batch cannot lose the mark on its way (the runtime never merges history into a live batch).
+    """
+
+    bars: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.bars)
+
+
+FeedItem = np.ndarray | FeedStatus | HistoryBars
+"""What a feed's stream yields: a batch of live ticks, a status, or history."""
+
+
 class FeedCounters:
     """What a feed received, skipped and survived, counted per reason.
 
@@ -87,7 +107,8 @@ class FeedCounters:
 
 
 class Feed(abc.ABC):
-    """A source of tick batches. ``stream`` yields numpy ``TICK_DTYPE`` arrays and ``FeedStatus``.
+    """A source of tick batches. ``stream`` yields numpy ``TICK_DTYPE`` arrays, ``FeedStatus`` and, for a
+    feed that knows the past, ``HistoryBars`` (first, before the live batches).
 
     A feed never raises for bad data: it counts it (``counters``) and skips it. It raises only when it
     cannot go on at all, after reporting why in a ``failed`` status.
@@ -106,7 +127,7 @@ class Feed(abc.ABC):
         self.counters = FeedCounters(self.name)
 
     @abc.abstractmethod
-    def stream(self) -> AsyncIterator[np.ndarray | FeedStatus]:
+    def stream(self) -> AsyncIterator[FeedItem]:
         """Yield batches until cancelled."""
 
     def universe(self) -> tuple[str, ...]:

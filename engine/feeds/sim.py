@@ -24,6 +24,10 @@ All of it is generated a batch at a time with numpy, never in Python per tick: f
 nodes in trading time, each symbol's own path either on the same grid (busy batches: a tick interpolates
 it) or stepped trade by trade with a grouped cumulative sum (quiet batches); regime chains advance switch
 by switch, a few times an hour.
+
+History (``backfill`` bars before the first live batch) is drawn bar by bar from the same model
+(``engine.feeds.sim_history``), so it is statistically the live tape at bar resolution, and handed to
+the engine as ``HistoryBars``: it warms the indicators, and its signals are marked as warm-up.
 """
 
 from __future__ import annotations
@@ -35,7 +39,8 @@ from collections.abc import AsyncIterator, Sequence
 
 import numpy as np
 
-from engine.feeds.base import Feed, FeedStatus
+from engine.feeds.base import Feed, FeedItem, FeedStatus, HistoryBars
+from engine.feeds.sim_history import history_bars, history_chunks
 from engine.ticks import TICK_DTYPE, SymbolTable
 
 SECTORS = ("Technology", "Communication", "Consumer Discretionary", "Consumer Staples", "Energy",
@@ -140,6 +145,7 @@ class SimFeed(Feed):
     how much more volatile a turbulent spell is than a calm one; ``calm_s`` and ``turbulent_s`` are the
     mean lengths of the spells in trading seconds; ``jumps_per_day`` is per symbol, and ``jump_size`` the
     typical jump of a symbol of 35 % annual volatility (scaled with each symbol's volatility).
+    ``backfill`` is how many bars of ``bar_ns`` history the stream hands over before going live.
     """
 
     closed_universe = True
@@ -147,9 +153,9 @@ class SimFeed(Feed):
     name = "sim"
 
     def __init__(self, symbols: SymbolTable, n_symbols: int = 40, seed: int = 7, rate: float = 200.0,
-                 batch_hz: float = 20.0, backfill_s: float = 0.0, *, day_s: float = 23_400.0,
-                 turbulence: float = 2.5, calm_s: float = 5_400.0, turbulent_s: float = 1_200.0,
-                 jumps_per_day: float = 0.1, jump_size: float = 0.02) -> None:
+                 batch_hz: float = 20.0, backfill: int = 0, bar_ns: int = 60 * 10**9, *,
+                 day_s: float = 23_400.0, turbulence: float = 2.5, calm_s: float = 5_400.0,
+                 turbulent_s: float = 1_200.0, jumps_per_day: float = 0.1, jump_size: float = 0.02) -> None:
         super().__init__(symbols)
         if not 1 <= n_symbols <= 5000:
             raise ValueError(f"sim symbols must be between 1 and 5000, got {n_symbols}")
@@ -157,6 +163,9 @@ class SimFeed(Feed):
                              ("turbulent_s", turbulent_s)):
             if not (value > 0 and math.isfinite(value)):
                 raise ValueError(f"sim {label} must be a positive number, got {value}")
+        if backfill < 0 or bar_ns <= 0:
+            raise ValueError(f"sim backfill must be >= 0 bars of a positive interval, got {backfill} bars "
+                             f"of {bar_ns} ns")
         if not 60.0 <= day_s <= 86_400.0:
             raise ValueError(f"sim day_s must be between 60 and 86400 seconds, got {day_s}")
         if not (turbulence >= 1.0 and jumps_per_day >= 0.0 and jump_size >= 0.0):
@@ -166,7 +175,8 @@ class SimFeed(Feed):
         self.slots = np.array([symbols.slot(n) for n in self.names], dtype=np.int32)
         self.rate = rate
         self.batch_hz = batch_hz
-        self.backfill_s = backfill_s
+        self.backfill_bars = int(backfill)
+        self.bar_ns = int(bar_ns)
         self.day_s = float(day_s)
         self._day_ns = round(float(day_s) * 1e9)
         self.rng = rng = np.random.default_rng(seed)
@@ -437,20 +447,22 @@ class SimFeed(Feed):
         return self._base[idx] + self._beta[idx] * market + self._gamma[idx] * sector + own, up
 
     def backfill(self, now_ns: int) -> np.ndarray:
-        """Trades over the last ``backfill_s`` seconds, so charts and indicators start warm.
+        """``backfill`` bars of history up to ``now_ns`` (``BAR_DTYPE``), so charts and indicators start
+        warm; drawn from the live model bar by bar (``engine.feeds.sim_history``), before any live batch."""
+        return history_bars(self, now_ns, self.backfill_bars, self.bar_ns)
 
-        About four trades per symbol per bar for a 300-bar backfill, capped at 1M trades in total.
-        Prices move with trading time, not per trade, so a sparser history moves as much as the tape.
-        """
-        n = min(len(self.names) * 1200, 1_000_000)
-        return self.next_batch(n, now_ns, self.backfill_s)
-
-    async def stream(self) -> AsyncIterator[np.ndarray | FeedStatus]:
+    async def stream(self) -> AsyncIterator[FeedItem]:
         yield FeedStatus(self.name, "live")
-        if self.backfill_s > 0:
-            yield self._counted(self.backfill(time.time_ns()))
+        now_ns, last = time.time_ns(), time.monotonic()  # the live tape takes over from the history here
+        if self.backfill_bars > 0:
+            # in pieces, so the engine takes them in turn with frames between; each drawn in a thread
+            # (thousands of symbols take longer than a frame to draw)
+            pieces = history_chunks(self, now_ns, self.backfill_bars, self.bar_ns)
+            while (bars := await asyncio.to_thread(next, pieces, None)) is not None:
+                self.counters.messages += 1
+                yield HistoryBars(bars)
         period = 1.0 / self.batch_hz
-        last, carry = time.monotonic(), 0.0
+        carry = 0.0
         while True:
             await asyncio.sleep(period)
             now = time.monotonic()

@@ -25,7 +25,9 @@ MODE_CLOSE, MODE_LIVE = 0, 1
 
 
 class SignalDetector:
-    """Turns closed bars (``on_closed``) and forming bars (``on_live``) into ``Signal`` events.
+    """Turns closed bars (``on_closed``) and forming bars (``on_live``) into ``Signal`` events; a bar marked
+    as history gives signals with ``warmup=True`` (rule state and cooldowns run on history as on live
+    bars, so the first live bar is judged against warm state).
 
     ``values[j]`` of a batch is a copy of ``bank.committed[:, slots[j]]`` (or ``bank.provisional`` for
     live records) taken right after record j was applied, so its columns are the bank's output rows.
@@ -126,29 +128,32 @@ class SignalDetector:
         self._has_fired[:, slot] = False
 
     # --- evaluation ---------------------------------------------------------------------------
-    def on_closed(self, slots: np.ndarray, t: np.ndarray, bars: np.ndarray,
-                  values: np.ndarray) -> list[Signal]:
+    def on_closed(self, slots: np.ndarray, t: np.ndarray, bars: np.ndarray, values: np.ndarray, *,
+                  warmup: np.ndarray | None = None) -> list[Signal]:
         """Evaluate ``on = "close"`` rules on closed bars: slots int64[k], t int64[k] (bar open times),
-        bars float64[k, 5] (o, h, l, c, v), values float64[k, R] (committed outputs after each bar)."""
-        return self._run(self._lines_close, slots, t, bars, values)
+        bars float64[k, 5] (o, h, l, c, v), values float64[k, R] (committed outputs after each bar),
+        warmup bool[k] (the bar is history; None: every bar is live)."""
+        return self._run(self._lines_close, slots, t, bars, values, warmup)
 
-    def on_live(self, slots: np.ndarray, t: np.ndarray, bars: np.ndarray,
-                values: np.ndarray) -> list[Signal]:
+    def on_live(self, slots: np.ndarray, t: np.ndarray, bars: np.ndarray, values: np.ndarray, *,
+                warmup: np.ndarray | None = None) -> list[Signal]:
         """Evaluate ``on = "live"`` rules on forming bars (provisional values); same shapes."""
-        return self._run(self._lines_live, slots, t, bars, values)
+        return self._run(self._lines_live, slots, t, bars, values, warmup)
 
     def _run(self, lines: np.ndarray, slots: np.ndarray, t: np.ndarray, bars: np.ndarray,
-             values: np.ndarray) -> list[Signal]:
+             values: np.ndarray, warmup: np.ndarray | None) -> list[Signal]:
         slots = np.ascontiguousarray(slots, dtype=np.int64)
         t = np.ascontiguousarray(t, dtype=np.int64)
         bars = np.ascontiguousarray(bars, dtype=np.float64)
         values = np.ascontiguousarray(values, dtype=np.float64)
         k = slots.shape[0] if slots.ndim == 1 else -1
-        if k < 0 or t.shape != (k,) or bars.shape != (k, 5) or values.shape != (k, self.width):
+        warm = np.zeros(max(k, 0), dtype=np.bool_) if warmup is None else np.asarray(warmup, dtype=np.bool_)
+        if (k < 0 or t.shape != (k,) or bars.shape != (k, 5) or values.shape != (k, self.width)
+                or warm.shape != (k,)):
             raise ValueError(
-                f"expected slots[k], t[k], bars[k, 5], values[k, {self.width}]; got "
+                f"expected slots[k], t[k], bars[k, 5], values[k, {self.width}], warmup[k]; got "
                 f"slots{list(slots.shape)}, t{list(t.shape)}, bars{list(bars.shape)}, "
-                f"values{list(values.shape)}"
+                f"values{list(values.shape)}, warmup{list(warm.shape)}"
             )
         if k == 0 or lines.shape[0] == 0:
             return []
@@ -165,10 +170,11 @@ class SignalDetector:
                 self._out_rec, self._out_line, self._out_dir, self._out_a, self._out_b,
             )
             if n:
-                signals.extend(self._signals(int(n), slots, t, bars))
+                signals.extend(self._signals(int(n), slots, t, bars, warm))
         return signals
 
-    def _signals(self, n: int, slots: np.ndarray, t: np.ndarray, bars: np.ndarray) -> list[Signal]:
+    def _signals(self, n: int, slots: np.ndarray, t: np.ndarray, bars: np.ndarray,
+                 warm: np.ndarray) -> list[Signal]:
         now = self._clock()
         rec = self._out_rec[:n]
         meta = self._meta
@@ -176,10 +182,11 @@ class SignalDetector:
         up = kernel.DIR_UP
         return [
             Signal(name(s), meta[ln][0], "up" if d == up else "down", tj, c,
-                   {meta[ln][1]: a, meta[ln][2]: b}, now)
-            for s, tj, c, ln, d, a, b in zip(
+                   {meta[ln][1]: a, meta[ln][2]: b}, now, w)
+            for s, tj, c, ln, d, a, b, w in zip(
                 slots[rec].tolist(), t[rec].tolist(), bars[rec, 3].tolist(), self._out_line[:n].tolist(),
-                self._out_dir[:n].tolist(), self._out_a[:n].tolist(), self._out_b[:n].tolist(), strict=True)
+                self._out_dir[:n].tolist(), self._out_a[:n].tolist(), self._out_b[:n].tolist(),
+                warm[rec].tolist(), strict=True)
         ]
 
     def _check_slot(self, slot: int) -> None:

@@ -17,6 +17,10 @@ class Signal:
     ``bar_time`` is the open time of the bar that fired it (ns since the epoch); ``price`` is that bar's
     close (provisional for live rules); ``values`` holds the operands that crossed, by name, e.g.
     ``{"rsi_14": 29.1, "level": 30.0}``; ``detected_ns`` is the wall-clock time of detection.
+
+    ``warmup`` is True when the bar came from the past (history generated, fetched or loaded to warm the
+    indicators), not from the live tape: such a signal is not news, so the sinks and standard output
+    skip it unless told otherwise, and the console shows it as history.
     """
 
     symbol: str
@@ -26,6 +30,7 @@ class Signal:
     price: float
     values: dict[str, float]
     detected_ns: int
+    warmup: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready copy (non-finite floats become ``None``, so strict JSON encoders accept it)."""
@@ -37,14 +42,19 @@ class Signal:
             "price": _finite(self.price),
             "values": {k: _finite(v) for k, v in self.values.items()},
             "detected_ns": int(self.detected_ns),
+            "warmup": bool(self.warmup),
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Signal:
-        """The inverse of ``to_dict`` (``None`` reads back as NaN)."""
+        """The inverse of ``to_dict`` (``None`` reads back as NaN; no ``warmup`` reads as live, as a
+        publisher from before the field sends it)."""
         direction = data["direction"]
         if direction not in ("up", "down"):
             raise ValueError(f"direction must be 'up' or 'down', got {direction!r}")
+        warmup = data.get("warmup", False)
+        if not isinstance(warmup, bool):
+            raise ValueError(f"warmup must be true or false, got {warmup!r}")
         return cls(
             symbol=str(data["symbol"]),
             rule=str(data["rule"]),
@@ -53,6 +63,7 @@ class Signal:
             price=_float(data["price"]),
             values={str(k): _float(v) for k, v in data["values"].items()},
             detected_ns=int(data["detected_ns"]),
+            warmup=warmup,
         )
 
 

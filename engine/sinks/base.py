@@ -30,26 +30,31 @@ CANCEL_S = 0.1  # for a sink's close that overran its time to take its cancellat
 @dataclass(frozen=True, slots=True)
 class SignalFilter:
     """Which signals a sink takes: ``None`` for a field means any value; otherwise the signal's symbol,
-    rule id and direction must each be in the given set."""
+    rule id and direction must each be in the given set. A warm-up signal (fired on history, not news)
+    passes only when ``warmup`` is True: a restart must not flood a chat or a webhook with stale alerts."""
 
     symbols: frozenset[str] | None = None
     rules: frozenset[str] | None = None
     directions: frozenset[str] | None = None
+    warmup: bool = False
 
     def matches(self, signal: Signal) -> bool:
-        return ((self.symbols is None or signal.symbol in self.symbols)
+        return ((self.warmup or not signal.warmup)
+                and (self.symbols is None or signal.symbol in self.symbols)
                 and (self.rules is None or signal.rule in self.rules)
                 and (self.directions is None or signal.direction in self.directions))
 
     @property
     def everything(self) -> bool:
+        """Whether every live signal passes (warm-up ones are another matter: see ``warmup``)."""
         return self.symbols is None and self.rules is None and self.directions is None
 
     def describe(self) -> str:
         parts = [f"{label} {', '.join(sorted(values))}" for label, values in
                  (("symbols", self.symbols), ("rules", self.rules), ("directions", self.directions))
                  if values is not None]
-        return "; ".join(parts) or "every signal"
+        text = "; ".join(parts) or "every signal"
+        return text + ("; warm-up signals too" if self.warmup else "")
 
 
 ANY = SignalFilter()

@@ -13,6 +13,9 @@ Keys every sink takes::
     symbols = ["BTCUSDT"]     # optional filters: only signals of these symbols,
     rules = ["rsi_oversold"]  #   of these rule ids (checked against the configured rules),
     directions = ["up"]       #   in these directions (up, down)
+    warmup = false            # also signals fired on history (warm-up bars: the sim's backfill, bars
+                              #   fetched or loaded at start); off by default, so a restart sends no
+                              #   stale alerts
 
 ``jsonl``: one JSON line per signal appended to a file (``engine.sinks.jsonl``)::
 
@@ -91,7 +94,7 @@ from engine.sinks.jsonl import DEFAULT_BACKUPS, DEFAULT_MAX_BYTES, JsonlSink
 
 SINK_TYPES: tuple[str, ...] = ("jsonl", "webhook", "telegram", "metrics", "websocket")
 PLANNED_TYPES: tuple[str, ...] = ()
-COMMON_KEYS: tuple[str, ...] = ("type", "name", "enabled", "symbols", "rules", "directions")
+COMMON_KEYS: tuple[str, ...] = ("type", "name", "enabled", "symbols", "rules", "directions", "warmup")
 HTTP_KEYS: tuple[str, ...] = ("timeout", "retries", "backoff", "max_backoff", "queue", "dead_letter")
 TYPE_KEYS: dict[str, tuple[str, ...]] = {
     "jsonl": ("path", "fsync", "max_bytes", "backups"),
@@ -364,7 +367,8 @@ class _Parser:
             if key not in allowed:
                 self.fail(str(key), f"unknown key for a {kind} sink; allowed: {', '.join(allowed)}")
         enabled = self.boolean("enabled", True)
-        filter = SignalFilter(symbols=self.names("symbols"), rules=self.rules(), directions=self.directions())
+        filter = SignalFilter(symbols=self.names("symbols"), rules=self.rules(), directions=self.directions(),
+                              warmup=self.boolean("warmup", False))
         settings: Settings
         if kind == "jsonl":
             settings = self._jsonl()

@@ -19,6 +19,7 @@ from textual.widgets import Static
 
 from engine.chart_data import ChartData, chart_data
 from engine.config import Config, parse_interval
+from engine.feeds.base import HistoryBars
 from engine.pipeline import Engine
 from engine.runtime import build_engine, build_feed
 from tests.functional.support import wait_for
@@ -52,6 +53,8 @@ async def fed_engine(config: Config) -> AsyncIterator[tuple[Engine, str]]:
         async for item in feed.stream():
             if isinstance(item, np.ndarray):
                 engine.ingest(item)
+            elif isinstance(item, HistoryBars):
+                engine.ingest_history(item.bars)
             now = feed.now_ns()
             engine.close_due(now - now % engine.interval_ns)
 

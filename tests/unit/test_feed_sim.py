@@ -10,9 +10,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from engine.feeds.base import FeedStatus
+from engine.feeds.base import FeedItem, FeedStatus, HistoryBars
 from engine.feeds.sim import MARKET, SECTORS, TICKERS, SimFeed, measure, universe
-from engine.ticks import SymbolTable
+from engine.ticks import BAR_DTYPE, SymbolTable
 
 SEC = 1_000_000_000
 DAY = 23_400 * SEC  # the sim's default session
@@ -88,22 +88,23 @@ def calls(feed: SimFeed) -> list[np.ndarray]:
 
 
 def test_same_seed_and_calls_give_identical_ticks() -> None:
-    a, b = sim(seed=3, backfill_s=1800.0), sim(seed=3, backfill_s=1800.0)
+    a, b = sim(seed=3, backfill=30), sim(seed=3, backfill=30)
     for x, y in zip(calls(a), calls(b), strict=True):
         np.testing.assert_array_equal(x, y)
     times = np.arange(OPEN, OPEN + 4 * 3600 * SEC, 60 * SEC)
     np.testing.assert_array_equal(a.regimes_at(times), b.regimes_at(times))
     assert a.jumps == b.jumps
-    other = calls(sim(seed=4, backfill_s=1800.0))
-    assert not np.array_equal(other[1]["price"], calls(sim(seed=3, backfill_s=1800.0))[1]["price"])
+    other = calls(sim(seed=4, backfill=30))
+    assert not np.array_equal(other[1]["price"], calls(sim(seed=3, backfill=30))[1]["price"])
 
 
 def test_every_batch_is_well_formed_even_at_extreme_volatility() -> None:
-    feed = sim(n_symbols=60, seed=5, backfill_s=3600.0)
+    feed = sim(n_symbols=60, seed=5, backfill=60)
     now = OPEN + 3600 * SEC
-    batch = feed.backfill(now)
-    check_batch(feed, batch, now, 3600.0, 0)
-    next_id = len(batch)
+    bars = feed.backfill(now)
+    check_bars(feed, bars, now, 60)
+    next_id = int(bars["trades"].sum())  # the tape's trade ids go on after the history's trades
+    assert feed.trade_id == next_id
     plan = [(20_000, 0.05, 1.0), (1, 0.05, 1.0), (0, 0.05, 1.0), (500, 0.0, 1.0), (5_000, 0.5, 1.0),
             (50_000, 7200.0, 40.0), (200, 86_400.0 * 30, 25.0), (10, 0.01, 1.0)]
     for n, step, vol in plan:
@@ -233,41 +234,66 @@ def test_dense_and_sparse_batches_give_the_same_volatility_and_jumps(monkeypatch
     assert 0.9 < np.median(dense) / np.median(sparse) < 1.15
 
 
-def test_backfill_spans_its_window() -> None:
-    now = OPEN + 5 * 3600 * SEC
-    window = 5 * 3600
-    feed = sim(seed=3, backfill_s=float(window))
-    ticks = feed.backfill(now)
-    assert len(ticks) == 40 * 1200
-    check_batch(feed, ticks, now, window, 0)
-    assert ticks["ts"].min() < now - 0.95 * window * SEC and ticks["ts"].max() > now - 0.05 * window * SEC
-    assert set(np.unique(ticks["sym"])) == set(feed.slots)
-    assert len(sim(n_symbols=5000, backfill_s=60.0).backfill(now)) == 1_000_000
+def check_bars(feed: SimFeed, bars: np.ndarray, now: int, count: int, bar_ns: int = 60 * SEC) -> None:
+    """Everything a well-formed history promises: ``count`` whole bars before the one forming at ``now``
+    and that one, in time order, each a bar with trades that rebuilds from its trades."""
+    assert bars.dtype == BAR_DTYPE
+    start = now - now % bar_ns - count * bar_ns
+    assert np.all(np.diff(bars["t"]) >= 0) and np.all(bars["t"] % bar_ns == 0)
+    forming = now - now % bar_ns
+    assert bars["t"].min() == start and bars["t"].max() == (forming if now > forming else forming - bar_ns)
+    assert np.all(np.isin(bars["sym"], feed.slots))
+    for name in ("open", "high", "low", "close"):
+        assert np.all(np.isfinite(bars[name])) and np.all(bars[name] > 0)
+    assert np.all(bars["high"] >= np.maximum(bars["open"], bars["close"]))
+    assert np.all(bars["low"] <= np.minimum(bars["open"], bars["close"]))
+    assert np.all(bars["trades"] >= 1) and np.all(bars["volume"] >= bars["trades"])  # a trade is >= 1
+    assert np.all(bars["volume"] == np.round(bars["volume"]))
+    one = bars["trades"] == 1
+    assert np.all(bars["open"][one] == bars["close"][one]) and np.all(bars["high"][one] == bars["low"][one])
+    keys = bars["t"].astype(np.int64) * 100_000 + bars["sym"]
+    assert len(np.unique(keys)) == len(bars)  # one bar per symbol and bar time
+
+
+def test_backfill_spans_its_window_in_bars() -> None:
+    now = OPEN + 5 * 3600 * SEC + 17 * SEC
+    feed = sim(seed=3, backfill=300)
+    bars = feed.backfill(now)
+    check_bars(feed, bars, now, 300)
+    assert set(np.unique(bars["sym"])) == set(feed.slots)
+    assert len(bars) == 40 * 301  # 40 busy symbols: every one trades in every bar
+    live = feed.next_batch(4000, now + SEC, 1.0)
+    last = {int(s): c for s, c in zip(bars["sym"], bars["close"], strict=True)}
+    moved = [abs(np.log(p / last[int(s)])) for s, p in zip(live["sym"], live["price"], strict=True)]
+    assert np.median(moved) < 0.002  # a second later prices are where history left them
+    quiet = sim(n_symbols=5000, seed=3, backfill=10).backfill(now)  # most of 5000 names rarely trade
+    assert 0 < len(quiet) < 5000 * 11 and np.all(quiet["trades"] >= 1)
 
 
 async def test_stream_reports_live_then_backfill_then_batches_and_counts_them() -> None:
-    feed = sim(seed=4, rate=50_000.0, batch_hz=200.0, backfill_s=120.0)
+    feed = sim(seed=4, rate=50_000.0, batch_hz=200.0, backfill=2)
     stream = feed.stream()
     assert isinstance(stream, AsyncGenerator)  # so it can be closed
-    items: list[np.ndarray | FeedStatus] = []
+    items: list[FeedItem] = []
     try:
-        while sum(isinstance(i, np.ndarray) for i in items) < 4:
+        while sum(isinstance(i, np.ndarray) for i in items) < 3:
             items.append(await asyncio.wait_for(anext(stream), 5.0))
     finally:
         await stream.aclose()
     status, backfill, *live = items
     assert isinstance(status, FeedStatus) and status.state == "live" and status.feed == "sim"
-    assert isinstance(backfill, np.ndarray) and len(backfill) == 40 * 1200
+    assert isinstance(backfill, HistoryBars) and backfill.bars.dtype == BAR_DTYPE
+    assert len(np.unique(backfill.bars["t"])) in (2, 3)  # two whole bars, and the one forming if it traded
     batches = [b for b in live if isinstance(b, np.ndarray)]
     assert len(batches) == 3 and len(live) == 3
-    next_id = len(backfill)
+    next_id = int(backfill.bars["trades"].sum())
     for batch in batches:
         assert len(batch) > 0 and np.all(np.diff(batch["ts"]) >= 0)
         np.testing.assert_array_equal(batch["trade_id"], np.arange(next_id, next_id + len(batch)))
         assert np.all(batch["price"] > 0) and np.all(batch["ts"] <= batch["recv"])
         next_id += len(batch)
     c = feed.counters
-    assert c.messages == 4 and c.ticks == next_id
+    assert c.messages == 4 and c.ticks == next_id - int(backfill.bars["trades"].sum())  # the live tape's
     assert (c.reconnects, c.duplicates, c.gaps, c.out_of_order, c.bad_total) == (0, 0, 0, 0, 0)
 
 
@@ -276,7 +302,8 @@ def test_rejects_settings_it_cannot_honour() -> None:
                             ({"rate": 0.0}, "rate"), ({"rate": float("nan")}, "rate"),
                             ({"batch_hz": -1.0}, "batch_hz"), ({"day_s": 10.0}, "day_s"),
                             ({"turbulence": 0.5}, "turbulence"), ({"calm_s": 0.0}, "calm_s"),
-                            ({"jumps_per_day": -1.0}, "jumps_per_day")):
+                            ({"jumps_per_day": -1.0}, "jumps_per_day"), ({"backfill": -1}, "backfill"),
+                            ({"bar_ns": 0}, "backfill")):
         with pytest.raises(ValueError, match=message):
             SimFeed(SymbolTable(6000), **{"n_symbols": 40, **kwargs})  # type: ignore[arg-type]
 

@@ -56,13 +56,13 @@ def test_quotes_follow_the_engine() -> None:
 
 
 def test_sim_is_deterministic_and_backfill_spans_the_window() -> None:
-    a = SimFeed(SymbolTable(100), n_symbols=30, seed=3, backfill_s=600.0)
-    b = SimFeed(SymbolTable(100), n_symbols=30, seed=3, backfill_s=600.0)
+    a = SimFeed(SymbolTable(100), n_symbols=30, seed=3, backfill=10)
+    b = SimFeed(SymbolTable(100), n_symbols=30, seed=3, backfill=10)
     np.testing.assert_array_equal(a.backfill(NOW), b.backfill(NOW))
-    np.testing.assert_array_equal(a.next_batch(100, NOW, 1.0), b.next_batch(100, NOW, 1.0))
-    hist = SimFeed(SymbolTable(100), n_symbols=30, seed=3, backfill_s=600.0).backfill(NOW)
-    assert hist["ts"].min() >= NOW - 600 * SEC and hist["ts"].max() <= NOW
-    assert np.all(np.diff(hist["ts"]) >= 0) and np.all(hist["price"] > 0)
+    np.testing.assert_array_equal(a.next_batch(100, NOW + SEC, 1.0), b.next_batch(100, NOW + SEC, 1.0))
+    hist = SimFeed(SymbolTable(100), n_symbols=30, seed=3, backfill=10, bar_ns=60 * SEC).backfill(NOW)
+    assert hist["t"].min() == NOW - 600 * SEC and hist["t"].max() < NOW  # NOW is on a bar boundary
+    assert np.all(np.diff(hist["t"]) >= 0) and np.all(hist["close"] > 0)
     assert len(set(universe(500, 1))) == 500
 
 

@@ -79,7 +79,9 @@ def test_signals_are_appended_as_json_lines_that_read_back(tmp_path: Path) -> No
     run(sink, [make_signal(i) for i in range(1, 4)])
     got = lines(path)
     assert [Signal.from_dict(d) for d in got] == [make_signal(i) for i in range(4)]  # appended after line 0
-    assert set(got[0]) == {"symbol", "rule", "direction", "bar_time", "price", "values", "detected_ns"}
+    assert set(got[0]) == {"symbol", "rule", "direction", "bar_time", "price", "values", "detected_ns",
+                           "warmup"}
+    assert got[0]["warmup"] is False
     assert sink.stats()["written"] == 3 and sink.stats()["pending"] == 0
 
 

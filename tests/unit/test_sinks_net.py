@@ -674,7 +674,7 @@ def test_checking_the_tables_imports_no_network_library(tmp_path: Path) -> None:
     ('type = "webhook"\nurl = "https://h.example.com"\ndead_letter = ""', "sink #2 (webhook)", "dead_letter",
      "file path"),
     ('type = "webhook"\nurl = "https://h.example.com"\nretry = 3', "sink #2 (webhook)", "retry",
-     "allowed: type, name, enabled, symbols, rules, directions, url, headers, timeout, retries"),
+     "allowed: type, name, enabled, symbols, rules, directions, warmup, url, headers, timeout, retries"),
     ('type = "webhook"\nurl = "https://h.example.com"\ndead_letter = "b"', "sink #2 (webhook)", "dead_letter",
      "also written by sink #1 (jsonl)"),
     ('type = "telegram"', "sink #2 (telegram)", "chat_id", "required"),
