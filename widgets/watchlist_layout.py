@@ -102,10 +102,12 @@ def direction(value: float) -> Role:
 
 
 def signal_cell(signal: Signal | None, width: int) -> Cell:
-    """``▲ rule`` in the signal's direction, cut to ``width``."""
+    """``▲ rule`` in the signal's direction, cut to ``width``; a warm-up signal (fired on history) is
+    muted, as in the signal log, so a row never presents a past bar's signal as news."""
     if signal is None:
         return Cell("", "muted")
-    return Cell(fmt.fit(f"{ARROWS[signal.direction]} {signal.rule}", width), signal.direction)
+    text = fmt.fit(f"{ARROWS[signal.direction]} {signal.rule}", width)
+    return Cell(text, "muted" if signal.warmup else signal.direction)
 
 
 def aligned(text: str, spec: ColumnSpec, style: Style | str = "") -> Text:

@@ -57,7 +57,7 @@ def message(signal: Signal) -> str:
         lines.append(" · ".join(values))
     bar = datetime.fromtimestamp(signal.bar_time / 1e9, UTC)
     shown = "%Y-%m-%d %H:%M" if bar.second == 0 and bar.microsecond == 0 else "%Y-%m-%d %H:%M:%S"
-    lines.append(f"bar {bar.strftime(shown)} UTC")
+    lines.append(f"bar {bar.strftime(shown)} UTC" + (" · history (warm-up)" if signal.warmup else ""))
     return "\n".join(lines)
 
 

@@ -64,3 +64,11 @@ async def test_the_console_shows_history_signals_dimmed_below_the_live_ones(conf
         assert not any(seg.style is not None and seg.style.dim for seg in rows[0])
         styles = {seg.style.color for seg in rows[1] if seg.text.strip() and seg.style is not None}
         assert len(styles) == 1  # one colour: no up/down colouring for history
+
+
+def test_a_rows_latest_signal_is_muted_when_it_fired_on_history() -> None:
+    from widgets.watchlist_layout import signal_cell
+
+    live, past = signal_cell(LIVE, 20), signal_cell(PAST, 20)
+    assert (live.text, live.role) == ("▲ rsi_oversold", "up")
+    assert (past.text, past.role) == ("▲ rsi_oversold", "muted")

@@ -7,6 +7,7 @@ Backoffs are recorded, not slept (``sink.sleep``); nothing asserts on the wall c
 
 from __future__ import annotations
 
+import dataclasses
 import asyncio
 import email.utils
 import errno
@@ -387,6 +388,9 @@ def test_message_numbers_stay_plain_and_html_is_escaped() -> None:
     assert not error
     assert plain.splitlines() == ["▼ PEPE<USDT>  macd&cross", "price 0.00001234",
                                   "macd -0.000321 · hist n/a · level 64123.5", "bar 2027-01-15 08:00:30 UTC"]
+    # a warm-up signal reaches Telegram only when the sink opts in, and then it says it is history
+    past, _, error = parse_html(message(dataclasses.replace(signal, warmup=True)))
+    assert not error and past.splitlines()[-1] == "bar 2027-01-15 08:00:30 UTC · history (warm-up)"
 
 
 async def test_telegram_flood_control_waits_retry_after(tmp_path: Path) -> None:
