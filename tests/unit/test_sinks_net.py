@@ -7,8 +7,8 @@ Backoffs are recorded, not slept (``sink.sleep``); nothing asserts on the wall c
 
 from __future__ import annotations
 
-import dataclasses
 import asyncio
+import dataclasses
 import email.utils
 import errno
 import json
