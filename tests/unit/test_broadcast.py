@@ -363,10 +363,8 @@ def test_bad_settings_are_refused() -> None:
         BroadcastSink(max_queue=0)
 
 
-# --- wiring: the [[sinks]] table and the headless service (skipped until they know the websocket type) --
+# --- wiring: the [[sinks]] table and the headless service ----------------------------------------------
 
-HAS_TYPE = "websocket" in sink_config.SINK_TYPES
-HAS_WIRING = hasattr(headless, "BroadcastSink")
 BUSY = BUSY_RULE
 
 
@@ -377,7 +375,6 @@ def websocket_sinks(*tables: dict[str, Any], env: dict[str, str] | None = None) 
     return [s for s in sinks if isinstance(s, BroadcastSink)]
 
 
-@pytest.mark.skipif(not HAS_TYPE, reason="engine/sinks/config.py does not register the websocket type yet")
 def test_websocket_sink_tables() -> None:
     (sink,) = websocket_sinks({"type": "websocket"})
     assert (sink.host, sink.port, sink.fps, sink.max_queue, sink.name) == ("127.0.0.1", 8765, 10.0, 1024,
@@ -409,8 +406,6 @@ def test_websocket_sink_tables() -> None:
         websocket_sinks({"type": "websocket"}, {"type": "websocket", "name": "again"})
 
 
-@pytest.mark.skipif(not (HAS_TYPE and HAS_WIRING),
-                    reason="engine/headless.py does not feed the websocket sink its frames yet")
 async def test_the_headless_service_broadcasts_its_frames_signals_and_status(tmp_path: Path) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -434,7 +429,9 @@ async def test_the_headless_service_broadcasts_its_frames_signals_and_status(tmp
                 await asyncio.sleep(0.1)
         assert remote.watch and remote.outputs == tuple(config.ui.columns) and remote.interval == "1s"
         run = asyncio.create_task(remote.run(updates.append, statuses.append))
+        # a signal and a frame, in either order: a live signal can come before the first frame
         await until(lambda: any(u.signals for u in updates), "a signal", timeout=60)
+        await until(lambda: any(u.snapshot is not None for u in updates), "a snapshot frame", timeout=60)
         frames = [u.snapshot for u in updates if u.snapshot is not None]
         assert frames and {q.symbol for q in frames[-1].quotes} == set(remote.watch)
         assert any(u.health is not None for u in updates)

@@ -7,7 +7,6 @@ import os
 import stat
 import subprocess
 import sys
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -40,39 +39,56 @@ def test_the_umask_is_read_once_at_import_and_never_set_again(tmp_path: Path,
     assert stat.S_IMODE(target.stat().st_mode) == 0o600
 
 
-@pytest.mark.skipif(UMASK & 0o022 == 0, reason="needs a umask that masks group or other write")
+_SIDE_BY_SIDE = """
+import os, stat, sys, threading
+from pathlib import Path
+os.umask(0o022)  # before engine.files reads it: a umask that masks group and other write
+from engine.files import write_atomically
+
+root = Path(sys.argv[1])
+expected = 0o644
+stop = threading.Event()
+bad = []
+
+def create():
+    k = 0
+    while not stop.is_set() and k < 200_000:
+        path = root / "other" / f"{k}.txt"
+        with open(path, "w"):
+            pass
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode != expected:
+            bad.append((path.name, mode))
+        path.unlink()
+        k += 1
+
+def text(fh):
+    fh.write("x")
+
+(root / "other").mkdir()
+(root / "mine").mkdir()
+creator = threading.Thread(target=create)
+creator.start()
+try:
+    for k in range(3000):
+        write_atomically(root / "mine" / f"{k % 10}.txt", text)
+        (root / "mine" / f"{k % 10}.txt").unlink()
+finally:
+    stop.set()
+    creator.join(60)
+assert not creator.is_alive()
+print(len(bad), bad[0] if bad else "")
+"""
+
+
 def test_files_other_threads_create_meanwhile_get_the_umask_mode(tmp_path: Path) -> None:
     """A writer and a thread creating files run side by side: every file gets the umask's mode. With the
-    umask flipped to 0 for each read, files created in that moment came out group- and world-writable."""
-    expected = 0o666 & ~UMASK
-    stop = threading.Event()
-    bad: list[tuple[str, int]] = []
-
-    def create() -> None:
-        k = 0
-        while not stop.is_set() and k < 200_000:
-            path = tmp_path / "other" / f"{k}.txt"
-            with open(path, "w"):
-                pass
-            mode = stat.S_IMODE(path.stat().st_mode)
-            if mode != expected:
-                bad.append((path.name, mode))
-            path.unlink()
-            k += 1
-
-    (tmp_path / "other").mkdir()
-    (tmp_path / "mine").mkdir()
-    creator = threading.Thread(target=create)
-    creator.start()
-    try:
-        for k in range(3000):
-            write_atomically(tmp_path / "mine" / f"{k % 10}.txt", _text)
-            (tmp_path / "mine" / f"{k % 10}.txt").unlink()
-    finally:
-        stop.set()
-        creator.join(60)
-    assert not creator.is_alive()
-    assert bad == [], f"{len(bad)} files got another mode, e.g. {bad[0][0]}: {bad[0][1]:o}"
+    umask flipped to 0 for each read, files created in that moment came out group- and world-writable.
+    Run in a child with umask 022 set before the import, whatever the umask of the machine running it."""
+    child = subprocess.run([sys.executable, "-c", _SIDE_BY_SIDE, str(tmp_path)], capture_output=True,
+                           text=True, timeout=120, cwd=Path(__file__).resolve().parents[2])
+    assert child.returncode == 0, child.stderr
+    assert child.stdout.split(maxsplit=1)[0] == "0", f"files got another mode than 644: {child.stdout}"
 
 
 def test_the_directory_is_fsynced_after_the_rename(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
