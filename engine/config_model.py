@@ -198,6 +198,8 @@ class BinanceFeedConfig:
     """``trade`` (every trade) or ``kline_<interval>`` (one update per kline change; less traffic)."""
     stale_after: float = _stale_after()
     """Seconds without a message before the feed is reported stale; twice that and it reconnects."""
+    rest_url: str = _setting("https://api.binance.com", _url("https", "http"))
+    """Binance's REST API: klines and aggregate trades for history at start and to refill gaps."""
 
 
 @dataclass(frozen=True)
@@ -206,6 +208,8 @@ class CoinbaseFeedConfig:
     products: tuple[str, ...] = _setting(("BTC-USD", "ETH-USD", "SOL-USD"), _symbols)
     stale_after: float = _stale_after()
     """Seconds without a message before the feed is reported stale; twice that and it reconnects."""
+    rest_url: str = _setting("https://api.coinbase.com", _url("https", "http"))
+    """Advanced Trade's public REST API: product candles and market trades for history."""
 
 
 @dataclass(frozen=True)
@@ -221,6 +225,8 @@ class YahooFeedConfig:
     burst: int = _setting(5, _between(1, 1000))
     requests_per_hour: int = _setting(2000, _between(1, 1_000_000))
     timeout: float = _setting(10.0, _positive)
+    chart_url: str = _setting("https://query2.finance.yahoo.com", _url("https", "http"))
+    """Yahoo's chart API (``v8/finance/chart/{symbol}``): bars of history."""
 
 
 @dataclass(frozen=True)
@@ -250,6 +256,33 @@ class FeedsConfig:
     yahoo: YahooFeedConfig = field(default_factory=YahooFeedConfig)
     replay: ReplayFeedConfig = field(default_factory=ReplayFeedConfig)
     attach: AttachFeedConfig = field(default_factory=AttachFeedConfig)
+
+
+def _store(value: str) -> str:
+    """``auto`` (the user data directory), ``""`` (off) or a directory."""
+    return value.strip()
+
+
+def _retention(value: str) -> str:
+    parse_duration(value)
+    return value.strip()
+
+
+@dataclass(frozen=True)
+class HistoryConfig:
+    """Bars from the past on live feeds: fetched from the service at start and after gaps, and kept on
+    disk so a restart fetches only what is missing."""
+
+    backfill: int = _setting(0, _between(0, 1_000_000))
+    """Bars per symbol to start with; 0: as many as the configured outputs and rules need to warm up.
+    Never more than ``engine.history``."""
+    fetch: bool = _setting(True)
+    """Fetch history from the feed's REST API at start and to refill gaps (false: stored bars only)."""
+    store: str = _setting("auto", _store)
+    """Where closed bars are kept: ``auto`` (the user data directory, or ``$TICKDECK_DATA_DIR``), a
+    directory, or ``""`` to keep none."""
+    retention: str = _setting("90d", _retention)
+    """Stored bars older than this are pruned (a duration: ``30d``, ``12h``)."""
 
 
 @dataclass(frozen=True)
@@ -348,6 +381,7 @@ class Config:
     engine: EngineConfig = field(default_factory=EngineConfig)
     feed: FeedConfig = field(default_factory=FeedConfig)
     feeds: FeedsConfig = field(default_factory=FeedsConfig)
+    history: HistoryConfig = field(default_factory=HistoryConfig)
     ui: UiConfig = field(default_factory=UiConfig)
     keys: KeysConfig = field(default_factory=KeysConfig)
     rules: tuple[RuleTable, ...] = field(default_factory=_default_rules)
