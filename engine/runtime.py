@@ -151,8 +151,9 @@ def build_engine(config: Config) -> Engine:
                   depth=config.engine.history, rules=load_rules(config.rules))
 
 
-def build_feed(config: Config, engine: Engine) -> Feed:
-    """The configured feed, its symbols registered with the engine (imports only the feed used)."""
+def build_feed(config: Config, engine: Engine, store: Any = None) -> Feed:
+    """The configured feed, its symbols registered with the engine (imports only the feed used); a live
+    feed loads history from its service and from ``store`` (an ``engine.backfill.loader.BarStore``)."""
     name = config.feed.name
     feeds = config.feeds
     if name == "sim":
@@ -162,11 +163,15 @@ def build_feed(config: Config, engine: Engine) -> Feed:
         return SimFeed(engine.symbols, n_symbols=sim.symbols, seed=sim.seed, rate=sim.rate,
                        backfill=sim.backfill, bar_ns=engine.interval_ns)
     if name == "binance":
+        from engine.backfill import attach
         from engine.feeds.binance import BinanceFeed
 
         _register(engine, feeds.binance.symbols)
-        return BinanceFeed(engine.symbols, feeds.binance.url, wanted=feeds.binance.symbols,
-                           stream=feeds.binance.stream, stale_after=feeds.binance.stale_after)
+        binance = BinanceFeed(engine.symbols, feeds.binance.url, wanted=feeds.binance.symbols,
+                              stream=feeds.binance.stream, stale_after=feeds.binance.stale_after)
+        # gaps are refilled once the engine can re-run a symbol from a bar (``Engine.refill``)
+        attach(binance, config, engine.interval_ns, store=store, refills=hasattr(engine, "refill"))
+        return binance
     if name == "coinbase":
         from engine.feeds.coinbase import CoinbaseFeed
 
@@ -426,7 +431,8 @@ class Runtime:
                               bad_messages=c.bad_total, reconnects=c.reconnects, gaps=c.gaps,
                               duplicates=c.duplicates, feed=self.feed.name, batches=m.batches,
                               ticks_in=c.ticks, ticks_processed=self.engine.stats.ticks,
-                              engine_p50_us=e50, engine_p99_us=e99, signal_p50_ms=s50, signal_p99_ms=s99)
+                              engine_p50_us=e50, engine_p99_us=e99, signal_p50_ms=s50, signal_p99_ms=s99,
+                              history_done=c.history_done, history_total=c.history_total, refills=c.refills)
 
     def _coalesce(self, first: np.ndarray, queue: asyncio.Queue[Any]) -> np.ndarray:
         m = self.metrics

@@ -1,4 +1,5 @@
-"""The header line: app name, feed and its state, market clock, bar interval, ticks per second, pause.
+"""The header line: app name, feed and its state, market clock, bar interval, ticks per second, history
+loading (``history 12/40``), pause.
 
 State is a handful of reactives; :func:`render_header` draws them as ``Content`` (theme variables for
 colours) and is tested on its own. :class:`TickRate` turns the engine's running tick count into a rate.
@@ -79,9 +80,12 @@ def render_header(s: HeaderState) -> Content:
 
 
 def _health_parts(h: PipelineHealth) -> list[str | tuple[str, str]]:
-    """Lag always (it is the figure that says whether the console keeps up); trouble only when there is
-    some: a backed-up queue, bad messages, reconnects, gaps in the trade sequence."""
+    """Lag always (it is the figure that says whether the console keeps up); the symbols whose history
+    has loaded while some are still loading; trouble only when there is some: a backed-up queue, bad
+    messages, reconnects, gaps in the trade sequence."""
     parts: list[str | tuple[str, str]] = ["  ", ("lag ", MUTED), f"{h.lag_p99_ms:,.0f} ms"]
+    if h.history_done < h.history_total:
+        parts += ["  ", ("history ", MUTED), f"{h.history_done:,}/{h.history_total:,}"]
     for value, label in ((h.queue_depth, "queued"), (h.bad_messages, "bad"), (h.reconnects, "reconn"),
                          (h.gaps, "gaps")):
         if value:

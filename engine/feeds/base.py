@@ -65,8 +65,19 @@ class HistoryBars:
         return len(self.bars)
 
 
-FeedItem = np.ndarray | FeedStatus | HistoryBars
-"""What a feed's stream yields: a batch of live ticks, a status, or history."""
+@dataclass(frozen=True, slots=True)
+class Refill:
+    """Trades a feed missed (a gap, a reconnect), fetched again: the engine re-runs the symbol from
+    ``since_ns`` so its state is what an uninterrupted stream would have built."""
+    sym: int            # the symbol's slot
+    since_ns: int       # open time of the first bar to rebuild (the bar that holds the last trade
+                        # received before the gap); every bar from here on is rebuilt
+    ticks: np.ndarray   # TICK_DTYPE, time-ordered: EVERY trade of the symbol from since_ns up to (not
+                        # including) the first live trade that the feed holds back for after the refill
+
+
+FeedItem = np.ndarray | FeedStatus | HistoryBars | Refill
+"""What a feed's stream yields: a batch of live ticks, a status, history, or a refill."""
 
 
 class FeedCounters:
@@ -85,6 +96,13 @@ class FeedCounters:
         self.gaps = 0  # trades known to be missing (by trade id or sequence number)
         self.out_of_order = 0
         self.bad: Counter[str] = Counter()
+        # history from the service's REST API (engine.backfill): symbols queued and done (loaded, or
+        # given up on), refills delivered, and REST answers skipped, per reason
+        self.history_total = 0
+        self.history_done = 0
+        self.history_failed = 0
+        self.refills = 0
+        self.rest_bad: Counter[str] = Counter()
         self.samples: dict[str, str] = {}
 
     def bad_message(self, reason: str, sample: bytes | str | object) -> None:
@@ -93,6 +111,20 @@ class FeedCounters:
             text = sample.decode("utf-8", "replace") if isinstance(sample, bytes) else str(sample)
             self.samples[reason] = text[:200]
             log.warning("%s: skipped a message (%s); first sample: %r", self.feed, reason, text[:200])
+
+    def bad_answer(self, reason: str, sample: bytes | str | object) -> None:
+        """A REST answer skipped (an error, HTML, a partial page, bad rows): counted apart from the
+        stream's bad messages, and logged once per reason with a sample, as they are."""
+        self.rest_bad[reason] += 1
+        key = f"rest: {reason}"
+        if key not in self.samples:
+            text = sample.decode("utf-8", "replace") if isinstance(sample, bytes) else str(sample)
+            self.samples[key] = text[:200]
+            log.warning("%s: skipped a REST answer (%s); first sample: %r", self.feed, reason, text[:200])
+
+    @property
+    def history_loading(self) -> bool:
+        return self.history_done < self.history_total
 
     @property
     def bad_total(self) -> int:

@@ -10,9 +10,10 @@ incoming messages per second (pongs included), and drops every connection after 
 What this feed adds to ``WsFeed``:
 
 * Trade ids increase by one per trade, so ``TradeSequencer`` drops the trades a reconnect replays and
-  measures the ones it missed. Missed trades are counted in ``counters.gaps`` and logged once per symbol
-  with the missing id range; they are *not* fetched again from the REST API (gap-filling is out of
-  scope), so bars over a gap lack those trades.
+  measures the ones it missed. With a history loader (``engine.backfill``), a symbol's trades are held
+  while its history loads and the two meet by trade id, and a gap is refilled from the REST API when
+  the engine can re-run a symbol; trades still missed are counted in ``counters.gaps`` and logged once
+  per symbol with the missing id range.
 * A kline stream has no trade ids: each update becomes one tick at the kline's latest (close) price
   carrying only the volume traded since the previous update of the same kline, so bar volumes add up
   and an update replayed after a reconnect adds nothing.
@@ -35,13 +36,13 @@ from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any
 
 import msgspec
-import numpy as np
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
+from engine.backfill.loader import HELD
 from engine.feeds.backoff import Backoff
-from engine.feeds.base import FeedStatus
+from engine.feeds.base import FeedItem
 from engine.feeds.batching import valid_trade
 from engine.feeds.ws import WsFeed
 from engine.ticks import SymbolTable, SymbolTableFull
@@ -250,7 +251,7 @@ class BinanceFeed(WsFeed):
                 probed = now  # at most one probe per quiet interval, answered or not
                 await self._request(ws, "LIST_SUBSCRIPTIONS")
 
-    async def stream(self) -> AsyncGenerator[np.ndarray | FeedStatus, None]:
+    async def stream(self) -> AsyncGenerator[FeedItem, None]:
         try:  # closed with this one, so a stop closes the connection at once (with 1001, see WsFeed)
             async with contextlib.aclosing(super().stream()) as items:
                 async for item in items:
@@ -311,11 +312,14 @@ class BinanceFeed(WsFeed):
         slot = self._slot(stream, raw)
         if slot is None:
             return
-        missing = self.sequencer.check(slot, tr.t)
-        if missing < 0:
+        history = self.history
+        ts = tr.T * _MS
+        missing = self.sequencer.check(slot, tr.t) if history is None else history.check(slot, tr.t, ts)
+        held = missing == HELD  # its history (or a refill) is loading: kept back until the seam
+        if missing < 0 and not held:
             self.counters.duplicates += 1
             return
-        if missing:
+        if missing > 0:
             self.counters.gaps += missing
             if slot not in self._gap_logged:
                 self._gap_logged.add(slot)
@@ -325,13 +329,21 @@ class BinanceFeed(WsFeed):
         try:
             price, size = float(tr.p), float(tr.q)
         except ValueError:
-            self.counters.bad_message("bad number", raw)
-            return
-        if why := valid_trade(price, size):
+            price = size = float("nan")
+            why = "bad number"
+        else:
+            why = valid_trade(price, size)
+        if why:
             self.counters.bad_message(why, raw)
+            if held and history is not None:
+                history.hold(slot, tr.t, ts, None)
             return
-        self.batcher.add(slot, tr.T * _MS, recv_ns, price, size, -1 if tr.m else 1, tr.t)
-        self.counters.ticks += 1
+        tick = (slot, ts, recv_ns, price, size, -1 if tr.m else 1, tr.t)
+        if held and history is not None:  # counted as a tick when it is let go
+            history.hold(slot, tr.t, ts, tick)
+        else:
+            self.batcher.add(*tick)
+            self.counters.ticks += 1
 
     def _kline(self, stream: str, kl: Kline, recv_ns: int, raw: str | bytes) -> None:
         slot = self._slot(stream, raw)
@@ -360,8 +372,11 @@ class BinanceFeed(WsFeed):
             return  # the periodic update of a kline nobody traded in since: nothing new
         # within the kline, so a bar builder files it under the kline's interval even after it closed
         ts = min(max(kl.E, k.t), k.T) * _MS
-        self.batcher.add(slot, ts, recv_ns, price, float(added))
-        self.counters.ticks += 1
+        if self.history is not None and self.history.holding(slot):  # until its history is in
+            self.history.hold(slot, -1, ts, (slot, ts, recv_ns, price, float(added), 0, -1))
+        else:
+            self.batcher.add(slot, ts, recv_ns, price, float(added))
+            self.counters.ticks += 1
 
     def _answer(self, frame: Frame) -> None:
         request_id = frame.id if isinstance(frame.id, int) else None

@@ -12,12 +12,13 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
+import dataclasses
 import math
 import socket
 import ssl
 import time
 from collections.abc import AsyncGenerator, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -26,9 +27,12 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI, W
 from websockets.frames import CloseCode
 
 from engine.feeds.backoff import Backoff
-from engine.feeds.base import Feed, FeedStatus, valid_utf8
+from engine.feeds.base import Feed, FeedItem, FeedStatus, State, valid_utf8
 from engine.feeds.batching import TickBatcher, TradeSequencer
 from engine.ticks import SymbolTable
+
+if TYPE_CHECKING:
+    from engine.backfill.loader import HistoryLoader
 
 
 class Stalled(Exception):
@@ -89,7 +93,13 @@ def cut_short(ws: ClientConnection) -> tuple[str, str]:
 
 
 class WsFeed(Feed):
-    """Subclasses implement ``url_for``, ``send_subscription`` and ``decode``."""
+    """Subclasses implement ``url_for``, ``send_subscription`` and ``decode``.
+
+    With a ``history`` loader (``engine.backfill``), a symbol's history is loaded as it is subscribed
+    (at the first connect, or later), its live trades held meanwhile by the subclass's decoder; what the
+    loader finishes is yielded between batches: the loader's ``wake`` cuts a wait for the next message
+    short (``recv`` may be cancelled without losing a message: websockets' asyncio ``recv`` docs).
+    """
 
     #: seconds without a message before the feed is reported stale; twice that and it reconnects
     #: (``feeds.<name>.stale_after``)
@@ -114,6 +124,30 @@ class WsFeed(Feed):
         self._reports: list[FeedStatus] = []
         self._clock = time.monotonic  # the feed's clock and sleep, replaceable in tests
         self._sleep = asyncio.sleep
+        self.state: State = "connecting"  # as last reported, feed-wide
+        self.history: HistoryLoader | None = None
+        self._recv_timeout: asyncio.Timeout | None = None
+        self._woken = False
+
+    def use_history(self, loader: HistoryLoader) -> None:
+        """Load history with ``loader`` (before the stream starts)."""
+        self.history = loader
+        loader.wake = self.wake
+
+    def wake(self) -> None:
+        """Something is ready to be yielded: stop waiting for the next message."""
+        self._woken = True
+        timeout = self._recv_timeout
+        if timeout is not None and not timeout.expired():
+            timeout.reschedule(asyncio.get_running_loop().time())
+
+    def _side(self) -> list[FeedItem]:
+        """What the history loader finished, its notes in the feed's current state."""
+        self._woken = False
+        if self.history is None:
+            return []
+        return [dataclasses.replace(item, state=self.state) if isinstance(item, FeedStatus) else item
+                for item in self.history.take()]
 
     # --- what an exchange defines --------------------------------------------------------------
     @abc.abstractmethod
@@ -140,6 +174,9 @@ class WsFeed(Feed):
     async def subscribe(self, symbols: Iterable[str]) -> None:
         new = [s for s in symbols if s not in self.wanted]
         self.wanted += new
+        if self.history is not None and self._ws is not None:  # holding, before the first trade can come
+            for name in new:
+                self.history.start(name)
         if new and self._ws is not None:
             await self.send_subscription(self._ws, new, True)
 
@@ -147,6 +184,8 @@ class WsFeed(Feed):
         gone = [s for s in symbols if s in self.wanted]
         self.wanted = [s for s in self.wanted if s not in gone]
         for name in gone:
+            if self.history is not None:
+                self.history.stop(name)
             slot = self.symbols.get(name)
             if slot is not None:
                 self.sequencer.forget(slot)
@@ -157,7 +196,18 @@ class WsFeed(Feed):
         return tuple(self.wanted)
 
     # --- the connection loop -------------------------------------------------------------------
-    async def stream(self) -> AsyncGenerator[np.ndarray | FeedStatus, None]:
+    async def stream(self) -> AsyncGenerator[FeedItem, None]:
+        try:
+            async with contextlib.aclosing(self._connections()) as items:
+                async for item in items:
+                    if isinstance(item, FeedStatus) and not item.symbols:
+                        self.state = item.state
+                    yield item
+        finally:
+            if self.history is not None:
+                await self.history.aclose()
+
+    async def _connections(self) -> AsyncGenerator[FeedItem, None]:
         first = True
         while True:
             if not first:
@@ -177,6 +227,9 @@ class WsFeed(Feed):
                                    ping_interval=20, ping_timeout=20)
                 self._ws = ws
                 self.on_connected()
+                if self.history is not None:  # the URL named them: from now on their trades are held
+                    for name in self.wanted:
+                        self.history.start(name)
                 if self.wanted:
                     await self.send_subscription(ws, self.wanted, True)
                 yield FeedStatus(self.name, "live")
@@ -204,24 +257,33 @@ class WsFeed(Feed):
                     await ws.close(code)
             if (batch := self.batcher.flush()) is not None:
                 yield batch
+            for item in self._side():
+                yield item
             delay = self.backoff.next()
             yield FeedStatus(self.name, "reconnecting", reason or "connection ended", retry_in=delay)
             await self._sleep(delay)
 
-    async def _read(self, ws: ClientConnection) -> AsyncGenerator[np.ndarray | FeedStatus, None]:
+    async def _read(self, ws: ClientConnection) -> AsyncGenerator[FeedItem, None]:
         loop = asyncio.get_running_loop()
         stale = False
         while True:
+            while self._woken:
+                for item in self._side():
+                    yield item
             try:  # asyncio.timeout: wait_for may swallow a cancellation on 3.11 (see engine/runtime.py)
-                async with asyncio.timeout(self.stall_s):
+                async with asyncio.timeout(self.stall_s) as self._recv_timeout:
                     raw = await ws.recv()
             except TimeoutError:
+                self._recv_timeout = None
+                if self._woken:  # cut short by ``wake``, not a silent server
+                    continue
                 if stale:
                     raise Stalled(f"no data from {urlsplit(self.url).netloc} for "
                                   f"{2 * self.stall_s:g} s") from None
                 stale = True
                 yield FeedStatus(self.name, "stale", f"no data for {self.stall_s:g} s")
                 continue
+            self._recv_timeout = None
             if stale:
                 stale = False
                 yield FeedStatus(self.name, "live")

@@ -34,7 +34,7 @@ async def test_the_console_stays_up_and_the_header_shows_each_reconnect(
     async with FaultServer(SYMBOLS, rate=200.0, every=1.0, faults=("close", "abort", "refuse"), garbage=2,
                            duplicates=2, seed=11) as server:
         config = make_config({"feed.name": "binance", "feeds.binance.url": server.url,
-                              "feeds.binance.symbols": SYMBOLS})
+                              "feeds.binance.symbols": SYMBOLS, "history.fetch": False})
         app = build_app(config)
         states: list[str] = []
         async with app.run_test(size=SIZE) as pilot:

@@ -15,6 +15,7 @@ async def test_binance_trades_reach_the_watchlist_and_a_disconnect_shows() -> No
         config = load_config(overrides={
             "feed.name": "binance", "feeds.binance.url": server.url,
             "feeds.binance.symbols": ("BTCUSDT", "ETHUSDT"), "engine.interval": "1m",
+            "history.fetch": False,
         }, env={})
         app = build_app(config)
         async with app.run_test(size=SIZE) as pilot:
@@ -36,6 +37,7 @@ async def test_adding_and_deleting_symbols_subscribes_and_unsubscribes_the_live_
         config = load_config(overrides={
             "feed.name": "binance", "feeds.binance.url": server.url,
             "feeds.binance.symbols": ("BTCUSDT",), "engine.interval": "1m",
+            "history.fetch": False,
         }, env={})
         app = build_app(config)
         async with app.run_test(size=SIZE) as pilot:

@@ -62,7 +62,7 @@ async def test_the_headless_command_stays_up_through_reconnect_cycles_and_counts
     async with FaultServer(SYMBOLS, rate=300.0, every=1.0, faults=("close", "abort", "refuse"),
                            garbage=2, duplicates=2, seed=5) as server:
         env = {**os.environ, "TICKDECK_FEEDS_BINANCE_URL": server.url,
-               "TICKDECK_FEEDS_BINANCE_SYMBOLS": ",".join(SYMBOLS)}
+               "TICKDECK_FEEDS_BINANCE_SYMBOLS": ",".join(SYMBOLS), "TICKDECK_HISTORY_FETCH": "false"}
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "console", "--headless", "--feed", "binance", "--interval", "1s",
             "--log-format", "json", "--status-every", "0.5", cwd=ROOT, env=env,

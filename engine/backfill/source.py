@@ -1,0 +1,74 @@
+"""What a service's REST history must offer the loader: closed bars over a span, and trades with ids.
+
+One ``HistorySource`` per service (Binance today; Coinbase and Yahoo follow on the same interface). It
+owns one aiohttp session and sends every request through its host's shared limiter; it returns numpy
+arrays, never Python rows, so a thousand bars cost one conversion.
+
+Bad answers (an error status, HTML instead of JSON, a partial page, overlapping or out-of-order rows, an
+empty range) are counted per reason in the feed's counters (``FeedCounters.bad_answer``) and skipped;
+a symbol whose history cannot be had at all raises ``HistoryUnavailable`` with a reason a user can act
+on, and the feed streams it live without history, the reason in its status.
+"""
+
+from __future__ import annotations
+
+import abc
+
+import numpy as np
+
+TRADE_DTYPE = np.dtype(
+    [
+        ("ts", np.int64),  # exchange time, ns since the epoch
+        ("price", np.float64),
+        ("size", np.float64),
+        ("side", np.int8),  # +1 the buyer took liquidity, -1 the seller, 0 unknown
+        ("first_id", np.int64),  # the first and last trade id this row covers (equal for one trade;
+        ("last_id", np.int64),  # a Binance aggregate trade covers a run of ids)
+        ("cursor", np.int64),  # where the next page starts after this row (Binance: the aggregate id)
+    ]
+)
+"""Trades as a history source returns them: one row per trade or per aggregate of trades."""
+
+
+class HistoryUnavailable(Exception):
+    """The history of a symbol cannot be had (refused, banned, unreachable, nothing served); the
+    message is the reason, shown in the symbol's status."""
+
+
+class HistorySource(abc.ABC):
+    """A service's REST history. Every method may raise ``HistoryUnavailable``; none raises for one bad
+    answer (it is counted, skipped, and asked again within the method's bounded retries)."""
+
+    #: the service (as the feed is named: ``binance``)
+    service: str = ""
+    #: the most bars one request returns
+    max_bars: int = 1
+    #: whether trades carry ids, so a seam and a refill can be exact
+    trade_ids: bool = False
+
+    @abc.abstractmethod
+    def bar_interval(self, interval_ns: int) -> int:
+        """The service's bar interval nearest to ``interval_ns`` that divides it (finer bars aggregate
+        into the engine's); ``HistoryUnavailable`` when none does."""
+
+    @abc.abstractmethod
+    async def bars(self, symbol: str, start_ns: int, end_ns: int, interval_ns: int) -> np.ndarray:
+        """Closed bars of ``symbol`` (``BAR_DTYPE``, ``sym`` = -1) opening in ``[start_ns, end_ns)`` at
+        ``bar_interval(interval_ns)``, ascending, no duplicates, bars without trades left out (the
+        engine makes no bar for an interval without a trade, so neither may history); paged within
+        ``max_bars``."""
+
+    @abc.abstractmethod
+    async def trades(self, symbol: str, *, start_ns: int | None = None, after: int | None = None,
+                     until_id: int | None = None) -> np.ndarray:
+        """Trades of ``symbol`` (``TRADE_DTYPE``, ascending) from ``start_ns``, or after the row whose
+        ``cursor`` is ``after``, page after page until one covers ``until_id`` or the service has no
+        more; bounded in pages."""
+
+    @abc.abstractmethod
+    async def last_trade_before(self, symbol: str, end_ns: int) -> np.ndarray:
+        """The newest trade row of ``symbol`` before ``end_ns`` (0 or 1 rows of ``TRADE_DTYPE``)."""
+
+    async def aclose(self) -> None:
+        """Close the session (idempotent)."""
+        return None
