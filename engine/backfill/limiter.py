@@ -11,9 +11,10 @@ binance-connector-python users share, and the connector's own ``show_weight_usag
 wall-clock minute, and so does this limiter, trusting the next answer's header to correct it.
 
 The limiter spends at most ``share`` of the limit (the IP may have other clients) and keeps at most
-``max_in_flight`` requests open; a request that would have to wait longer than ``max_wait_s`` is not
-made: ``Throttled`` says how long it would have been, and the caller gives up on that history instead
-of holding live trades back for minutes.
+``max_in_flight`` requests open; a request that would have to wait longer than ``max_wait_s`` (65 s: a
+spent minute, or a 429's pause, is waited out; a ban, two minutes at least, is not) is not made:
+``Throttled`` says how long it would have been, and the caller gives up on that history instead of
+holding live trades back for minutes.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ class WeightLimiter:
     fakes)."""
 
     def __init__(self, host: str, limit: int = 6000, *, share: float = 0.8, window_s: float = 60.0,
-                 max_in_flight: int = 10, max_wait_s: float = 30.0,
+                 max_in_flight: int = 10, max_wait_s: float = 65.0,
                  clock: Callable[[], float] = time.time,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         if limit < 1 or not 0 < share <= 1 or not window_s > 0 or max_in_flight < 1:
