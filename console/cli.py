@@ -122,6 +122,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--ui", nargs="?", const=60.0, type=float, metavar="SECONDS",
                        help="drive the real console headless with 1,000 symbols and a 20,000 ticks/s sim "
                             "for SECONDS (60): frame time, key latency, CPU, RSS, startup")
+    bench.add_argument("--history", action="store_true",
+                       help="40 symbols x 1,000 one-minute bars of history from a local Binance stand-in "
+                            "that enforces Binance's weight limits: time until every bar is in the engine "
+                            "and every row shows its indicators")
     bench.add_argument("--load", nargs="?", const=500, type=int, metavar="CLIENTS",
                        help="the WebSocket broadcast sink with CLIENTS (500) local subscribers and a few "
                             "that never read: delivery latency, counts, slow clients cut off")
@@ -271,6 +275,10 @@ def _run(args: argparse.Namespace) -> int:
             from console.bench_load import main as load_main
 
             return load_main(args)
+        if args.history:
+            from console.bench_history import main as history_main
+
+            return history_main(args)
         if args.feeds:
             from console.bench_feeds import main as feeds_main
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import math
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlsplit
@@ -70,7 +71,7 @@ class BinanceHistory(HistorySource):
         self.counters = counters
         self.limiter = limiter or WeightLimiter(self.host)
         self.timeout = timeout
-        self.requests = 0  # requests sent (answered or not)
+        self.requests: Counter[str] = Counter()  # requests sent (answered or not), per path
         self._sleep = sleep
         self._session: aiohttp.ClientSession | None = None
 
@@ -163,7 +164,7 @@ class BinanceHistory(HistorySource):
             status: int | None = None
             headers: Any = None
             body: bytes | None = b""
-            self.requests += 1
+            self.requests[path] += 1
             try:
                 async with self._open().get(url, params=params,
                                             timeout=aiohttp.ClientTimeout(total=self.timeout)) as resp:

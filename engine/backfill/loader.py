@@ -92,6 +92,10 @@ class HistoryLoader:
         self.refills = refills and source is not None and source.trade_ids and by_id
         self.clock = clock
         self.wake: Callable[[], None] = lambda: None
+        # the feed's ticks received but not yet yielded, taken before what the loader hands over, so the
+        # history and the refills keep their place in the tape: after every tick received before them,
+        # before every tick after them (set by the feed)
+        self.pending: Callable[[], np.ndarray | None] = lambda: None
         self.cache: cachetools.TTLCache[tuple[str, int], tuple[int, int, np.ndarray]] = cachetools.TTLCache(
             maxsize=CACHE_SYMBOLS, ttl=CACHE_TTL_S)
         self._symbols: dict[int, _Symbol] = {}
@@ -178,6 +182,8 @@ class HistoryLoader:
         task.add_done_callback(self._tasks.discard)
 
     def _deliver(self, *items: FeedItem) -> None:
+        if (ticks := self.pending()) is not None:
+            self._items.append(ticks)
         self._items.extend(items)
         self.wake()
 

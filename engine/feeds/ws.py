@@ -133,13 +133,16 @@ class WsFeed(Feed):
         """Load history with ``loader`` (before the stream starts)."""
         self.history = loader
         loader.wake = self.wake
+        loader.pending = self.batcher.flush
+
 
     def wake(self) -> None:
         """Something is ready to be yielded: stop waiting for the next message."""
         self._woken = True
         timeout = self._recv_timeout
         if timeout is not None and not timeout.expired():
-            timeout.reschedule(asyncio.get_running_loop().time())
+            with contextlib.suppress(RuntimeError):  # the wait has just ended: the flag is enough
+                timeout.reschedule(asyncio.get_running_loop().time())
 
     def _side(self) -> list[FeedItem]:
         """What the history loader finished, its notes in the feed's current state."""
@@ -255,10 +258,10 @@ class WsFeed(Feed):
                 self._ws = None
                 if ws is not None:  # bounded by close_timeout; nothing to do when already closed
                     await ws.close(code)
-            if (batch := self.batcher.flush()) is not None:
-                yield batch
             for item in self._side():
                 yield item
+            if (batch := self.batcher.flush()) is not None:
+                yield batch
             delay = self.backoff.next()
             yield FeedStatus(self.name, "reconnecting", reason or "connection ended", retry_in=delay)
             await self._sleep(delay)
@@ -274,7 +277,6 @@ class WsFeed(Feed):
                 async with asyncio.timeout(self.stall_s) as self._recv_timeout:
                     raw = await ws.recv()
             except TimeoutError:
-                self._recv_timeout = None
                 if self._woken:  # cut short by ``wake``, not a silent server
                     continue
                 if stale:
@@ -283,7 +285,8 @@ class WsFeed(Feed):
                 stale = True
                 yield FeedStatus(self.name, "stale", f"no data for {self.stall_s:g} s")
                 continue
-            self._recv_timeout = None
+            finally:
+                self._recv_timeout = None
             if stale:
                 stale = False
                 yield FeedStatus(self.name, "live")
@@ -296,6 +299,11 @@ class WsFeed(Feed):
                         self._take(await ws.recv())
             except TimeoutError:
                 pass
+            # what the loader finished while this batch gathered first: it took the ticks received
+            # before it (``pending``), and the rest may be the live continuation of what it released
+            while self._woken:
+                for item in self._side():
+                    yield item
             if (batch := self.batcher.flush()) is not None:
                 yield batch
             while self._reports:

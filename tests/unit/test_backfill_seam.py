@@ -77,3 +77,32 @@ async def test_history_and_live_trades_meet_by_trade_id_exactly() -> None:
             assert server.rest.count("/api/v3/aggTrades") == 4
             # every bar came as history but the live ones: BTC's from F on (5), ETH's from F + 1 (3)
             assert run.engine.stats.history_bars == reference.stats.bars - 5 - 3
+
+
+async def test_trades_streaming_while_history_is_released_come_after_it() -> None:
+    """The release lands while the feed is gathering a batch of the same symbol's trades: the history
+    must still reach the engine before every live trade that was not held (none may count as late)."""
+    async with BinanceHistoryServer() as server:
+        await make_history(server, "BTCUSDT", M0, 250, seed=11)
+        await make_history(server, "ETHUSDT", M0, 250, seed=12)
+        server.rest.gate = asyncio.Event()
+        async with running(server, NAMES) as run:
+            await server.wait_subscribed("btcusdt@trade", "ethusdt@trade")
+
+            async def flood() -> None:
+                for k in range(3000):
+                    await trade(server, "BTCUSDT", F + k, f"{100 + (k % 50) / 8:.3f}", "0.125")
+                    if k % 3 == 0:
+                        await asyncio.sleep(0)  # messages keep arriving, a few at a time
+
+            sender = asyncio.create_task(flood())
+            await run.until(lambda: len(server.made["BTCUSDT"]) > 200, "the flood under way")
+            server.rest.gate.set()
+            await sender
+            await run.applied(server, "BTCUSDT")
+            await run.until(lambda: run.feed.counters.history_done == 2, "both histories in")
+            assert run.engine.stats.late_ticks == 0
+            reference = engine(NAMES)
+            reference.ingest(tape_ticks(server, reference))
+            reference.close_due(F * 1_000_000)  # as the harness's clock did: ETH's last bar has ended
+            assert_same(run.engine, reference, NAMES)
