@@ -151,9 +151,11 @@ class Run:
 @contextlib.asynccontextmanager
 async def running(server: BinanceHistoryServer, names: tuple[str, ...], *, bars: int = 300,
                   refills: bool = True, store: BarStore | None = None,
-                  limiter: WeightLimiter | None = None, retry_at_once: bool = False) -> AsyncIterator[Run]:
+                  limiter: WeightLimiter | None = None, retry_at_once: bool = False,
+                  stream: str = "trade") -> AsyncIterator[Run]:
     e = engine(names)
-    feed = BinanceFeed(e.symbols, server.url, names, backoff=Backoff(0.01, 0.02, rng=random.Random(3)))
+    feed = BinanceFeed(e.symbols, server.url, names, backoff=Backoff(0.01, 0.02, rng=random.Random(3)),
+                       stream=stream)
 
     def clock() -> int:  # the stand-in's "now", in ns
         return server._now() * MS
@@ -164,7 +166,7 @@ async def running(server: BinanceHistoryServer, names: tuple[str, ...], *, bars:
     source = BinanceHistory(server.rest_url, feed.counters, limiter=limiter,
                             sleep=no_wait if retry_at_once else asyncio.sleep)
     feed.use_history(HistoryLoader("binance", e.symbols, feed.counters, feed.sequencer, BAR_NS, bars, source,
-                                   store, refills=refills, clock=clock))
+                                   store, refills=refills, by_id=stream == "trade", clock=clock))
     run = Run(feed, e, clock)
     run.task = asyncio.get_running_loop().create_task(run.consume())
     try:

@@ -5,6 +5,7 @@ status. A restart loads the bar store first and fetches only the span it lacks."
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 
 import numpy as np
@@ -130,3 +131,32 @@ async def test_a_restart_loads_the_store_and_fetches_only_the_missing_span() -> 
             assert int(klines["startTime"]) == int(stored["t"][-1] // MS) + MINUTE  # after the last stored
             assert int(klines["endTime"]) == F - 1
             assert_same(run.engine, _reference(server, names, F + 30_000), names)
+
+
+async def test_a_kline_stream_meets_its_history_at_the_forming_bar() -> None:
+    """Kline updates carry no trade ids: history is the closed klines before the forming bar, the held
+    updates of that bar follow it, and a late update of a bar the history holds whole is dropped."""
+    async with BinanceHistoryServer() as server:
+        await make_history(server, "BTCUSDT", M0, 250, seed=13)
+        server.now_ms = F + 5_000
+        server.rest.gate = asyncio.Event()
+        async with running(server, ("BTCUSDT",), stream="kline_1m") as run:
+            await server.wait_subscribed("btcusdt@kline_1m")
+            last = server.made["BTCUSDT"][-1]
+            await server.kline("BTCUSDT", "1m", F - MINUTE, last["p"], "99.000", F - 10, closed=True)
+            await server.kline("BTCUSDT", "1m", F, "120.00", "1.500", F + 1_000)
+            await server.kline("BTCUSDT", "1m", F, "121.00", "2.000", F + 2_000)
+            loader = run.feed.history
+            assert loader is not None
+            await run.until(lambda: 0 in loader._symbols and len(loader._symbols[0].held) == 3,
+                            "three updates held")
+            server.rest.gate.set()
+            await run.until(lambda: run.engine.forming_bar(0) is not None
+                            and run.engine.forming_bar(0)[0] == F * MS, "the forming bar from the stream")
+            _, bar = run.engine.forming_bar(0)  # type: ignore[misc]
+            assert bar.tolist() == [120.0, 121.0, 120.0, 121.0, 2.0]  # o h l c, the kline's volume
+            assert run.engine.stats.late_ticks == 0
+            reference = _reference(server, ("BTCUSDT",), F)
+            times, bars = run.engine.history.tail(0)
+            want_t, want = reference.history.tail(0)
+            assert np.array_equal(times, want_t) and np.array_equal(bars, want)  # history exact
