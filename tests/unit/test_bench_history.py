@@ -43,5 +43,5 @@ def test_a_missed_target_exits_1_and_is_named(monkeypatch: pytest.MonkeyPatch,
     assert status == 1 and not result["pass"]
     assert [line.split(" = ")[0] for line in result["failed"]] == [
         "target missed: headless: start -> every bar in the engine, s",
-        "target missed: console: start -> RSI 14 and SMA 200 on every row, s"]
+        "target missed: console: launch -> RSI 14 and SMA 200 on every row, s"]
     assert "tickdeck bench --history: target missed: headless" in captured.err
