@@ -53,7 +53,8 @@ ROWS = 1000  # the most rows either endpoint returns
 ATTEMPTS = 4  # per request: a 5xx, HTML, a garbled body or no answer is asked again, then given up
 MAX_PAGES = 250  # per call: 250,000 rows, bounding a refill of a very long gap
 BODY_CAP = 4 << 20  # bytes; a full page of klines is about 150 kB
-_MAX_MS = (2**63 - 1) // MS  # the latest time in ms whose ns fit an int64
+_INT64 = 2**63 - 1  # ids and counts beyond it cannot be stored: bad rows
+_MAX_MS = _INT64 // MS  # the latest time in ms whose ns fit an int64
 HTML = (b"<!doctype", b"<html", b"<?xml", b"<head", b"<body")
 
 Sleep = Callable[[float], Awaitable[None]]
@@ -225,11 +226,11 @@ class BinanceHistory(HistorySource):
             if t < start or t >= end or t % step:
                 self.counters.bad_answer("bar outside the range", row)
             elif not (0 < lo <= min(o, c) and max(o, c) <= h < math.inf and 0 <= v < math.inf
-                      and trades >= 0):
+                      and 0 <= trades <= _INT64):
                 self.counters.bad_answer("bad bar", row)
             else:
                 good.append((t, o, h, lo, c, v, trades))
-        if any(a[0] >= b[0] for a, b in itertools.pairwise(good)):
+        if any(a[0] > b[0] for a, b in itertools.pairwise(good)):
             self.counters.bad_answer("out-of-order bars", [g[0] for g in good][:20])
             good.sort(key=lambda g: g[0])
         out = make_bars(len(good))
@@ -257,11 +258,12 @@ class BinanceHistory(HistorySource):
             except (TypeError, ValueError, KeyError, OverflowError):
                 self.counters.bad_answer("bad row", row)
                 continue
-            if not (0 < p < math.inf and 0 <= q < math.inf and 0 <= f <= lid and start_ms <= t <= _MAX_MS):
+            if not (0 < p < math.inf and 0 <= q < math.inf and 0 <= f <= lid <= _INT64 and 0 <= a <= _INT64
+                    and start_ms <= t <= _MAX_MS):
                 self.counters.bad_answer("bad trade", row)
                 continue
             good.append((a, f, lid, t, p, q, row["m"]))
-        if any(x[0] >= y[0] for x, y in itertools.pairwise(good)):
+        if any(x[0] > y[0] for x, y in itertools.pairwise(good)):
             self.counters.bad_answer("out-of-order trades", [g[0] for g in good][:20])
             good.sort(key=lambda g: g[0])
         out = np.zeros(len(good), dtype=TRADE_DTYPE)

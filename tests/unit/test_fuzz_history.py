@@ -1,0 +1,70 @@
+"""Fuzz Binance's REST history answers: pages of klines and of aggregate trades, valid rows mutated and
+arbitrary JSON. The only outcomes allowed are bars and trades that are well formed (on the grid, in the
+range, ascending, prices positive and finite) and bad rows counted per reason, never an exception."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from hypothesis import given
+from hypothesis import strategies as st
+
+from engine.backfill.binance import BinanceHistory
+from engine.feeds.base import FeedCounters
+from tests.fuzz_settings import fuzz, json_values, mutated, tried
+
+MINUTE = 60_000
+START = 1_700_000_040_000
+KLINE = [START, "10.5", "11.0", "10.0", "10.75", "3.25", START + MINUTE - 1, "34.1", 7, "1.5", "15.9", "0"]
+AGG = {"a": 26129, "p": "0.01633102", "q": "4.70443515", "f": 27781, "l": 27783, "T": START + 5, "m": True,
+       "M": True}
+
+
+def _pages(template: list | dict) -> st.SearchStrategy[list]:  # type: ignore[type-arg]
+    import json
+
+    row = st.one_of(st.just(template), mutated({"row": template}).map(lambda s: json.loads(s).get("row")),
+                    json_values)
+    return st.lists(row, max_size=6)
+
+
+def source() -> BinanceHistory:
+    return BinanceHistory("http://127.0.0.1:9", FeedCounters("binance"))
+
+
+@fuzz(400)
+@given(rows=_pages(KLINE), newest=st.sampled_from([-1, START, START - MINUTE]))
+def test_fuzz_kline_pages(rows: list, newest: int) -> None:  # type: ignore[type-arg]
+    tried("test_fuzz_kline_pages")
+    src = source()
+    end = START + 10 * MINUTE
+    bars, last = src._klines(rows, START, end, MINUTE, newest)
+    t = bars["t"] // 1_000_000
+    assert np.all((t >= START) & (t < end) & (t % MINUTE == 0) & (t > newest))
+    assert np.all(np.diff(t) > 0) and (last == -1 or last > newest)
+    for name in ("open", "high", "low", "close"):
+        assert np.all((bars[name] > 0) & (bars[name] < math.inf))
+    assert np.all(bars["low"] <= bars["high"]) and np.all(bars["volume"] >= 0) and np.all(bars["trades"] > 0)
+
+
+@fuzz(400)
+@given(rows=_pages(AGG), cursor=st.sampled_from([-1, 26128, 26129]))
+def test_fuzz_aggregate_trade_pages(rows: list, cursor: int) -> None:  # type: ignore[type-arg]
+    tried("test_fuzz_aggregate_trade_pages")
+    src = source()
+    trades = src._aggs(rows, cursor, -1, START)
+    assert np.all(np.diff(trades["cursor"]) > 0) and np.all(trades["cursor"] > cursor)
+    assert np.all(trades["first_id"][1:] > trades["last_id"][:-1])
+    assert np.all(trades["first_id"] <= trades["last_id"])
+    assert np.all((trades["price"] > 0) & (trades["price"] < math.inf) & (trades["size"] >= 0))
+    assert np.all(trades["ts"] >= START * 1_000_000) and np.all(np.isin(trades["side"], (-1, 1)))
+
+
+def test_ids_and_counts_beyond_int64_are_bad_rows_not_a_crash() -> None:
+    """A kline's trade count or an aggregate's ids past int64 cannot be stored: bad rows, counted."""
+    src = source()
+    bars, _ = src._klines([[*KLINE[:8], 2**64, *KLINE[9:]]], START, START + MINUTE, MINUTE, -1)
+    trades = src._aggs([{**AGG, "a": 2**63}, {**AGG, "a": 26130, "l": 2**64}], -1, -1, START)
+    assert len(bars) == len(trades) == 0
+    assert src.counters.rest_bad == {"bad bar": 1, "bad trade": 2}
