@@ -67,9 +67,11 @@ class FaultRun:
 
 
 def bench_config(url: str, symbols: Sequence[str], config_dir: str) -> Config:
-    """Defaults plus the feed; ``config_dir`` (empty) keeps the user's own config out of the run."""
+    """Defaults plus the feed; ``config_dir`` (empty) keeps the user's own config out of the run, and no
+    bar store: the stand-in's bars are not the market's."""
     return load_config(overrides={"feed.name": "binance", "feeds.binance.url": url,
-                                  "feeds.binance.symbols": tuple(symbols), "engine.interval": "1s"},
+                                  "feeds.binance.symbols": tuple(symbols), "engine.interval": "1s",
+                                  "history.store": ""},
                        env={CONFIG_DIR_VAR: config_dir})
 
 

@@ -283,6 +283,9 @@ class HistoryConfig:
     directory, or ``""`` to keep none."""
     retention: str = _setting("90d", _retention)
     """Stored bars older than this are pruned (a duration: ``30d``, ``12h``)."""
+    store_max_mb: int = _setting(1024, _between(1, 1_000_000))
+    """The most the bar store may take on disk, in MiB: past it, the oldest bars of every series are
+    pruned until it takes 90 % of that."""
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ takes the same path but marks it: a bar built only from history gives signals wi
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -75,6 +75,10 @@ class Engine:
         self._d_list = np.zeros(capacity, dtype=np.int64)
         self._stats = np.zeros(4, dtype=np.int64)
         self._history_bars = 0
+        self.on_closed: Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], None] | None = None
+        """Called with (slots, open times, o h l c v rows, history-only flags) of the bars each kernel
+        call closes, live or history: views into scratch arrays, so copy what is kept. The runtime's
+        bar store writer is the one listener (``engine.store_writer``)."""
 
     # --- symbols -------------------------------------------------------------------------------
     def closed_bars(self, name: str) -> tuple[np.ndarray, np.ndarray] | None:
@@ -149,6 +153,9 @@ class Engine:
     def _detect(self, closed: int) -> list[Signal]:
         if not closed:
             return []
+        if self.on_closed is not None:
+            self.on_closed(self._c_slot[:closed], self._c_t[:closed], self._c_bar[:closed],
+                           self._c_warm[:closed])
         return self.detector.on_closed(self._c_slot[:closed], self._c_t[:closed],
                                        self._c_bar[:closed], self._c_vals[:closed],
                                        warmup=self._c_warm[:closed])

@@ -38,6 +38,7 @@ from engine.pipeline import Engine
 from engine.signals.events import Signal
 from engine.signals.rules import load_rules
 from engine.snapshot import MarketSnapshot, PipelineHealth, Update, build_snapshot
+from engine.store_writer import BarCollector, StoreWriter, persisting
 
 __all__ = ["EngineThread", "FeedUnavailable", "PipelineHealth", "Runtime", "RuntimeMetrics", "Update",
            "build_engine", "build_feed", "in_daemon_thread"]
@@ -266,6 +267,9 @@ class Runtime:
     """When the run ends, how long the feed may take to close (a WebSocket's closing handshake: one round
     trip) before it is left to finish on its own, with a warning. Short, because a headless stop that
     had to cancel the run (``DRAIN_S``, 3 s) must still exit within its 5 s."""
+    store_close_s = 0.5
+    """When the run ends, how long the bar store writer may take to write the bars still queued (a few
+    milliseconds unless the disk is stuck). Part of the headless stop budget, like ``feed_close_s``."""
 
     def __init__(self, config: Config, engine: Engine | None = None, feed: Feed | None = None) -> None:
         self.config = config
@@ -280,6 +284,8 @@ class Runtime:
         self._last_frame = 0
         self._worker: EngineThread | None = None  # the thread that owns the engine (stopped after a run)
         self._held: list[Any] = []  # at most one item taken from the queue while coalescing, not merged
+        self.store_writer: StoreWriter | None = None  # persisting closed bars, while a live feed runs
+        self._collector: BarCollector | None = None
 
     def process(self, ticks: np.ndarray | HistoryBars | None, now_ns: int | None = None) -> Update:
         """Apply one batch (or just the clock, when ``ticks`` is None). Runs on the engine thread.
@@ -307,6 +313,9 @@ class Runtime:
         if now - self._last_frame >= self.frame_ns:
             self._last_frame = now
             snapshot = self.snapshot(now)
+        collector = self._collector  # (read once: the run's end clears it from the event loop)
+        if collector is not None:  # every bar this call closed, to the store in one batch
+            collector.hand_over()
         return Update(tuple(signals), snapshot)
 
     def _timed(self, ticks: np.ndarray, fired: bool, engine_ns: int) -> None:
@@ -369,6 +378,7 @@ class Runtime:
             self.taps.append(recorder)
         queue: asyncio.Queue[Any] = asyncio.Queue(self.queue_batches)
         self._held = []
+        self._start_persisting()
         pump = asyncio.create_task(self._pump(queue, on_status), name="tickdeck-feed-pump")
         worker = self._worker = EngineThread()
         tick_s = self.frame_ns / 1e9
@@ -402,9 +412,20 @@ class Runtime:
                 await self._closed(pump)
             finally:
                 worker.stop()  # kept as self._worker: a late call waits for its last batch, then runs here
+                await self._stop_persisting()
                 if recorder is not None:
                     self.taps.remove(recorder)
                     await recorder.aclose()
+
+    def _start_persisting(self) -> None:
+        """On a live feed with a store configured, every bar the engine closes goes to a store writer."""
+        self.store_writer, self._collector = persisting(self.config, self.feed.name, self.engine)
+
+    async def _stop_persisting(self) -> None:
+        """Write what is queued (up to ``store_close_s``, in a thread: never on the event loop)."""
+        if self.store_writer is not None:
+            self._collector = None
+            await asyncio.to_thread(self.store_writer.close, self.store_close_s, self.engine)
 
     async def _closed(self, pump: asyncio.Task[None]) -> None:
         """Wait (up to ``feed_close_s``) for the cancelled pump, in which the feed's stream closes."""

@@ -42,6 +42,16 @@ def _no_internet(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     yield
 
 
+@pytest.fixture(autouse=True)
+def _own_data_dir(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The bar store of a test (and of the processes it starts) is its own, never the user's: both
+    ``$TICKDECK_DATA_DIR`` and, for fixtures that clear every ``TICKDECK_*`` variable, the XDG data home
+    that platformdirs reads on Linux."""
+    base = tmp_path_factory.mktemp("data")
+    monkeypatch.setenv("TICKDECK_DATA_DIR", str(base / "tickdeck"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(base / "xdg"))
+
+
 @pytest.fixture
 def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No TICKDECK_* settings and no user config from the machine running the tests (the numba cache
