@@ -4,9 +4,9 @@ The same ``Runtime`` (feed -> bounded queue -> engine thread) as the app. Every 
 line (``Signal.to_dict()``), to standard output and to every configured sink (``[[sinks]]``, and
 ``--signals-out PATH``, a jsonl file of every signal). Standard error carries the log (text, or one JSON
 object per line with ``--log-format json``), a status line every ``--status-every`` seconds (ticks/s,
-signals, lag p99, RSS, reconnects, bad messages, gaps, duplicates) and, as its last line whatever the log
-format, a JSON summary of the run (``ticks``, ``bars``, ``signals``, ``bad_messages``, ``reconnects``,
-``gaps``, ``duplicates``, ``runtime_s``, ``sinks``: each sink's figures, ...).
+signals, lag p99, RSS, reconnects, bad messages, gaps, duplicates, refills) and, as its last line whatever
+the log format, a JSON summary of the run (``ticks``, ``bars``, ``signals``, ``bad_messages``,
+``reconnects``, ``gaps``, ``refills``, ``duplicates``, ``runtime_s``, ``sinks``: each sink's figures, ...).
 
 A warm-up signal (fired on history at start, ``"warmup": true``) is not news: standard output and
 ``--signals-out`` skip it, and so does every sink that does not set ``warmup = true``.
@@ -323,9 +323,10 @@ class Headless:
             last_t, last_ticks = now, ticks
             fields = self.status_fields(rate)
             log.info("status: %s ticks/s, %s signals, lag p99 %.1f ms, RSS %.0f MB, %d reconnects, "
-                     "%d bad messages, %d gaps, %d duplicates", f"{rate:,.0f}", f"{self.signals:,}",
-                     fields["lag_p99_ms"], fields["rss_mb"], fields["reconnects"], fields["bad_messages"],
-                     fields["gaps"], fields["duplicates"], extra={"event": "status", "fields": fields})
+                     "%d bad messages, %d gaps, %d duplicates, %d refills", f"{rate:,.0f}",
+                     f"{self.signals:,}", fields["lag_p99_ms"], fields["rss_mb"], fields["reconnects"],
+                     fields["bad_messages"], fields["gaps"], fields["duplicates"], fields["refills"],
+                     extra={"event": "status", "fields": fields})
 
     def status_fields(self, ticks_per_s: float) -> dict[str, Any]:
         counters = self.runtime.feed.counters
@@ -335,8 +336,8 @@ class Headless:
                 "queue_depth": self.runtime.metrics.queue_depth,
                 "rss_mb": round(self._process.memory_info().rss / 2**20, 1),
                 "reconnects": counters.reconnects, "bad_messages": counters.bad_total,
-                "gaps": counters.gaps, "duplicates": counters.duplicates,
-                "uptime_s": round(time.monotonic() - self._started, 3)}
+                "gaps": counters.gaps, "refills": self.runtime.engine.stats.refills,
+                "duplicates": counters.duplicates, "uptime_s": round(time.monotonic() - self._started, 3)}
 
     def summary(self) -> dict[str, Any]:
         stats = self.runtime.engine.stats
@@ -345,10 +346,10 @@ class Headless:
         out = _summary(
             self.feed.name, self.stopped_by, self.exit_code, time.monotonic() - self._started,
             ticks=stats.ticks, bars=stats.bars, signals=self.signals, bad_messages=counters.bad_total,
-            reconnects=counters.reconnects, gaps=counters.gaps, duplicates=counters.duplicates,
-            late_ticks=stats.late_ticks, bad_ticks=stats.bad_ticks, lag_p50_ms=round(p50, 3),
-            lag_p99_ms=round(p99, 3), coalesced=self.runtime.metrics.coalesced, sinks=self.sinks.stats(),
-            warmup_signals=self.warmup_signals)
+            reconnects=counters.reconnects, gaps=counters.gaps, refills=stats.refills,
+            duplicates=counters.duplicates, late_ticks=stats.late_ticks, bad_ticks=stats.bad_ticks,
+            lag_p50_ms=round(p50, 3), lag_p99_ms=round(p99, 3), coalesced=self.runtime.metrics.coalesced,
+            sinks=self.sinks.stats(), warmup_signals=self.warmup_signals)
         if self.error:
             out["error"] = self.error
         return out
@@ -400,8 +401,8 @@ def _summary(feed: str, stopped_by: str, exit_code: int, runtime_s: float,
     so whatever reads it (a log pipeline, a test, systemd's journal) finds the same keys every time."""
     out: dict[str, Any] = {
         "event": "summary", "ticks": 0, "bars": 0, "signals": 0, "warmup_signals": 0, "bad_messages": 0,
-        "reconnects": 0, "gaps": 0, "duplicates": 0, "runtime_s": round(runtime_s, 3), "late_ticks": 0,
-        "bad_ticks": 0,
+        "reconnects": 0, "gaps": 0, "refills": 0, "duplicates": 0, "runtime_s": round(runtime_s, 3),
+        "late_ticks": 0, "bad_ticks": 0,
         "feed": feed, "stopped_by": stopped_by, "exit_code": exit_code, "lag_p50_ms": 0.0,
         "lag_p99_ms": 0.0, "coalesced": 0, "sinks": {},
     }

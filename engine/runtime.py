@@ -33,7 +33,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from engine.config import Config, parse_interval
-from engine.feeds.base import Feed, FeedStatus, HistoryBars
+from engine.feeds.base import Feed, FeedStatus, HistoryBars, Refill
 from engine.pipeline import Engine
 from engine.signals.events import Signal
 from engine.signals.rules import load_rules
@@ -287,20 +287,25 @@ class Runtime:
         self.store_writer: StoreWriter | None = None  # persisting closed bars, while a live feed runs
         self._collector: BarCollector | None = None
 
-    def process(self, ticks: np.ndarray | HistoryBars | None, now_ns: int | None = None) -> Update:
+    def process(self, ticks: np.ndarray | HistoryBars | Refill | None, now_ns: int | None = None) -> Update:
         """Apply one batch (or just the clock, when ``ticks`` is None). Runs on the engine thread.
 
         ``now_ns`` is the feed's clock (wall time for live feeds, the replayed time for a replay): bars
         whose interval has ended by then are closed even if their symbol has gone quiet. History
         (``HistoryBars``) goes in as such (its signals carry ``warmup=True``) and closes nothing by the
         clock: taking a long history in can outlast a bar, and the bar forming at its end is the live
-        tape's to continue (its first batch covers that time) before the clock closes it.
+        tape's to continue (its first batch covers that time) before the clock closes it. A ``Refill``
+        re-runs its symbol (``Engine.refill``) and, for the same reason, closes nothing by the clock: the
+        live trades the feed held back during the fetch come next and may belong to its last bar.
         """
         now = time.time_ns() if now_ns is None else now_ns
         signals: list[Signal] = []
-        history = isinstance(ticks, HistoryBars)
+        history = isinstance(ticks, HistoryBars | Refill)
         if isinstance(ticks, HistoryBars):
             signals += self.engine.ingest_history(ticks.bars)
+            ticks = None
+        elif isinstance(ticks, Refill):
+            signals += self.engine.refill(ticks.sym, ticks.since_ns, ticks.ticks)
             ticks = None
         started = time.perf_counter_ns()
         if ticks is not None and len(ticks):
@@ -447,7 +452,8 @@ class Runtime:
                               bad_messages=c.bad_total, reconnects=c.reconnects, gaps=c.gaps,
                               duplicates=c.duplicates, feed=self.feed.name, batches=m.batches,
                               ticks_in=c.ticks, ticks_processed=self.engine.stats.ticks,
-                              engine_p50_us=e50, engine_p99_us=e99, signal_p50_ms=s50, signal_p99_ms=s99)
+                              engine_p50_us=e50, engine_p99_us=e99, signal_p50_ms=s50, signal_p99_ms=s99,
+                              refills=self.engine.stats.refills)
 
     def _coalesce(self, first: np.ndarray, queue: asyncio.Queue[Any]) -> np.ndarray:
         m = self.metrics
@@ -456,7 +462,7 @@ class Runtime:
         parts = [first]
         while not queue.empty():
             nxt = queue.get_nowait()
-            if not isinstance(nxt, np.ndarray):  # the end, an error or history: never merged into ticks
+            if not isinstance(nxt, np.ndarray):  # the end, an error, history or a refill: never merged
                 self._held.append(nxt)  # handled before anything still in the queue
                 break
             parts.append(nxt)
@@ -474,7 +480,7 @@ class Runtime:
                 if isinstance(item, FeedStatus):
                     on_status(item)
                     continue
-                if isinstance(item, np.ndarray):  # taps (a recorder) take the live tape, not history
+                if isinstance(item, np.ndarray):  # taps (a recorder): the live tape; no history, no refill
                     for tap in self.taps:
                         tap(item)
                 await queue.put(item)  # waits while the engine is behind: backpressure, no drops

@@ -131,6 +131,7 @@ class PipelineHealth:
     engine_p99_us: float = math.nan
     signal_p50_ms: float = math.nan  # oldest tick of a batch -> the signal it fired (live feeds only)
     signal_p99_ms: float = math.nan
+    refills: int = 0  # symbols re-run with trades the feed missed and fetched again (gaps, reconnects)
 
 
 @dataclass(frozen=True)
