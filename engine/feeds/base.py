@@ -133,7 +133,8 @@ class FeedCounters:
 
 class Feed(abc.ABC):
     """A source of tick batches. ``stream`` yields numpy ``TICK_DTYPE`` arrays, ``FeedStatus`` and, for a
-    feed that knows the past, ``HistoryBars`` (first, before the live batches).
+    feed that knows the past, ``HistoryBars`` (first, before the live batches) and ``Refill`` (a gap's
+    trades fetched again, before the symbol's live trades after the gap).
 
     A feed never raises for bad data: it counts it (``counters``) and skips it. It raises only when it
     cannot go on at all, after reporting why in a ``failed`` status.

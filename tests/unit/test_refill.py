@@ -218,8 +218,9 @@ def test_a_ring_shorter_than_the_run_reseeds_the_state_from_its_oldest_bar() -> 
         assert_matches(name, got, oracle(window)[-1:], scale_for(name, window))
     # against the uninterrupted run: windowed outputs equal (to rounding), recursive ones do not
     row = e.bank.row
-    for name in ("sma_20", "wma_20", "bb_upper_20_2", "donchian_upper_20", "willr_14", "roc_10", "mom_10",
-                 "aroon_up_14", "cci_20", "stoch_k_14_3_3", "mfi_14", "ultosc_7_14_28", "zscore_20"):
+    for name in ("sma_20", "wma_20", "bb_upper_20_2", "bb_middle_20_2", "bb_lower_20_2", "donchian_upper_20",
+                 "donchian_lower_20", "willr_14", "roc_10", "mom_10", "aroon_up_14", "aroon_down_14",
+                 "cci_20", "stoch_k_14_3_3", "stoch_d_14_3_3", "mfi_14", "ultosc_7_14_28", "zscore_20"):
         want, got_v = whole.bank.committed[row(name), 0], e.bank.committed[row(name), 0]
         assert got_v == pytest.approx(want, rel=1e-12, abs=1e-12), name
     for name in ("ema_20", "obv", "atr_14"):
