@@ -9,6 +9,7 @@ import logging
 import threading
 import time
 from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,7 +23,8 @@ from engine.signals.events import Signal
 from engine.sinks.base import SinkGroup
 from engine.sinks.frames import health_frame
 from engine.snapshot import Update
-from engine.ticks import SymbolTable
+from engine.store import BarStore
+from engine.ticks import SymbolTable, make_ticks
 from tests.unit.refill_tape import (
     MIN,
     NAMES,
@@ -142,6 +144,30 @@ def test_a_refill_through_the_runtime_ends_as_the_uninterrupted_run() -> None:
     health = refilled.health()
     assert health.refills == 1 and whole.health().refills == 0
     assert decode_health(health_frame(health)) == health  # and so to an attached console
+
+
+def test_a_refill_corrects_the_bars_in_the_store(tmp_path: Path) -> None:
+    """The clock closed AAA's bar at since with part of its trades and the store kept it; the refill
+    rebuilds it whole and the store's copy is replaced: the stored bars are the uninterrupted run's."""
+    gap, batches, items = the_tape()
+    end = (make_ticks(0), int(batches[-1]["ts"][-1]) + 2 * MIN)  # the clock closes the last bars
+    whole, _, _ = run([*steps(batches), end])
+    items = [*items, end]
+    config = load_config(overrides={"engine.interval": "1m", "history.store": str(tmp_path),
+                                    "history.retention": "3650d"}, env={})
+    engine = make_engine()
+    feed = Lockstep(engine.symbols, items)
+    feed.name = "binance"  # a live feed: its bars are kept
+    runtime = LockstepRuntime(config, engine=engine, feed=feed)
+    asyncio.run(runtime.run(lambda update: None, lambda status: None))
+    t, bars = whole.engine.history.tail(0)
+    with BarStore(tmp_path, 3650 * 1440 * MIN) as store:
+        stored = store.load("binance", "AAA", MIN, T0)
+    assert gap.since in stored["t"]
+    # (a symbol's first bar in a run is never stored: it began at the feed's first trade)
+    np.testing.assert_array_equal(stored["t"], t[1:])
+    for j, field in enumerate(("open", "high", "low", "close", "volume")):
+        np.testing.assert_array_equal(stored[field], bars[1:, j], err_msg=field)
 
 
 class Queued(Feed):
