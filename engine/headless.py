@@ -208,8 +208,8 @@ class Headless:
         p50, p99 = m.lag_percentiles()
         return {"feed": self.feed.name, "state": self.feed_state, "ticks": stats.ticks, "bars": stats.bars,
                 "bad_messages": counters.bad_total, "reconnects": counters.reconnects, "gaps": counters.gaps,
-                "duplicates": counters.duplicates, "lag_p50_ms": p50, "lag_p99_ms": p99,
-                "queue_depth": m.queue_depth, "rss_bytes": self._process.memory_info().rss}
+                "duplicates": counters.duplicates, "refills": stats.refills, "lag_p50_ms": p50,
+                "lag_p99_ms": p99, "queue_depth": m.queue_depth, "rss_bytes": self._process.memory_info().rss}
 
     # --- callbacks, on the event loop ----------------------------------------------------------------
     def on_update(self, update: Update) -> None:

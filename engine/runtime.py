@@ -338,6 +338,9 @@ class Runtime:
     def finish(self) -> Update:
         """Close every forming bar (nothing more will come) and take a last snapshot."""
         signals = self.engine.close_due(np.iinfo(np.int64).max // 2)
+        collector = self._collector
+        if collector is not None:  # the last bars of a live feed that ended by itself are stored too
+            collector.hand_over()
         now = self.feed.now_ns()
         return Update(tuple(signals), self.snapshot(now))
 
