@@ -172,7 +172,7 @@ def build_feed(config: Config, engine: Engine) -> Feed:
 
         _register(engine, feeds.coinbase.products)
         return CoinbaseFeed(engine.symbols, feeds.coinbase.url, wanted=feeds.coinbase.products,
-                            stale_after=feeds.coinbase.stale_after)
+                            stale_after=feeds.coinbase.stale_after, rest_url=feeds.coinbase.rest_url)
     if name == "yahoo":
         from engine.feeds.yahoo import YahooFeed
 

@@ -28,6 +28,7 @@ from websockets.frames import CloseCode
 from engine.feeds.backoff import Backoff
 from engine.feeds.base import Feed, FeedStatus, valid_utf8
 from engine.feeds.batching import TickBatcher, TradeSequencer
+from engine.feeds.budget import MessageBudget, budgeted_connection
 from engine.ticks import SymbolTable
 
 
@@ -97,6 +98,8 @@ class WsFeed(Feed):
     #: how long one batch may gather messages already in flight, and its largest size
     batch_window_s: float = 0.005
     max_batch: int = 4096
+    #: what the server lets a client send (None: no limit); every frame sent goes through it
+    budget: MessageBudget | None = None
 
     def __init__(self, symbols: SymbolTable, url: str, wanted: Iterable[str] = (),
                  backoff: Backoff | None = None, stale_after: float | None = None) -> None:
@@ -130,6 +133,26 @@ class WsFeed(Feed):
 
     def on_connected(self) -> None:
         """Called after every successful (re)connect, before any message is read."""
+
+    async def open_connection(self, url: str) -> ClientConnection:
+        """Open one connection (a subclass may open several behind one object that reads like one)."""
+        factory = None
+        if self.budget is not None:
+            self.budget.reset()  # servers count per connection
+            factory = budgeted_connection(self.budget)
+        return await connect(url, open_timeout=10, close_timeout=2, max_size=2**22, ping_interval=20,
+                             ping_timeout=20, create_connection=factory)
+
+    async def on_open(self, ws: ClientConnection) -> None:
+        """What a new connection is sent first: the subscription (a subclass may always send one)."""
+        if self.wanted:
+            await self.send_subscription(ws, self.wanted, True)
+
+    async def send(self, ws: ClientConnection, text: str) -> None:
+        """Send one frame, within ``budget``."""
+        if self.budget is not None:
+            await self.budget.acquire()
+        await ws.send(text)
 
     def report(self, status: FeedStatus) -> None:
         """Queue a status found while decoding (a sequence gap, a server error); ``decode`` cannot
@@ -173,12 +196,10 @@ class WsFeed(Feed):
             # stream closed at a yield)
             code = CloseCode.NORMAL_CLOSURE
             try:
-                ws = await connect(url, open_timeout=10, close_timeout=2, max_size=2**22,
-                                   ping_interval=20, ping_timeout=20)
+                ws = await self.open_connection(url)
                 self._ws = ws
                 self.on_connected()
-                if self.wanted:
-                    await self.send_subscription(ws, self.wanted, True)
+                await self.on_open(ws)
                 yield FeedStatus(self.name, "live")
                 async with contextlib.aclosing(self._read(ws)) as items:
                     async for item in items:
