@@ -336,8 +336,9 @@ async def test_server_errors_are_counted_reported_once_each_and_not_fatal(
     assert ticks_of(run) == expected(server, feed, [t])
     assert feed.counters.as_dict() == counters(feed, messages=SETUP + 6, ticks=1, bad={"server error": 4})
     assert feed.last_error == "internal error"
-    assert [r.getMessage() for r in caplog.records] == [f"coinbase: {refused}",
-                                                        "coinbase: server error: internal error"]
+    assert [r.getMessage() for r in caplog.records] == [
+        "coinbase: could not look up product NOPE-USD (HTTP 404); subscribing it as it is, looked up "
+        "again on the next subscription", f"coinbase: {refused}", "coinbase: server error: internal error"]
 
 
 # --- connections ------------------------------------------------------------------------------------
