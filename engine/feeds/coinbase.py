@@ -53,14 +53,13 @@ from operator import itemgetter
 
 import msgspec
 import numpy as np
-from websockets.asyncio.client import ClientConnection
 
 from engine.feeds.backoff import Backoff
 from engine.feeds.base import FeedStatus
 from engine.feeds.batching import valid_trade
 from engine.feeds.budget import MessageBudget
 from engine.feeds.coinbase_products import ProductAliases
-from engine.feeds.ws import WsFeed
+from engine.feeds.ws import Connection, WsFeed
 from engine.ticks import SymbolTable
 
 log = logging.getLogger("tickdeck.feeds")
@@ -201,13 +200,13 @@ class CoinbaseFeed(WsFeed):
     def url_for(self, symbols: list[str]) -> str:
         return self.url
 
-    async def on_open(self, ws: ClientConnection) -> None:
+    async def on_open(self, ws: Connection) -> None:
         # first, and whatever the watchlist: a connection with no subscribe after 5 s is closed
         await self.send(ws, _ENCODE.encode(HEARTBEATS).decode())
         if self.wanted:
             await self.send_subscription(ws, self.wanted, True)
 
-    async def send_subscription(self, ws: ClientConnection, symbols: list[str], subscribe: bool) -> None:
+    async def send_subscription(self, ws: Connection, symbols: list[str], subscribe: bool) -> None:
         kind = "subscribe" if subscribe else "unsubscribe"
         if subscribe:
             if self.aliases is not None:
