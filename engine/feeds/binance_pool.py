@@ -49,6 +49,7 @@ log = logging.getLogger("tickdeck.feeds.binance")
 STREAMS_PER_CONNECTION = 1024
 MAX_QUEUED = 8192  # frames read from all connections and not yet decoded
 MAX_HELD = 65_536  # a replacement connection's events held while the one it replaces drains
+MAX_UNANSWERED = 4096  # requests remembered until answered (probes to a silent server, at most)
 ANSWER_TIMEOUT_S = 10.0  # how long a replacement may take to have its subscriptions confirmed
 
 Opener = Callable[[str, MessageBudget], Awaitable[ClientConnection]]
@@ -188,6 +189,9 @@ class BinancePool:
         body["id"] = request_id = next(self._ids)
         self.requests[request_id] = (member, method, streams or [])
         member.pending.add(request_id)
+        if len(self.requests) > MAX_UNANSWERED:  # a server that stopped answering: forget the oldest
+            oldest = next(iter(self.requests))
+            self.requests.pop(oldest)[0].pending.discard(oldest)
         member.answered.clear()
         with contextlib.suppress(ConnectionClosed):  # a reconnect names every wanted stream again
             await member.ws.send(msgspec.json.encode(body).decode())

@@ -84,6 +84,16 @@ async def test_a_failed_request_says_why_in_one_line() -> None:
         await session.close()
 
 
+async def test_no_yahoo_request_leaves_this_machine_in_the_tests() -> None:
+    """libcurl resolves names itself, past the suite's getaddrinfo guard; tests/conftest.py guards it too."""
+    session = YahooSession()
+    try:
+        with pytest.raises(RequestFailed, match=r"DNS lookup failed for fc\.yahoo\.com: tests may not"):
+            await session.request("GET", "https://fc.yahoo.com", limit=100, timeout=2)
+    finally:
+        await session.close()
+
+
 # --- the consent form ------------------------------------------------------------------------------------
 async def test_a_cookie_request_redirected_to_the_consent_form_accepts_it_and_goes_on() -> None:
     async with YahooServer(two_symbols(2), consent="redirect") as server:
