@@ -144,6 +144,9 @@ class YahooStream(WsFeed):
     """The streamer connection; each price goes to ``on_price(name, pricing, recv_ns)`` (the Yahoo feed)."""
 
     name = "yahoo-stream"
+    #: a quiet market (a weekend, the night) pushes nothing for hours, so silence is not a dead connection
+    #: here; the keepalive pings (every 20 s, answered within 20 s) find a dead one
+    stall_s = 300.0
 
     def __init__(self, symbols: SymbolTable, url: str, wanted: Iterable[str], on_price: OnPrice,
                  backoff: Backoff | None = None, stale_after: float | None = None) -> None:
