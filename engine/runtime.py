@@ -173,7 +173,7 @@ def build_feed(config: Config, engine: Engine) -> Feed:
 
         _register(engine, feeds.coinbase.products)
         return CoinbaseFeed(engine.symbols, feeds.coinbase.url, wanted=feeds.coinbase.products,
-                            stale_after=feeds.coinbase.stale_after)
+                            stale_after=feeds.coinbase.stale_after, rest_url=feeds.coinbase.rest_url)
     if name == "yahoo":
         from engine.feeds.yahoo import YahooFeed
 
@@ -181,7 +181,8 @@ def build_feed(config: Config, engine: Engine) -> Feed:
         _register(engine, y.symbols)
         return YahooFeed(engine.symbols, y.symbols, y.url, interval=y.interval, batch_size=y.batch_size,
                          requests_per_minute=y.requests_per_minute, burst=y.burst,
-                         requests_per_hour=y.requests_per_hour, timeout=y.timeout, cookie_url=y.cookie_url)
+                         requests_per_hour=y.requests_per_hour, timeout=y.timeout, cookie_url=y.cookie_url,
+                         consent_url=y.consent_url or None, stream_url=y.stream_url or None)
     if name == "replay":
         from engine.feeds.replay import ReplayError, ReplayFeed
 
