@@ -67,11 +67,11 @@ class FaultRun:
 
 
 def bench_config(url: str, symbols: Sequence[str], config_dir: str) -> Config:
-    """Defaults plus the feed (no history: the fault server has no REST side); ``config_dir`` (empty)
-    keeps the user's own config out of the run."""
+    """Defaults plus the feed; ``config_dir`` (empty) keeps the user's own config out of the run, no bar
+    store (the stand-in's bars are not the market's) and no history (the fault server has no REST side)."""
     return load_config(overrides={"feed.name": "binance", "feeds.binance.url": url,
                                   "feeds.binance.symbols": tuple(symbols), "engine.interval": "1s",
-                                  "history.fetch": False},
+                                  "history.store": "", "history.fetch": False},
                        env={CONFIG_DIR_VAR: config_dir})
 
 

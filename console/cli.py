@@ -108,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     backtest.add_argument("--seed", type=int, default=0, metavar="N", help="random baseline's seed (0)")
     backtest.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     backtest.add_argument("--csv", metavar="PATH", help="write every signal to this CSV file")
+    _add_history(commands)
     bench = commands.add_parser("bench", help="measure the engine and print figures against the anchors")
     bench.add_argument("--json", action="store_true", help="print the results as JSON")
     bench.add_argument("--feeds", action="store_true",
@@ -126,6 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="40 symbols x 1,000 one-minute bars of history from a local Binance stand-in "
                             "that enforces Binance's weight limits: time until every bar is in the engine "
                             "and every row shows its indicators")
+    bench.add_argument("--store", action="store_true",
+                       help="what keeping bars on disk costs (append per bar, load time for 2,000 bars, "
+                            "bytes per bar) for the bar store (SQLite), Parquet and DuckDB (if installed)")
     bench.add_argument("--load", nargs="?", const=500, type=int, metavar="CLIENTS",
                        help="the WebSocket broadcast sink with CLIENTS (500) local subscribers and a few "
                             "that never read: delivery latency, counts, slow clients cut off")
@@ -145,6 +149,30 @@ def build_parser() -> argparse.ArgumentParser:
                        help="the token itself: every user of this machine can read it in the process list "
                             "(ps), so prefer --token-file or $TICKDECK_ATTACH_TOKEN")
     return parser
+
+
+def _add_history(commands: argparse._SubParsersAction) -> None:
+    """``tickdeck history`` and its three commands (``console.history_cmd`` runs them)."""
+    history = commands.add_parser(
+        "history", help="list, export or prune the bars stored from live feeds",
+        description="The bar store keeps the closed bars of the live feeds (binance, coinbase, yahoo) "
+                    "under history.store, so a restart starts warm. Options such as --config go before "
+                    "'history'.")
+    sub = history.add_subparsers(dest="history_command", metavar="COMMAND", title="commands", required=True)
+    sub.add_parser("list", help="every stored feed, symbol and interval: bars, first and last time, bytes")
+    export = sub.add_parser("export", help="write one symbol's stored bars as CSV or Parquet",
+                            description="Write the stored bars of FEED SYMBOL as an OHLCV file that "
+                                        "'tickdeck backtest', 'tickdeck indicators' (CSV) and --file read.")
+    export.add_argument("feed", metavar="FEED", help="the feed the bars came from: binance, coinbase, yahoo")
+    export.add_argument("symbol", metavar="SYMBOL", help="the symbol, as the feed names it")
+    export.add_argument("--interval", metavar="I", help="the bar interval, when several are stored")
+    export.add_argument("-o", "--output", metavar="FILE",
+                        help="FILE.csv or FILE.parquet (written all or nothing); default: CSV on stdout")
+    prune = sub.add_parser("prune", help="delete old bars (by default: the retention and the size cap)")
+    prune.add_argument("--older-than", metavar="D", help="a duration: 30d, 12h, 90m")
+    prune.add_argument("--feed", metavar="F", help="only this feed's bars")
+    prune.add_argument("--symbol", metavar="S", help="only this symbol's bars")
+
 
 
 def _fail(message: str) -> int:
@@ -258,7 +286,19 @@ def _run(args: argparse.Namespace) -> int:
         except backtest_cmd.BacktestError as exc:
             return _fail(str(exc))
 
+    if args.command == "history":
+        from console import history_cmd
+
+        try:
+            return history_cmd.run(args, load_config(args.config))
+        except history_cmd.HistoryError as exc:
+            return _fail(str(exc))
+
     if args.command == "bench":
+        if args.store:
+            from console.bench_store import main as store_main
+
+            return store_main(args)
         if args.ui is not None:
             from console.bench_ui import main as ui_main
 

@@ -148,3 +148,23 @@ def close_due(now, interval, fstart, fb, fwarm, plan_i, plan_f, st, committed, c
             stats[ST_BARS] += 1
     _commit_closed(k, plan_i, plan_f, st, committed, counts, c_slot, c_t, c_bar, c_vals)
     return k
+
+
+@njit
+def replay(s, first, n, plan_i, plan_f, st, committed, counts, ht, hb, hhead, hcount, c_slot, c_t, c_bar,
+           c_vals):
+    """Commit the ring bars ``first .. first + n - 1`` of ``s`` (0: the oldest held) to the indicators
+    again, into the closed records as a close would (``c_vals``: the values after each), for a refill.
+
+    The same ``apply_bars`` call, over the same bars in the same order as when they closed: from reset
+    state it rebuilds the state bit for bit (instances are independent of each other and of other
+    symbols, so how the bars were batched then does not matter)."""
+    depth = ht.shape[1]
+    oldest = hhead[s] - hcount[s] + depth  # >= 0, so the modulo below never sees a negative number
+    for i in range(n):
+        pos = (oldest + first + i) % depth
+        c_slot[i] = s
+        c_t[i] = ht[s, pos]
+        for j in range(5):
+            c_bar[i, j] = hb[s, pos, j]
+    _commit_closed(n, plan_i, plan_f, st, committed, counts, c_slot, c_t, c_bar, c_vals)

@@ -20,11 +20,11 @@ sets only ``ui.fps`` keeps every other value from the layers beneath:
 empty ``rules = []``) supplies the whole list. They are kept as plain dicts, each with the file it came
 from (:class:`RuleTable`); the signal module validates their contents.
 
-File paths (``feed.record``, ``feeds.replay.file``; :data:`PATH_KEYS`) are ``~``-expanded in every layer.
-A relative path in a config file is relative to *that file's* directory, as the ``[[sinks]]`` paths are,
-so a service started from any working directory (systemd starts it in ``/``) finds and writes the same
-files. A relative path from a command-line flag or an environment variable stays relative to the working
-directory, as a shell user expects.
+File paths (``feed.record``, ``feeds.replay.file``, ``history.store``; :data:`PATH_KEYS`) are
+``~``-expanded in every layer. A relative path in a config file is relative to *that file's* directory,
+as the ``[[sinks]]`` paths are, so a service started from any working directory (systemd starts it in
+``/``) finds and writes the same files. A relative path from a command-line flag or an environment
+variable stays relative to the working directory, as a shell user expects.
 
 Every mistake raises :class:`ConfigError` with one line that names the dotted key and where the value
 came from: unknown sections and keys, wrong types (``ui.fps in /path/config.toml must be an integer,
@@ -70,8 +70,9 @@ them, as (table, file) pairs; the module that owns each validates its tables."""
 ENV_PREFIX = "TICKDECK_"
 CONFIG_DIR_VAR = "TICKDECK_CONFIG_DIR"
 CONFIG_FILENAME = "config.toml"
-PATH_KEYS = ("feed.record", "feeds.replay.file")
-"""Keys that name a file: ``~``-expanded; relative to the config file's directory when set in one."""
+PATH_KEYS = ("feed.record", "feeds.replay.file", "history.store")
+"""Keys that name a file or directory: ``~``-expanded; relative to the config file's directory when set
+in one. ``history.store``'s ``"auto"`` is a word, not a path (``./auto`` names a directory)."""
 
 class ConfigError(ValueError):
     """A configuration mistake; the message is one line naming the key and its file or variable."""
@@ -240,7 +241,7 @@ def _file_path(value: object, base: Path | None = None) -> object:
     """A path setting ``~``-expanded and, given the directory of the file it came from, made absolute
     against it; empty (off) stays empty. Without ``base`` a relative path stays relative (to the working
     directory, where the command was started)."""
-    if not isinstance(value, str) or not value.strip():
+    if not isinstance(value, str) or not value.strip() or value.strip() == "auto":
         return value
     path = Path(value).expanduser()
     if base is not None and not path.is_absolute():

@@ -99,6 +99,16 @@ def _url(*schemes: str) -> Check:
     return check
 
 
+def _url_or_off(*schemes: str) -> Check:
+    """A URL, or an empty string that turns the service off."""
+    url = _url(*schemes)
+
+    def check(value: str) -> str:
+        return value if value == "" else url(value)
+
+    return check
+
+
 def _indicators(value: tuple[str, ...]) -> tuple[str, ...]:
     """Canonical output names (``rsi`` → ``rsi_14``), duplicates dropped, order kept."""
     names: list[str] = []
@@ -227,6 +237,10 @@ class YahooFeedConfig:
     timeout: float = _setting(10.0, _positive)
     chart_url: str = _setting("https://query2.finance.yahoo.com", _url("https", "http"))
     """Yahoo's chart API (``v8/finance/chart/{symbol}``): bars of history."""
+    consent_url: str = _setting("https://guce.yahoo.com/consent", _url_or_off("https", "http"))
+    """The consent form, accepted when the cookie request brings no cookie (the EU); "" never asks."""
+    stream_url: str = _setting("wss://streamer.finance.yahoo.com/?version=2", _url_or_off("wss", "ws"))
+    """Yahoo's streamer: prices pushed as they change, polling as the fallback; "" polls only."""
 
 
 @dataclass(frozen=True)
@@ -283,6 +297,9 @@ class HistoryConfig:
     directory, or ``""`` to keep none."""
     retention: str = _setting("90d", _retention)
     """Stored bars older than this are pruned (a duration: ``30d``, ``12h``)."""
+    store_max_mb: int = _setting(1024, _between(1, 1_000_000))
+    """The most the bar store may take on disk, in MiB: past it, the oldest bars of every series are
+    pruned until it takes 90 % of that."""
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,8 @@ line (``Signal.to_dict()``), to standard output and to every configured sink (``
 object per line with ``--log-format json``), a status line every ``--status-every`` seconds (ticks/s,
 signals, lag p99, RSS, reconnects, bad messages, gaps, duplicates, refills; ``history 12/40`` while
 history loads) and, as its last line whatever the log format, a JSON summary of the run (``ticks``,
-``bars``, ``signals``, ``bad_messages``, ``reconnects``, ``gaps``, ``duplicates``, ``refills``,
-``history_bars``, ``runtime_s``, ``sinks``: each sink's figures, ...).
+``bars``, ``signals``, ``bad_messages``, ``reconnects``, ``gaps``, ``refills``, ``duplicates``,
+``history_bars``, ``history_failed``, ``rest_errors``, ``runtime_s``, ``sinks``: each sink's figures, ...).
 
 A warm-up signal (fired on history at start, ``"warmup": true``) is not news: standard output and
 ``--signals-out`` skip it, and so does every sink that does not set ``warmup = true``.
@@ -209,8 +209,8 @@ class Headless:
         p50, p99 = m.lag_percentiles()
         return {"feed": self.feed.name, "state": self.feed_state, "ticks": stats.ticks, "bars": stats.bars,
                 "bad_messages": counters.bad_total, "reconnects": counters.reconnects, "gaps": counters.gaps,
-                "duplicates": counters.duplicates, "lag_p50_ms": p50, "lag_p99_ms": p99,
-                "queue_depth": m.queue_depth, "rss_bytes": self._process.memory_info().rss}
+                "duplicates": counters.duplicates, "refills": stats.refills, "lag_p50_ms": p50,
+                "lag_p99_ms": p99, "queue_depth": m.queue_depth, "rss_bytes": self._process.memory_info().rss}
 
     # --- callbacks, on the event loop ----------------------------------------------------------------
     def on_update(self, update: Update) -> None:
@@ -339,8 +339,9 @@ class Headless:
                 "queue_depth": self.runtime.metrics.queue_depth,
                 "rss_mb": round(self._process.memory_info().rss / 2**20, 1),
                 "reconnects": counters.reconnects, "bad_messages": counters.bad_total,
-                "gaps": counters.gaps, "duplicates": counters.duplicates, "refills": counters.refills,
-                "history_done": counters.history_done, "history_total": counters.history_total,
+                "gaps": counters.gaps, "refills": self.runtime.engine.stats.refills,
+                "duplicates": counters.duplicates, "history_done": counters.history_done,
+                "history_total": counters.history_total,
                 "uptime_s": round(time.monotonic() - self._started, 3)}
 
     def summary(self) -> dict[str, Any]:
@@ -350,10 +351,10 @@ class Headless:
         out = _summary(
             self.feed.name, self.stopped_by, self.exit_code, time.monotonic() - self._started,
             ticks=stats.ticks, bars=stats.bars, signals=self.signals, bad_messages=counters.bad_total,
-            reconnects=counters.reconnects, gaps=counters.gaps, duplicates=counters.duplicates,
-            late_ticks=stats.late_ticks, bad_ticks=stats.bad_ticks, lag_p50_ms=round(p50, 3),
-            lag_p99_ms=round(p99, 3), coalesced=self.runtime.metrics.coalesced, sinks=self.sinks.stats(),
-            warmup_signals=self.warmup_signals, refills=counters.refills,
+            reconnects=counters.reconnects, gaps=counters.gaps, refills=stats.refills,
+            duplicates=counters.duplicates, late_ticks=stats.late_ticks, bad_ticks=stats.bad_ticks,
+            lag_p50_ms=round(p50, 3), lag_p99_ms=round(p99, 3), coalesced=self.runtime.metrics.coalesced,
+            sinks=self.sinks.stats(), warmup_signals=self.warmup_signals,
             history_bars=stats.history_bars, history_failed=counters.history_failed,
             rest_errors=sum(counters.rest_bad.values()))
         if self.error:
@@ -407,8 +408,8 @@ def _summary(feed: str, stopped_by: str, exit_code: int, runtime_s: float,
     so whatever reads it (a log pipeline, a test, systemd's journal) finds the same keys every time."""
     out: dict[str, Any] = {
         "event": "summary", "ticks": 0, "bars": 0, "signals": 0, "warmup_signals": 0, "bad_messages": 0,
-        "reconnects": 0, "gaps": 0, "duplicates": 0, "runtime_s": round(runtime_s, 3), "late_ticks": 0,
-        "bad_ticks": 0, "refills": 0, "history_bars": 0, "history_failed": 0, "rest_errors": 0,
+        "reconnects": 0, "gaps": 0, "refills": 0, "duplicates": 0, "runtime_s": round(runtime_s, 3),
+        "late_ticks": 0, "bad_ticks": 0, "history_bars": 0, "history_failed": 0, "rest_errors": 0,
         "feed": feed, "stopped_by": stopped_by, "exit_code": exit_code, "lag_p50_ms": 0.0,
         "lag_p99_ms": 0.0, "coalesced": 0, "sinks": {},
     }

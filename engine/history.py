@@ -60,6 +60,17 @@ class BarHistory:
         idx = (np.arange(end - n, end) % self.depth) if n else np.empty(0, dtype=np.int64)
         return self.t[slot, idx], self.bars[slot, idx]  # fancy indexing copies
 
+    def truncate(self, slot: int, before_ns: int) -> tuple[int, int]:
+        """Drop the newest bars of ``slot`` that opened at or after ``before_ns`` (a refill rebuilds them);
+        returns (bars kept, bars dropped). A slot's bars are in time order, so they are a suffix."""
+        have = int(self.count[slot])
+        end = int(self.head[slot])
+        times = self.t[slot, np.arange(end - have, end) % self.depth]
+        kept = int(np.searchsorted(times, before_ns, side="left"))
+        self.head[slot] = (end - (have - kept)) % self.depth
+        self.count[slot] = kept
+        return kept, have - kept
+
     def reset(self, slot: int) -> None:
         self.head[slot] = 0
         self.count[slot] = 0

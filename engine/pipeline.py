@@ -6,11 +6,13 @@ array (forming bars, history rings, indicator state, rule state), all preallocat
 
 Live ticks go in through ``ingest``; history (bars from the past) through ``ingest_history``, which
 takes the same path but marks it: a bar built only from history gives signals with ``warmup=True``.
+Trades a feed missed and fetched again go in through ``refill``, which re-runs one symbol from the bar
+where its gap began.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,7 +23,7 @@ from engine.indicators.bank import IndicatorBank
 from engine.signals.detector import SignalDetector
 from engine.signals.events import Signal
 from engine.signals.rules import Rule, required_outputs
-from engine.ticks import SymbolTable, make_ticks
+from engine.ticks import SymbolTable, check_refill, make_ticks
 
 _Arrays4 = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 _Arrays5 = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
@@ -34,6 +36,7 @@ class EngineStats:
     late_ticks: int
     bad_ticks: int
     history_bars: int = 0  # bars taken in as history (``ticks`` counts the live tape only)
+    refills: int = 0  # symbols re-run from an earlier bar with trades a feed missed (``Engine.refill``)
 
 
 class Engine:
@@ -75,6 +78,11 @@ class Engine:
         self._d_list = np.zeros(capacity, dtype=np.int64)
         self._stats = np.zeros(4, dtype=np.int64)
         self._history_bars = 0
+        self._refills = 0
+        self.on_closed: Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], None] | None = None
+        """Called with (slots, open times, o h l c v rows, history-only flags) of the bars each kernel
+        call closes, live or history: views into scratch arrays, so copy what is kept. The runtime's
+        bar store writer is the one listener (``engine.store_writer``)."""
 
     # --- symbols -------------------------------------------------------------------------------
     def closed_bars(self, name: str) -> tuple[np.ndarray, np.ndarray] | None:
@@ -122,6 +130,41 @@ class Engine:
         self._history_bars += len(bars)
         return signals
 
+    def refill(self, slot: int, since_ns: int, ticks: np.ndarray) -> list[Signal]:
+        """Re-run ``slot`` from ``since_ns`` with the trades a feed missed and fetched again
+        (``engine.feeds.base.Refill`` says what the arguments must be).
+
+        Its bars that opened at or after ``since_ns`` (closed ones in the history ring, and the forming
+        one) are discarded; its indicator state and its close rules' state are rebuilt by committing the
+        ring's remaining bars again, silently (their signals went out already); then ``ticks`` go in as
+        history: the bars they close fire signals marked ``warmup=True``, and the last one stays forming
+        for the symbol's live ticks to continue. Live rules keep their state and see the refill as one
+        batch. O(bars in the ring); no other symbol is touched.
+
+        Exactly an uninterrupted run's state while the ring holds every bar since the symbol started;
+        once older bars have left the ring, the state is rebuilt from the oldest bar it holds, as if the
+        symbol had started there (TA-Lib over the ring's window).
+        """
+        if not 0 <= slot < len(self.symbols):
+            raise ValueError(f"refill: slot {slot} holds no symbol (the engine has {len(self.symbols)})")
+        if since_ns % self.interval_ns:
+            raise ValueError(f"refill of {self.symbols.name(slot)}: since_ns {since_ns} is not the open time "
+                             f"of a bar (bars are {self.interval_ns} ns)")
+        check_refill(slot, since_ns, ticks)
+        kept, dropped = self.history.truncate(slot, since_ns)
+        self._stats[barkernel.ST_BARS] -= dropped  # rebuilt below: each bar is counted once
+        self.bank.reset(slot)
+        self.detector.forget_closed(slot)
+        self.forming_start[slot] = barkernel.NO_BAR
+        self.forming_warm[slot] = False
+        for first in range(0, kept, self._batch):
+            n = min(self._batch, kept - first)
+            barkernel.replay(slot, first, n, *self._bank_args(), self.bank.counts, *self._history_args(),
+                             self._c_slot, self._c_t, self._c_bar, self._c_vals)
+            self.detector.replay_closed(self._c_slot[:n], self._c_t[:n], self._c_bar[:n], self._c_vals[:n])
+        self._refills += 1
+        return self.ingest(ticks, warmup=True)
+
     def close_due(self, now_ns: int) -> list[Signal]:
         """Close the forming bars whose interval has ended by ``now_ns`` (call on a timer)."""
         signals: list[Signal] = []
@@ -149,6 +192,9 @@ class Engine:
     def _detect(self, closed: int) -> list[Signal]:
         if not closed:
             return []
+        if self.on_closed is not None:
+            self.on_closed(self._c_slot[:closed], self._c_t[:closed], self._c_bar[:closed],
+                           self._c_warm[:closed])
         return self.detector.on_closed(self._c_slot[:closed], self._c_t[:closed],
                                        self._c_bar[:closed], self._c_vals[:closed],
                                        warmup=self._c_warm[:closed])
@@ -163,7 +209,8 @@ class Engine:
     @property
     def stats(self) -> EngineStats:
         t, b, late, bad = (int(x) for x in self._stats)
-        return EngineStats(ticks=t, bars=b, late_ticks=late, bad_ticks=bad, history_bars=self._history_bars)
+        return EngineStats(ticks=t, bars=b, late_ticks=late, bad_ticks=bad, history_bars=self._history_bars,
+                           refills=self._refills)
 
     def forming_bar(self, slot: int) -> tuple[int, np.ndarray] | None:
         """(open time, copy of o h l c v) of the forming bar, or None when there is none."""

@@ -46,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         ticks["size"] = 1.0
         e.ingest(ticks)
         e.close_due(10**12)
+        e.refill(slot, 60_000_000_000, ticks[2:])  # replays the ring's first bar
         e.history.append(slot, 0, 1.0, 1.0, 1.0, 1.0, 1.0)
     bank = IndicatorBank(DEFAULT_OUTPUTS, 1)
     bank.commit(0, 0, 1.0, 1.0, 1.0, 1.0, 1.0)

@@ -33,11 +33,12 @@ from typing import Any, TypeVar
 import numpy as np
 
 from engine.config import Config, parse_interval
-from engine.feeds.base import Feed, FeedStatus, HistoryBars
+from engine.feeds.base import Feed, FeedStatus, HistoryBars, Refill
 from engine.pipeline import Engine
 from engine.signals.events import Signal
 from engine.signals.rules import load_rules
 from engine.snapshot import MarketSnapshot, PipelineHealth, Update, build_snapshot
+from engine.store_writer import BarCollector, StoreWriter, persisting
 
 __all__ = ["EngineThread", "FeedUnavailable", "PipelineHealth", "Runtime", "RuntimeMetrics", "Update",
            "build_engine", "build_feed", "in_daemon_thread"]
@@ -151,9 +152,9 @@ def build_engine(config: Config) -> Engine:
                   depth=config.engine.history, rules=load_rules(config.rules))
 
 
-def build_feed(config: Config, engine: Engine, store: Any = None) -> Feed:
+def build_feed(config: Config, engine: Engine) -> Feed:
     """The configured feed, its symbols registered with the engine (imports only the feed used); a live
-    feed loads history from its service and from ``store`` (an ``engine.backfill.loader.BarStore``)."""
+    feed loads its history from the bar store and its service (``engine.backfill``)."""
     name = config.feed.name
     feeds = config.feeds
     if name == "sim":
@@ -169,15 +170,14 @@ def build_feed(config: Config, engine: Engine, store: Any = None) -> Feed:
         _register(engine, feeds.binance.symbols)
         binance = BinanceFeed(engine.symbols, feeds.binance.url, wanted=feeds.binance.symbols,
                               stream=feeds.binance.stream, stale_after=feeds.binance.stale_after)
-        # gaps are refilled once the engine can re-run a symbol from a bar (``Engine.refill``)
-        attach(binance, config, engine.interval_ns, store=store, refills=hasattr(engine, "refill"))
+        attach(binance, config, engine.interval_ns, refills=True)
         return binance
     if name == "coinbase":
         from engine.feeds.coinbase import CoinbaseFeed
 
         _register(engine, feeds.coinbase.products)
         return CoinbaseFeed(engine.symbols, feeds.coinbase.url, wanted=feeds.coinbase.products,
-                            stale_after=feeds.coinbase.stale_after)
+                            stale_after=feeds.coinbase.stale_after, rest_url=feeds.coinbase.rest_url)
     if name == "yahoo":
         from engine.feeds.yahoo import YahooFeed
 
@@ -185,7 +185,8 @@ def build_feed(config: Config, engine: Engine, store: Any = None) -> Feed:
         _register(engine, y.symbols)
         return YahooFeed(engine.symbols, y.symbols, y.url, interval=y.interval, batch_size=y.batch_size,
                          requests_per_minute=y.requests_per_minute, burst=y.burst,
-                         requests_per_hour=y.requests_per_hour, timeout=y.timeout, cookie_url=y.cookie_url)
+                         requests_per_hour=y.requests_per_hour, timeout=y.timeout, cookie_url=y.cookie_url,
+                         consent_url=y.consent_url or None, stream_url=y.stream_url or None)
     if name == "replay":
         from engine.feeds.replay import ReplayError, ReplayFeed
 
@@ -271,6 +272,9 @@ class Runtime:
     """When the run ends, how long the feed may take to close (a WebSocket's closing handshake: one round
     trip) before it is left to finish on its own, with a warning. Short, because a headless stop that
     had to cancel the run (``DRAIN_S``, 3 s) must still exit within its 5 s."""
+    store_close_s = 0.5
+    """When the run ends, how long the bar store writer may take to write the bars still queued (a few
+    milliseconds unless the disk is stuck). Part of the headless stop budget, like ``feed_close_s``."""
 
     def __init__(self, config: Config, engine: Engine | None = None, feed: Feed | None = None) -> None:
         self.config = config
@@ -285,21 +289,28 @@ class Runtime:
         self._last_frame = 0
         self._worker: EngineThread | None = None  # the thread that owns the engine (stopped after a run)
         self._held: list[Any] = []  # at most one item taken from the queue while coalescing, not merged
+        self.store_writer: StoreWriter | None = None  # persisting closed bars, while a live feed runs
+        self._collector: BarCollector | None = None
 
-    def process(self, ticks: np.ndarray | HistoryBars | None, now_ns: int | None = None) -> Update:
+    def process(self, ticks: np.ndarray | HistoryBars | Refill | None, now_ns: int | None = None) -> Update:
         """Apply one batch (or just the clock, when ``ticks`` is None). Runs on the engine thread.
 
         ``now_ns`` is the feed's clock (wall time for live feeds, the replayed time for a replay): bars
         whose interval has ended by then are closed even if their symbol has gone quiet. History
         (``HistoryBars``) goes in as such (its signals carry ``warmup=True``) and closes nothing by the
         clock: taking a long history in can outlast a bar, and the bar forming at its end is the live
-        tape's to continue (its first batch covers that time) before the clock closes it.
+        tape's to continue (its first batch covers that time) before the clock closes it. A ``Refill``
+        re-runs its symbol (``Engine.refill``) and, for the same reason, closes nothing by the clock: the
+        live trades the feed held back during the fetch come next and may belong to its last bar.
         """
         now = time.time_ns() if now_ns is None else now_ns
         signals: list[Signal] = []
-        history = isinstance(ticks, HistoryBars)
+        history = isinstance(ticks, HistoryBars | Refill)
         if isinstance(ticks, HistoryBars):
             signals += self.engine.ingest_history(ticks.bars)
+            ticks = None
+        elif isinstance(ticks, Refill):
+            signals += self.engine.refill(ticks.sym, ticks.since_ns, ticks.ticks)
             ticks = None
         started = time.perf_counter_ns()
         if ticks is not None and len(ticks):
@@ -312,6 +323,9 @@ class Runtime:
         if now - self._last_frame >= self.frame_ns:
             self._last_frame = now
             snapshot = self.snapshot(now)
+        collector = self._collector  # (read once: the run's end clears it from the event loop)
+        if collector is not None:  # every bar this call closed, to the store in one batch
+            collector.hand_over()
         return Update(tuple(signals), snapshot)
 
     def _timed(self, ticks: np.ndarray, fired: bool, engine_ns: int) -> None:
@@ -329,6 +343,9 @@ class Runtime:
     def finish(self) -> Update:
         """Close every forming bar (nothing more will come) and take a last snapshot."""
         signals = self.engine.close_due(np.iinfo(np.int64).max // 2)
+        collector = self._collector
+        if collector is not None:  # the last bars of a live feed that ended by itself are stored too
+            collector.hand_over()
         now = self.feed.now_ns()
         return Update(tuple(signals), self.snapshot(now))
 
@@ -374,6 +391,7 @@ class Runtime:
             self.taps.append(recorder)
         queue: asyncio.Queue[Any] = asyncio.Queue(self.queue_batches)
         self._held = []
+        self._start_persisting()
         pump = asyncio.create_task(self._pump(queue, on_status), name="tickdeck-feed-pump")
         worker = self._worker = EngineThread()
         tick_s = self.frame_ns / 1e9
@@ -407,9 +425,20 @@ class Runtime:
                 await self._closed(pump)
             finally:
                 worker.stop()  # kept as self._worker: a late call waits for its last batch, then runs here
+                await self._stop_persisting()
                 if recorder is not None:
                     self.taps.remove(recorder)
                     await recorder.aclose()
+
+    def _start_persisting(self) -> None:
+        """On a live feed with a store configured, every bar the engine closes goes to a store writer."""
+        self.store_writer, self._collector = persisting(self.config, self.feed.name, self.engine)
+
+    async def _stop_persisting(self) -> None:
+        """Write what is queued (up to ``store_close_s``, in a thread: never on the event loop)."""
+        if self.store_writer is not None:
+            self._collector = None
+            await asyncio.to_thread(self.store_writer.close, self.store_close_s, self.engine)
 
     async def _closed(self, pump: asyncio.Task[None]) -> None:
         """Wait (up to ``feed_close_s``) for the cancelled pump, in which the feed's stream closes."""
@@ -432,7 +461,8 @@ class Runtime:
                               duplicates=c.duplicates, feed=self.feed.name, batches=m.batches,
                               ticks_in=c.ticks, ticks_processed=self.engine.stats.ticks,
                               engine_p50_us=e50, engine_p99_us=e99, signal_p50_ms=s50, signal_p99_ms=s99,
-                              history_done=c.history_done, history_total=c.history_total, refills=c.refills)
+                              refills=self.engine.stats.refills, history_done=c.history_done,
+                              history_total=c.history_total)
 
     def _coalesce(self, first: np.ndarray, queue: asyncio.Queue[Any]) -> np.ndarray:
         m = self.metrics
@@ -441,7 +471,7 @@ class Runtime:
         parts = [first]
         while not queue.empty():
             nxt = queue.get_nowait()
-            if not isinstance(nxt, np.ndarray):  # the end, an error or history: never merged into ticks
+            if not isinstance(nxt, np.ndarray):  # the end, an error, history or a refill: never merged
                 self._held.append(nxt)  # handled before anything still in the queue
                 break
             parts.append(nxt)
@@ -459,7 +489,7 @@ class Runtime:
                 if isinstance(item, FeedStatus):
                     on_status(item)
                     continue
-                if isinstance(item, np.ndarray):  # taps (a recorder) take the live tape, not history
+                if isinstance(item, np.ndarray):  # taps (a recorder): the live tape; no history, no refill
                     for tap in self.taps:
                         tap(item)
                 await queue.put(item)  # waits while the engine is behind: backpressure, no drops

@@ -131,9 +131,9 @@ class PipelineHealth:
     engine_p99_us: float = math.nan
     signal_p50_ms: float = math.nan  # oldest tick of a batch -> the signal it fired (live feeds only)
     signal_p99_ms: float = math.nan
+    refills: int = 0  # symbols re-run with trades the feed missed and fetched again (gaps, reconnects)
     history_done: int = 0  # symbols whose history has loaded (or was given up on) ...
     history_total: int = 0  # ... of those that load history (live feeds)
-    refills: int = 0  # gaps refilled from the service's history
 
 
 @dataclass(frozen=True)

@@ -102,3 +102,21 @@ def make_bars(n: int) -> np.ndarray:
     out = np.zeros(n, dtype=BAR_DTYPE)
     out["trades"] = -1
     return out
+
+
+def check_refill(slot: int, since_ns: int, ticks: object) -> None:
+    """Raise ``ValueError`` naming the problem unless ``ticks`` can refill ``slot`` from ``since_ns``: a
+    1-d ``TICK_DTYPE`` array, every tick of ``slot`` and none before ``since_ns`` (its bar is kept, not
+    rebuilt; a tick there would count as late)."""
+    if slot < 0:
+        raise ValueError(f"refill: slot must be 0 or more, got {slot}")
+    if not isinstance(ticks, np.ndarray) or ticks.dtype != TICK_DTYPE or ticks.ndim != 1:
+        got = getattr(ticks, "dtype", type(ticks).__name__)
+        raise ValueError(f"refill of slot {slot}: ticks must be a 1-d TICK_DTYPE array, got {got}")
+    if (wrong := np.flatnonzero(ticks["sym"] != slot)).size:
+        i = int(wrong[0])
+        raise ValueError(f"refill of slot {slot}: tick {i} is of slot {int(ticks['sym'][i])}")
+    if (early := np.flatnonzero(ticks["ts"] < since_ns)).size:
+        i = int(early[0])
+        raise ValueError(f"refill of slot {slot}: tick {i} at {int(ticks['ts'][i])} ns is before since_ns "
+                         f"{since_ns}, in a bar that is kept, not rebuilt")

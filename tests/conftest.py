@@ -12,8 +12,12 @@ import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
+from curl_cffi import CurlECode
+from curl_cffi.requests import AsyncSession
+from curl_cffi.requests.exceptions import DNSError
 
 from tests.fuzz_settings import pytest_terminal_summary  # noqa: F401  (prints the fuzz tests' input counts)
 
@@ -36,10 +40,32 @@ def _loopback_only(host: Any, *args: Any, **kwargs: Any) -> Any:
     return _real_getaddrinfo(host, *args, **kwargs)
 
 
+_real_curl_request = AsyncSession.request
+
+
+async def _curl_loopback_only(self: Any, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+    """libcurl (Yahoo's requests, through curl_cffi) resolves names in C, past ``socket.getaddrinfo``."""
+    name = urlsplit(url).hostname
+    if name not in _LOCAL and not _loopback_literal(str(name)):
+        raise DNSError(f"tests may not resolve {name!r}: use a local server", CurlECode.COULDNT_RESOLVE_HOST)
+    return await _real_curl_request(self, method, url, *args, **kwargs)
+
+
 @pytest.fixture(autouse=True)
 def _no_internet(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setattr(socket, "getaddrinfo", _loopback_only)
+    monkeypatch.setattr(AsyncSession, "request", _curl_loopback_only)
     yield
+
+
+@pytest.fixture(autouse=True)
+def _own_data_dir(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The bar store of a test (and of the processes it starts) is its own, never the user's: both
+    ``$TICKDECK_DATA_DIR`` and, for fixtures that clear every ``TICKDECK_*`` variable, the XDG data home
+    that platformdirs reads on Linux."""
+    base = tmp_path_factory.mktemp("data")
+    monkeypatch.setenv("TICKDECK_DATA_DIR", str(base / "tickdeck"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(base / "xdg"))
 
 
 @pytest.fixture

@@ -172,6 +172,9 @@ class HistoryLoader:
             await asyncio.wait(self._tasks)
         if self.source is not None:
             await self.source.aclose()
+        close = getattr(self.store, "close", None)
+        if close is not None:  # (in a thread: closing a database may wait for a disk)
+            await asyncio.to_thread(close)
 
     # --- tasks ------------------------------------------------------------------------------------
     def _begin(self, sym: _Symbol, work: Coroutine[None, None, None]) -> None:

@@ -12,7 +12,7 @@ from typing import Literal
 
 import numpy as np
 
-from engine.ticks import SymbolTable
+from engine.ticks import SymbolTable, check_refill
 
 State = Literal["connecting", "live", "stale", "reconnecting", "failed", "stopped"]
 log = logging.getLogger("tickdeck.feeds")
@@ -68,16 +68,30 @@ class HistoryBars:
 @dataclass(frozen=True, slots=True)
 class Refill:
     """Trades a feed missed (a gap, a reconnect), fetched again: the engine re-runs the symbol from
-    ``since_ns`` so its state is what an uninterrupted stream would have built."""
-    sym: int            # the symbol's slot
-    since_ns: int       # open time of the first bar to rebuild (the bar that holds the last trade
-                        # received before the gap); every bar from here on is rebuilt
-    ticks: np.ndarray   # TICK_DTYPE, time-ordered: EVERY trade of the symbol from since_ns up to (not
-                        # including) the first live trade that the feed holds back for after the refill
+    ``since_ns`` so its state is what an uninterrupted stream would have built.
+
+    ``since_ns`` is the open time of the first bar to rebuild (the bar that holds the last trade received
+    before the gap); every bar of the symbol from there on is rebuilt. ``ticks`` (``TICK_DTYPE``, time
+    ordered, all of slot ``sym``) are EVERY trade of the symbol from ``since_ns`` up to, not including,
+    the first live trade the feed holds back until the refill has gone in: none of the symbol's live
+    trades after the gap may reach the engine before it. Like ``HistoryBars``, the type says what the
+    ticks are, so the runtime never merges them into a live batch nor hands them to a recorder. Checked
+    here, where the feed builds it, so a mistake names the feed's call, not the engine thread.
+    """
+
+    sym: int  # the symbol's slot
+    since_ns: int  # open time of the first bar to rebuild
+    ticks: np.ndarray  # TICK_DTYPE: every trade of the symbol from since_ns to the first held-back one
+
+    def __post_init__(self) -> None:
+        check_refill(self.sym, self.since_ns, self.ticks)
+
+    def __len__(self) -> int:
+        return len(self.ticks)
 
 
 FeedItem = np.ndarray | FeedStatus | HistoryBars | Refill
-"""What a feed's stream yields: a batch of live ticks, a status, history, or a refill."""
+"""What a feed's stream yields: a batch of live ticks, a status, history, or a gap's trades refetched."""
 
 
 class FeedCounters:
@@ -140,7 +154,8 @@ class FeedCounters:
 
 class Feed(abc.ABC):
     """A source of tick batches. ``stream`` yields numpy ``TICK_DTYPE`` arrays, ``FeedStatus`` and, for a
-    feed that knows the past, ``HistoryBars`` (first, before the live batches).
+    feed that knows the past, ``HistoryBars`` (first, before the live batches) and ``Refill`` (a gap's
+    trades fetched again, before the symbol's live trades after the gap).
 
     A feed never raises for bad data: it counts it (``counters``) and skips it. It raises only when it
     cannot go on at all, after reporting why in a ``failed`` status.

@@ -5,7 +5,8 @@ names lower-case, ``<symbol>@trade`` or ``<symbol>@kline_<interval>``); every ev
 ``{"stream": ..., "data": ...}``; the watchlist changes live with ``SUBSCRIBE`` / ``UNSUBSCRIBE``
 requests that the server answers with ``{"result": null, "id": N}`` or ``{"error": {...}, "id": N}``.
 The server pings every 20 s (``websockets`` answers with a pong carrying the same payload), allows 5
-incoming messages per second (pongs included), and drops every connection after 24 h.
+incoming messages per second (pings and pongs included), drops every connection after 24 h, announces a
+shutdown with a ``serverShutdown`` event, and serves at most 1,024 streams per connection.
 
 What this feed adds to ``WsFeed``:
 
@@ -17,34 +18,31 @@ What this feed adds to ``WsFeed``:
 * A kline stream has no trade ids: each update becomes one tick at the kline's latest (close) price
   carrying only the volume traded since the previous update of the same kline, so bar volumes add up
   and an update replayed after a reconnect adds nothing.
-* Requests are throttled below the server's message limit: exceeding it gets the connection dropped
-  and, repeatedly, the IP banned.
-* A quiet connection is probed with ``LIST_SUBSCRIPTIONS``: a trade stream for an illiquid symbol can be
-  silent for minutes, and without an answer to something the stall detector could not tell a quiet
-  market from a dead server.
+* The connections are a ``BinancePool`` (engine/feeds/binance_pool.py), which keeps Binance's rules: at
+  most 1,024 streams a connection (more open another), at most 5 incoming messages a second per
+  connection with our own pings and pongs counted (exceeding it gets the connection dropped and,
+  repeatedly, the IP banned), a new connection opened at once on ``serverShutdown`` (the old one closed
+  once the new one delivers), and a quiet connection probed with ``LIST_SUBSCRIPTIONS`` (a trade stream
+  for an illiquid symbol can be silent for minutes, and without an answer to something the stall
+  detector could not tell a quiet market from a dead server).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-import time
-from collections import deque
-from collections.abc import AsyncGenerator, Iterable
+from collections.abc import Iterable
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any
 
 import msgspec
-from websockets.asyncio.client import ClientConnection
-from websockets.exceptions import ConnectionClosed
-from websockets.protocol import State
+from websockets.asyncio.client import ClientConnection, connect
 
 from engine.backfill.loader import HELD
 from engine.feeds.backoff import Backoff
-from engine.feeds.base import FeedItem
 from engine.feeds.batching import valid_trade
-from engine.feeds.ws import WsFeed
+from engine.feeds.binance_pool import BinancePool
+from engine.feeds.budget import MessageBudget, budgeted_connection
+from engine.feeds.ws import Connection, WsFeed
 from engine.ticks import SymbolTable, SymbolTableFull
 
 log = logging.getLogger("tickdeck.feeds.binance")
@@ -156,14 +154,9 @@ class BinanceFeed(WsFeed):
         self._by_stream: dict[str, str] = {self.stream_of(s): s for s in self.wanted}
         self._slots: dict[str, int] = {}  # resolved slots, per stream name
         self._url_streams: list[str] = []
-        self._active: set[str] = set()  # streams the current connection delivers (as far as we asked)
-        self._pending: dict[int, tuple[str, list[str]]] = {}  # request id -> (method, streams)
-        self._next_id = 0
-        self._sent: deque[float] = deque()  # when recent requests went out, for the throttle
+        self._pool: BinancePool | None = None
         self._klines: dict[int, tuple[int, Decimal]] = {}  # slot -> (kline start ms, volume so far)
         self._gap_logged: set[int] = set()
-        self._last_frame = time.monotonic()
-        self._heartbeat: asyncio.Task[None] | None = None
 
     def stream_of(self, symbol: str) -> str:
         return f"{symbol.lower()}@{self.stream_kind}"
@@ -189,81 +182,36 @@ class BinanceFeed(WsFeed):
             return f"{self.url}/stream"
         return f"{self.url}/stream?streams={'/'.join(self._url_streams)}"
 
-    def on_connected(self) -> None:
-        self._active = set(self._url_streams)
-        self._pending.clear()
-        self._last_frame = time.monotonic()
-        if self._heartbeat is not None:
-            self._heartbeat.cancel()
-        if self.heartbeat_s is not None and self._ws is not None:
-            self._heartbeat = asyncio.get_running_loop().create_task(
-                self._probe_when_quiet(self._ws), name="binance-heartbeat")
+    def new_budget(self) -> MessageBudget:
+        """A connection's budget: ``max_requests_per_s`` of Binance's 5, the rest kept for pongs."""
+        return MessageBudget(self.max_requests_per_s, clock=self._clock, sleep=self._sleep)
 
-    async def send_subscription(self, ws: ClientConnection, symbols: list[str], subscribe: bool) -> None:
-        streams = list(dict.fromkeys(self.stream_of(s) for s in symbols))
+    async def _open(self, url: str, budget: MessageBudget) -> ClientConnection:
+        return await connect(url, open_timeout=10, close_timeout=2, max_size=2**22, ping_interval=20,
+                             ping_timeout=20, create_connection=budgeted_connection(budget))
+
+    async def open_connection(self, url: str) -> Connection:
+        pool = BinancePool(self.url, self._open, self.new_budget, self.stall_s, self.url_streams_max,
+                           self.heartbeat_s)
+        try:
+            await pool.open(self._url_streams)
+        except BaseException:
+            await pool.close()
+            raise
+        self._pool = pool
+        return pool
+
+    async def send_subscription(self, ws: Connection, symbols: list[str], subscribe: bool) -> None:
+        pool = self._pool
+        if pool is None or ws is not pool:
+            return  # not connected: the next connection subscribes every wanted stream
         if subscribe:
-            # the URL may name streams dropped from the watchlist while we were connecting
-            dropped = [s for s in self._active if s not in self._by_stream]
-            if dropped:
-                await self._request(ws, "UNSUBSCRIBE", dropped)
-            new = [s for s in streams if s not in self._active]
-            if new:
-                await self._request(ws, "SUBSCRIBE", new)
+            await pool.sync([self.stream_of(s) for s in self.wanted], [self.stream_of(s) for s in symbols])
         else:
-            gone = [s for s in streams if s in self._active]
-            if gone:
-                await self._request(ws, "UNSUBSCRIBE", gone)
-
-    async def _request(self, ws: ClientConnection, method: str, streams: list[str] | None = None) -> None:
-        request: dict[str, Any] = {"method": method}
-        if streams is not None:  # counted as done at once, so a concurrent call does not ask again
-            request["params"] = streams
-            if method == "SUBSCRIBE":
-                self._active.update(streams)
-            elif method == "UNSUBSCRIBE":
-                self._active.difference_update(streams)
-        await self._throttle()
-        self._next_id += 1
-        request["id"] = self._next_id
-        self._pending[self._next_id] = (method, streams or [])
-        with contextlib.suppress(ConnectionClosed):  # the reconnect names every wanted stream in its URL
-            await ws.send(msgspec.json.encode(request).decode())
-
-    async def _throttle(self) -> None:
-        """Wait until fewer than ``max_requests_per_s`` requests went out in the last second."""
-        for _ in range(self.max_requests_per_s + 1):  # each round lets at least one old request expire
-            now = self._clock()
-            while self._sent and self._sent[0] <= now - 1.0:
-                self._sent.popleft()
-            if len(self._sent) < self.max_requests_per_s:
-                break
-            await self._sleep(self._sent[0] + 1.0 - now)
-        self._sent.append(self._clock())
-
-    async def _probe_when_quiet(self, ws: ClientConnection) -> None:
-        assert self.heartbeat_s is not None
-        quiet = min(self.heartbeat_s, self.stall_s / 2)
-        probed = 0.0
-        while ws.state is State.OPEN:
-            await asyncio.sleep(quiet / 2)
-            now = time.monotonic()
-            if ws.state is State.OPEN and now - max(self._last_frame, probed) >= quiet:
-                probed = now  # at most one probe per quiet interval, answered or not
-                await self._request(ws, "LIST_SUBSCRIPTIONS")
-
-    async def stream(self) -> AsyncGenerator[FeedItem, None]:
-        try:  # closed with this one, so a stop closes the connection at once (with 1001, see WsFeed)
-            async with contextlib.aclosing(super().stream()) as items:
-                async for item in items:
-                    yield item
-        finally:
-            if self._heartbeat is not None:
-                self._heartbeat.cancel()
-                self._heartbeat = None
+            await pool.remove([self.stream_of(s) for s in symbols])
 
     # --- decoding ------------------------------------------------------------------------------
     def decode(self, raw: str | bytes, recv_ns: int) -> None:
-        self._last_frame = time.monotonic()
         try:
             frame = _decoder.decode(raw)
         except msgspec.ValidationError:
@@ -282,11 +230,11 @@ class BinanceFeed(WsFeed):
             elif type(data) is Kline:
                 self._kline(frame.stream, data, recv_ns, raw)
             else:
-                log.info("binance announced a server shutdown; reconnecting when it closes")
+                self._server_shutdown()
         elif frame.id is not msgspec.UNSET:
             self._answer(frame)
         elif frame.e == "serverShutdown":
-            log.info("binance announced a server shutdown; reconnecting when it closes")
+            self._server_shutdown()
         else:
             self.counters.bad_message("unknown frame", raw)
 
@@ -378,13 +326,19 @@ class BinanceFeed(WsFeed):
             self.batcher.add(slot, ts, recv_ns, price, float(added))
             self.counters.ticks += 1
 
+    def _server_shutdown(self) -> None:
+        """Binance is about to close this connection: open the next one now (the pool keeps the seam)."""
+        log.info("binance announced a server shutdown; moving its streams to a new connection now")
+        if self._pool is not None:
+            self._pool.replace(self._pool.current)
+
     def _answer(self, frame: Frame) -> None:
         request_id = frame.id if isinstance(frame.id, int) else None
-        method, streams = self._pending.pop(request_id, ("?", [])) if request_id is not None else ("?", [])
+        if self._pool is None:
+            return
+        method, streams = self._pool.answer(request_id, frame.error is not None)
         if frame.error is None:
             return
         self.counters.bad["error answer"] += 1
-        if method == "SUBSCRIBE":
-            self._active.difference_update(streams)
         log.warning("binance refused %s %s (id %s): code %d, %s", method, streams, frame.id,
                     frame.error.code, frame.error.msg)

@@ -1,17 +1,34 @@
 """Coinbase Advanced Trade market data (``wss://advanced-trade-ws.coinbase.com``), public channels only.
 
-One connection carries three subscriptions per product, each sent as its own frame because Coinbase
-accepts one channel per subscribe message:
+What Coinbase documents, and what this feed does about it ("Advanced Trade WebSocket Overview", "Channels",
+"Rate Limits"; the official client, coinbase-advanced-py, sends the same frames: one per channel):
 
-- ``market_trades`` is the only source of ticks. Its first event after a subscription is a
-  ``snapshot`` that replays recent trades; the ``TradeSequencer`` drops the ones already delivered
-  (after a reconnect or a re-subscribe) and counts them as duplicates.
+- One channel per ``subscribe`` frame. ``market_trades`` and ``ticker`` are subscribed per product;
+  ``heartbeats`` once per connection with ``"product_ids": []``: it keeps every subscription of the
+  connection open ("most channels close within 60-90 seconds if no updates are sent") and needs no
+  product. A connection that has sent no ``subscribe`` within 5 seconds is closed by the server, so the
+  heartbeats frame goes out first on every connection, even with an empty watchlist.
+- Unauthenticated messages are limited to 8 a second per IP: every frame this feed sends (and the
+  keepalive pings) goes through a ``MessageBudget`` of 8 a second, so a watchlist edited quickly waits
+  instead of being refused.
+- ``market_trades`` is the only source of ticks. Its first event after a subscription is a ``snapshot``
+  that replays recent trades; the ``TradeSequencer`` drops the ones already delivered (after a reconnect
+  or a re-subscribe) and counts them as duplicates.
+- ``side`` in ``market_trades`` is the side of the *maker* (the resting order), as in Coinbase
+  Exchange's ``match`` message, whose documentation says so ("The side field indicates the maker order
+  side. If the side is sell this indicates the maker was a sell order and the match is considered an
+  up-tick"); the Advanced Trade pages only call it "the side of the trade". nautilus_trader's Coinbase
+  adapter reads it the same way (crates/adapters/coinbase, ``coinbase_side_to_aggressor``: "Coinbase
+  reports the maker side on public market trades, so the aggressor is the opposite side"). A tick's side
+  is the aggressor's (+1 a buyer took the offer, -1 a seller hit the bid), so ``SELL`` becomes +1 and
+  ``BUY`` -1.
+- Aliased products (BTC-USDC trades on the BTC-USD book) come back under their canonical id; the alias
+  map comes from the public products endpoint (``engine.feeds.coinbase_products``) and each event is
+  delivered to every subscribed name it stands for.
 - ``ticker`` never produces ticks: its price is the last trade's, already delivered by market_trades,
   and its ``volume_24_h`` is a rolling statistic, not a trade, so turning it into ticks would
   double-count volume. It fills ``tickers`` (last price, 24 h volume, best bid and ask), which
   ``last_price`` falls back on for a product that has had no trade yet.
-- ``heartbeats`` exist only to keep the subscriptions open on a quiet market (Coinbase closes idle
-  channels after 60-90 s); they also keep the stall detector from firing.
 
 Every message but an error carries ``sequence_num``, which counts messages on one connection across
 all channels. A jump is a gap: the missing messages are counted in ``counters.gaps``, logged once with
@@ -27,26 +44,31 @@ error"]``, each distinct text is logged and reported once, and the feed carries 
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Iterable
+from collections.abc import AsyncGenerator, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from operator import itemgetter
 
 import msgspec
-from websockets.asyncio.client import ClientConnection
 
 from engine.feeds.backoff import Backoff
-from engine.feeds.base import FeedStatus
+from engine.feeds.base import FeedItem, FeedStatus
 from engine.feeds.batching import valid_trade
-from engine.feeds.ws import WsFeed
+from engine.feeds.budget import MessageBudget
+from engine.feeds.coinbase_products import ProductAliases
+from engine.feeds.ws import Connection, WsFeed
 from engine.ticks import SymbolTable
 
 log = logging.getLogger("tickdeck.feeds")
 
 DEFAULT_URL = "wss://advanced-trade-ws.coinbase.com"
-CHANNELS = ("market_trades", "ticker", "heartbeats")
-_SIDE = {"BUY": 1, "SELL": -1}
+PRODUCT_CHANNELS = ("market_trades", "ticker")
+CHANNELS = (*PRODUCT_CHANNELS, "heartbeats")
+HEARTBEATS = {"type": "subscribe", "product_ids": [], "channel": "heartbeats"}
+FRAMES_PER_S = 8  # "WebSocket unauthenticated messages are rate-limited at 8 per second per IP address"
+_SIDE = {"BUY": -1, "SELL": 1}  # the maker's side -> the aggressor's (see the module docstring)
 _MAX_DISTINCT_ERRORS = 64  # distinct server error texts logged; beyond that they are only counted
 
 
@@ -156,8 +178,13 @@ class CoinbaseFeed(WsFeed):
     name = "coinbase"
 
     def __init__(self, symbols: SymbolTable, url: str = DEFAULT_URL, wanted: Iterable[str] = (),
-                 backoff: Backoff | None = None, stale_after: float | None = None) -> None:
+                 backoff: Backoff | None = None, stale_after: float | None = None,
+                 rest_url: str | None = None) -> None:
         super().__init__(symbols, url, wanted, backoff, stale_after)
+        self.budget = MessageBudget(FRAMES_PER_S)
+        #: the public REST API that says which products are aliases (None: never asked)
+        self.aliases = ProductAliases(rest_url, self.counters) if rest_url else None
+        self._names: dict[str, tuple[str, ...]] = {}  # product id in events -> the names subscribed for it
         self._slots: dict[str, int] = {name: symbols.slot(name) for name in self.wanted}
         self.tickers: dict[str, TickerState] = {}
         #: what the server last acknowledged, channel -> product ids (from ``subscriptions`` messages)
@@ -172,11 +199,37 @@ class CoinbaseFeed(WsFeed):
     def url_for(self, symbols: list[str]) -> str:
         return self.url
 
-    async def send_subscription(self, ws: ClientConnection, symbols: list[str], subscribe: bool) -> None:
+    async def on_open(self, ws: Connection) -> None:
+        # first, and whatever the watchlist: a connection with no subscribe after 5 s is closed
+        await self.send(ws, _ENCODE.encode(HEARTBEATS).decode())
+        if self.wanted:
+            await self.send_subscription(ws, self.wanted, True)
+
+    async def send_subscription(self, ws: Connection, symbols: list[str], subscribe: bool) -> None:
         kind = "subscribe" if subscribe else "unsubscribe"
-        for channel in CHANNELS:
-            await ws.send(_ENCODE.encode({"type": kind, "product_ids": symbols, "channel": channel})
-                          .decode())
+        if subscribe:
+            if self.aliases is not None:
+                await self.aliases.learn(symbols)
+            self._map_names()
+        for channel in PRODUCT_CHANNELS:
+            await self.send(ws, _ENCODE.encode({"type": kind, "product_ids": symbols, "channel": channel})
+                            .decode())
+
+    def _map_names(self) -> None:
+        names: dict[str, list[str]] = {}
+        for name in self.wanted:
+            product = self.aliases.canonical(name) if self.aliases is not None else name
+            names.setdefault(product, []).append(name)
+            if product != name:
+                names.setdefault(name, []).append(name)  # should Coinbase ever answer under the alias
+        self._names = {product: tuple(dict.fromkeys(n)) for product, n in names.items()}
+
+    def names_of(self, product: str) -> tuple[str, ...]:
+        """The subscribed names an event's ``product_id`` stands for (empty: none)."""
+        names = self._names.get(product)
+        if names is None:
+            return (product,) if product in self._slots else ()
+        return names
 
     def on_connected(self) -> None:
         # sequence numbers start afresh on every connection; products delivered before are resuming
@@ -201,8 +254,18 @@ class CoinbaseFeed(WsFeed):
             slot = self._slots.pop(name, None)
             if slot is not None:
                 self._resuming.discard(slot)
+        self._map_names()
         if gone and self._ws is not None:
             await self.send_subscription(self._ws, gone, False)
+
+    async def stream(self) -> AsyncGenerator[FeedItem, None]:
+        try:
+            async with contextlib.aclosing(super().stream()) as items:
+                async for item in items:
+                    yield item
+        finally:
+            if self.aliases is not None:
+                await self.aliases.close()
 
     def last_price(self, product: str) -> float | None:
         """The last trade's price, or the ticker's while no trade has arrived (None if neither)."""
@@ -261,10 +324,10 @@ class CoinbaseFeed(WsFeed):
     def _trades(self, events: list[TradesEvent], recv_ns: int) -> None:
         bad = self.counters.bad_message
         for event in events:
-            rows: list[tuple[int, int, Trade]] = []
+            rows: list[tuple[int, int, str, Trade]] = []
             for t in event.trades:
-                slot = self._slots.get(t.product_id)
-                if slot is None:
+                slots = [(self._slots[n], n) for n in self.names_of(t.product_id) if n in self._slots]
+                if not slots:
                     bad("unknown product", t)
                     continue
                 try:
@@ -274,10 +337,10 @@ class CoinbaseFeed(WsFeed):
                 if not 0 <= trade_id < 2**63:  # it goes into a tick's int64 field
                     bad("bad trade id", t)
                     continue
-                rows.append((trade_id, slot, t))
+                rows += [(trade_id, slot, name, t) for slot, name in slots]
             if len(rows) > 1:
                 rows.sort(key=itemgetter(0))  # snapshots list the newest trade first
-            for trade_id, slot, t in rows:
+            for trade_id, slot, name, t in rows:
                 price = _number(t.price)
                 size = _number(t.size)
                 if why := valid_trade(price, size):
@@ -297,24 +360,27 @@ class CoinbaseFeed(WsFeed):
                     self._resuming.discard(slot)
                     if missing:
                         self.counters.gaps += missing
-                        self._report(f"{t.product_id}: trades {trade_id - missing}-{trade_id - 1} "
+                        self._report(f"{name}: trades {trade_id - missing}-{trade_id - 1} "
                                      f"happened while disconnected ({missing} missed); not refilled")
                 self.batcher.add(slot, ts, recv_ns, price, size, _SIDE.get(t.side, 0), trade_id)
                 self.counters.ticks += 1
-                self._last_trade[t.product_id] = price
+                self._last_trade[name] = price
 
     def _tickers(self, events: list[TickerEvent], recv_ns: int) -> None:
         for event in events:
             for t in event.tickers:
-                if t.product_id not in self._slots:
+                names = [n for n in self.names_of(t.product_id) if n in self._slots]
+                if not names:
                     self.counters.bad_message("unknown product", t)
                     continue
                 price = _number(t.price)
                 if valid_trade(price, 0.0):
                     self.counters.bad_message("bad ticker price", t)
                     continue
-                self.tickers[t.product_id] = TickerState(price, _number(t.volume_24_h),
-                                                         _number(t.best_bid), _number(t.best_ask), recv_ns)
+                state = TickerState(price, _number(t.volume_24_h), _number(t.best_bid), _number(t.best_ask),
+                                    recv_ns)
+                for name in names:
+                    self.tickers[name] = state
 
     def _server_error(self, message: str) -> None:
         self.counters.bad["server error"] += 1

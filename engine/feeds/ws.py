@@ -18,21 +18,36 @@ import socket
 import ssl
 import time
 from collections.abc import AsyncGenerator, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
 import numpy as np
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI, WebSocketException
 from websockets.frames import CloseCode
 
 from engine.feeds.backoff import Backoff
 from engine.feeds.base import Feed, FeedItem, FeedStatus, State, valid_utf8
 from engine.feeds.batching import TickBatcher, TradeSequencer
+from engine.feeds.budget import MessageBudget, budgeted_connection
 from engine.ticks import SymbolTable
 
 if TYPE_CHECKING:
     from engine.backfill.loader import HistoryLoader
+
+
+class Connection(Protocol):
+    """What ``WsFeed`` needs of a connection: a ``websockets`` ``ClientConnection``, or several behind one
+    object that reads like one (Binance, past 1,024 streams or while it moves to a new connection)."""
+
+    @property
+    def protocol(self) -> Any: ...  # websockets' Sans-I/O protocol of the connection that ended
+
+    async def recv(self) -> str | bytes: ...
+
+    async def send(self, message: str) -> None: ...
+
+    async def close(self, code: int = 1000, reason: str = "") -> None: ...
 
 
 class Stalled(Exception):
@@ -72,7 +87,7 @@ CUT_SHORT = {"closed mid-frame": "in the middle of a frame",
 """The ways a connection can end inside a message (a bad message's reason: where it ended)."""
 
 
-def cut_short(ws: ClientConnection) -> tuple[str, str]:
+def cut_short(ws: Connection) -> tuple[str, str]:
     """Whether a connection that ended was cut short, as (a reason of ``CUT_SHORT``, what websockets
     said): in the middle of a frame (its bytes stopped coming: a FIN or an RST inside the frame), in
     the middle of a fragmented message (a close frame or the end of the stream between its fragments),
@@ -107,6 +122,8 @@ class WsFeed(Feed):
     #: how long one batch may gather messages already in flight, and its largest size
     batch_window_s: float = 0.005
     max_batch: int = 4096
+    #: what the server lets a client send (None: no limit); every frame sent goes through it
+    budget: MessageBudget | None = None
 
     def __init__(self, symbols: SymbolTable, url: str, wanted: Iterable[str] = (),
                  backoff: Backoff | None = None, stale_after: float | None = None) -> None:
@@ -120,7 +137,7 @@ class WsFeed(Feed):
         self.backoff = backoff or Backoff()
         self.batcher = TickBatcher()
         self.sequencer = TradeSequencer()
-        self._ws: ClientConnection | None = None
+        self._ws: Connection | None = None
         self._reports: list[FeedStatus] = []
         self._clock = time.monotonic  # the feed's clock and sleep, replaceable in tests
         self._sleep = asyncio.sleep
@@ -134,7 +151,6 @@ class WsFeed(Feed):
         self.history = loader
         loader.wake = self.wake
         loader.pending = self.batcher.flush
-
 
     def wake(self) -> None:
         """Something is ready to be yielded: stop waiting for the next message."""
@@ -158,7 +174,7 @@ class WsFeed(Feed):
         """The URL to connect to for the current subscription."""
 
     @abc.abstractmethod
-    async def send_subscription(self, ws: ClientConnection, symbols: list[str], subscribe: bool) -> None:
+    async def send_subscription(self, ws: Connection, symbols: list[str], subscribe: bool) -> None:
         """Send the frame(s) that (un)subscribe ``symbols`` on an open connection."""
 
     @abc.abstractmethod
@@ -167,6 +183,26 @@ class WsFeed(Feed):
 
     def on_connected(self) -> None:
         """Called after every successful (re)connect, before any message is read."""
+
+    async def open_connection(self, url: str) -> Connection:
+        """Open one connection (a subclass may open several behind one object that reads like one)."""
+        factory = None
+        if self.budget is not None:
+            self.budget.reset()  # servers count per connection
+            factory = budgeted_connection(self.budget)
+        return await connect(url, open_timeout=10, close_timeout=2, max_size=2**22, ping_interval=20,
+                             ping_timeout=20, create_connection=factory)
+
+    async def on_open(self, ws: Connection) -> None:
+        """What a new connection is sent first: the subscription (a subclass may always send one)."""
+        if self.wanted:
+            await self.send_subscription(ws, self.wanted, True)
+
+    async def send(self, ws: Connection, text: str) -> None:
+        """Send one frame, within ``budget``."""
+        if self.budget is not None:
+            await self.budget.acquire()
+        await ws.send(text)
 
     def report(self, status: FeedStatus) -> None:
         """Queue a status found while decoding (a sequence gap, a server error); ``decode`` cannot
@@ -219,22 +255,20 @@ class WsFeed(Feed):
             yield FeedStatus(self.name, "connecting")
             url = self.url_for(self.wanted)
             reason = ""
-            ws: ClientConnection | None = None
+            ws: Connection | None = None
             # RFC 6455, 7.4.1: 1000 when we end a connection we no longer want (a stall), 1001 when
             # we go away (the app or the service stops); ``async with connect()`` would send 1011, an
             # unexpected condition, for any exception, and a stop is one (a cancellation, or the
             # stream closed at a yield)
             code = CloseCode.NORMAL_CLOSURE
             try:
-                ws = await connect(url, open_timeout=10, close_timeout=2, max_size=2**22,
-                                   ping_interval=20, ping_timeout=20)
+                ws = await self.open_connection(url)
                 self._ws = ws
                 self.on_connected()
                 if self.history is not None:  # the URL named them: from now on their trades are held
                     for name in self.wanted:
                         self.history.start(name)
-                if self.wanted:
-                    await self.send_subscription(ws, self.wanted, True)
+                await self.on_open(ws)
                 yield FeedStatus(self.name, "live")
                 async with contextlib.aclosing(self._read(ws)) as items:
                     async for item in items:
@@ -266,7 +300,7 @@ class WsFeed(Feed):
             yield FeedStatus(self.name, "reconnecting", reason or "connection ended", retry_in=delay)
             await self._sleep(delay)
 
-    async def _read(self, ws: ClientConnection) -> AsyncGenerator[FeedItem, None]:
+    async def _read(self, ws: Connection) -> AsyncGenerator[FeedItem, None]:
         loop = asyncio.get_running_loop()
         stale = False
         while True:

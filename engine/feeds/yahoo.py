@@ -1,108 +1,79 @@
-"""Yahoo Finance quotes, polled over REST (``/v7/finance/quote?symbols=A,B,C``).
+"""Yahoo Finance quotes: pushed by Yahoo's streamer when it is configured, polled over REST otherwise
+and as its fallback.
 
-Yahoo has no trade stream, so successive quotes become ticks: each new ``(regularMarketTime,
-regularMarketPrice)`` is one tick, sized by the growth of ``regularMarketVolume`` since the last tick (0
-the first time and when the volume restarts with a new session); no side, no trade id.
+Yahoo has no trade stream, so successive quotes become ticks: each new ``(time, price)`` is one tick,
+sized by the growth of the day's volume since the last tick (0 the first time and when the volume
+restarts with a new session); no side, no trade id. Pushes and polls go through the same bookkeeping,
+so a quote seen both ways is one tick.
 
-Yahoo throttles by client (unofficially about 2,000 requests an hour, and 429s beyond bursts), so every
-request is paid for: symbols go many to a request; a token bucket spaces requests (per minute) and a
-sliding budget caps them (per hour, the remainder shown to the user); a ``TTLCache`` keeps the latest
-quotes so the poller skips what is younger than the poll interval and ``quote()`` callers (views,
-panels) never refetch what is fresh. A failed request never ends the feed: its symbols go ``stale``
-with the reason and the retry delay (``Retry-After`` when Yahoo gives one, else exponential backoff),
-and ``live`` returns when they are fetched again.
+The streamer (``engine.feeds.yahoo_stream``, ``stream_url``) pushes a price as it changes. While it
+pushes a symbol, that symbol is not polled: each push moves its next poll ``stream_hold_s`` (60 s) away,
+so a symbol the streamer stops carrying (or a streamer that is down) is polled again at ``interval``.
 
-Yahoo answers 401 to a client without its ``A3`` cookie and the crumb issued for it, so the first request
-makes the handshake its public clients (yfinance) make: any answer from ``https://fc.yahoo.com`` (a 404)
-sets the cookie, ``/v1/test/getcrumb`` with it returns the crumb, and quotes carry both. A 401 on a crumb
-in use fetches a new pair once and retries; a 401 on a pair just fetched is reported, and the next attempt
-(after the backoff) starts a new handshake. Handshake requests pay like quotes (limiter, budget).
+Polling (``/v7/finance/quote?symbols=A,B,C&formatted=false``, numbers as plain JSON numbers, not
+``{"raw", "fmt"}`` pairs): Yahoo throttles by client (unofficially about 2,000 requests an hour, and 429s
+beyond bursts), so every request is paid for: symbols go many to a request; a token bucket spaces
+requests (per minute) and a sliding budget caps them (per hour, the remainder shown to the user); a
+``TTLCache`` keeps the latest quotes so the poller skips what is younger than the poll interval and
+``quote()`` callers (views, panels) never refetch what is fresh. A failed request never ends the feed:
+its symbols go ``stale`` with the reason and the retry delay (``Retry-After`` when Yahoo gives one, else
+exponential backoff), and ``live`` returns when they are fetched again.
+
+Requests go out with a browser's TLS fingerprint (``engine.feeds.yahoo_http``: Yahoo answers 429 to a
+Python one), and carry the ``A3`` cookie and the crumb issued for it (``engine.feeds.yahoo_auth``: the
+cookie from ``fc.yahoo.com``, else through the EU consent form, then ``/v1/test/getcrumb``). A 401 on a
+crumb in use fetches a new pair once and retries; a 401 on a pair just fetched is reported, and the next
+attempt (after the backoff) starts a new handshake. Handshake requests pay like quotes.
 
 Answers are read up to a size cap and decoded by ``engine.feeds.yahoo_answer``.
 
 ``stream`` is the poller itself, not a background task: while the consumer holds a batch no request is
-made, and cancelling the stream ends all polling (the session closes with it).
+made, and cancelling the stream ends all polling (the session and the streamer close with it).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import math
 import time
-from collections import Counter, deque
+from collections import deque
 from collections.abc import AsyncGenerator, Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
-import aiohttp
 import cachetools
-import msgspec
 import numpy as np
-from yarl import URL
 
 from engine.feeds.backoff import Backoff
-from engine.feeds.base import Feed, FeedCounters, FeedStatus, State
+from engine.feeds.base import Feed, FeedStatus, State
 from engine.feeds.batching import TickBatcher
-from engine.feeds.pacing import (
-    Clock,
-    RequestBudget,
-    Sleep,
-    TokenBucket,
-    describe_failure,
-    read_at_most,
-    retry_after,
+from engine.feeds.pacing import Clock, RequestBudget, Sleep, TokenBucket, retry_after
+from engine.feeds.yahoo_answer import (
+    MAX_BODY_BYTES,
+    MAX_QUOTE_BYTES,
+    Quote,
+    YahooCounters,
+    YahooQuote,
+    read_quotes,
 )
-from engine.feeds.yahoo_answer import MAX_BODY_BYTES, MAX_QUOTE_BYTES, YahooQuote, read_quotes
 from engine.feeds.yahoo_answer import error_text as _error_text
+from engine.feeds.yahoo_auth import Handshake
+from engine.feeds.yahoo_http import Answer, RequestFailed, YahooSession
+from engine.feeds.yahoo_stream import Pricing, YahooStream
 from engine.ticks import SymbolTable, SymbolTableFull
+
+log = logging.getLogger("tickdeck.feeds")
 
 DEFAULT_URL = "https://query1.finance.yahoo.com"
 DEFAULT_COOKIE_URL = "https://fc.yahoo.com"  # answers anything, setting the A3 cookie for .yahoo.com
+DEFAULT_CONSENT_URL = "https://guce.yahoo.com/consent"  # the consent form, where consent is required
 QUOTE_PATH = "/v7/finance/quote"
 CRUMB_PATH = "/v1/test/getcrumb"
-HEADERS = {"User-Agent": "Mozilla/5.0 (X11; Linux x86_64) tickdeck/0.1"}
 ACCEPT_JSON = "application/json"
-ACCEPT_PAGE = "text/html,application/xhtml+xml,*/*;q=0.8"  # what a browser's first visit accepts
-MAX_CRUMB_LEN = 64  # crumbs are ~11 characters; anything long is a page, not a crumb
+STREAM_HOLD_S = 60.0  # a symbol the streamer pushed is not polled again before this
 _MAX_TIME_S = (2**63 - 1) // 1_000_000_000  # a later regularMarketTime does not fit a tick's int64 ns
-
-
-# --- what the feed hands out ---------------------------------------------------------------------
-class Quote(msgspec.Struct, frozen=True):
-    """The latest good quote of a symbol, as ``YahooFeed.quote`` hands it out."""
-
-    symbol: str
-    price: float
-    time_ns: int  # regularMarketTime
-    volume: float | None
-    currency: str | None
-    received_ns: int
-
-
-class YahooCounters(FeedCounters):
-    """The base counters plus what polling costs and saves."""
-
-    def __init__(self, feed: str, budget: RequestBudget, limiter: TokenBucket) -> None:
-        super().__init__(feed)
-        self.budget = budget
-        self.limiter = limiter
-        self.requests = 0  # sent, handshakes included (each one spends budget, whatever its outcome)
-        self.handshakes = 0  # cookie-and-crumb fetches begun (the first, then one per refused crumb)
-        self.http_errors: Counter[int] = Counter()  # by status
-        self.timeouts = 0
-        self.connection_errors = 0
-        self.cache_hits = 0  # quote() calls answered from the cache
-        self.fresh_skips = 0  # symbols a poll left out because their cached quote was fresh
-        self.unchanged = 0  # quotes with the same time and price as the last tick
-
-    def as_dict(self) -> dict[str, object]:
-        out = super().as_dict()
-        out.update(requests=self.requests, handshakes=self.handshakes, http_errors=dict(self.http_errors),
-                   timeouts=self.timeouts, connection_errors=self.connection_errors,
-                   cache_hits=self.cache_hits, fresh_skips=self.fresh_skips, unchanged=self.unchanged,
-                   rate_waits=self.limiter.waits,
-                   budget_left=self.budget.left, budget_limit=self.budget.limit)
-        return out
 
 
 # --- text for the user -----------------------------------------------------------------------------
@@ -125,6 +96,7 @@ class YahooFeed(Feed):
                  burst: int = 5, requests_per_hour: int = 2000, timeout: float = 10.0,
                  backoff: Backoff | None = None, limiter: TokenBucket | None = None,
                  budget: RequestBudget | None = None, cookie_url: str = DEFAULT_COOKIE_URL,
+                 consent_url: str | None = None, stream_url: str | None = None,
                  clock: Clock = time.monotonic, sleep: Sleep = asyncio.sleep) -> None:
         super().__init__(symbols)
         if not interval > 0 or not timeout > 0 or batch_size < 1:
@@ -132,6 +104,7 @@ class YahooFeed(Feed):
                              f"{timeout=}, {batch_size=}")
         self.url = url.rstrip("/")
         self.cookie_url = cookie_url
+        self.consent_url = consent_url
         self.wanted: list[str] = list(dict.fromkeys(wanted))
         self.interval = interval
         self.batch_size = batch_size
@@ -158,9 +131,18 @@ class YahooFeed(Feed):
         self._ever_live = False
         self._inflight: dict[str, asyncio.Future[Any]] = {}
         self._wake = asyncio.Event()
-        self._session: aiohttp.ClientSession | None = None
+        self._session: YahooSession | None = None
         self._crumb: str | None = None  # issued for the A3 cookie in the session's jar
+        self.handshake = Handshake(self._get, lambda name: self._open().has_cookie(name), cookie_url,
+                                   consent_url, self.url + CRUMB_PATH)
+        #: the streamer (None: polling only); its prices go through ``_pushed``
+        self.streamer = (YahooStream(symbols, stream_url, self.wanted, self._pushed) if stream_url
+                         else None)
+        self.stream_state = ""  # the streamer's last state, for the status line
+        self.counters.stream = None if self.streamer is None else self.streamer.counters
+        self._stream_task: asyncio.Task[None] | None = None
         self._auth_lock = asyncio.Lock()  # concurrent requests share one handshake
+        self._affected: list[str] = []  # the symbols a handshake in progress is for
         self._closed = False
 
     # --- public --------------------------------------------------------------------------------
@@ -172,6 +154,8 @@ class YahooFeed(Feed):
         self.wanted += new
         if new:
             self._wake.set()
+            if self.streamer is not None:
+                await self.streamer.subscribe(new)
 
     async def unsubscribe(self, symbols: Iterable[str]) -> None:
         gone = set(symbols)
@@ -182,6 +166,8 @@ class YahooFeed(Feed):
         if self._state == "stale" and not self.stale:
             self._emit("live", str(self.budget))
         self._wake.set()
+        if self.streamer is not None:
+            await self.streamer.unsubscribe(gone)
 
     async def quote(self, symbol: str) -> Quote | None:
         """The latest quote of ``symbol``: from the cache while it is fresh, else fetched (sharing a
@@ -203,6 +189,11 @@ class YahooFeed(Feed):
 
     async def close(self) -> None:
         self._closed = True
+        if self._stream_task is not None:
+            self._stream_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._stream_task
+            self._stream_task = None
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -212,6 +203,9 @@ class YahooFeed(Feed):
     async def stream(self) -> AsyncGenerator[np.ndarray | FeedStatus, None]:
         self._closed = False
         yield FeedStatus(self.name, "connecting")  # state stays: quote() may have made the feed live
+        if self.streamer is not None and self._stream_task is None:
+            self._stream_task = asyncio.get_running_loop().create_task(self._follow_stream(),
+                                                                       name="yahoo-stream")
         try:
             while True:
                 self._wake.clear()
@@ -296,16 +290,17 @@ class YahooFeed(Feed):
             if (credentials := await self._credentials(affected, refused)) is None:
                 return False
             crumb, fresh = credentials
-            params = {"symbols": ",".join(batch), "crumb": crumb}
+            # formatted=false: plain numbers, not {"raw": 178.1, "fmt": "178.10"} (yfinance sends it too)
+            params = {"symbols": ",".join(batch), "formatted": "false", "crumb": crumb}
             limit = MAX_BODY_BYTES + MAX_QUOTE_BYTES * len(batch)
-            if (answer := await self._get(self.url + QUOTE_PATH, params, affected, ACCEPT_JSON,
-                                          limit)) is None:
+            if (answer := await self._get("GET", self.url + QUOTE_PATH, params, None, ACCEPT_JSON,
+                                          limit, affected)) is None:
                 return False
-            if (status := answer[0]) != 401 or fresh or refused is not None:
+            if (status := answer.status) != 401 or fresh or refused is not None:
                 break
             self.counters.http_errors[status] += 1  # expired: a new cookie and crumb, then once more
             refused = crumb
-        host, body = urlsplit(self.url).netloc, answer[1]
+        host, body = urlsplit(self.url).netloc, answer.body or b""
         if status == 401 and self._crumb == crumb:
             self._crumb = None  # refused as soon as issued: the next attempt starts a new handshake
         if status != 200:
@@ -331,35 +326,32 @@ class YahooFeed(Feed):
 
     async def _handshake(self, affected: list[str]) -> str | None:
         self.counters.handshakes += 1
-        jar = self._open().cookie_jar
-        jar.clear()  # a refused crumb's cookie goes too: Yahoo issues crumbs per cookie
-        # only its Set-Cookie header matters: the page itself is not read
-        if (answer := await self._get(self.cookie_url, None, affected, ACCEPT_PAGE, None)) is None:
+        self._affected = affected
+        self._open().clear_cookies()  # a refused crumb's cookie goes too: Yahoo issues crumbs per cookie
+        why = await self.handshake.cookie()
+        if why is None:
+            return None  # a request failed: reported already
+        if why:
+            self._fail(affected, why, self.backoff.next())
             return None
-        if not jar.filter_cookies(URL(self.url)):  # any status will do (fc.yahoo.com's is a 404)
-            self._fail(affected, f"no cookie from {urlsplit(self.cookie_url).netloc} (HTTP {answer[0]})",
-                       self.backoff.next())
-            return None
-        answer = await self._get(self.url + CRUMB_PATH, None, affected, "*/*", MAX_BODY_BYTES)
+        answer, crumb = await self.handshake.crumb(self.counters.bad_message)
         if answer is None:
             return None
         where = f"no crumb from {urlsplit(self.url).netloc}"
-        if answer[0] != 200:
-            self._http_error(affected, f"{where}: HTTP {answer[0]}", answer)
+        if answer.status != 200:
+            self._http_error(affected, f"{where}: HTTP {answer.status}", answer)
             return None
-        crumb = answer[1].decode("utf-8", "replace").strip()
-        if not crumb or len(crumb) > MAX_CRUMB_LEN or any(c.isspace() or c in '<{"' for c in crumb):
-            self.counters.bad_message("empty crumb" if not crumb else "not a crumb", answer[1])
-            self._fail(affected, f"{where} ({'empty answer' if not crumb else 'not a crumb'})",
-                       self.backoff.next())
+        if not crumb:
+            what = "empty answer" if not (answer.body or b"").strip() else "not a crumb"
+            self._fail(affected, f"{where} ({what})", self.backoff.next())
             return None
         return crumb
 
-    async def _get(self, url: str, params: dict[str, str] | None, affected: list[str], accept: str,
-                   limit: int | None) -> tuple[int, bytes, str | None] | None:
-        """One request, paid for (limiter, budget): status, body (at most ``limit`` bytes; None: not read)
-        and Retry-After; None when there was no usable answer (a network failure, a body over the limit,
-        no budget: each reported; or backing off since it queued)."""
+    async def _get(self, method: str, url: str, params: dict[str, str] | None, data: dict[str, str] | None,
+                   accept: str, limit: int, affected: list[str] | None = None) -> Answer | None:
+        """One request, paid for (limiter, budget); None when there was no usable answer (a network
+        failure, a body over ``limit``, no budget: each reported; or backing off since it queued)."""
+        affected = self._affected if affected is None else affected
         if self.budget.left == 0:
             self._fail(affected, str(self.budget), self.budget.resets_in(), next_word="next request")
             return None
@@ -369,42 +361,35 @@ class YahooFeed(Feed):
         self.budget.spend()
         self.counters.requests += 1
         try:
-            async with self._open().get(url, params=params, headers={"Accept": accept},
-                                        timeout=aiohttp.ClientTimeout(total=self.timeout)) as resp:
-                body = b"" if limit is None else await read_at_most(resp.content, limit)
-                if body is not None:
-                    return resp.status, body, resp.headers.get("Retry-After")
-                status = resp.status  # (unread, the rest goes with the connection, which is closed)
-        except asyncio.CancelledError:
-            raise
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            if isinstance(exc, TimeoutError):
+            answer = await self._open().request(method, url, params=params, data=data,
+                                                headers={"Accept": accept}, limit=limit, timeout=self.timeout)
+        except RequestFailed as exc:
+            if exc.timeout:
                 self.counters.timeouts += 1
             else:
                 self.counters.connection_errors += 1
-            self._fail(affected, describe_failure(exc, url, self.timeout), self.backoff.next())
+            self._fail(affected, exc.reason, self.backoff.next())
             return None
+        if answer.body is not None:
+            return answer
         host = urlsplit(url).netloc
         self.counters.messages += 1
-        self.counters.bad_message("answer too large", f"HTTP {status} from {host}: over {limit:,} bytes")
+        self.counters.bad_message("answer too large",
+                                  f"HTTP {answer.status} from {host}: over {limit:,} bytes")
         self._fail(affected, f"answer from {host} over {limit:,} bytes", self.backoff.next())
         return None
 
-    def _open(self) -> aiohttp.ClientSession:
+    def _open(self) -> YahooSession:
         if self._session is None:
-            # unsafe: keep cookies set by an IP host (a local server); no quoting: send A3 (d=...&S=...)
-            # exactly as Yahoo set it, not in the double quotes SimpleCookie would add around '=' and '&'
-            jar = aiohttp.CookieJar(unsafe=True, quote_cookie=False)
-            self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=4, ttl_dns_cache=300),
-                                                  headers=HEADERS, cookie_jar=jar)
+            self._session = YahooSession()
         return self._session
 
-    def _http_error(self, affected: list[str], what: str, answer: tuple[int, bytes, str | None]) -> None:
+    def _http_error(self, affected: list[str], what: str, answer: Answer) -> None:
         """An HTTP error: Yahoo's explanation, if any, and Retry-After, if any, else the backoff."""
-        status, body, header = answer
-        self.counters.http_errors[status] += 1
-        wait = retry_after(header)
-        self._fail(affected, what + _error_text(body), self.backoff.next() if wait is None else wait)
+        self.counters.http_errors[answer.status] += 1
+        wait = retry_after(answer.retry_after)
+        self._fail(affected, what + _error_text(answer.body or b""),
+                   self.backoff.next() if wait is None else wait)
 
     def _fail(self, affected: list[str], why: str, delay: float, next_word: str = "retrying") -> None:
         if next_word == "retrying":
@@ -451,7 +436,11 @@ class YahooFeed(Feed):
             bad("bad volume", q)
             return
         ts = t * 1_000_000_000 if isinstance(t, int) else round(t * 1e9)
-        quote = Quote(name, price, ts, volume, q.currency, recv_ns)
+        self._quote(Quote(name, price, ts, volume, q.currency, recv_ns))
+
+    def _quote(self, quote: Quote) -> None:
+        """A good quote, polled or pushed: the cache, and a tick when its time or price is new."""
+        name, ts, price, volume = quote.symbol, quote.time_ns, quote.price, quote.volume
         last = self._last.get(name)
         if last is not None and ts < last[0]:  # an older quote (another Yahoo server lagging behind)
             self.counters.out_of_order += 1
@@ -465,13 +454,40 @@ class YahooFeed(Feed):
         try:
             slot = self.symbols.slot(name)
         except SymbolTableFull as exc:
-            bad("symbol table full", exc)
+            self.counters.bad_message("symbol table full", exc)
             return
         base = self._volume.get(name)
         size = 0.0
         if volume is not None:
             size = volume - base if base is not None and volume >= base else 0.0
             self._volume[name] = volume
-        self.batcher.add(slot, ts, recv_ns, price, size)
+        self.batcher.add(slot, ts, quote.received_ns, price, size)
         self._last[name] = (ts, price)
         self.counters.ticks += 1
+
+    # --- the streamer --------------------------------------------------------------------------
+    def _pushed(self, name: str, pricing: Pricing, recv_ns: int) -> None:
+        """A price from the streamer: a quote like a polled one; the symbol's next poll moves away."""
+        if name not in self.wanted:
+            return
+        volume = None if pricing.day_volume is None else float(pricing.day_volume)
+        self._quote(Quote(name, pricing.price, pricing.time_ms * 1_000_000, volume,
+                          pricing.currency or None, recv_ns))
+        self._next_at[name] = self._clock() + STREAM_HOLD_S
+        if self.stale.pop(name, None) is not None and not self.stale and self._state == "stale":
+            self._emit("live", str(self.budget))
+        if not self._ever_live or self._state in ("connecting", "reconnecting"):
+            self._ever_live = True
+            if not self.stale:
+                self._emit("live", str(self.budget))
+        self._wake.set()
+
+    async def _follow_stream(self) -> None:
+        """Run the streamer: its prices arrive through ``_pushed``; its state only changes how much is
+        polled (a symbol it pushes is left alone), so it is logged, never the feed's own state."""
+        assert self.streamer is not None
+        async with contextlib.aclosing(self.streamer.stream()) as items:
+            async for item in items:
+                if isinstance(item, FeedStatus) and item.state != self.stream_state:
+                    self.stream_state = item.state
+                    log.info("yahoo: streamer %s%s", item.state, f" ({item.reason})" if item.reason else "")

@@ -1,4 +1,4 @@
-"""What Yahoo's quote endpoint answers, and how much of it is read.
+"""What Yahoo's quote endpoint answers, how much of it is read, what the feed hands out and counts.
 
 An answer is ``{"quoteResponse": {"result": [...], "error": ...}}``; each entry of ``result`` is decoded
 on its own, so one bad entry costs only that quote. Every problem is counted (``bad``, a
@@ -9,12 +9,14 @@ good quotes into ticks.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
 import msgspec
 
-from engine.feeds.base import valid_utf8
+from engine.feeds.base import FeedCounters, valid_utf8
+from engine.feeds.pacing import RequestBudget, TokenBucket
 
 # Bodies are read up to a cap, counted after decompression. A quote is ~2.3 kB of JSON (a real record of
 # ~80 fields, in tests/servers/yahoo.py): 114 kB for a batch of 50, 2.3 MB for the largest (1,000). The
@@ -102,3 +104,44 @@ def read_quotes(body: bytes, batch: list[str], bad: Bad) -> tuple[str, list[tupl
         if name not in seen:
             bad("symbol not in result", name)
     return "", quotes
+
+
+# --- what the feed hands out ---------------------------------------------------------------------
+class Quote(msgspec.Struct, frozen=True):
+    """The latest good quote of a symbol, as ``YahooFeed.quote`` hands it out."""
+
+    symbol: str
+    price: float
+    time_ns: int  # regularMarketTime
+    volume: float | None
+    currency: str | None
+    received_ns: int
+
+
+class YahooCounters(FeedCounters):
+    """The base counters plus what polling costs and saves."""
+
+    def __init__(self, feed: str, budget: RequestBudget, limiter: TokenBucket) -> None:
+        super().__init__(feed)
+        self.budget = budget
+        self.limiter = limiter
+        self.requests = 0  # sent, handshakes included (each one spends budget, whatever its outcome)
+        self.handshakes = 0  # cookie-and-crumb fetches begun (the first, then one per refused crumb)
+        self.http_errors: Counter[int] = Counter()  # by status
+        self.timeouts = 0
+        self.connection_errors = 0
+        self.cache_hits = 0  # quote() calls answered from the cache
+        self.fresh_skips = 0  # symbols a poll left out because their cached quote was fresh
+        self.unchanged = 0  # quotes with the same time and price as the last tick
+        self.stream: FeedCounters | None = None  # the streamer's, when there is one
+
+    def as_dict(self) -> dict[str, object]:
+        out = super().as_dict()
+        out.update(requests=self.requests, handshakes=self.handshakes, http_errors=dict(self.http_errors),
+                   timeouts=self.timeouts, connection_errors=self.connection_errors,
+                   cache_hits=self.cache_hits, fresh_skips=self.fresh_skips, unchanged=self.unchanged,
+                   rate_waits=self.limiter.waits,
+                   budget_left=self.budget.left, budget_limit=self.budget.limit)
+        if self.stream is not None:
+            out["stream"] = self.stream.as_dict()
+        return out

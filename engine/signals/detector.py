@@ -93,6 +93,8 @@ class SignalDetector:
         mode = np.array(modes, dtype=np.int64)
         self._lines_close = np.flatnonzero(mode == MODE_CLOSE).astype(np.int64)
         self._lines_live = np.flatnonzero(mode == MODE_LIVE).astype(np.int64)
+        self._rules_close = np.array([r for r, rule in enumerate(self.rules) if rule.on != "live"],
+                                     dtype=np.int64)
         self._cooldown = np.array([r.cooldown_ns for r in self.rules], dtype=np.int64)
         self.symbol_mask = np.ones((nr, capacity), dtype=np.bool_)
         for r, rule in enumerate(self.rules):
@@ -126,6 +128,31 @@ class SignalDetector:
         self._prev_b[:, slot] = np.nan
         self._last_fire[:, slot] = 0
         self._has_fired[:, slot] = False
+
+    def forget_closed(self, slot: int) -> None:
+        """Forget the state of ``slot`` that closed bars built (``on = "close"`` rules), before a refill
+        replays them with ``replay_closed``. Live rules keep theirs: they judge forming bars, batch by
+        batch, and the refill's own batch continues from what they last saw."""
+        self._check_slot(slot)
+        self._prev_a[self._lines_close, slot] = np.nan
+        self._prev_b[self._lines_close, slot] = np.nan
+        self._last_fire[self._rules_close, slot] = 0
+        self._has_fired[self._rules_close, slot] = False
+
+    def replay_closed(self, slots: np.ndarray, t: np.ndarray, bars: np.ndarray, values: np.ndarray) -> None:
+        """Run ``on = "close"`` rules over closed bars whose signals went out already (a refill's replay):
+        previous operands and cooldowns move exactly as they did then; nothing is emitted."""
+        k = slots.shape[0]
+        if k == 0 or self._lines_close.shape[0] == 0:
+            return
+        start = 0
+        while start < k:  # fires are written to the buffer and dropped; a full buffer only means a pass more
+            _, start = kernel.evaluate(
+                start, slots, t, bars, values, self._lines_close, self._line_rule, self._a_src, self._a_idx,
+                self._a_val, self._b_src, self._b_idx, self._b_val, self._dir, self._cooldown,
+                self.symbol_mask, self._prev_a, self._prev_b, self._last_fire, self._has_fired,
+                self._out_rec, self._out_line, self._out_dir, self._out_a, self._out_b,
+            )
 
     # --- evaluation ---------------------------------------------------------------------------
     def on_closed(self, slots: np.ndarray, t: np.ndarray, bars: np.ndarray, values: np.ndarray, *,

@@ -11,6 +11,7 @@ before each family::
     tickdeck_reconnects_total                  counter  feed reconnections
     tickdeck_gaps_total                        counter  trades the feed knows it missed (trade id gaps)
     tickdeck_duplicates_total                  counter  duplicate trades the feed dropped
+    tickdeck_refills_total                     counter  symbols re-run with missed trades fetched again
     tickdeck_lag_seconds{quantile="0.5"|"0.99"} gauge   receive-to-processed lag, recent batches
     tickdeck_queue_depth                       gauge    batches waiting for the engine
     tickdeck_rss_bytes                         gauge    resident memory of this process
@@ -59,6 +60,7 @@ FIGURE_KEYS: dict[str, str] = {
     "reconnects": "int: feed reconnections (cumulative)",
     "gaps": "int: trades known to be missing, by trade id or sequence number (cumulative)",
     "duplicates": "int: duplicate trades dropped (cumulative)",
+    "refills": "int: symbols re-run with the trades of a gap fetched again (cumulative)",
     "lag_p50_ms": "float: median receive-to-processed lag, milliseconds",
     "lag_p99_ms": "float: 99th percentile of that lag, milliseconds",
     "queue_depth": "int: batches waiting for the engine",
@@ -256,6 +258,9 @@ class MetricsSink(Sink):
                    [({}, _number(f.get("gaps")))])
         out.family("tickdeck_duplicates_total", "counter", "Duplicate trades the feed dropped.",
                    [({}, _number(f.get("duplicates")))])
+        out.family("tickdeck_refills_total", "counter",
+                   "Symbols re-run from the bar where a gap began, with the missed trades fetched again.",
+                   [({}, _number(f.get("refills")))])
         lag = []
         for quantile, key in (("0.5", "lag_p50_ms"), ("0.99", "lag_p99_ms")):
             ms = _number(f.get(key))

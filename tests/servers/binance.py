@@ -8,6 +8,14 @@ form, pings every 20 s with a minute to answer. Events reach only connections su
 stream. Trades and klines are made on demand by the test (``trade``, ``kline``), so every field of
 every event is known to it.
 
+It enforces the documented limits the way Binance does, so a client that breaks one fails here as it
+would there: more than ``max_messages_per_s`` (5) incoming messages a second on a connection, pings and
+pongs counted as messages, and the connection is closed (code 1008; Binance documents the disconnect, not
+the code); a connection serves at most ``max_streams`` (1,024) streams: a URL naming more is refused with
+HTTP 400 and a ``SUBSCRIBE`` that would go past it gets an error answer. ``announce_shutdown`` sends the
+``serverShutdown`` event and leaves the connection open until the test closes it (Binance: "a
+serverShutdown event will be sent when the server is about to shutdown, resulting in disconnection").
+
 Misbehaviour on demand: ``disconnect`` (what Binance does after 24 h, cleanly or by dropping the TCP
 connection), ``cut_short`` (the connection ends in the middle of a frame, or of a fragmented message),
 ``stall`` (the open connections send nothing at all, answers included; trades made
@@ -25,6 +33,7 @@ import json
 import re
 import socket
 import struct
+import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,6 +45,9 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
+from websockets.protocol import Event
+
+COUNTED = (Opcode.TEXT, Opcode.BINARY, Opcode.PING, Opcode.PONG)  # Binance's "messages"
 
 STREAM = re.compile(r"^[a-z0-9]+@(trade|kline_(1s|1m|3m|5m|15m|30m|1h|2h|4h|6h|8h|12h|1d|3d|1w|1M))$")
 UNIT_MS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
@@ -59,9 +71,16 @@ def _dump(obj: Any) -> str:
 class BinanceServer:
     """``async with BinanceServer() as server:`` then point a feed at ``server.url``."""
 
-    def __init__(self, ping_interval: float | None = 20.0, ping_timeout: float | None = 60.0) -> None:
+    def __init__(self, ping_interval: float | None = 20.0, ping_timeout: float | None = 60.0,
+                 max_messages_per_s: int = 5, max_streams: int = 1024) -> None:
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
+        self.max_messages_per_s = max_messages_per_s
+        self.max_streams = max_streams
+        self.rate_closes = 0  # connections closed for sending more than max_messages_per_s
+        self.most_in_a_second = 0  # the most messages any connection sent within a second
+        self.pongs_received = 0
+        self._closing: set[asyncio.Future[None]] = set()
         self.url = ""
         self.connections: list[Connection] = []
         self.paths: list[str] = []  # of every accepted connection, in order
@@ -80,7 +99,8 @@ class BinanceServer:
 
     async def __aenter__(self) -> BinanceServer:
         self._server = await serve(self._handle, "127.0.0.1", 0, process_request=self._handshake,
-                                   ping_interval=self.ping_interval, ping_timeout=self.ping_timeout)
+                                   ping_interval=self.ping_interval, ping_timeout=self.ping_timeout,
+                                   create_connection=self._counting_connection())
         port = self._server.sockets[0].getsockname()[1]
         self.url = f"ws://127.0.0.1:{port}"
         return self
@@ -104,6 +124,33 @@ class BinanceServer:
         """Until a connection is open that receives all of ``streams``."""
         await self.wait(lambda: any(all(s in c.subs for s in streams) for c in self.connections), timeout)
 
+    def _counting_connection(self) -> type[ServerConnection]:
+        """Connections that count what the client sends, control frames included, as Binance does."""
+        server = self
+
+        class Counting(ServerConnection):
+            arrivals: list[float]
+
+            def process_event(self, event: Event) -> None:
+                if isinstance(event, Frame) and event.opcode in COUNTED:
+                    server._count(self, event.opcode)
+                super().process_event(event)
+
+        return Counting
+
+    def _count(self, ws: ServerConnection, opcode: Opcode) -> None:
+        now = time.monotonic()
+        arrivals = [t for t in getattr(ws, "arrivals", []) if t > now - 1.0] + [now]
+        ws.arrivals = arrivals  # type: ignore[attr-defined]
+        self.pongs_received += opcode is Opcode.PONG
+        self.most_in_a_second = max(self.most_in_a_second, len(arrivals))
+        self._bump()
+        if len(arrivals) > self.max_messages_per_s and ws.state.name == "OPEN":
+            self.rate_closes += 1
+            task = asyncio.ensure_future(ws.close(1008, "Too many requests"))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+
     # --- protocol ------------------------------------------------------------------------------------
     def _handshake(self, connection: ServerConnection, request: Request) -> Response | None:
         if self.refuse_status is not None:
@@ -117,6 +164,8 @@ class BinanceServer:
         streams = parse_qs(url.query).get("streams", [""])[0]
         if streams and not all(STREAM.match(s) for s in streams.split("/")):
             return connection.respond(HTTPStatus.BAD_REQUEST, "Invalid request\n")
+        if len(streams.split("/")) > self.max_streams:
+            return connection.respond(HTTPStatus.BAD_REQUEST, "Too many streams\n")
         return None
 
     async def _handle(self, ws: ServerConnection) -> None:
@@ -186,6 +235,10 @@ class BinanceServer:
         if self.fail_next is not None:
             (code, msg), self.fail_next = self.fail_next, None
             await self._error(conn, code, msg, rid)
+            return
+        if method == "SUBSCRIBE" and len(set(conn.subs) | set(params)) > self.max_streams:
+            await self._error(conn, 2, f"Invalid request: a connection serves at most {self.max_streams} "
+                              "streams", rid)
             return
         if method == "UNSUBSCRIBE":
             conn.subs = [s for s in conn.subs if s not in params]
@@ -272,6 +325,11 @@ class BinanceServer:
         else:
             raise ValueError(f"unknown garbage kind {kind!r}; one of {GARBAGE}")
         await self.send_raw(text)
+
+    async def announce_shutdown(self) -> None:
+        """Binance's notice that the open connections will close: the event, bare, to each of them."""
+        for conn in list(self.connections):
+            await self._send(conn, _dump({"e": "serverShutdown", "E": self.clock_ms}))
 
     def stall(self) -> None:
         """The open connections go silent (new ones are not affected): no events, no answers."""

@@ -6,10 +6,24 @@ the most recent trades (newest first) when a product is first subscribed and ``u
 ``ticker`` snapshot and updates, ``heartbeats``, ``{"type": "error"}`` for a request it cannot serve, and
 a ``sequence_num`` per connection that grows by one per message across channels.
 
+It enforces Coinbase's documented rules the way the service does, so a client that breaks one fails
+here as it would there:
+
+- a connection that has sent no ``subscribe`` within ``subscribe_deadline_s`` (5 s, "Advanced Trade
+  WebSocket Overview") is closed;
+- a client that sends more than ``frames_per_s`` frames (8, "Advanced Trade WebSocket Rate Limits": 8
+  unauthenticated messages a second) in any second gets an error message and is disconnected (code
+  1008, policy violation: Coinbase documents the limit, not the close code);
+- ``heartbeats`` is a connection-wide channel: subscribed with any ``product_ids`` (``[]`` included);
+- aliased products (``aliases``, alias -> canonical, as BTC-USDC -> BTC-USD) are accepted in
+  subscriptions, and their trades and tickers are sent under the canonical id; the public product
+  endpoint (``rest_url`` + ``/api/v3/brokerage/market/products/{id}``, another port) answers each
+  product's ``alias`` and ``alias_to`` as Coinbase's "Get Public Product" does.
+
 Tests steer it: trades (sent, or only recorded as if the client had missed them), forced disconnects,
 stalls, garbage, skipped sequence numbers, error messages and handshakes refused with an HTTP status.
 Everything is deterministic: trade times come from a clock that advances 1 ms per trade, and nothing is
-sent on a timer unless ``heartbeat_s`` is set.
+sent on a timer unless ``heartbeat_s`` is set (the subscribe deadline excepted).
 """
 
 from __future__ import annotations
@@ -24,6 +38,7 @@ from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Any
 
+from aiohttp import web
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
@@ -48,12 +63,25 @@ class Client:
     stalled: bool = False
     heartbeat_counter: int = 0
     last_sent: dict[str, str] = field(default_factory=dict)  # channel -> last message sent on it
+    heartbeats: bool = False  # subscribed to the connection-wide heartbeats channel
+    subscribed_once: bool = False  # has sent a subscribe (the 5 s deadline)
+    frame_times: list[float] = field(default_factory=list)  # when frames arrived, the last second
 
 
 class CoinbaseServer:
     def __init__(self, products: dict[str, float] | None = None, snapshot_size: int = 3,
-                 heartbeat_s: float | None = None) -> None:
+                 heartbeat_s: float | None = None, aliases: dict[str, str] | None = None,
+                 subscribe_deadline_s: float = 5.0, frames_per_s: int = 8) -> None:
         self.prices = dict(products or PRODUCTS)
+        self.aliases = dict(aliases or {})  # alias -> canonical product (whose book it trades on)
+        self.subscribe_deadline_s = subscribe_deadline_s
+        self.frames_per_s = frames_per_s
+        self.deadline_checks = 0  # connections whose subscribe deadline has passed (closed or not)
+        self.deadline_closes = 0  # ... and were closed for it
+        self.rate_limited = 0  # connections closed for sending too fast
+        self.product_requests: list[str] = []  # product ids asked of the REST endpoint, in order
+        self.rest_url = ""
+        self._runner: web.AppRunner | None = None
         self.snapshot_size = snapshot_size
         self.heartbeat_s = heartbeat_s
         self.history: dict[str, list[dict[str, str]]] = {p: [] for p in self.prices}
@@ -75,6 +103,12 @@ class CoinbaseServer:
         self._server = await serve(self._handle, "127.0.0.1", 0, process_request=self._process_request)
         port = next(iter(self._server.sockets)).getsockname()[1]
         self.url = f"ws://127.0.0.1:{port}"
+        app = web.Application()
+        app.router.add_get("/api/v3/brokerage/market/products/{product_id}", self._product)
+        self._runner = web.AppRunner(app, shutdown_timeout=1.0)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
+        self.rest_url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -83,6 +117,23 @@ class CoinbaseServer:
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _product(self, request: web.Request) -> web.Response:
+        """Coinbase's "Get Public Product", the fields that matter here (and a few that do not)."""
+        product = request.match_info["product_id"]
+        self.product_requests.append(product)
+        if product not in self.prices and product not in self.aliases:
+            return web.json_response({"error": "NOT_FOUND", "error_details": "ProductID not found",
+                                      "message": "ProductID not found"}, status=404)
+        canonical = self.aliases.get(product, "")
+        base, _, quote = product.partition("-")
+        return web.json_response({
+            "product_id": product, "price": f"{self.prices[self.aliases.get(product, product)]:.2f}",
+            "base_currency_id": base, "quote_currency_id": quote, "status": "online",
+            "product_type": "SPOT", "alias": canonical,
+            "alias_to": sorted(a for a, c in self.aliases.items() if c == product)})
 
     # --- protocol -----------------------------------------------------------------------------------
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
@@ -95,12 +146,17 @@ class CoinbaseServer:
     async def _handle(self, ws: ServerConnection) -> None:
         client = Client(ws)
         self.clients.append(client)
-        beat = None
+        tasks = [asyncio.create_task(self._deadline(client))]
         if self.heartbeat_s:
-            beat = asyncio.create_task(self._beat(client))
-            self._tasks.add(beat)
+            tasks.append(asyncio.create_task(self._beat(client)))
+        self._tasks.update(tasks)
         try:
             async for frame in ws:
+                if not self._within_rate(client):
+                    self.rate_limited += 1
+                    await self._error(client, "rate limit exceeded")
+                    await ws.close(1008, "rate limit exceeded")
+                    break
                 await self._on_frame(client, frame)
         except ConnectionClosed:
             pass
@@ -108,9 +164,22 @@ class CoinbaseServer:
             self.clients.remove(client)
             received = ws.protocol.close_rcvd
             self.close_codes.append(None if received is None else received.code)  # None: no close frame
-            if beat is not None:
-                beat.cancel()
-                self._tasks.discard(beat)
+            for task in tasks:
+                task.cancel()
+                self._tasks.discard(task)
+
+    def _within_rate(self, client: Client) -> bool:
+        now = time.monotonic()
+        client.frame_times = [t for t in client.frame_times if t > now - 1.0] + [now]
+        return len(client.frame_times) <= self.frames_per_s
+
+    async def _deadline(self, client: Client) -> None:
+        await asyncio.sleep(self.subscribe_deadline_s)
+        if not client.subscribed_once:
+            self.deadline_closes += 1
+            with contextlib.suppress(ConnectionClosed):
+                await client.ws.close(1008, "subscribe timeout")
+        self.deadline_checks += 1
 
     async def _beat(self, client: Client) -> None:
         while True:
@@ -132,7 +201,13 @@ class CoinbaseServer:
             await self._error(client, "Failed to subscribe")
             return
         products = list(request.get("product_ids") or [])
-        unknown = [p for p in products if p not in self.prices]
+        if kind == "subscribe":
+            client.subscribed_once = True
+        if channel == "heartbeats":  # connection-wide: whatever products it names
+            client.heartbeats = kind == "subscribe"
+            await self._subscriptions(client)
+            return
+        unknown = [p for p in products if p not in self.prices and p not in self.aliases]
         if unknown:
             await self._error(client, f"Failed to subscribe: unknown product id {unknown[0]}")
             return
@@ -144,6 +219,7 @@ class CoinbaseServer:
         new = [p for p in dict.fromkeys(products) if p not in held]
         held.update(products)
         await self._subscriptions(client)
+        new = [self.aliases.get(p, p) for p in new]  # the book each trades on, named as Coinbase sends it
         if channel == "market_trades" and new:
             trades = [t for p in new for t in reversed(self.history[p][-self.snapshot_size:])]
             await self._send(client, "market_trades", [{"type": "snapshot", "trades": trades}])
@@ -161,7 +237,9 @@ class CoinbaseServer:
                 "best_ask": f"{price + 0.01:.2f}", "best_ask_quantity": "0.75000000"}
 
     async def _subscriptions(self, client: Client) -> None:
-        held = {c: sorted(p) for c, p in client.subs.items() if p}
+        held: dict[str, list[str]] = {c: sorted(p) for c, p in client.subs.items() if p}
+        if client.heartbeats:
+            held["heartbeats"] = []
         await self._send(client, "subscriptions", [{"subscriptions": held}])
 
     def _envelope(self, client: Client, channel: str, events: list[Any]) -> str:
@@ -184,7 +262,7 @@ class CoinbaseServer:
         await self._raw(client, json.dumps({"type": "error", "message": message}))
 
     async def _heartbeat(self, client: Client) -> None:
-        if client.subs.get("heartbeats") and not client.stalled:
+        if client.heartbeats and not client.stalled:
             client.heartbeat_counter += 1
             now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S.%f000 +0000 UTC m=+91717.525857105")
             await self._send(client, "heartbeats", [{"current_time": now,
@@ -192,7 +270,9 @@ class CoinbaseServer:
             self.heartbeats_sent += 1
 
     def _subscribed(self, channel: str, product: str) -> list[Client]:
-        return [c for c in self.clients if product in c.subs.get(channel, ())]
+        """Clients that receive ``channel`` events of ``product`` (subscribed to it or to an alias of it)."""
+        names = {product} | {a for a, c in self.aliases.items() if c == product}
+        return [c for c in self.clients if names & c.subs.get(channel, set())]
 
     # --- trades -------------------------------------------------------------------------------------
     def _make_trade(self, product: str, price: str, size: str, side: str) -> dict[str, str]:

@@ -13,6 +13,20 @@ quote without a crumb, with another cookie's crumb or with an expired one (``exp
 and Yahoo's body. The cookie is read from the raw ``Cookie`` header, so a client must send it exactly as
 it was set. Every request is logged by endpoint in ``calls``.
 
+It also keeps the rules a client of the real service meets:
+
+- A client that does not look like a browser gets 429 (Yahoo's real test is the TLS fingerprint, which
+  plain HTTP cannot show; the headers Chrome sends with it stand in for it: a request without
+  ``Sec-CH-UA`` is a script's). ``browser_check=False`` turns it off.
+- A quote request without ``formatted=false`` is answered with formatted numbers (``{"raw": 178.1,
+  "fmt": "178.10"}``), as Yahoo's finance API formats them unless told not to.
+- ``consent="redirect"`` (a visitor from the EU): the cookie request is redirected to the consent form
+  and sets no cookie; ``consent="form"``: it answers without a cookie and the form is at ``consent_url``.
+  The form (hidden ``csrfToken`` and ``sessionId``, an agree and a reject button) is posted to
+  ``/v2/collectConsent``, which redirects to ``/copyConsent``, which sets A3 once the visitor agreed
+  (yfinance/data.py, ``_get_cookie_csrf`` and ``_accept_consent_form``). The consent pages are served on
+  a third port, standing in for consent.yahoo.com and guce.yahoo.com.
+
 Faults are queued with ``fail``/``stall``/``body``/``oversize``/``partial``/``mutate``: each one replaces
 the next answer of its endpoint (``at``: quote, the default; crumb; cookie), in order, so a test scripts
 exactly which request misbehaves and how. A quote refused for its credentials takes no fault.
@@ -68,6 +82,16 @@ UNAUTHORIZED = (b'{"finance":{"result":null,"error":{"code":"Unauthorized","desc
                 b'"User is unable to access this feature - https://bit.ly/yahoo-finance-api-feedback"}}}')
 INVALID_CRUMB = b'{"finance":{"result":null,"error":{"code":"Unauthorized","description":"Invalid Crumb"}}}'
 INVALID_COOKIE = b'{"finance":{"result":null,"error":{"code":"Unauthorized","description":"Invalid Cookie"}}}'
+# The consent form's shape (consent.yahoo.com, as yfinance's _get_cookie_csrf reads it): hidden inputs and
+# an agree and a reject button, posted back to collectConsent.
+CONSENT_PAGE = """<!DOCTYPE html><html><head><title>Yahoo is part of the Yahoo family of brands</title></head>
+<body><div class="consent-form"><form method="post" action="/v2/collectConsent?sessionId={session}"
+class="consent-form"><input type="hidden" name="csrfToken" value="{token}">
+<input type="hidden" name="sessionId" value="{session}"><input type="hidden" name="originalDoneUrl"
+value="https://finance.yahoo.com/?guccounter=1"><input type="hidden" name="namespace" value="yahoo">
+<button type="submit" class="btn secondary reject-all" name="reject" value="reject">Reject all</button>
+<button type="submit" class="btn primary accept-all" name="agree" value="agree">Accept all</button>
+</form></div></body></html>"""
 # fc.yahoo.com's answer: a 404 page that sets the cookie all the same (real: Domain=.yahoo.com; Secure)
 COOKIE_PAGE = b"<html><head><title>404 Not Found</title></head><body>Not Found</body></html>"
 
@@ -98,8 +122,17 @@ class Fault:
 class YahooServer:
     """``async with YahooServer(market) as server:`` then point the feed at ``server.url``."""
 
-    def __init__(self, market: dict[str, list[State]] | None = None) -> None:
+    def __init__(self, market: dict[str, list[State]] | None = None, consent: str = "",
+                 browser_check: bool = True) -> None:
         self.market: dict[str, list[State]] = {k: list(v) for k, v in (market or {}).items()}
+        self.consent = consent  # "", "redirect" or "form"
+        self.browser_check = browser_check
+        self.user_agents: list[str] = []  # of every request to the API, in order
+        self.formatted: list[str | None] = []  # the ``formatted`` parameter of every quote request
+        self.consent_sessions: dict[str, str] = {}  # sessionId -> csrfToken of every form served
+        self.agreed: set[str] = set()  # sessions whose visitor agreed
+        self.consent_posts = 0
+        self.consent_url = ""
         self.position: dict[str, int] = dict.fromkeys(self.market, 0)
         self.faults: dict[Endpoint, deque[Fault]] = {"quote": deque(), "crumb": deque(), "cookie": deque()}
         self.requests: list[tuple[str, ...]] = []  # the symbols of every quote request, in order
@@ -158,8 +191,15 @@ class YahooServer:
         api.router.add_get("/v1/test/getcrumb", self._crumb)
         cookies = web.Application()  # fc.yahoo.com: whatever the path, a 404 and a cookie
         cookies.router.add_get("/{tail:.*}", self._cookie)
+        consent = web.Application()  # guce.yahoo.com and consent.yahoo.com
+        consent.router.add_get("/consent", self._consent_start)
+        consent.router.add_get("/v2/collectConsent", self._consent_form)
+        consent.router.add_post("/v2/collectConsent", self._consent_post)
+        consent.router.add_get("/copyConsent", self._copy_consent)
+        consent.router.add_get("/done", self._consent_done)
         self.url = await self._serve(api)
         self.cookie_url = await self._serve(cookies)
+        self.consent_url = await self._serve(consent)
         return self.url
 
     async def _serve(self, app: web.Application) -> str:
@@ -185,16 +225,71 @@ class YahooServer:
         self.calls.append("cookie")
         if (faulty := _answer(await self._fault("cookie"))) is not None:
             return faulty  # no cookie with it
+        if self.consent == "redirect":
+            raise web.HTTPFound(self.consent_url + "/consent")
+        if self.consent == "form":
+            return web.Response(status=404, body=COOKIE_PAGE, content_type="text/html")
+        response = web.Response(status=404, body=COOKIE_PAGE, content_type="text/html")
+        self._set_cookie(response)
+        return response
+
+    def _set_cookie(self, response: web.StreamResponse) -> None:
         n = len(self.cookies) + 1
         value = f"d=AQABBN{n:04d}ZmYCEMs2&S=AQAAAtX{n:04d}Lw"  # '=' and '&' in the value, as Yahoo's
         self.cookies.append(value)
-        response = web.Response(status=404, body=COOKIE_PAGE, content_type="text/html")
         response.headers.add("Set-Cookie", f"A3={value}; Max-Age=31557600; Path=/; SameSite=None; HttpOnly")
-        return response
+
+    # --- the consent flow (consent.yahoo.com, guce.yahoo.com) --------------------------------------
+    async def _consent_start(self, request: web.Request) -> web.StreamResponse:
+        self.calls.append("consent")
+        session = f"3_cc-session_{len(self.consent_sessions) + 1:04d}"
+        self.consent_sessions[session] = f"csrf{len(self.consent_sessions) + 1:04d}Xy"
+        raise web.HTTPFound(f"/v2/collectConsent?sessionId={session}")
+
+    async def _consent_form(self, request: web.Request) -> web.StreamResponse:
+        self.calls.append("consent")
+        session = request.query.get("sessionId", "")
+        token = self.consent_sessions.get(session)
+        if token is None:
+            return web.Response(status=400, text="unknown session")
+        page = CONSENT_PAGE.format(session=session, token=token)
+        return web.Response(body=page.encode(), content_type="text/html", charset="utf-8")
+
+    async def _consent_post(self, request: web.Request) -> web.StreamResponse:
+        self.calls.append("consent")
+        self.consent_posts += 1
+        form = await request.post()
+        session = request.query.get("sessionId", "")
+        if (self.consent_sessions.get(session) != form.get("csrfToken") or form.get("sessionId") != session
+                or form.get("agree") != "agree"):
+            raise web.HTTPFound(f"/v2/collectConsent?sessionId={session}")  # the form again
+        self.agreed.add(session)
+        raise web.HTTPFound(f"/copyConsent?sessionId={session}")
+
+    async def _copy_consent(self, request: web.Request) -> web.StreamResponse:
+        self.calls.append("consent")
+        session = request.query.get("sessionId", "")
+        if session not in self.agreed:
+            raise web.HTTPFound(f"/v2/collectConsent?sessionId={session}")
+        response = web.HTTPFound("/done")
+        self._set_cookie(response)
+        raise response
+
+    async def _consent_done(self, request: web.Request) -> web.StreamResponse:
+        return web.Response(body=b"<html><body>Yahoo Finance</body></html>", content_type="text/html")
+
+    def _browser(self, request: web.Request) -> web.Response | None:
+        """429 for a client that does not look like a browser (see the module docstring)."""
+        self.user_agents.append(request.headers.get("User-Agent", ""))
+        if self.browser_check and "Sec-CH-UA" not in request.headers:
+            return web.Response(status=429, body=b"Too Many Requests\r\n", content_type="text/plain")
+        return None
 
     async def _crumb(self, request: web.Request) -> web.StreamResponse:
         self._peer(request)
         self.calls.append("crumb")
+        if (refused := self._browser(request)) is not None:
+            return refused
         if (faulty := _answer(await self._fault("crumb"))) is not None:
             return faulty
         cookie = _raw_cookie(request, "A3")
@@ -215,6 +310,9 @@ class YahooServer:
         self.requests.append(symbols)
         self.credentials.append((cookie, crumb))
         self.arrivals.append(time.monotonic())
+        self.formatted.append(request.query.get("formatted"))
+        if (refused := self._browser(request)) is not None:
+            return refused
         if crumb is None or cookie not in self.cookies or self.crumbs.get(cookie) != crumb:
             body = (UNAUTHORIZED if crumb is None else INVALID_COOKIE if cookie not in self.cookies
                     else INVALID_CRUMB)
@@ -230,6 +328,8 @@ class YahooServer:
         if fault.mutate is not None:
             edited = fault.mutate(result)
             result = result if edited is None else edited
+        if request.query.get("formatted") != "false":
+            result = [_formatted(r) for r in result]
         return _json({"quoteResponse": {"result": result, "error": None}})
 
     async def _fault(self, at: Endpoint) -> Fault:
@@ -250,6 +350,14 @@ class YahooServer:
         i = self.position[symbol]
         self.position[symbol] = min(i + 1, len(states) - 1)
         return states[i]
+
+
+def _formatted(item: Any) -> Any:
+    """A record as Yahoo formats it unless asked not to: every number a ``{"raw", "fmt"}`` pair."""
+    if not isinstance(item, dict):
+        return item
+    return {k: {"raw": v, "fmt": f"{v:,.2f}"} if isinstance(v, int | float) and not isinstance(v, bool) else v
+            for k, v in item.items()}
 
 
 def _json(payload: object, status: int = 200) -> web.Response:

@@ -2,9 +2,7 @@
 an engine fed what the feed yields (as the runtime feeds it), a reference engine fed the whole tape tick
 by tick, and an exact comparison of the two.
 
-The runtime hands a ``Refill`` to ``Engine.refill``; until that lands, ``fake_refill`` does what the
-contract says with the engine's public parts: the symbol is reset, the bars of its ring before
-``since_ns`` go in again (as history), then the refill's ticks.
+A ``Refill`` goes to ``Engine.refill``, as the runtime hands it over.
 """
 
 from __future__ import annotations
@@ -26,7 +24,7 @@ from engine.feeds.base import FeedStatus, HistoryBars, Refill
 from engine.feeds.binance import BinanceFeed
 from engine.indicators.catalogue import DEFAULT_OUTPUTS
 from engine.pipeline import Engine
-from engine.ticks import TICK_DTYPE, make_bars
+from engine.ticks import TICK_DTYPE
 from tests.servers.binance_rest import BinanceHistoryServer
 
 MS = 1_000_000
@@ -41,22 +39,6 @@ def engine(names: tuple[str, ...]) -> Engine:
     for name in names:
         out.add_symbol(name)
     return out
-
-
-def fake_refill(e: Engine, slot: int, since_ns: int, ticks: np.ndarray) -> None:
-    """``Engine.refill`` as the contract states it, from the engine's public parts."""
-    times, ohlcv = e.history.tail(slot)
-    keep = times < since_ns
-    bars = make_bars(int(keep.sum()))
-    bars["sym"] = slot
-    bars["t"] = times[keep]
-    for i, name in enumerate(("open", "high", "low", "close", "volume")):
-        bars[name] = ohlcv[keep, i]
-    e.reset(slot)
-    if len(bars):
-        e.ingest_history(bars)
-    if len(ticks):
-        e.ingest(ticks, warmup=True)
 
 
 def tape_ticks(server: BinanceHistoryServer, e: Engine) -> np.ndarray:
@@ -116,7 +98,7 @@ class Run:
             elif isinstance(item, HistoryBars):
                 e.ingest_history(item.bars)
             elif isinstance(item, Refill):
-                fake_refill(e, item.sym, item.since_ns, item.ticks)
+                e.refill(item.sym, item.since_ns, item.ticks)
                 self._saw(item.ticks)
             else:
                 e.ingest(item)

@@ -18,12 +18,12 @@ import pytest
 
 from engine.feeds.backoff import Backoff
 from engine.feeds.base import FeedStatus
-from engine.feeds.coinbase import CHANNELS, CoinbaseFeed, TickerState, parse_time_ns
+from engine.feeds.coinbase import HEARTBEATS, PRODUCT_CHANNELS, CoinbaseFeed, TickerState, parse_time_ns
 from engine.ticks import TICK_DTYPE, SymbolTable
 from tests.servers.coinbase import CoinbaseServer
 
 FIELDS = ["sym", "ts", "price", "size", "side", "trade_id"]
-SIDES = {"BUY": 1, "SELL": -1}
+SIDES = {"BUY": -1, "SELL": 1}  # Coinbase names the maker's side; a tick carries the aggressor's
 BOTH = ("BTC-USD", "ETH-USD")
 SETUP = 5  # messages after subscribing: 3 acknowledgements, a trades snapshot, a ticker snapshot
 
@@ -88,7 +88,7 @@ async def start(server: CoinbaseServer) -> AsyncIterator[Start]:
     def _start(wanted: Iterable[str] = BOTH, backoff: Backoff | None = None, stall_s: float = 15.0) -> Run:
         feed = CoinbaseFeed(SymbolTable(8), server.url, wanted,
                             backoff=backoff or Backoff(base=0.02, cap=0.05, rng=random.Random(1)),
-                            stale_after=stall_s)
+                            stale_after=stall_s, rest_url=server.rest_url)
         run = Run(feed)
         runs.append(run)
         return run
@@ -115,7 +115,17 @@ def counters(feed: CoinbaseFeed, messages: int, ticks: int, reconnects: int = 0,
 
 
 def subscribe_frames(kind: str, products: list[str]) -> list[dict[str, object]]:
-    return [{"type": kind, "product_ids": products, "channel": c} for c in CHANNELS]
+    return [{"type": kind, "product_ids": products, "channel": c} for c in PRODUCT_CHANNELS]
+
+
+def connect_frames(products: list[str]) -> list[dict[str, object]]:
+    """What a new connection sends: heartbeats (no products) first, then the products' channels."""
+    return [HEARTBEATS, *subscribe_frames("subscribe", products)]
+
+
+def held(products: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
+    """The ``subscriptions`` answer for ``products`` on every channel (heartbeats need none)."""
+    return {"heartbeats": (), **{c: products for c in PRODUCT_CHANNELS}}
 
 
 def host(server: CoinbaseServer) -> str:
@@ -131,8 +141,8 @@ async def test_snapshot_then_updates_become_exact_ticks(server: CoinbaseServer, 
     run = start()
     feed = run.feed
     await run.settled(SETUP, 3)
-    assert server.received == subscribe_frames("subscribe", list(BOTH))
-    assert feed.subscribed == {c: BOTH for c in sorted(CHANNELS)}
+    assert server.received == connect_frames(list(BOTH))
+    assert feed.subscribed == held(BOTH)
     # ETH has not traded: its ticker snapshot gives the last price, and no tick
     assert feed.last_price("ETH-USD") == 2000.0 and feed.last_price("SOL-USD") is None
 
@@ -165,23 +175,23 @@ async def test_unsubscribe_then_subscribe_again_drops_the_replayed_snapshot(
     await run.settled(SETUP, 2)
 
     await feed.unsubscribe(["ETH-USD"])
-    await run.settled(SETUP + 3, 2)
-    assert server.received[3:] == subscribe_frames("unsubscribe", ["ETH-USD"])
-    assert feed.subscribed == {c: ("BTC-USD",) for c in sorted(CHANNELS)}
+    await run.settled(SETUP + 2, 2)
+    assert server.received[3:] == subscribe_frames("unsubscribe", ["ETH-USD"])  # heartbeats stay
+    assert feed.subscribed == held(("BTC-USD",))
     assert feed.universe() == ("BTC-USD",)
 
     eth_missed = await server.trade("ETH-USD", "2003.00", "0.5", "BUY")  # sent to nobody
     btc = await server.trade("BTC-USD", "37010.00", "0.1", "SELL")
-    await run.settled(SETUP + 5, 3)
+    await run.settled(SETUP + 4, 3)
 
     await feed.subscribe(["ETH-USD"])
     # the new snapshot holds the two trades already delivered and the one traded while unsubscribed
-    await run.settled(SETUP + 10, 4)
-    assert server.received[6:] == subscribe_frames("subscribe", ["ETH-USD"])
+    await run.settled(SETUP + 8, 4)
+    assert server.received[5:] == subscribe_frames("subscribe", ["ETH-USD"])
     assert ticks_of(run) == expected(server, feed, [*eth_before, btc, eth_missed])
     assert run.states() == [("connecting", ""), ("live", "")]
-    assert feed.counters.as_dict() == counters(feed, messages=SETUP + 10, ticks=4, duplicates=2)
-    assert feed.subscribed == {"heartbeats": BOTH, "market_trades": BOTH, "ticker": BOTH}
+    assert feed.counters.as_dict() == counters(feed, messages=SETUP + 8, ticks=4, duplicates=2)
+    assert feed.subscribed == held(BOTH)
 
 
 async def test_heartbeats_keep_a_quiet_connection_live(server: CoinbaseServer, start: Start) -> None:
@@ -312,22 +322,23 @@ async def test_server_errors_are_counted_reported_once_each_and_not_fatal(
     feed = run.feed
     await run.settled(SETUP, 0)
     with caplog.at_level(logging.WARNING, logger="tickdeck.feeds"):
-        await feed.subscribe(["NOPE-USD"])  # the server refuses each of the three channels
-        await run.settled(SETUP + 3, 0)
+        await feed.subscribe(["NOPE-USD"])  # the server refuses each of the two product channels
+        await run.settled(SETUP + 2, 0)
         await server.error("internal error")
         await server.error("internal error")
         t = await server.trade("BTC-USD", "37010.00", "0.5", "BUY")
-        await run.settled(SETUP + 7, 1)
+        await run.settled(SETUP + 6, 1)
 
     assert server.received[3:] == subscribe_frames("subscribe", ["NOPE-USD"])
     refused = "server error: Failed to subscribe: unknown product id NOPE-USD"
     assert run.states() == [("connecting", ""), ("live", ""), ("live", refused),
                             ("live", "server error: internal error")]
     assert ticks_of(run) == expected(server, feed, [t])
-    assert feed.counters.as_dict() == counters(feed, messages=SETUP + 7, ticks=1, bad={"server error": 5})
+    assert feed.counters.as_dict() == counters(feed, messages=SETUP + 6, ticks=1, bad={"server error": 4})
     assert feed.last_error == "internal error"
-    assert [r.getMessage() for r in caplog.records] == [f"coinbase: {refused}",
-                                                        "coinbase: server error: internal error"]
+    assert [r.getMessage() for r in caplog.records] == [
+        "coinbase: could not look up product NOPE-USD (HTTP 404); subscribing it as it is, looked up "
+        "again on the next subscription", f"coinbase: {refused}", "coinbase: server error: internal error"]
 
 
 # --- connections ------------------------------------------------------------------------------------
@@ -350,7 +361,7 @@ async def test_a_closed_connection_reconnects_resubscribes_and_drops_the_replay(
     t2 = await server.trade("BTC-USD", "37001.00", "2", "SELL")
     await run.settled(2 * SETUP + 5, 4)
 
-    assert server.received == 2 * subscribe_frames("subscribe", list(BOTH))
+    assert server.received == 2 * connect_frames(list(BOTH))
     assert ticks_of(run) == expected(server, feed, [*before, t1, t2])
     statuses = run.statuses()
     assert run.states() == [("connecting", ""), ("live", ""),
@@ -414,7 +425,7 @@ async def test_a_stall_past_twice_the_limit_reconnects(server: CoinbaseServer, s
     assert run.states() == [("connecting", ""), ("live", ""), ("stale", "no data for 0.1 s"),
                             ("reconnecting", f"no data from {host(server)} for 0.2 s"),
                             ("connecting", ""), ("live", "")]
-    assert server.received == 2 * subscribe_frames("subscribe", list(BOTH))
+    assert server.received == 2 * connect_frames(list(BOTH))
     assert feed.counters.as_dict() == counters(feed, messages=2 * SETUP + 2, ticks=1, reconnects=1)
 
 
@@ -429,7 +440,7 @@ async def test_a_refused_handshake_is_retried_with_backoff(server: CoinbaseServe
                             ("reconnecting", refused), ("connecting", ""), ("live", "")]
     assert all(0.0 < s.retry_in <= 0.05 for s in run.statuses() if s.state == "reconnecting")
     assert server.handshakes == 3
-    assert server.received == subscribe_frames("subscribe", list(BOTH))
+    assert server.received == connect_frames(list(BOTH))
     assert feed.counters.as_dict() == counters(feed, messages=SETUP, ticks=0, reconnects=2)
 
 

@@ -26,27 +26,12 @@ from engine.feeds.pacing import RequestBudget, TokenBucket
 from engine.feeds.yahoo import YahooFeed
 from engine.remote import RemoteRuntime
 from engine.ticks import SymbolTable
+from tests.fakes import FakeClock
 from tests.servers.yahoo import YahooServer
 
 ATTEMPTS = 2_000  # refused attempts a feed is driven through: the 1,024th used to end it
 SEED = 7  # the backoffs below are the feeds' own (0.5 s to 30 s; Yahoo's 1 s to 60 s), seeded
 HOUR = 3600.0
-
-
-class FakeClock:
-    """A clock that moves only when someone sleeps on it; the sleeps are recorded."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
-        await asyncio.sleep(0)
 
 
 @contextlib.contextmanager

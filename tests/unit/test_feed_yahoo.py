@@ -26,6 +26,7 @@ from engine.feeds.pacing import RequestBudget, TokenBucket, describe_failure, re
 from engine.feeds.yahoo import Quote, YahooFeed
 from engine.feeds.yahoo_answer import MAX_BODY_BYTES, MAX_QUOTE_BYTES
 from engine.ticks import SymbolTable
+from tests.fakes import FakeClock
 from tests.servers.yahoo import INVALID_CRUMB, Record, YahooServer
 
 T0 = 1_700_000_000
@@ -295,20 +296,6 @@ async def test_a_broken_handshake_says_why_and_the_feed_recovers() -> None:
 
 
 # --- pacing: rate limit and hourly budget ------------------------------------------------------------
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
-        await asyncio.sleep(0)
-
-
 def test_token_bucket_allows_a_burst_then_spaces_requests() -> None:
     clock = FakeClock()
     bucket = TokenBucket(60, burst=2, clock=clock)  # one a second

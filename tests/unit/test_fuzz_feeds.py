@@ -11,6 +11,7 @@ decoder (sequencing, numbers, times), which random JSON almost never does.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import math
@@ -29,9 +30,11 @@ from engine.feeds.binance import BinanceFeed
 from engine.feeds.coinbase import CoinbaseFeed
 from engine.feeds.ws import WsFeed
 from engine.feeds.yahoo import YahooFeed, _error_text
+from engine.feeds.yahoo_stream import Pricing, YahooStream
 from engine.ticks import SymbolTable
 from tests.fuzz_settings import INT64_MAX, deep_json, dumps, fuzz, invalid_utf8, json_values, mutated, tried
 from tests.servers.binance import BinanceServer
+from tests.servers.yahoo_stream import pricing_data
 
 
 def frames(templates: list[dict[str, Any]]) -> st.SearchStrategy[str | bytes]:
@@ -258,6 +261,43 @@ def test_fuzz_yahoo_answers(bodies: list[str | bytes]) -> None:
             assert 0 < quote.price < math.inf and 0 < quote.time_ns <= INT64_MAX
         # an error answer's body is explained to the user from the same bytes: that must not raise either
         assert isinstance(_error_text(body), str)
+
+
+# --- Yahoo's streamer: JSON frames around base64 around protobuf ------------------------------------------
+
+YAHOO_PUSH = pricing_data("AAPL", 178.1, 1_717_185_603_000, day_volume=67_314_602, last_size=100)
+
+
+def _protobufs() -> st.SearchStrategy[bytes]:
+    """A valid PricingData cut, extended, or with bytes overwritten: reaches every branch of the decoder
+    (wire types, lengths, varints, strings, the field checks) that random bytes rarely do."""
+    valid = st.just(YAHOO_PUSH)
+    cut = st.integers(0, len(YAHOO_PUSH)).map(lambda n: YAHOO_PUSH[:n])
+    spliced = st.tuples(st.integers(0, len(YAHOO_PUSH) - 1), st.binary(min_size=1, max_size=8)).map(
+        lambda p: YAHOO_PUSH[:p[0]] + p[1] + YAHOO_PUSH[p[0] + len(p[1]):])
+    return st.one_of(valid, cut, spliced, st.binary(max_size=64), st.binary(max_size=64).map(
+        lambda b: YAHOO_PUSH + b))
+
+
+def _push(data: bytes) -> str:
+    return json.dumps({"type": "pricing", "message": base64.b64encode(data).decode()})
+
+
+@fuzz(400)
+@given(raws=st.lists(st.one_of(_protobufs().map(_push), frames([json.loads(_push(YAHOO_PUSH))])),
+                     min_size=1, max_size=4))
+def test_fuzz_yahoo_stream_frames(raws: list[str | bytes]) -> None:
+    tried("test_fuzz_yahoo_stream_frames")
+    prices: list[Pricing] = []
+    stream = YahooStream(SymbolTable(8), "ws://127.0.0.1:9/?version=2", ("AAPL",),
+                         lambda name, p, recv_ns: prices.append(p))
+    for raw in raws:
+        before = stream.counters.bad_total + len(prices)
+        feed_frames(stream, [raw])
+        assert stream.counters.bad_total + len(prices) == before + 1  # used or counted, never both
+    for p in prices:
+        assert p.symbol == "AAPL" and 0 < p.price < math.inf and 0 < p.time_ms * 1_000_000 <= INT64_MAX
+        assert p.day_volume is None or p.day_volume >= 0
 
 
 def test_yahoo_times_beyond_int64_are_bad_quotes_not_a_crash() -> None:

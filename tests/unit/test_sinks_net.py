@@ -506,7 +506,7 @@ def parse_prometheus(text: str) -> tuple[dict[str, str], list[Sample]]:
 
 
 FIGURES: dict[str, Any] = {"feed": "binance", "state": "live", "ticks": 1234, "bars": 56, "bad_messages": 3,
-                           "reconnects": 2, "gaps": 17, "duplicates": 5, "lag_p50_ms": 1.5,
+                           "reconnects": 2, "gaps": 17, "duplicates": 5, "refills": 4, "lag_p50_ms": 1.5,
                            "lag_p99_ms": 12.25, "queue_depth": 4}
 
 
@@ -533,7 +533,8 @@ async def test_metrics_are_served_in_the_prometheus_text_format() -> None:
     assert types == {"tickdeck_ticks_total": "counter", "tickdeck_bars_total": "counter",
                      "tickdeck_signals_total": "counter", "tickdeck_bad_messages_total": "counter",
                      "tickdeck_reconnects_total": "counter", "tickdeck_gaps_total": "counter",
-                     "tickdeck_duplicates_total": "counter", "tickdeck_lag_seconds": "gauge",
+                     "tickdeck_duplicates_total": "counter", "tickdeck_refills_total": "counter",
+                     "tickdeck_lag_seconds": "gauge",
                      "tickdeck_queue_depth": "gauge", "tickdeck_rss_bytes": "gauge", "tickdeck_up": "gauge"}
     values = {(name, labels): value for name, labels, value in samples}
     rss = values.pop(("tickdeck_rss_bytes", ()))
@@ -544,6 +545,7 @@ async def test_metrics_are_served_in_the_prometheus_text_format() -> None:
         ("tickdeck_signals_total", (("rule", "rsi_oversold"), ("direction", "up"))): 2,
         ("tickdeck_bad_messages_total", ()): 3, ("tickdeck_reconnects_total", ()): 2,
         ("tickdeck_gaps_total", ()): 17, ("tickdeck_duplicates_total", ()): 5,
+        ("tickdeck_refills_total", ()): 4,
         ("tickdeck_lag_seconds", (("quantile", "0.5"),)): 0.0015,
         ("tickdeck_lag_seconds", (("quantile", "0.99"),)): 0.01225,
         ("tickdeck_queue_depth", ()): 4, ("tickdeck_up", ()): 1,

@@ -1,0 +1,113 @@
+"""Which Coinbase products are aliases of another, learned from the public products endpoint.
+
+Coinbase merged the order books of some pairs (BTC-USDC trades on the BTC-USD book). A subscription to
+the alias is accepted, but the market data comes back under the canonical id: ``market_trades`` and
+``ticker`` events for a BTC-USDC subscription carry ``"product_id": "BTC-USD"`` (ccxt's Coinbase Advanced
+Trade client resolves them the same way: ccxt issue 26465, ``tryResolveUsdc`` in ts/src/pro/coinbase.ts).
+The public product endpoint says so per product (Advanced Trade REST API, "Get Public Product",
+``GET /api/v3/brokerage/market/products/{product_id}``): ``alias`` is the canonical id of an aliased
+product (BTC-USDC: ``"alias": "BTC-USD"``), and ``alias_to`` lists the aliases of a canonical one
+(BTC-USD: ``"alias_to": ["BTC-USDC"]``). The feed asks for each product it subscribes (not the whole
+product list), before the subscription goes out, so the first trade already finds its name.
+
+Answers are cached (``cachetools.TTLCache``, a day, 10,000 products): a product dropped and added back, or a
+reconnect, asks nothing again. A lookup that fails (network, HTTP error, a page that is not the product)
+is counted and logged; the product is subscribed all the same and looked up again on the next subscribe
+or reconnect. Requests go at most ``parallel`` at a time, within Coinbase's 10 requests a second per IP
+for public endpoints ("Advanced Trade API Rate Limits").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+from urllib.parse import quote
+
+import aiohttp
+import cachetools
+import msgspec
+
+from engine.feeds.base import FeedCounters
+from engine.feeds.pacing import describe_failure, read_at_most
+
+log = logging.getLogger("tickdeck.feeds")
+
+PRODUCT_PATH = "/api/v3/brokerage/market/products/"
+MAX_ANSWER_BYTES = 64 * 1024  # a product record is ~1.5 kB
+CACHE_TTL_S = 24 * 3600.0
+CACHE_SIZE = 10_000
+
+
+class Product(msgspec.Struct):
+    product_id: str
+    alias: str = ""
+    alias_to: list[str] = msgspec.field(default_factory=list)
+
+
+class ProductAliases:
+    """``canonical(product)``: the id Coinbase's market data uses for ``product`` (itself when it is none's
+    alias or was never looked up)."""
+
+    def __init__(self, rest_url: str, counters: FeedCounters, timeout: float = 5.0,
+                 parallel: int = 4) -> None:
+        self.rest_url = rest_url.rstrip("/")
+        self.counters = counters
+        self.timeout = timeout
+        self.cache: cachetools.TTLCache[str, str] = cachetools.TTLCache(CACHE_SIZE, CACHE_TTL_S)
+        self.requests = 0
+        self.failures = 0
+        self._gate = asyncio.Semaphore(parallel)
+        self._session: aiohttp.ClientSession | None = None
+
+    def canonical(self, product: str) -> str:
+        return self.cache.get(product, product)
+
+    async def learn(self, products: Iterable[str]) -> None:
+        """Look up every product not in the cache (in parallel, each bounded by ``timeout``)."""
+        todo = [p for p in dict.fromkeys(products) if p not in self.cache]
+        if todo:
+            await asyncio.gather(*(self._lookup(p) for p in todo))
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def _lookup(self, product: str) -> None:
+        url = self.rest_url + PRODUCT_PATH + quote(product, safe="")
+        async with self._gate:
+            if self._session is None:
+                self._session = aiohttp.ClientSession(headers={"Accept": "application/json"})
+            self.requests += 1
+            try:
+                async with self._session.get(url, timeout=aiohttp.ClientTimeout(total=self.timeout)) as resp:
+                    body = await read_at_most(resp.content, MAX_ANSWER_BYTES)
+                    status = resp.status
+            except asyncio.CancelledError:
+                raise
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                self._failed(product, describe_failure(exc, url, self.timeout))
+                return
+        if status != 200 or body is None:
+            self._failed(product, f"HTTP {status}" if body is not None else "answer too large")
+            return
+        try:
+            record = msgspec.json.decode(body, type=Product)
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError, UnicodeDecodeError):
+            self.counters.bad_message("bad product answer", body)
+            self._failed(product, "not a product record")
+            return
+        if record.product_id != product:
+            self.counters.bad_message("bad product answer", body)
+            self._failed(product, f"the answer is for {record.product_id!r}")
+            return
+        canonical = record.alias if record.alias and record.alias != product else product
+        self.cache[product] = canonical
+        if canonical != product:
+            log.info("coinbase: %s is an alias of %s; its trades arrive under that id", product, canonical)
+
+    def _failed(self, product: str, why: str) -> None:
+        self.failures += 1
+        log.warning("coinbase: could not look up product %s (%s); subscribing it as it is, looked up again "
+                    "on the next subscription", product, why)
