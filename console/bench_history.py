@@ -94,6 +94,7 @@ def _config(market: dict[str, Any], bars: int, config_dir: str) -> Any:
         "feed.name": "binance", "feeds.binance.url": market["ws"], "feeds.binance.rest_url": market["rest"],
         "feeds.binance.symbols": symbols, "engine.interval": "1m", "history.backfill": bars,
         "engine.max_symbols": len(symbols) + 24, "ui.columns": ("rsi_14", "sma_200"),
+        "history.store": "",  # every bar from REST (and the user's store untouched)
     }, env={CONFIG_DIR_VAR: config_dir})
 
 
