@@ -106,3 +106,23 @@ async def test_trades_streaming_while_history_is_released_come_after_it() -> Non
             reference.ingest(tape_ticks(server, reference))
             reference.close_due(F * 1_000_000)  # as the harness's clock did: ETH's last bar has ended
             assert_same(run.engine, reference, NAMES)
+
+
+async def test_a_symbol_added_later_gets_its_history_too() -> None:
+    names = ("BTCUSDT", "ETHUSDT", "SOLUSDT")
+    async with BinanceHistoryServer() as server:
+        for seed, name in enumerate(names, start=20):
+            await make_history(server, name, M0, 250, seed=seed)
+        async with running(server, NAMES) as run:  # SOLUSDT is not in the watchlist yet
+            await run.until(lambda: run.feed.counters.history_done == 2, "two histories in")
+            run.engine.add_symbol("SOLUSDT")  # (the runtime gives it a slot first, as `a` does)
+            await run.feed.subscribe(["SOLUSDT"])
+            await server.wait_subscribed("solusdt@trade")
+            for off in (2_000, 9_000):
+                await trade(server, "SOLUSDT", F + off, "77.00", "0.5")
+            await run.applied(server, "SOLUSDT")
+            assert (run.feed.counters.history_total, run.feed.counters.history_done) == (3, 3)
+            reference = engine(names)
+            reference.ingest(tape_ticks(server, reference))
+            reference.close_due(F * 1_000_000)
+            assert_same(run.engine, reference, names)
