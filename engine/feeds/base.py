@@ -137,10 +137,6 @@ class FeedCounters:
             log.warning("%s: skipped a REST answer (%s); first sample: %r", self.feed, reason, text[:200])
 
     @property
-    def history_loading(self) -> bool:
-        return self.history_done < self.history_total
-
-    @property
     def bad_total(self) -> int:
         return sum(self.bad.values())
 
