@@ -282,6 +282,8 @@ class TickdeckApp(WatchlistEditing, App[int]):
     def on_feed_status_changed(self, message: FeedStatusChanged) -> None:
         status = message.status
         header = self.header
+        if status.symbols and header.state not in ("live", "stale"):
+            return  # a note on some symbols (stale quotes, history) never hides the whole feed's trouble
         reconnecting = status.state == "reconnecting"
         header.retry_at_ns = status.at_ns + int(status.retry_in * 1e9) if reconnecting else 0
         header.state, header.reason = status.state, status.reason

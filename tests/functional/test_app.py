@@ -185,3 +185,23 @@ def test_importing_the_app_loads_no_engine() -> None:
             "print(sorted(heavy))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+async def test_a_note_on_some_symbols_never_hides_the_whole_feeds_trouble(config: Config) -> None:
+    """Per-symbol statuses (a symbol without history, a stale quote) show while the feed is up; while
+    the whole feed is reconnecting, they must not turn the header back to live."""
+    from console.messages import FeedStatusChanged
+
+    app = build_app(config)
+    async with app.run_test(size=SIZE) as pilot:
+        header = app.header
+        await wait_for(pilot, lambda: header.state == "live", "the sim live")  # the sim's own status, before ours
+        note = FeedStatus("sim", "live", "AAPL: no history (refused)", symbols=("AAPL",))
+        app.on_feed_status_changed(FeedStatusChanged(FeedStatus("sim", "reconnecting", "dropped", 3.0)))
+        app.on_feed_status_changed(FeedStatusChanged(note))
+        await pilot.pause()
+        assert (header.state, header.reason) == ("reconnecting", "dropped")
+        app.on_feed_status_changed(FeedStatusChanged(FeedStatus("sim", "live")))
+        app.on_feed_status_changed(FeedStatusChanged(note))
+        await pilot.pause()
+        assert (header.state, header.reason) == ("live", "AAPL: no history (refused)")
