@@ -33,9 +33,9 @@ Public Market Trades", docs.cdp.coinbase.com/api-reference/advanced-trade-api/re
 * Errors: ``{"error", "error_details", "message"}`` with a 4xx (an unknown product: 404 ``NOT_FOUND``) is
   a refusal; 5xx are the service's trouble and asked again.
 * Rate limits ("Advanced Trade API Rate Limits"): public endpoints 10 requests a second per IP; past it,
-  HTTP 429. One limiter for the host (``engine.backfill.limiter``: a 1 s window, 8 of the 10 spent; the
-  product lookups share it), and a 429 stops every request to the host for ``Retry-After`` or, Coinbase
-  documenting none, to the end of the second.
+  HTTP 429. One limiter for the host (``engine.backfill.limiter.RateLimiter``: 8 a second, one every
+  125 ms; the product lookups share it), and a 429 stops every request to the host for
+  ``Retry-After`` or, Coinbase documenting none, a second.
 
 Every answer is checked row by row; what is wrong is counted per reason (``rest_bad``) and skipped.
 """
@@ -55,7 +55,7 @@ import cachetools
 import msgspec
 import numpy as np
 
-from engine.backfill.limiter import Throttled, WeightLimiter
+from engine.backfill.limiter import RateLimiter, Throttled
 from engine.backfill.source import TRADE_DTYPE, HistorySource, HistoryUnavailable
 from engine.feeds.base import FeedCounters
 from engine.feeds.coinbase import parse_time_ns
@@ -79,9 +79,9 @@ _SIDE = {"BUY": -1, "SELL": 1}  # the maker's side -> the aggressor's, as engine
 Sleep = Callable[[float], Awaitable[None]]
 
 
-def coinbase_limiter(host: str) -> WeightLimiter:
-    """The host's limiter: ``REQUESTS_PER_S`` a second (a request weighs 1), 8 of them spent."""
-    return WeightLimiter(host, REQUESTS_PER_S, window_s=1.0, max_in_flight=8)
+def coinbase_limiter(host: str) -> RateLimiter:
+    """The host's limiter: 8 of the ``REQUESTS_PER_S`` in any second."""
+    return RateLimiter(host, REQUESTS_PER_S, share=0.8, window_s=1.0, max_in_flight=8)
 
 
 class CoinbaseHistory(HistorySource):
@@ -89,7 +89,7 @@ class CoinbaseHistory(HistorySource):
     max_bars = CANDLES
     trade_ids = True
 
-    def __init__(self, base_url: str, counters: FeedCounters, *, limiter: WeightLimiter | None = None,
+    def __init__(self, base_url: str, counters: FeedCounters, *, limiter: RateLimiter | None = None,
                  canonical: Callable[[str], Awaitable[str]] | None = None, timeout: float = 10.0,
                  sleep: Sleep = asyncio.sleep) -> None:
         self.base_url = base_url.rstrip("/")

@@ -34,7 +34,7 @@ from engine.feeds.base import FeedCounters
 from engine.feeds.pacing import describe_failure, read_at_most
 
 if TYPE_CHECKING:
-    from engine.backfill.limiter import WeightLimiter
+    from engine.backfill.limiter import RateLimiter
 
 log = logging.getLogger("tickdeck.feeds")
 
@@ -65,9 +65,9 @@ class ProductAliases:
         self._gate = asyncio.Semaphore(parallel)
         self._session: aiohttp.ClientSession | None = None
         self._shared: Callable[[], aiohttp.ClientSession] | None = None
-        self._limiter: WeightLimiter | None = None
+        self._limiter: RateLimiter | None = None
 
-    def share(self, session: Callable[[], aiohttp.ClientSession], limiter: WeightLimiter) -> None:
+    def share(self, session: Callable[[], aiohttp.ClientSession], limiter: RateLimiter) -> None:
         """Ask through the REST history's session and host limiter (one of each for the service)."""
         self._shared, self._limiter = session, limiter
 

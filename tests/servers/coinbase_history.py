@@ -142,7 +142,7 @@ class CoinbaseHistoryServer(CoinbaseServer):
         if fault.kind == "html":
             page = b"<html><head><title>502 Bad Gateway</title></head><body>cloudflare</body></html>"
             return product, query, self._reply(endpoint, product, query, fault.status if fault.status != 500
-                                                else 502, raw=page, content_type="text/html"), None
+                                               else 200, raw=page, content_type="text/html"), None
         return product, query, None, fault
 
     def _finish(self, endpoint: str, product: str, query: dict[str, str], key: str, rows: list[Any],

@@ -31,7 +31,7 @@ SIZES = ("0.125", "0.25", "0.5", "1.375", "2.000", "0.875")  # float sums of eig
 
 
 def make_engine(names: tuple[str, ...], interval_ns: int = MINUTE) -> Engine:
-    out = Engine(OUTPUTS, interval_ns, capacity=8, depth=1000)
+    out = Engine(OUTPUTS, interval_ns, capacity=16, depth=1000)
     for name in names:
         out.add_symbol(name)
     return out
@@ -149,15 +149,15 @@ async def running(server: CoinbaseHistoryServer, names: tuple[str, ...], *, bars
 
 
 async def make_history(server: CoinbaseHistoryServer, product: str, start_ns: int, minutes: int, seed: int,
-                       quiet: tuple[int, ...] = ()) -> None:
-    """Trades of ``product`` over ``minutes`` minutes from ``start_ns``: 0 to 5 a minute (none in the
-    minutes ``quiet``), at random times within each minute."""
+                       quiet: tuple[int, ...] = (), least: int = 0) -> None:
+    """Trades of ``product`` over ``minutes`` minutes from ``start_ns``: ``least`` to 5 a minute (none in
+    the minutes ``quiet``), at random times within each minute."""
     rng = random.Random(seed)
     price = 100.0 + seed
     for m in range(minutes):
         if m in quiet:
             continue
-        for off in sorted(rng.sample(range(0, 60_000, 7), rng.randint(0, 5))):
+        for off in sorted(rng.sample(range(0, 60_000, 7), rng.randint(least, 5))):
             price = max(1.0, price * (1 + rng.gauss(0, 0.003)))
             await server.trade(product, f"{price:.2f}", rng.choice(SIZES), rng.choice(("BUY", "SELL")),
                                at_ns=start_ns + m * MINUTE + off * 1_000_000)
