@@ -131,7 +131,7 @@ async def test_a_yahoo_restart_asks_only_for_the_bars_after_the_last_one_stored(
         earlier.close_due(f * NS)
         store = FakeStore({"AAPL": _stored(*earlier.history.tail(0), lambda t: t < (f - 30 * 60) * NS)})
         async with yahoo_running(server, ("AAPL",), now, store=store, bars=300) as run:
-            await run.until(lambda: run.feed.counters.history_done == 1, "the history in")
+            await run.until(lambda: len(run.engine.history.tail(0)[0]) == 300, "the history in the engine")
             [chart] = server.charts
             assert int(chart["period1"]) == int(store.bars["AAPL"]["t"][-1]) // NS + 60
             assert int(chart["period2"]) == f

@@ -38,6 +38,8 @@ async def test_history_is_the_charts_bars_and_the_quotes_continue_the_forming_ba
                             "a quote of each held")
             server.gate.set()
             await run.until(lambda: run.feed.counters.history_done == 2, "both histories in")
+            await run.until(lambda: all(len(run.engine.history.tail(s)[0]) > 390 for s in (0, 1)),
+                            "both histories in the engine")
             await run.quoted("AAPL", F + 15)
 
             want = tape_bars(server, make_engine(NAMES), F)
@@ -103,6 +105,8 @@ async def test_bad_chart_answers_are_counted_and_the_symbol_streams_live_until_i
             msft = run.engine.symbols.get("MSFT")
             await run.until(lambda: any(s.reason == "MSFT: history loaded (try 2)" for s in run.statuses),
                             "MSFT's second try")
+            await run.until(lambda: all(len(run.engine.history.tail(s)[0]) == 300 for s in (0, 1)),
+                            "both histories in the engine")
             c = run.feed.counters
             assert c.rest_bad == {"html": 1, "HTTP 500": 1, "malformed json": 1, "HTTP 404": 1}
             notes = {s.symbols[0]: s.reason for s in run.statuses if s.symbols}
