@@ -5,6 +5,8 @@ cannot pass (a refusal) is not tried again, and the tries are bounded."""
 
 from __future__ import annotations
 
+import asyncio
+
 from engine.backfill.loader import RETRIES
 from engine.feeds.backoff import Backoff
 from engine.feeds.base import Refill
@@ -72,3 +74,39 @@ async def test_a_refusal_is_not_tried_again_and_the_tries_are_bounded() -> None:
             assert run.feed.counters.history_failed == 2
             await trade(server, "ETHUSDT", F + 5_000)
             await run.applied(server, "ETHUSDT")  # it streams live all the same
+
+
+async def test_a_kline_streams_retry_keeps_the_forming_bars_updates_passed_on_meanwhile() -> None:
+    """A kline stream has no ids: its later try brings the closed klines, and hands back the updates of
+    the forming bar that went on to the engine while it waited, so the bar it rebuilds loses nothing."""
+    release = asyncio.Event()
+
+    async def wait_for_the_test(_: float) -> None:
+        await release.wait()
+
+    async with BinanceHistoryServer() as server:
+        await make_history(server, "BTCUSDT", M0, 250, seed=65)
+        server.now_ms = F + 5_000
+        for _ in range(4):
+            server.rest.fail("error", KLINES, symbol="BTCUSDT", status=503)
+        async with running(server, ("BTCUSDT",), stream="kline_1m", retry_at_once=True,
+                           retry_sleep=wait_for_the_test) as run:
+            await run.until(lambda: any("next try in" in s.reason for s in run.statuses),
+                            "the first try failed")
+            await server.wait_subscribed("btcusdt@kline_1m")
+            await server.kline("BTCUSDT", "1m", F, "120.00", "1.500", F + 1_000)
+            await server.kline("BTCUSDT", "1m", F, "121.00", "2.000", F + 2_000)
+            await run.until(lambda: run.engine.forming_bar(0) is not None
+                            and run.engine.forming_bar(0)[1][4] == 2.0, "the updates live")  # type: ignore[index]
+            release.set()
+            await run.until(lambda: any(s.reason == "BTCUSDT: history loaded (try 2)" for s in run.statuses),
+                            "the second try")
+            await run.until(lambda: len(run.engine.history.tail(0)[0]) > 200, "the history in the engine")
+            _, bar = run.engine.forming_bar(0)  # type: ignore[misc]
+            assert bar.tolist() == [120.0, 121.0, 120.0, 121.0, 2.0]
+            want = engine(("BTCUSDT",))
+            want.ingest(tape_ticks(server, want))
+            want.close_due(F * MS)
+            times, bars = run.engine.history.tail(0)
+            want_t, want_bars = want.history.tail(0)
+            assert (times == want_t[-len(times):]).all() and (bars == want_bars[-len(times):]).all()
