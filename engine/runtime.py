@@ -173,20 +173,26 @@ def build_feed(config: Config, engine: Engine) -> Feed:
         attach(binance, config, engine.interval_ns, refills=True)
         return binance
     if name == "coinbase":
+        from engine.backfill import attach
         from engine.feeds.coinbase import CoinbaseFeed
 
         _register(engine, feeds.coinbase.products)
-        return CoinbaseFeed(engine.symbols, feeds.coinbase.url, wanted=feeds.coinbase.products,
-                            stale_after=feeds.coinbase.stale_after, rest_url=feeds.coinbase.rest_url)
+        coinbase = CoinbaseFeed(engine.symbols, feeds.coinbase.url, wanted=feeds.coinbase.products,
+                                stale_after=feeds.coinbase.stale_after, rest_url=feeds.coinbase.rest_url)
+        attach(coinbase, config, engine.interval_ns, refills=True)
+        return coinbase
     if name == "yahoo":
+        from engine.backfill import attach
         from engine.feeds.yahoo import YahooFeed
 
         y = feeds.yahoo
         _register(engine, y.symbols)
-        return YahooFeed(engine.symbols, y.symbols, y.url, interval=y.interval, batch_size=y.batch_size,
-                         requests_per_minute=y.requests_per_minute, burst=y.burst,
-                         requests_per_hour=y.requests_per_hour, timeout=y.timeout, cookie_url=y.cookie_url,
-                         consent_url=y.consent_url or None, stream_url=y.stream_url or None)
+        yahoo = YahooFeed(engine.symbols, y.symbols, y.url, interval=y.interval, batch_size=y.batch_size,
+                          requests_per_minute=y.requests_per_minute, burst=y.burst,
+                          requests_per_hour=y.requests_per_hour, timeout=y.timeout, cookie_url=y.cookie_url,
+                          consent_url=y.consent_url or None, stream_url=y.stream_url or None)
+        attach(yahoo, config, engine.interval_ns, refills=True)
+        return yahoo
     if name == "replay":
         from engine.feeds.replay import ReplayError, ReplayFeed
 

@@ -1,5 +1,6 @@
 """History for live feeds: fetched from the service's REST API while the feed starts streaming, and again
-to refill a gap (see ``engine.backfill.loader`` for the seam, ``engine.backfill.binance`` for Binance)."""
+to refill a gap (see ``engine.backfill.loader`` for the seam; ``binance``, ``coinbase`` and ``yahoo`` for
+each service's source)."""
 
 from __future__ import annotations
 
@@ -7,41 +8,89 @@ import functools
 import logging
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from engine.feeds.batching import TradeSequencer
 from engine.ticks import BAR_DTYPE
 
 if TYPE_CHECKING:
-    from engine.backfill.loader import BarStore
+    from engine.backfill.loader import BarStore, HistoryLoader
+    from engine.backfill.source import HistorySource
     from engine.config_model import Config
-    from engine.feeds.ws import WsFeed
+    from engine.feeds.backoff import Backoff
+    from engine.feeds.base import FeedCounters
+    from engine.ticks import SymbolTable
+
+
+class LiveFeed(Protocol):
+    """What ``attach`` needs of a live feed (``WsFeed``, ``YahooFeed``)."""
+
+    name: str
+
+    @property
+    def symbols(self) -> SymbolTable: ...
+
+    @property
+    def counters(self) -> FeedCounters: ...
+
+    @property
+    def backoff(self) -> Backoff: ...
+
+    def use_history(self, loader: HistoryLoader) -> None: ...
 
 log = logging.getLogger("tickdeck.backfill")
 
 
-def attach(feed: WsFeed, config: Config, interval_ns: int, *, store: BarStore | None = None,
+def attach(feed: LiveFeed, config: Config, interval_ns: int, *, store: BarStore | None = None,
            refills: bool = False) -> None:
     """Give a live feed its history: the bar store (``history.store``; ``store`` replaces it) and the
     service's REST history (``history.fetch``); ``refills`` when the engine can re-run a symbol from a
-    bar (``Engine.refill``), so gaps can be refilled."""
+    bar (``Engine.refill``), so gaps can be refilled and failed history tried again."""
     from engine.backfill.loader import HistoryLoader
     from engine.backfill.sizing import backfill_bars
     from engine.store import PERSISTED_FEEDS, open_store
 
-    source = None
-    if config.history.fetch and feed.name == "binance":
-        from engine.backfill.binance import BinanceHistory
-
-        source = BinanceHistory(config.feeds.binance.rest_url, feed.counters)
+    source = _source(feed, config) if config.history.fetch else None
     if store is None and config.history.store.strip() and feed.name in PERSISTED_FEEDS:
         store = StoreReader(functools.partial(open_store, config))
     if source is None and store is None:
         return
-    by_id = feed.name != "binance" or config.feeds.binance.stream == "trade"
-    feed.use_history(HistoryLoader(feed.name, feed.symbols, feed.counters, feed.sequencer, interval_ns,
-                                   backfill_bars(config), source, store, refills=refills, by_id=by_id))
+    # by trade id where the live side has ids: Binance's trade stream, Coinbase; by time: klines, Yahoo
+    by_id = feed.name == "coinbase" or (feed.name == "binance" and config.feeds.binance.stream == "trade")
+    sequencer = getattr(feed, "sequencer", None) or TradeSequencer()
+    feed.use_history(HistoryLoader(feed.name, feed.symbols, feed.counters, sequencer, interval_ns,
+                                   backfill_bars(config), source, store, refills=refills, by_id=by_id,
+                                   backoff=feed.backoff))
+
+
+def _source(feed: LiveFeed, config: Config) -> HistorySource | None:
+    """The service's REST history for ``feed`` (None: the feed has none)."""
+    if feed.name == "binance":
+        from engine.backfill.binance import BinanceHistory
+
+        return BinanceHistory(config.feeds.binance.rest_url, feed.counters)
+    if feed.name == "coinbase":
+        from engine.backfill.coinbase import CoinbaseHistory
+
+        aliases = getattr(feed, "aliases", None)
+
+        async def canonical(name: str) -> str:  # the book an alias trades on (looked up once a day)
+            if aliases is None:
+                return name
+            await aliases.learn([name])
+            return str(aliases.canonical(name))
+
+        coinbase = CoinbaseHistory(config.feeds.coinbase.rest_url, feed.counters, canonical=canonical)
+        if aliases is not None:
+            aliases.share(coinbase.session, coinbase.limiter)  # one session, one limiter for the host
+        return coinbase
+    if feed.name == "yahoo":
+        from engine.backfill.yahoo import YahooHistory
+
+        return YahooHistory(config.feeds.yahoo.chart_url, feed.fetch, feed.counters)  # type: ignore[attr-defined]
+    return None
 
 
 class StoreReader:

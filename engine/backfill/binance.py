@@ -80,7 +80,8 @@ class BinanceHistory(HistorySource):
     def bar_interval(self, interval_ns: int) -> int:
         fits = [ms for ms in KLINE_MS.values() if interval_ns % (ms * MS) == 0]
         if not fits:
-            raise HistoryUnavailable(f"Binance has no kline interval that divides {interval_ns / 1e9:g} s")
+            raise HistoryUnavailable(f"Binance has no kline interval that divides {interval_ns / 1e9:g} s",
+                                     final=True)
         return max(fits) * MS
 
     async def bars(self, symbol: str, start_ns: int, end_ns: int, interval_ns: int) -> np.ndarray:
@@ -200,7 +201,9 @@ class BinanceHistory(HistorySource):
             if status != 200 or isinstance(decoded, dict):
                 code, msg = _error(decoded)
                 self.counters.bad_answer(f"HTTP {status}" if status != 200 else "error answer", body)
-                raise HistoryUnavailable(f"{self.host} refused: {msg} (HTTP {status}, code {code})")
+                # a refusal (an unknown symbol, a WAF) says the same the next time; 429/418 are waited out
+                raise HistoryUnavailable(f"{self.host} refused: {msg} (HTTP {status}, code {code})",
+                                         final=True)
             if not isinstance(decoded, list):
                 why = f"an answer from {self.host} that is not a list"
                 self.counters.bad_answer("unexpected answer", body)

@@ -1,5 +1,5 @@
-"""One limiter per REST host, shared by every request to it: request weight per minute, requests in
-flight, and the pauses a server orders with ``Retry-After``.
+"""One limiter per REST host, shared by every request to it: request weight per minute (Binance) or
+requests per second (Coinbase), requests in flight, and the pauses a server orders with ``Retry-After``.
 
 Binance (spot REST docs, "LIMITS"/"IP Limits", read 2026-07): every route has a weight; an IP may spend
 ``REQUEST_WEIGHT`` 6,000 a minute (``enums.md``, "Rate limiters"; CHANGELOG 2023-08-25); every answer
@@ -137,3 +137,74 @@ def _int(value: str | None) -> int | None:
     except ValueError:
         return None
     return number if number >= 0 else None
+
+
+class RateLimiter:
+    """``share`` of ``limit`` requests per ``window_s``, evenly spaced (Coinbase: 10 a second per IP for
+    public endpoints, "Advanced Trade API Rate Limits"; the docs do not say whether the second is fixed
+    or sliding, nor how a burst is counted, so requests go one every ``window_s / (limit x share)``: never
+    more than the share in any second, even after the network has bunched them up a little), at most
+    ``max_in_flight`` open, and the pause a 429 orders (``Retry-After``, else a window). The interface is
+    ``WeightLimiter``'s; every request weighs one."""
+
+    def __init__(self, host: str, limit: int, *, share: float = 0.8, window_s: float = 1.0,
+                 max_in_flight: int = 8, max_wait_s: float = 65.0,
+                 clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+        if limit < 1 or not 0 < share <= 1 or not window_s > 0 or max_in_flight < 1:
+            raise ValueError(f"bad limiter settings for {host}: {limit=}, {share=}, {window_s=}, "
+                             f"{max_in_flight=}")
+        self.host = host
+        self.limit = limit
+        self.budget = max(1, int(limit * share))
+        self.window_s = window_s
+        self.max_in_flight = max_in_flight
+        self.max_wait_s = max_wait_s
+        self.gap = window_s / self.budget
+        self.in_flight = 0
+        self.paused_until = 0.0
+        self.waits = 0
+        self.sent = 0
+        self._next = 0.0  # when the next request may go
+        self._clock = clock
+        self._sleep = sleep
+        self._freed = asyncio.Event()
+
+    async def acquire(self, weight: int = 1) -> None:
+        """Wait until a request may go; raise ``Throttled`` rather than wait too long."""
+        while True:
+            now = self._clock()
+            if now < self.paused_until:
+                wait, why = self.paused_until - now, f"{self.host} asked us to slow down (HTTP 429)"
+            elif self.in_flight >= self.max_in_flight:
+                self.waits += 1
+                self._freed.clear()
+                await self._freed.wait()  # a request in flight ends within its own timeout
+                continue
+            elif now < self._next:
+                wait, why = self._next - now, f"{self.budget} requests to {self.host} a second"
+            else:
+                self._next = now + self.gap
+                self.sent += 1
+                self.in_flight += 1
+                return
+            if wait > self.max_wait_s:
+                raise Throttled(wait, why)
+            self.waits += 1
+            await self._sleep(wait)
+
+    def release(self, weight: int, status: int | None, headers: Mapping[str, str] | None) -> float:
+        """A request ended with ``status`` (None: no answer); returns the pause it ordered (seconds)."""
+        self.in_flight -= 1
+        self._freed.set()
+        if status != 429:
+            return 0.0
+        seconds = retry_after(headers.get("Retry-After")) if headers is not None else None
+        if seconds is None:
+            seconds = self.window_s
+        self.paused_until = max(self.paused_until, self._clock() + seconds)
+        log.warning("%s answered HTTP 429: no requests to it for %.1f s", self.host, seconds)
+        return seconds
+
+    def describe(self) -> str:
+        return f"{self.budget} of {self.limit} requests a second"

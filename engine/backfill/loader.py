@@ -16,12 +16,24 @@ Per symbol, in its own task (``LOADS_AT_ONCE`` at a time), never blocking the st
 3. the feed yields ``HistoryBars`` (the closed bars), then one batch of the forming bar's trades and the
    released live ones; the row fills in.
 
+A source whose market has sessions (Yahoo: nights, weekends) is asked for a wider span than ``bars``
+intervals (``HistorySource.span_ns``), of which the newest ``bars`` are kept. A feed without trade ids
+(Yahoo's quotes) meets its history by time: the closed bars before the forming bar come from the
+service, the held ticks of the forming bar continue them.
+
+History that fails at start for a reason that may pass (no answer, a throttle, a garbled page) is tried
+again ``RETRIES`` times, after the feed's backoff, while the symbol streams live (its note says when the
+next try is); since live ticks have reached the engine by then, a later try comes as a ``Refill`` from the
+first bar the service was asked for, which rebuilds the symbol as if the history had come at once. A
+refusal (an unknown symbol) or an empty range is not tried again.
+
 A gap found later (a trade id beyond the next, after a reconnect) is refilled the same way when the
 engine can re-run a symbol: the symbol's trades are held, every trade since the open of the bar that
 holds the last trade received is fetched (klines for whole bars, then trades), and the feed yields a
 ``Refill``, then the released trades. A symbol added back after a removal resumes with a refill from
-where it stopped. History that cannot be had (``HistoryUnavailable``) is reported in the symbol's status
-and the symbol streams live as before.
+where it stopped. A feed without trade ids reports an outage (``resume``): when a bar has closed since
+its last tick, the bars missed are refilled from the service by time. History that cannot be had
+(``HistoryUnavailable``) is reported in the symbol's status and the symbol streams live as before.
 """
 
 from __future__ import annotations
@@ -37,10 +49,12 @@ from typing import Protocol
 import cachetools
 import numpy as np
 
+from engine.backfill.convert import bar_ticks, newest, seconds, trade_ticks
 from engine.backfill.source import HistorySource, HistoryUnavailable
+from engine.feeds.backoff import Backoff
 from engine.feeds.base import FeedCounters, FeedItem, FeedStatus, HistoryBars, Refill
 from engine.feeds.batching import Tick, TradeSequencer
-from engine.ticks import BAR_DTYPE, TICK_DTYPE, SymbolTable, make_ticks
+from engine.ticks import BAR_DTYPE, TICK_DTYPE, SymbolTable
 
 log = logging.getLogger("tickdeck.backfill")
 
@@ -53,6 +67,7 @@ CACHE_TTL_S = 900.0  # ... for 15 minutes
 GAP_TRIES = 5  # fetches that try to close a seam before the missing trades are reported as a gap
 GAP_WAIT_S = 0.2  # waited before each further try, times the try's number
 HELD = -2  # ``check``: the trade is held; the caller passes it to ``hold``
+RETRIES = 4  # tries after the first for history that failed at start (each after the feed's backoff)
 
 
 class BarStore(Protocol):
@@ -69,6 +84,12 @@ class _Symbol:
     held: deque[tuple[int, int, Tick | None]] = field(default_factory=lambda: deque(maxlen=HOLD_MAX))
     task: asyncio.Task[None] | None = None
     loaded: bool = False  # its first load is over (done or given up)
+    missing: int | None = None  # the open of the first bar its failed history lacks (to try again)
+    tries: int = 0  # history tries made after the first
+    backoff: Backoff | None = None
+    # ticks passed on while its history is to be tried again (a feed without ids): the try, a refill,
+    # hands back those of the forming bar, which it rebuilds
+    passed: deque[Tick] = field(default_factory=lambda: deque(maxlen=HOLD_MAX))
 
 
 class HistoryLoader:
@@ -79,7 +100,8 @@ class HistoryLoader:
     def __init__(self, feed: str, symbols: SymbolTable, counters: FeedCounters, sequencer: TradeSequencer,
                  interval_ns: int, bars: int, source: HistorySource | None = None,
                  store: BarStore | None = None, *, refills: bool = False, by_id: bool = True,
-                 clock: Callable[[], int] = time.time_ns) -> None:
+                 clock: Callable[[], int] = time.time_ns, backoff: Backoff | None = None,
+                 sleep: Callable[[float], Coroutine[None, None, None]] = asyncio.sleep) -> None:
         self.feed = feed
         self.symbols = symbols
         self.counters = counters
@@ -89,8 +111,11 @@ class HistoryLoader:
         self.source = source
         self.store = store
         self.by_id = by_id
-        self.refills = refills and source is not None and source.trade_ids and by_id
+        # by id where the service has trade ids; by time (bars only) for a feed without them
+        self.refills = refills and source is not None and (source.trade_ids or not by_id)
         self.clock = clock
+        self.backoff = backoff or Backoff()  # the feed's: each symbol's retries follow a copy of it
+        self._sleep = sleep
         self.wake: Callable[[], None] = lambda: None
         # the feed's ticks received but not yet yielded, taken before what the loader hands over, so the
         # history and the refills keep their place in the tape: after every tick received before them,
@@ -118,7 +143,7 @@ class HistoryLoader:
         sym = self._symbols[slot] = _Symbol(name, slot)
         if slot in self._last_ts:
             if self.refills:
-                self._begin(sym, self._refill(sym, self._last_ts[slot]))
+                self._refill_now(sym)
             else:
                 sym.loaded = True
             return
@@ -146,12 +171,33 @@ class HistoryLoader:
         last = self.sequencer.last.get(slot)
         if (sym is not None and self.refills and last is not None and trade_id > last + 1
                 and slot in self._last_ts):
-            self._begin(sym, self._refill(sym, self._last_ts[slot]))
+            self._refill_now(sym)
             return HELD
         missing = self.sequencer.check(slot, trade_id)
         if missing >= 0:
             self._last_ts[slot] = ts
         return missing
+
+    def resume(self, slot: int, last_ts: int, ts: int) -> bool:
+        """A feed without trade ids (Yahoo) has a tick of ``slot`` at ``ts`` after an outage (requests
+        that failed), its last tick before it at ``last_ts``: when a bar has closed in between, the bars
+        missed are refilled from the service, and the symbol's ticks are held meanwhile. True when they
+        are held (the caller holds the one in hand)."""
+        sym = self._symbols.get(slot)
+        if sym is None or sym.holding:
+            return sym is not None
+        step = self.interval_ns
+        if self.by_id or not self.refills or ts - ts % step <= last_ts - last_ts % step:
+            return False
+        self._last_ts[slot] = last_ts
+        self._refill_now(sym)
+        return True
+
+    def passing(self, slot: int, tick: Tick) -> None:
+        """A tick that a feed without trade ids passes on to the engine (see ``_Symbol.passed``)."""
+        sym = self._symbols.get(slot)
+        if sym is not None and sym.missing is not None and not self.by_id:
+            sym.passed.append(tick)
 
     def holding(self, slot: int) -> bool:
         sym = self._symbols.get(slot)
@@ -178,11 +224,47 @@ class HistoryLoader:
 
     # --- tasks ------------------------------------------------------------------------------------
     def _begin(self, sym: _Symbol, work: Coroutine[None, None, None]) -> None:
+        if sym.task is not None and not sym.task.done():
+            sym.task.cancel()  # a retry waiting for its turn: this refill does its work
         sym.holding = True
         task = asyncio.get_running_loop().create_task(work, name=f"history-{sym.name}")
         sym.task = task
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _refill_now(self, sym: _Symbol) -> None:
+        """Refill ``sym``: from the first bar its history lacks, when it failed and is to be tried again;
+        else from the bar of the last trade passed on."""
+        if sym.missing is not None:
+            self._begin(sym, self._refill(sym, sym.missing, retry=True))
+        else:
+            last = self._last_ts[sym.slot]
+            self._begin(sym, self._refill(sym, last - last % self.interval_ns))
+
+    def _try_later(self, sym: _Symbol, since: int) -> float | None:
+        """Schedule another try of ``sym``'s history from ``since`` after the backoff; the delay, or None
+        when every try has been made."""
+        if sym.tries >= RETRIES:
+            sym.missing = None
+            sym.passed.clear()
+            return None
+        if sym.backoff is None:
+            sym.backoff = Backoff(self.backoff.base, self.backoff.cap)
+        sym.tries += 1
+        sym.missing = since
+        delay = sym.backoff.next()
+
+        async def later() -> None:
+            await self._sleep(delay)
+            if self._symbols.get(sym.slot) is sym and not sym.holding:
+                sym.holding = True
+                await self._refill(sym, since, retry=True)
+
+        task = asyncio.get_running_loop().create_task(later(), name=f"history-retry-{sym.name}")
+        sym.task = task
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return delay
 
     def _deliver(self, *items: FeedItem) -> None:
         if (ticks := self.pending()) is not None:
@@ -195,24 +277,27 @@ class HistoryLoader:
         self._deliver(FeedStatus(self.feed, "live", f"{sym.name}: {what} ({why})", symbols=(sym.name,)))
 
     async def _load(self, sym: _Symbol) -> None:
-        closed, trades, seam, why = np.zeros(0, BAR_DTYPE), np.zeros(0, TICK_DTYPE), None, ""
+        closed, trades, seam, why, final = np.zeros(0, BAR_DTYPE), np.zeros(0, TICK_DTYPE), None, "", False
+        step = self.interval_ns
         now = self.clock()
-        forming = now - now % self.interval_ns
+        forming = now - now % step
+        since: int | None = None  # the first bar asked of the service (a later try starts there)
         try:
             async with self._gate:
                 now = self.clock()
-                forming = now - now % self.interval_ns
-                start = forming - self.bars * self.interval_ns
+                forming = now - now % step
+                span = self.source.span_ns(self.bars, step) if self.source is not None else self.bars * step
+                start = forming - span
                 parts = []
                 if self.store is not None:
-                    stored = await asyncio.to_thread(self.store.load, self.feed, sym.name, self.interval_ns,
-                                                     start)
+                    stored = await asyncio.to_thread(self.store.load, self.feed, sym.name, step, start)
                     stored = stored[stored["t"] < forming]
                     if len(stored):
                         parts.append(stored)
-                        start = int(stored["t"][-1]) + self.interval_ns
+                        start = int(stored["t"][-1]) + step
                 try:
                     if self.source is not None:
+                        since = start
                         if start < forming:
                             parts.append(await self._closed_bars(sym.name, start, forming))
                         if self.by_id:
@@ -220,14 +305,15 @@ class HistoryLoader:
                 finally:
                     closed = np.concatenate(parts) if parts else closed
         except HistoryUnavailable as exc:
-            why = str(exc)
+            why, final = str(exc), exc.final
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a bug of ours must not stop the feed: the symbol streams live
             log.exception("%s: loading the history of %s failed", self.feed, sym.name)
             why = f"{type(exc).__name__}: {exc}"
         if not why and self.source is not None and not len(closed) and not len(trades):
-            why = f"{self.feed} has no bars or trades of it"  # (an empty range, counted as such)
+            why, final = f"{self.feed} has no bars or trades of it", True  # (an empty range, counted as such)
+        closed = newest(closed, self.bars, step)
         closed["sym"] = sym.slot
         items: list[FeedItem] = [HistoryBars(closed)] if len(closed) else []
         batch = self._release(sym, seam, trades, before=None if self.by_id else forming, reset=True)
@@ -235,42 +321,71 @@ class HistoryLoader:
             items.append(batch)
         sym.loaded = True
         self.counters.history_done += 1
+        self._deliver(*items)
         if why:
             self.counters.history_failed += 1
-            self._deliver(*items)
-            self._note(sym, "no history" if not len(closed) else "history incomplete", why)
-        else:
-            self._deliver(*items)
+            again = (self._try_later(sym, since) if not final and self.refills and since is not None
+                     and since < forming else None)
+            what = "no history" if not len(closed) else "history incomplete"
+            self._note(sym, what, why + (f"; next try in {seconds(again)}" if again is not None else ""))
 
-    async def _refill(self, sym: _Symbol, last_ts: int) -> None:
-        since = last_ts - last_ts % self.interval_ns
-        why, ticks, seam = "", np.zeros(0, TICK_DTYPE), None
+    async def _refill(self, sym: _Symbol, since: int, *, retry: bool = False) -> None:
+        """Fetch ``sym``'s trades (or, without ids, its bars) from the open ``since`` and hand them over as
+        a ``Refill``; ``retry``: a later try of history that failed at start."""
+        why, final, ticks, seam = "", False, np.zeros(0, TICK_DTYPE), None
+        step = self.interval_ns
+        forming = asked = since
         try:
             async with self._gate:
                 now = self.clock()
-                forming = max(now - now % self.interval_ns, since)
+                forming = max(now - now % step, since)
                 parts = []
                 if since < forming:
                     bars = await self._closed_bars(sym.name, since, forming)
-                    parts.append(_bar_ticks(bars, sym.slot, now))
-                trades, seam = await self._since(sym, forming)
-                parts.append(_trade_ticks(trades, sym.slot, now))
-                ticks = np.concatenate(parts)
+                    if retry and len(bars):
+                        bars = newest(bars, self.bars, step)
+                        since = max(since, int(bars["t"][0]) - int(bars["t"][0]) % step)
+                    parts.append(bar_ticks(bars, sym.slot, now))
+                if self.by_id:
+                    trades, seam = await self._since(sym, forming)
+                    parts.append(trade_ticks(trades, sym.slot, now))
+                elif retry and (kept := [t for t in sym.passed if t[1] >= forming]):
+                    parts.append(np.array(kept, dtype=TICK_DTYPE))
+                if parts:
+                    ticks = np.concatenate(parts)
         except HistoryUnavailable as exc:
-            why = str(exc)
+            why, final = str(exc), exc.final
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             log.exception("%s: refilling %s failed", self.feed, sym.name)
             why = f"{type(exc).__name__}: {exc}"
-        if why or seam is None:
+        if not why and (seam is None if self.by_id else not len(ticks)):
+            why = (f"{self.feed} has no trades since the gap" if self.by_id
+                   else f"{self.feed} has no bars since the gap")
+        if why:  # every held tick goes on (the bars before them were not replaced)
             batch = self._release(sym, None, np.zeros(0, TICK_DTYPE), reset=False)
             self._deliver(*([batch] if batch is not None else []))
-            self._note(sym, "gap not refilled", why or "the service has no trades since the gap")
+            if not retry:
+                self._note(sym, "gap not refilled", why)
+                return
+            again = self._try_later(sym, asked) if not final else None
+            if again is None:
+                sym.missing = None
+                sym.passed.clear()
+            tail = (f"; next try in {seconds(again)}" if again is not None
+                    else f"; gave up after {sym.tries + 1} tries")
+            self._note(sym, "no history", why + tail)
             return
-        self.counters.refills += 1
-        batch = self._release(sym, seam, None, reset=True)
+        batch = self._release(sym, seam, None, reset=True, before=None if self.by_id else forming)
         self._deliver(Refill(sym.slot, since, ticks), *([batch] if batch is not None else []))
+        if retry:
+            sym.missing = None
+            sym.passed.clear()
+            self.counters.history_failed -= 1
+            self._note(sym, "history loaded", f"try {sym.tries + 1}")
+        else:
+            self.counters.refills += 1
 
     async def _closed_bars(self, name: str, start: int, end: int) -> np.ndarray:
         """Closed bars in ``[start, end)``, from the cache as far as it reaches, the rest fetched."""
@@ -352,7 +467,7 @@ class HistoryLoader:
             self._last_ts[slot] = ts
         parts = []
         if trades is not None and len(trades):
-            parts.append(_trade_ticks(trades, slot, now))
+            parts.append(trade_ticks(trades, slot, now))
             self._last_ts[slot] = max(self._last_ts.get(slot, -1), int(trades["ts"][-1]))
         if rows:
             parts.append(np.array(rows, dtype=TICK_DTYPE))
@@ -363,33 +478,3 @@ class HistoryLoader:
         batch = np.concatenate(parts)
         self.counters.ticks += len(batch)
         return batch
-
-
-def _trade_ticks(trades: np.ndarray, slot: int, now: int) -> np.ndarray:
-    ticks = make_ticks(len(trades))
-    ticks["sym"] = slot
-    ticks["ts"] = trades["ts"]
-    ticks["recv"] = now
-    ticks["price"] = trades["price"]
-    ticks["size"] = trades["size"]
-    ticks["side"] = trades["side"]
-    ticks["trade_id"] = trades["last_id"]
-    return ticks
-
-
-def _bar_ticks(bars: np.ndarray, slot: int, now: int) -> np.ndarray:
-    """Four ticks per bar that rebuild it (as ``engine.pipeline._history_ticks``: open with the whole
-    volume, then low and high, low first when it closed up, then the close), 0-3 ns after its open."""
-    n = len(bars)
-    o, h, lo, c = bars["open"], bars["high"], bars["low"], bars["close"]
-    up = c >= o
-    ticks = make_ticks(4 * n)
-    ticks["price"] = np.stack([o, np.where(up, lo, h), np.where(up, h, lo), c], axis=1).ravel()
-    ticks["ts"] = (bars["t"].astype(np.int64)[:, None] + np.arange(4, dtype=np.int64)).ravel()
-    ticks["recv"] = now
-    ticks["sym"] = slot
-    size = np.zeros((n, 4))
-    size[:, 0] = bars["volume"]
-    ticks["size"] = size.ravel()
-    return ticks
-

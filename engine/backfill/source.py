@@ -1,6 +1,6 @@
 """What a service's REST history must offer the loader: closed bars over a span, and trades with ids.
 
-One ``HistorySource`` per service (Binance today; Coinbase and Yahoo follow on the same interface). It
+One ``HistorySource`` per service (``binance``, ``coinbase``, ``yahoo`` in this package). It
 owns one aiohttp session and sends every request through its host's shared limiter; it returns numpy
 arrays, never Python rows, so a thousand bars cost one conversion.
 
@@ -32,7 +32,12 @@ TRADE_DTYPE = np.dtype(
 
 class HistoryUnavailable(Exception):
     """The history of a symbol cannot be had (refused, banned, unreachable, nothing served); the
-    message is the reason, shown in the symbol's status."""
+    message is the reason, shown in the symbol's status. ``final``: asking again later cannot help (the
+    service refused the symbol, or has nothing of it), so the loader does not try again."""
+
+    def __init__(self, reason: str, *, final: bool = False) -> None:
+        super().__init__(reason)
+        self.final = final
 
 
 class HistorySource(abc.ABC):
@@ -45,6 +50,12 @@ class HistorySource(abc.ABC):
     max_bars: int = 1
     #: whether trades carry ids, so a seam and a refill can be exact
     trade_ids: bool = False
+
+    def span_ns(self, bars: int, interval_ns: int) -> int:
+        """How far before the forming bar to ask for ``bars`` bars: exactly their span on a market that
+        trades around the clock; more on one with sessions (nights, weekends, holidays have no bars), of
+        which the loader keeps the newest ``bars``."""
+        return bars * interval_ns
 
     @abc.abstractmethod
     def bar_interval(self, interval_ns: int) -> int:

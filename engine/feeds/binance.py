@@ -320,10 +320,13 @@ class BinanceFeed(WsFeed):
             return  # the periodic update of a kline nobody traded in since: nothing new
         # within the kline, so a bar builder files it under the kline's interval even after it closed
         ts = min(max(kl.E, k.t), k.T) * _MS
+        tick = (slot, ts, recv_ns, price, float(added), 0, -1)
         if self.history is not None and self.history.holding(slot):  # until its history is in
-            self.history.hold(slot, -1, ts, (slot, ts, recv_ns, price, float(added), 0, -1))
+            self.history.hold(slot, -1, ts, tick)
         else:
-            self.batcher.add(slot, ts, recv_ns, price, float(added))
+            if self.history is not None:  # (kept while its history is to be tried again)
+                self.history.passing(slot, tick)
+            self.batcher.add(*tick)
             self.counters.ticks += 1
 
     def _server_shutdown(self) -> None:

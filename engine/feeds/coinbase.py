@@ -32,11 +32,15 @@ What Coinbase documents, and what this feed does about it ("Advanced Trade WebSo
 
 Every message but an error carries ``sequence_num``, which counts messages on one connection across
 all channels. A jump is a gap: the missing messages are counted in ``counters.gaps``, logged once with
-the range and reported as a ``FeedStatus``. Coinbase offers no way to replay them, so they are not
-refilled. A lower number than expected is counted as ``out_of_order``; its trades still go through the
-sequencer, which drops any already delivered. Within a connection trade ids are not used for gaps (the
-sequence number already accounts for lost messages); across a reconnect they are: when the snapshot
-does not reach back to the last trade delivered, the trades in between are counted as gaps.
+the range and reported as a ``FeedStatus``. The messages cannot be replayed, and the number does not
+say which products they were for; trade ids do (they increase by one per trade of a product). With a
+history loader (``engine.backfill``), a product's trades are held while its history loads and meet it by
+trade id, and a product whose next trade id jumps (within a connection or after a reconnect) is refilled
+from the REST API (``engine.backfill.coinbase``), as on Binance. Without one, trade ids are not used for
+gaps within a connection (the sequence number accounts for lost messages); across a reconnect they are:
+when the snapshot does not reach back to the last trade delivered, the trades in between are counted as
+gaps. A lower sequence number than expected is counted as ``out_of_order``; its trades still go through
+the sequencer, which drops any already delivered.
 
 Error messages (``{"type": "error", "message": ...}``) are counted under ``counters.bad["server
 error"]``, each distinct text is logged and reported once, and the feed carries on.
@@ -53,6 +57,7 @@ from operator import itemgetter
 
 import msgspec
 
+from engine.backfill.loader import HELD
 from engine.feeds.backoff import Backoff
 from engine.feeds.base import FeedItem, FeedStatus
 from engine.feeds.batching import valid_trade
@@ -254,6 +259,11 @@ class CoinbaseFeed(WsFeed):
             slot = self._slots.pop(name, None)
             if slot is not None:
                 self._resuming.discard(slot)
+                if self.history is not None:  # (it forgets the last id, which is kept here)
+                    last = self.sequencer.last.get(slot)
+                    self.history.stop(name)
+                    if last is not None:
+                        self.sequencer.last[slot] = last
         self._map_names()
         if gone and self._ws is not None:
             await self.send_subscription(self._ws, gone, False)
@@ -315,8 +325,10 @@ class CoinbaseFeed(WsFeed):
         elif seq > expected:
             missed = seq - expected
             self.counters.gaps += missed
+            refilled = self.history is not None and self.history.refills
             self._report(f"sequence gap: messages {expected}-{seq - 1} never arrived ({missed} missed); "
-                         "not refilled, Coinbase cannot replay them")
+                         + ("the trades they held are refilled by trade id" if refilled
+                            else "not refilled, Coinbase cannot replay them"))
             self._next_seq = seq + 1
         else:
             self.counters.out_of_order += 1
@@ -343,28 +355,40 @@ class CoinbaseFeed(WsFeed):
             for trade_id, slot, name, t in rows:
                 price = _number(t.price)
                 size = _number(t.size)
-                if why := valid_trade(price, size):
-                    bad(why, t)
-                    continue
                 try:
                     ts = parse_time_ns(t.time)
                 except ValueError:
-                    bad("bad time", t)
+                    ts, why = recv_ns, "bad time"
+                else:
+                    why = valid_trade(price, size)
+                history = self.history
+                if why:
+                    bad(why, t)
+                    # with a loader, a bad trade still used its id (no gap to refill), and a held one
+                    # keeps its place at the seam
+                    if history is not None and history.check(slot, trade_id, ts) == HELD:
+                        history.hold(slot, trade_id, ts, None)
                     continue
-                missing = self.sequencer.check(slot, trade_id)
-                if missing < 0:
+                missing = (self.sequencer.check(slot, trade_id) if history is None
+                           else history.check(slot, trade_id, ts))
+                held = missing == HELD  # its history (or a refill) is loading: kept back until the seam
+                if missing < 0 and not held:
                     self.counters.duplicates += 1
                     self._resuming.discard(slot)  # the replay reaches back: nothing was lost
                     continue
-                if slot in self._resuming:
+                if slot in self._resuming and not held:
                     self._resuming.discard(slot)
                     if missing:
                         self.counters.gaps += missing
                         self._report(f"{name}: trades {trade_id - missing}-{trade_id - 1} "
                                      f"happened while disconnected ({missing} missed); not refilled")
-                self.batcher.add(slot, ts, recv_ns, price, size, _SIDE.get(t.side, 0), trade_id)
-                self.counters.ticks += 1
+                tick = (slot, ts, recv_ns, price, size, _SIDE.get(t.side, 0), trade_id)
                 self._last_trade[name] = price
+                if held and history is not None:  # counted as a tick when it is let go
+                    history.hold(slot, trade_id, ts, tick)
+                else:
+                    self.batcher.add(*tick)
+                    self.counters.ticks += 1
 
     def _tickers(self, events: list[TickerEvent], recv_ns: int) -> None:
         for event in events:

@@ -14,14 +14,16 @@ Answers are cached (``cachetools.TTLCache``, a day, 10,000 products): a product 
 reconnect, asks nothing again. A lookup that fails (network, HTTP error, a page that is not the product)
 is counted and logged; the product is subscribed all the same and looked up again on the next subscribe
 or reconnect. Requests go at most ``parallel`` at a time, within Coinbase's 10 requests a second per IP
-for public endpoints ("Advanced Trade API Rate Limits").
+for public endpoints ("Advanced Trade API Rate Limits"); with the REST history on (``share``), through
+its session and its host limiter, so every request to the host counts against one budget.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import aiohttp
@@ -30,6 +32,9 @@ import msgspec
 
 from engine.feeds.base import FeedCounters
 from engine.feeds.pacing import describe_failure, read_at_most
+
+if TYPE_CHECKING:
+    from engine.backfill.limiter import RateLimiter
 
 log = logging.getLogger("tickdeck.feeds")
 
@@ -59,6 +64,12 @@ class ProductAliases:
         self.failures = 0
         self._gate = asyncio.Semaphore(parallel)
         self._session: aiohttp.ClientSession | None = None
+        self._shared: Callable[[], aiohttp.ClientSession] | None = None
+        self._limiter: RateLimiter | None = None
+
+    def share(self, session: Callable[[], aiohttp.ClientSession], limiter: RateLimiter) -> None:
+        """Ask through the REST history's session and host limiter (one of each for the service)."""
+        self._shared, self._limiter = session, limiter
 
     def canonical(self, product: str) -> str:
         return self.cache.get(product, product)
@@ -77,19 +88,36 @@ class ProductAliases:
     async def _lookup(self, product: str) -> None:
         url = self.rest_url + PRODUCT_PATH + quote(product, safe="")
         async with self._gate:
-            if self._session is None:
-                self._session = aiohttp.ClientSession(headers={"Accept": "application/json"})
+            if self._shared is not None:
+                session = self._shared()
+            else:
+                if self._session is None:
+                    self._session = aiohttp.ClientSession(headers={"Accept": "application/json"})
+                session = self._session
+            if self._limiter is not None:
+                from engine.backfill.limiter import Throttled
+
+                try:
+                    await self._limiter.acquire(1)
+                except Throttled as exc:
+                    self._failed(product, str(exc))
+                    return
             self.requests += 1
+            status: int | None = None
+            headers: Any = None
             try:
-                async with self._session.get(url, timeout=aiohttp.ClientTimeout(total=self.timeout)) as resp:
+                async with session.get(url, timeout=aiohttp.ClientTimeout(total=self.timeout)) as resp:
+                    status, headers = resp.status, resp.headers
                     body = await read_at_most(resp.content, MAX_ANSWER_BYTES)
-                    status = resp.status
             except asyncio.CancelledError:
                 raise
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                 self._failed(product, describe_failure(exc, url, self.timeout))
                 return
-        if status != 200 or body is None:
+            finally:
+                if self._limiter is not None:
+                    self._limiter.release(1, status, headers)
+        if status != 200 or body is None:  # (a 429 paused the shared limiter: the next lookup waits)
             self._failed(product, f"HTTP {status}" if body is not None else "answer too large")
             return
         try:

@@ -27,6 +27,11 @@ attempt (after the backoff) starts a new handshake. Handshake requests pay like 
 
 Answers are read up to a size cap and decoded by ``engine.feeds.yahoo_answer``.
 
+With a history loader (``engine.backfill``; this feed's side is ``engine.feeds.yahoo_history``), each
+symbol's past comes from the chart endpoint through this feed's session, its quotes held while it loads
+and meeting it by time; a symbol that was stale across a bar's close has the bars it missed refilled
+from the chart when its quotes come back.
+
 ``stream`` is the poller itself, not a background task: while the consumer holds a batch no request is
 made, and cancelling the stream ends all polling (the session and the streamer close with it).
 """
@@ -35,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import math
 import time
@@ -44,10 +50,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import cachetools
-import numpy as np
 
 from engine.feeds.backoff import Backoff
-from engine.feeds.base import Feed, FeedStatus, State
+from engine.feeds.base import Feed, FeedItem, FeedStatus, State
 from engine.feeds.batching import TickBatcher
 from engine.feeds.pacing import Clock, RequestBudget, Sleep, TokenBucket, retry_after
 from engine.feeds.yahoo_answer import (
@@ -55,11 +60,12 @@ from engine.feeds.yahoo_answer import (
     MAX_QUOTE_BYTES,
     Quote,
     YahooCounters,
-    YahooQuote,
+    quote_of,
     read_quotes,
 )
 from engine.feeds.yahoo_answer import error_text as _error_text
 from engine.feeds.yahoo_auth import Handshake
+from engine.feeds.yahoo_history import YahooHistoryHooks
 from engine.feeds.yahoo_http import Answer, RequestFailed, YahooSession
 from engine.feeds.yahoo_stream import Pricing, YahooStream
 from engine.ticks import SymbolTable, SymbolTableFull
@@ -73,7 +79,6 @@ QUOTE_PATH = "/v7/finance/quote"
 CRUMB_PATH = "/v1/test/getcrumb"
 ACCEPT_JSON = "application/json"
 STREAM_HOLD_S = 60.0  # a symbol the streamer pushed is not polled again before this
-_MAX_TIME_S = (2**63 - 1) // 1_000_000_000  # a later regularMarketTime does not fit a tick's int64 ns
 
 
 # --- text for the user -----------------------------------------------------------------------------
@@ -87,7 +92,7 @@ def _names(symbols: list[str], shown: int = 5) -> str:
 
 
 # --- the feed --------------------------------------------------------------------------------------
-class YahooFeed(Feed):
+class YahooFeed(YahooHistoryHooks, Feed):
     name = "yahoo"
     counters: YahooCounters
 
@@ -144,6 +149,7 @@ class YahooFeed(Feed):
         self._auth_lock = asyncio.Lock()  # concurrent requests share one handshake
         self._affected: list[str] = []  # the symbols a handshake in progress is for
         self._closed = False
+        self.history = None
 
     # --- public --------------------------------------------------------------------------------
     def universe(self) -> tuple[str, ...]:
@@ -153,6 +159,7 @@ class YahooFeed(Feed):
         new = [s for s in dict.fromkeys(symbols) if s not in self.wanted]
         self.wanted += new
         if new:
+            self._load_history(new)
             self._wake.set()
             if self.streamer is not None:
                 await self.streamer.subscribe(new)
@@ -163,6 +170,8 @@ class YahooFeed(Feed):
         for name in gone:
             for table in (self._next_at, self._last, self._volume, self.stale):
                 table.pop(name, None)
+            if self.history is not None:
+                self.history.stop(name)
         if self._state == "stale" and not self.stale:
             self._emit("live", str(self.budget))
         self._wake.set()
@@ -200,12 +209,13 @@ class YahooFeed(Feed):
             self._crumb = None  # its cookie went with the session
 
     # --- the poller ----------------------------------------------------------------------------
-    async def stream(self) -> AsyncGenerator[np.ndarray | FeedStatus, None]:
+    async def stream(self) -> AsyncGenerator[FeedItem, None]:
         self._closed = False
         yield FeedStatus(self.name, "connecting")  # state stays: quote() may have made the feed live
         if self.streamer is not None and self._stream_task is None:
             self._stream_task = asyncio.get_running_loop().create_task(self._follow_stream(),
                                                                        name="yahoo-stream")
+        self._load_history(self.wanted)
         try:
             while True:
                 self._wake.clear()
@@ -229,6 +239,8 @@ class YahooFeed(Feed):
                     if batches and self._state == "live" and self._reason != str(self.budget):
                         self._emit("live", str(self.budget))  # the budget left, after this poll
         finally:
+            if self.history is not None:
+                await self.history.aclose()
             await self.close()
 
     def _wait_s(self) -> float:
@@ -256,7 +268,10 @@ class YahooFeed(Feed):
             for waiter in waiters:
                 waiter.cancel()
 
-    def _drain(self) -> Iterable[np.ndarray | FeedStatus]:
+    def _drain(self) -> Iterable[FeedItem]:
+        if self.history is not None:  # what it finished (it took the ticks received before it first)
+            for item in self.history.take():
+                yield dataclasses.replace(item, state=self._state) if isinstance(item, FeedStatus) else item
         while self._events:
             yield self._events.popleft()
         if (batch := self.batcher.flush()) is not None:
@@ -420,23 +435,9 @@ class YahooFeed(Feed):
         """Turn one answer into ticks; '' when usable, else why not (already counted)."""
         why, quotes = read_quotes(body, batch, self.counters.bad_message)
         for name, q in quotes:
-            self._take(name, q, recv_ns)
+            if (quote := quote_of(name, q, recv_ns, self.counters.bad_message)) is not None:
+                self._quote(quote)
         return why
-
-    def _take(self, name: str, q: YahooQuote, recv_ns: int) -> None:
-        bad = self.counters.bad_message
-        price, t, volume = q.regular_market_price, q.regular_market_time, q.regular_market_volume
-        if price is None or not 0.0 < price < math.inf:
-            bad("bad price", q)
-            return
-        if t is None or not 0 < t < _MAX_TIME_S:
-            bad("bad time", q)
-            return
-        if volume is not None and not 0.0 <= volume < math.inf:
-            bad("bad volume", q)
-            return
-        ts = t * 1_000_000_000 if isinstance(t, int) else round(t * 1e9)
-        self._quote(Quote(name, price, ts, volume, q.currency, recv_ns))
 
     def _quote(self, quote: Quote) -> None:
         """A good quote, polled or pushed: the cache, and a tick when its time or price is new."""
@@ -461,8 +462,17 @@ class YahooFeed(Feed):
         if volume is not None:
             size = volume - base if base is not None and volume >= base else 0.0
             self._volume[name] = volume
-        self.batcher.add(slot, ts, quote.received_ns, price, size)
+        tick = (slot, ts, quote.received_ns, price, size, 0, -1)
+        history = self.history
         self._last[name] = (ts, price)
+        if history is not None:
+            # after an outage (the symbol was stale): the bars it missed are refilled first
+            if (history.holding(slot) or (name in self.stale and last is not None
+                                          and history.resume(slot, last[0], ts))):
+                history.hold(slot, -1, ts, tick)  # counted as a tick when it is let go
+                return
+            history.passing(slot, tick)
+        self.batcher.add(*tick)
         self.counters.ticks += 1
 
     # --- the streamer --------------------------------------------------------------------------

@@ -9,6 +9,7 @@ good quotes into ticks.
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -116,6 +117,26 @@ class Quote(msgspec.Struct, frozen=True):
     volume: float | None
     currency: str | None
     received_ns: int
+
+
+_MAX_TIME_S = (2**63 - 1) // 1_000_000_000  # a later regularMarketTime does not fit a tick's int64 ns
+
+
+def quote_of(name: str, q: YahooQuote, recv_ns: int, bad: Bad) -> Quote | None:
+    """The quote an answer's entry gives ``name``, or None when its price, time or volume cannot be
+    used (counted by ``bad``)."""
+    price, t, volume = q.regular_market_price, q.regular_market_time, q.regular_market_volume
+    if price is None or not 0.0 < price < math.inf:
+        bad("bad price", q)
+        return None
+    if t is None or not 0 < t < _MAX_TIME_S:
+        bad("bad time", q)
+        return None
+    if volume is not None and not 0.0 <= volume < math.inf:
+        bad("bad volume", q)
+        return None
+    ts = t * 1_000_000_000 if isinstance(t, int) else round(t * 1e9)
+    return Quote(name, price, ts, volume, q.currency, recv_ns)
 
 
 class YahooCounters(FeedCounters):

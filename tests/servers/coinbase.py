@@ -105,11 +105,15 @@ class CoinbaseServer:
         self.url = f"ws://127.0.0.1:{port}"
         app = web.Application()
         app.router.add_get("/api/v3/brokerage/market/products/{product_id}", self._product)
+        self.routes(app)
         self._runner = web.AppRunner(app, shutdown_timeout=1.0)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", 0).start()
         self.rest_url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
         return self
+
+    def routes(self, app: web.Application) -> None:
+        """More REST endpoints on the product endpoint's port (history: tests/servers/coinbase_history)."""
 
     async def __aexit__(self, *exc: object) -> None:
         for task in list(self._tasks):

@@ -189,6 +189,7 @@ class YahooServer:
         api = web.Application()
         api.router.add_get("/v7/finance/quote", self._quote)
         api.router.add_get("/v1/test/getcrumb", self._crumb)
+        self.routes(api)
         cookies = web.Application()  # fc.yahoo.com: whatever the path, a 404 and a cookie
         cookies.router.add_get("/{tail:.*}", self._cookie)
         consent = web.Application()  # guce.yahoo.com and consent.yahoo.com
@@ -201,6 +202,21 @@ class YahooServer:
         self.cookie_url = await self._serve(cookies)
         self.consent_url = await self._serve(consent)
         return self.url
+
+    def routes(self, api: web.Application) -> None:
+        """More endpoints on the API's port (the chart history: tests/servers/yahoo_chart)."""
+
+    def authorized(self, request: web.Request) -> web.Response | None:
+        """The answer to a request without a browser's look, the cookie or the crumb issued for it; None
+        when it has them (what the quote endpoint checks, for other endpoints)."""
+        if (refused := self._browser(request)) is not None:
+            return refused
+        cookie, crumb = _raw_cookie(request, "A3"), request.query.get("crumb")
+        if crumb is None or cookie not in self.cookies or self.crumbs.get(cookie) != crumb:
+            body = (UNAUTHORIZED if crumb is None else INVALID_COOKIE if cookie not in self.cookies
+                    else INVALID_CRUMB)
+            return web.Response(status=401, body=body, content_type="application/json")
+        return None
 
     async def _serve(self, app: web.Application) -> str:
         runner = web.AppRunner(app, shutdown_timeout=1.0)

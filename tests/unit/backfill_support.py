@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -134,7 +134,9 @@ class Run:
 async def running(server: BinanceHistoryServer, names: tuple[str, ...], *, bars: int = 300,
                   refills: bool = True, store: BarStore | None = None,
                   limiter: WeightLimiter | None = None, retry_at_once: bool = False,
-                  stream: str = "trade") -> AsyncIterator[Run]:
+                  stream: str = "trade", retry_backoff: Backoff | None = None,
+                  retry_sleep: Callable[[float], Coroutine[None, None, None]] = asyncio.sleep,
+                  ) -> AsyncIterator[Run]:
     e = engine(names)
     feed = BinanceFeed(e.symbols, server.url, names, backoff=Backoff(0.01, 0.02, rng=random.Random(3)),
                        stream=stream)
@@ -148,7 +150,8 @@ async def running(server: BinanceHistoryServer, names: tuple[str, ...], *, bars:
     source = BinanceHistory(server.rest_url, feed.counters, limiter=limiter,
                             sleep=no_wait if retry_at_once else asyncio.sleep)
     feed.use_history(HistoryLoader("binance", e.symbols, feed.counters, feed.sequencer, BAR_NS, bars, source,
-                                   store, refills=refills, by_id=stream == "trade", clock=clock))
+                                   store, refills=refills, by_id=stream == "trade", clock=clock,
+                                   backoff=retry_backoff, sleep=retry_sleep))
     run = Run(feed, e, clock)
     run.task = asyncio.get_running_loop().create_task(run.consume())
     try:

@@ -1,9 +1,11 @@
-"""Fuzz Binance's REST history answers: pages of klines and of aggregate trades, valid rows mutated and
-arbitrary JSON. The only outcomes allowed are bars and trades that are well formed (on the grid, in the
-range, ascending, prices positive and finite) and bad rows counted per reason, never an exception."""
+"""Fuzz the REST history answers: Binance's pages of klines and of aggregate trades, Coinbase's pages of
+candles and of market trades, Yahoo's chart answers; valid rows mutated and arbitrary JSON. The only
+outcomes allowed are bars and trades that are well formed (on the grid, in the range, ascending, prices
+positive and finite) and bad rows counted per reason, never an exception."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -11,6 +13,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from engine.backfill.binance import BinanceHistory
+from engine.backfill.coinbase import CoinbaseHistory
+from engine.backfill.yahoo import YahooHistory
 from engine.feeds.base import FeedCounters
 from tests.fuzz_settings import fuzz, json_values, mutated, tried
 
@@ -22,8 +26,6 @@ AGG = {"a": 26129, "p": "0.01633102", "q": "4.70443515", "f": 27781, "l": 27783,
 
 
 def _pages(template: list | dict) -> st.SearchStrategy[list]:  # type: ignore[type-arg]
-    import json
-
     row = st.one_of(st.just(template), mutated({"row": template}).map(lambda s: json.loads(s).get("row")),
                     json_values)
     return st.lists(row, max_size=6)
@@ -68,3 +70,80 @@ def test_ids_and_counts_beyond_int64_are_bad_rows_not_a_crash() -> None:
     trades = src._aggs([{**AGG, "a": 2**63}, {**AGG, "a": 26130, "l": 2**64}], -1, -1, START)
     assert len(bars) == len(trades) == 0
     assert src.counters.rest_bad == {"bad bar": 1, "bad trade": 2}
+
+
+# --- Coinbase: candles and market trades ------------------------------------------------------------
+CANDLE = {"start": str(START // 1000), "low": "10.0", "high": "11.0", "open": "10.5", "close": "10.75",
+          "volume": "3.25"}
+CB_TRADE = {"trade_id": "995098663", "product_id": "BTC-USD", "price": "68923.67", "size": "0.00064",
+            "time": "2026-04-07T00:28:58.544778Z", "side": "SELL", "bid": "", "ask": "",
+            "exchange": "coinbase"}
+
+
+def coinbase() -> CoinbaseHistory:
+    return CoinbaseHistory("http://127.0.0.1:9", FeedCounters("coinbase"))
+
+
+@fuzz(400)
+@given(rows=_pages(CANDLE), newest=st.sampled_from([-1, START // 1000, START // 1000 - 60]))
+def test_fuzz_coinbase_candle_pages(rows: list, newest: int) -> None:  # type: ignore[type-arg]
+    tried("test_fuzz_coinbase_candle_pages")
+    start, end = START // 1000, START // 1000 + 600
+    bars, last = coinbase().candles(rows, start, end, 60, newest)
+    t = bars["t"] // 1_000_000_000
+    assert np.all((t >= start) & (t < end) & (t % 60 == 0) & (t > newest))
+    assert np.all(np.diff(t) > 0) and last >= newest
+    for name in ("open", "high", "low", "close"):
+        assert np.all((bars[name] > 0) & (bars[name] < math.inf))
+    assert np.all(bars["low"] <= bars["high"]) and np.all(bars["volume"] > 0)
+
+
+@fuzz(400)
+@given(rows=_pages(CB_TRADE))
+def test_fuzz_coinbase_market_trade_pages(rows: list) -> None:  # type: ignore[type-arg]
+    tried("test_fuzz_coinbase_market_trade_pages")
+    trades = coinbase().market_trades(rows, ("BTC-USD",))
+    for tid, (ts, price, size, side) in trades.items():
+        assert 0 <= tid < 2**63 and 0 <= ts < 2**63 and 0 < price < math.inf and 0 <= size < math.inf
+        assert side in (-1, 0, 1)
+
+
+# --- Yahoo: chart answers ---------------------------------------------------------------------------
+T = START // 1000
+CHART = {"result": [{"meta": {"currency": "USD", "symbol": "AAPL", "exchangeTimezoneName": "America/New_York",
+                              "tradingPeriods": [[{"timezone": "EST", "start": T, "end": T + 600,
+                                                   "gmtoffset": -18000}]]},
+                     "timestamp": [T, T + 60, T + 120],
+                     "indicators": {"quote": [{"open": [10.5, None, 10.7], "high": [11.0, None, 10.9],
+                                               "low": [10.0, None, 10.6], "close": [10.75, None, 10.8],
+                                               "volume": [300, None, 0]}]}}],
+         "error": None}
+
+
+@fuzz(400)
+@given(chart=st.one_of(st.just(CHART), mutated(CHART).map(json.loads), json_values),
+       step=st.sampled_from([60, 86_400]), newest=st.sampled_from([-1, T]))
+def test_fuzz_yahoo_chart_answers(chart: object, step: int, newest: int) -> None:
+    tried("test_fuzz_yahoo_chart_answers")
+    source = YahooHistory("http://127.0.0.1:9", _no_fetch, FeedCounters("yahoo"))
+    start, end = T - 86_400, T + 600
+    bars, last = source.chart_bars(chart, "AAPL", start, end, step, newest)
+    t = bars["t"] // 1_000_000_000
+    assert np.all((t >= start) & (t < end) & (t % step == 0) & (t > newest))
+    assert np.all(np.diff(t) > 0) and last >= newest
+    for name in ("open", "high", "low", "close"):
+        assert np.all((bars[name] > 0) & (bars[name] < math.inf))
+    assert np.all(bars["low"] <= bars["high"]) and np.all(bars["volume"] >= 0)
+
+
+async def _no_fetch(url: str, params: dict[str, str], limit: int) -> str:
+    return "no requests in a fuzz test"
+
+
+def test_a_yahoo_chart_with_times_or_volumes_past_what_fits_is_bad_rows_not_a_crash() -> None:
+    source = YahooHistory("http://127.0.0.1:9", _no_fetch, FeedCounters("yahoo"))
+    chart = json.loads(json.dumps(CHART))
+    chart["result"][0]["timestamp"] = [2**64, T + 60, T + 120]
+    chart["result"][0]["indicators"]["quote"][0]["volume"] = [300, None, 10**400]
+    bars, _ = source.chart_bars(chart, "AAPL", T, T + 600, 60, -1)
+    assert len(bars) == 0 and source.counters.rest_bad == {"bad row": 2}
