@@ -195,7 +195,7 @@ async def test_a_note_on_some_symbols_never_hides_the_whole_feeds_trouble(config
     app = build_app(config)
     async with app.run_test(size=SIZE) as pilot:
         header = app.header
-        await wait_for(pilot, lambda: header.state == "live", "the sim live")  # the sim's own status, before ours
+        await wait_for(pilot, lambda: header.state == "live", "the sim's own status, before ours")
         note = FeedStatus("sim", "live", "AAPL: no history (refused)", symbols=("AAPL",))
         app.on_feed_status_changed(FeedStatusChanged(FeedStatus("sim", "reconnecting", "dropped", 3.0)))
         app.on_feed_status_changed(FeedStatusChanged(note))
