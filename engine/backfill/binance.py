@@ -84,7 +84,8 @@ class BinanceHistory(HistorySource):
                                      final=True)
         return max(fits) * MS
 
-    async def bars(self, symbol: str, start_ns: int, end_ns: int, interval_ns: int) -> np.ndarray:
+    async def bars(self, symbol: str, start_ns: int, end_ns: int, interval_ns: int, *,
+                   older: bool = False) -> np.ndarray:
         step = self.bar_interval(interval_ns) // MS
         name = next(k for k, v in KLINE_MS.items() if v == step)
         cursor = -(-start_ns // MS // step) * step  # the first kline opening at or after start
@@ -98,7 +99,7 @@ class BinanceHistory(HistorySource):
                                                       "endTime": end - 1, "limit": ROWS}, KLINES_WEIGHT)
             bars, last = self._klines(rows, cursor, end, step, newest)
             if last < 0:  # nothing usable: an empty range, or every row bad (counted)
-                if not rows and page == 0:
+                if not rows and page == 0 and not older:
                     self.counters.bad_answer("empty range", f"{symbol} klines {cursor}..{end} ms: []")
                 break
             pages.append(bars)

@@ -112,7 +112,8 @@ class CoinbaseHistory(HistorySource):
                 f"Coinbase has no candle granularity that divides {interval_ns / NS:g} s", final=True)
         return max(fits) * NS
 
-    async def bars(self, symbol: str, start_ns: int, end_ns: int, interval_ns: int) -> np.ndarray:
+    async def bars(self, symbol: str, start_ns: int, end_ns: int, interval_ns: int, *,
+                   older: bool = False) -> np.ndarray:
         step = self.bar_interval(interval_ns) // NS
         product = await self._product(symbol)
         cursor = -(-start_ns // NS // step) * step  # the first bucket opening at or after start
@@ -130,7 +131,8 @@ class CoinbaseHistory(HistorySource):
                 pages.append(bars)
             cursor += CANDLES * step
         if not pages:
-            self.counters.bad_answer("empty range", f"{symbol} candles {start_ns // NS}..{end} s: none")
+            if not older:
+                self.counters.bad_answer("empty range", f"{symbol} candles {start_ns // NS}..{end} s: none")
             return make_bars(0)
         return np.concatenate(pages)
 

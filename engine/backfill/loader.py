@@ -68,6 +68,11 @@ GAP_TRIES = 5  # fetches that try to close a seam before the missing trades are 
 GAP_WAIT_S = 0.2  # waited before each further try, times the try's number
 HELD = -2  # ``check``: the trade is held; the caller passes it to ``hold``
 RETRIES = 4  # tries after the first for history that failed at start (each after the feed's backoff)
+REACH_BACK = 3
+"""Further, older windows asked for a symbol whose span held fewer bars than wanted: the engine makes no
+bar for an interval without a trade, so a quiet symbol's ``bars`` intervals hold fewer bars. Each window
+is sized by the density seen so far (at most ``REACH_WIDEST`` spans); an empty one ends the reach."""
+REACH_WIDEST = 8
 
 
 class BarStore(Protocol):
@@ -300,6 +305,7 @@ class HistoryLoader:
                         since = start
                         if start < forming:
                             parts.append(await self._closed_bars(sym.name, start, forming))
+                        await self._reach_back(sym.name, parts, forming, forming - span)
                         if self.by_id:
                             trades, seam = await self._since(sym, forming)
                 finally:
@@ -386,6 +392,38 @@ class HistoryLoader:
             self._note(sym, "history loaded", f"try {sym.tries + 1}")
         else:
             self.counters.refills += 1
+
+    async def _reach_back(self, name: str, parts: list[np.ndarray], forming: int, asked: int) -> None:
+        """Older bars in front of ``parts`` (ascending, stored and fetched; ``asked``: the start of the
+        window asked for) until they hold ``bars`` engine bars, or ``REACH_BACK`` windows were asked for.
+
+        Only while the symbol traded before the window: when its first bar comes later after the
+        window's start than any gap between its bars, that is where its history begins (a listing),
+        and nothing older is asked for. A window the service refuses (Yahoo's oldest intraday bars) or
+        answers empty ends the reach; what is there is kept."""
+        assert self.source is not None
+        step = self.interval_ns
+        for _ in range(REACH_BACK):
+            opens = np.unique(np.concatenate([p["t"] - p["t"] % step for p in parts])) if parts else []
+            have = len(opens)
+            if not have or have >= self.bars:
+                return
+            earliest = int(opens[0])
+            widest = max(int(np.diff(opens).max()) if have > 1 else step, step)
+            if earliest - asked > widest:
+                return
+            density = have / max(1, (forming - earliest) // step)  # engine bars per interval so far
+            widest_window = REACH_WIDEST * max(1, (forming - asked) // step)
+            width = min(int((self.bars - have) / density) + 1, widest_window)
+            asked = earliest - width * step
+            try:
+                older = await self.source.bars(name, asked, earliest, step, older=True)
+            except HistoryUnavailable:
+                return
+            older = older[older["t"] < earliest]
+            if not len(older):
+                return
+            parts.insert(0, older)
 
     async def _closed_bars(self, name: str, start: int, end: int) -> np.ndarray:
         """Closed bars in ``[start, end)``, from the cache as far as it reaches, the rest fetched."""

@@ -63,11 +63,13 @@ class HistorySource(abc.ABC):
         into the engine's); ``HistoryUnavailable`` when none does."""
 
     @abc.abstractmethod
-    async def bars(self, symbol: str, start_ns: int, end_ns: int, interval_ns: int) -> np.ndarray:
+    async def bars(self, symbol: str, start_ns: int, end_ns: int, interval_ns: int, *,
+                   older: bool = False) -> np.ndarray:
         """Closed bars of ``symbol`` (``BAR_DTYPE``, ``sym`` = -1) opening in ``[start_ns, end_ns)`` at
         ``bar_interval(interval_ns)``, ascending, no duplicates, bars without trades left out (the
         engine makes no bar for an interval without a trade, so neither may history); paged within
-        ``max_bars``."""
+        ``max_bars``. An empty answer is counted as a bad one ("empty range"), unless ``older``: a
+        window asked for beyond what the service may hold (before a symbol was listed) may be empty."""
 
     @abc.abstractmethod
     async def trades(self, symbol: str, *, start_ns: int | None = None, after: int | None = None,

@@ -100,7 +100,8 @@ class YahooHistory(HistorySource):
             span = min(span, (age - AGE_MARGIN_S) * NS)
         return -(-span // interval_ns) * interval_ns
 
-    async def bars(self, symbol: str, start_ns: int, end_ns: int, interval_ns: int) -> np.ndarray:
+    async def bars(self, symbol: str, start_ns: int, end_ns: int, interval_ns: int, *,
+                   older: bool = False) -> np.ndarray:
         step = self.bar_interval(interval_ns) // NS
         start, end = -(-start_ns // NS), -(-end_ns // NS)
         if (age := MAX_AGE_S.get(step)) is not None:
@@ -117,7 +118,8 @@ class YahooHistory(HistorySource):
             if len(bars):
                 pages.append(bars)
         if not pages:
-            self.counters.bad_answer("empty range", f"{symbol} chart {start}..{end} s: no bars")
+            if not older:
+                self.counters.bad_answer("empty range", f"{symbol} chart {start}..{end} s: no bars")
             return make_bars(0)
         return np.concatenate(pages)
 
