@@ -404,7 +404,8 @@ class HistoryLoader:
         assert self.source is not None
         step = self.interval_ns
         for _ in range(REACH_BACK):
-            opens = np.unique(np.concatenate([p["t"] - p["t"] % step for p in parts])) if parts else []
+            starts = [p["t"] - p["t"] % step for p in parts] or [np.empty(0, np.int64)]
+            opens = np.unique(np.concatenate(starts))
             have = len(opens)
             if not have or have >= self.bars:
                 return
