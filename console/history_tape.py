@@ -185,6 +185,7 @@ class RestHistory:
         self.gate: asyncio.Event | None = None
         self.lag = 0  # aggTrades answers leave out this many newest trades per symbol ...
         self.lagged = 0  # ... for this many answers
+        self.lag_symbol = ""  # ... of this symbol only ("": any; the first answers, whichever symbol)
         self.used = 0
         self.limited = 0  # 429s answered in this window
         self.banned_until = 0.0
@@ -292,7 +293,7 @@ class RestHistory:
                 raise ValueError(-1120, "Invalid interval.")
             return self.tape.klines(symbol, step, start, end, limit, self.now_ms())
         hide = 0
-        if self.lagged > 0:
+        if self.lagged > 0 and self.lag_symbol in ("", symbol):
             self.lagged -= 1
             hide = self.lag
         return self.tape.agg_trades(symbol, from_id, start, end, limit, hide)

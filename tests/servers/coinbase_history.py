@@ -65,6 +65,7 @@ class CoinbaseHistoryServer(CoinbaseServer):
         self.gate: asyncio.Event | None = None
         self.lag = 0  # ticker answers leave out this many newest trades ...
         self.lagged = 0  # ... for this many answers
+        self.lag_product = ""  # ... of this product only ("": any; the first answers, whichever product)
         self.limited = 0  # 429s answered for the rate
         self._arrivals: deque[float] = deque()
 
@@ -209,7 +210,7 @@ class CoinbaseHistoryServer(CoinbaseServer):
             return self._rest_error("ticker", product, query, 500, "INTERNAL", "internal error")
         book = self.aliases.get(product, product)
         trades = self.history[book]
-        if self.lagged > 0:
+        if self.lagged > 0 and self.lag_product in ("", book):
             self.lagged -= 1
             trades = trades[: max(0, len(trades) - self.lag)]
         inside = [t for t in trades if start <= self.trade_ns[(book, int(t["trade_id"]))] < end]

@@ -30,7 +30,9 @@ async def test_history_and_live_trades_meet_by_trade_id_exactly() -> None:
         for off in (1_000, 2_000, 3_000):  # made before anyone listens: history must have them
             await trade(server, "BTCUSDT", F + off, price=f"{110 + off / 1000:.2f}")
         server.rest.gate = asyncio.Event()  # the history waits while live trades come and are held
-        server.rest.lag, server.rest.lagged = 4, 1  # and its first answer lacks the newest 4 trades
+        # and its first answer for BTCUSDT lacks the newest 4 trades (named: the two symbols' first
+        # answers come in either order)
+        server.rest.lag, server.rest.lagged, server.rest.lag_symbol = 4, 1, "BTCUSDT"
         async with running(server, NAMES) as run:
             await server.wait_subscribed("btcusdt@trade", "ethusdt@trade")
             server.dropping.add("BTCUSDT")  # an aggregate whose first trade the stream did not carry ...

@@ -27,7 +27,9 @@ async def test_history_and_live_trades_meet_by_trade_id_exactly() -> None:
         for off in (1_000, 2_000, 3_000):  # made before anyone listens: history must have them
             await server.trade("BTC-USD", f"{110 + off / 1000:.2f}", "0.5", "SELL", at_ns=F + off * MS)
         server.gate = asyncio.Event()  # the history waits while live trades come and are held
-        server.lag, server.lagged = 4, 1  # and its first trades answer lacks the newest 4 trades
+        # and its first trades answer for BTC-USD lacks the newest 4 trades (named: the two products'
+        # first answers come in either order)
+        server.lag, server.lagged, server.lag_product = 4, 1, "BTC-USD"
         async with running(server, NAMES) as run:
             await server.until(lambda: server.subscribed("market_trades", "BTC-USD")
                                and server.subscribed("market_trades", "ETH-USD"))
