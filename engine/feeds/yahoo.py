@@ -421,7 +421,8 @@ class YahooFeed(YahooHistoryHooks, Feed):
     def _succeed(self, batch: list[str]) -> None:
         next_at = self._clock() + self.interval  # after the cache insertions: never before expiry
         for s in batch:
-            self._next_at[s] = next_at
+            # never closer: a price pushed while this poll was in flight put the symbol's next poll away
+            self._next_at[s] = max(next_at, self._next_at.get(s, 0.0))
             self.stale.pop(s, None)
         self._ever_live = True
         if not self.stale and self._state != "live":

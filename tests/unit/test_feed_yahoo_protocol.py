@@ -203,6 +203,29 @@ async def test_streamed_prices_are_ticks_and_a_streamed_symbol_is_not_polled() -
         assert feed.streamer.counters.bad_total == 0 and feed.counters.bad_total == 0
 
 
+async def test_a_poll_in_flight_when_a_price_is_pushed_does_not_bring_the_symbol_back_to_polling() -> None:
+    """The answer to a poll sent before the push must not move the pushed symbol's next poll closer."""
+    async with YahooServer(two_symbols(400)) as server, YahooStreamer() as streamer:
+        feed = make_feed(server, ["AAPL", "MSFT"], stream_url=streamer.url)
+        running = Running(feed)
+        try:
+            await streamer.until(lambda: streamer.subscribed("AAPL"))
+            await running.until(lambda: server.requested("AAPL") >= 1)
+            sent = len(server.requests)
+            server.stall(0.3)  # the next poll (both symbols) is answered after the push
+            await running.until(lambda: len(server.requests) > sent)
+            assert "AAPL" in server.requests[sent]
+            await streamer.push("AAPL", 178.1, (T0 + 1000) * 1000 + 250)
+            pushed = ("AAPL", (T0 + 1000) * SEC + 250_000_000, 178.1)
+            await running.until(lambda: pushed in [t[:3] for t in ticks(feed, running.items, 0)])
+            polled = server.requested("AAPL")
+            msft = server.requested("MSFT")
+            await running.until(lambda: server.requested("MSFT") >= msft + 5)
+            assert server.requested("AAPL") == polled
+        finally:
+            await running.stop()
+
+
 async def test_the_streamer_subscribes_again_every_interval() -> None:
     async with YahooServer(two_symbols(2)) as server, YahooStreamer() as streamer:
         feed = make_feed(server, ["AAPL"], stream_url=streamer.url, interval=5.0)
