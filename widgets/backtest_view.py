@@ -105,6 +105,11 @@ class BacktestScreen(ModalScreen[None]):
     }
     """
 
+    AUTO_FOCUS = "#backtest-scroll"
+    """The table has the keyboard from the start: ↑ ↓ ← → (and pgup pgdn home end) scroll it at once,
+    which matters at 80 columns, where the last columns are off screen (the app focuses nothing by
+    itself: ``App.AUTO_FOCUS`` is None)."""
+
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "close", "Close backtest")]
 
     def __init__(self, symbol: str, report: Report, left_out: int = 0) -> None:
@@ -117,8 +122,8 @@ class BacktestScreen(ModalScreen[None]):
         box_ = Vertical()
         box_.border_title = f"Backtest: {self.symbol}"
         left_out = f"{self.left_out:,} bar(s) left out (time not after an earlier one's); "
-        box_.border_subtitle = f"{left_out if self.left_out else ''}esc to close"
-        with box_, ScrollableContainer():
+        box_.border_subtitle = f"{left_out if self.left_out else ''}↑ ↓ ← → scroll · esc to close"
+        with box_, ScrollableContainer(id="backtest-scroll"):
             yield Static(report_table(self.report, self.symbol), id="backtest-table")
 
     def action_close(self) -> None:

@@ -65,6 +65,10 @@ class HelpScreen(ModalScreen[None]):
     }
     """
 
+    AUTO_FOCUS = "#help-scroll"
+    """The list has the keyboard from the start, so ↑ ↓ pgup pgdn home end scroll it at once (the app
+    focuses nothing by itself: ``App.AUTO_FOCUS`` is None)."""
+
     BINDINGS = [
         Binding("escape", "close", "Close help"),
         Binding("question_mark", "close", "Close help", show=False),
@@ -75,9 +79,9 @@ class HelpScreen(ModalScreen[None]):
         self._rows = binding_rows(bindings)
 
     def compose(self) -> ComposeResult:
-        box = VerticalScroll()  # taller than 24 rows: ↑ ↓ scroll it
+        box = VerticalScroll(id="help-scroll")  # taller than 24 rows: it scrolls
         box.border_title = "Keys"
-        box.border_subtitle = "↑ ↓ scroll · esc to close"
+        box.border_subtitle = "↑ ↓ pgup pgdn home end scroll · esc to close"
         with box:
             yield Static(render_help(self._rows), id="help-keys")
 
