@@ -380,7 +380,8 @@ class TickdeckApp(WatchlistEditing, App[int]):
         for binding in self.key_bindings():
             title = binding.description
             if binding.action == "help":
-                pass  # on every screen, as its key works on every screen
+                if isinstance(screen, HelpScreen):
+                    continue  # open already
             elif not main or binding.action in ("quit", "backtest"):
                 continue  # Textual's palette has Quit; "Backtest rules on X" names the symbol
             elif (binding.id or "").startswith("list_"):

@@ -15,6 +15,7 @@ from textual.widgets import Input
 from console.app import TickdeckApp, build_app
 from engine.config import Config
 from tests.functional.support import wait_for
+from widgets.detail import DetailScreen
 from widgets.help_screen import HelpScreen
 
 SIZE = (100, 30)
@@ -89,3 +90,17 @@ async def test_watchlists_are_listed_by_name_and_only_those_that_exist(config: C
         commands.highlighted = main
         await pilot.press("enter")
         await wait_for(pilot, lambda: app.tabs.active == 0, "the switch to Main")
+
+
+async def test_help_from_the_detail_pane_opens_the_help_too(config: Config) -> None:
+    app = build_app(config)
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot, app)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, DetailScreen), "the detail pane")
+        hits = await palette_hits(pilot, app, "help")
+        assert hits[0] == "Help\nkey: ?" and not [h for h in hits if h.startswith("Keys\n")]
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen), "tickdeck's help screen")
+        hits = await palette_hits(pilot, app, "help")  # the help is open: nothing to open again
+        assert not [h for h in hits if h.startswith("Help\n")]
