@@ -28,7 +28,9 @@ variable stays relative to the working directory, as a shell user expects.
 
 Every mistake raises :class:`ConfigError` with one line that names the dotted key and where the value
 came from: unknown sections and keys, wrong types (``ui.fps in /path/config.toml must be an integer,
-got 'fast'``), out-of-range values, unknown indicator names, unreadable or invalid TOML.
+got 'fast'``), out-of-range values, unknown indicator names, unreadable or invalid TOML, and a key of
+``[keys]`` taken by two actions or kept by the console (:mod:`engine.config_keys`; the message names
+both actions, the key and where each was set).
 
 No numpy, numba or pandas here: the console loads its config before drawing its first frame.
 """
