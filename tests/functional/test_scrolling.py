@@ -60,8 +60,13 @@ async def test_backtest_scrolls_sideways_with_right_to_the_mae_column(config: Co
         assert box.max_scroll_x > 0, "the table fits in 80 columns: this test proves nothing"
         assert "MAE20" not in screen_text(app) and "median" not in screen_text(app)
 
-        await pilot.press(*["right"] * box.max_scroll_x)
-        await wait_for(pilot, lambda: box.scroll_x == box.max_scroll_x, "the table's right edge")
+        await pilot.press("right")
+        await wait_for(pilot, lambda: box.scroll_x > 1, "right to move about a column")
+        for _ in range(box.max_scroll_x):
+            if box.scroll_x == box.max_scroll_x:
+                break
+            await pilot.press("right")
+        assert box.scroll_x == box.max_scroll_x
         shown = screen_text(app)
         assert "median" in shown and "MAE20" in shown
         await pilot.press("left")
