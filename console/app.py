@@ -55,7 +55,7 @@ from console.state_saver import QUIT_WAIT_S, StateSaver
 from themes import APP_CSS_PATH, DEFAULT_THEME, THEME_NAMES, next_theme, register_themes
 from widgets.backtest_view import BacktestCommands, BacktestFinished, BacktestScreen
 from widgets.header import HeaderBar, TickRate
-from widgets.help_screen import HelpScreen
+from widgets.help_screen import HelpScreen, key_label
 from widgets.list_tabs import ListTabs
 from widgets.perf_panel import PerfPanel
 from widgets.prompt import PromptBar
@@ -368,14 +368,28 @@ class TickdeckApp(WatchlistEditing, App[int]):
             self.push_screen(HelpScreen([*keys, *extra, palette]))
 
     def get_system_commands(self, screen: Screen[object]) -> Iterable[SystemCommand]:
-        """Every key's action in the command palette, under the name the help screen gives it."""
-        yield from super().get_system_commands(screen)
-        if screen is not self.screen_stack[0]:
-            return
+        """Every key's action in the command palette, under the name the help screen gives it, with its
+        key as the help screen shows it; "Help" opens tickdeck's help (Textual's "Keys" panel lists the
+        focused widget's own keys, not the app's, so it is left out); lists by name, only those that
+        exist."""
+        for command in super().get_system_commands(screen):
+            if command.title != "Keys":
+                yield command
+        main = screen is self.screen_stack[0]
+        names = [wl.name for wl in self.book.lists] if self.book is not None else []
         for binding in self.key_bindings():
-            if binding.action in ("quit", "help", "backtest"):
-                continue  # Textual's palette has Quit and Keys; "Backtest rules on X" names the symbol
-            yield SystemCommand(binding.description, f"key: {binding.key}",
+            title = binding.description
+            if binding.action == "help":
+                if isinstance(screen, HelpScreen):
+                    continue  # open already
+            elif not main or binding.action in ("quit", "backtest"):
+                continue  # Textual's palette has Quit; "Backtest rules on X" names the symbol
+            elif (binding.id or "").startswith("list_"):
+                number = int((binding.id or "")[len("list_"):])
+                if number > len(names):
+                    continue
+                title = f"Watchlist: {names[number - 1]}"
+            yield SystemCommand(title, f"key: {key_label(binding.key)}",
                                 lambda action=binding.action: self.call_later(self.run_action, action))
 
     def action_cycle_theme(self) -> None:

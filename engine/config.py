@@ -28,7 +28,9 @@ variable stays relative to the working directory, as a shell user expects.
 
 Every mistake raises :class:`ConfigError` with one line that names the dotted key and where the value
 came from: unknown sections and keys, wrong types (``ui.fps in /path/config.toml must be an integer,
-got 'fast'``), out-of-range values, unknown indicator names, unreadable or invalid TOML.
+got 'fast'``), out-of-range values, unknown indicator names, unreadable or invalid TOML, and a key of
+``[keys]`` taken by two actions or kept by the console (:mod:`engine.config_keys`; the message names
+both actions, the key and where each was set).
 
 No numpy, numba or pandas here: the console loads its config before drawing its first frame.
 """
@@ -48,6 +50,7 @@ from typing import Any
 
 import platformdirs
 
+from engine.config_keys import key_clash
 from engine.config_model import (  # re-exported: the model is part of this module's interface
     BUILTIN,
     FEED_NAMES,
@@ -190,6 +193,8 @@ class _Layers:
     values: dict[str, object] = field(default_factory=dict)
     arrays: dict[str, tuple[RuleTable, ...]] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)
+    sources: dict[str, str] = field(default_factory=dict)
+    """Where each value of ``values`` came from (a file, a variable, the command line)."""
 
 
 def _unknown(path: str, known: list[str], source: str, section: bool) -> ConfigError:
@@ -223,6 +228,7 @@ def _read_table(table: Mapping[str, object], prefix: str, source: str, layers: _
                                   path, source)
             value = _validated(key, typed, f"{path} in {source}", source)
             layers.values[path] = _file_path(value, Path(source).parent) if path in PATH_KEYS else value
+            layers.sources[path] = source
         elif isinstance(value, dict):
             _read_table(value, path + ".", source, layers)
         else:
@@ -285,6 +291,7 @@ def _read_env(env: Mapping[str, str], layers: _Layers) -> None:
             raise ConfigError(f"{subject} must be {_type_name(key.kind)}, got {env[var]!r}", key.path, var)
         value = _validated(key, value, subject, var)
         layers.values[key.path] = _file_path(value) if key.path in PATH_KEYS else value
+        layers.sources[key.path] = var
 
 
 def _read_overrides(overrides: Mapping[str, object], layers: _Layers) -> None:
@@ -301,6 +308,7 @@ def _read_overrides(overrides: Mapping[str, object], layers: _Layers) -> None:
             raise ConfigError(f"{subject} must be {_type_name(key.kind)}, got {raw!r}", path, source)
         value = _validated(key, value, subject, source)
         layers.values[path] = _file_path(value) if path in PATH_KEYS else value
+        layers.sources[path] = source
 
 
 def repo_config_path() -> Path | None:
@@ -332,6 +340,34 @@ def _build(cls: type, values: Mapping[str, object], prefix: str = "") -> Any:
     return cls(**kwargs)
 
 
+def _check_keys(config: Config, sources: Mapping[str, str], defaults: str | None) -> None:
+    """Refuse two actions on one key, or an action on a key the console keeps for itself."""
+    keys = dataclasses.asdict(config.keys)
+    clash = key_clash(keys)
+    if clash is None:
+        return
+    first, key, second = clash
+
+    def where(action: str) -> str | None:  # None: the built-in default
+        source = sources.get(f"keys.{action}")
+        if source is None or source == defaults:
+            return None
+        if source.startswith(ENV_PREFIX):
+            return f"set by {source}"
+        return source if source == "the command line" else f"in {source}"
+
+    if second.startswith("reserved:"):
+        what = second[len("reserved:"):]
+        raise ConfigError(f"keys.{first} = {keys[first]!r} {where(first) or 'by default'}: {key!r} is kept "
+                          f"for {what}; choose another key", f"keys.{first}", sources.get(f"keys.{first}"))
+    if where(second) is not None:  # lead with the action remapped last (the one most likely mistaken)
+        first, second = second, first
+    raise ConfigError(
+        f"keys.{first} = {keys[first]!r} {where(first) or 'by default'} uses {key!r}, the key of "
+        f"keys.{second} ({keys[second]!r} {where(second) or 'by default'}): each action needs a key of its "
+        f"own; change one of them in [keys]", f"keys.{first}", sources.get(f"keys.{first}"))
+
+
 def load_config(
     config_path: str | None = None,
     overrides: Mapping[str, object] = {},
@@ -357,5 +393,6 @@ def load_config(
     _read_env(env, layers)
     _read_overrides(overrides, layers)
     config: Config = _build(Config, layers.values)
+    _check_keys(config, layers.sources, None if repo is None else str(repo))
     return dataclasses.replace(config, rules=layers.arrays.get("rules", config.rules),
                                sinks=layers.arrays.get("sinks", config.sinks), files=tuple(layers.files))

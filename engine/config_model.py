@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
+from engine.config_keys import key_names
 from engine.indicators.catalogue import DEFAULT_OUTPUTS, resolve
 
 BUILTIN = "the built-in defaults"
@@ -311,23 +312,8 @@ class UiConfig:
     """Indicator columns of the watchlist."""
 
 
-_KEY = re.compile(r"[a-z0-9_]+(\+[a-z0-9_]+)*")
-
-
-def _keys(value: str) -> str:
-    """Textual key names, comma-separated (``"d"``, ``"shift+up"``, ``"delete,ctrl+d"``)."""
-    names = [k.strip() for k in value.split(",")]
-    for name in names:
-        if not _KEY.fullmatch(name):
-            raise ValueError(
-                "must be key names separated by commas, such as 'a', 'f5', 'shift+up', 'ctrl+d', "
-                f"'slash' or 'question_mark', got {value!r}"
-            )
-    return ",".join(names)
-
-
 def _key(default: str) -> Any:
-    return _setting(default, _keys)
+    return _setting(default, key_names)
 
 
 @dataclass(frozen=True)

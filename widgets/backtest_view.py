@@ -77,6 +77,23 @@ class BacktestFinished(Message):
     """Loaded bars left out of the backtest because their time repeats (or precedes) an earlier one's."""
 
 
+COLUMN_STEP = 8
+"""Cells ``←``/``→`` scroll the table by: about one column of figures (Textual's default is one cell)."""
+
+
+class TableScroll(ScrollableContainer):
+    """The table's viewport: ``←``/``→`` move about a column at a time, at once (no animation), so a
+    quick run of presses adds up instead of restarting a one-cell animation."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("left", "columns(-1)", "Scroll left", show=False),
+        Binding("right", "columns(1)", "Scroll right", show=False),
+    ]
+
+    def action_columns(self, step: int) -> None:
+        self.scroll_to(x=self.scroll_x + step * COLUMN_STEP, animate=False, immediate=True)
+
+
 class BacktestScreen(ModalScreen[None]):
     """The backtest table of one symbol; ``escape`` closes it."""
 
@@ -105,6 +122,11 @@ class BacktestScreen(ModalScreen[None]):
     }
     """
 
+    AUTO_FOCUS = "#backtest-scroll"
+    """The table has the keyboard from the start: ↑ ↓ ← → (and pgup pgdn home end) scroll it at once,
+    which matters at 80 columns, where the last columns are off screen (the app focuses nothing by
+    itself: ``App.AUTO_FOCUS`` is None)."""
+
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "close", "Close backtest")]
 
     def __init__(self, symbol: str, report: Report, left_out: int = 0) -> None:
@@ -117,8 +139,8 @@ class BacktestScreen(ModalScreen[None]):
         box_ = Vertical()
         box_.border_title = f"Backtest: {self.symbol}"
         left_out = f"{self.left_out:,} bar(s) left out (time not after an earlier one's); "
-        box_.border_subtitle = f"{left_out if self.left_out else ''}esc to close"
-        with box_, ScrollableContainer():
+        box_.border_subtitle = f"{left_out if self.left_out else ''}↑ ↓ ← → scroll · esc to close"
+        with box_, TableScroll(id="backtest-scroll"):
             yield Static(report_table(self.report, self.symbol), id="backtest-table")
 
     def action_close(self) -> None:

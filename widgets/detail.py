@@ -222,6 +222,8 @@ class DetailScreen(Screen[None]):
     }
     """
 
+    AUTO_FOCUS = "#detail-values"  # ↑ ↓ pgup pgdn home end scroll the values from the start
+
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "back", "Back"),
         Binding("left_square_bracket", "timeframe(-1)", "Prev TF", key_display="["),

@@ -9,6 +9,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
 from textual.content import Content
+from textual.keys import key_to_character
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
@@ -24,13 +25,28 @@ def binding_rows(bindings: Iterable[BindingType]) -> list[tuple[str, str]]:
         else:
             continue
         if description:
-            rows.append((" / ".join(_key_name(k.strip()) for k in keys.split(",")), description))
+            rows.append((key_label(keys), description))
     return rows
 
 
+def key_label(keys: str) -> str:
+    """Textual key names as a user types or sees them (``slash`` → ``/``, ``shift+up`` → ``shift+↑``),
+    several (comma-separated) joined with `` / ``: the help screen and the command palette say the same."""
+    return " / ".join(_key_name(k.strip()) for k in keys.split(","))
+
+
+_NAMES = {"question_mark": "?", "escape": "esc", "left_square_bracket": "[", "right_square_bracket": "]",
+          "slash": "/", "up": "↑", "down": "↓", "left": "←", "right": "→", "pageup": "pgup",
+          "pagedown": "pgdn", "plus": "+", "minus": "-", "backslash": "\\", "underscore": "_", "at": "@"}
+
+
 def _key_name(key: str) -> str:
-    return {"question_mark": "?", "escape": "esc", "left_square_bracket": "[", "right_square_bracket": "]",
-            "slash": "/", "up": "↑", "down": "↓", "pageup": "pgup", "pagedown": "pgdn"}.get(key, key)
+    *modifiers, name = key.split("+")
+    shown = _NAMES.get(name)
+    if shown is None:  # other punctuation by its Unicode name (``exclamation_mark``); names stay names
+        char = key_to_character(name) if len(name) > 1 else None
+        shown = char if char is not None and char.isprintable() and not char.isspace() else name
+    return "+".join([*modifiers, shown])
 
 
 def render_help(rows: Sequence[tuple[str, str]]) -> Content:
@@ -65,6 +81,10 @@ class HelpScreen(ModalScreen[None]):
     }
     """
 
+    AUTO_FOCUS = "#help-scroll"
+    """The list has the keyboard from the start, so ↑ ↓ pgup pgdn home end scroll it at once (the app
+    focuses nothing by itself: ``App.AUTO_FOCUS`` is None)."""
+
     BINDINGS = [
         Binding("escape", "close", "Close help"),
         Binding("question_mark", "close", "Close help", show=False),
@@ -75,9 +95,9 @@ class HelpScreen(ModalScreen[None]):
         self._rows = binding_rows(bindings)
 
     def compose(self) -> ComposeResult:
-        box = VerticalScroll()  # taller than 24 rows: ↑ ↓ scroll it
+        box = VerticalScroll(id="help-scroll")  # taller than 24 rows: it scrolls
         box.border_title = "Keys"
-        box.border_subtitle = "↑ ↓ scroll · esc to close"
+        box.border_subtitle = "↑ ↓ pgup pgdn home end scroll · esc to close"
         with box:
             yield Static(render_help(self._rows), id="help-keys")
 
