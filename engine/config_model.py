@@ -311,7 +311,8 @@ class UiConfig:
     """Indicator columns of the watchlist."""
 
 
-_KEY = re.compile(r"[a-z0-9_]+(\+[a-z0-9_]+)*")
+_KEY = re.compile(r"([a-z0-9_]+\+)*([a-z0-9_]+|[A-Z])")
+"""Textual's names: lower case, except a capital letter for itself (``D`` is shift+d as typed)."""
 
 
 def _keys(value: str) -> str:
@@ -343,6 +344,9 @@ class KeysConfig:
     filter: str = _key("slash")
     new_list: str = _key("n")
     rename_list: str = _key("r")
+    delete_list: str = _key("D")
+    move_list_left: str = _key("less_than_sign")
+    move_list_right: str = _key("greater_than_sign")
     open: str = _key("enter")
     back: str = _key("escape")
     theme: str = _key("t")
