@@ -3,10 +3,11 @@
 One line rather than Textual's two-line ``Tabs``: at 80x24 every row of the screen is a symbol shown or
 not. Switching is by the keys ``1``-``9`` (or a click), so the number is part of each name.
 
-The line never overflows: the active tab is always shown whole (cut only if it alone is wider than the
-line), the other names are cut to a common length (``Lo…``, then down to their number), tabs far from
-the active one are left out only when even their numbers do not fit, and the note (sort, filter) gets
-what is left, cut with ``…``. :func:`tab_layout` decides, and both drawing and clicks use it.
+The line never overflows. The active tab is always shown whole (cut only if it alone is wider than the
+line). The other names are cut to a common length (``Lo…``, then down to their number), keeping room for
+the note (sort, filter); a name that fits whole in what the whole note leaves stays whole, nearest the
+active tab first. Tabs far from the active one are left out only when even their numbers do not fit.
+The note gets what is left, cut with ``…``. :func:`tab_layout` decides; drawing and clicks both use it.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from textual.reactive import reactive
 from textual.widget import Widget
 
 ELLIPSIS = "…"
-NOTE_MIN = 16
-"""Cells kept for the note while other names are still being cut (the tabs get the rest)."""
+NOTE_ROOM = 40
+"""The most cells kept for the note while other names are cut: a sort and a short filter, whole."""
 NO_WIDTH = 1_000_000
 """The width assumed before the widget has one: nothing is cut."""
 
@@ -57,18 +58,27 @@ def tab_layout(names: tuple[str, ...], active: int, width: int, note: str = ""
         return [(i, _label(i + 1, name, active_cap if i == active else cap)) for i, name in enumerate(names)]
 
     widest = max(cell_len(name) for name in names)
-    caps: list[int | None] = [None, *range(widest - 1, 1, -1)]  # whole, then shorter; 1 would be "…" alone
-    reserve = min(cell_len(note) + 1, NOTE_MIN) if note else 0
+    # Whole, then shorter, then the number alone (1 would leave "…" alone); with room for the note first.
+    caps: list[int | None] = [None, *range(widest - 1, 1, -1), 0]
+    reserve = min(cell_len(note) + 1, NOTE_ROOM) if note else 0
     tabs = next((t for cap in caps if used(t := all_with(cap)) + reserve <= width), None)
     if tabs is None:
-        tabs = next((t for cap in [*caps, 0] if used(t := all_with(cap)) <= width), None)
-    if tabs is None:  # even the numbers do not fit beside the whole active name: cut that one too
-        room = width - used(all_with(0, 0)) + cell_len(_label(active + 1, "", 0))
-        active_cap = max(2, room - 4)  # " 9 " + name + " " + the space after it
-        tabs = all_with(0, active_cap)
-        while used(tabs) > width and len(tabs) > 1:  # scroll: leave out the tab farthest from the active
-            far = max(range(len(tabs)), key=lambda k: abs(tabs[k][0] - active))
-            del tabs[far]
+        reserve = 0
+        tabs = next((t for cap in caps if used(t := all_with(cap)) <= width), None)
+    if tabs is not None:  # room the whole note leaves: whole names for the tabs nearest the active one
+        budget = width - used(tabs) - (cell_len(note) + 1 if note and reserve else 0)
+        for i in sorted(range(count), key=lambda k: abs(k - active)):
+            extra = cell_len(whole := _label(i + 1, names[i], None)) - cell_len(tabs[i][1])
+            if 0 < extra <= budget:
+                tabs[i], budget = (i, whole), budget - extra
+    else:  # even the numbers do not fit beside the whole active name: scroll, keeping those nearest it
+        whole = _label(active + 1, names[active], None)
+        shown = {active: whole if cell_len(whole) < width else _label(active + 1, names[active], width - 5)}
+        budget = width - used(list(shown.items()))
+        for i in sorted(range(count), key=lambda k: abs(k - active))[1:]:
+            if cell_len(number := _label(i + 1, "", 0)) + 1 <= budget:
+                shown[i], budget = number, budget - cell_len(number) - 1
+        tabs = sorted(shown.items())
     left = width - used(tabs) - 1
     return tabs, _fit(note, left) if note and left >= 2 else ""
 

@@ -10,6 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from rich.cells import cell_len
 
 from console.app import TickdeckApp, build_app
@@ -17,7 +19,7 @@ from console.state import MAX_NAME, MAX_WATCHLISTS, Book, StateStore, WatchList
 from engine.config import Config
 from tests.functional.support import record_notifications, wait_for
 from tests.functional.test_editing import SIZE, ready, saved, type_answer
-from widgets.list_tabs import ListTabs
+from widgets.list_tabs import ListTabs, tab_layout
 
 LONG = [f"Long term holdings {n}" for n in range(1, MAX_WATCHLISTS + 1)]
 
@@ -144,6 +146,27 @@ async def test_at_80_columns_the_active_tab_of_nine_long_names_is_on_screen_and_
         nine = line.index(" 9 ")
         await pilot.click(ListTabs, offset=(nine + 1, 0))
         assert app.tabs.active == 8
+
+
+NAME = st.text(st.characters(categories=["L", "N", "P", "Zs", "So"]), min_size=1, max_size=MAX_NAME)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(NAME, min_size=1, max_size=MAX_WATCHLISTS), st.integers(0, 8), st.integers(8, 240),
+       st.sampled_from(["", "sorted by change % ▼", "sorted by RSI 14 ▲ · filter “AB”"]))
+def test_the_tabs_line_fits_and_always_holds_the_active_tab(names: list[str], active: int, width: int,
+                                                           note: str) -> None:
+    active %= len(names)
+    tabs, shown_note = tab_layout(tuple(names), active, width, note)
+    used = sum(cell_len(label) + 1 for _, label in tabs) + (cell_len(shown_note) + 1 if shown_note else 0)
+    assert used <= width
+    assert [i for i, _ in tabs] == sorted({i for i, _ in tabs})
+    label = dict(tabs)[active]
+    whole = f" {active + 1} {names[active]} "
+    assert label == whole if cell_len(whole) < width else label.startswith(f" {active + 1} ")
+    assert shown_note in ("", note) or (shown_note.endswith("…") and note.startswith(shown_note[:-1]))
+    if cell_len(whole) + 1 + 4 * (len(names) - 1) <= width:  # room for every number: none left out
+        assert len(tabs) == len(names)
 
 
 async def test_an_empty_list_and_a_filter_matching_nothing_say_so_and_d_says_why(
