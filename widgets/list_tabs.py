@@ -30,7 +30,7 @@ def _fit(text: str, width: int) -> str:
     """``text`` cut to ``width`` cells, ending in ``…`` when it was cut."""
     if cell_len(text) <= width:
         return text
-    return set_cell_size(text, width - 1) + ELLIPSIS if width > 0 else ""
+    return set_cell_size(text, width - 1).rstrip() + ELLIPSIS if width > 0 else ""
 
 
 def _label(number: int, name: str, cap: int | None) -> str:
