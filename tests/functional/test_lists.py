@@ -16,9 +16,10 @@ from rich.cells import cell_len
 
 from console.app import TickdeckApp, build_app
 from console.state import MAX_NAME, MAX_WATCHLISTS, Book, StateStore, WatchList
-from engine.config import Config
+from engine.config import Config, load_config
 from tests.functional.support import record_notifications, wait_for
 from tests.functional.test_editing import SIZE, ready, saved, type_answer
+from tests.servers.binance import BinanceServer
 from widgets.list_tabs import ListTabs, tab_layout
 
 LONG = [f"Long term holdings {n}" for n in range(1, MAX_WATCHLISTS + 1)]
@@ -77,6 +78,28 @@ async def test_shift_d_deletes_the_active_list_and_u_restores_it_in_its_place(
     async with again.run_test(size=SIZE) as pilot:
         await started(pilot, again)
         assert again.tabs.names == ("Third",) and again.watchlist.symbols == ()
+
+
+async def test_a_deleted_list_stops_its_symbols_on_a_live_feed_and_undo_starts_them_again() -> None:
+    async with BinanceServer() as server:
+        config = load_config(overrides={
+            "feed.name": "binance", "feeds.binance.url": server.url,
+            "feeds.binance.symbols": ("BTCUSDT",), "engine.interval": "1m", "history.fetch": False,
+        }, env={})
+        app = build_app(config)
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_for(pilot, lambda: app.header.state == "live" and app.book is not None,
+                           "the feed to go live")
+            await server.wait_subscribed("btcusdt@trade")
+            await pilot.press("n", *"Alts", "enter", "a", *"solusdt", "enter", "a", *"btcusdt", "enter")
+            await server.wait_subscribed("btcusdt@trade", "solusdt@trade")
+            await pilot.press("D")
+            assert app.tabs.names == ("Main",)
+            await server.wait(lambda: all("solusdt@trade" not in c.subs for c in server.connections))
+            assert any("btcusdt@trade" in c.subs for c in server.connections)  # still in Main
+            await pilot.press("u")
+            await server.wait_subscribed("btcusdt@trade", "solusdt@trade")
+            assert app.tabs.names == ("Main", "Alts") and app.watchlist.symbols == ("SOLUSDT", "BTCUSDT")
 
 
 async def test_angle_brackets_move_the_active_list_and_the_digits_follow(
