@@ -223,10 +223,10 @@ async def test_name_prompts_limit_the_length_and_keep_a_refused_name_with_the_re
         await pilot.press(*["backspace"] * MAX_NAME, *"MAIN", "enter")
         assert app.prompt.asking and app.prompt.input.value == "MAIN"
         assert ("Not changed", "there is already a watchlist named MAIN", "error") in seen
-        await pilot.press("2", "enter")
-        assert not app.prompt.asking and app.tabs.names == ("Main", "MAIN2")
-        await pilot.press("r", *["backspace"] * 5, "enter")
+        await pilot.press("space", "D", "less_than_sign", "greater_than_sign", "enter")  # text, not keys
+        assert not app.prompt.asking and app.tabs.names == ("Main", "MAIN D<>")
+        await pilot.press("r", *["backspace"] * 8, "enter")
         assert app.prompt.asking and app.prompt.input.value == ""
         assert ("Not changed", "a watchlist needs a name", "error") in seen
         await pilot.press("escape")
-        assert not app.prompt.asking and app.tabs.names == ("Main", "MAIN2")
+        assert not app.prompt.asking and app.tabs.names == ("Main", "MAIN D<>")
