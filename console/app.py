@@ -87,6 +87,7 @@ NARROW = 120
 MAIN_SCREEN_ACTIONS = frozenset({
     "add", "delete", "undo", "move_up", "move_down", "sort", "filter", "new_list", "rename_list", "open",
     "clear_filter", "toggle_perf", "backtest", "switch_list",
+    "delete_list", "move_list_left", "move_list_right",
 })
 
 
@@ -124,6 +125,9 @@ def _bindings() -> list[BindingType]:
         b("slash", "filter", "Filter", id="filter"),
         b("n", "new_list", "New list", id="new_list", show=False),
         b("r", "rename_list", "Rename list", id="rename_list", show=False),
+        b("D", "delete_list", "Delete list", id="delete_list", show=False),
+        b("less_than_sign", "move_list_left", "Move list left", id="move_list_left", show=False),
+        b("greater_than_sign", "move_list_right", "Move list right", id="move_list_right", show=False),
         b("enter", "open", "Detail", id="open"),
         b("escape", "clear_filter", "Clear filter", id="back", show=False),
         b("t", "cycle_theme", "Theme", id="theme", show=False),

@@ -1,4 +1,5 @@
-"""The keyboard's watchlist edits: add, delete and undo, move, sort, filter, new, rename, switch.
+"""The keyboard's watchlist edits: add, delete and undo, move, sort, filter, and of whole lists new,
+rename, delete (and undo), move and switch.
 
 A mixin of :class:`console.app.TickdeckApp`, kept apart so the app module holds the runtime plumbing and
 this one the editing rules. Every edit goes through the :class:`~console.state.Book` (which checks it),
@@ -10,9 +11,10 @@ naming the file; the edit stays on screen and is written with the next edit that
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING, Any
 
-from console.state import Book, StateError
+from console.state import MAX_NAME, MAX_WATCHLISTS, Book, StateError, WatchList
 from console.state_saver import StateSaver
 from widgets.list_tabs import ListTabs
 from widgets.prompt import PromptBar
@@ -42,6 +44,8 @@ class WatchlistEditing:
         def notify(self, message: str, *, title: str = "", severity: Any = "information",
                    timeout: float | None = None, markup: bool = True) -> None: ...
         def run_worker(self, work: Any, *args: Any, **kwargs: Any) -> Any: ...
+        def key_bindings(self) -> list[Any]: ...
+        def get_key_display(self, binding: Any) -> str: ...
         @property
         def focused(self) -> Any: ...
 
@@ -52,6 +56,7 @@ class WatchlistEditing:
         if book is None:
             return
         wl = book.current
+        self.watchlist.hint_keys = (self.key_name("add"), self.key_name("back"))
         self.watchlist.symbols = tuple(wl.symbols)
         self.watchlist.sort = (wl.sort, wl.descending)
         self.tabs.names = tuple(w.name for w in book.lists)
@@ -80,6 +85,13 @@ class WatchlistEditing:
             return False
         return True
 
+    def key_name(self, binding_id: str) -> str:
+        """The first key in force for binding ``binding_id`` (after ``[keys]``), as the footer shows it."""
+        for binding in self.key_bindings():
+            if binding.id == binding_id:
+                return self.get_key_display(dataclasses.replace(binding, key=binding.key.split(",")[0]))
+        return binding_id
+
     def _book_or_warn(self) -> Book | None:
         if self.book is None:
             self.notify("the watchlists appear once the engine has started", severity="warning")
@@ -97,7 +109,10 @@ class WatchlistEditing:
 
     def action_delete(self) -> None:
         book, symbol = self._book_or_warn(), self.watchlist.selected
-        if book is None or symbol is None:
+        if book is None:
+            return
+        if symbol is None:
+            self._nothing_selected(book, "delete")
             return
         try:
             book.delete(symbol)
@@ -107,26 +122,54 @@ class WatchlistEditing:
         if self._save():
             self.notify(f"removed {symbol} from {book.current.name} (u to undo)", timeout=4)
         self.show_book()
-        runtime = self.runtime
-        if runtime is None or not hasattr(runtime, "add_symbols") or runtime.feed.closed_universe:
+        self._unsubscribe([symbol])
+
+    def _nothing_selected(self, book: Book, verb: str) -> None:
+        """Say why a key that acts on the selected row did nothing."""
+        if not book.current.symbols:
+            why = f"{book.current.name} is empty ({self.key_name('add')} adds a symbol)"
+        else:
+            why = f"no row matches the filter ({self.key_name('back')} clears it)"
+        self.notify(f"nothing to {verb}: {why}", severity="warning", timeout=4)
+
+    def _unsubscribe(self, symbols: list[str]) -> None:
+        """Stop receiving those of ``symbols`` that are in no list now (on a live feed)."""
+        runtime, book = self.runtime, self.book
+        if runtime is None or book is None or not hasattr(runtime, "add_symbols"):
             return
-        if symbol not in book.symbols():  # a live feed, and in no list now: stop receiving it
-            self.run_worker(runtime.feed.unsubscribe([symbol]), group="subscribe", exit_on_error=False)
+        if runtime.feed.closed_universe:
+            return
+        listed = book.symbols()
+        if unlisted := [s for s in symbols if s not in listed]:
+            self.run_worker(runtime.feed.unsubscribe(unlisted), group="subscribe", exit_on_error=False)
+
+    def _subscribe(self, symbols: list[str]) -> None:
+        runtime = self.runtime
+        if symbols and runtime is not None and hasattr(runtime, "add_symbols"):
+            self.run_worker(runtime.add_symbols(symbols), group="subscribe", exit_on_error=False)
 
     def action_undo(self) -> None:
         book = self._book_or_warn()
         if book is None:
             return
-        symbol = book.undo()
+        try:
+            symbol = book.undo()
+        except StateError as exc:  # a deleted list that has no room or whose name is taken
+            self.notify(str(exc), title="Not restored", severity="warning", timeout=6)
+            return
         if symbol is None:
             self.notify("nothing to undo", timeout=2)
             return
         self._save()
+        if isinstance(symbol, WatchList):
+            self.watchlist.filter = ""
+            self.show_book()
+            self._subscribe(list(symbol.symbols))
+            self.notify(f"restored the list {symbol.name}", timeout=3)
+            return
         self.show_book()
         self.watchlist.select(symbol)
-        runtime = self.runtime
-        if runtime is not None and hasattr(runtime, "add_symbols"):
-            self.run_worker(runtime.add_symbols([symbol]), group="subscribe", exit_on_error=False)
+        self._subscribe([symbol])
         self.notify(f"restored {symbol}", timeout=3)
 
     def _move(self, delta: int) -> None:
@@ -165,13 +208,56 @@ class WatchlistEditing:
                             placeholder="part of a symbol (enter keeps, esc clears)")
 
     def action_new_list(self) -> None:
-        if self._book_or_warn() is not None:
-            self.prompt.ask("new_list", "New watchlist:", placeholder="name (up to 20 characters)")
+        book = self._book_or_warn()
+        if book is None:
+            return
+        if len(book.lists) >= MAX_WATCHLISTS:  # said now, not after a name was typed
+            self.notify(f"there are already {MAX_WATCHLISTS} watchlists, the most keys 1-9 can reach "
+                        f"({self.key_name('delete_list')} deletes the active one)",
+                        severity="warning", timeout=5)
+            return
+        self.prompt.ask("new_list", "New watchlist:", placeholder=f"name (up to {MAX_NAME} characters)",
+                        max_length=MAX_NAME, check=book.name_refused)
 
     def action_rename_list(self) -> None:
         book = self._book_or_warn()
         if book is not None:
-            self.prompt.ask("rename_list", f"Rename {book.current.name} to:", book.current.name)
+            self.prompt.ask("rename_list", f"Rename {book.current.name} to:", book.current.name,
+                            max_length=MAX_NAME, check=lambda name: book.name_refused(name, renaming=True))
+
+    def action_delete_list(self) -> None:
+        """Delete the active list; ``u`` puts it back where it was, with its symbols, sort and name."""
+        book = self._book_or_warn()
+        if book is None:
+            return
+        try:
+            gone = book.delete_list()
+        except StateError as exc:
+            self.notify(str(exc), title="Not deleted", severity="warning", timeout=5)
+            return
+        if self._save():
+            self.notify(f"deleted list {gone.name} ({self.key_name('undo')} restores it)", timeout=5)
+        self.watchlist.filter = ""
+        self.show_book()
+        self._unsubscribe(list(gone.symbols))
+
+    def _move_list(self, delta: int) -> None:
+        book = self._book_or_warn()
+        if book is None:
+            return
+        before = book.active
+        if book.move_list(delta) == before:
+            edge = "first" if delta < 0 else "last"
+            self.notify(f"{book.current.name} is already the {edge} list", timeout=2)
+            return
+        self._save()
+        self.show_book()
+
+    def action_move_list_left(self) -> None:
+        self._move_list(-1)
+
+    def action_move_list_right(self) -> None:
+        self._move_list(1)
 
     def action_switch_list(self, number: int) -> None:
         book = self._book_or_warn()

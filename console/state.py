@@ -20,8 +20,9 @@ whitespace so that a file cut short at *any* byte is invalid JSON, never a small
 the caller no longer shows (a column that was configured away) is not corruption: it becomes the user's
 own order.
 
-Deletions can be undone for the session (the undo stack is not saved). This module imports no textual or
-rich: the app wires keys to :class:`Book` and shows :class:`StateError` messages as notifications.
+Deletions (of a row or of a whole list) can be undone for the session (the undo stack is not saved).
+This module imports no textual or rich: the app wires keys to :class:`Book` and shows :class:`StateError`
+messages as notifications.
 """
 
 from __future__ import annotations
@@ -103,6 +104,12 @@ class _Deleted:
     index: int
 
 
+@dataclass(frozen=True)
+class _DeletedList:
+    watchlist: WatchList
+    index: int
+
+
 @dataclass
 class Book:
     """All watchlists of one feed, which one is active, and the undo stack of deletions.
@@ -113,7 +120,7 @@ class Book:
 
     lists: list[WatchList]
     active: int = 0
-    _undo: list[_Deleted] = field(default_factory=list, init=False, repr=False, compare=False)
+    _undo: list[_Deleted | _DeletedList] = field(default_factory=list, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         _check_book(self.lists, self.active)
@@ -146,18 +153,63 @@ class Book:
         del self._undo[:-UNDO_DEPTH]
         return index
 
-    def undo(self) -> str | None:
-        """Put the last deleted symbol back into the list it came from, where it was; None if none left.
+    def undo(self) -> str | WatchList | None:
+        """Undo the last deletion: the symbol put back (a str) or the list put back (made current), or
+        None if there is nothing left to undo.
 
-        It goes back to its own list even when another one is active now. A deletion whose symbol has
-        since been added back to that list has nothing left to undo and is skipped.
+        A symbol goes back into its own list, where it was, even when another one is active now. A
+        deletion whose symbol has since been added back to that list has nothing left to undo and is
+        skipped, and so is one whose list is deleted (undoing that list's deletion brings it back first).
+        A list goes back to its place with its symbols, sort and name; if it cannot (nine lists, or its
+        name taken since), StateError says why and the deletion stays undoable.
         """
         while self._undo:
-            entry = self._undo.pop()
+            entry = self._undo[-1]
+            if isinstance(entry, _DeletedList):
+                self._check_restorable(entry.watchlist)
+                self._undo.pop()
+                index = min(entry.index, len(self.lists))
+                self.lists.insert(index, entry.watchlist)
+                self.active = index
+                return entry.watchlist
+            self._undo.pop()
             if entry.symbol not in entry.into.symbols and any(wl is entry.into for wl in self.lists):
                 entry.into.symbols.insert(min(entry.index, len(entry.into.symbols)), entry.symbol)
                 return entry.symbol
         return None
+
+    def _check_restorable(self, wl: WatchList) -> None:
+        if len(self.lists) >= MAX_WATCHLISTS:
+            raise StateError(f"{wl.name} cannot come back while there are {MAX_WATCHLISTS} watchlists; "
+                             "delete one first")
+        if any(other.name.casefold() == wl.name.casefold() for other in self.lists):
+            raise StateError(f"{wl.name} cannot come back while another watchlist has its name; "
+                             "rename that one first")
+
+    def delete_list(self) -> WatchList:
+        """Remove the current list (the next one, or else the previous, becomes current); returns it.
+
+        The last list is never deleted: the app always shows one.
+        """
+        wl = self.current
+        if len(self.lists) == 1:
+            raise StateError(f"{wl.name} is the only watchlist, and there is always one; "
+                             "make another before deleting it")
+        del self.lists[self.active]
+        self._undo.append(_DeletedList(wl, self.active))
+        del self._undo[:-UNDO_DEPTH]
+        self.active = min(self.active, len(self.lists) - 1)
+        return wl
+
+    def move_list(self, delta: int) -> int:
+        """Move the current list ``delta`` places (negative: left), clamped; returns its new index.
+
+        Keys 1-9 follow the places, so the list moved gets a new number.
+        """
+        new = max(0, min(len(self.lists) - 1, self.active + delta))
+        self.lists.insert(new, self.lists.pop(self.active))
+        self.active = new
+        return new
 
     def move(self, symbol: str, delta: int) -> int:
         """Move ``symbol``'s row ``delta`` places (negative: up), clamped; returns its new index."""
@@ -197,6 +249,19 @@ class Book:
 
     def rename(self, name: str) -> None:
         self.current.name = self._free_name(name, self.current)
+
+    def name_refused(self, name: str, renaming: bool = False) -> str | None:
+        """Why :meth:`new` (or, ``renaming``, :meth:`rename`) would refuse ``name``; None if it would not.
+
+        The app asks before it closes the prompt, so a refused name stays there to be corrected.
+        """
+        if not renaming and len(self.lists) >= MAX_WATCHLISTS:
+            return f"there are already {MAX_WATCHLISTS} watchlists, the most keys 1-9 can reach"
+        try:
+            self._free_name(name, self.current if renaming else None)
+        except StateError as exc:
+            return str(exc)
+        return None
 
     def switch(self, index: int) -> bool:
         """Make list ``index`` (0-based: key 1 is index 0) current; False if there is no such list."""

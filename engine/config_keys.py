@@ -47,7 +47,8 @@ RESERVED: dict[str, tuple[str, frozenset[str]]] = {
 }
 """Keys the console binds outside ``[keys]``: key -> (what it does, the actions that may also use it)."""
 
-_NAME = re.compile(r"[a-z0-9_]+(\+[a-z0-9_]+)*")
+_NAME = re.compile(r"[a-z0-9_]+(\+[a-z0-9_]+)*|[A-Z]")
+"""Textual's names: lower case, except a capital letter alone (``D``: shift+d as a terminal sends it)."""
 
 
 _MESSAGE = ("must be key names separated by commas, such as 'a', 'f5', 'shift+up', 'ctrl+d', 'slash' or "

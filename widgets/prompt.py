@@ -9,7 +9,7 @@ optional completions (Textual's ``SuggestFromList``: the rest of the best match 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import ClassVar
 
 from textual.app import ComposeResult
@@ -78,6 +78,7 @@ class PromptBar(Horizontal):
         self.label = Label("")
         self.input = PromptInput(compact=True)
         self._return_to: object = None
+        self._check: Callable[[str], str | None] | None = None
 
     def compose(self) -> ComposeResult:
         yield self.label
@@ -88,9 +89,16 @@ class PromptBar(Horizontal):
         return bool(self.display)
 
     def ask(self, purpose: str, label: str, value: str = "", completions: Sequence[str] = (),
-            placeholder: str = "") -> None:
-        """Show the bar and take the keyboard until the user answers or cancels."""
+            placeholder: str = "", max_length: int = 0,
+            check: Callable[[str], str | None] | None = None) -> None:
+        """Show the bar and take the keyboard until the user answers or cancels.
+
+        ``max_length``: the most characters that can be typed (0: any). ``check``: why an answer would be
+        refused, or None; a refused answer keeps the bar open with the text, and the reason is shown.
+        """
         self.purpose = purpose
+        self._check = check
+        self.input.max_length = max_length
         self._return_to = self.screen.focused
         self.label.update(label)
         self.input.suggester = SuggestFromList(completions, case_sensitive=False) if completions else None
@@ -107,6 +115,9 @@ class PromptBar(Horizontal):
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()
+        if self._check is not None and (problem := self._check(event.value)) is not None:
+            self.notify(problem, title="Not changed", severity="error", timeout=6)
+            return
         self.finish(event.value)
 
     def finish(self, value: str | None) -> None:

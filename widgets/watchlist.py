@@ -102,6 +102,14 @@ class WatchlistRows(RowView):
     def row_strip(self, index: int, width: int, selected: bool) -> Strip:
         return self.owner.row_strip(index, width, selected)
 
+    def render_line(self, y: int) -> Strip:
+        """With no row to show, the middle line says why (an empty list, a filter matching nothing)."""
+        if self.row_count == 0 and y == self.size.height // 2 and (text := self.owner.empty_message):
+            width = self.size.width
+            style = self.rich_style + self.get_component_rich_style("watchlist--muted", partial=True)
+            return Strip([Segment(fmt.fit(text, width).center(width), style)], width)
+        return super().render_line(y)
+
     def on_resize(self, event: events.Resize) -> None:
         super().on_resize(event)
         self.owner.relayout()
@@ -153,6 +161,8 @@ class Watchlist(Widget):
     """Only symbols containing this text are shown (any case)."""
     message: reactive[str] = reactive("starting engine…", repaint=False)
     """Shown in place of the rows until the first snapshot (progress, or what went wrong)."""
+    hint_keys: tuple[str, str] = ("a", "esc")
+    """The keys in force that add a symbol and clear the filter, named in :attr:`empty_message`."""
 
     def __init__(self, *, indicators: Sequence[str] = (), name: str | None = None, id: str | None = None,
                  classes: str | None = None) -> None:
@@ -202,6 +212,18 @@ class Watchlist(Widget):
         except ValueError:
             return False
         return True
+
+    @property
+    def empty_message(self) -> str:
+        """Why no row is shown, once quotes are drawn ("" while rows are shown or none drawn yet)."""
+        if self._order or self.snapshot is None:
+            return ""
+        add, clear = self.hint_keys
+        if not self.symbols:
+            return f"This list is empty — {add} adds a symbol"
+        if needle := self.filter.strip():
+            return f"No symbol matches “{needle}” — {clear} clears the filter"
+        return ""
 
     def cache_stats(self) -> tuple[int, int]:
         """(hits, misses) of the strip cache: how often a drawn row could be reused."""
@@ -283,6 +305,8 @@ class Watchlist(Widget):
         self._order = ordered(self.symbols, self._quotes, self.signals, key, descending, self.filter)
         rows = self.rows
         rows.set_row_count(len(self._order))
+        if not self._order:  # the empty state's sentence may have changed (another filter)
+            rows.refresh()
         if keep is not None and keep in self._order:
             index = self._order.index(keep)
             if index != rows.cursor:
