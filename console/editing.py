@@ -96,7 +96,10 @@ class WatchlistEditing:
             return
         present = set(book.current.symbols)
         universe = [s for s in self._universe() if s not in present]
-        self.prompt.ask("add", f"Add to {book.current.name}:", completions=universe,
+        # On a signal in the log, its symbol is the one meant (Enter there says "a adds it").
+        signal = self.signal_log.selected if isinstance(self.focused, SignalLog) else None
+        value = signal.symbol if signal is not None and signal.symbol not in present else ""
+        self.prompt.ask("add", f"Add to {book.current.name}:", value, completions=universe,
                         placeholder="symbol (→ completes, enter adds, esc cancels)")
 
     def action_delete(self) -> None:
@@ -177,7 +180,7 @@ class WatchlistEditing:
     def action_filter(self) -> None:
         if isinstance(self.focused, SignalLog):
             self.prompt.ask("log_filter", "Filter signals:", self.signal_log.filter,
-                            placeholder="symbol or rule (enter keeps, esc clears)")
+                            placeholder="symbol or rule, sym:V, rule:vol (enter keeps, esc clears)")
         else:
             self.prompt.ask("filter", "Filter rows:", self.watchlist.filter,
                             placeholder="part of a symbol (enter keeps, esc clears)")

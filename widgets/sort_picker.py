@@ -50,6 +50,9 @@ class SortPicker(ModalScreen[Sort | None]):
         border-subtitle-color: $text-muted;
         padding: 0 1;
     }
+    SortPicker > OptionList:focus {
+        border: round $accent;
+    }
     """
     AUTO_FOCUS = "#sort-choices"  # the app focuses nothing by itself (AUTO_FOCUS None): the list takes keys
     BINDINGS: ClassVar[list[BindingType]] = [
