@@ -89,6 +89,8 @@ MAIN_SCREEN_ACTIONS = frozenset({
     "clear_filter", "toggle_perf", "backtest", "switch_list",
     "delete_list", "move_list_left", "move_list_right",
 })
+PROMPT_HIDES = frozenset({"help", "quit", "cycle_theme", "toggle_pause"})
+"""The main screen's other keys, also off while the prompt is typed in (``ctrl+q`` still quits)."""
 
 
 class StateNotSaved(Message):
@@ -411,10 +413,14 @@ class TickdeckApp(WatchlistEditing, App[int]):
             self.open_detail(symbol)
 
     def action_clear_filter(self) -> None:
-        """Escape on the main screen: drop the row filter."""
-        if self.watchlist.filter:
-            self.watchlist.filter = ""
-            self._note()
+        """Escape on the main screen: drop the filter of the focused pane (the watchlist's rows or the
+        signal log), or, when that pane has none, the other pane's, so a kept filter never needs Tab."""
+        log_first = isinstance(self.focused, SignalLog)
+        for pane in (self.signal_log, self.watchlist) if log_first else (self.watchlist, self.signal_log):
+            if pane.filter:
+                pane.filter = ""
+                self._note()
+                return
 
     def action_toggle_perf(self) -> None:
         self.query_one("#lower").toggle_class("show-perf")
@@ -440,7 +446,10 @@ class TickdeckApp(WatchlistEditing, App[int]):
         self.action_switch_list(message.index + 1)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        """Watchlist keys act only on the main screen (not behind the detail pane or the help)."""
+        """Watchlist keys act only on the main screen (not behind the detail pane or the help), and
+        none of the main screen's keys while the prompt has the keyboard (its footer shows its own)."""
+        if self.prompt.input.has_focus and (action in MAIN_SCREEN_ACTIONS or action in PROMPT_HIDES):
+            return False
         return not (action in MAIN_SCREEN_ACTIONS and self.screen is not self.screen_stack[0])
 
     def open_detail(self, symbol: str) -> None:

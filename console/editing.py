@@ -12,17 +12,20 @@ naming the file; the edit stays on screen and is written with the next edit that
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from console.state import MAX_NAME, MAX_WATCHLISTS, Book, StateError, WatchList
 from console.state_saver import StateSaver
 from widgets.list_tabs import ListTabs
 from widgets.prompt import PromptBar
 from widgets.signal_log import SignalLog
+from widgets.sort_picker import SortPicker
 from widgets.watchlist import Watchlist
-from widgets.watchlist_layout import SORT_LABELS, sort_keys
+from widgets.watchlist_layout import MY_ORDER, sort_choices, sort_label
 
 if TYPE_CHECKING:
+    from textual.app import App
+
     from engine.runtime import Runtime
 
 FILTERS = ("filter", "log_filter")
@@ -70,7 +73,8 @@ class WatchlistEditing:
         key, descending = self.watchlist.sort
         parts = []
         if key is not None:
-            parts.append(f"sorted by {SORT_LABELS.get(key, key)} {'▼' if descending else '▲'}")
+            label = sort_label(key, self.watchlist.indicators)
+            parts.append(f"sorted by {label} {'▼' if descending else '▲'}")
         if self.watchlist.filter:
             parts.append(f"filter “{self.watchlist.filter}”")
         self.tabs.note = " · ".join(parts)
@@ -104,7 +108,10 @@ class WatchlistEditing:
             return
         present = set(book.current.symbols)
         universe = [s for s in self._universe() if s not in present]
-        self.prompt.ask("add", f"Add to {book.current.name}:", completions=universe,
+        # On a signal in the log, its symbol is the one meant (Enter there says "a adds it").
+        signal = self.signal_log.selected if isinstance(self.focused, SignalLog) else None
+        value = signal.symbol if signal is not None and signal.symbol not in present else ""
+        self.prompt.ask("add", f"Add to {book.current.name}:", value, completions=universe,
                         placeholder="symbol (→ completes, enter adds, esc cancels)")
 
     def action_delete(self) -> None:
@@ -176,10 +183,15 @@ class WatchlistEditing:
         book, symbol = self._book_or_warn(), self.watchlist.selected
         if book is None or symbol is None:
             return
+        wl = book.current
+        if wl.sort is not None:  # said with the column's header name, and how to get back
+            self.notify(f"{wl.name} is sorted by {sort_label(wl.sort, self.watchlist.indicators)}: rows "
+                        f"move only in your own order (s, then {MY_ORDER})", severity="warning", timeout=4)
+            return
         try:
             book.move(symbol, delta)
         except StateError as exc:
-            self.notify(f"{exc} (s cycles back to it)", severity="warning", timeout=4)
+            self.notify(str(exc), severity="warning", timeout=4)
             return
         self._save()
         self.show_book()
@@ -192,17 +204,26 @@ class WatchlistEditing:
         self._move(1)
 
     def action_sort(self) -> None:
+        """Open the sort picker: "My order" and the columns by their header names."""
         book = self._book_or_warn()
         if book is None:
             return
-        book.cycle_sort(sort_keys(self.watchlist.indicators))
+        wl = book.current
+        picker = SortPicker(sort_choices(self.watchlist.indicators), (wl.sort, wl.descending))
+        cast("App[int]", self).push_screen(picker, self._sort_picked)
+
+    def _sort_picked(self, sort: tuple[str | None, bool] | None) -> None:
+        book = self.book
+        if sort is None or book is None:  # cancelled
+            return
+        book.current.sort, book.current.descending = sort  # keys as saved, so old state files still load
         self._save()
         self.show_book()
 
     def action_filter(self) -> None:
         if isinstance(self.focused, SignalLog):
             self.prompt.ask("log_filter", "Filter signals:", self.signal_log.filter,
-                            placeholder="symbol or rule (enter keeps, esc clears)")
+                            placeholder="symbol or rule, sym:V, rule:vol (enter keeps, esc clears)")
         else:
             self.prompt.ask("filter", "Filter rows:", self.watchlist.filter,
                             placeholder="part of a symbol (enter keeps, esc clears)")

@@ -21,7 +21,31 @@ from textual.widgets import Input, Label
 
 
 class PromptInput(Input):
-    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
+    """The bar's input. While it has focus the footer shows only its keys: the app hides its own
+    (``check_action``), which would type text here rather than act; ``ctrl+q`` still quits."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("enter", "submit", "Done"),
+        Binding("escape", "cancel", "Cancel"),
+        Binding("tab", "complete", "Complete"),
+        Binding("tab", "stay", show=False),  # no completions: tab does nothing (the bar keeps the keys)
+        Binding("ctrl+q", "quit", show=False, priority=True),
+    ]
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        return self.suggester is not None if action == "complete" else True
+
+    def action_complete(self) -> None:
+        """Take the completion shown after the text (as ``→`` at the end of the text does)."""
+        if len(self._suggestion) > len(self.value):
+            self.value = self._suggestion
+            self.cursor_position = len(self.value)
+
+    def action_stay(self) -> None:
+        pass
+
+    def action_quit(self) -> None:
+        self.app.exit()
 
     def action_cancel(self) -> None:
         bar = self.parent
@@ -54,7 +78,11 @@ class PromptBar(Horizontal):
     PromptBar > PromptInput:focus {
         border: none;
     }
+    Screen.-prompt-open ToastRack {
+        margin-bottom: 2;  /* toasts stay above the prompt and the footer, never over what is typed */
+    }
     """
+    SCOPED_CSS = False  # for the ToastRack rule; the others name PromptBar anyway
 
     class Answered(Message):
         """The user answered (``value``) or cancelled (``value`` None) the question ``purpose``."""
@@ -106,6 +134,7 @@ class PromptBar(Horizontal):
         self.input.value = value
         self.input.cursor_position = len(value)
         self.display = True
+        self.screen.add_class("-prompt-open")
         self.input.focus()
 
     def on_input_changed(self, event: Input.Changed) -> None:
@@ -125,6 +154,7 @@ class PromptBar(Horizontal):
         if not self.asking:
             return
         self.display = False
+        self.screen.remove_class("-prompt-open")
         target = self._return_to
         if target is not None and hasattr(target, "focus"):
             target.focus()

@@ -1,11 +1,11 @@
 """The signal log: every signal the rules fired, newest first, coloured by direction.
 
-State is two reactives, ``signals`` (newest first, bounded) and ``filter`` (text matched against the
-symbol and the rule). :func:`signal_parts` decides what a line says as (text, role) pairs; the widget
-styles roles from its component classes (``$text-success`` for up, ``$text-error`` for down), so a theme
-switch recolours the log. A warm-up signal (fired on history, not news) is dimmed throughout and marked
-``hist`` after its price, so it cannot be read as a live alert. ``enter`` posts
-:class:`SignalLog.Chosen` so the app can jump to the symbol.
+State is two reactives, ``signals`` (newest first, bounded) and ``filter`` (see :func:`select`; shown in
+the border title while set, so a kept filter is never invisible). :func:`signal_parts` decides what a
+line says as (text, role) pairs; the widget styles roles from its component classes (``$text-success``
+for up, ``$text-error`` for down), so a theme switch recolours the log. A warm-up signal (fired on
+history, not news) is dimmed throughout and marked ``hist`` after its price, so it cannot be read as a
+live alert. ``enter`` posts :class:`SignalLog.Chosen` so the app can jump to the symbol.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from cachetools import LRUCache
 from rich.segment import Segment
 from rich.style import Style
 from textual.binding import Binding, BindingType
+from textual.content import Content
 from textual.message import Message
 from textual.reactive import reactive
 from textual.strip import Strip
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
 
 LIMIT = 500
 """Signals kept in the log; older ones fall off the end."""
+TITLE = "Signals"
+"""The log's border title; a kept filter is shown after it."""
 EMPTY = "no signals yet"
 ARROWS = {"up": "▲", "down": "▼"}
 HISTORY = "hist"
@@ -45,9 +48,39 @@ def newest_first(existing: Sequence[Signal], new: Iterable[Signal], limit: int =
 
 
 def matches(signal: Signal, text: str) -> bool:
-    """Whether ``text`` (any case) is part of the signal's symbol or rule."""
+    """Whether ``signal`` passes the filter ``text`` (any case): ``sym:V`` matches the symbol V exactly,
+    ``rule:vol`` a part of the rule, and plain text a part of the symbol or the rule."""
+    field, needle = parse_filter(text)
+    if not needle:
+        return True
+    if field == "sym":
+        return signal.symbol.lower() == needle
+    if field == "rule":
+        return needle in signal.rule.lower()
+    return needle in signal.symbol.lower() or needle in signal.rule.lower()
+
+
+def parse_filter(text: str) -> tuple[str, str]:
+    """``("sym" | "rule" | "", needle)``: the field a filter names by its prefix, and the text, lower case."""
     needle = text.strip().lower()
-    return not needle or needle in signal.symbol.lower() or needle in signal.rule.lower()
+    for field in ("sym", "rule"):
+        if needle.startswith(field + ":"):
+            return field, needle[len(field) + 1:].strip()
+    return "", needle
+
+
+def select(signals: Sequence[Signal], text: str) -> tuple[Signal, ...]:
+    """The signals the filter ``text`` keeps, in their order.
+
+    Plain text that is some signal's whole symbol means that symbol alone: ``V`` is the symbol V, not
+    every ``volume_spike`` as well (``rule:v`` asks for those).
+    """
+    field, needle = parse_filter(text)
+    if not needle:
+        return tuple(signals)
+    if not field and any(s.symbol.lower() == needle for s in signals):
+        field = "sym"
+    return tuple(s for s in signals if matches(s, f"{field}:{needle}" if field else needle))
 
 
 def _operands(values: dict[str, float]) -> str:
@@ -96,7 +129,7 @@ class SignalLog(RowView):
     signals: reactive[tuple[Signal, ...]] = reactive(())
     """Every signal kept, newest first (at most :data:`LIMIT`)."""
     filter: reactive[str] = reactive("")
-    """Only signals whose symbol or rule contains this text are shown."""
+    """Only the signals this text selects are shown (``sym:V``, ``rule:vol``, or part of either)."""
 
     class Chosen(Message):
         """``enter`` on a signal: the app shows its symbol."""
@@ -127,13 +160,15 @@ class SignalLog(RowView):
     def watch_signals(self) -> None:
         self._select()
 
-    def watch_filter(self) -> None:
+    def watch_filter(self, text: str) -> None:
+        kept = text.strip()  # plain text, never markup: a filter may hold brackets
+        self.border_title = Content(TITLE + (f" · filter “{kept}” (esc clears)" if kept else ""))
         self._select()
 
     def _select(self) -> None:
         keep = self.selected
         text = self.filter
-        self._shown = tuple(s for s in self.signals if matches(s, text)) if text else self.signals
+        self._shown = select(self.signals, text) if text else self.signals
         self.set_row_count(max(1, len(self._shown)))
         if keep is not None and keep in self._shown and self.cursor:  # at the top, follow the newest
             self.cursor = self._shown.index(keep)

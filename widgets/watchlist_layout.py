@@ -147,13 +147,38 @@ def row_cells(symbol: str, quote: Quote | None, signal: Signal | None,
     return tuple(cells)
 
 
-SORT_LABELS = {"symbol": "symbol", "last": "last", "change": "change", "change_pct": "change %",
-               "volume": "volume", "signal": "latest signal"}
+MY_ORDER = "My order"
+"""The sort picker's name for no sort: the rows in the order the user put them."""
+
+
+def sort_choices(indicators: Sequence[str]) -> tuple[tuple[str, str], ...]:
+    """``(key, header name)`` of every column the watchlist sorts by, in table order; the names come
+    from :func:`fixed_columns`, so the picker and the tabs line say what the header says."""
+    return tuple((spec.key, spec.label) for spec in fixed_columns(indicators, 0))
 
 
 def sort_keys(indicators: Sequence[str]) -> tuple[str, ...]:
-    """The columns the watchlist sorts by, in the order ``s`` cycles through them."""
-    return ("change_pct", "last", "change", "volume", *indicators, "signal", "symbol")
+    """The keys the watchlist sorts by (as saved in the state file)."""
+    return tuple(key for key, _ in sort_choices(indicators))
+
+
+def sort_label(key: str, indicators: Sequence[str]) -> str:
+    """The header name of the sort key ``key`` (the key itself if no column has it)."""
+    return dict(sort_choices(indicators)).get(key, key)
+
+
+def next_sort(current: tuple[str | None, bool], chosen: str | None) -> tuple[str | None, bool]:
+    """The sort after picking ``chosen`` (None: the user's own order) while ``current`` is in force.
+
+    The column in force flips direction; another starts biggest first (what change and volume are
+    sorted for), except the symbol, which starts at A.
+    """
+    key, descending = current
+    if chosen is None:
+        return None, False
+    if chosen == key:
+        return key, not descending
+    return chosen, chosen != "symbol"
 
 
 def sort_value(key: str, symbol: str, quote: Quote | None, signal: Signal | None) -> float | str | None:

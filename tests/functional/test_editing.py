@@ -21,6 +21,7 @@ from tests.functional.support import record_notifications, wait_for
 from widgets.detail import DetailScreen
 from widgets.help_screen import HelpScreen
 from widgets.signal_log import SignalLog
+from widgets.sort_picker import SortPicker
 
 SIZE = (100, 30)
 SAVE_WAIT_S = 30.0
@@ -122,7 +123,15 @@ async def test_shift_arrows_move_the_row_in_the_users_order(config: Config, stat
         assert app.watchlist.symbols[:2] == (first, second)
 
 
-async def test_s_cycles_the_sort_and_rows_do_not_move_while_sorted(
+async def pick_sort(pilot, app: TickdeckApp, letters: str) -> None:  # type: ignore[no-untyped-def]
+    """``s``, then ``letters`` (each jumps to the next name starting with it), then ``enter``."""
+    await pilot.press("s")
+    await wait_for(pilot, lambda: isinstance(app.screen, SortPicker), "the sort picker")
+    await pilot.press(*letters, "enter")
+    await wait_for(pilot, lambda: not isinstance(app.screen, SortPicker), "the sort picker to close")
+
+
+async def test_s_picks_the_sort_and_rows_do_not_move_while_sorted(
         config: Config, state_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     app = build_app(config)
     async with app.run_test(size=SIZE) as pilot:
@@ -130,7 +139,7 @@ async def test_s_cycles_the_sort_and_rows_do_not_move_while_sorted(
         await wait_for(pilot, lambda: len(app.watchlist.snapshot.quotes) == DEFAULT_ROWS,  # type: ignore[union-attr]
                        "quotes for every row")
         seen = record_notifications(app, monkeypatch)
-        await pilot.press("s")
+        await pick_sort(pilot, app, "cc")  # Chg, then Chg%
         assert app.watchlist.sort == ("change_pct", True)
         assert saved(app, state_dir)["watchlists"][0]["sort"] == "change_pct"
         await pilot.press("space")  # hold the values so the order can be checked
@@ -138,12 +147,12 @@ async def test_s_cycles_the_sort_and_rows_do_not_move_while_sorted(
         quotes = app.watchlist.snapshot.by_symbol()  # type: ignore[union-attr]
         shown = [quotes[s].change_pct for s in app.watchlist.shown]
         assert shown == sorted(shown, reverse=True)
-        assert "sorted by change % ▼" in app.tabs.note
+        assert "sorted by Chg% ▼" in app.tabs.note
         order = app.watchlist.symbols
         await pilot.press("shift+down")
         assert app.watchlist.symbols == order
         assert any("rows move only in your own order" in m for _, m, _ in seen)
-        await pilot.press("s")
+        await pick_sort(pilot, app, "")  # the sort in force again: the other direction
         assert app.watchlist.sort == ("change_pct", False)
         shown = [quotes[s].change_pct for s in app.watchlist.shown]
         assert shown == sorted(shown)
@@ -203,7 +212,8 @@ async def test_edits_and_theme_are_there_after_a_restart(make_config: Callable[.
         added = universe(app)[DEFAULT_ROWS + 1]
         await pilot.press("a")
         await type_answer(pilot, added)
-        await pilot.press("s", "n")
+        await pick_sort(pilot, app, "cc")
+        await pilot.press("n")
         await type_answer(pilot, "Second")
         await pilot.press("1", "t")
         lists, theme = app.tabs.names, app.theme
