@@ -129,7 +129,10 @@ async def test_open_switch_timeframe_and_go_back(config: Config, size: tuple[int
         assert all(len(line) == width for line in lines)  # nothing wider than the widget
         assert chart.region.right <= size[0] and chart.region.bottom <= size[1] - 1  # above the footer
         assert lines[0].startswith("SMA 20 ") and any(line.startswith("RSI 14 ") for line in lines)
-        assert any(line.startswith("MACD ") for line in lines)
+        if size == WIDE:
+            assert any(line.startswith("MACD ") for line in lines)
+        else:  # no room for a MACD panel: its values follow the RSI's
+            assert any(line.startswith("RSI 14 ") and "  MACD " in line for line in lines)
         values = screen.query_one("#detail-values")
         footer_keys = {b.binding.key for b in screen.active_bindings.values() if b.enabled}
         assert {"escape", "left_square_bracket", "right_square_bracket", "f"} <= footer_keys
@@ -257,6 +260,23 @@ async def test_values_follow_the_timeframe_and_the_footer_names_the_other_tab(co
         await pilot.press("i")
         await wait_for(pilot, lambda: footer_keys(screen).get("i") == "Indicators", "back to i Indicators")
         assert screen.query_one(CandleChart).display
+
+
+async def test_at_80x24_the_chart_panels_are_tall_enough_and_no_row_is_blank(config: Config) -> None:
+    app = Host()
+    async with fed_engine(config) as (engine, symbol), app.run_test(size=NARROW) as pilot:
+        screen = DetailScreen(symbol, engine_fetch(engine, []), TIMEFRAMES)
+        await app.push_screen(screen)
+        await wait_for(pilot, lambda: screen.data is not None and len(screen.data) > 60, "60 bars")
+        lines = await chart_lines(pilot, screen)
+        assert len(lines) == 20  # 24 rows less the title, the tabs and the footer
+        price, rsi = 0, next(y for y, line in enumerate(lines) if line.startswith("RSI 14 "))
+        assert lines[price].startswith("SMA 20 ") and "  MACD " in lines[rsi]
+        assert rsi - price - 1 >= 12 and len(lines) - 1 - rsi - 1 >= 5  # plot rows under each legend
+        label = lines[price + 1].index(" ", lines[price + 1].index(".")) + 1  # past the first price label
+        for y, line in enumerate(lines[:-1]):
+            assert line[label:].strip(), f"row {y} of the chart is blank: {lines}"
+        assert lines[-1].strip()  # the time axis
 
 
 async def test_no_data_shows_a_message_instead_of_a_chart() -> None:
