@@ -69,7 +69,10 @@ class Part:
 
 
 REASON_MIN = 16
-"""Cells the reason keeps before the lesser parts (ticks/s, lag, bar interval, the app's name) get room."""
+"""Cells the reason keeps before the feed, the clock, trouble counts and history progress get room."""
+LESSER = 4
+"""Parts of this rank and above (ticks/s, lag, bar interval, the app's name) get room only after the
+whole reason: while the feed is down, why matters more than a rate of zero."""
 GAP = "  "
 
 
@@ -105,16 +108,18 @@ def fit_parts(parts: list[Part], width: int | None) -> list[Part]:
 
     Parts of rank 0 stay, whatever the width (the line's own ellipsis cuts them when even they do not
     fit). The reason then gets :data:`REASON_MIN` cells (or its length); the other parts are added by
-    rank while they fit; the reason gets whatever is left after that.
+    rank while they fit, those of rank :data:`LESSER` and above only beside the whole reason; the reason
+    gets whatever is left after that.
     """
     if width is None:
         return list(parts)
     reason = next((p for p in parts if p.flexible), None)
     kept = {id(p) for p in parts if p.rank == 0 and not p.flexible}
     used = sum(p.width for p in parts if id(p) in kept)
-    reserve = min(reason.width, REASON_MIN + 1) if reason is not None else 0  # +1: its leading space
+    whole = reason.width if reason is not None else 0
+    least = min(whole, REASON_MIN + 1)  # +1: its leading space
     for part in sorted((p for p in parts if p.rank > 0), key=lambda p: p.rank):  # sorted() is stable
-        if used + reserve + part.width <= width:
+        if used + (whole if part.rank >= LESSER else least) + part.width <= width:
             kept.add(id(part))
             used += part.width
     out: list[Part] = []

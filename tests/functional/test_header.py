@@ -66,13 +66,15 @@ def test_state_and_countdown_first_then_the_reason_gets_what_is_left(width: int)
     assert len(line) <= width
     assert "● reconnecting DNS lookup" in line and "(retry in 12s)" in line
     assert line.index("reconnecting") < line.index("DNS") < line.index("(retry in 12s)")
-    assert REASON not in line and "…" in line  # even 160 is too short for everything here
     if width >= 80:
         assert "binance" in line and "2 reconn" in line  # the feed and its trouble next
     if width >= 100:
         assert "history 12/40" in line
-    if width >= 160:
-        assert line.startswith("tickdeck  binance") and "ticks/s" in line and "lag 3 ms" in line
+    if width < 160:
+        assert REASON not in line and "…" in line
+    else:  # the whole reason before the lesser parts
+        assert REASON in line and "ticks/s" not in line and "tickdeck" not in line
+    assert render_header(state(), 250).plain.startswith("tickdeck  binance")  # room for everything
 
 
 def test_a_reason_that_fits_is_whole_and_the_lesser_parts_give_way_first() -> None:
