@@ -7,14 +7,16 @@ read-only copy, so the UI may keep it while the engine moves on.
 
 Timeframes are whole multiples of the engine's bar interval: ``factor`` 5 on one-minute bars gives
 five-minute bars on the five-minute grid (open of the first bar, highest high, lowest low, close of the
-last, summed volume). The chart's series are computed by the engine's own indicator code (an
-``IndicatorBank`` of just the chart's outputs, fed the resampled bars one at a time), over every bar
-available and not only the ones shown, so the first visible values are already past their warm-up and
-equal what TA-Lib gives on the same bars.
+last, summed volume). The chart's series, and the values of every output at that timeframe, are computed
+by the engine's own indicator code (an ``IndicatorBank`` of the chart's outputs and the engine's, fed the
+resampled bars one at a time), over every bar available and not only the ones shown, so the first visible
+values are already past their warm-up and equal what TA-Lib gives on the same bars. At the engine's own
+interval the values are the engine's (what the watchlist shows, warmed over every bar it has seen).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -46,8 +48,8 @@ class ChartData:
     series: dict[str, np.ndarray]
     """Each name of :data:`SERIES`, one value per bar (NaN while warming up)."""
     values: dict[str, float]
-    """The current value of every output the engine computes, at the engine's own interval (provisional
-    while the engine's bar is forming), as the watchlist shows them."""
+    """The current value of every output the engine computes, at this timeframe (provisional while the
+    last bar is forming); at the engine's own interval, the engine's values, as the watchlist shows them."""
     forming: bool
     """Whether the last bar's period is still open (its values may change)."""
 
@@ -75,12 +77,14 @@ def resample(t: np.ndarray, ohlcv: np.ndarray, timeframe_ns: int) -> tuple[np.nd
     return period[starts], out
 
 
-def compute_series(t: np.ndarray, ohlcv: np.ndarray, forming: bool) -> dict[str, np.ndarray]:
+def compute_series(t: np.ndarray, ohlcv: np.ndarray, forming: bool,
+                   outputs: Sequence[str] = ()) -> tuple[dict[str, np.ndarray], dict[str, float]]:
     """Each of :data:`SERIES` after each bar, as the engine computes it (the last bar previewed when it is
-    still forming, which gives the value it would have if it closed now)."""
+    still forming, which gives the value it would have if it closed now), and the value of each of
+    ``outputs`` after the last bar (provisional when it is forming), from the same pass."""
     from engine.indicators.bank import IndicatorBank  # loads the compiled kernels
 
-    bank = IndicatorBank(SERIES, 1)
+    bank = IndicatorBank((*SERIES, *outputs), 1)
     rows = np.array([bank.row(name) for name in SERIES], dtype=np.int64)
     out = np.full((len(t), len(SERIES)), np.nan)
     closed = len(t) - 1 if forming else len(t)
@@ -92,12 +96,15 @@ def compute_series(t: np.ndarray, ohlcv: np.ndarray, forming: bool) -> dict[str,
         else:
             bank.preview(0, ti, o, h, lo, c, v)
             out[i] = bank.provisional[rows, 0]
-    return {name: frozen(np.ascontiguousarray(out[:, k])) for k, name in enumerate(SERIES)}
+    last = bank.provisional if closed < len(t) else bank.committed
+    values = {name: float(last[bank.row(name), 0]) for name in outputs}
+    return {name: frozen(np.ascontiguousarray(out[:, k])) for k, name in enumerate(SERIES)}, values
 
 
 def chart_data(engine: Engine, symbol: str, factor: int, bars: int) -> ChartData | None:
     """The last ``bars`` bars of ``symbol`` at ``factor`` times the engine's interval, with the chart's
-    series and the engine's current values; None for an unknown symbol or one without bars yet.
+    series and every output's current value at that timeframe; None for an unknown symbol or one without
+    bars yet.
 
     Call on the engine's thread (``await runtime.call(chart_data, engine, symbol, factor, bars)``).
     """
@@ -125,7 +132,10 @@ def chart_data(engine: Engine, symbol: str, factor: int, bars: int) -> ChartData
     # The last period is open while the engine's bar is forming, or while its last interval has not
     # closed yet (on five-minute bars, a period whose fourth minute just closed is not complete).
     forming = bool(engine_forming or t[-1] + engine.interval_ns < rt[-1] + timeframe)
-    series = compute_series(rt, rbars, forming)
+    # At the engine's interval its own values are the ones to show (warmed over more than the ring holds).
+    series, values = compute_series(rt, rbars, forming, () if factor == 1 else engine.bank.names)
+    if factor == 1:
+        values = engine.bank.values(slot, provisional=engine_forming)
     keep_from = max(0, len(rt) - bars)
     return ChartData(
         symbol=symbol,
@@ -133,6 +143,6 @@ def chart_data(engine: Engine, symbol: str, factor: int, bars: int) -> ChartData
         t=frozen(rt[keep_from:].copy()),
         ohlcv=frozen(np.ascontiguousarray(rbars[keep_from:])),
         series={name: frozen(s[keep_from:].copy()) for name, s in series.items()},
-        values=engine.bank.values(slot, provisional=engine_forming),
+        values=values,
         forming=forming,
     )

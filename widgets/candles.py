@@ -1,6 +1,11 @@
 """The detail pane's chart: candles with SMA, EMA and Bollinger overlays, an RSI panel with its 30/70
 lines and a MACD panel with its histogram, stacked over one shared time axis, drawn by plotext.
 
+At 80x24 the chart has 20 rows: too few for three panels that can be read, so below :data:`MACD_FROM` rows
+the MACD's panel is left out (its values go on the RSI's legend line), and a short price panel draws the
+Bollinger bands and their middle (the SMA 20) but not the EMA, so the candles stay readable. The RSI panel
+spans the range the RSI took (with 30 and 70 in it), so no row of it stays empty.
+
 plotext draws every panel; this module only decides what goes where. Each panel's first row is a legend
 line written here (the latest values, which plotext's in-canvas legend box would cover candles to show),
 and every panel gets y labels of one common width, so a bar sits in the same column from the price down
@@ -44,10 +49,15 @@ Role = Literal["text", "muted", "up", "down", "sma", "ema", "band", "rsi", "macd
 ROLES: tuple[Role, ...] = ("text", "muted", "up", "down", "sma", "ema", "band", "rsi", "macd", "signal")
 
 OVERLAYS: tuple[tuple[str, Role], ...] = (
-    ("bb_upper_20_2", "band"), ("bb_middle_20_2", "band"), ("bb_lower_20_2", "band"),
-    ("sma_20", "sma"), ("ema_20", "ema"),
+    ("bb_upper_20_2", "band"), ("bb_lower_20_2", "band"), ("sma_20", "sma"), ("ema_20", "ema"),
 )
-"""Price overlays, drawn in this order (a later one wins a shared cell)."""
+"""Price overlays, drawn in this order (a later one wins a shared cell), all before the candles so that a
+candle is never covered. The Bollinger middle band is the SMA 20, drawn once, as the SMA."""
+SMALL_OVERLAYS = OVERLAYS[:3]
+"""What a price panel of fewer than :data:`ALL_OVERLAYS_FROM` rows draws: the Bollinger bands around
+their middle (the SMA); a fourth line close to the SMA would leave the candles hard to read."""
+ALL_OVERLAYS_FROM = 16
+"""Plot rows of the price panel from which the EMA is drawn too."""
 RSI, RSI_LEVELS = "rsi_14", (70.0, 30.0)
 MACD, MACD_SIGNAL, MACD_HIST = "macd_12_26_9", "macd_signal_12_26_9", "macd_hist_12_26_9"
 
@@ -69,18 +79,29 @@ class Layout:
     macd: int
     axis: int
 
+    @property
+    def overlays(self) -> tuple[tuple[str, Role], ...]:
+        return OVERLAYS if self.price - 1 >= ALL_OVERLAYS_FROM else SMALL_OVERLAYS
+
+
+MACD_FROM = 25
+"""Rows (without the time axis) from which the MACD panel has a place of its own (100x30 has 25 rows of
+chart, 80x24 has 19): fewer would leave every panel too short to read, so below it the MACD's values go on
+the RSI panel's legend line and its plot is left out (the values tab lists it too)."""
+
 
 def layout(height: int) -> Layout:
     """Price first; RSI and MACD panels and the time axis only when they leave the price room to read.
-    The RSI panel gets four rows under its legend where it can: fewer cannot put 30 and 70 on rows of their
-    own over the whole 0..100 range."""
+    Every panel shown gets at least four plot rows under its legend, and the price at least twice what the
+    RSI gets (80x24 gives price 1 + 12 rows, RSI 1 + 5)."""
     axis = 1 if height >= 8 else 0
     room = height - axis
-    if room >= 14:
-        rsi, macd = max(5, round(room * 0.2)), max(4, round(room * 0.25))
+    if room >= MACD_FROM:
+        rsi, macd = max(6, round(room * 0.2)), max(6, round(room * 0.22))
         return Layout(room - rsi - macd, rsi, macd, axis)
     if room >= 10:
-        return Layout(room - 5, 5, 0, axis)
+        rsi = max(5, round(room * 0.3))
+        return Layout(room - rsi, rsi, 0, axis)
     return Layout(max(0, room), 0, 0, axis)
 
 
@@ -184,7 +205,7 @@ def draw_chart(data: ChartData, width: int, height: int, styles: Mapping[str, St
     if n == 0:
         return _note("no bars yet", styles, width, height)
     window = Window.of(data, min(n, plot))
-    legends = _legends(window.series, styles, width)
+    legends = _legends(window.series, styles, width, parts)
     panels = _plot_panels(window, data.timeframe_ns, parts, width, label_width, styles)
     lines: list[Text] = []
     rows = iter(panels)
@@ -215,19 +236,25 @@ def _label_width(data: ChartData, parts: Layout) -> int:
     return width + 1  # a space between the labels and the plot
 
 
-def _legends(series: Mapping[str, list[float]], styles: Mapping[str, Style], width: int) -> list[Text]:
+def _legends(series: Mapping[str, list[float]], styles: Mapping[str, Style], width: int,
+             parts: Layout) -> list[Text]:
+    """The legend line of each panel: the latest value of each line drawn in it. Without a MACD panel, its
+    values follow the RSI's on that panel's line."""
     hist = _value(series, MACD_HIST)
     band = f"{fmt.price(_value(series, 'bb_lower_20_2'))}..{fmt.price(_value(series, 'bb_upper_20_2'))}"
+    ema: list[tuple[str, Role]] = [("  EMA 20 ", "ema"), (fmt.price(_value(series, "ema_20")), "ema")]
+    macd: list[tuple[str, Role]] = [
+        ("MACD ", "macd"), (fmt.indicator(_value(series, MACD)), "macd"),
+        ("  signal ", "signal"), (fmt.indicator(_value(series, MACD_SIGNAL)), "signal"),
+        ("  hist ", "muted"), (fmt.indicator(hist), "up" if hist >= 0 else "down")]
+    rsi: list[tuple[str, Role]] = [("RSI 14 ", "rsi"), (fmt.indicator(_value(series, RSI)), "rsi"),
+                                   ("  70/30", "muted")]
     return [
         _legend([("SMA 20 ", "sma"), (fmt.price(_value(series, "sma_20")), "sma"),
-                 ("  EMA 20 ", "ema"), (fmt.price(_value(series, "ema_20")), "ema"),
-                 ("  BB 20 2 ", "band"),
-                 (band, "band")], styles, width),
-        _legend([("RSI 14 ", "rsi"), (fmt.indicator(_value(series, RSI)), "rsi"), ("  70/30", "muted")],
-                styles, width),
-        _legend([("MACD ", "macd"), (fmt.indicator(_value(series, MACD)), "macd"),
-                 ("  signal ", "signal"), (fmt.indicator(_value(series, MACD_SIGNAL)), "signal"),
-                 ("  hist ", "muted"), (fmt.indicator(hist), "up" if hist >= 0 else "down")], styles, width),
+                 *(ema if ("ema_20", "ema") in parts.overlays else []),
+                 ("  BB 20 2 ", "band"), (band, "band")], styles, width),
+        _legend(rsi if parts.macd else [*rsi, ("   ", "muted"), *macd], styles, width),
+        _legend(macd, styles, width),
     ]
 
 
@@ -290,10 +317,10 @@ def _plot_panels(window: Window, timeframe_ns: int, parts: Layout, width: int, l
 
     price = subplots[0]
     ohlcv = window.ohlcv
-    overlays = [window.series[name] for name, _ in OVERLAYS if name in window.series]
+    overlays = [window.series[name] for name, _ in parts.overlays if name in window.series]
     low, high = _range([bar[2] for bar in ohlcv], [bar[1] for bar in ohlcv], *overlays)
     price.ruler("y").lim(low, high)
-    for name, role in OVERLAYS:
+    for name, role in parts.overlays:
         if name in window.series:
             lines(price, window.series[name], role)
     with _candle_colours(colours["up"], colours["down"]):
@@ -310,7 +337,9 @@ def _plot_panels(window: Window, timeframe_ns: int, parts: Layout, width: int, l
     if parts.rsi:
         rsi = subplots[panel]
         panel += 1
-        rsi.ruler("y").lim(0.0, 100.0)
+        # The range the RSI took, widened to hold 30 and 70: no row is spent on a stretch it never reached,
+        # and the guides sit on the top and bottom rows when it stayed between them.
+        rsi.ruler("y").lim(*_range(window.series.get(RSI, []), list(RSI_LEVELS)))
         for level in RSI_LEVELS:
             rsi.line(level, pixel=pixel("muted"), style="dotted")
         lines(rsi, window.series.get(RSI, []), "rsi")

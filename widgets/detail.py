@@ -10,8 +10,10 @@ wins. A failed fetch is shown on the screen and in a notification, and refreshin
 picks a timeframe again.
 
 Narrow terminals (below :data:`WIDE` columns, e.g. 80x24 over SSH) show the chart and the indicator
-values as two tabs (``i`` switches); wide ones show them side by side. What the title line and the
-value table show are pure functions (:func:`render_title`, :func:`render_catalogue`), tested on their own.
+values as two tabs (``i`` switches, and the footer names the tab it switches to); wide ones show them side
+by side. The values are those of the chosen timeframe, as the chart's are, and say which it is. What the
+title line and the value table show are pure functions (:func:`render_title`, :func:`render_catalogue`),
+tested on their own.
 """
 
 from __future__ import annotations
@@ -158,14 +160,21 @@ class Catalogue(Widget):
 
     values: reactive[Mapping[str, float]] = reactive(dict, always_update=True)
     """Output name -> current value (assign a new mapping)."""
+    timeframe: reactive[str] = reactive("")
+    """The timeframe the values are at (``1h``), said on the first line; empty: no such line."""
 
     def render(self) -> Content:
         if not self.values:
             return Content.styled("no values yet", MUTED)
-        return render_catalogue(self.values, self.size.width)
+        table = render_catalogue(self.values, self.size.width)
+        if not self.timeframe:
+            return table
+        heading = Content.styled(fmt.fit(f"values at {self.timeframe}", self.size.width), f"{MUTED} bold")
+        return Content("\n").join([heading, table])
 
     def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
-        return max(1, catalogue_shape(len(self.values), width)[1])
+        heading = 1 if self.values and self.timeframe else 0
+        return max(1, catalogue_shape(len(self.values), width)[1] + heading)
 
 
 class DetailScreen(Screen[None]):
@@ -229,7 +238,8 @@ class DetailScreen(Screen[None]):
         Binding("left_square_bracket", "timeframe(-1)", "Prev TF", key_display="["),
         Binding("right_square_bracket", "timeframe(1)", "Next TF", key_display="]"),
         Binding("f", "timeframe(1)", "Timeframe", show=False),
-        Binding("i", "toggle_values", "Indicators"),
+        Binding("i", "show_tab('values')", "Indicators"),
+        Binding("i", "show_tab('chart')", "Chart"),  # one of these two is enabled: the other tab's
     ]
 
     index: reactive[int] = reactive(0, init=False)
@@ -264,7 +274,7 @@ class DetailScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         yield Static(id="detail-title")
-        yield Tabs(Tab("Chart", id="tab-chart"), Tab("Indicators", id="tab-values"), id="detail-tabs")
+        yield Tabs(Tab("Chart", id="tab-chart"), Tab(self._values_label(), id="tab-values"), id="detail-tabs")
         with Horizontal(id="detail-body"):
             yield CandleChart(id="detail-chart")
             with VerticalScroll(id="detail-values"):
@@ -285,8 +295,11 @@ class DetailScreen(Screen[None]):
             self.refresh_bindings()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        """``i`` only where the values are a tab (wide screens show them beside the chart)."""
-        return action != "toggle_values" or self.has_class("-narrow")
+        """``i`` only where the values are a tab (wide screens show them beside the chart), and only the
+        binding to the tab not shown, so the footer says where ``i`` goes."""
+        if action != "show_tab":
+            return True
+        return self.has_class("-narrow") and (parameters == ("values",)) != self.has_class("-values")
 
     # --- fetching -----------------------------------------------------------------------------------
     def _request(self, changed: bool = False) -> None:
@@ -334,11 +347,17 @@ class DetailScreen(Screen[None]):
     # --- state to widgets ---------------------------------------------------------------------------
     def watch_data(self, data: ChartData | None) -> None:
         self.query_one(CandleChart).data = data
-        self.query_one(Catalogue).values = dict(data.values) if data is not None else {}
+        catalogue = self.query_one(Catalogue)
+        catalogue.values = dict(data.values) if data is not None else {}
+        catalogue.timeframe = duration_label(data.timeframe_ns) if data is not None else ""
         self._draw_title()
 
     def watch_index(self) -> None:
         self._draw_title()
+        self.query_one("#tab-values", Tab).label = self._values_label()
+
+    def _values_label(self) -> str:
+        return f"Indicators {self.timeframe}"
 
     def watch_message(self, message: str) -> None:
         self.query_one("#detail-message", Static).update(message)
@@ -351,6 +370,7 @@ class DetailScreen(Screen[None]):
 
     def on_tabs_tab_activated(self, event: Tabs.TabActivated) -> None:
         self.set_class(event.tab.id == "tab-values", "-values")
+        self.refresh_bindings()
 
     # --- actions ------------------------------------------------------------------------------------
     def action_timeframe(self, step: int) -> None:
@@ -363,9 +383,9 @@ class DetailScreen(Screen[None]):
             self._timer.resume()
         self._request(changed=True)
 
-    def action_toggle_values(self) -> None:
-        tabs = self.query_one(Tabs)
-        tabs.active = "tab-chart" if tabs.active == "tab-values" else "tab-values"
+    def action_show_tab(self, tab: str) -> None:
+        """``values`` or ``chart``: the narrow screen's tab to show."""
+        self.query_one(Tabs).active = f"tab-{tab}"
 
     def action_back(self) -> None:
         self.dismiss()

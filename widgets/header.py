@@ -2,7 +2,9 @@
 loading (``history 12/40``), pause.
 
 State is a handful of reactives; :func:`render_header` draws them as ``Content`` (theme variables for
-colours) and is tested on its own. :class:`TickRate` turns the engine's running tick count into a rate.
+colours) in the width the line has, and is tested on its own: when not everything fits, the feed's state
+and the reconnect countdown stay, the reason is cut to what is left, and the other parts give way by rank
+(:func:`fit_parts`). :class:`TickRate` turns the engine's running tick count into a rate.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from rich.cells import cell_len
 from textual.content import Content
 from textual.reactive import reactive
 from textual.widget import Widget
@@ -51,45 +54,109 @@ class HeaderState:
     now_ns: int = 0  # wall time of the drawing, for the countdown
 
 
-def render_header(s: HeaderState) -> Content:
-    """``tickdeck  sim ● live  14:03:27  1m bars  2,013 ticks/s  ⏸ PAUSED`` (parts left out when unknown)."""
+@dataclass(frozen=True)
+class Part:
+    """One piece of the header line: its text and styles, how much it matters (0 most: kept first when
+    the line is too narrow), and whether it is the reason (which is cut to fit rather than left out)."""
+
+    pieces: tuple[tuple[str, str], ...]
+    rank: int
+    flexible: bool = False
+
+    @property
+    def width(self) -> int:
+        return sum(cell_len(text) for text, _ in self.pieces)
+
+
+REASON_MIN = 16
+"""Cells the reason keeps before the feed, the clock, trouble counts and history progress get room."""
+LESSER = 4
+"""Parts of this rank and above (ticks/s, lag, bar interval, the app's name) get room only after the
+whole reason: while the feed is down, why matters more than a rate of zero."""
+GAP = "  "
+
+
+def header_parts(s: HeaderState) -> list[Part]:
+    """The parts of the line in the order they are drawn, each ranked: the feed's state, the reconnect
+    countdown and pause first; then the feed, the clock and trouble; then history progress; the rest
+    (tick rate, lag, bar interval, the app's name) only when there is room. The reason is flexible."""
     style = STATE_STYLES.get(s.state, MUTED)
     state = STATE_TEXT.get(s.state, s.state)
-    parts: list[str | tuple[str, str]] = [
-        ("tickdeck", "$text-primary bold"),
-        "  ",
-        (s.feed, "bold"),
-        " ",
-        (f"● {state}", style),
-    ]
+    parts = [Part((("tickdeck", "$text-primary bold"), (GAP, "")), 6),
+             Part(((s.feed, "bold"), (" ", "")), 1),
+             Part(((f"● {state}", style),), 0)]
     if s.reason:
-        parts += [" ", (s.reason, style)]
+        parts.append(Part(((" ", ""), (s.reason, style)), 0, flexible=True))
     if s.retry_at_ns and s.state == "reconnecting":
-        parts += [" ", (f"(retry in {max(0, math.ceil((s.retry_at_ns - s.now_ns) / 1e9))}s)", style)]
+        seconds = max(0, math.ceil((s.retry_at_ns - s.now_ns) / 1e9))
+        parts.append(Part(((" ", ""), (f"(retry in {seconds}s)", style)), 0))
     if s.clock_ns:
-        parts += ["  ", (fmt.clock(s.clock_ns), "bold")]
+        parts.append(Part(((GAP, ""), (fmt.clock(s.clock_ns), "bold")), 1))
     if s.interval:
-        parts += ["  ", (f"{s.interval} bars", MUTED)]
+        parts.append(Part(((GAP, ""), (f"{s.interval} bars", MUTED)), 5))
     if s.tick_rate == s.tick_rate:
-        parts += ["  ", f"{s.tick_rate:,.0f}", (" ticks/s", MUTED)]
+        parts.append(Part(((GAP, ""), (f"{s.tick_rate:,.0f}", ""), (" ticks/s", MUTED)), 4))
     if s.health is not None:
         parts += _health_parts(s.health)
     if s.paused:
-        parts += ["  ", ("⏸ PAUSED", "$text-warning bold reverse")]
-    return Content.assemble(*parts)
+        parts.append(Part(((GAP, ""), ("⏸ PAUSED", "$text-warning bold reverse")), 0))
+    return parts
 
 
-def _health_parts(h: PipelineHealth) -> list[str | tuple[str, str]]:
+def fit_parts(parts: list[Part], width: int | None) -> list[Part]:
+    """The parts that fit in ``width`` cells, in their order, the reason cut (``…``) to what is left.
+
+    Parts of rank 0 stay, whatever the width (the line's own ellipsis cuts them when even they do not
+    fit). The reason then gets :data:`REASON_MIN` cells (or its length); the other parts are added by
+    rank while they fit, those of rank :data:`LESSER` and above only beside the whole reason; the reason
+    gets whatever is left after that.
+    """
+    if width is None:
+        return list(parts)
+    reason = next((p for p in parts if p.flexible), None)
+    kept = {id(p) for p in parts if p.rank == 0 and not p.flexible}
+    used = sum(p.width for p in parts if id(p) in kept)
+    whole = reason.width if reason is not None else 0
+    least = min(whole, REASON_MIN + 1)  # +1: its leading space
+    for part in sorted((p for p in parts if p.rank > 0), key=lambda p: p.rank):  # sorted() is stable
+        if used + (whole if part.rank >= LESSER else least) + part.width <= width:
+            kept.add(id(part))
+            used += part.width
+    out: list[Part] = []
+    for part in parts:
+        if part is reason:
+            room = width - used
+            if room >= min(reason.width, 2 + 1):  # at least a character and the ellipsis
+                out.append(part if room >= part.width else _cut_reason(part, room))
+        elif id(part) in kept:
+            out.append(part)
+    return out
+
+
+def _cut_reason(part: Part, room: int) -> Part:
+    (space, _), (text, style) = part.pieces
+    return Part(((space, ""), (fmt.fit(text, room - cell_len(space)), style)), part.rank, True)
+
+
+def render_header(s: HeaderState, width: int | None = None) -> Content:
+    """``tickdeck  sim ● live  14:03:27  1m bars  2,013 ticks/s  ⏸ PAUSED`` (parts left out when unknown);
+    in ``width`` cells, the parts that matter most (see :func:`fit_parts`)."""
+    pieces = [piece for part in fit_parts(header_parts(s), width) for piece in part.pieces]
+    return Content.assemble(*((text, style) if style else text for text, style in pieces))
+
+
+def _health_parts(h: PipelineHealth) -> list[Part]:
     """Lag always (it is the figure that says whether the console keeps up); the symbols whose history
     has loaded while some are still loading; trouble only when there is some: a backed-up queue, bad
     messages, reconnects, gaps in the trade sequence."""
-    parts: list[str | tuple[str, str]] = ["  ", ("lag ", MUTED), f"{h.lag_p99_ms:,.0f} ms"]
+    parts = [Part(((GAP, ""), ("lag ", MUTED), (f"{h.lag_p99_ms:,.0f} ms", "")), 4)]
     if h.history_done < h.history_total:
-        parts += ["  ", ("history ", MUTED), f"{h.history_done:,}/{h.history_total:,}"]
+        done = f"{h.history_done:,}/{h.history_total:,}"
+        parts.append(Part(((GAP, ""), ("history ", MUTED), (done, "")), 3))
     for value, label in ((h.queue_depth, "queued"), (h.bad_messages, "bad"), (h.reconnects, "reconn"),
                          (h.gaps, "gaps")):
         if value:
-            parts += ["  ", (f"{value:,} {label}", "$text-warning")]
+            parts.append(Part(((GAP, ""), (f"{value:,} {label}", "$text-warning")), 2))
     return parts
 
 
@@ -153,4 +220,4 @@ class HeaderBar(Widget):
                            self.paused, self.health, self.retry_at_ns, time.time_ns())
 
     def render(self) -> Content:
-        return render_header(self.header_state())
+        return render_header(self.header_state(), self.size.width)

@@ -12,17 +12,22 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 from rich.color import ColorType
 from textual.app import App, ComposeResult
-from textual.widgets import Static
+from textual.widgets import Static, Tab
+from textual.widgets._footer import FooterKey
 
 from engine.chart_data import ChartData, chart_data
 from engine.config import Config, parse_interval
 from engine.feeds.base import HistoryBars
 from engine.pipeline import Engine
 from engine.runtime import build_engine, build_feed
+from engine.ticks import NO_BAR
+from tests.data import Bars
 from tests.functional.support import wait_for
+from tests.unit.oracle import TALIB, assert_matches, scale_for
 from themes import THEME_NAMES, register_themes
 from widgets import formatting as fmt
 from widgets.candles import CandleChart
@@ -124,7 +129,10 @@ async def test_open_switch_timeframe_and_go_back(config: Config, size: tuple[int
         assert all(len(line) == width for line in lines)  # nothing wider than the widget
         assert chart.region.right <= size[0] and chart.region.bottom <= size[1] - 1  # above the footer
         assert lines[0].startswith("SMA 20 ") and any(line.startswith("RSI 14 ") for line in lines)
-        assert any(line.startswith("MACD ") for line in lines)
+        if size == WIDE:
+            assert any(line.startswith("MACD ") for line in lines)
+        else:  # no room for a MACD panel: its values follow the RSI's
+            assert any(line.startswith("RSI 14 ") and "  MACD " in line for line in lines)
         values = screen.query_one("#detail-values")
         footer_keys = {b.binding.key for b in screen.active_bindings.values() if b.enabled}
         assert {"escape", "left_square_bracket", "right_square_bracket", "f"} <= footer_keys
@@ -186,6 +194,89 @@ async def test_narrow_tabs_switch_to_every_value_of_the_catalogue(config: Config
         await pilot.press("i")
         await pilot.pause()
         assert screen.query_one(CandleChart).display and not screen.query_one("#detail-values").display
+
+
+def footer_keys(screen: DetailScreen) -> dict[str, str]:
+    """What the footer shows: key -> description."""
+    return {key.key: key.description for key in screen.query(FooterKey)}
+
+
+def resampled(t: np.ndarray, ohlcv: np.ndarray, seconds: int) -> Bars:
+    """The oracle's resample: pandas on the epoch grid, empty periods dropped."""
+    frame = pd.DataFrame(ohlcv, columns=list("ohlcv"), index=pd.to_datetime(t, unit="ns"))
+    out = frame.resample(f"{seconds}s", origin="epoch").agg(
+        {"o": "first", "h": "max", "l": "min", "c": "last", "v": "sum"}).dropna()
+    return Bars(out.index.asi8, *(out[k].to_numpy() for k in "ohlcv"))
+
+
+async def test_values_follow_the_timeframe_and_the_footer_names_the_other_tab(config: Config) -> None:
+    """At 15s the Indicators tab lists the 15-second values (TA-Lib on the 15-second bars the fetch read),
+    says so, and the footer's ``i`` names the tab it goes to."""
+    fetched: list[tuple[ChartData | None, np.ndarray, np.ndarray]] = []
+    app = Host()
+    async with fed_engine(config) as (engine, symbol), app.run_test(size=NARROW) as pilot:
+        async def fetch(name: str, factor: int) -> ChartData | None:
+            slot = engine.symbols.get(name)
+            assert slot is not None
+            t, ohlcv = engine.history.tail(slot)
+            if engine.forming_start[slot] != NO_BAR:
+                t = np.append(t, engine.forming_start[slot])
+                ohlcv = np.vstack([ohlcv, engine.forming[slot][None, :]])
+            data = chart_data(engine, name, factor, CHART_BARS)
+            fetched.append((data, t, ohlcv))
+            return data
+
+        screen = DetailScreen(symbol, fetch, TIMEFRAMES)
+        await app.push_screen(screen)
+        interval = parse_interval(config.engine.interval)
+        await wait_for(pilot, lambda: loaded(screen, 1, interval), "the first chart")
+        tab = screen.query_one("#tab-values", Tab)
+        assert tab.label.plain == "Indicators 1s"
+        await wait_for(pilot, lambda: footer_keys(screen).get("i") == "Indicators", "i Indicators")
+        await pilot.press("right_square_bracket", "right_square_bracket")
+        assert screen.timeframe == "15s" and tab.label.plain == "Indicators 15s"
+        await wait_for(pilot, lambda: loaded(screen, 15, interval), "the 15s values")
+        await pilot.press("i")
+        await wait_for(pilot, lambda: footer_keys(screen).get("i") == "Chart", "the footer to say i Chart")
+        assert "Indicators" not in footer_keys(screen).values()
+
+        catalogue = screen.query_one(Catalogue)
+        data, shown, text = screen.data, dict(catalogue.values), str(catalogue.render())  # one frame's
+        assert data is not None and shown == data.values
+        assert text.split("\n")[0].strip() == "values at 15s"
+        _, t, ohlcv = next(f for f in fetched if f[0] is data)
+        bars = resampled(t, ohlcv, 15)
+        assert bars.t.tolist()[-len(data):] == data.t.tolist()  # the bars the chart shows
+        names = [name for name in engine.bank.names if name in TALIB]
+        assert "rsi_14" in names and len(names) >= 5
+        for name in names:
+            want = TALIB[name](bars)[-1:]  # a forming period: its value if it closed now
+            assert_matches(name, np.array([shown[name]]), want, scale_for(name, bars))
+        slot = engine.symbols.get(symbol)
+        assert slot is not None
+        one_second = engine.bank.values(slot, provisional=data.forming)
+        assert shown["rsi_14"] != one_second["rsi_14"]  # not the engine's own one-second value
+
+        await pilot.press("i")
+        await wait_for(pilot, lambda: footer_keys(screen).get("i") == "Indicators", "back to i Indicators")
+        assert screen.query_one(CandleChart).display
+
+
+async def test_at_80x24_the_chart_panels_are_tall_enough_and_no_row_is_blank(config: Config) -> None:
+    app = Host()
+    async with fed_engine(config) as (engine, symbol), app.run_test(size=NARROW) as pilot:
+        screen = DetailScreen(symbol, engine_fetch(engine, []), TIMEFRAMES)
+        await app.push_screen(screen)
+        await wait_for(pilot, lambda: screen.data is not None and len(screen.data) > 60, "60 bars")
+        lines = await chart_lines(pilot, screen)
+        assert len(lines) == 20  # 24 rows less the title, the tabs and the footer
+        price, rsi = 0, next(y for y, line in enumerate(lines) if line.startswith("RSI 14 "))
+        assert lines[price].startswith("SMA 20 ") and "  MACD " in lines[rsi]
+        assert rsi - price - 1 >= 12 and len(lines) - 1 - rsi - 1 >= 5  # plot rows under each legend
+        label = lines[price + 1].index(" ", lines[price + 1].index(".")) + 1  # past the first price label
+        for y, line in enumerate(lines[:-1]):
+            assert line[label:].strip(), f"row {y} of the chart is blank: {lines}"
+        assert lines[-1].strip()  # the time axis
 
 
 async def test_no_data_shows_a_message_instead_of_a_chart() -> None:

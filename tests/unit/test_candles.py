@@ -82,17 +82,54 @@ def test_output_is_exactly_the_widget_size(size: tuple[int, int], styles: dict[s
     assert all("\n" not in line.plain and "\x1b" not in line.plain for line in lines)
 
 
-def test_panels_start_with_their_legends_and_the_time_axis_is_last() -> None:
+@pytest.mark.parametrize("size", [(110, 44), (100, 26)])
+def test_panels_start_with_their_legends_and_the_time_axis_is_last(size: tuple[int, int]) -> None:
     chart = walk(300)
-    width, height = 78, 19
+    width, height = size
     parts = layout(height)
+    assert parts.macd
     lines = [line.plain for line in draw_chart(chart, width, height, STYLES)]
-    assert lines[0].startswith(f"SMA 20 {fmt.price(chart.series['sma_20'][-1])}  EMA 20 ")
-    assert lines[parts.price].startswith(f"RSI 14 {fmt.indicator(chart.series['rsi_14'][-1])}")
+    assert lines[0].startswith(f"SMA 20 {fmt.price(chart.series['sma_20'][-1])}  ")
+    assert ("  EMA 20 " in lines[0]) == (parts.price - 1 >= 16)  # drawn, and named, on a tall panel only
+    assert lines[parts.price].startswith(f"RSI 14 {fmt.indicator(chart.series['rsi_14'][-1])}  70/30")
     macd = fmt.indicator(chart.series["macd_12_26_9"][-1])
     assert lines[parts.price + parts.rsi].startswith(f"MACD {macd}")
     newest = time_label(int(chart.t[-1]), MIN)
     assert lines[-1].rstrip().endswith(newest)  # the newest bar is labelled, at the right
+
+
+def test_at_80x24_two_panels_of_readable_height_and_no_blank_row() -> None:
+    """The chart's 80x20 at 80x24: price and RSI panels tall enough to read, the MACD's values on the
+    RSI's legend line, every plot row holding something, the candles never covered by a line."""
+    chart = walk(300)
+    width, height = 80, 20
+    parts = layout(height)
+    assert (parts.price - 1, parts.rsi - 1, parts.macd, parts.axis) == (12, 5, 0, 1)
+    lines = draw_chart(chart, width, height, STYLES)
+    plains = [line.plain for line in lines]
+    assert plains[0].startswith("SMA 20 ") and "EMA" not in plains[0]  # two overlays fewer than at 110x44
+    macd = fmt.indicator(chart.series["macd_12_26_9"][-1])
+    assert plains[parts.price].startswith("RSI 14 ") and f"MACD {macd}  signal " in plains[parts.price]
+    labels = len(fmt.price(float(chart.ohlcv[:, 1].max()))) + 1
+    for y in [*range(1, parts.price), *range(parts.price + 1, height - parts.axis)]:
+        assert plains[y][labels:].strip(), f"row {y} is blank"
+    assert plains[-1].strip()  # the time axis
+    price = {style for row in price_rows(lines, height) for ch, style in row if is_braille(ch)}
+    assert price == {STYLES["band"], STYLES["sma"]}
+    for x in range(labels, width):  # in each column, nothing but the candle between its top and bottom
+        column = [row[x][0] for row in price_rows(lines, height)]
+        drawn = [y for y, ch in enumerate(column) if ch in CANDLE]
+        assert drawn, f"no candle in column {x}"
+        assert all(ch in CANDLE for ch in column[drawn[0]:drawn[-1] + 1]), f"column {x}: {column}"
+
+
+def test_the_rsi_panel_spends_no_row_where_the_rsi_never_went() -> None:
+    chart = walk(300)  # the RSI stays between 10 and 90
+    for height in (20, 26, 44):
+        parts = layout(height)
+        lines = [line.plain for line in draw_chart(chart, 100, height, STYLES)]
+        rsi = lines[parts.price + 1:parts.price + parts.rsi]
+        assert all(line[7:].strip() for line in rsi), height
 
 
 def test_up_and_down_candles_in_their_colours_newest_at_the_right() -> None:

@@ -1,5 +1,6 @@
 """The detail pane's data: bars resampled to a timeframe, the chart's series (equal to TA-Lib on those
-bars), the engine's current values, and the forming bar, read from a real Engine fed with ticks."""
+bars), every output's current value at that timeframe, and the forming bar, read from a real Engine fed
+with ticks."""
 
 from __future__ import annotations
 
@@ -170,17 +171,37 @@ def test_values_are_the_engines_current_values_for_every_configured_output() -> 
     slot = engine.add_symbol("AAA")
     engine.ingest(bar_ticks(slot, walk.t, np.column_stack([walk.o, walk.h, walk.l, walk.c, walk.v])))
     bank = engine.bank
-    data = chart_data(engine, "AAA", 5, 10)
+    data = chart_data(engine, "AAA", 1, 10)
     assert data is not None and set(data.values) == set(bank.names) == set(OUTPUTS)
     assert all(same(data.values[n], float(bank.provisional[bank.row(n), slot])) for n in OUTPUTS)
     assert not same(float(bank.provisional[bank.row("rsi_14"), slot]),
                     float(bank.committed[bank.row("rsi_14"), slot]))  # so the test tells them apart
 
     engine.close_due(int(walk.t[-1]) + MIN)
-    data = chart_data(engine, "AAA", 5, 10)
+    data = chart_data(engine, "AAA", 1, 10)
     assert data is not None
     assert all(same(data.values[n], float(bank.committed[bank.row(n), slot])) for n in OUTPUTS)
     assert data.values["rsi_14"] == pytest.approx(TALIB["rsi_14"](walk)[-1], rel=1e-8)
+
+
+@pytest.mark.parametrize("closed", [False, True], ids=["forming", "closed"])
+def test_values_at_a_larger_timeframe_are_that_timeframes_equal_to_talib(closed: bool) -> None:
+    walk = random_walk(600, seed=8)
+    start = T0 - T0 % (15 * MIN)  # on the 15-minute grid
+    walk = Bars(start + (walk.t - walk.t[0]), walk.o, walk.h, walk.l, walk.c, walk.v)
+    engine = Engine(OUTPUTS, MIN, capacity=2, depth=2000)
+    slot = engine.add_symbol("AAA")
+    engine.ingest(bar_ticks(slot, walk.t, np.column_stack([walk.o, walk.h, walk.l, walk.c, walk.v])))
+    if closed:  # 600 minutes from the grid: the last 15-minute period closes with the last bar
+        engine.close_due(int(walk.t[-1]) + MIN)
+    data = chart_data(engine, "AAA", 15, 10)
+    assert data is not None and data.forming == (not closed) and set(data.values) == set(OUTPUTS)
+    want_bars = pandas_resample(walk, "15min")
+    for name in OUTPUTS:
+        want = TALIB[name](want_bars)[-1:]  # the forming period's value is what it would be if it closed now
+        assert_matches(name, np.array([data.values[name]]), want, scale_for(name, want_bars))
+        engine_value = float(engine.bank.committed[engine.bank.row(name), slot])
+        assert not same(data.values[name], engine_value)  # not the one-minute value
 
 
 def test_unknown_symbol_or_no_bars_gives_none_and_bad_arguments_say_which() -> None:
