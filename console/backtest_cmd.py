@@ -51,6 +51,9 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args.backtest_config or args.config)
     ids = [i.strip() for i in args.rules.split(",") if i.strip()] if args.rules else None
     rules = select_rules(config.rules, ids)
+    from engine.precompile import compile_with_report
+
+    compile_with_report()  # a first run compiles the kernels, with a progress line on stderr
     report = run_backtest(args.files, rules, args.seed)
     if target is not None:
         _write_atomically(report.signals, target)
