@@ -56,10 +56,9 @@ def message(progress: CompileProgress) -> str:
 async def start_runtime(app: App[Any], watchlist: Watchlist, config: Config) -> Runtime:
     """Build the runtime for ``config`` in a daemon thread, showing a first compile's progress in
     ``watchlist.message`` until the runtime is built."""
-    from engine.compile_progress import CompileProgress
-    from engine.precompile import KERNEL_COMPILES
+    from engine.precompile import new_progress
 
-    progress = CompileProgress(KERNEL_COMPILES)
+    progress = new_progress()
 
     def show() -> None:
         if watchlist.snapshot is None:

@@ -38,13 +38,17 @@ class Progress:
     kernel: str  # the kernel being compiled, else the last one compiled ('' before the first)
     elapsed_s: float
     finished: bool
+    shares: tuple[float, ...] = ()  # see CompileProgress
 
     @property
     def left_s(self) -> float | None:
-        """Seconds left at the rate so far, once ``ESTIMATE_AFTER`` steps are done; None before."""
-        if self.done < ESTIMATE_AFTER or self.finished:
+        """Seconds left, once ``ESTIMATE_AFTER`` steps are done (None before): the time so far, scaled by
+        the share of a compile's time its first ``done`` steps take (steps are far from equal: the
+        biggest kernels finish last)."""
+        if self.done < ESTIMATE_AFTER or self.finished or self.total <= 0:
             return None
-        return self.elapsed_s / self.done * max(self.total - self.done, 0)
+        share = _share(min(self.done / self.total, 1.0), self.shares)
+        return self.elapsed_s * (1.0 - share) / share
 
     def text(self) -> str:
         """``compiling kernels: 23 of 113, 12 s, about 40 s left (sma_step)``: the kernel's name last, so
@@ -66,6 +70,17 @@ class Progress:
                 "elapsed_s": round(self.elapsed_s, 1), "left_s": None if left is None else round(left)}
 
 
+def _share(fraction: float, shares: tuple[float, ...]) -> float:
+    """The share of the time taken by ``fraction`` of the steps: ``shares`` holds it at evenly spaced
+    fractions (the last is 1.0), interpolated linearly; without them, steps take equal time."""
+    if not shares:
+        return fraction
+    points = (0.0, *shares)
+    x = fraction * (len(points) - 1)
+    i = min(int(x), len(points) - 2)
+    return max(points[i] + (points[i + 1] - points[i]) * (x - i), 1e-6)
+
+
 def _duration(seconds: float) -> str:
     if seconds < 90:
         return f"{max(5, round(seconds / 5) * 5):.0f} s"
@@ -78,10 +93,11 @@ class CompileProgress:
     ``on_step`` callbacks run in the compiling thread after each step (only while compiling), given
     the progress with the kernel just compiled."""
 
-    def __init__(self, total: int, prefix: str = "engine.",
+    def __init__(self, total: int, prefix: str = "engine.", shares: tuple[float, ...] = (),
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.total = total
         self.prefix = prefix
+        self.shares = shares  # share of the time at 1/len, 2/len, ... of the steps (for the estimate)
         self.on_step: list[Callable[[Progress], None]] = []
         self._clock = clock
         self._lock = threading.Lock()
@@ -124,7 +140,8 @@ class CompileProgress:
             start = self._started
             end = self._finished_at if self._finished_at is not None else self._clock()
             return Progress(self._done, self.total, self._stack[-1] if self._stack else self._last,
-                            0.0 if start is None else end - start, self._finished_at is not None)
+                            0.0 if start is None else end - start, self._finished_at is not None,
+                            self.shares)
 
     @contextlib.contextmanager
     def watching(self) -> Iterator[CompileProgress]:

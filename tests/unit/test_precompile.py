@@ -18,7 +18,7 @@ from pathlib import Path
 import numba
 import pytest
 
-from engine.compile_progress import ESTIMATE_AFTER, CompileProgress, ProgressReport
+from engine.compile_progress import ESTIMATE_AFTER, CompileProgress, Progress, ProgressReport
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -52,6 +52,17 @@ def test_the_line_counts_names_and_estimates_once_a_few_are_done() -> None:
     assert now.left_s == pytest.approx(2.0 * (20 - ESTIMATE_AFTER))  # 2 s a kernel so far
     assert now.text() == f"compiling kernels: {ESTIMATE_AFTER} of 20, 10 s, about 30 s left (ingest)"
     assert now.fields() == {"done": 5, "total": 20, "kernel": "ingest", "elapsed_s": 10.0, "left_s": 30}
+
+
+def test_the_estimate_follows_the_share_of_time_the_steps_take() -> None:
+    """When the first half of the steps takes a fifth of the time (the big kernels finish last), 6 of 10
+    done after 30 s means 36 % of the time spent (interpolated), so 53 s are left, not the 20 s that
+    equal steps would give."""
+    slow_end = (0.2, 1.0)
+    assert Progress(6, 10, "k", 30.0, False, slow_end).left_s == pytest.approx(30.0 * 0.64 / 0.36)
+    assert Progress(6, 10, "k", 30.0, False).left_s == pytest.approx(20.0)
+    assert Progress(10, 10, "k", 90.0, False, slow_end).left_s == pytest.approx(0.0)
+    assert Progress(4, 10, "k", 30.0, False, slow_end).left_s is None  # too few done to say
 
 
 def test_a_stale_total_never_shows_more_done_than_expected() -> None:
@@ -147,3 +158,30 @@ def test_on_a_terminal_one_line_is_rewritten_within_its_width(monkeypatch: pytes
     assert shown[-1] == ""  # cleared at the end, for what follows
     assert all(len(line) <= 49 for line in shown)  # never wraps
     assert "tickdeck: compiling kernels: 1 of 113, 0 s (a_ker" in shown
+
+
+def test_the_headless_service_logs_the_progress_as_json(tmp_path: Path) -> None:
+    """``--log-format json``: one record per step (every 0 s here), ``"event": "compile"`` with the
+    figures, then the closing record; the compile is a subset of real engine kernels on a cold cache."""
+    script = (
+        "import sys\n"
+        "import numpy as np\n"
+        "from engine import headless, precompile\n"
+        "from engine.indicators.kernels.common import neumaier, ring_count\n"
+        "precompile.STEPS = (lambda: neumaier(1.0, 0.0, 2.0), lambda: ring_count(np.zeros((4, 1)), 0, 0))\n"
+        "precompile.KERNEL_COMPILES = 2\n"
+        "precompile.REPORT_EVERY_S = 0.0\n"
+        "restore = headless.install_logging('json', sys.stderr)\n"
+        "precompile.compile_logged(headless.log)\n"
+        "restore()\n"
+    )
+    env = {**os.environ, "TICKDECK_NUMBA_CACHE": str(tmp_path / "cache")}
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    records = [json.loads(line) for line in done.stderr.splitlines()]
+    assert {r["event"] for r in records} == {"compile"}
+    steps = [r for r in records if "of 2" in r["message"]]
+    assert [(r["done"], r["total"], r["kernel"]) for r in steps] == [(1, 2, "neumaier"), (2, 2, "ring_count")]
+    assert records[0]["message"].startswith("compiling the engine's kernels")
+    assert records[-1]["message"].endswith(": 2 compiled")
