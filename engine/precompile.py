@@ -118,8 +118,7 @@ def compile_with_report(stream: TextIO | None = None) -> None:
     if compiled():
         return
     err = stream if stream is not None else sys.stderr
-    print("tickdeck: compiling the engine's kernels, once per version (about a minute on a small machine)",
-          file=err, flush=True)
+    print("tickdeck: compiling the engine's kernels (once per version, about a minute)", file=err, flush=True)
     progress = new_progress()
     with ProgressReport(progress, err, every_s=REPORT_EVERY_S):
         compile_kernels(progress)
@@ -131,7 +130,7 @@ def compile_logged(log: logging.Logger) -> None:
     """As :func:`compile_with_report`, as log records (the headless service's stderr, text or JSON)."""
     if compiled():
         return
-    log.info("compiling the engine's kernels, once per version (about a minute on a small machine)",
+    log.info("compiling the engine's kernels (once per version, about a minute)",
              extra={"event": "compile", "fields": {"total": KERNEL_COMPILES}})
     progress = new_progress()
 
