@@ -5,8 +5,8 @@ numba announces every compile of a dispatcher for a signature (the ``"numba:comp
 and ended in the compiling thread); a kernel loaded from the cache announces nothing. So counting those
 events costs nothing on a warm start, and never runs on the hot path: only while something compiles,
 at most a few hundred times per checkout. Each ended compile of an engine kernel (a callee compiled for
-its caller counts too) is one step. ``total`` is how many steps a cold cache takes, as counted by the
-last complete compile on this machine or, on a fresh one, by the figure ``engine.precompile`` ships.
+its caller counts too) is one step. ``total`` is how many steps a cold cache takes, and ``shares`` how
+the time divides among them: figures ``engine.precompile`` measured and ships with its steps.
 
 Readers (a terminal line, the headless log, the console's message) take a :class:`Progress` copy from
 any thread: the counter is written by the compiling thread under a lock and never waited on.
@@ -102,7 +102,8 @@ class CompileProgress:
         self._clock = clock
         self._lock = threading.Lock()
         self._done = 0
-        self._stack: list[str] = []  # kernels being compiled, innermost last (callees compile inside)
+        self._stack: list[str] = []  # kernels being compiled, innermost last: as deep as kernels call
+        # kernels (a handful), since a callee compiles inside its caller
         self._last = ""  # the last kernel compiled
         self._started: float | None = None
         self._finished_at: float | None = None
