@@ -14,6 +14,7 @@ export UV_PYTHON_DOWNLOADS := never
 .PHONY: run test lint lock bench fuzz clean
 
 $(UV):
+	@echo "tickdeck: installing uv $(UV_VERSION), the installer that builds .venv from uv.lock, into .uv/ (once)"
 	$(PYTHON) -m venv .uv
 	.uv/bin/python -m pip install -qq --disable-pip-version-check uv==$(UV_VERSION)
 
@@ -29,9 +30,10 @@ $(VENV)/.installed-test: pyproject.toml uv.lock | $(UV)
 	$(UV) sync --quiet --locked --extra test --python $(PYTHON)
 	touch $@ $(VENV)/.installed
 
-# Kernels compile once per source version (about a minute), then load from the cache.
+# Kernels compile once per source version (about a minute), then load from the cache. The console does
+# that itself, behind its first frame and with its progress on screen (the headless service logs it,
+# `indicators` and `backtest` show it on stderr), so `run` opens the window at once.
 run: $(VENV)/.installed
-	$(BIN)/python -m engine.precompile --if-needed
 	$(BIN)/tickdeck $(ARGS)
 
 lint: $(VENV)/.installed-test

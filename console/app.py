@@ -9,7 +9,8 @@ run. The app is the only place that talks to the runtime, and it does so from on
 The window appears at once: nothing here imports the engine (numpy, numba) at module level. The worker
 starts after the first frame is drawn and imports and builds the runtime in a thread; until the first
 snapshot the watchlist says "starting engine…" (the first run of a new version also compiles the numba
-kernels, which can take a minute; later runs load them from the cache).
+kernels, which can take a minute, and the message shows its progress: :mod:`console.startup`; later
+runs load them from the cache).
 
 Worker errors are handled in one place, :meth:`TickdeckApp.on_worker_state_changed`: the error is shown
 as a notification (and, for the runtime, on the header line), and the app stays up.
@@ -99,13 +100,6 @@ class StateNotSaved(Message):
     def __init__(self, text: str) -> None:
         super().__init__()
         self.text = text
-
-
-def _build_runtime(config: Config) -> Runtime:
-    """Import the engine and build the runtime (in a thread: this loads numpy and numba)."""
-    from engine.runtime import Runtime
-
-    return Runtime(config)
 
 
 def _describe(error: BaseException | None) -> str:
@@ -234,8 +228,10 @@ class TickdeckApp(WatchlistEditing, App[int]):
     async def run_runtime(self) -> None:
         """Build the runtime (unless one was given) and pump the feed until the app exits."""
         runtime = self.runtime
-        if runtime is None:
-            runtime = self.runtime = await asyncio.to_thread(_build_runtime, self.config)
+        if runtime is None:  # built in a thread; a first run's compile shows in the watchlist's message
+            from console.startup import start_runtime
+
+            runtime = self.runtime = await start_runtime(self, self.watchlist, self.config)
         self.post_message(RuntimeReady(runtime.feed.name, runtime.watch))
         await runtime.run(self._post_update, self._post_status)
 

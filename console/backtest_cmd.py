@@ -19,7 +19,7 @@ import json
 import math
 import sys
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import numpy as np
 
@@ -38,6 +38,10 @@ from engine.backtest import run as run_backtest
 from engine.config import load_config
 from engine.files import write_atomically
 
+if TYPE_CHECKING:
+    from rich.console import Console, RenderableType
+    from rich.table import Table
+
 __all__ = ["BacktestError", "run"]
 
 
@@ -47,6 +51,9 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args.backtest_config or args.config)
     ids = [i.strip() for i in args.rules.split(",") if i.strip()] if args.rules else None
     rules = select_rules(config.rules, ids)
+    from engine.precompile import compile_with_report
+
+    compile_with_report()  # a first run compiles the kernels, with a progress line on stderr
     report = run_backtest(args.files, rules, args.seed)
     if target is not None:
         _write_atomically(report.signals, target)
@@ -61,41 +68,95 @@ def run(args: argparse.Namespace) -> int:
 
 # --- the table ------------------------------------------------------------------------------------
 
-def _print(report: Report) -> None:
-    from rich import box
-    from rich.console import Console
-    from rich.table import Table
+COLUMNS: tuple[tuple[str, str, str | None], ...] = (
+    ("rule", "left", "bold"), ("dir", "left", None), ("signals", "right", None),
+    ("/1k bars", "right", None), ("ahead", "right", None), ("n", "right", None),
+    ("hit %", "right", None), ("rnd", "right", "dim"), ("mean", "right", None), ("rnd", "right", "dim"),
+    ("median", "right", None), ("rnd", "right", "dim"), (f"MAE{MAE_BARS}", "right", None),
+    ("rnd", "right", "dim"),
+)
+"""The table's columns (name, justification, style), in the order of ``group_rows``' cells."""
+NARROW_PARTS = ((0, 1, 2, 3, 4, 5, 6, 7), (0, 1, 4, 5, 8, 9, 10, 11, 12, 13))
+"""When the whole table is wider than the terminal: two tables of these columns (each keeps the rule,
+direction and horizon, so every row still says what it is about), instead of cut-off figures."""
+PIPE_WIDTH = 10_000
+"""The width a table is laid out in when standard output is no terminal: never narrower than it needs."""
 
-    console = Console()
-    if not console.is_terminal:  # a file or a pipe: no width to fit, so never truncate
-        console = Console(width=140)
+
+def _print(report: Report, console: Console | None = None) -> None:
+    """The report as a table on ``console`` (standard output by default), as wide as its content.
+
+    On a terminal narrower than the table, it is printed as two narrower tables; nothing is ever cut
+    off (a figure shown as ``+1…`` would be a wrong figure). No line has trailing spaces."""
+    from rich.console import Console
+    from rich.text import Text
+
+    if console is None:
+        console = Console()
+        if not console.is_terminal:  # a file or a pipe: no width to fit, so never truncate
+            console = Console(width=PIPE_WIDTH)
     first, last = _span(report)
-    table = Table(
-        title=f"{report.symbols:,} symbol(s), {report.bars:,} bars of {format_interval(report.interval_ns)}, "
-              f"{first} to {last}",
-        box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True, caption_justify="left",
-        caption=f"returns in %, signed by direction; 'rnd': as many random entries per symbol (seed "
-                f"{report.seed}); n: signals with that many bars ahead in their file; MAE: mean worst move "
-                f"against the signal within {MAE_BARS} bars",
-    )
-    for name, justify, style in (
-        ("rule", "left", "bold"), ("dir", "left", None), ("signals", "right", None),
-        ("/1k bars", "right", None), ("ahead", "right", None), ("n", "right", None),
-        ("hit %", "right", None), ("rnd", "right", "dim"), ("mean", "right", None), ("rnd", "right", "dim"),
-        ("median", "right", None), ("rnd", "right", "dim"), (f"MAE{MAE_BARS}", "right", None),
-        ("rnd", "right", "dim"),
-    ):
-        table.add_column(name, justify=justify, style=style, no_wrap=name == "rule")  # type: ignore[arg-type]
-    for g in report.groups:
-        for i, row in enumerate(group_rows(g)):
-            table.add_row(*row, end_section=i == len(g.horizons) - 1)
-    console.print(table)
+    title = (f"{report.symbols:,} symbol(s), {report.bars:,} bars of {format_interval(report.interval_ns)}, "
+             f"{first} to {last}")
+    whole = _table(report, tuple(range(len(COLUMNS))))
+    if _natural_width(console, whole) <= console.width:
+        parts = [whole]
+    else:
+        parts = [_table(report, columns) for columns in NARROW_PARTS]
+    _print_lines(console, Text(title, style="bold"))
+    for i, table in enumerate(parts):
+        if i:
+            console.print()
+        _print_lines(console, table)
     rate = report.bars / report.total_s if report.total_s > 0 else math.inf
     replay_rate = report.bars / report.replay_s if report.replay_s > 0 else math.inf
-    console.print(
-        f"{len(report.signals):,} signals; {report.bars:,} bars in {report.total_s:.2f} s "
-        f"({rate:,.0f} bars/s): read {report.read_s:.2f} s, replay {report.replay_s:.2f} s "
-        f"({replay_rate:,.0f} bars/s), figures {report.stats_s:.2f} s", highlight=False)
+    notes = (f"returns in %, signed by direction; 'rnd': as many random entries per symbol (seed "
+             f"{report.seed}); n: signals with that many bars ahead in their file; MAE: mean worst move "
+             f"against the signal within {MAE_BARS} bars\n"
+             f"{len(report.signals):,} signals; {report.bars:,} bars in {report.total_s:.2f} s "
+             f"({rate:,.0f} bars/s): read {report.read_s:.2f} s, replay {report.replay_s:.2f} s "
+             f"({replay_rate:,.0f} bars/s), figures {report.stats_s:.2f} s")
+    _print_lines(console, Text(notes))
+
+
+def _table(report: Report, columns: tuple[int, ...]) -> Table:
+    from rich import box
+    from rich.table import Table
+
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
+    for i in columns:
+        name, justify, style = COLUMNS[i]
+        table.add_column(name, justify=justify, style=style, no_wrap=True)  # type: ignore[arg-type]
+    for g in report.groups:
+        for j, row in enumerate(group_rows(g)):
+            table.add_row(*(row[i] for i in columns), end_section=j == len(g.horizons) - 1)
+    return table
+
+
+def _natural_width(console: Console, renderable: RenderableType, which: str = "maximum") -> int:
+    """The width ``renderable`` takes (or needs, for "minimum") with no limit: ``console.measure`` would
+    clamp it to the console's width."""
+    measured = console.measure(renderable, options=console.options.update_width(PIPE_WIDTH))
+    return int(measured.maximum if which == "maximum" else measured.minimum)
+
+
+def _print_lines(console: Console, renderable: RenderableType) -> None:
+    """Lay ``renderable`` out at the console's width (a table: at its own width, when that is more) and
+    print it without trailing spaces: rich pads every line of a table, a title or a wrapped text to the
+    full width, which a terminal shows as nothing but a file or a pipe keeps."""
+    from rich.segment import Segment, Segments
+
+    width = max(console.width, _natural_width(console, renderable, "minimum"))
+    lines = console.render_lines(renderable, console.options.update_width(width), pad=False)
+    out: list[Segment] = []
+    for line in lines:
+        while line and not line[-1].control and not line[-1].text.rstrip():
+            line = line[:-1]
+        if line:
+            last = line[-1]
+            line = [*line[:-1], Segment(last.text.rstrip(), last.style, last.control)]
+        out += [*line, Segment.line()]
+    console.print(Segments(out), crop=False, end="")
 
 
 def _span(report: Report) -> tuple[str, str]:

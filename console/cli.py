@@ -13,9 +13,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from engine.config import CONFIG_DIR_VAR, FEED_NAMES, Config, ConfigError, load_config
 
@@ -32,6 +33,32 @@ configuration layers, highest precedence first (merged key by key):
 
 run '{PROG} COMMAND --help' for a command's options.
 """
+
+
+THEME_CHOICES = ("dark", "light", "high-contrast", "ansi16")
+"""The theme names ``--help`` lists: ``themes.THEME_NAMES``, written out because importing ``themes``
+loads textual, which ``--help`` must not wait for (a test keeps the two equal)."""
+
+
+class _OneFile(argparse.Action):
+    """``--file`` given twice is refused, not silently narrowed to the last one: the replay feed plays one
+    file (several symbols go in one file, with a ``symbol`` column)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: str | Sequence[Any] | None, option_string: str | None = None) -> None:
+        earlier = getattr(namespace, self.dest, None)
+        if earlier is not None:
+            parser.error(f"{option_string} was given twice ({earlier}, {values}): the replay feed plays one "
+                         "file; put several symbols in one file with a symbol column (or backtest several "
+                         "files: tickdeck backtest A.csv B.csv)")
+        setattr(namespace, self.dest, values)
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """argparse's, but never breaking a line inside a hyphenated word such as ``high-contrast``."""
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -55,16 +82,18 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="A terminal trading console: live feeds, incremental indicators, signals.",
         epilog=_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=_Formatter,
     )
     parser.add_argument("--config", metavar="PATH", help="a config file layered over your user config")
     parser.add_argument("--feed", metavar="NAME", choices=FEED_NAMES,
                         help=f"the market data feed: {', '.join(FEED_NAMES)}")
-    parser.add_argument("--theme", metavar="NAME", help="the console's colour theme")
+    parser.add_argument("--theme", metavar="NAME",
+                        help=f"the console's colour theme: {', '.join(THEME_CHOICES)} (t cycles them)")
     parser.add_argument("--interval", metavar="I",
                         help="the bar interval, from 1s to 1d: 1s, 15s, 1m, 5m, 1h, 4h, 1d, ...")
-    parser.add_argument("--file", metavar="PATH",
-                        help="replay an OHLCV or tick file (CSV, Parquet, .jsonl[.gz]); sets --feed replay")
+    parser.add_argument("--file", metavar="PATH", action=_OneFile,
+                        help="replay an OHLCV or tick file (CSV, Parquet, .jsonl[.gz]; one file, which may "
+                             "hold several symbols); sets --feed replay")
     parser.add_argument("--speed", metavar="S", help="replay speed: 1 (real time), 10, 0.5, or max")
     parser.add_argument("--loop", action="store_true", default=None, help="replay the file over and over")
     parser.add_argument("--record", metavar="PATH",

@@ -33,8 +33,10 @@ from engine.ohlcv_file import InputError, Table, parse_bars, read_csv  # cli.py 
 def _indicators(t: np.ndarray, o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray,
                 v: np.ndarray) -> np.ndarray:
     """Stream the bars one at a time through an IndicatorBank; one column per DEFAULT_OUTPUTS name."""
-    from engine.indicators.bank import IndicatorBank  # compiles (or loads) the numba kernels
+    from engine.indicators.bank import IndicatorBank
+    from engine.precompile import compile_with_report
 
+    compile_with_report()  # a first run compiles the kernels, with a progress line on stderr
     bank = IndicatorBank(DEFAULT_OUTPUTS, 1)
     rows = np.array([bank.row(name) for name in DEFAULT_OUTPUTS], dtype=np.int64)
     out = np.empty((len(t), len(DEFAULT_OUTPUTS)), dtype=np.float64)

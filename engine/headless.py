@@ -41,6 +41,7 @@ import psutil
 
 from engine.config import Config
 from engine.feeds.base import Feed, FeedItem, FeedStatus
+from engine.precompile import compile_logged
 from engine.runtime import FeedUnavailable, Runtime, Update, build_engine, build_feed, in_daemon_thread
 from engine.signals.rules import RuleError, load_rules
 from engine.sinks.base import Sink, SinkGroup
@@ -385,7 +386,9 @@ def _sink_group(specs: tuple[SinkSpec, ...], stdout_fd: int | None) -> SinkGroup
 
 def build_runtime(config: Config) -> tuple[Runtime, StoppableFeed]:
     """The runtime over a stoppable feed. Slow: the first run of a version compiles the engine's kernels
-    (up to a minute), a replay loads its whole file; :func:`serve` runs it in a thread."""
+    (up to a minute, its progress logged every few seconds), a replay loads its whole file; :func:`serve`
+    runs it in a thread."""
+    compile_logged(log)
     engine = build_engine(config)
     try:
         feed = StoppableFeed(build_feed(config, engine))

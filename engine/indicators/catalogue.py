@@ -135,16 +135,6 @@ _OUTPUT_INDEX: dict[str, tuple[Kind, int]] = {
     name: (k, i) for k in KINDS for i, name in enumerate(k.outputs)
 }
 
-# The outputs ``tickdeck indicators`` writes and the console's detail pane shows.
-DEFAULT_OUTPUTS: tuple[str, ...] = (
-    "sma_20", "ema_20", "wma_20", "dema_20", "tema_20", "kama_10", "rsi_14", "macd_12_26_9",
-    "macd_signal_12_26_9", "macd_hist_12_26_9", "bb_upper_20_2", "bb_middle_20_2", "bb_lower_20_2",
-    "atr_14", "natr_14", "stoch_k_14_3_3", "stoch_d_14_3_3", "cci_20", "adx_14", "plus_di_14",
-    "minus_di_14", "willr_14", "mfi_14", "obv", "roc_10", "mom_10", "trix_15", "aroon_up_14",
-    "aroon_down_14", "ultosc_7_14_28", "sar", "donchian_upper_20", "donchian_lower_20", "vwap",
-    "keltner_upper_20_2", "keltner_middle_20_2", "keltner_lower_20_2", "supertrend_10_3",
-    "zscore_20",
-)
 
 
 @dataclass(frozen=True)
@@ -183,6 +173,27 @@ def canonical(kind: Kind, index: int, params: Sequence[float]) -> str:
     if not kind.params or (kind.bare and tuple(params) == defaults):
         return base
     return base + "_" + "_".join(_fmt(v, p.kind) for v, p in zip(params, kind.params, strict=True))
+
+
+# The order of the kinds in DEFAULT_OUTPUTS (by code): the familiar ones first, as the README's table.
+_DEFAULT_ORDER = (1, 2, 3, 4, 5, 6, 20, 8, 9, 40, 41, 21, 22, 42, 23, 24, 45, 25, 26, 7, 28, 27, 43, 12, 46,
+                  13, 44, 10, 11)
+
+
+def _every_default_output() -> tuple[str, ...]:
+    """Every output of every kind at its default parameters. Derived from ``KINDS``, not listed by hand,
+    so a kind or an output added to the catalogue is never left out (a kind missing from
+    ``_DEFAULT_ORDER`` comes last)."""
+    def place(kind: Kind) -> int:
+        return _DEFAULT_ORDER.index(kind.code) if kind.code in _DEFAULT_ORDER else len(_DEFAULT_ORDER)
+
+    return tuple(canonical(kind, i, [p.default for p in kind.params])
+                 for kind in sorted(KINDS, key=place) for i in range(len(kind.outputs)))
+
+
+DEFAULT_OUTPUTS: tuple[str, ...] = _every_default_output()
+"""The whole catalogue at default parameters: what ``tickdeck indicators`` writes, what the engine computes
+by default (``engine.indicators``) and what the console's detail pane shows."""
 
 
 def resolve(name: str) -> OutputRef:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import io
 import json
 import math
 import os
@@ -16,6 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from console import backtest_cmd
 from console.cli import main
 from engine import backtest
 from engine.backtest import (
@@ -471,3 +473,41 @@ def test_backtest_signals_equal_the_headless_replays(tmp_path: Path) -> None:
                             int(pd.Timestamp(r["bar_time"]).value), float(r["price"])) for r in rows)
     assert len(from_headless) > 20
     assert from_backtest == from_headless
+
+
+def test_the_table_has_no_trailing_spaces_and_is_whole_when_piped(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Piped (no terminal), even with COLUMNS=80: one table as wide as its content, no padding."""
+    monkeypatch.setenv("COLUMNS", "80")
+    path = write_csv(hand_frame(), tmp_path / "XYZ.csv")
+    assert main(["backtest", path, "--config", rules_file(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line for line in lines if line != line.rstrip()] == []
+    header = next(line for line in lines if line.startswith("rule"))
+    assert "hit %" in header and "MAE20" in header  # the whole table, not cut in two
+    rows = lines[lines.index(header):]
+    table = rows[:next(i for i, line in enumerate(rows) if line.startswith("returns in %"))]
+    assert max(map(len, table)) == len(header)  # as wide as its widest content, no wider
+    assert "…" not in "".join(lines)
+
+
+def test_a_narrow_terminal_gets_two_tables_with_every_figure(tmp_path: Path) -> None:
+    """At 80 columns the table is printed as two, never with figures cut to '+1…'."""
+    from rich.console import Console
+
+    report = hand_report(tmp_path)
+
+    def printed(width: int) -> list[str]:
+        out = io.StringIO()
+        backtest_cmd._print(report, Console(file=out, width=width, force_terminal=True, color_system=None))
+        return out.getvalue().splitlines()
+
+    wide, narrow = printed(200), printed(80)
+    assert sum(line.startswith("rule") for line in wide) == 1
+    assert sum(line.startswith("rule") for line in narrow) == 2
+    assert max(map(len, narrow)) <= 80 and "…" not in "\n".join(narrow)
+    assert [line for line in narrow + wide if line != line.rstrip()] == []
+    def words(lines: list[str]) -> set[str]:
+        return {word for word in " ".join(lines).split() if not word.startswith("─")}
+
+    assert words(wide) == words(narrow)  # nothing lost

@@ -257,3 +257,30 @@ def test_missing_input_and_output_directory(tmp_path: Path, capsys: pytest.Captu
     inp.write_text(HEADER + GOOD, encoding="utf-8")
     assert run_indicators(inp, tmp_path / "missing" / "out.csv") == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+# --- smaller options ---------------------------------------------------------------------------------
+
+def test_help_lists_the_theme_names_it_can_offer(capsys: pytest.CaptureFixture[str]) -> None:
+    from themes import THEME_NAMES
+
+    assert cli.THEME_CHOICES == THEME_NAMES  # the copy --help prints (to stay light) is the real list
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = capsys.readouterr().out
+    theme_help = text[text.index("\n  --theme NAME"):text.index("\n  --interval I")]
+    words = theme_help.replace(",", " ").split()
+    assert set(THEME_NAMES) <= set(words), theme_help
+
+
+def test_file_given_twice_is_refused_naming_both(capsys: pytest.CaptureFixture[str],
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = types.ModuleType("console.app")
+    fake.run_app = lambda config, **_: pytest.fail("the app must not start")  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "console.app", fake)
+    for argv in (["--file", "a.csv", "--file", "b.csv"], ["--headless", "--file=a.csv", "--file", "b.csv"]):
+        with pytest.raises(SystemExit) as exit_:
+            main(argv)
+        assert exit_.value.code == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "a.csv" in err and "b.csv" in err and "one file" in err

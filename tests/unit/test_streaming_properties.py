@@ -13,7 +13,7 @@ from engine.indicators.bank import IndicatorBank
 from engine.indicators.catalogue import DEFAULT_OUTPUTS
 from tests.data import random_walk, with_flats
 
-ALL = [*DEFAULT_OUTPUTS, "volume_zscore_20", "donchian_middle_20", "supertrend_dir_10_3"]
+ALL = list(DEFAULT_OUTPUTS)  # the whole catalogue at default parameters
 BARS = with_flats(seed=11, n=400)
 
 
