@@ -18,7 +18,7 @@ from console.app import TickdeckApp, build_app
 from console.state import MAX_NAME, MAX_WATCHLISTS, Book, StateStore, WatchList
 from engine.config import Config, load_config
 from tests.functional.support import record_notifications, wait_for
-from tests.functional.test_editing import SIZE, ready, saved, type_answer
+from tests.functional.test_editing import SIZE, pick_sort, ready, saved, type_answer
 from tests.servers.binance import BinanceServer
 from widgets.list_tabs import ListTabs, tab_layout
 
@@ -53,7 +53,7 @@ async def test_shift_d_deletes_the_active_list_and_u_restores_it_in_its_place(
         await type_answer(pilot, "Tech")
         await pilot.press("a")
         await type_answer(pilot, main[0])
-        await pilot.press("s")  # a sort of its own, to come back with it
+        await pick_sort(pilot, app, "c")  # a sort of its own, to come back with it
         sort = app.watchlist.sort
         await pilot.press("n")
         await type_answer(pilot, "Third")
