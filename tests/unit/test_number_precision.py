@@ -1,0 +1,106 @@
+"""Each instrument at its own precision: from its tick size where the feed knows it, from its price
+otherwise; never a negative zero, and a change too small to show is neither up nor down."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from engine.precision import hint_decimals, tick_decimals
+from engine.remote import decode_quote
+from engine.sinks.frames import dumps, quote_frame
+from engine.snapshot import Quote
+from widgets import formatting as fmt
+from widgets.watchlist_layout import layout, row_cells
+
+
+def quote(last: float, first: float, decimals: int | None = None) -> Quote:
+    closes = np.linspace(first, last, 10)
+    closes.flags.writeable = False
+    change = last - first
+    return Quote("X", last, change, 100 * change / first, 1_000.0, closes, {}, 0, decimals)
+
+
+def cells(q: Quote) -> dict[str, tuple[str, str]]:
+    specs = layout(80, [], 6)
+    return {spec.key: (cell.text, cell.role) for spec, cell in zip(specs, row_cells("X", q, None, specs),
+                                                                    strict=True)}
+
+
+@pytest.mark.parametrize(("value", "shown"), [
+    (43210.5, "43,210.50"), (128.16, "128.16"), (5.12, "5.120"), (0.5, "0.5000"), (0.0001234, "0.0001234"),
+    (0.12345, "0.1235"), (12345.678, "12,345.68"),
+])
+def test_a_price_without_a_tick_size_shows_four_significant_digits_and_at_least_two_decimals(
+        value: float, shown: str) -> None:
+    assert fmt.price(value) == shown
+
+
+@pytest.mark.parametrize(("tick", "decimals", "price", "shown"), [
+    ("0.01000000", 2, 5.1234, "5.12"), ("0.00001", 5, 1.0843217, "1.08432"), ("1", 0, 43210.5, "43,210"),
+    ("1.00000000", 0, 2.0, "2"), ("0.5", 1, 7.25, "7.2"),
+])
+def test_a_tick_size_sets_the_decimals_of_price_and_change(tick: str, decimals: int, price: float,
+                                                          shown: str) -> None:
+    assert tick_decimals(tick) == decimals
+    assert fmt.price(price, decimals) == shown
+    assert fmt.change(3 * 10.0 ** -decimals, price, decimals) == f"+{3 * 10.0 ** -decimals:.{decimals}f}"
+
+
+def test_what_is_not_a_tick_size_is_unknown() -> None:
+    assert [tick_decimals(t) for t in ("0.00000000", "-0.01", "abc", "", "nan", "1e-20")] == [None] * 6
+    hints = [hint_decimals(h) for h in (2, 4.0, True, -1, "2", None, 99)]
+    assert hints == [2, 4, None, None, None, None, None]
+
+
+def test_never_a_negative_zero() -> None:
+    assert fmt.change(-0.001, 128.0) == "0.00"
+    assert fmt.change(-0.0, 5.0) == "0.000"
+    assert fmt.change(-0.4, 43210.0, 0) == "0"
+    assert fmt.price(-0.0) == "0.00" and fmt.price(-0.0001, 2) == "0.00"
+    assert fmt.percent(-0.0) == "0.00%" and fmt.percent(0.0) == "0.00%"
+    q = cells(quote(128.0, 128.001))  # fell by a thousandth of a cent-ticked stock: no move at all
+    assert q["change"] == ("0.00", "flat") and q["change_pct"] == ("0.00%", "flat")
+    assert q["spark"][1] == "flat"
+
+
+def test_a_five_dollar_stock_shows_its_small_real_moves() -> None:
+    q = cells(quote(5.124, 5.12))
+    assert q["last"][0] == "5.124"
+    assert q["change"] == ("+0.004", "up")
+    assert q["change_pct"] == ("+0.08%", "up")
+    q = cells(quote(43212.3, 43210.5))  # a small move of a large price: three decimals, not +0.00%
+    assert q["change"] == ("+1.80", "up") and q["change_pct"] == ("+0.004%", "up")
+    q = cells(quote(5.1198, 5.12))
+    assert q["change"] == ("0.000", "flat") and q["change_pct"] == ("0.00%", "flat")
+
+
+def test_a_sub_cent_instrument_shows_its_moves() -> None:
+    q = cells(quote(0.0001236, 0.0001234))
+    assert q["last"][0] == "0.0001236"
+    assert q["change"] == ("+0.0000002", "up")
+    q = cells(quote(0.00012, 0.00013, decimals=8))  # tick size 0.00000001
+    assert q["last"][0] == "0.00012000" and q["change"] == ("-0.00001000", "down")
+
+
+def test_a_percentage_shows_a_move_two_decimals_would_hide() -> None:
+    assert fmt.percent(0.004) == "+0.004%"
+    assert fmt.percent(-0.0042) == "-0.004%"
+    assert fmt.percent(0.0002) == "+<.001%" and fmt.percent(-0.0002) == "-<.001%"
+    assert fmt.percent(1.234) == "+1.23%"
+    assert fmt.percent(math.nan) == fmt.MISSING
+    assert all(len(fmt.percent(v)) <= 7 for v in (0.0002, -0.0042, 9.99, -9.994))
+
+
+def test_the_tick_size_decimals_travel_in_snapshot_frames_and_old_frames_still_decode() -> None:
+    import json
+
+    q = quote(5.12, 5.0, decimals=5)
+    frame = json.loads(dumps(quote_frame(q)))
+    assert frame["decimals"] == 5 and decode_quote(frame).decimals == 5
+    unknown = json.loads(dumps(quote_frame(quote(5.12, 5.0))))
+    assert "decimals" not in unknown and decode_quote(unknown).decimals is None  # as an older publisher
+    for bad in (-1, 99, "2", 2.5, True, None):
+        assert decode_quote({**frame, "decimals": bad}).decimals is None
