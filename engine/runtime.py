@@ -169,7 +169,8 @@ def build_feed(config: Config, engine: Engine) -> Feed:
 
         _register(engine, feeds.binance.symbols)
         binance = BinanceFeed(engine.symbols, feeds.binance.url, wanted=feeds.binance.symbols,
-                              stream=feeds.binance.stream, stale_after=feeds.binance.stale_after)
+                              stream=feeds.binance.stream, stale_after=feeds.binance.stale_after,
+                              rest_url=feeds.binance.rest_url)
         attach(binance, config, engine.interval_ns, refills=True)
         return binance
     if name == "coinbase":

@@ -36,13 +36,15 @@ def _decimals(decimals: int | None, reference: float) -> int:
     return max(0, min(MAX_DECIMALS, decimals)) if decimals is not None else decimals_for(reference)
 
 
-def price(value: float, decimals: int | None = None) -> str:
+def price(value: float, decimals: int | None = None, width: int | None = None) -> str:
     """A price with thousands separators, at ``decimals`` (the instrument's tick size, when the feed
-    knows it) or at :func:`decimals_for` its value (``12,345.67``, ``5.120``, ``0.1234``)."""
+    knows it) or at :func:`decimals_for` its value (``12,345.67``, ``5.120``, ``0.1234``); in at most
+    ``width`` cells when given (see :func:`_squeezed`)."""
     if not math.isfinite(value):
         return MISSING
     d = _decimals(decimals, value)
-    return _unsigned_zero(f"{value:,.{d}f}")
+    text = _unsigned_zero(f"{value:,.{d}f}")
+    return text if width is None or len(text) <= width else _squeezed(value, d, width, signed=False)
 
 
 def moved(value: float, reference: float, decimals: int | None = None) -> float:
@@ -53,16 +55,38 @@ def moved(value: float, reference: float, decimals: int | None = None) -> float:
     return value if round(value, _decimals(decimals, reference)) != 0 else 0.0
 
 
-def change(value: float, reference: float, decimals: int | None = None) -> str:
+def change(value: float, reference: float, decimals: int | None = None, width: int | None = None) -> str:
     """A signed change of a price near ``reference``, at the decimals :func:`price` gives that price
     (``+1.23``, ``-0.50``, ``+0.004`` on a $5 stock); one that rounds to zero is ``0.00`` (as many
-    zeros as decimals), unsigned: never ``-0.00``."""
+    zeros as decimals), unsigned: never ``-0.00``. In at most ``width`` cells when given."""
     if not math.isfinite(value):
         return MISSING
     d = _decimals(decimals, reference)
     if round(value, d) == 0:
-        return f"{0:.{d}f}"
-    return f"{value:+,.{d}f}"
+        return f"{0:.{d}f}"[: width or None]
+    text = f"{value:+,.{d}f}"
+    return text if width is None or len(text) <= width else _squeezed(value, d, width, signed=True)
+
+
+def _squeezed(value: float, decimals: int, width: int, *, signed: bool) -> str:
+    """``value`` in ``width`` cells, losing as little as it can: first the thousands separators, then
+    the zero before the point (``-.00005``), then decimals (never so many that a change reads as zero),
+    last an exponent (``+2e-07``). A column cut short would show a wrong number (``-0.0000``)."""
+    sign = "+" if signed else ""
+    for d in range(decimals, -1, -1):
+        if signed and round(value, d) == 0:
+            break
+        for text in (f"{value:{sign},.{d}f}", f"{value:{sign}.{d}f}"):
+            if len(text) <= width:
+                return text
+        bare = text.replace("0.", ".", 1) if abs(value) < 1 else text
+        if len(bare) <= width:
+            return bare
+    for digits in (2, 1, 0):
+        text = f"{value:{sign}.{digits}e}"
+        if len(text) <= width:
+            return text
+    return fit(f"{value:{sign}.0e}", width)
 
 
 def percent(value: float) -> str:

@@ -66,7 +66,7 @@ def fixed_columns(indicators: Sequence[str], symbol_width: int,
     head = (
         ColumnSpec("symbol", "Symbol", max(6, symbol_width), "left"),
         ColumnSpec("last", "Last", 9),
-        ColumnSpec("change", "Chg", 7),
+        ColumnSpec("change", "Chg", 8),  # a five-decimal change, -0.00005
         ColumnSpec("change_pct", "Chg%", 7),
         ColumnSpec("volume", "Vol", 6),
     )
@@ -139,9 +139,9 @@ def row_cells(symbol: str, quote: Quote | None, signal: Signal | None,
         elif quote is None:
             cells.append(Cell(fmt.MISSING if key != "spark" else "", "muted"))
         elif key == "last":
-            cells.append(Cell(fmt.price(quote.last, quote.decimals), flash or "value"))
+            cells.append(Cell(fmt.price(quote.last, quote.decimals, spec.width), flash or "value"))
         elif key == "change":
-            cells.append(Cell(fmt.change(shown, quote.last, quote.decimals), direction(shown)))
+            cells.append(Cell(fmt.change(shown, quote.last, quote.decimals, spec.width), direction(shown)))
         elif key == "change_pct":
             cells.append(Cell(fmt.percent(quote.change_pct if shown else shown), direction(shown)))
         elif key == "volume":

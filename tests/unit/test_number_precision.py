@@ -80,9 +80,22 @@ def test_a_five_dollar_stock_shows_its_small_real_moves() -> None:
 def test_a_sub_cent_instrument_shows_its_moves() -> None:
     q = cells(quote(0.0001236, 0.0001234))
     assert q["last"][0] == "0.0001236"
-    assert q["change"] == ("+0.0000002", "up")
+    assert q["change"] == ("+2.0e-07", "up")  # +0.0000002 takes ten cells; the column has eight
     q = cells(quote(0.00012, 0.00013, decimals=8))  # tick size 0.00000001
-    assert q["last"][0] == "0.00012000" and q["change"] == ("-0.00001000", "down")
+    assert q["last"][0] == ".00012000" and q["change"] == ("-.000010", "down")
+
+
+def test_a_number_too_wide_for_its_column_is_squeezed_never_cut() -> None:
+    assert fmt.price(2_345_678.0, None, 9) == "2345678.0"  # no separators, then fewer decimals
+    assert fmt.price(2_345_678.0, 0, 9) == "2,345,678"
+    assert fmt.change(-0.00005, 0.1234, 5, 8) == "-0.00005"
+    assert fmt.change(1234.5, 43210.0, 2, 8) == "+1234.50"
+    assert fmt.change(-0.00001, 0.00012, 8, 8) == "-.000010"
+    assert fmt.change(0.0000002, 0.0001236, None, 8) == "+2.0e-07"  # fewer decimals would read zero
+    for value, ref, decimals in ((0.0000002, 0.0001, 8), (-9_999_999.0, 1e9, 2), (123.456789, 5e6, 6)):
+        for width in (6, 7, 8, 9):
+            assert len(fmt.change(value, ref, decimals, width)) <= width
+            assert len(fmt.price(ref, decimals, width)) <= width
 
 
 def test_a_percentage_shows_a_move_two_decimals_would_hide() -> None:
