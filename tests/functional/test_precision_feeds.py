@@ -133,3 +133,20 @@ async def test_a_sim_row_shows_precision_from_its_price(make_config: Callable[..
             assert not cells[2].startswith("-0.") or cells[2].strip("-0.") != ""  # never -0.00
             checked += 1
         assert checked
+
+
+def test_the_detail_title_shows_the_symbol_at_its_precision() -> None:
+    import numpy as np
+
+    from engine.chart_data import ChartData
+    from widgets.detail import render_title
+
+    ohlcv = np.array([[0.12345, 0.12345, 0.12345, 0.12345, 1.0], [0.12345, 0.12345, 0.1234, 0.1234, 1.0]])
+    data = ChartData("DOGEUSDT", 60_000_000_000, np.array([0, 60_000_000_000]), ohlcv, {}, {}, True)
+    title = render_title("DOGEUSDT", data, ["1m"], 0, 5).plain
+    assert title.startswith("DOGEUSDT  0.12340  -0.00005  -0.04%"), title
+    flat = ohlcv.copy()
+    flat[1, 3] = 128.001
+    flat[0, 3] = 128.0
+    title = render_title("X", ChartData("X", 60_000_000_000, data.t, flat, {}, {}, True), ["1m"], 0).plain
+    assert title.startswith("X  128.00  0.00  0.00%"), title  # no -0.00, no +0.00 for a move below a cent
