@@ -69,13 +69,14 @@ class TickSizes:
         self.requests = 0
         self.failed: Counter[str] = Counter()  # symbol -> lookups that failed (bounded by the symbols)
         self._pending: dict[str, None] = {}  # in order, at most the symbols wanted
+        self._asking: set[str] = set()  # in the request under way
         self._task: asyncio.Task[None] | None = None
         self._session: aiohttp.ClientSession | None = None
 
     def want(self, symbols: Iterable[str]) -> None:
         """Queue the symbols whose tick size is not known yet, and start the lookup if it is idle."""
         for name in symbols:
-            if name not in self.decimals and self.failed[name] < ATTEMPTS:
+            if name not in self.decimals and name not in self._asking and self.failed[name] < ATTEMPTS:
                 self._pending[name] = None
         if self._pending and (self._task is None or self._task.done()):
             self._task = asyncio.get_running_loop().create_task(self._run(), name="binance tick sizes")
@@ -100,12 +101,16 @@ class TickSizes:
             batch = list(self._pending)[:BATCH]
             for name in batch:
                 del self._pending[name]
-            answer = await self._ask(batch)
-            if isinstance(answer, int) and len(batch) > 1:
-                for name in batch:  # which one is unknown: each alone (weight 20 each, once)
-                    self._learn([name], await self._ask([name]))
-            else:
-                self._learn(batch, answer)
+            self._asking.update(batch)
+            try:
+                answer = await self._ask(batch)
+                if isinstance(answer, int) and len(batch) > 1:
+                    for name in batch:  # which one is unknown: each alone (weight 20 each, once)
+                        self._learn([name], await self._ask([name]))
+                else:
+                    self._learn(batch, answer)
+            finally:
+                self._asking.difference_update(batch)
 
     def _learn(self, batch: list[str], answer: ExchangeInfo | int | None) -> None:
         if not isinstance(answer, ExchangeInfo):
@@ -149,12 +154,12 @@ class TickSizes:
             self._failed(batch, "not an exchangeInfo answer")
             return None
         code = decoded.get("code") if isinstance(decoded, dict) else None
-        self.counters.bad_answer(f"HTTP {status}", body)
-        if status == 400 and code == INVALID_SYMBOL:
+        if status == 400 and code == INVALID_SYMBOL:  # an answer, not a fault: the history reports it
             if len(batch) == 1:
                 log.warning("binance: %s is not a Binance symbol (exchangeInfo: Invalid symbol); its "
                             "prices show at a precision taken from the price", batch[0])
             return INVALID_SYMBOL
+        self.counters.bad_answer(f"HTTP {status}", body)
         self._failed(batch, f"HTTP {status}")
         return None
 
