@@ -117,3 +117,36 @@ def test_the_tick_size_decimals_travel_in_snapshot_frames_and_old_frames_still_d
     assert "decimals" not in unknown and decode_quote(unknown).decimals is None  # as an older publisher
     for bad in (-1, 99, "2", 2.5, True, None):
         assert decode_quote({**frame, "decimals": bad}).decimals is None
+
+
+async def test_binance_tick_sizes_are_asked_once_per_symbol_even_while_a_request_is_under_way() -> None:
+    import asyncio
+
+    from console.history_tape import EXCHANGE_INFO, RestHistory, Tape
+    from engine.feeds.base import FeedCounters
+    from engine.feeds.binance_ticks import TickSizes
+
+    rest = RestHistory(Tape())
+    await rest.start()
+    try:
+        rest.tick_sizes.update({"BTCUSDT": "0.01000000", "SHIBUSDT": "0.00000001", "BTCTRY": "1.00000000"})
+        rest.gate = asyncio.Event()  # the first request waits at the server
+        decimals: dict[str, int] = {}
+        ticks = TickSizes(rest.url, FeedCounters("binance"), decimals)
+        ticks.want(["BTCUSDT", "SHIBUSDT"])
+        async with asyncio.timeout(5):
+            while not ticks._asking:
+                await asyncio.sleep(0.01)
+        ticks.want(["BTCUSDT", "SHIBUSDT", "BTCTRY"])  # a subscription while the first is in flight
+        rest.gate.set()
+        async with asyncio.timeout(5):
+            await ticks.wait()
+        assert decimals == {"BTCUSDT": 2, "SHIBUSDT": 8, "BTCTRY": 0}
+        asked = [q["symbols"] for path, q, _ in rest.requests if path == EXCHANGE_INFO]
+        assert asked == ['["BTCUSDT","SHIBUSDT"]', '["BTCTRY"]']
+        ticks.want(["BTCUSDT", "BTCTRY"])  # known: nothing is asked again
+        await ticks.wait()
+        assert rest.count(EXCHANGE_INFO) == 2
+        await ticks.aclose()
+    finally:
+        await rest.stop()
