@@ -150,3 +150,14 @@ async def test_binance_tick_sizes_are_asked_once_per_symbol_even_while_a_request
         await ticks.aclose()
     finally:
         await rest.stop()
+
+
+def test_the_headless_service_passes_on_the_tick_sizes_its_feed_learns() -> None:
+    from engine.feeds.sim import SimFeed
+    from engine.headless import StoppableFeed
+    from engine.ticks import SymbolTable
+
+    feed = SimFeed(SymbolTable(8), n_symbols=2, seed=1)
+    wrapped = StoppableFeed(feed)
+    feed.decimals["AAPL"] = 2  # learned later, as a live feed learns them
+    assert wrapped.decimals == {"AAPL": 2}
