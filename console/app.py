@@ -455,7 +455,9 @@ class TickdeckApp(WatchlistEditing, App[int]):
 
         engine = self.config.engine
         timeframes = timeframe_choices(parse_interval(engine.interval), engine.history)
-        self.push_screen(DetailScreen(symbol, self._fetch_chart, timeframes))
+        quote = self.watchlist.snapshot.by_symbol().get(symbol) if self.watchlist.snapshot else None
+        self.push_screen(DetailScreen(symbol, self._fetch_chart, timeframes,
+                                      decimals=quote.decimals if quote is not None else None))
 
     async def _fetch_chart(self, symbol: str, factor: int) -> ChartData | None:
         runtime = self.runtime

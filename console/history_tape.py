@@ -8,6 +8,9 @@ same tape's WebSocket stream delivers.
   previous close as every price); aggregate trades group consecutive trades of one taker order at one
   price and time (``order`` on ``Tape.add``), and their ids are not trade ids (a client that pages
   ``aggTrades`` with trade ids gets the wrong rows, as it would from Binance).
+* ``GET /api/v3/exchangeInfo`` (weight 20) with ``symbol`` or ``symbols`` (a JSON array): each symbol's
+  record with its ``PRICE_FILTER`` (``tickSize`` from ``tick_sizes``, else 0.01); one unknown symbol
+  fails the whole request with HTTP 400 and code -1121, as Binance does.
 * Limits as Binance enforces them per IP (one client here): ``REQUEST_WEIGHT`` per minute on the wall
   clock (6,000 by default), ``X-MBX-USED-WEIGHT-1M`` on every answer, 429 with ``Retry-After`` (to the
   end of the minute) and code -1003 past the limit, and 418 (a ban of ``ban_s``, ``Retry-After`` until
@@ -36,7 +39,9 @@ from typing import Any
 
 from aiohttp import web
 
-WEIGHTS = {"/api/v3/klines": 2, "/api/v3/aggTrades": 4}
+WEIGHTS = {"/api/v3/klines": 2, "/api/v3/aggTrades": 4, "/api/v3/exchangeInfo": 20}
+EXCHANGE_INFO = "/api/v3/exchangeInfo"
+TICK_SIZE = "0.01000000"  # a symbol's PRICE_FILTER tickSize unless ``RestHistory.tick_sizes`` says
 INTERVAL_MS = {"1s": 1_000, "1m": 60_000, "3m": 180_000, "5m": 300_000, "15m": 900_000, "30m": 1_800_000,
                "1h": 3_600_000, "2h": 7_200_000, "4h": 14_400_000, "6h": 21_600_000, "8h": 28_800_000,
                "12h": 43_200_000, "1d": 86_400_000, "3d": 259_200_000, "1w": 604_800_000}
@@ -186,6 +191,7 @@ class RestHistory:
         self.lag = 0  # aggTrades answers leave out this many newest trades per symbol ...
         self.lagged = 0  # ... for this many answers
         self.lag_symbol = ""  # ... of this symbol only ("": any; the first answers, whichever symbol)
+        self.tick_sizes: dict[str, str] = {}  # symbol -> its tickSize; these and the traded ones exist
         self.used = 0
         self.limited = 0  # 429s answered in this window
         self.banned_until = 0.0
@@ -204,6 +210,7 @@ class RestHistory:
         app = web.Application()
         app.router.add_get("/api/v3/klines", self._handle)
         app.router.add_get("/api/v3/aggTrades", self._handle)
+        app.router.add_get(EXCHANGE_INFO, self._handle)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -271,7 +278,9 @@ class RestHistory:
             rows = _spoil(fault.kind, rows)
         return self._answer(path, query, 200, rows)
 
-    def _rows(self, path: str, q: dict[str, str]) -> list[Any]:
+    def _rows(self, path: str, q: dict[str, str]) -> Any:
+        if path == EXCHANGE_INFO:
+            return self._exchange_info(q)
         symbol = q.get("symbol", "")
         if not symbol:
             raise ValueError(-1102, "Mandatory parameter 'symbol' was not sent, was empty/null, or "
@@ -297,6 +306,40 @@ class RestHistory:
             self.lagged -= 1
             hide = self.lag
         return self.tape.agg_trades(symbol, from_id, start, end, limit, hide)
+
+    def _exchange_info(self, q: dict[str, str]) -> dict[str, Any]:
+        """``symbol=X`` or ``symbols=["X","Y"]`` (a JSON array); one unknown symbol fails the request."""
+        if "symbol" in q and "symbols" in q:
+            raise ValueError(-1128, "Combination of optional parameters invalid.")
+        try:
+            names = [q["symbol"]] if "symbol" in q else json.loads(q["symbols"]) if "symbols" in q else None
+        except ValueError:
+            raise ValueError(-1100, "Illegal characters found in parameter 'symbols'.") from None
+        known = {**dict.fromkeys(self.tape.series, TICK_SIZE), **self.tick_sizes}
+        if names is None:
+            names = list(known)
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise ValueError(-1100, "Illegal characters found in parameter 'symbols'.")
+        if any(n not in known for n in names):
+            raise ValueError(-1121, "Invalid symbol.")
+        return {"timezone": "UTC", "serverTime": self.now_ms(),
+                "rateLimits": [{"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1,
+                                "limit": self.limit}],
+                "exchangeFilters": [], "symbols": [_symbol_info(n, known[n]) for n in dict.fromkeys(names)]}
+
+
+def _symbol_info(symbol: str, tick: str) -> dict[str, Any]:
+    """A symbol's record in exchangeInfo, the fields Binance documents (rest-api.md, "Exchange
+    information"), trimmed to those a market-data client reads plus a few it skips."""
+    return {"symbol": symbol, "status": "TRADING", "baseAsset": symbol[:-4] or symbol, "quoteAsset": "USDT",
+            "baseAssetPrecision": 8, "quotePrecision": 8, "quoteAssetPrecision": 8,
+            "orderTypes": ["LIMIT", "MARKET"], "isSpotTradingAllowed": True, "permissionSets": [["SPOT"]],
+            "filters": [
+                {"filterType": "PRICE_FILTER", "minPrice": tick, "maxPrice": "1000000.00000000",
+                 "tickSize": tick},
+                {"filterType": "LOT_SIZE", "minQty": "0.00001000", "maxQty": "9000.00000000",
+                 "stepSize": "0.00001000"},
+            ]}
 
 
 def _spoil(kind: str, rows: list[Any]) -> list[Any]:

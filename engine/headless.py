@@ -77,6 +77,7 @@ class StoppableFeed(Feed):
         self.name = inner.name
         self.realtime = inner.realtime
         self.counters = inner.counters
+        self.decimals = inner.decimals  # the tick sizes the wrapped feed learns reach the snapshots
         self._stop = asyncio.Event()
 
     def stop(self) -> None:

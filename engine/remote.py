@@ -43,6 +43,7 @@ from engine.addresses import is_loopback
 from engine.feeds.backoff import Backoff
 from engine.feeds.base import FeedCounters, FeedStatus
 from engine.feeds.ws import CUT_SHORT, Stalled, cut_short, describe_error
+from engine.precision import MAX_DECIMALS
 from engine.signals.events import Signal
 from engine.snapshot import MarketSnapshot, PipelineHealth, Quote, Update
 
@@ -172,7 +173,14 @@ def decode_quote(q: Mapping[str, Any]) -> Quote:
     closes.flags.writeable = False
     return Quote(symbol=str(q["symbol"]), last=_float(q["last"]), change=_float(q["change"]),
                  change_pct=_float(q["change_pct"]), volume=_float(q["volume"]), closes=closes,
-                 values={str(k): _float(v) for k, v in q["values"].items()}, bar_time=int(q["bar_time"]))
+                 values={str(k): _float(v) for k, v in q["values"].items()}, bar_time=int(q["bar_time"]),
+                 decimals=_decimals(q.get("decimals")))
+
+
+def _decimals(x: Any) -> int | None:
+    """A quote's tick-size decimals; absent (a publisher older than the field), or not a small
+    non-negative integer, reads as unknown: the console then derives them from the price."""
+    return x if isinstance(x, int) and not isinstance(x, bool) and 0 <= x <= MAX_DECIMALS else None
 
 
 def decode_health(h: Mapping[str, Any] | None) -> PipelineHealth | None:

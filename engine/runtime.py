@@ -169,7 +169,8 @@ def build_feed(config: Config, engine: Engine) -> Feed:
 
         _register(engine, feeds.binance.symbols)
         binance = BinanceFeed(engine.symbols, feeds.binance.url, wanted=feeds.binance.symbols,
-                              stream=feeds.binance.stream, stale_after=feeds.binance.stale_after)
+                              stream=feeds.binance.stream, stale_after=feeds.binance.stale_after,
+                              rest_url=feeds.binance.rest_url)
         attach(binance, config, engine.interval_ns, refills=True)
         return binance
     if name == "coinbase":
@@ -383,8 +384,9 @@ class Runtime:
         await self.feed.subscribe(names)
 
     def snapshot(self, now_ns: int, symbols: Sequence[str] | None = None) -> MarketSnapshot:
+        # the feed fills its map on the event loop; a lookup from this thread sees a whole entry or none
         return build_snapshot(self.engine, self.watch if symbols is None else symbols, self.outputs,
-                              self.spark, now_ns)
+                              self.spark, now_ns, getattr(self.feed, "decimals", None))
 
     async def run(self, on_update: Callable[[Update], None],
                   on_status: Callable[[FeedStatus], None]) -> None:

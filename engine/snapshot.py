@@ -9,7 +9,7 @@ that read a deque a worker thread mutates.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -40,6 +40,7 @@ class Quote:
     closes: np.ndarray  # recent closes, oldest first, the forming bar's close last (read-only)
     values: dict[str, float]  # requested indicator outputs, provisional where a bar is forming
     bar_time: int  # open time of the forming (or last closed) bar, ns
+    decimals: int | None = None  # decimals of the instrument's tick size, when the feed knows it
 
 
 @dataclass(frozen=True)
@@ -54,8 +55,9 @@ class MarketSnapshot:
 
 
 def build_snapshot(engine: Engine, symbols: Sequence[str], outputs: Sequence[str], spark: int,
-                   at_ns: int) -> MarketSnapshot:
-    """Copy what the UI shows for ``symbols`` out of the engine (call from the engine's thread).
+                   at_ns: int, decimals: Mapping[str, int] | None = None) -> MarketSnapshot:
+    """Copy what the UI shows for ``symbols`` out of the engine (call from the engine's thread);
+    ``decimals`` are the feed's tick-size decimals per symbol (``Feed.decimals``), for those it knows.
 
     Vectorised over the symbols (one gather from the history ring for all of them), because it runs
     once per frame for up to thousands of symbols on the thread that also applies the ticks: a loop
@@ -90,6 +92,7 @@ def build_snapshot(engine: Engine, symbols: Sequence[str], outputs: Sequence[str
     bank = engine.bank
     values = np.where(forming, bank.provisional[rows][:, slots], bank.committed[rows][:, slots]).T
     quotes = []
+    decimals = decimals or {}
     for i, (name, _) in enumerate(named):
         start = spark - int(n[i])
         stop = spark + 1 if forming[i] else spark
@@ -101,7 +104,7 @@ def build_snapshot(engine: Engine, symbols: Sequence[str], outputs: Sequence[str
         quotes.append(Quote(
             symbol=name, last=last, change=change, change_pct=100.0 * change / ref if ref else 0.0,
             volume=float(volume[i]), closes=line, values=dict(zip(outputs, values[i].tolist(), strict=True)),
-            bar_time=int(bar_time[i]),
+            bar_time=int(bar_time[i]), decimals=decimals.get(name),
         ))
     return MarketSnapshot(at_ns=at_ns, quotes=tuple(quotes), ticks=stats.ticks, bars=stats.bars)
 

@@ -130,7 +130,8 @@ def render_catalogue(values: Mapping[str, float], width: int) -> Content:
     return Content("\n").join(lines)
 
 
-def render_title(symbol: str, data: ChartData | None, timeframes: Sequence[str], index: int) -> Content:
+def render_title(symbol: str, data: ChartData | None, timeframes: Sequence[str], index: int,
+                 decimals: int | None = None) -> Content:
     """``AAPL  122.63  +0.52  +0.43%  bar 14:05 forming   1m  5m  15m  1h`` with the chosen timeframe
     highlighted; the change is against the previous bar's close at this timeframe."""
     parts: list[str | tuple[str, str]] = [(symbol, "$text-primary bold"), "  "]
@@ -138,10 +139,11 @@ def render_title(symbol: str, data: ChartData | None, timeframes: Sequence[str],
         close = data.ohlcv[:, 3]
         last = float(close[-1])
         ref = float(close[-2]) if len(close) > 1 else float(data.ohlcv[-1, 0])
-        change = last - ref
+        change = fmt.moved(last - ref, last, decimals)  # zero when it rounds to zero at the precision
         style = UP if change > 0 else DOWN if change < 0 else ""
         bar = f"bar {time_label(int(data.t[-1]), data.timeframe_ns)}{' forming' if data.forming else ''}"
-        parts += [(fmt.price(last), "bold"), "  ", (fmt.change(change, ref), style), "  ",
+        parts += [(fmt.price(last, decimals), "bold"), "  ",
+                  (fmt.change(change, last, decimals), style), "  ",
                   (fmt.percent(100.0 * change / ref if ref else math.nan), style), "  ", (bar, MUTED), "   "]
     for i, label in enumerate(timeframes):
         parts += [(f" {label} ", "reverse bold" if i == index else MUTED)]
@@ -250,11 +252,12 @@ class DetailScreen(Screen[None]):
     """Shown instead of the chart when not empty (loading, no data, a failed fetch)."""
 
     def __init__(self, symbol: str, fetch: Fetch, timeframes: Sequence[tuple[str, int]],
-                 refresh_s: float = 1.0) -> None:
+                 refresh_s: float = 1.0, decimals: int | None = None) -> None:
         if not timeframes:
             raise ValueError("the detail pane needs at least one timeframe")
         super().__init__()
         self.symbol = symbol
+        self.decimals = decimals  # of the symbol's tick size, when the feed knows it
         self.fetch = fetch
         self.timeframes = tuple(timeframes)
         self.refresh_s = refresh_s
@@ -366,7 +369,8 @@ class DetailScreen(Screen[None]):
     def _draw_title(self) -> None:
         data = self.data
         labels = [label for label, _ in self.timeframes]
-        self.query_one("#detail-title", Static).update(render_title(self.symbol, data, labels, self.index))
+        self.query_one("#detail-title", Static).update(render_title(self.symbol, data, labels, self.index,
+                                                                           self.decimals))
 
     def on_tabs_tab_activated(self, event: Tabs.TabActivated) -> None:
         self.set_class(event.tab.id == "tab-values", "-values")

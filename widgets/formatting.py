@@ -13,26 +13,101 @@ MISSING = "—"
 ELLIPSIS = "…"
 
 
-def price(value: float) -> str:
-    """A price: thousands separators, two decimals, four below 1 (``12,345.67``, ``0.1234``)."""
-    if not math.isfinite(value):
-        return MISSING
-    return f"{value:,.4f}" if abs(value) < 1 else f"{value:,.2f}"
+SIGNIFICANT = 4
+"""Significant digits a price shows when its instrument's tick size is unknown (see :func:`decimals_for`)."""
+MAX_DECIMALS = 8
+"""The most decimals any number shows (a tick size finer than 1e-8, a price below 1e-5)."""
+PERCENT_DECIMALS = 2
+PERCENT_MAX_DECIMALS = 3
+"""More would not fit the watchlist's seven cells; a smaller move shows as ``+<.001%``."""
 
 
-def change(value: float, reference: float) -> str:
-    """A signed change of a price near ``reference``, with the decimals :func:`price` gives it
-    (``+1.23``, ``-0.50``; ``-0.0042`` for a price below 1)."""
+def decimals_for(value: float) -> int:
+    """Decimals for a price whose tick size is unknown: at least two, and enough for
+    :data:`SIGNIFICANT` significant digits (``43,210.50``, ``128.16``, ``5.120``, ``0.5000``,
+    ``0.0001234``), at most :data:`MAX_DECIMALS`."""
+    size = abs(value)
+    if not math.isfinite(size) or size == 0:
+        return 2
+    return max(2, min(MAX_DECIMALS, SIGNIFICANT - 1 - math.floor(math.log10(size))))
+
+
+def _decimals(decimals: int | None, reference: float) -> int:
+    return max(0, min(MAX_DECIMALS, decimals)) if decimals is not None else decimals_for(reference)
+
+
+def price(value: float, decimals: int | None = None, width: int | None = None) -> str:
+    """A price with thousands separators, at ``decimals`` (the instrument's tick size, when the feed
+    knows it) or at :func:`decimals_for` its value (``12,345.67``, ``5.120``, ``0.1234``); in at most
+    ``width`` cells when given (see :func:`_squeezed`)."""
     if not math.isfinite(value):
         return MISSING
-    return f"{value:+,.4f}" if abs(reference) < 1 else f"{value:+,.2f}"
+    d = _decimals(decimals, value)
+    text = _unsigned_zero(f"{value:,.{d}f}")
+    return text if width is None or len(text) <= width else _squeezed(value, d, width, signed=False)
+
+
+def moved(value: float, reference: float, decimals: int | None = None) -> float:
+    """``value`` (a change of a price near ``reference``) as it is shown: 0.0 when it rounds to zero at
+    the price's decimals, so a change too small to show is neither up nor down (NaN stays NaN)."""
+    if not math.isfinite(value):
+        return value
+    return value if round(value, _decimals(decimals, reference)) != 0 else 0.0
+
+
+def change(value: float, reference: float, decimals: int | None = None, width: int | None = None) -> str:
+    """A signed change of a price near ``reference``, at the decimals :func:`price` gives that price
+    (``+1.23``, ``-0.50``, ``+0.004`` on a $5 stock); one that rounds to zero is ``0.00`` (as many
+    zeros as decimals), unsigned: never ``-0.00``. In at most ``width`` cells when given."""
+    if not math.isfinite(value):
+        return MISSING
+    d = _decimals(decimals, reference)
+    if round(value, d) == 0:
+        return f"{0:.{d}f}"[: width or None]
+    text = f"{value:+,.{d}f}"
+    return text if width is None or len(text) <= width else _squeezed(value, d, width, signed=True)
+
+
+def _squeezed(value: float, decimals: int, width: int, *, signed: bool) -> str:
+    """``value`` in ``width`` cells, losing as little as it can: first the thousands separators, then
+    the zero before the point (``-.00005``), then decimals (never so many that a change reads as zero),
+    last an exponent (``+2e-07``). A column cut short would show a wrong number (``-0.0000``)."""
+    sign = "+" if signed else ""
+    for d in range(decimals, -1, -1):
+        if signed and round(value, d) == 0:
+            break
+        for text in (f"{value:{sign},.{d}f}", f"{value:{sign}.{d}f}"):
+            if len(text) <= width:
+                return text
+        bare = text.replace("0.", ".", 1) if abs(value) < 1 else text
+        if len(bare) <= width:
+            return bare
+    for digits in (2, 1, 0):
+        text = f"{value:{sign}.{digits}e}"
+        if len(text) <= width:
+            return text
+    return fit(f"{value:{sign}.0e}", width)
 
 
 def percent(value: float) -> str:
-    """A signed percentage with two decimals (``+0.52%``)."""
+    """A signed percentage with two decimals (``+0.52%``), three when two would show a real move as zero
+    (``+0.004%``), and ``+<.001%`` for a smaller one; zero is ``0.00%``, unsigned. A caller whose change
+    rounds to zero at the price's decimals passes 0.0 (see :func:`moved`), so the two columns agree."""
     if not math.isfinite(value):
         return MISSING
-    return f"{value:+.2f}%"
+    d = PERCENT_DECIMALS
+    while d < PERCENT_MAX_DECIMALS and round(value, d) == 0:
+        d += 1
+    if value == 0:
+        return f"{0:.{PERCENT_DECIMALS}f}%"
+    if round(value, d) == 0:
+        return f"{'+' if value > 0 else '-'}<.{'0' * (d - 1)}1%"
+    return f"{value:+.{d}f}%"
+
+
+def _unsigned_zero(text: str) -> str:
+    """``text`` without the sign of a negative zero (``-0.00`` -> ``0.00``)."""
+    return text[1:] if text.startswith("-") and not text.strip("-0.,") else text
 
 
 def volume(value: float) -> str:

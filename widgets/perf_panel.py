@@ -7,6 +7,11 @@ says and in which colour *role*, and :func:`perf_lines` lays the rows out for a 
 from :data:`TWO_COLUMNS` cells, one below). The widget only turns roles into its component classes'
 styles, which are theme variables, so every theme (``ansi16`` included) recolours it.
 
+Thirteen rows (with the app's one cache): as many as the lower pane holds at 160x48, where the panel
+sits beside the signal log. One more would make its pane scroll, and the scrollbar's thumb, drawn with
+the same eighth blocks as a sparkline (``▅▅``), would read as a stray sparkline; so related figures share
+a row (memory and garbage collections, the queue and the batches coalesced).
+
 Thresholds are for a console that keeps up on a small machine at 10 frames a second: a frame or a
 loop stall near the frame budget (100 ms) warns, one past it is bad.
 """
@@ -108,11 +113,16 @@ def figures(sample: PerfSample, history: Sequence[PerfSample]) -> list[Figure]:
     s = sample
 
     def series(get: Callable[[PerfSample], float]) -> tuple[float, ...]:
-        return tuple(float(get(h)) for h in history)
+        """The figure's history from its first measurement (samples before it say nothing, and would
+        take a share of the stretched line as blanks)."""
+        values = [float(get(h)) for h in history]
+        first = next((i for i, v in enumerate(values) if math.isfinite(v)), len(values))
+        return tuple(values[first:])
 
     rows = [
         Figure("CPU", _percent(s.cpu_percent), level(s.cpu_percent, 70, 95), series(lambda h: h.cpu_percent)),
-        Figure("memory", size(s.rss_bytes), level(s.rss_bytes, 1e9, 2e9), series(lambda h: h.rss_bytes)),
+        Figure("memory", f"{size(s.rss_bytes)} GC {_per_s(s.gc_per_s)}", level(s.rss_bytes, 1e9, 2e9),
+               series(lambda h: h.rss_bytes)),
         Figure("output", per_second_bytes(s.bytes_per_s), level(s.bytes_per_s, 100e3, 500e3),
                series(lambda h: h.bytes_per_s)),
         Figure("ticks in", per_second(s.ticks_in_per_s), neutral(s.ticks_in_per_s),
@@ -129,13 +139,8 @@ def figures(sample: PerfSample, history: Sequence[PerfSample]) -> list[Figure]:
                series(lambda h: h.loop_lag_ms)),
         Figure("frame", f"{duration(s.frame_p50_ms)} max {duration(s.frame_max_ms)}",
                level(s.frame_max_ms, 50, 100), series(lambda h: h.frame_max_ms)),
-        Figure("queue", f"{s.queue_depth:,} max {s.queue_depth_max:,}", level(s.queue_depth, 8, 32),
+        Figure("queue", f"{s.queue_depth:,} max {s.queue_depth_max:,} coal {s.coalesced:,}", _queue_role(s),
                series(lambda h: h.queue_depth)),
-        Figure("coalesced", f"{s.coalesced:,} {_per_s(s.coalesced_per_s)}",
-               "warn" if s.coalesced_per_s > 0 else neutral(s.coalesced_per_s),
-               series(lambda h: h.coalesced_per_s)),
-        Figure("GC", f"{_per_s(s.gc_per_s)} gen2 {s.gc_collections[-1] if s.gc_collections else 0:,}",
-               neutral(s.gc_per_s), series(lambda h: h.gc_per_s)),
     ]
     for cache in s.caches:
         name = cache.name
@@ -152,6 +157,13 @@ def figures(sample: PerfSample, history: Sequence[PerfSample]) -> list[Figure]:
                        "warn" if trouble or s.gaps else "value",
                        series(lambda h: h.reconnects + h.bad_messages)))
     return rows
+
+
+def _queue_role(s: PerfSample) -> Role:
+    """The queue's depth by its thresholds, and a warning at least while batches are being coalesced
+    (the engine is behind)."""
+    role = level(s.queue_depth, 8, 32)
+    return "warn" if role == "value" and s.coalesced_per_s > 0 else role
 
 
 def neutral(value: float) -> Role:
@@ -184,14 +196,15 @@ def _per_s(n: float) -> str:
 
 
 def row_line(figure: Figure, width: int) -> Line:
-    """One row in ``width`` cells: label, value, and as much sparkline as fits (none below
-    :data:`SPARK_MIN` cells)."""
+    """One row in ``width`` cells: label, value, and a sparkline over the rest, up to :data:`SPARK_MAX`
+    (none below :data:`SPARK_MIN` cells). The sparkline spans its room from the first sample on: a
+    history shorter than the room is stretched over it, rather than drawn as a stub beside blanks."""
     label = fmt.fit(figure.label, LABEL).ljust(LABEL)
     value = fmt.fit(figure.value, VALUE).ljust(VALUE)
     room = min(SPARK_MAX, width - LABEL - VALUE - 2 * GAP)
     line: list[Segment] = [(label, "label"), (" " * GAP, "value"), (value, figure.role)]
     if room >= SPARK_MIN and figure.series:
-        line += [(" " * GAP, "value"), (spark(figure.series, room).ljust(room), "spark")]
+        line += [(" " * GAP, "value"), (spark(figure.series, room, stretch=True).ljust(room), "spark")]
     else:
         line.append((" " * max(0, width - LABEL - VALUE - GAP), "value"))
     return _cut(tuple(line), width)

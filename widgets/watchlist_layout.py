@@ -66,7 +66,7 @@ def fixed_columns(indicators: Sequence[str], symbol_width: int,
     head = (
         ColumnSpec("symbol", "Symbol", max(6, symbol_width), "left"),
         ColumnSpec("last", "Last", 9),
-        ColumnSpec("change", "Chg", 7),
+        ColumnSpec("change", "Chg", 8),  # a five-decimal change, -0.00005
         ColumnSpec("change_pct", "Chg%", 7),
         ColumnSpec("volume", "Vol", 6),
     )
@@ -101,6 +101,12 @@ def direction(value: float) -> Role:
     return "up" if value > 0 else "down" if value < 0 else "flat"
 
 
+def quote_change(quote: Quote) -> float:
+    """The quote's change as the row shows it: zero when it rounds to zero at the instrument's
+    precision, so the change, its percentage and their colour agree (no ``-0.00``, no red zero)."""
+    return fmt.moved(quote.change, quote.last, quote.decimals)
+
+
 def signal_cell(signal: Signal | None, width: int) -> Cell:
     """``▲ rule`` in the signal's direction, cut to ``width``; a warm-up signal (fired on history) is
     muted, as in the signal log, so a row never presents a past bar's signal as news."""
@@ -123,6 +129,7 @@ def row_cells(symbol: str, quote: Quote | None, signal: Signal | None,
     ``flash`` (``flash_up``/``flash_down``) marks the last price as just having ticked up or down.
     """
     cells: list[Cell] = []
+    shown = quote_change(quote) if quote is not None else 0.0
     for spec in specs:
         key = spec.key
         if key == "symbol":
@@ -132,15 +139,15 @@ def row_cells(symbol: str, quote: Quote | None, signal: Signal | None,
         elif quote is None:
             cells.append(Cell(fmt.MISSING if key != "spark" else "", "muted"))
         elif key == "last":
-            cells.append(Cell(fmt.price(quote.last), flash or "value"))
+            cells.append(Cell(fmt.price(quote.last, quote.decimals, spec.width), flash or "value"))
         elif key == "change":
-            cells.append(Cell(fmt.change(quote.change, quote.last), direction(quote.change)))
+            cells.append(Cell(fmt.change(shown, quote.last, quote.decimals, spec.width), direction(shown)))
         elif key == "change_pct":
-            cells.append(Cell(fmt.percent(quote.change_pct), direction(quote.change)))
+            cells.append(Cell(fmt.percent(quote.change_pct if shown else shown), direction(shown)))
         elif key == "volume":
             cells.append(Cell(fmt.volume(quote.volume), "value"))
         elif key == "spark":
-            cells.append(Cell(spark(quote.closes, spec.width), direction(quote.change)))
+            cells.append(Cell(spark(quote.closes, spec.width), direction(shown)))
         else:
             value = quote.values.get(key, float("nan"))
             cells.append(Cell(fmt.indicator(value), "value" if value == value else "muted"))

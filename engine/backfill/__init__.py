@@ -89,7 +89,8 @@ def _source(feed: LiveFeed, config: Config) -> HistorySource | None:
     if feed.name == "yahoo":
         from engine.backfill.yahoo import YahooHistory
 
-        return YahooHistory(config.feeds.yahoo.chart_url, feed.fetch, feed.counters)  # type: ignore[attr-defined]
+        return YahooHistory(config.feeds.yahoo.chart_url, feed.fetch, feed.counters,  # type: ignore[attr-defined]
+                            decimals=getattr(feed, "decimals", None))
     return None
 
 

@@ -14,7 +14,8 @@ read 2026-08):
   nulls (skipped, as the engine makes no bar there); ``timestamp`` is absent when the range holds no bar.
   The last row may be the latest price at a time after ``period2`` ("Yahoo bug fix - it often appends
   latest price even if after end date", history.py): it is dropped. ``meta`` gives the exchange's time
-  zone and regular trading periods.
+  zone, regular trading periods and ``priceHint`` (the decimals Yahoo shows the price with, which
+  becomes the symbol's precision in the console).
 * An error: ``{"chart": {"result": null, "error": {"code", "description"}}}``, e.g. 404 "No data found,
   symbol may be delisted", or 422 for a range Yahoo does not serve.
 * Range limits (yfinance's: ``period="max"`` asks 1m for 8 days, 2m-90m for 60 days, 1h for 730;
@@ -47,6 +48,7 @@ import numpy as np
 from engine.backfill.source import TRADE_DTYPE, HistorySource, HistoryUnavailable
 from engine.feeds.base import FeedCounters
 from engine.feeds.yahoo_http import Answer
+from engine.precision import hint_decimals
 from engine.ticks import make_bars
 
 NS = 1_000_000_000
@@ -73,7 +75,7 @@ class YahooHistory(HistorySource):
     trade_ids = False
 
     def __init__(self, chart_url: str, fetch: Fetch, counters: FeedCounters, *,
-                 clock: Callable[[], int] = time.time_ns) -> None:
+                 clock: Callable[[], int] = time.time_ns, decimals: dict[str, int] | None = None) -> None:
         self.chart_url = chart_url.rstrip("/")
         self.host = urlsplit(self.chart_url).netloc or self.chart_url
         self.fetch = fetch
@@ -81,6 +83,7 @@ class YahooHistory(HistorySource):
         self.clock = clock
         self.requests = 0
         self.timezones: dict[str, str] = {}  # symbol -> its exchange's time zone (the answers' meta)
+        self.decimals = decimals if decimals is not None else {}  # symbol -> meta.priceHint (the feed's)
 
     def bar_interval(self, interval_ns: int) -> int:
         fits = [s for s in INTERVALS if interval_ns % (s * NS) == 0]
@@ -193,6 +196,8 @@ class YahooHistory(HistorySource):
             return make_bars(0), newest
         if isinstance(zone := meta.get("exchangeTimezoneName"), str):
             self.timezones[symbol] = zone[:64]
+        if (decimals := hint_decimals(meta.get("priceHint"))) is not None:
+            self.decimals[symbol] = decimals
         sessions = _sessions(meta.get("tradingPeriods")) if step < DAY else []
         good: list[tuple[int, float, float, float, float, float]] = []
         for i, t in enumerate(times):

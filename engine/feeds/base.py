@@ -168,6 +168,9 @@ class Feed(abc.ABC):
     def __init__(self, symbols: SymbolTable) -> None:
         self.symbols = symbols
         self.counters = FeedCounters(self.name)
+        #: tick-size decimals per symbol, for those whose service publishes one (``engine.precision``);
+        #: at most one entry per symbol the feed was asked for, so bounded by the symbol table
+        self.decimals: dict[str, int] = {}
 
     @abc.abstractmethod
     def stream(self) -> AsyncIterator[FeedItem]:

@@ -25,12 +25,15 @@ What this feed adds to ``WsFeed``:
   once the new one delivers), and a quiet connection probed with ``LIST_SUBSCRIPTIONS`` (a trade stream
   for an illiquid symbol can be silent for minutes, and without an answer to something the stall
   detector could not tell a quiet market from a dead server).
+* With a REST URL, each symbol's tick size is looked up once in the exchange information
+  (engine/feeds/binance_ticks.py), beside the stream, for the precision the console shows it at.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Iterable
+from collections.abc import AsyncGenerator, Iterable
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any
 
@@ -39,8 +42,10 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from engine.backfill.loader import HELD
 from engine.feeds.backoff import Backoff
+from engine.feeds.base import FeedItem
 from engine.feeds.batching import valid_trade
 from engine.feeds.binance_pool import BinancePool
+from engine.feeds.binance_ticks import TickSizes
 from engine.feeds.budget import MessageBudget, budgeted_connection
 from engine.feeds.ws import Connection, WsFeed
 from engine.ticks import SymbolTable, SymbolTableFull
@@ -145,7 +150,7 @@ class BinanceFeed(WsFeed):
 
     def __init__(self, symbols: SymbolTable, url: str = "wss://stream.binance.com:9443",
                  wanted: Iterable[str] = (), backoff: Backoff | None = None, stream: str = "trade",
-                 stale_after: float | None = None) -> None:
+                 stale_after: float | None = None, rest_url: str | None = None) -> None:
         if stream != "trade" and not (stream.startswith("kline_") and stream[6:] in KLINE_INTERVALS):
             raise ValueError(f"binance stream must be 'trade' or 'kline_<interval>' with interval one of "
                              f"{', '.join(KLINE_INTERVALS)}; got {stream!r}")
@@ -157,6 +162,17 @@ class BinanceFeed(WsFeed):
         self._pool: BinancePool | None = None
         self._klines: dict[int, tuple[int, Decimal]] = {}  # slot -> (kline start ms, volume so far)
         self._gap_logged: set[int] = set()
+        #: tick sizes from the REST API's exchange information, into ``decimals`` (None: never asked)
+        self.tick_sizes = TickSizes(rest_url, self.counters, self.decimals) if rest_url else None
+
+    async def stream(self) -> AsyncGenerator[FeedItem, None]:
+        try:
+            async with contextlib.aclosing(super().stream()) as items:
+                async for item in items:
+                    yield item
+        finally:
+            if self.tick_sizes is not None:
+                await self.tick_sizes.aclose()
 
     def stream_of(self, symbol: str) -> str:
         return f"{symbol.lower()}@{self.stream_kind}"
@@ -199,6 +215,8 @@ class BinanceFeed(WsFeed):
             await pool.close()
             raise
         self._pool = pool
+        if self.tick_sizes is not None:  # beside the stream: nothing waits for a tick size
+            self.tick_sizes.want(self.wanted)
         return pool
 
     async def send_subscription(self, ws: Connection, symbols: list[str], subscribe: bool) -> None:
@@ -206,6 +224,8 @@ class BinanceFeed(WsFeed):
         if pool is None or ws is not pool:
             return  # not connected: the next connection subscribes every wanted stream
         if subscribe:
+            if self.tick_sizes is not None:
+                self.tick_sizes.want(symbols)
             await pool.sync([self.stream_of(s) for s in self.wanted], [self.stream_of(s) for s in symbols])
         else:
             await pool.remove([self.stream_of(s) for s in symbols])

@@ -188,7 +188,7 @@ class CoinbaseFeed(WsFeed):
         super().__init__(symbols, url, wanted, backoff, stale_after)
         self.budget = MessageBudget(FRAMES_PER_S)
         #: the public REST API that says which products are aliases (None: never asked)
-        self.aliases = ProductAliases(rest_url, self.counters) if rest_url else None
+        self.aliases = ProductAliases(rest_url, self.counters, decimals=self.decimals) if rest_url else None
         self._names: dict[str, tuple[str, ...]] = {}  # product id in events -> the names subscribed for it
         self._slots: dict[str, int] = {name: symbols.slot(name) for name in self.wanted}
         self.tickers: dict[str, TickerState] = {}

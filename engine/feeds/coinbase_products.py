@@ -8,7 +8,10 @@ The public product endpoint says so per product (Advanced Trade REST API, "Get P
 ``GET /api/v3/brokerage/market/products/{product_id}``): ``alias`` is the canonical id of an aliased
 product (BTC-USDC: ``"alias": "BTC-USD"``), and ``alias_to`` lists the aliases of a canonical one
 (BTC-USD: ``"alias_to": ["BTC-USDC"]``). The feed asks for each product it subscribes (not the whole
-product list), before the subscription goes out, so the first trade already finds its name.
+product list), before the subscription goes out, so the first trade already finds its name. The same
+answer gives the product's tick size, ``quote_increment`` ("the minimum increment for the quote
+currency", e.g. ``"0.01"``; ``price_increment`` when it is missing), whose decimals go to the feed's
+``decimals`` so the console shows the product at its own precision.
 
 Answers are cached (``cachetools.TTLCache``, a day, 10,000 products): a product dropped and added back, or a
 reconnect, asks nothing again. A lookup that fails (network, HTTP error, a page that is not the product)
@@ -32,6 +35,7 @@ import msgspec
 
 from engine.feeds.base import FeedCounters
 from engine.feeds.pacing import describe_failure, read_at_most
+from engine.precision import tick_decimals
 
 if TYPE_CHECKING:
     from engine.backfill.limiter import RateLimiter
@@ -48,6 +52,8 @@ class Product(msgspec.Struct):
     product_id: str
     alias: str = ""
     alias_to: list[str] = msgspec.field(default_factory=list)
+    quote_increment: str = ""
+    price_increment: str = ""
 
 
 class ProductAliases:
@@ -55,9 +61,10 @@ class ProductAliases:
     alias or was never looked up)."""
 
     def __init__(self, rest_url: str, counters: FeedCounters, timeout: float = 5.0,
-                 parallel: int = 4) -> None:
+                 parallel: int = 4, decimals: dict[str, int] | None = None) -> None:
         self.rest_url = rest_url.rstrip("/")
         self.counters = counters
+        self.decimals = decimals if decimals is not None else {}  # product -> its tick's decimals
         self.timeout = timeout
         self.cache: cachetools.TTLCache[str, str] = cachetools.TTLCache(CACHE_SIZE, CACHE_TTL_S)
         self.requests = 0
@@ -132,6 +139,9 @@ class ProductAliases:
             return
         canonical = record.alias if record.alias and record.alias != product else product
         self.cache[product] = canonical
+        tick = tick_decimals(record.quote_increment or record.price_increment)
+        if tick is not None:
+            self.decimals[product] = tick
         if canonical != product:
             log.info("coinbase: %s is an alias of %s; its trades arrive under that id", product, canonical)
 

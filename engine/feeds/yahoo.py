@@ -68,6 +68,7 @@ from engine.feeds.yahoo_auth import Handshake
 from engine.feeds.yahoo_history import YahooHistoryHooks
 from engine.feeds.yahoo_http import Answer, RequestFailed, YahooSession
 from engine.feeds.yahoo_stream import Pricing, YahooStream
+from engine.precision import hint_decimals
 from engine.ticks import SymbolTable, SymbolTableFull
 
 log = logging.getLogger("tickdeck.feeds")
@@ -437,6 +438,8 @@ class YahooFeed(YahooHistoryHooks, Feed):
         why, quotes = read_quotes(body, batch, self.counters.bad_message)
         for name, q in quotes:
             if (quote := quote_of(name, q, recv_ns, self.counters.bad_message)) is not None:
+                if (decimals := hint_decimals(q.price_hint)) is not None:
+                    self.decimals[name] = decimals  # the precision Yahoo shows the symbol at
                 self._quote(quote)
         return why
 

@@ -37,6 +37,8 @@ class YahooQuote(msgspec.Struct, rename="camel"):
     regular_market_time: int | float | None
     regular_market_volume: float | None = None
     currency: str | None = None
+    price_hint: Any = None  # the decimals Yahoo shows the price with; checked by hint_decimals, so an
+    # odd value costs the hint, not the quote
 
 
 class _QuoteResponse(msgspec.Struct):

@@ -9,7 +9,8 @@ Every frame is one JSON object with a ``type``:
 - ``signal``: every signal that passes the sink's filter and the client's subscription, in detection
   order (the fields of ``Signal.to_dict()``);
 - ``snapshot``, to clients that asked for them: ``at_ns``, ``ticks``, ``bars``, ``quotes`` (``symbol``,
-  ``last``, ``change``, ``change_pct``, ``volume``, ``closes``, ``values``, ``bar_time``) and ``health``
+  ``last``, ``change``, ``change_pct``, ``volume``, ``closes``, ``values``, ``bar_time``, and
+  ``decimals``, the instrument's tick-size decimals when the feed knows them, else absent) and ``health``
   (the fields of ``PipelineHealth``);
 - ``status``: the publisher's feed status (``feed``, ``state``, ``reason``, ``retry_in``, ``at_ns``,
   ``symbols``); the latest one is also sent after ``hello``;
@@ -59,10 +60,13 @@ def signal_frame(signal: Signal) -> dict[str, Any]:
 
 
 def quote_frame(q: Quote) -> dict[str, Any]:
-    return {"symbol": q.symbol, "last": _finite(q.last), "change": _finite(q.change),
-            "change_pct": _finite(q.change_pct), "volume": _finite(q.volume),
-            "closes": [_finite(c) for c in q.closes.tolist()],
-            "values": {k: _finite(v) for k, v in q.values.items()}, "bar_time": int(q.bar_time)}
+    frame = {"symbol": q.symbol, "last": _finite(q.last), "change": _finite(q.change),
+             "change_pct": _finite(q.change_pct), "volume": _finite(q.volume),
+             "closes": [_finite(c) for c in q.closes.tolist()],
+             "values": {k: _finite(v) for k, v in q.values.items()}, "bar_time": int(q.bar_time)}
+    if q.decimals is not None:  # absent when unknown: a frame then reads as before the field existed
+        frame["decimals"] = int(q.decimals)
+    return frame
 
 
 def health_frame(health: PipelineHealth | None) -> dict[str, Any] | None:

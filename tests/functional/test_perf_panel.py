@@ -25,11 +25,12 @@ BASE = PerfSample(
     feed="binance", reconnects=1, bad_messages=5, gaps=0, duplicates=0,
 )
 FIGURES = {  # label -> what its value reads
-    "CPU": "37%", "memory": "215 MB", "output": "12.3 KB/s", "ticks in": "2.01K/s", "processed": "2.01K/s",
-    "engine": "p50 120µs p99 4.5ms", "tick→signal": "p50 3.1ms p99 12ms", "pipe lag": "p50 1.2ms p99 5.0ms",
-    "loop lag": "2.1ms", "frame": "3.2ms max 9.1ms", "queue": "2 max 7", "coalesced": "12 0.0/s",
-    "GC": "4.0/s gen2 3", "cache rows": "98% of 1.20K", "binance feed": "reconn 1 bad 5",
+    "CPU": "37%", "memory": "215 MB GC 4.0/s", "output": "12.3 KB/s", "ticks in": "2.01K/s",
+    "processed": "2.01K/s", "engine": "p50 120µs p99 4.5ms", "tick→signal": "p50 3.1ms p99 12ms",
+    "pipe lag": "p50 1.2ms p99 5.0ms", "loop lag": "2.1ms", "frame": "3.2ms max 9.1ms",
+    "queue": "2 max 7 coal 12", "cache rows": "98% of 1.20K", "binance feed": "reconn 1 bad 5",
 }
+BLOCKS = "▁▂▃▄▅▆▇█"
 
 
 def history(n: int = 40) -> tuple[PerfSample, ...]:
@@ -73,7 +74,7 @@ async def test_every_figure_fits_one_column_at_80x24() -> None:
             row = [line for line in lines if line[1:].startswith(label)]  # one cell of padding first
             assert len(row) == 1, f"{label} is not on one row of the screen"
             assert value in row[0], f"{label}: {value!r} not in {row[0]!r}"
-            assert any(block in row[0] for block in "▁▂▃▄▅▆▇█"), f"{label} has no sparkline"
+            assert any(block in row[0] for block in BLOCKS), f"{label} has no sparkline"
         assert len([line for line in lines if line.strip()]) == len(FIGURES) <= 24
 
 
@@ -87,7 +88,7 @@ async def test_two_columns_at_160x48_with_wider_sparklines() -> None:
         for label, value in FIGURES.items():
             assert label in text and value in text
         first = next(line for line in screen_lines(app) if "CPU" in line)
-        assert "loop lag" in first  # the second column starts beside the first row
+        assert "pipe lag" in first  # the second column starts beside the first row
         assert len([line for line in screen_lines(app) if line.strip()]) == (len(FIGURES) + 1) // 2
         narrow = max(len(line_text(line).rstrip()) for line in perf_lines(BASE, history(), 78))
         assert narrow <= 78 and all(len(line_text(line)) <= 158 for line in perf_lines(BASE, history(), 158))
@@ -100,7 +101,7 @@ async def test_thresholds_colour_values_through_the_theme(theme: str) -> None:
     async with app.run_test(size=(80, 24)) as pilot:
         app.panel.sample = trouble
         await pilot.pause()
-        bad, warn, fine = style_at(app, "99%"), style_at(app, "3.2ms max"), style_at(app, "1 max 7")
+        bad, warn, fine = style_at(app, "99%"), style_at(app, "3.2ms max"), style_at(app, "1 max 7 coal")
         panel = app.panel
         assert bad.color == panel.get_component_rich_style("perf-panel--bad").color
         assert warn.color == panel.get_component_rich_style("perf-panel--warn").color
@@ -151,3 +152,58 @@ async def test_a_monitor_feeds_the_panel_in_a_running_app() -> None:
         assert app.perf.bytes.total > 0 and len(app.perf.history) == 5
         assert app.panel.sample is app.perf.history[-1]
         assert app.panel.sample.frame_max_ms >= 0.0  # frames were timed to the refresh
+
+
+def glyph_runs(line: str) -> list[tuple[int, int]]:
+    """(start, end) of each run of sparkline blocks in ``line`` (spaces inside a run, a missing point,
+    do not end it)."""
+    runs: list[tuple[int, int]] = []
+    for x, ch in enumerate(line):
+        if ch in BLOCKS:
+            if runs and not line[runs[-1][1]:x].strip():
+                runs[-1] = (runs[-1][0], x + 1)
+            else:
+                runs.append((x, x + 1))
+    return runs
+
+
+async def console_panel(size: tuple[int, int], make_config: Any) -> tuple[list[str], int, int, bool]:
+    """The real console's performance pane at ``size`` once three samples are in: its lines (the pane's
+    whole width, scrollbar included), the panel's width in them, its inner width, and whether the pane
+    shows a vertical scrollbar."""
+    from console.app import build_app
+    from tests.functional.support import wait_for
+
+    app = build_app(make_config())
+    async with app.run_test(size=size) as pilot:
+        if size[0] < 120:
+            await pilot.press("p")  # the panel shares the lower pane with the signal log: swap them in
+        panel = app.perf_panel
+        await wait_for(pilot, lambda: len(panel.history) >= 3 and panel.sample is panel.history[-1],
+                       "three samples")
+        await pilot.pause()
+        pane = app.query_one("#perf")
+        region = pane.content_region
+        lines = [line[region.x:region.right] for line in screen_lines(app)[region.y:region.bottom]]
+        return lines, panel.region.right - region.x, panel.content_size.width, pane.show_vertical_scrollbar
+
+
+@pytest.mark.parametrize("size", [(160, 48), (80, 24)])
+async def test_sparklines_span_the_panel_and_nothing_strays(size: tuple[int, int], make_config: Any) -> None:
+    lines, panel_width, inner, scrollbar = await console_panel(size, make_config)
+    drawn = 0
+    for line in lines:
+        runs = glyph_runs(line[:panel_width])
+        if not runs:
+            continue
+        drawn += 1
+        assert line[1:13].strip(), f"sparkline glyphs without a label: {line!r}"
+        assert len(runs) == 1, f"more than one run of blocks: {line!r}"
+        start, end = runs[0]
+        assert end - start >= inner / 2, f"a sparkline {end - start} cells wide in {inner}: {line!r}"
+    assert drawn >= 3  # CPU, memory and output are measured from the first sample
+    if size == (160, 48):  # beside the signal log: every row fits, so no scrollbar (its thumb read ▅▅)
+        assert not scrollbar
+        assert not any(ch in BLOCKS for line in lines for ch in line[panel_width:])
+        text = "\n".join(lines)
+        assert all(label in text for label in ("CPU", "queue", "cache rows", "sim feed"))

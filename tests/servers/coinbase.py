@@ -18,7 +18,8 @@ here as it would there:
 - aliased products (``aliases``, alias -> canonical, as BTC-USDC -> BTC-USD) are accepted in
   subscriptions, and their trades and tickers are sent under the canonical id; the public product
   endpoint (``rest_url`` + ``/api/v3/brokerage/market/products/{id}``, another port) answers each
-  product's ``alias`` and ``alias_to`` as Coinbase's "Get Public Product" does.
+  product's ``alias``, ``alias_to`` and ``quote_increment`` (``increments``, "0.01" by default) as
+  Coinbase's "Get Public Product" does.
 
 Tests steer it: trades (sent, or only recorded as if the client had missed them), forced disconnects,
 stalls, garbage, skipped sequence numbers, error messages and handshakes refused with an HTTP status.
@@ -80,6 +81,7 @@ class CoinbaseServer:
         self.deadline_closes = 0  # ... and were closed for it
         self.rate_limited = 0  # connections closed for sending too fast
         self.product_requests: list[str] = []  # product ids asked of the REST endpoint, in order
+        self.increments: dict[str, str] = {}  # product -> its quote_increment (tick size), "0.01" if none
         self.rest_url = ""
         self._runner: web.AppRunner | None = None
         self.snapshot_size = snapshot_size
@@ -137,6 +139,7 @@ class CoinbaseServer:
             "product_id": product, "price": f"{self.prices[self.aliases.get(product, product)]:.2f}",
             "base_currency_id": base, "quote_currency_id": quote, "status": "online",
             "product_type": "SPOT", "alias": canonical,
+            "quote_increment": self.increments.get(product, "0.01"),
             "alias_to": sorted(a for a, c in self.aliases.items() if c == product)})
 
     # --- protocol -----------------------------------------------------------------------------------

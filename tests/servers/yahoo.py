@@ -143,6 +143,7 @@ class YahooServer:
         self.cookies: list[str] = []  # A3 values issued (all stay valid)
         self.crumbs: dict[str, str] = {}  # A3 value -> the crumb issued for it, until expired
         self.crumbs_issued = 0
+        self.price_hints: dict[str, int] = {}  # symbol -> its priceHint (quotes and chart meta; 2 if none)
         self.url = ""
         self.cookie_url = ""
         self._closing = asyncio.Event()
@@ -340,7 +341,8 @@ class YahooServer:
             return _json({"quoteResponse": {"result": None, "error": {
                 "code": "argument-error", "description": "Missing value for the \"symbols\" argument"}}},
                 status=400)
-        result = [record(s, self._advance(s)) for s in symbols if s in self.market and s not in fault.omit]
+        result = [{**record(s, self._advance(s)), "priceHint": self.price_hints.get(s, 2)}
+                  for s in symbols if s in self.market and s not in fault.omit]
         if fault.mutate is not None:
             edited = fault.mutate(result)
             result = result if edited is None else edited

@@ -188,7 +188,7 @@ class YahooHistoryServer(YahooServer):
             "currency": "USD", "symbol": symbol, "exchangeName": "NMS", "fullExchangeName": "NasdaqGS",
             "instrumentType": "EQUITY", "regularMarketTime": latest[0] // 1000 if latest else now,
             "gmtoffset": -18000, "timezone": "EST", "exchangeTimezoneName": "America/New_York",
-            "regularMarketPrice": latest[1] if latest else None, "priceHint": 2,
+            "regularMarketPrice": latest[1] if latest else None, "priceHint": self.price_hints.get(symbol, 2),
             "dataGranularity": next((k for k, v in STEP.items() if v == step), "1d"), "range": "",
             "validRanges": ["1d", "5d", "1mo", "3mo", "6mo", "1y", "2y", "5y", "10y", "ytd", "max"]}
         if step < DAY and regular:
