@@ -15,7 +15,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Protocol
 
-from textual.theme import Theme
+from textual.theme import BUILTIN_THEMES, Theme
+
+from engine.config_model import THEME_NAMES
 
 APP_CSS_PATH = Path(__file__).with_name("app.tcss")
 """The app's layout stylesheet."""
@@ -117,19 +119,32 @@ THEMES: tuple[Theme, ...] = (
         },
     ),
 )
-"""Every tickdeck theme, in the order ``t`` cycles through them."""
+"""Every tickdeck theme, in the order ``t`` cycles through them (:data:`THEME_NAMES`, which the config
+checks ``ui.theme`` against without importing Textual)."""
 
-THEME_NAMES: tuple[str, ...] = tuple(theme.name for theme in THEMES)
+__all__ = ["APP_CSS_PATH", "DEFAULT_THEME", "THEMES", "THEME_NAMES", "next_theme", "register_themes"]
 
 
 class _ThemeRegistry(Protocol):
     def register_theme(self, theme: Theme) -> None: ...
 
+    def unregister_theme(self, theme_name: str) -> None: ...
+
 
 def register_themes(app: _ThemeRegistry) -> None:
-    """Register every tickdeck theme with ``app`` (Textual's own themes stay available by name)."""
+    """Make tickdeck's themes the only ones ``app`` offers.
+
+    Textual registers its own (dracula, catppuccin, textual-dark, …) in every app, and its command
+    palette's theme picker lists whatever is registered. They are dropped: they were not designed for
+    tickdeck's charts and ansi16 rules, the config accepts only :data:`THEME_NAMES`, and ``t`` cycles
+    through those, so a theme picked in the palette is always one that can be remembered and cycled on
+    from. Set ``app.theme`` to one of ours right after (``App.theme`` starts as textual-dark).
+    """
     for theme in THEMES:
         app.register_theme(theme)
+    for name in BUILTIN_THEMES:
+        if name not in THEME_NAMES:
+            app.unregister_theme(name)
 
 
 def next_theme(current: str) -> str:
