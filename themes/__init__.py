@@ -24,6 +24,15 @@ APP_CSS_PATH = Path(__file__).with_name("app.tcss")
 
 DEFAULT_THEME = "dark"
 
+# Colours that terminals without truecolor draw too. Textual writes the nearest of the 16 ANSI colours
+# on TERM=screen (rich's ColorSystem.STANDARD; COLORTERM=truecolor or a TERM ending in -256color gives
+# more), where close colours fall together: Textual's own rise and fall text colours (success and
+# error tinted toward the foreground) both became white, so they are set here to colours whose nearest
+# ANSI colour is green or red. A component class's background is drawn without its alpha, so the
+# unfocused cursor (Textual's default: primary at 30 %) came out as a full primary bar under coloured
+# text (white on gold in high-contrast); it is given as the opaque colour it was meant to look like.
+# tests/functional/test_tmux_themes.py checks every theme at 16, 256 and 16 million colours.
+
 THEMES: tuple[Theme, ...] = (
     Theme(
         name="dark",
@@ -38,6 +47,11 @@ THEMES: tuple[Theme, ...] = (
         surface="#161D24",
         panel="#1E2731",
         dark=True,
+        variables={
+            "text-success": "#56D364",
+            "text-error": "#FF6B63",
+            "block-cursor-blurred-background": "#213B54",
+        },
     ),
     Theme(
         name="light",
@@ -52,6 +66,10 @@ THEMES: tuple[Theme, ...] = (
         surface="#E9EDF2",
         panel="#DCE2EA",
         dark=False,
+        variables={
+            "text-success": "#0E7A30",
+            "block-cursor-blurred-background": "#C4D4E8",
+        },
     ),
     Theme(
         name="high-contrast",
@@ -72,6 +90,7 @@ THEMES: tuple[Theme, ...] = (
             "text-muted": "#C0C0C0",
             "block-cursor-background": "#FFD700",
             "block-cursor-foreground": "#000000",
+            "block-cursor-blurred-background": "#4D4000",
             "footer-key-foreground": "#FFD700",
         },
     ),
@@ -91,8 +110,8 @@ THEMES: tuple[Theme, ...] = (
         boost="ansi_default",
         dark=True,
         variables={
-            "text-success": "ansi_bright_green",
-            "text-error": "ansi_bright_red",
+            "text-success": "ansi_green",  # the bright ones wash out on a light terminal background
+            "text-error": "ansi_red",
             "text-warning": "ansi_yellow",
             "text-primary": "ansi_bright_blue",
             "text-accent": "ansi_magenta",
@@ -101,10 +120,14 @@ THEMES: tuple[Theme, ...] = (
             "ansi-foreground": "ansi_white",
             "border": "ansi_blue",
             "border-blurred": "ansi_bright_black",
-            "block-cursor-foreground": "ansi_black",
-            "block-cursor-background": "ansi_white",
-            "block-cursor-blurred-foreground": "ansi_white",
-            "block-cursor-blurred-background": "ansi_bright_black",
+            # Neither black nor white: one of those is the terminal's own background, light or dark,
+            # and the bar would vanish into it (black on white was no bar on a light terminal).
+            "block-cursor-foreground": "ansi_bright_white",
+            "block-cursor-background": "ansi_blue",
+            # Unfocused, the cursor row is underlined (app.tcss) on no background: no ANSI grey keeps
+            # red, green and the default text readable on both light and dark terminals.
+            "block-cursor-blurred-foreground": "ansi_default",
+            "block-cursor-blurred-background": "ansi_default",
             "footer-key-foreground": "ansi_bright_blue",
             "footer-background": "ansi_default",
             "scrollbar": "ansi_bright_black",
