@@ -30,7 +30,8 @@ DEFAULT_THEME = "dark"
 # error tinted toward the foreground) both became white, so they are set here to colours whose nearest
 # ANSI colour is green or red. A component class's background is drawn without its alpha, so the
 # unfocused cursor (Textual's default: primary at 30 %) came out as a full primary bar under coloured
-# text (white on gold in high-contrast); it is given as the opaque colour it was meant to look like.
+# text (white on gold in high-contrast); it is given as an opaque colour instead, a dark blue whose
+# nearest ANSI colour is blue: ANSI grey would have the same brightness as the bright red of a fall.
 # tests/functional/test_tmux_themes.py checks every theme at 16, 256 and 16 million colours.
 
 THEMES: tuple[Theme, ...] = (
@@ -50,7 +51,7 @@ THEMES: tuple[Theme, ...] = (
         variables={
             "text-success": "#56D364",
             "text-error": "#FF6B63",
-            "block-cursor-blurred-background": "#213B54",
+            "block-cursor-blurred-background": "#1F2F80",
         },
     ),
     Theme(
@@ -90,7 +91,7 @@ THEMES: tuple[Theme, ...] = (
             "text-muted": "#C0C0C0",
             "block-cursor-background": "#FFD700",
             "block-cursor-foreground": "#000000",
-            "block-cursor-blurred-background": "#4D4000",
+            "block-cursor-blurred-background": "#1A1A7A",
             "footer-key-foreground": "#FFD700",
         },
     ),

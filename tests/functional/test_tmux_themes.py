@@ -11,6 +11,7 @@ its selection bars are also checked as an 8-colour terminal draws them (bright c
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import subprocess
@@ -24,7 +25,7 @@ import pytest
 from rich.color import Color, ColorSystem
 from textual.theme import Theme
 
-from tests.functional.terminal_cells import Cell, Terminal, parse_cells, shown, visible
+from tests.functional.terminal_cells import DEFAULT, Cell, Terminal, parse_cells, shown, visible
 from themes import THEME_NAMES, THEMES
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -62,13 +63,18 @@ CASES = [(theme, setup) for theme in THEME_NAMES for setup in ("screen", "screen
 CASES.append(("ansi16", "light"))  # the only theme drawn in the terminal's own default colours
 
 
+_SERVERS = itertools.count()
+
+
 @pytest.fixture
 def tmux() -> Iterator[Callable[..., str]]:
     assert shutil.which("tmux"), "tmux is needed for this test (the console's terminal test)"
-    socket = f"tickdeck-themes-{os.getpid()}"
+    # One tmux server per test: the previous test's server may still be shutting down on its socket.
+    socket = f"tickdeck-themes-{os.getpid()}-{next(_SERVERS)}"
 
     def run(*args: str) -> str:
         out = subprocess.run(["tmux", "-L", socket, *args], capture_output=True, text=True, timeout=30)
+        assert out.returncode == 0 or args[0] == "capture-pane", f"tmux {args[0]}: {out.stderr}"
         return out.stdout
 
     yield run
@@ -116,7 +122,9 @@ def unreadable(rows: list[list[Cell]], terminal: Terminal) -> list[str]:
 
 def check_bar(rows: list[list[Cell]], y: int, what: str, setup: Setup, *, stands_out: bool = True) -> None:
     """Row ``y`` is a selection bar whose text reads on it, and (``stands_out``) whose background is not
-    the one of the row below it."""
+    the one of the row below it. Contrast is checked where the bar has a colour of its own: text on the
+    terminal's default background is the terminal palette's business (ansi16's unfocused cursor is an
+    underline there)."""
     row = [cell for cell in rows[y] if visible(cell.char)]
     assert row, f"{what}: nothing on row {y}"
     for terminal in (setup.terminal, setup.bars_also):
@@ -126,6 +134,8 @@ def check_bar(rows: list[list[Cell]], y: int, what: str, setup: Setup, *, stands
             fg, bg = shown(cell, terminal)
             assert fg != bg, f"{what}: {cell.char!r} drawn in its background colour {bg} ({terminal})"
     for cell in row:
+        if (cell.fg if cell.reverse else cell.bg) == DEFAULT:
+            continue
         fg, bg = shown(cell, setup.terminal)
         ratio = contrast(fg, bg)
         assert ratio >= MIN_BAR_CONTRAST, f"{what}: {cell.char!r} {fg} on {bg}, contrast {ratio:.2f}"
