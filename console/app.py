@@ -395,10 +395,15 @@ class TickdeckApp(WatchlistEditing, App[int]):
                                 lambda action=binding.action: self.call_later(self.run_action, action))
 
     def action_cycle_theme(self) -> None:
-        self.theme = next_theme(self.theme)
+        self.theme = next_theme(self.theme)  # watch_theme remembers it
         self.notify(f"theme: {self.theme}", timeout=2)
+
+    def watch_theme(self, name: str) -> None:
+        """Remember a theme chosen in the running console, by ``t`` or the palette's theme picker."""
+        if not self.is_running:
+            return  # the theme the app starts in (config, --theme or remembered) is no new choice
         try:
-            self.saver.save_theme(self.theme)  # written by the saver's thread; a failure is a notification
+            self.saver.save_theme(name)  # written by the saver's thread; a failure is a notification
         except Exception as exc:  # a theme not remembered is worth a word, not a crash
             self.notify(str(exc), severity="warning")
 

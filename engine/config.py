@@ -54,6 +54,7 @@ from engine.config_keys import key_clash
 from engine.config_model import (  # re-exported: the model is part of this module's interface
     BUILTIN,
     FEED_NAMES,
+    THEME_NAMES,
     Check,
     Config,
     RuleTable,
@@ -62,8 +63,8 @@ from engine.config_model import (  # re-exported: the model is part of this modu
 )
 from engine.indicators.catalogue import IndicatorError
 
-__all__ = ["BUILTIN", "FEED_NAMES", "Config", "ConfigError", "RuleTable", "env_var", "load_config",
-           "parse_duration", "parse_interval"]
+__all__ = ["BUILTIN", "FEED_NAMES", "THEME_NAMES", "Config", "ConfigError", "RuleTable", "env_var",
+           "load_config", "parse_duration", "parse_interval"]
 
 ARRAY_TABLES = ("rules", "sinks")
 """Top-level arrays of tables (``[[rules]]``, ``[[sinks]]``): kept whole from the highest layer that has

@@ -22,6 +22,10 @@ from engine.indicators.catalogue import DEFAULT_OUTPUTS, resolve
 
 BUILTIN = "the built-in defaults"
 FEED_NAMES: tuple[str, ...] = ("sim", "replay", "binance", "coinbase", "yahoo")
+THEME_NAMES: tuple[str, ...] = ("dark", "light", "high-contrast", "ansi16")
+"""The console's themes, in the order ``t`` cycles through them. Kept here, as plain names, so the
+config is checked without importing Textual; ``themes`` defines a theme for each (a test checks both
+agree)."""
 
 _UNIT_NS = {"s": 1_000_000_000, "m": 60_000_000_000, "h": 3_600_000_000_000, "d": 86_400_000_000_000}
 _DURATION = re.compile(r"([1-9][0-9]*)([smhd])")
@@ -82,12 +86,6 @@ def _one_of(*allowed: str) -> Check:
         return value
 
     return check
-
-
-def _non_empty(value: str) -> str:
-    if not value.strip():
-        raise ValueError("must not be empty")
-    return value
 
 
 def _url(*schemes: str) -> Check:
@@ -307,7 +305,8 @@ class HistoryConfig:
 class UiConfig:
     fps: int = _setting(10, _between(1, 60))
     """Snapshots drawn per second."""
-    theme: str = _setting("dark", _non_empty)
+    theme: str = _setting("dark", _one_of(*THEME_NAMES))
+    """The console's colour theme."""
     columns: tuple[str, ...] = _setting(("rsi_14", "macd_hist_12_26_9"), _indicators)
     """Indicator columns of the watchlist."""
 

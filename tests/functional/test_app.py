@@ -126,14 +126,10 @@ async def test_t_cycles_through_the_themes_and_recolours_the_cells(config: Confi
         assert seen == [*THEME_NAMES[1:], THEME_NAMES[0]]
 
 
-async def test_theme_from_config_and_unknown_theme_falls_back(
-        make_config: Callable[..., Config]) -> None:
+async def test_theme_from_config(make_config: Callable[..., Config]) -> None:
     app = build_app(make_config({"ui.theme": "high-contrast"}))
     async with app.run_test(size=SIZE):
         assert app.theme == "high-contrast"
-    app = build_app(make_config({"ui.theme": "no-such-theme"}))
-    async with app.run_test(size=SIZE):
-        assert app.theme == "dark"
 
 
 async def test_q_quits(config: Config) -> None:

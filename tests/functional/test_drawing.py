@@ -219,6 +219,7 @@ def test_help_lists_described_bindings() -> None:
 
 def test_the_four_themes_and_their_cycle() -> None:
     assert THEME_NAMES == ("dark", "light", "high-contrast", "ansi16")
+    assert tuple(theme.name for theme in THEMES) == THEME_NAMES  # the config's names, each defined here
     assert [next_theme(n) for n in THEME_NAMES] == [*THEME_NAMES[1:], "dark"]
     assert next_theme("textual-dark") == "dark"
 

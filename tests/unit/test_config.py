@@ -92,7 +92,7 @@ def test_default_rules_are_fresh_copies() -> None:
 # --- precedence -------------------------------------------------------------------------------------
 
 def test_five_layers_in_order(tmp_path: Path, env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
-    repo = write(tmp_path / "repo.toml", '[ui]\nfps = 11\ntheme = "repo"\n[feeds.sim]\nsymbols = 3\n')
+    repo = write(tmp_path / "repo.toml", '[ui]\nfps = 11\ntheme = "light"\n[feeds.sim]\nsymbols = 3\n')
     monkeypatch.setattr(cfg, "repo_config_path", lambda: Path(repo))
     write(Path(env["TICKDECK_CONFIG_DIR"]) / "config.toml", "[ui]\nfps = 12\n")
     given = write(tmp_path / "given.toml", "[ui]\nfps = 13\n")
@@ -108,7 +108,7 @@ def test_five_layers_in_order(tmp_path: Path, env: dict[str, str], monkeypatch: 
 
     config = load_config(given, flags, env_on)
     # keys no higher layer sets survive from the lower ones (per-key merge)
-    assert config.ui.theme == "repo"
+    assert config.ui.theme == "light"
     assert config.feeds.sim.symbols == 3
     assert config.feeds.sim.seed == 7
     assert config.files == (repo, given)
@@ -193,7 +193,9 @@ def test_type_error_message(tmp_path: Path, env: dict[str, str]) -> None:
     ("[rules]\nid = 'x'\n", ["rules", "array of tables"]),
     ("[ui]\nfps = 0\n", ["ui.fps", "between 1 and 60, got 0"]),
     ("[ui]\nfps = 61\n", ["ui.fps", "between 1 and 60"]),
-    ("[ui]\ntheme = ''\n", ["ui.theme", "must not be empty"]),
+    ("[ui]\ntheme = ''\n", ["ui.theme", "dark, light, high-contrast, ansi16", "got ''"]),
+    ("[ui]\ntheme = 'purple'\n", ["ui.theme", "dark, light, high-contrast, ansi16", "got 'purple'"]),
+    ("[ui]\ntheme = 'dracula'\n", ["ui.theme", "got 'dracula'"]),  # Textual's themes are not offered
     ("[engine]\nhistory = 9\n", ["engine.history", "between 10 and 1000000"]),
     ("[engine]\nhistory = 1000001\n", ["engine.history", "between 10 and 1000000"]),
     ("[engine]\nmax_symbols = 0\n", ["engine.max_symbols", "between 1 and 100000"]),
@@ -289,6 +291,7 @@ def test_env_values_are_coerced(env: dict[str, str]) -> None:
     ("TICKDECK_FEEDS_SIM_RATE", "abc", ["TICKDECK_FEEDS_SIM_RATE", "must be a number"]),
     ("TICKDECK_FEEDS_SIM_RATE", "nan", ["TICKDECK_FEEDS_SIM_RATE", "must be a number"]),
     ("TICKDECK_FEED_NAME", "kraken", ["TICKDECK_FEED_NAME", "'kraken'"]),
+    ("TICKDECK_UI_THEME", "purple", ["TICKDECK_UI_THEME", "'purple'", "high-contrast"]),
     ("TICKDECK_UI_COLUMNS", "rsi_14,nope", ["TICKDECK_UI_COLUMNS", "unknown indicator 'nope'"]),
     ("TICKDECK_UI_COLUMNS", "[1, 2]", ["TICKDECK_UI_COLUMNS", "list of strings"]),
     ("TICKDECK_ENGINE_INTERVAL", "1w", ["TICKDECK_ENGINE_INTERVAL", "'1w'"]),
@@ -315,6 +318,7 @@ def test_overrides_take_strings_or_values(env: dict[str, str]) -> None:
 
 @pytest.mark.parametrize(("overrides", "words"), [
     ({"engine.interval": "7x"}, ["engine.interval", "command line", "'7x'"]),
+    ({"ui.theme": "purple"}, ["ui.theme", "command line", "'purple'", "dark, light, high-contrast, ansi16"]),
     ({"ui.fps": "fast"}, ["ui.fps", "command line", "must be an integer"]),
     ({"ui.fps": 2.5}, ["ui.fps", "must be an integer"]),
     ({"ui.colour": "x"}, ["ui.colour", "unknown key"]),
