@@ -126,7 +126,7 @@ def _bindings() -> list[BindingType]:
         b("greater_than_sign", "move_list_right", "Move list right", id="move_list_right", show=False),
         b("enter", "open", "Detail", id="open"),
         b("escape", "clear_filter", "Clear filter", id="back", show=False),
-        b("t", "cycle_theme", "Theme", id="theme", show=False),
+        b("t", "cycle_theme", "Next theme", id="theme", show=False),
         b("space", "toggle_pause", "Pause", id="pause", show=False),
         b("p", "toggle_perf", "Perf", id="perf", show=False),
         b("b", "backtest", "Backtest", id="backtest", show=False),

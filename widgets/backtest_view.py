@@ -25,7 +25,7 @@ from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.containers import ScrollableContainer, Vertical
 from textual.message import Message
 from textual.screen import ModalScreen
-from textual.widgets import Static
+from textual.widgets import Footer, Static
 
 if TYPE_CHECKING:
     from engine.backtest import Report
@@ -142,6 +142,7 @@ class BacktestScreen(ModalScreen[None]):
         box_.border_subtitle = f"{left_out if self.left_out else ''}↑ ↓ ← → scroll · esc to close"
         with box_, TableScroll(id="backtest-scroll"):
             yield Static(report_table(self.report, self.symbol), id="backtest-table")
+        yield Footer()  # this window's keys, not those of the screen below (which do nothing here)
 
     def action_close(self) -> None:
         self.dismiss()

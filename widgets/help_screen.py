@@ -11,7 +11,7 @@ from textual.containers import VerticalScroll
 from textual.content import Content
 from textual.keys import key_to_character
 from textual.screen import ModalScreen
-from textual.widgets import Static
+from textual.widgets import Footer, Static
 
 
 def binding_rows(bindings: Iterable[BindingType]) -> list[tuple[str, str]]:
@@ -100,6 +100,7 @@ class HelpScreen(ModalScreen[None]):
         box.border_subtitle = "↑ ↓ pgup pgdn home end scroll · esc to close"
         with box:
             yield Static(render_help(self._rows), id="help-keys")
+        yield Footer()  # this window's keys, not those of the screen below (which do nothing here)
 
     def action_close(self) -> None:
         self.dismiss()

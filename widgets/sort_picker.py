@@ -16,7 +16,7 @@ from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.screen import ModalScreen
-from textual.widgets import OptionList
+from textual.widgets import Footer, OptionList
 from textual.widgets.option_list import Option
 
 from widgets.watchlist_layout import MY_ORDER, next_sort
@@ -75,6 +75,7 @@ class SortPicker(ModalScreen[Sort | None]):
         in_force = self.current[0]
         picker.highlighted = self.keys.index(in_force) if in_force in self.keys else 0
         yield picker
+        yield Footer()  # this window's keys, not those of the screen below (which do nothing here)
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
         event.stop()

@@ -95,7 +95,7 @@ async def test_question_mark_opens_help_and_escape_closes_it(config: Config) -> 
         await pilot.press("question_mark")
         assert isinstance(app.screen, HelpScreen)
         keys = str(app.screen.query_one("#help-keys").render())
-        for text in ("Quit", "Pause", "Help", "Theme", "space"):
+        for text in ("Quit", "Pause", "Help", "Next theme", "space"):
             assert text in keys
         await pilot.press("escape")
         assert app.screen is main
