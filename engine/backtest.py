@@ -512,7 +512,9 @@ def pct(x: float, signed: bool = True) -> str:
     """A fraction as percent: ``+1.23`` (signed, two places) or ``45.6`` (hit rates); ``-`` when NaN."""
     if not math.isfinite(x):
         return "-"
-    return f"{100 * x:+.2f}" if signed else f"{100 * x:.1f}"
+    text = f"{100 * x:+.2f}" if signed else f"{100 * x:.1f}"
+    # a move that rounds to nothing is no move: never a signed or negative zero
+    return text.lstrip("+-") if float(text) == 0 else text
 
 
 def group_rows(g: GroupResult) -> list[list[str]]:

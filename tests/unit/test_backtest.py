@@ -511,3 +511,11 @@ def test_a_narrow_terminal_gets_two_tables_with_every_figure(tmp_path: Path) -> 
         return {word for word in " ".join(lines).split() if not word.startswith("─")}
 
     assert words(wide) == words(narrow)  # nothing lost
+
+
+def test_percent_figures_that_round_to_zero_carry_no_sign() -> None:
+    from engine.backtest import pct
+
+    assert [pct(x) for x in (-0.00001, 0.00001, -0.0, 0.0)] == ["0.00"] * 4
+    assert pct(-0.0001, signed=False) == "0.0"
+    assert (pct(0.0123), pct(-0.0123), pct(float("nan"))) == ("+1.23", "-1.23", "-")
