@@ -31,9 +31,8 @@ What this feed adds to ``WsFeed``:
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import AsyncGenerator, Iterable
+from collections.abc import Iterable
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any
 
@@ -42,7 +41,6 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from engine.backfill.loader import HELD
 from engine.feeds.backoff import Backoff
-from engine.feeds.base import FeedItem
 from engine.feeds.batching import valid_trade
 from engine.feeds.binance_pool import BinancePool
 from engine.feeds.binance_ticks import TickSizes
@@ -165,14 +163,9 @@ class BinanceFeed(WsFeed):
         #: tick sizes from the REST API's exchange information, into ``decimals`` (None: never asked)
         self.tick_sizes = TickSizes(rest_url, self.counters, self.decimals) if rest_url else None
 
-    async def stream(self) -> AsyncGenerator[FeedItem, None]:
-        try:
-            async with contextlib.aclosing(super().stream()) as items:
-                async for item in items:
-                    yield item
-        finally:
-            if self.tick_sizes is not None:
-                await self.tick_sizes.aclose()
+    async def on_stream_end(self) -> None:
+        if self.tick_sizes is not None:
+            await self.tick_sizes.aclose()
 
     def stream_of(self, symbol: str) -> str:
         return f"{symbol.lower()}@{self.stream_kind}"

@@ -48,9 +48,8 @@ error"]``, each distinct text is logged and reported once, and the feed carries 
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import AsyncGenerator, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from operator import itemgetter
@@ -59,7 +58,7 @@ import msgspec
 
 from engine.backfill.loader import HELD
 from engine.feeds.backoff import Backoff
-from engine.feeds.base import FeedItem, FeedStatus
+from engine.feeds.base import FeedStatus
 from engine.feeds.batching import valid_trade
 from engine.feeds.budget import MessageBudget
 from engine.feeds.coinbase_products import ProductAliases
@@ -268,14 +267,9 @@ class CoinbaseFeed(WsFeed):
         if gone and self._ws is not None:
             await self.send_subscription(self._ws, gone, False)
 
-    async def stream(self) -> AsyncGenerator[FeedItem, None]:
-        try:
-            async with contextlib.aclosing(super().stream()) as items:
-                async for item in items:
-                    yield item
-        finally:
-            if self.aliases is not None:
-                await self.aliases.close()
+    async def on_stream_end(self) -> None:
+        if self.aliases is not None:
+            await self.aliases.close()
 
     def last_price(self, product: str) -> float | None:
         """The last trade's price, or the ticker's while no trade has arrived (None if neither)."""

@@ -245,6 +245,10 @@ class WsFeed(Feed):
         finally:
             if self.history is not None:
                 await self.history.aclose()
+            await self.on_stream_end()
+
+    async def on_stream_end(self) -> None:
+        """What a subclass lets go of when its stream ends (its lookups' sessions, its own tasks)."""
 
     async def _connections(self) -> AsyncGenerator[FeedItem, None]:
         first = True

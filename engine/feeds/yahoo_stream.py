@@ -24,14 +24,13 @@ import base64
 import binascii
 import contextlib
 import struct
-from collections.abc import AsyncGenerator, Callable, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import msgspec
 import numpy as np
 
 from engine.feeds.backoff import Backoff
-from engine.feeds.base import FeedItem
 from engine.feeds.ws import Connection, WsFeed
 from engine.ticks import SymbolTable
 
@@ -186,15 +185,10 @@ class YahooStream(WsFeed):
                 with contextlib.suppress(Exception):  # a closed connection: the reconnect subscribes
                     await self.send_subscription(ws, self.wanted, True)
 
-    async def stream(self) -> AsyncGenerator[FeedItem, None]:
-        try:
-            async with contextlib.aclosing(super().stream()) as items:
-                async for item in items:
-                    yield item
-        finally:
-            if self._resubscriber is not None:
-                self._resubscriber.cancel()
-                self._resubscriber = None
+    async def on_stream_end(self) -> None:
+        if self._resubscriber is not None:
+            self._resubscriber.cancel()
+            self._resubscriber = None
 
     def decode(self, raw: str | bytes, recv_ns: int) -> None:
         try:
