@@ -250,7 +250,7 @@ def test_rows_have_the_cli_tables_figures() -> None:
     report = hand_made_report()
     up, down = (group_rows(g) for g in report.groups)
     assert up[0] == ["rsi_oversold", "up", "4", "4.00", "1", "4", "75.0", "50.0", "+1.23", "-0.05",
-                     "+1.00", "+0.00", "-3.10", "-2.00"]
+                     "+1.00", "0.00", "-3.10", "-2.00"]
     assert up[1][:5] == ["", "", "", "", "5"] and up[1][6] == "33.3"
     assert up[2] == ["", "", "", "", "20", "0", "-", "-", "-", "-", "-", "-", "", ""]
     assert down[0][:4] == ["macd_cross", "down", "0", ""]  # no bars: no rate

@@ -34,7 +34,7 @@ async def test_help_scrolls_with_end_and_pgdn_as_soon_as_it_opens(config: Config
         await pilot.press("question_mark")
         await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen), "the help screen")
         await pilot.pause()
-        box = app.screen.query_one(ScrollableContainer)
+        box = app.screen.query_one("#help-scroll", ScrollableContainer)
         assert box.max_scroll_y > 0, "the help fits at 80x24: this test proves nothing"
         assert "Command palette" not in screen_text(app)
 
@@ -56,7 +56,7 @@ async def test_backtest_scrolls_sideways_with_right_to_the_mae_column(config: Co
         await pilot.press("b")
         await wait_for(pilot, functools.partial(table_shown, app), "the backtest table")
         await pilot.pause()
-        box = app.screen.query_one(ScrollableContainer)
+        box = app.screen.query_one("#backtest-scroll", ScrollableContainer)
         assert box.max_scroll_x > 0, "the table fits in 80 columns: this test proves nothing"
         assert "MAE20" not in screen_text(app) and "median" not in screen_text(app)
 
