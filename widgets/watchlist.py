@@ -126,6 +126,16 @@ class WatchlistRows(RowView):
         self.owner.restyle()
 
 
+def sorted_label(label: str, width: int, descending: bool) -> str:
+    """A header label with its sort marker in ``width`` cells: ``RSI 14 ▼``, else ``RSI 14▼``, else
+    ``RSI14▼`` (every letter of the name rather than its spaces), and only past that a cut name."""
+    mark = "▼" if descending else "▲"
+    for text in (f"{label} {mark}", f"{label}{mark}", label.replace(" ", "") + mark):
+        if len(text) <= width:
+            return text
+    return fmt.fit(label.replace(" ", ""), width - 1) + mark
+
+
 class Watchlist(Widget):
     """Symbols and their latest quotes, drawn from one snapshot per frame."""
 
@@ -377,9 +387,8 @@ class Watchlist(Widget):
         head = Text(no_wrap=True, overflow="crop", end="")
         for spec in self._specs:
             label = spec.label
-            if spec.key == key:  # the marker takes the label's last cells, so columns stay put
-                label = fmt.fit(label, spec.width - 2).ljust(min(len(label), spec.width - 2))
-                label += " ▼" if descending else " ▲"
+            if spec.key == key:  # the marker stays inside the column, so columns stay put
+                label = sorted_label(label, spec.width, descending)
             head.append_text(aligned(label, spec))
         self.head.update(head)
 

@@ -233,3 +233,25 @@ def test_next_sort_flips_the_sort_in_force_and_starts_others_biggest_first() -> 
     names = dict(sort_choices(["rsi_14", "macd_hist_12_26_9"]))
     assert names["rsi_14"] == "RSI 14" and names["macd_hist_12_26_9"] == "MACD HIST"
     assert names["change_pct"] == "Chg%" and "spark" not in names
+
+
+def test_a_sorted_header_keeps_its_whole_name_when_a_marker_fits_beside_it() -> None:
+    from widgets.watchlist import sorted_label
+
+    assert sorted_label("RSI 14", 9, True) == "RSI 14 ▼"
+    assert sorted_label("RSI 14", 7, False) == "RSI 14▲"  # the name whole, the space given up
+    assert sorted_label("RSI 14", 6, True) == "RSI14▼"  # every letter rather than the space
+    assert sorted_label("MACD HIST", 9, True) == "MACDHIST▼"
+    assert sorted_label("MACD HIST", 6, True) == "MACD…▼"
+    assert all(len(sorted_label("Signal", w, True)) <= w for w in range(2, 12))
+
+
+async def test_the_sorted_column_header_shows_its_whole_name_and_the_direction(
+        config: Config, state_dir: Path) -> None:
+    app = build_app(config)
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot, app)
+        await pick_sort(pilot, app, "r")
+        await wait_for(pilot, lambda: "▼" in str(app.watchlist.head.render()), "the marker in the header")
+        head = str(app.watchlist.head.render())
+        assert any(name in head for name in ("RSI 14 ▼", "RSI 14▼", "RSI14▼")), head
