@@ -37,7 +37,7 @@ import msgspec
 import numpy as np
 
 from engine.backfill.limiter import Throttled, WeightLimiter
-from engine.backfill.source import TRADE_DTYPE, HistorySource, HistoryUnavailable
+from engine.backfill.source import TRADE_DTYPE, HistorySource, HistoryUnavailable, whole_bar
 from engine.feeds.base import FeedCounters
 from engine.feeds.pacing import describe_failure, read_at_most
 from engine.ticks import make_bars
@@ -229,8 +229,7 @@ class BinanceHistory(HistorySource):
                 continue
             if t < start or t >= end or t % step:
                 self.counters.bad_answer("bar outside the range", row)
-            elif not (0 < lo <= min(o, c) and max(o, c) <= h < math.inf and 0 <= v < math.inf
-                      and 0 <= trades <= _INT64):
+            elif not (whole_bar(o, h, lo, c, v) and 0 <= trades <= _INT64):
                 self.counters.bad_answer("bad bar", row)
             else:
                 good.append((t, o, h, lo, c, v, trades))

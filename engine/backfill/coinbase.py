@@ -56,7 +56,7 @@ import msgspec
 import numpy as np
 
 from engine.backfill.limiter import RateLimiter, Throttled
-from engine.backfill.source import TRADE_DTYPE, HistorySource, HistoryUnavailable
+from engine.backfill.source import TRADE_DTYPE, HistorySource, HistoryUnavailable, whole_bar
 from engine.feeds.base import FeedCounters
 from engine.feeds.coinbase import parse_time_ns
 from engine.feeds.pacing import describe_failure, read_at_most
@@ -292,7 +292,7 @@ class CoinbaseHistory(HistorySource):
                 continue
             if t < start or t >= end or t % step:
                 self.counters.bad_answer("bar outside the range", row)
-            elif not (0 < lo <= min(o, c) and max(o, c) <= h < math.inf and 0 <= v < math.inf):
+            elif not whole_bar(o, h, lo, c, v):
                 self.counters.bad_answer("bad bar", row)
             else:
                 good.append((t, o, h, lo, c, v))

@@ -13,6 +13,7 @@ on, and the feed streams it live without history, the reason in its status.
 from __future__ import annotations
 
 import abc
+import math
 
 import numpy as np
 
@@ -28,6 +29,14 @@ TRADE_DTYPE = np.dtype(
     ]
 )
 """Trades as a history source returns them: one row per trade or per aggregate of trades."""
+
+
+def whole_bar(o: float, h: float, lo: float, c: float, v: float) -> bool:
+    """A bar a service may be believed on: finite, positive prices with the low and high around the
+    open and close, and a volume. Every field is checked for NaN on its own: ``min`` and ``max`` pass a
+    NaN through as if it were in range (``min(10.5, nan)`` is 10.5)."""
+    finite = all(math.isfinite(x) for x in (o, h, lo, c, v))
+    return finite and 0 < lo <= min(o, c) and max(o, c) <= h and v >= 0
 
 
 class HistoryUnavailable(Exception):

@@ -45,7 +45,7 @@ from urllib.parse import quote, urlsplit
 import msgspec
 import numpy as np
 
-from engine.backfill.source import TRADE_DTYPE, HistorySource, HistoryUnavailable
+from engine.backfill.source import TRADE_DTYPE, HistorySource, HistoryUnavailable, whole_bar
 from engine.feeds.base import FeedCounters
 from engine.feeds.yahoo_http import Answer
 from engine.precision import hint_decimals
@@ -218,7 +218,7 @@ class YahooHistory(HistorySource):
                 bad("bar outside the range" if t < start else "bar off the grid", [t, *row])
             elif sessions and not any(s - step < t < e for s, e in sessions):
                 bad("bar outside trading hours", [t, *row])
-            elif not (0 < lo <= min(o, c) and max(o, c) <= h < math.inf and 0 <= v < math.inf):
+            elif not whole_bar(o, h, lo, c, v):
                 bad("bad bar", [t, *row])
             else:
                 good.append((t, o, h, lo, c, v))

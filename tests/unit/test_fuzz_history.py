@@ -147,3 +147,25 @@ def test_a_yahoo_chart_with_times_or_volumes_past_what_fits_is_bad_rows_not_a_cr
     chart["result"][0]["indicators"]["quote"][0]["volume"] = [300, None, 10**400]
     bars, _ = source.chart_bars(chart, "AAPL", T, T + 600, 60, -1)
     assert len(bars) == 0 and source.counters.rest_bad == {"bad row": 2}
+
+
+def test_a_nan_in_any_field_of_a_bar_is_a_bad_bar_from_every_service() -> None:
+    """``min`` and ``max`` let a NaN through as if it were in range (``min(10.5, nan)`` is 10.5): the
+    fuzzer found a Coinbase candle closing at "NAN" taken as a bar."""
+    fields = ("open", "high", "low", "close", "volume")
+    for i, name in enumerate(fields):
+        for nan in ("NaN", "NAN", "nan"):
+            kline = [*KLINE]
+            kline[1 + i] = nan
+            bars, _ = source()._klines([kline], START, START + MINUTE, MINUTE, -1)
+            assert len(bars) == 0, ("binance", name, nan)
+            first = START // 1000
+            candles, _ = coinbase().candles([{**CANDLE, name: nan}], first, first + 60, 60, -1)
+            assert len(candles) == 0, ("coinbase", name, nan)
+        chart = json.loads(json.dumps(CHART))
+        quote = chart["result"][0]["indicators"]["quote"][0]
+        quote[name] = [math.nan, *quote[name][1:]]
+        yahoo = YahooHistory("http://127.0.0.1:9", _no_fetch, FeedCounters("yahoo"))
+        clean, _ = yahoo.chart_bars(json.loads(json.dumps(CHART)), "AAPL", T, T + 600, 60, -1)
+        bars, _ = yahoo.chart_bars(chart, "AAPL", T, T + 600, 60, -1)
+        assert len(bars) == len(clean) - 1 and T * 1_000_000_000 not in bars["t"], ("yahoo", name)
