@@ -27,19 +27,17 @@ from __future__ import annotations
 import asyncio
 import itertools
 import math
-from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
-import msgspec
 import numpy as np
 
-from engine.backfill.limiter import Throttled, WeightLimiter
+from engine.backfill.fetch import JsonGetter
+from engine.backfill.limiter import WeightLimiter
 from engine.backfill.source import TRADE_DTYPE, HistorySource, HistoryUnavailable, whole_bar
 from engine.feeds.base import FeedCounters
-from engine.feeds.pacing import describe_failure, read_at_most
 from engine.ticks import make_bars
 
 MS = 1_000_000  # ns per ms
@@ -50,12 +48,9 @@ KLINE_MS = {"1s": 1_000, "1m": 60_000, "3m": 180_000, "5m": 300_000, "15m": 900_
 KLINES_WEIGHT = 2
 AGG_TRADES_WEIGHT = 4
 ROWS = 1000  # the most rows either endpoint returns
-ATTEMPTS = 4  # per request: a 5xx, HTML, a garbled body or no answer is asked again, then given up
 MAX_PAGES = 250  # per call: 250,000 rows, bounding a refill of a very long gap
-BODY_CAP = 4 << 20  # bytes; a full page of klines is about 150 kB
 _INT64 = 2**63 - 1  # ids and counts beyond it cannot be stored: bad rows
 _MAX_MS = _INT64 // MS  # the latest time in ms whose ns fit an int64
-HTML = (b"<!doctype", b"<html", b"<?xml", b"<head", b"<body")
 
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -71,10 +66,11 @@ class BinanceHistory(HistorySource):
         self.host = urlsplit(self.base_url).netloc or self.base_url
         self.counters = counters
         self.limiter = limiter or WeightLimiter(self.host)
-        self.timeout = timeout
-        self.requests: Counter[str] = Counter()  # requests sent (answered or not), per path
-        self._sleep = sleep
         self._session: aiohttp.ClientSession | None = None
+        # 418 (banned for going on past 429s) is waited out as 429 is, for the time Binance gives
+        self._getter = JsonGetter(self.host, self.limiter, counters, timeout, self._open, sleep,
+                                  throttled=frozenset({418, 429}))
+        self.requests = self._getter.requests  # requests sent (answered or not), per path
 
     # --- the interface -------------------------------------------------------------------------
     def bar_interval(self, interval_ns: int) -> int:
@@ -154,63 +150,18 @@ class BinanceHistory(HistorySource):
         return self._session
 
     async def _get(self, path: str, params: dict[str, Any], weight: int) -> list[Any]:
-        """The decoded JSON array of one GET, asked again (within ``ATTEMPTS``) after a bad answer."""
-        url = self.base_url + path
-        why = ""
-        for attempt in range(ATTEMPTS):
-            if attempt:
-                await self._sleep(min(0.25 * 2 ** attempt, 4.0))
-            try:
-                await self.limiter.acquire(weight)
-            except Throttled as exc:
-                raise HistoryUnavailable(str(exc)) from None
-            status: int | None = None
-            headers: Any = None
-            body: bytes | None = b""
-            self.requests[path] += 1
-            try:
-                async with self._open().get(url, params=params,
-                                            timeout=aiohttp.ClientTimeout(total=self.timeout)) as resp:
-                    status, headers = resp.status, resp.headers
-                    body = await read_at_most(resp.content, BODY_CAP)
-            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-                why = describe_failure(exc, url, self.timeout)
-                self.counters.bad_answer("no answer", why)
-                continue
-            finally:
-                pause = self.limiter.release(weight, status, headers)
-            assert status is not None
-            if status in (418, 429):
-                why = f"{self.host} answered HTTP {status}; asked to wait {pause:.0f} s"
-                self.counters.bad_answer(f"HTTP {status}", body or b"")
-                continue
-            if body is None:
-                why = f"an answer from {self.host} over {BODY_CAP >> 20} MiB"
-                self.counters.bad_answer("answer too large", why)
-                continue
-            if status >= 500:
-                why = f"HTTP {status} from {self.host}"
-                self.counters.bad_answer(f"HTTP {status}", body)
-                continue
-            try:
-                decoded = msgspec.json.decode(body)
-            except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):
-                html = body.lstrip()[:16].lower().startswith(HTML)
-                why = f"{'HTML' if html else 'a garbled answer'} instead of JSON from {self.host}"
-                self.counters.bad_answer("html" if html else "malformed json", body)
-                continue
-            if status != 200 or isinstance(decoded, dict):
-                code, msg = _error(decoded)
-                self.counters.bad_answer(f"HTTP {status}" if status != 200 else "error answer", body)
-                # a refusal (an unknown symbol, a WAF) says the same the next time; 429/418 are waited out
-                raise HistoryUnavailable(f"{self.host} refused: {msg} (HTTP {status}, code {code})",
-                                         final=True)
-            if not isinstance(decoded, list):
-                why = f"an answer from {self.host} that is not a list"
-                self.counters.bad_answer("unexpected answer", body)
-                continue
-            return decoded
-        raise HistoryUnavailable(f"no usable answer from {self.host} after {ATTEMPTS} tries: {why}")
+        """The decoded JSON array of one GET, asked again after a bad answer (``JsonGetter``)."""
+        return await self._getter.get(self.base_url + path, params, weight, path, self._array)
+
+    def _array(self, status: int, decoded: Any, body: bytes) -> list[Any] | str:
+        if status != 200 or isinstance(decoded, dict):
+            code, msg = _error(decoded)
+            self.counters.bad_answer(f"HTTP {status}" if status != 200 else "error answer", body)
+            # a refusal (an unknown symbol, a WAF) says the same the next time; 429/418 are waited out
+            raise HistoryUnavailable(f"{self.host} refused: {msg} (HTTP {status}, code {code})", final=True)
+        if not isinstance(decoded, list):
+            return f"an answer from {self.host} that is not a list"
+        return decoded
 
     # --- answers, row by row -------------------------------------------------------------------
     def _klines(self, rows: list[Any], start: int, end: int, step: int,

@@ -45,21 +45,19 @@ from __future__ import annotations
 import asyncio
 import itertools
 import math
-from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import quote, urlsplit
 
 import aiohttp
 import cachetools
-import msgspec
 import numpy as np
 
-from engine.backfill.limiter import RateLimiter, Throttled
+from engine.backfill.fetch import JsonGetter
+from engine.backfill.limiter import RateLimiter
 from engine.backfill.source import TRADE_DTYPE, HistorySource, HistoryUnavailable, whole_bar
 from engine.feeds.base import FeedCounters
 from engine.feeds.coinbase import parse_time_ns
-from engine.feeds.pacing import describe_failure, read_at_most
 from engine.ticks import make_bars
 
 NS = 1_000_000_000
@@ -70,10 +68,7 @@ PRODUCTS = "/api/v3/brokerage/market/products/"
 CANDLES = 350  # the most candles one request may span
 TRADES_PAGE = 100  # the most trades one answer holds
 REQUESTS_PER_S = 10  # public endpoints, per IP
-ATTEMPTS = 4  # per request: a 5xx, a 429, HTML, a garbled body or no answer is asked again, then given up
 MAX_PAGES = 300  # per call: 105,000 candles or 30,000 trades, bounding a very long gap
-BODY_CAP = 4 << 20  # bytes; a full page of candles is about 45 kB
-HTML = (b"<!doctype", b"<html", b"<?xml", b"<head", b"<body")
 _SIDE = {"BUY": -1, "SELL": 1}  # the maker's side -> the aggressor's, as engine.feeds.coinbase
 
 Sleep = Callable[[float], Awaitable[None]]
@@ -97,10 +92,9 @@ class CoinbaseHistory(HistorySource):
         self.counters = counters
         self.limiter = limiter or coinbase_limiter(self.host)
         self.canonical = canonical  # the product id a subscribed name trades under (an alias's book)
-        self.timeout = timeout
-        self.requests: Counter[str] = Counter()  # requests sent, per endpoint ("candles", "ticker")
-        self._sleep = sleep
         self._session: aiohttp.ClientSession | None = None
+        self._getter = JsonGetter(self.host, self.limiter, counters, timeout, self.session, sleep)
+        self.requests = self._getter.requests  # requests sent, per endpoint ("candles", "ticker")
         # the time of trades handed out, by (symbol, id): where the next page after one of them starts
         self._times: cachetools.LRUCache[tuple[str, int], int] = cachetools.LRUCache(4096)
 
@@ -217,63 +211,21 @@ class CoinbaseHistory(HistorySource):
 
     # --- requests ------------------------------------------------------------------------------
     async def _get(self, endpoint: str, product: str, params: dict[str, str], key: str) -> list[Any]:
-        """The list under ``key`` of one GET's JSON object, asked again (within ``ATTEMPTS``) after a bad
-        answer; ``HistoryUnavailable`` for a refusal or when no try gave a usable answer."""
+        """The list under ``key`` of one GET's JSON object, asked again after a bad answer
+        (``JsonGetter``); ``HistoryUnavailable`` for a refusal or when no try gave a usable answer."""
         url = f"{self.base_url}{PRODUCTS}{quote(product, safe='')}/{endpoint}"
-        why = ""
-        for attempt in range(ATTEMPTS):
-            if attempt:
-                await self._sleep(min(0.25 * 2 ** attempt, 4.0))
-            try:
-                await self.limiter.acquire(1)
-            except Throttled as exc:
-                raise HistoryUnavailable(str(exc)) from None
-            status: int | None = None
-            headers: Any = None
-            body: bytes | None = b""
-            self.requests[endpoint] += 1
-            try:
-                async with self.session().get(url, params=params,
-                                              timeout=aiohttp.ClientTimeout(total=self.timeout)) as resp:
-                    status, headers = resp.status, resp.headers
-                    body = await read_at_most(resp.content, BODY_CAP)
-            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-                why = describe_failure(exc, url, self.timeout)
-                self.counters.bad_answer("no answer", why)
-                continue
-            finally:
-                pause = self.limiter.release(1, status, headers)
-            assert status is not None
-            if status == 429:
-                why = f"{self.host} answered HTTP 429; asked to wait {pause:.1f} s"
-                self.counters.bad_answer("HTTP 429", body or b"")
-                continue
-            if body is None:
-                why = f"an answer from {self.host} over {BODY_CAP >> 20} MiB"
-                self.counters.bad_answer("answer too large", why)
-                continue
-            if status >= 500:
-                why = f"HTTP {status} from {self.host}"
-                self.counters.bad_answer(f"HTTP {status}", body)
-                continue
-            try:
-                decoded = msgspec.json.decode(body)
-            except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):
-                html = body.lstrip()[:16].lower().startswith(HTML)
-                why = f"{'HTML' if html else 'a garbled answer'} instead of JSON from {self.host}"
-                self.counters.bad_answer("html" if html else "malformed json", body)
-                continue
+
+        def rows(status: int, decoded: Any, body: bytes) -> list[Any] | str:
             if status != 200 or (isinstance(decoded, dict) and "error" in decoded):
                 self.counters.bad_answer(f"HTTP {status}" if status != 200 else "error answer", body)
                 raise HistoryUnavailable(
                     f"{self.host} refused {product}: {_error(decoded)} (HTTP {status})", final=True)
-            rows = decoded.get(key) if isinstance(decoded, dict) else None
-            if not isinstance(rows, list):
-                why = f"an answer from {self.host} without its {key!r} list"
-                self.counters.bad_answer("unexpected answer", body)
-                continue
-            return rows
-        raise HistoryUnavailable(f"no usable answer from {self.host} after {ATTEMPTS} tries: {why}")
+            found = decoded.get(key) if isinstance(decoded, dict) else None
+            if not isinstance(found, list):
+                return f"an answer from {self.host} without its {key!r} list"
+            return found
+
+        return await self._getter.get(url, params, 1, endpoint, rows)
 
     # --- answers, row by row -------------------------------------------------------------------
     def candles(self, rows: list[Any], start: int, end: int, step: int,
