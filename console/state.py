@@ -53,9 +53,6 @@ UNDO_DEPTH = 100
 MAX_FILE_BYTES = 16 * 1024 * 1024
 """Far above any real state (9 lists of 5,000 symbols is under 1 MB); a bigger file is not ours."""
 DEFAULT_NAME = "Main"
-SORT_KEYS = ("change_pct", "last", "change", "volume", "signal", "symbol")
-"""The fixed columns only: the app passes its own keys with its indicator columns
-(``widgets.watchlist_layout.sort_keys``) to :meth:`Book.cycle_sort` and :meth:`StateStore.load`."""
 
 
 class StateError(Exception):
@@ -220,23 +217,6 @@ class Book:
         new = max(0, min(len(wl.symbols) - 1, index + delta))
         wl.symbols.insert(new, wl.symbols.pop(index))
         return new
-
-    def cycle_sort(self, keys: Sequence[str] = SORT_KEYS) -> tuple[str | None, bool]:
-        """Next sort of the current list: own order -> key1 desc -> key1 asc -> key2 desc ... -> own order.
-
-        Descending comes first because the columns users sort are mostly "biggest first" (change, volume).
-        A sort key not in ``keys`` (a column configured away) starts the cycle again.
-        """
-        wl = self.current
-        if wl.sort is None or wl.sort not in keys:
-            nxt: tuple[str | None, bool] = (keys[0], True) if keys else (None, False)
-        elif wl.descending:
-            nxt = (wl.sort, False)
-        else:
-            i = keys.index(wl.sort) + 1
-            nxt = (keys[i], True) if i < len(keys) else (None, False)
-        wl.sort, wl.descending = nxt
-        return nxt
 
     def new(self, name: str) -> int:
         """Append an empty list named ``name`` and make it the current one; returns its index."""

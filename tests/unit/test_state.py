@@ -20,7 +20,6 @@ from hypothesis import strategies as st
 import console.state as state_mod
 from console.state import (
     MAX_WATCHLISTS,
-    SORT_KEYS,
     STATE_DIR_VAR,
     UNDO_DEPTH,
     Book,
@@ -61,7 +60,7 @@ def assert_defaults(book: Book, defaults: tuple[str, ...] = DEFAULTS) -> None:
 def three_lists() -> Book:
     book = book_of(("Main", ["AAPL", "MSFT", "NVDA"]), ("Krypto €", ["BTC", "ETH"]), ("Dividends", ["KO"]))
     book.switch(1)
-    book.cycle_sort(KEYS)  # symbol, descending
+    book.current.sort, book.current.descending = KEYS[0], True  # symbol, descending
     book.switch(2)
     return book
 
@@ -155,29 +154,17 @@ def test_move_clamps_and_returns_the_new_index() -> None:
     assert book.current.symbols == ["C", "A", "D", "B"]
     with pytest.raises(StateError, match="not in Main"):
         book.move("Z", 1)
-    book.cycle_sort(KEYS)
+    book.current.sort, book.current.descending = "symbol", True
     with pytest.raises(StateError, match="sorted by symbol"):
         book.move("A", 1)
     assert book.current.symbols == ["C", "A", "D", "B"]
 
 
-def test_cycle_sort_goes_through_every_key_both_ways_then_back_to_the_users_order() -> None:
-    book = book_of(("Main", ["A"]))
-    seen = [book.cycle_sort(KEYS) for _ in range(2 * len(KEYS) + 2)]
-    expected = [(k, d) for k in KEYS for d in (True, False)] + [(None, False), (KEYS[0], True)]
-    assert seen == expected
-    assert (book.current.sort, book.current.descending) == (KEYS[0], True)
-    book.current.sort = "gone_column"
-    assert book.cycle_sort(KEYS) == (KEYS[0], True)
-    assert book.cycle_sort(()) == (None, False)
-    assert book.cycle_sort() == (SORT_KEYS[0], True)  # the fixed columns when the caller names none
-
-
 def test_known_sorts_forgets_columns_no_longer_shown() -> None:
     book = book_of(("Main", ["A"]), ("B", []))
-    book.cycle_sort(KEYS)
+    book.current.sort, book.current.descending = "symbol", True
     book.switch(1)
-    book.cycle_sort(("rsi_14",))
+    book.current.sort, book.current.descending = "rsi_14", True
     book.known_sorts(("symbol",))
     assert [(wl.sort, wl.descending) for wl in book.lists] == [("symbol", True), (None, False)]
 
