@@ -28,6 +28,13 @@ HTML = (b"<!doctype", b"<html", b"<?xml", b"<head", b"<body")
 T = TypeVar("T")
 
 
+def not_json(body: bytes, host: str, counters: FeedCounters) -> str:
+    """Why ``body`` is no JSON answer (HTML: a proxy's, a consent or error page; else garbled), counted."""
+    html = body.lstrip()[:16].lower().startswith(HTML)
+    counters.bad_answer("html" if html else "malformed json", body)
+    return f"{'HTML' if html else 'a garbled answer'} instead of JSON from {host}"
+
+
 class Limiter(Protocol):
     async def acquire(self, weight: int) -> None: ...
     def release(self, weight: int, status: int | None, headers: Mapping[str, str] | None) -> float: ...
@@ -90,9 +97,7 @@ class JsonGetter:
             try:
                 decoded = msgspec.json.decode(body)
             except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):
-                html = body.lstrip()[:16].lower().startswith(HTML)
-                why = f"{'HTML' if html else 'a garbled answer'} instead of JSON from {self.host}"
-                self.counters.bad_answer("html" if html else "malformed json", body)
+                why = not_json(body, self.host, self.counters)
                 continue
             result = take(status, decoded, body)
             if isinstance(result, str):

@@ -45,6 +45,7 @@ from urllib.parse import quote, urlsplit
 import msgspec
 import numpy as np
 
+from engine.backfill.fetch import not_json
 from engine.backfill.source import TRADE_DTYPE, HistorySource, HistoryUnavailable, whole_bar
 from engine.feeds.base import FeedCounters
 from engine.feeds.yahoo_http import Answer
@@ -63,7 +64,6 @@ AGE_MARGIN_S = 3600  # asked no closer to a range limit than this (clocks differ
 BODY_CAP = 8 << 20  # bytes; 7 days of 1m bars around the clock are about 0.8 MB
 CHART_PATH = "/v8/finance/chart/"
 _MAX_S = (2**63 - 1) // NS  # a later time does not fit a bar's int64 ns
-HTML = (b"<!doctype", b"<html", b"<?xml", b"<head", b"<body")
 
 Fetch = Callable[[str, dict[str, str], int], Awaitable[Answer | str]]
 """The feed's request: url, params, body cap -> the answer, or why there is none."""
@@ -154,9 +154,7 @@ class YahooHistory(HistorySource):
             try:
                 decoded = msgspec.json.decode(body)
             except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):
-                html = body.lstrip()[:16].lower().startswith(HTML)
-                why = f"{'HTML' if html else 'a garbled answer'} instead of JSON from {self.host}"
-                self.counters.bad_answer("html" if html else "malformed json", body)
+                why = not_json(body, self.host, self.counters)
                 continue
             chart = decoded.get("chart") if isinstance(decoded, dict) else None
             error = chart.get("error") if isinstance(chart, dict) else None
