@@ -70,11 +70,11 @@ if TYPE_CHECKING:
     from engine.chart_data import ChartData
     from engine.config import Config
     from engine.feeds.base import FeedStatus
-    from engine.pipeline import Engine
     from engine.remote import RuntimeLike
     from engine.runtime import Runtime, Update
     from engine.signals.events import Signal
     from engine.snapshot import MarketSnapshot
+    from engine.tick_engine import Engine
 
 RUNTIME_GROUP = "feed:runtime"
 """The worker group of the runtime (``exclusive``: starting it again replaces the running one)."""

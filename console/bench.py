@@ -230,7 +230,7 @@ def sanity(stream: Stream) -> dict[str, tuple[float, str]]:
 
 # --- memory: runs in a subprocess that imports only the engine ---------------------------------
 class BankAndHistory:
-    """The arrays an Engine owns (indicator bank, bar history), used when ``engine.pipeline`` does not
+    """The arrays an Engine owns (indicator bank, bar history), used when ``engine.tick_engine`` does not
     import; ``ingest`` takes each tick as one closed bar: committed, then appended to the history."""
 
     def __init__(self, outputs: tuple[str, ...], interval_ns: int, capacity: int, depth: int) -> None:
@@ -256,7 +256,7 @@ class BankAndHistory:
 
 def memory_probe(symbols: int, bars: int) -> dict[str, Any]:
     """RSS before and after an engine for ``symbols`` x DEFAULT_OUTPUTS x ``bars`` is built and filled
-    with one tick per bar (``engine.pipeline.Engine`` when it imports, else ``BankAndHistory``)."""
+    with one tick per bar (``engine.tick_engine.Engine`` when it imports, else ``BankAndHistory``)."""
     import gc
 
     import psutil
@@ -267,7 +267,7 @@ def memory_probe(symbols: int, bars: int) -> dict[str, Any]:
     from engine.ticks import make_ticks
 
     try:
-        from engine.pipeline import Engine as engine_cls
+        from engine.tick_engine import Engine as engine_cls
     except ImportError:
         engine_cls = BankAndHistory  # type: ignore[misc, assignment]
     rss_import = proc.memory_info().rss

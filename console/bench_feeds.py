@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from console.bench_ws import bench_ws, loaded_kernels
-from engine.pipeline import Engine
+from engine.tick_engine import Engine
 
 SIX = ("sma_20", "ema_20", "rsi_14", "macd_12_26_9", "macd_signal_12_26_9", "macd_hist_12_26_9",
        "bb_upper_20_2", "bb_middle_20_2", "bb_lower_20_2", "atr_14")

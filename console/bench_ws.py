@@ -79,7 +79,7 @@ def warm_up(outputs: Sequence[str]) -> int:
     """Ticks of three 1 s intervals for every symbol through a throwaway engine shaped like the timed
     one (two bars close per symbol), so every kernel ``Engine.ingest`` runs is loaded; the ticks
     ingested. (An empty batch would load none: ``ingest`` calls no kernel for it.)"""
-    from engine.pipeline import Engine
+    from engine.tick_engine import Engine
     from engine.ticks import make_ticks
 
     engine = Engine(outputs, SEC, capacity=CAPACITY, depth=DEPTH)
@@ -96,7 +96,7 @@ async def bench_ws(messages: int, outputs: Sequence[str]) -> dict[str, float]:
     from engine.feeds.backoff import Backoff
     from engine.feeds.base import FeedStatus
     from engine.feeds.binance import BinanceFeed
-    from engine.pipeline import Engine
+    from engine.tick_engine import Engine
 
     server = subprocess.Popen([sys.executable, "-m", "console.bench_ws", str(messages)],
                               stdout=subprocess.PIPE, text=True)

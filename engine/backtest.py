@@ -39,9 +39,9 @@ import numpy as np
 
 from engine.feeds.replay import bars_to_ticks
 from engine.ohlcv_file import InputError, Table, check_bars, read_csv, table_from_arrow
-from engine.pipeline import Engine
 from engine.signals.events import Signal
 from engine.signals.rules import Rule, RuleError, load_rules
+from engine.tick_engine import Engine
 
 HORIZONS: tuple[int, ...] = (1, 5, 20)
 MAE_BARS = HORIZONS[-1]  # a horizon: the baseline's MAE uses that horizon's random entries

@@ -26,7 +26,7 @@ from engine.snapshot import frozen
 from engine.ticks import NO_BAR
 
 if TYPE_CHECKING:  # importing this module needs no numba: the bank is imported when series are computed
-    from engine.pipeline import Engine
+    from engine.tick_engine import Engine
 
 SERIES: tuple[str, ...] = (
     "sma_20", "ema_20", "bb_upper_20_2", "bb_middle_20_2", "bb_lower_20_2", "rsi_14",

@@ -48,7 +48,7 @@ from engine.signals.events import Signal
 from engine.snapshot import MarketSnapshot, PipelineHealth, Quote, Update
 
 if TYPE_CHECKING:
-    from engine.pipeline import Engine
+    from engine.tick_engine import Engine
 
 log = logging.getLogger("tickdeck.remote")
 _protocol_log = logging.getLogger("tickdeck.remote.protocol")

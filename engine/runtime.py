@@ -34,11 +34,11 @@ import numpy as np
 
 from engine.config import Config, parse_interval
 from engine.feeds.base import Feed, FeedStatus, HistoryBars, Refill
-from engine.pipeline import Engine
 from engine.signals.events import Signal
 from engine.signals.rules import load_rules
 from engine.snapshot import MarketSnapshot, PipelineHealth, Update, build_snapshot
 from engine.store_writer import BarCollector, StoreWriter, persisting
+from engine.tick_engine import Engine
 
 __all__ = ["EngineThread", "FeedUnavailable", "PipelineHealth", "Runtime", "RuntimeMetrics", "Update",
            "build_engine", "build_feed", "in_daemon_thread"]

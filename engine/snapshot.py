@@ -19,7 +19,7 @@ from engine.signals.events import Signal
 from engine.ticks import NO_BAR
 
 if TYPE_CHECKING:  # the frame types stay importable without numba (an attached console has none)
-    from engine.pipeline import Engine
+    from engine.tick_engine import Engine
 
 
 def frozen(a: np.ndarray) -> np.ndarray:

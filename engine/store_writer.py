@@ -32,7 +32,7 @@ from engine.ticks import BAR_DTYPE
 
 if TYPE_CHECKING:
     from engine.config import Config
-    from engine.pipeline import Engine
+    from engine.tick_engine import Engine
 
 log = logging.getLogger("tickdeck.store")
 

@@ -35,7 +35,7 @@ def trade_ticks(trades: np.ndarray, slot: int, now: int) -> np.ndarray:
 
 
 def bar_ticks(bars: np.ndarray, slot: int, now: int) -> np.ndarray:
-    """Four ticks per bar that rebuild it (as ``engine.pipeline._history_ticks``: open with the whole
+    """Four ticks per bar that rebuild it (as ``engine.tick_engine._history_ticks``: open with the whole
     volume, then low and high, low first when it closed up, then the close), 0-3 ns after its open."""
     n = len(bars)
     o, h, lo, c = bars["open"], bars["high"], bars["low"], bars["close"]

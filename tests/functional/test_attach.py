@@ -392,7 +392,7 @@ async def main(url):
     run.cancel()
     quotes = next(u.snapshot for u in updates if u.snapshot is not None).quotes
     print(json.dumps({"symbols": [q.symbol for q in quotes], "app": type(app).__name__,
-                      "heavy": sorted({"numba", "engine.pipeline", "engine.jit"} & set(sys.modules))}))
+                      "heavy": sorted({"numba", "engine.tick_engine", "engine.jit"} & set(sys.modules))}))
 
 asyncio.run(main(sys.argv[1]))
 """

@@ -23,7 +23,7 @@ from engine.feeds.backoff import Backoff
 from engine.feeds.base import FeedStatus, HistoryBars, Refill
 from engine.feeds.binance import BinanceFeed
 from engine.indicators.catalogue import DEFAULT_OUTPUTS
-from engine.pipeline import Engine
+from engine.tick_engine import Engine
 from engine.ticks import TICK_DTYPE
 from tests.servers.binance_rest import BinanceHistoryServer
 

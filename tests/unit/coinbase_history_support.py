@@ -18,7 +18,7 @@ from engine.backfill.loader import BarStore, HistoryLoader
 from engine.feeds.backoff import Backoff
 from engine.feeds.base import FeedStatus, HistoryBars, Refill
 from engine.feeds.coinbase import CoinbaseFeed
-from engine.pipeline import Engine
+from engine.tick_engine import Engine
 from engine.ticks import TICK_DTYPE
 from tests.servers.coinbase_history import CoinbaseHistoryServer
 from tests.unit.backfill_support import OUTPUTS

@@ -16,9 +16,9 @@ import numpy as np
 
 from engine.config import load_config
 from engine.feeds.base import Refill
-from engine.pipeline import Engine
 from engine.signals.events import Signal
 from engine.signals.rules import load_rules
+from engine.tick_engine import Engine
 from engine.ticks import make_ticks
 
 SEC = 1_000_000_000

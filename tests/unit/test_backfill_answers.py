@@ -10,7 +10,7 @@ from collections import Counter
 
 import numpy as np
 
-from engine.pipeline import Engine
+from engine.tick_engine import Engine
 from engine.ticks import make_bars
 from tests.servers.binance_rest import BinanceHistoryServer
 from tests.unit.backfill_support import (

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.indicators.bank import IndicatorBank
-from engine.pipeline import Engine
+from engine.tick_engine import Engine
 from engine.ticks import make_ticks
 
 SEC = 1_000_000_000

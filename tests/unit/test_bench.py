@@ -148,7 +148,7 @@ def test_each_missed_target_exits_1_and_is_named(monkeypatch: pytest.MonkeyPatch
 
 
 def test_memory_probe_without_the_pipeline_uses_bank_and_history(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "engine.pipeline", None)  # as if engine.pipeline cannot import
+    monkeypatch.setitem(sys.modules, "engine.tick_engine", None)  # as if engine.tick_engine cannot import
     probe = bench.memory_probe(5, 30)
     assert probe["engine"] == "BankAndHistory"
     assert probe["bars_filled"] == 30

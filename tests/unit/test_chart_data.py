@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from engine.chart_data import SERIES, ChartData, chart_data, resample
-from engine.pipeline import Engine
+from engine.tick_engine import Engine
 from engine.ticks import make_ticks
 from tests.data import Bars, random_walk
 from tests.unit.oracle import TALIB, assert_matches, scale_for

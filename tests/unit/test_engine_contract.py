@@ -14,7 +14,7 @@ FORBIDDEN = ("textual", "rich", "widgets", "console")
 def test_engine_imports_no_ui() -> None:
     code = (
         "import json, sys\n"
-        "import engine, engine.pipeline, engine.indicators.bank, engine.indicators.catalogue\n"
+        "import engine, engine.tick_engine, engine.indicators.bank, engine.indicators.catalogue\n"
         "import engine.signals.detector, engine.signals.rules, engine.config, engine.history\n"
         "print(json.dumps(sorted(m for m in sys.modules)))\n"
     )

@@ -23,8 +23,8 @@ from engine.feeds.base import FeedStatus
 from engine.feeds.record import Recorder, RecorderError, read_jsonl
 from engine.feeds.replay import ReplayError, ReplayFeed, bars_to_ticks, parse_speed, read_replay_file
 from engine.feeds.sim import SimFeed
-from engine.pipeline import Engine
 from engine.runtime import Runtime, Update, build_engine
+from engine.tick_engine import Engine
 from engine.ticks import TICK_DTYPE, SymbolTable, make_ticks
 
 SEC = 1_000_000_000

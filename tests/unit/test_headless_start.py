@@ -15,7 +15,7 @@ import pytest
 
 from engine import headless
 from engine.config import Config, load_config
-from engine.pipeline import Engine
+from engine.tick_engine import Engine
 
 WAIT_S = 30.0
 

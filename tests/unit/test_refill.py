@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.feeds.base import Refill
-from engine.pipeline import Engine
 from engine.signals.events import Signal
+from engine.tick_engine import Engine
 from engine.ticks import make_bars, make_ticks
 from tests.data import Bars
 from tests.unit.oracle import TALIB, assert_matches, scale_for

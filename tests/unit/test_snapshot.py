@@ -12,8 +12,8 @@ import math
 
 import numpy as np
 
-from engine.pipeline import Engine
 from engine.snapshot import Quote, build_snapshot
+from engine.tick_engine import Engine
 from engine.ticks import NO_BAR, make_ticks
 
 MIN = 60_000_000_000

@@ -13,10 +13,10 @@ import pytest
 
 from engine.config import Config, load_config
 from engine.feeds.base import Feed, FeedItem, FeedStatus, HistoryBars
-from engine.pipeline import Engine
 from engine.runtime import Runtime
 from engine.store import FILENAME, BarStore, StoreError, open_store
 from engine.store_writer import QUEUE_BATCHES, BarCollector, StoreWriter
+from engine.tick_engine import Engine
 from engine.ticks import SymbolTable, make_bars, make_ticks
 from tests.data import random_walk
 

@@ -19,11 +19,11 @@ import pytest
 
 from engine.config import load_config
 from engine.feeds.base import Feed, FeedItem, FeedStatus, HistoryBars
-from engine.pipeline import Engine
 from engine.runtime import Runtime
 from engine.signals.events import Signal
 from engine.signals.rules import load_rules
 from engine.snapshot import Update
+from engine.tick_engine import Engine
 from engine.ticks import SymbolTable, make_bars, make_ticks
 from tests.data import random_walk
 

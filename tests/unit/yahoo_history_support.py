@@ -20,7 +20,7 @@ from engine.feeds.base import FeedStatus, HistoryBars, Refill
 from engine.feeds.batching import TradeSequencer
 from engine.feeds.pacing import RequestBudget, TokenBucket
 from engine.feeds.yahoo import YahooFeed
-from engine.pipeline import Engine
+from engine.tick_engine import Engine
 from engine.ticks import TICK_DTYPE
 from tests.servers.yahoo_chart import YahooHistoryServer
 from tests.unit.backfill_support import OUTPUTS
