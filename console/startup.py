@@ -66,8 +66,10 @@ async def start_runtime(app: App[Any], watchlist: Watchlist, config: Config) -> 
 
     timer = app.set_interval(POLL_S, show)
     try:
-        runtime_module = await asyncio.to_thread(importlib.import_module, "engine.runtime")  # numpy, numba
-        return await runtime_module.in_daemon_thread(build_runtime, config, progress)
+        await asyncio.to_thread(importlib.import_module, "engine.runtime")  # numpy, numba: off the loop
+        from engine.engine_thread import in_daemon_thread
+
+        return await in_daemon_thread(build_runtime, config, progress)
     finally:
         timer.stop()
         if watchlist.snapshot is None:

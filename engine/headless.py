@@ -40,9 +40,11 @@ from typing import Any, Literal, TextIO
 import psutil
 
 from engine.config import Config
+from engine.engine_thread import in_daemon_thread
 from engine.feeds.base import Feed, FeedItem, FeedStatus
+from engine.feeds.registry import FeedUnavailable, build_feed
 from engine.precompile import compile_logged
-from engine.runtime import FeedUnavailable, Runtime, Update, build_engine, build_feed, in_daemon_thread
+from engine.runtime import Runtime, Update, build_engine
 from engine.signals.rules import RuleError, load_rules
 from engine.sinks.base import Sink, SinkGroup
 from engine.sinks.broadcast import BroadcastSink

@@ -1,11 +1,12 @@
 """The runtime: feed -> engine -> signals and frame-rate snapshots, shared by the console and the
 headless service.
 
-The engine is owned by one daemon thread (``EngineThread``): every batch is processed by ``process``
-there, in order (numba kernels release the GIL, so the event loop stays responsive), and snapshots are
-built in that same call, so readers only ever get copies. A daemon thread, not ``asyncio.to_thread``:
-quitting must not wait for a first-run kernel compile to finish. Snapshots are built at most ``fps`` times a
-second however fast ticks arrive: the UI gets one snapshot per frame, never one message per tick.
+The engine is owned by one daemon thread (``EngineThread``, in ``engine.engine_thread``): every batch
+is processed by ``process`` there, in order (numba kernels release the GIL, so the event loop stays
+responsive), and snapshots are built in that same call, so readers only ever get copies. Snapshots are
+built at most ``fps`` times a second however fast ticks arrive: the UI gets one snapshot per frame, never
+one message per tick. The feed comes from ``engine.feeds.registry``; the figures of how the runtime keeps
+up are ``engine.runtime_metrics.RuntimeMetrics``.
 
 When ``run`` returns, the feed has closed: its stream is closed (its ``finally`` runs) in the pump task,
 which ``run`` waits for, up to ``feed_close_s`` (then it is left to finish and a warning says so). The
@@ -17,249 +18,38 @@ beside ``process``.
 from __future__ import annotations
 
 import asyncio
-import collections
-import contextlib
 import dataclasses
-import functools
 import logging
-import math
-import queue
-import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import numpy as np
 
 from engine.config import Config, parse_interval
+from engine.engine_thread import EngineThread
 from engine.feeds.base import Feed, FeedStatus, HistoryBars, Refill
+from engine.feeds.registry import build_feed, register_symbols
+from engine.runtime_metrics import RuntimeMetrics
 from engine.signals.events import Signal
 from engine.signals.rules import load_rules
 from engine.snapshot import MarketSnapshot, PipelineHealth, Update, build_snapshot
 from engine.store_writer import BarCollector, StoreWriter, persisting
 from engine.tick_engine import Engine
 
-__all__ = ["EngineThread", "FeedUnavailable", "PipelineHealth", "Runtime", "RuntimeMetrics", "Update",
-           "build_engine", "build_feed", "in_daemon_thread"]
+__all__ = ["PipelineHealth", "Runtime", "Update", "build_engine"]
 
 T = TypeVar("T")
 log = logging.getLogger("tickdeck.runtime")
 
-LATE_CALL_WAIT_S = 120.0
-"""How long a call made after the engine thread was stopped waits for it to finish its last batch (a
-first-run kernel compile takes up to a minute on a small machine) before giving up with an error."""
-
-
-class EngineThread:
-    """One daemon thread that runs submitted calls in order and hands results back to the event loop.
-
-    After :meth:`stop`, a :meth:`call` waits for the thread to finish what it was running (at most
-    ``LATE_CALL_WAIT_S``) and then runs in the caller's thread: whatever owns the engine is never run
-    by two threads at once."""
-
-    def __init__(self, name: str = "tickdeck-engine") -> None:
-        self._calls: queue.SimpleQueue[tuple[Callable[[], Any], asyncio.Future[Any]] | None] = (
-            queue.SimpleQueue())
-        self._lock = threading.Lock()  # a call is queued before the stop, or runs after the thread ended
-        self._stopping = False
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        try:
-            while (item := self._calls.get()) is not None:
-                fn, future = item
-                result: Any = None
-                error: BaseException | None = None
-                try:
-                    result = fn()
-                except BaseException as exc:  # handed to the awaiting task, which decides
-                    error = exc
-                try:
-                    future.get_loop().call_soon_threadsafe(_settle, future, result, error)
-                except RuntimeError:  # the loop closed while we worked: nobody is waiting any more
-                    return
-        finally:
-            self._done.set()
-
-    async def call(self, fn: Callable[..., T], *args: Any) -> T:
-        with self._lock:
-            queued = not self._stopping
-            if queued:
-                future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-                self._calls.put((functools.partial(fn, *args), future))
-        if queued:
-            return await future
-        if not self._done.is_set() and not await asyncio.to_thread(self._done.wait, LATE_CALL_WAIT_S):
-            raise RuntimeError(f"the engine thread was still busy {LATE_CALL_WAIT_S:.0f} s after it was "
-                               "stopped")
-        return fn(*args)
-
-    def stop(self) -> None:
-        """End the thread once the calls already queued have run."""
-        with self._lock:
-            if not self._stopping:
-                self._stopping = True
-                self._calls.put(None)
-
-    @property
-    def finished(self) -> bool:
-        """Whether the thread has stopped (and runs nothing any more)."""
-        return self._done.is_set()
-
-
-def _settle(future: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
-    if future.done():  # the awaiting task was cancelled meanwhile
-        return
-    if exc is not None:
-        future.set_exception(exc)
-    else:
-        future.set_result(result)
-
-
-def in_daemon_thread(fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
-    """``fn(*args)`` in a new daemon thread; its result or exception in the returned future (of the
-    running loop). For a slow start (building the engine compiles its kernels on a first run) that a
-    stop must not wait for: ``asyncio.to_thread`` would hold the loop's shutdown, and the exit, until it
-    ends. If the loop has closed by then, the outcome is dropped."""
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[T] = loop.create_future()
-
-    def work() -> None:
-        result: Any = None
-        error: BaseException | None = None
-        try:
-            result = fn(*args)
-        except BaseException as exc:  # handed to the awaiting task, which decides
-            error = exc
-        with contextlib.suppress(RuntimeError):  # the loop closed: nobody is waiting any more
-            loop.call_soon_threadsafe(_settle, future, result, error)
-
-    threading.Thread(target=work, name=f"tickdeck-{getattr(fn, '__name__', 'start')}", daemon=True).start()
-    return future
-
-
-class FeedUnavailable(RuntimeError):
-    """The configured feed cannot be built (unknown name, or not available in this version)."""
-
 
 def build_engine(config: Config) -> Engine:
+    """The engine the config describes: its indicators and the watchlist's columns, interval, capacity,
+    history depth and rules. (The feed is built by ``engine.feeds.registry.build_feed``.)"""
     outputs = list(config.engine.indicators)
     outputs += [n for n in config.ui.columns if n not in outputs]
     return Engine(outputs, parse_interval(config.engine.interval), capacity=config.engine.max_symbols,
                   depth=config.engine.history, rules=load_rules(config.rules))
-
-
-def build_feed(config: Config, engine: Engine) -> Feed:
-    """The configured feed, its symbols registered with the engine (imports only the feed used); a live
-    feed loads its history from the bar store and its service (``engine.backfill``)."""
-    name = config.feed.name
-    feeds = config.feeds
-    if name == "sim":
-        from engine.feeds.sim import SimFeed
-
-        sim = feeds.sim
-        return SimFeed(engine.symbols, n_symbols=sim.symbols, seed=sim.seed, rate=sim.rate,
-                       backfill=sim.backfill, bar_ns=engine.interval_ns)
-    if name == "binance":
-        from engine.backfill import attach
-        from engine.feeds.binance import BinanceFeed
-
-        _register(engine, feeds.binance.symbols)
-        binance = BinanceFeed(engine.symbols, feeds.binance.url, wanted=feeds.binance.symbols,
-                              stream=feeds.binance.stream, stale_after=feeds.binance.stale_after,
-                              rest_url=feeds.binance.rest_url)
-        attach(binance, config, engine.interval_ns, refills=True)
-        return binance
-    if name == "coinbase":
-        from engine.backfill import attach
-        from engine.feeds.coinbase import CoinbaseFeed
-
-        _register(engine, feeds.coinbase.products)
-        coinbase = CoinbaseFeed(engine.symbols, feeds.coinbase.url, wanted=feeds.coinbase.products,
-                                stale_after=feeds.coinbase.stale_after, rest_url=feeds.coinbase.rest_url)
-        attach(coinbase, config, engine.interval_ns, refills=True)
-        return coinbase
-    if name == "yahoo":
-        from engine.backfill import attach
-        from engine.feeds.yahoo import YahooFeed
-
-        y = feeds.yahoo
-        _register(engine, y.symbols)
-        yahoo = YahooFeed(engine.symbols, y.symbols, y.url, interval=y.interval, batch_size=y.batch_size,
-                          requests_per_minute=y.requests_per_minute, burst=y.burst,
-                          requests_per_hour=y.requests_per_hour, timeout=y.timeout, cookie_url=y.cookie_url,
-                          consent_url=y.consent_url or None, stream_url=y.stream_url or None)
-        attach(yahoo, config, engine.interval_ns, refills=True)
-        return yahoo
-    if name == "replay":
-        from engine.feeds.replay import ReplayError, ReplayFeed
-
-        r = feeds.replay
-        if not r.file:
-            raise FeedUnavailable("the replay feed needs a file: --file PATH (or feeds.replay.file)")
-        replay = ReplayFeed(engine.symbols, r.file, speed=r.speed, loop=r.loop, symbol=r.symbol or None,
-                            bar_interval=engine.interval_ns)  # OHLCV bars land on the engine's grid
-        try:
-            replay.load()
-        except ReplayError as exc:
-            raise FeedUnavailable(str(exc)) from None
-        return replay
-    raise FeedUnavailable(f"feed {name!r} is not available in this version")
-
-
-def _register(engine: Engine, names: Sequence[str]) -> None:
-    """Give the feed's symbols their slots up front, so the watchlist shows them before a trade."""
-    for name in names:
-        engine.add_symbol(name)
-
-
-RECENT = 2048
-"""Batches the timing percentiles are taken over: enough for a stable p99, recent enough to move."""
-
-
-def _recent() -> collections.deque[int]:
-    return collections.deque(maxlen=RECENT)
-
-
-def percentiles(samples: collections.deque[int], unit_ns: float, empty: float = 0.0) -> tuple[float, float]:
-    """(p50, p99) of ``samples`` (nanoseconds) in units of ``unit_ns``; ``empty`` for both when there
-    are none. The engine thread appends while this runs on the event loop: ``np.fromiter`` copies the
-    deque in one C loop, under the GIL, so it never sees a deque mutated during iteration."""
-    if not samples:
-        return (empty, empty)
-    p50, p99 = np.percentile(np.fromiter(samples, dtype=np.int64), [50, 99])
-    return (float(p50) / unit_ns, float(p99) / unit_ns)
-
-
-@dataclass
-class RuntimeMetrics:
-    """How the pipeline keeps up: queue depth, coalescing, lag from receipt to processing, the engine's
-    time per batch, and tick-to-signal latency. The deques are written on the engine thread (timings)
-    and the event loop (lag) and only read through :func:`percentiles`."""
-
-    batches: int = 0
-    coalesced: int = 0  # batches merged into another because the engine was behind
-    queue_depth: int = 0
-    queue_depth_max: int = 0
-    lag_ns: collections.deque[int] = field(default_factory=_recent)
-    engine_ns: collections.deque[int] = field(default_factory=_recent)  # ingest + close_due, per batch
-    signal_ns: collections.deque[int] = field(default_factory=_recent)  # receipt -> signal, per batch
-
-    def lag_percentiles(self) -> tuple[float, float]:
-        """(p50, p99) of receive-to-processing lag in milliseconds over the recent batches."""
-        return percentiles(self.lag_ns, 1e6)
-
-    def engine_percentiles(self) -> tuple[float, float]:
-        """(p50, p99) of the engine's time per batch in microseconds; NaN before the first batch."""
-        return percentiles(self.engine_ns, 1e3, math.nan)
-
-    def signal_percentiles(self) -> tuple[float, float]:
-        """(p50, p99) of tick-to-signal latency in milliseconds (the oldest tick of a batch that fired
-        to the signal); NaN until a live feed's batch fires one."""
-        return percentiles(self.signal_ns, 1e6, math.nan)
 
 
 _END = object()  # the feed finished (a replay reached its end)
@@ -380,7 +170,7 @@ class Runtime:
 
     async def add_symbols(self, names: Sequence[str]) -> None:
         """Give ``names`` engine slots (on the engine thread) and ask the feed to deliver them."""
-        await self.call(_register, self.engine, names)
+        await self.call(register_symbols, self.engine, names)
         await self.feed.subscribe(names)
 
     def snapshot(self, now_ns: int, symbols: Sequence[str] | None = None) -> MarketSnapshot:

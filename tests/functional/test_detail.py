@@ -22,7 +22,8 @@ from textual.widgets._footer import FooterKey
 from engine.chart_data import ChartData, chart_data
 from engine.config import Config, parse_interval
 from engine.feeds.base import HistoryBars
-from engine.runtime import build_engine, build_feed
+from engine.feeds.registry import build_feed
+from engine.runtime import build_engine
 from engine.tick_engine import Engine
 from engine.ticks import NO_BAR
 from tests.data import Bars

@@ -19,8 +19,9 @@ from engine.config import ConfigError, load_config
 from engine.feeds.backoff import Backoff
 from engine.feeds.base import Feed, FeedCounters, FeedStatus
 from engine.feeds.batching import TickBatcher, TradeSequencer, valid_trade
+from engine.feeds.registry import build_feed
 from engine.feeds.ws import Stalled, WsFeed, describe_error
-from engine.runtime import Runtime, Update, build_engine, build_feed
+from engine.runtime import Runtime, Update, build_engine
 from engine.ticks import SymbolTable, make_ticks
 
 SEC = 1_000_000_000

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from engine.config import load_config
+from engine.engine_thread import EngineThread
 from engine.feeds.sim import SimFeed, universe
-from engine.runtime import EngineThread, Runtime
+from engine.runtime import Runtime
 from engine.ticks import SymbolTable
 
 SEC = 1_000_000_000

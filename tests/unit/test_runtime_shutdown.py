@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 from engine.config import load_config
+from engine.engine_thread import EngineThread
 from engine.feeds.base import Feed, FeedStatus
-from engine.runtime import EngineThread, Runtime, Update, build_engine
+from engine.runtime import Runtime, Update, build_engine
 from engine.ticks import SymbolTable, make_ticks
 
 SEC = 1_000_000_000
