@@ -18,7 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from engine.config import CONFIG_DIR_VAR, FEED_NAMES, Config, ConfigError, load_config
+from engine.config import CONFIG_DIR_VAR, Config, ConfigError, load_config
+from engine.feeds.registry import FEED_NAMES
 
 PROG = "tickdeck"
 EXIT_USAGE = 2
@@ -209,9 +210,6 @@ def _fail(message: str) -> int:
     return EXIT_USAGE
 
 
-AVAILABLE_FEEDS = ("sim", "replay", "binance", "coinbase", "yahoo")
-
-
 def _files_problem(config: Config, force: bool) -> str:
     """A missing replay file or an unusable recording path, found before the screen switches.
 
@@ -375,9 +373,6 @@ def _run(args: argparse.Namespace) -> int:
         load_rules(config.rules)
     except RuleError as exc:
         return _fail(str(exc))
-    if config.feed.name not in AVAILABLE_FEEDS:
-        return _fail(f"feed {config.feed.name!r} is not available in this version; "
-                     f"available: {', '.join(AVAILABLE_FEEDS)}")
     force = bool(args.force)
     if problem := _files_problem(config, force) or _clear_recording(config, force):
         return _fail(problem)

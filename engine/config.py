@@ -53,7 +53,6 @@ import platformdirs
 from engine.config_keys import key_clash
 from engine.config_model import (  # re-exported: the model is part of this module's interface
     BUILTIN,
-    FEED_NAMES,
     THEME_NAMES,
     Check,
     Config,
@@ -61,6 +60,7 @@ from engine.config_model import (  # re-exported: the model is part of this modu
     parse_duration,
     parse_interval,
 )
+from engine.feeds.registry import FEED_NAMES  # re-exported: the names feed.name may take
 from engine.indicators.catalogue import IndicatorError
 
 __all__ = ["BUILTIN", "FEED_NAMES", "THEME_NAMES", "Config", "ConfigError", "RuleTable", "env_var",

@@ -18,10 +18,10 @@ from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 from engine.config_keys import key_names
+from engine.feeds.registry import FEED_NAMES
 from engine.indicators.catalogue import DEFAULT_OUTPUTS, resolve
 
 BUILTIN = "the built-in defaults"
-FEED_NAMES: tuple[str, ...] = ("sim", "replay", "binance", "coinbase", "yahoo")
 THEME_NAMES: tuple[str, ...] = ("dark", "light", "high-contrast", "ansi16")
 """The console's themes, in the order ``t`` cycles through them. Kept here, as plain names, so the
 config is checked without importing Textual; ``themes`` defines a theme for each (a test checks both

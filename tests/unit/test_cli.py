@@ -100,7 +100,6 @@ def test_launch_passes_flags_into_the_config(monkeypatch: pytest.MonkeyPatch) ->
 
     fake.run_app = run_app  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "console.app", fake)
-    monkeypatch.setattr(cli, "AVAILABLE_FEEDS", ("sim", "binance"))
     assert main(["--feed", "binance", "--interval", "5m", "--theme", "light"]) == 0
     assert main(["--feed", "binance"]) == 0
     config = seen[0]
