@@ -128,7 +128,8 @@ def _child(seconds: float, rate: float) -> None:
             await pilot.pause(2.0)  # the backfill's catch-up frames are not the steady state
             proc = psutil.Process()
             cpu0, wall0, frames0 = sum(proc.cpu_times()[:2]), time.perf_counter(), app.frames
-            ticks0 = app.runtime.engine.stats.ticks if app.runtime is not None else 0
+            runtime: Any = app.runtime  # the app built it from a sim config: a local Runtime, with an engine
+            ticks0 = runtime.engine.stats.ticks if runtime is not None else 0
             bytes0 = app.perf.bytes.total
             frames: list[float] = []
             app.perf.frame_log = frames
@@ -147,7 +148,7 @@ def _child(seconds: float, rate: float) -> None:
                 rss = max(rss, proc.memory_info().rss)
             wall = time.perf_counter() - wall0
             cpu = sum(proc.cpu_times()[:2]) - cpu0
-            ticks = (app.runtime.engine.stats.ticks if app.runtime is not None else 0) - ticks0
+            ticks = (runtime.engine.stats.ticks if runtime is not None else 0) - ticks0
             frame_ms = [f * 1000 for f in frames]
             result.update(
                 rows=len(app.watchlist.symbols), fps=(app.frames - frames0) / wall, ticks_per_s=ticks / wall,
