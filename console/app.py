@@ -24,7 +24,7 @@ the keys in force, and the command palette runs every action. While the display 
 signals that arrive are held only as far as unpausing will show them (:mod:`console.held`).
 
 ``b`` (or the palette's "Backtest rules on <SYMBOL>") backtests the configured rules on the selected
-symbol's loaded history: the bars are copied on the engine's thread (``runtime.call``), replayed in
+symbol's loaded history: the bars are copied on the engine's thread (``runtime.closed_bars``), replayed in
 a thread worker (``backtest``) that posts ``BacktestFinished``, and shown in ``BacktestScreen``.
 """
 
@@ -35,7 +35,7 @@ import dataclasses
 import gc
 import sys
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, ClassVar, cast
+from typing import TYPE_CHECKING, ClassVar
 
 from textual import events, work
 from textual.app import App, ComposeResult, SystemCommand
@@ -69,12 +69,10 @@ if TYPE_CHECKING:
 
     from engine.chart_data import ChartData
     from engine.config import Config
+    from engine.console_runtime import ConsoleRuntime
     from engine.feeds.base import FeedStatus
-    from engine.remote import RuntimeLike
-    from engine.runtime import Runtime, Update
     from engine.signals.events import Signal
-    from engine.snapshot import MarketSnapshot
-    from engine.tick_engine import Engine
+    from engine.snapshot import MarketSnapshot, Update
 
 RUNTIME_GROUP = "feed:runtime"
 """The worker group of the runtime (``exclusive``: starting it again replaces the running one)."""
@@ -149,7 +147,7 @@ class TickdeckApp(WatchlistEditing, App[int]):
     paused: reactive[bool] = reactive(False, init=False)
     """Whether the display is frozen (the runtime keeps running; the latest frame is held)."""
 
-    def __init__(self, config: Config, runtime: Runtime | None = None, store: StateStore | None = None,
+    def __init__(self, config: Config, runtime: ConsoleRuntime | None = None, store: StateStore | None = None,
                  saved_theme: bool = True) -> None:
         super().__init__()
         self.config = config
@@ -268,7 +266,7 @@ class TickdeckApp(WatchlistEditing, App[int]):
         gc.freeze()
         self.header.feed = self.feed_name = message.feed
         runtime = self.runtime
-        closed = bool(getattr(getattr(runtime, "feed", None), "closed_universe", False))
+        closed = runtime is not None and runtime.feed.closed_universe
         defaults = message.universe[:DEFAULT_ROWS] if closed else message.universe
         # Read in a thread, as saves are written (messages wait for this handler, so none overtakes it).
         book, warning = await asyncio.to_thread(self.store.load, self.feed_name, defaults,
@@ -278,7 +276,7 @@ class TickdeckApp(WatchlistEditing, App[int]):
             self.notify(warning, title="Watchlists reset", severity="warning", timeout=20)
         self.show_book()
         extra = sorted(book.symbols() - set(message.universe))
-        if extra and runtime is not None and hasattr(runtime, "add_symbols"):  # saved symbols of a live feed
+        if extra and runtime is not None and runtime.implements_subscribe:  # saved symbols of a live feed
             self.run_worker(runtime.add_symbols(extra), group="subscribe", exit_on_error=False)
 
     def on_feed_status_changed(self, message: FeedStatusChanged) -> None:
@@ -466,13 +464,11 @@ class TickdeckApp(WatchlistEditing, App[int]):
 
     async def _fetch_chart(self, symbol: str, factor: int) -> ChartData | None:
         runtime = self.runtime
-        engine: Engine | None = getattr(runtime, "engine", None)  # None for an attached console
-        if runtime is None or engine is None:
+        if runtime is None or not runtime.implements_history:  # an attached console has no bars here
             return None
-        from engine.chart_data import chart_data
         from widgets.detail import CHART_BARS
 
-        return await runtime.call(chart_data, engine, symbol, factor, CHART_BARS)
+        return await runtime.chart(symbol, factor, CHART_BARS)
 
     # --- backtest ----------------------------------------------------------------------------------
     def action_backtest(self) -> None:
@@ -489,23 +485,23 @@ class TickdeckApp(WatchlistEditing, App[int]):
 
     def backtest_symbol(self, symbol: str) -> None:
         """Copy ``symbol``'s loaded history and backtest it in a thread (too little: a notification)."""
-        engine: Engine | None = getattr(self.runtime, "engine", None)  # None for an attached console
-        if self.runtime is None or engine is None:
-            why = "the engine is still starting" if self.runtime is None else "no local engine (attached)"
+        runtime = self.runtime
+        if runtime is None or not runtime.implements_history:
+            why = "the engine is still starting" if runtime is None else "no local engine (attached)"
             self.notify(f"cannot backtest {symbol}: {why}", title="No history", severity="warning")
             return
-        self.run_worker(self._backtest_loaded(self.runtime, engine, symbol), group=BACKTEST_GROUP,
+        self.run_worker(self._backtest_loaded(runtime, symbol), group=BACKTEST_GROUP,
                         exclusive=True, exit_on_error=False, name="backtest")
 
-    async def _backtest_loaded(self, runtime: Runtime, engine: Engine, symbol: str) -> None:
-        copied = await runtime.call(engine.closed_bars, symbol)  # on the engine's thread: consistent
-        loaded = 0 if copied is None else len(copied[0])
+    async def _backtest_loaded(self, runtime: ConsoleRuntime, symbol: str) -> None:
+        copied = await runtime.closed_bars(symbol)  # on the engine's thread: consistent
+        loaded = 0 if copied is None else len(copied.times)
         if copied is None or loaded < BACKTEST_MIN_BARS:
             self.notify(f"{symbol} has {loaded} closed bars loaded; a backtest needs at least "
                         f"{BACKTEST_MIN_BARS}", title="Not enough history", severity="warning")
             return
         self.notify(f"{symbol}: {loaded:,} bars", title="Backtesting", timeout=3)
-        self.run_backtest(symbol, *copied, engine.interval_ns)
+        self.run_backtest(symbol, copied.times, copied.bars, copied.interval_ns)
 
     @work(thread=True, exclusive=True, group=BACKTEST_GROUP, exit_on_error=False, name="backtest")
     def run_backtest(self, symbol: str, t: np.ndarray, bars: np.ndarray, interval_ns: int) -> None:
@@ -528,7 +524,7 @@ class TickdeckApp(WatchlistEditing, App[int]):
         self.push_screen(BacktestScreen(message.symbol, message.report, message.left_out))
 
 
-def build_app(config: Config, runtime: Runtime | None = None, store: StateStore | None = None,
+def build_app(config: Config, runtime: ConsoleRuntime | None = None, store: StateStore | None = None,
               saved_theme: bool = True) -> TickdeckApp:
     """The console for ``config``: the one factory the CLI and the tests share.
 
@@ -540,13 +536,13 @@ def build_app(config: Config, runtime: Runtime | None = None, store: StateStore 
     return TickdeckApp(config, runtime, store, saved_theme)
 
 
-def run_app(config: Config, runtime: RuntimeLike | None = None, saved_theme: bool = True) -> int:
+def run_app(config: Config, runtime: ConsoleRuntime | None = None, saved_theme: bool = True) -> int:
     """Run the console in the terminal until the user quits; the exit status.
 
     ``runtime``: one already built (``tickdeck attach`` passes a ``RemoteRuntime``); by default the app's
     worker builds a local one from ``config``.
     """
-    app = build_app(config, cast("Runtime | None", runtime), saved_theme=saved_theme)
+    app = build_app(config, runtime, saved_theme=saved_theme)
     app.run()
     if app.unsaved:
         print(f"tickdeck: {app.unsaved}", file=sys.stderr)

@@ -26,7 +26,7 @@ from widgets.watchlist_layout import MY_ORDER, sort_choices, sort_label
 if TYPE_CHECKING:
     from textual.app import App
 
-    from engine.runtime import Runtime
+    from engine.console_runtime import ConsoleRuntime
 
 FILTERS = ("filter", "log_filter")
 
@@ -37,7 +37,7 @@ class WatchlistEditing:
     book: Book | None
     saver: StateSaver
     feed_name: str
-    runtime: Runtime | None
+    runtime: ConsoleRuntime | None
     watchlist: Watchlist
     signal_log: SignalLog
     tabs: ListTabs
@@ -66,8 +66,8 @@ class WatchlistEditing:
         self.tabs.active = book.active
         self._note()
         runtime = self.runtime
-        if runtime is not None and hasattr(runtime, "check_symbol"):  # a local runtime: snapshot these
-            runtime.watch = tuple(wl.symbols)
+        if runtime is not None and runtime.implements_watch:  # a local runtime: snapshot these
+            runtime.set_watch(wl.symbols)
 
     def _note(self) -> None:
         key, descending = self.watchlist.sort
@@ -142,17 +142,17 @@ class WatchlistEditing:
     def _unsubscribe(self, symbols: list[str]) -> None:
         """Stop receiving those of ``symbols`` that are in no list now (on a live feed)."""
         runtime, book = self.runtime, self.book
-        if runtime is None or book is None or not hasattr(runtime, "add_symbols"):
+        if runtime is None or book is None or not runtime.implements_subscribe:
             return
         if runtime.feed.closed_universe:
             return
         listed = book.symbols()
         if unlisted := [s for s in symbols if s not in listed]:
-            self.run_worker(runtime.feed.unsubscribe(unlisted), group="subscribe", exit_on_error=False)
+            self.run_worker(runtime.drop_symbols(unlisted), group="subscribe", exit_on_error=False)
 
     def _subscribe(self, symbols: list[str]) -> None:
         runtime = self.runtime
-        if symbols and runtime is not None and hasattr(runtime, "add_symbols"):
+        if symbols and runtime is not None and runtime.implements_subscribe:
             self.run_worker(runtime.add_symbols(symbols), group="subscribe", exit_on_error=False)
 
     def action_undo(self) -> None:
@@ -341,7 +341,7 @@ class WatchlistEditing:
         self.watchlist.filter = ""
         self.watchlist.select(symbol)
         runtime = self.runtime
-        if runtime is not None and hasattr(runtime, "add_symbols"):
+        if runtime is not None and runtime.implements_subscribe:
             self.run_worker(runtime.add_symbols([symbol]), group="subscribe", exit_on_error=False)
         self.notify(f"added {symbol} to {book.current.name}", timeout=3)
 
@@ -349,14 +349,10 @@ class WatchlistEditing:
         runtime = self.runtime
         if runtime is None:
             return "the engine is still starting"
-        if hasattr(runtime, "check_symbol"):
-            return runtime.check_symbol(symbol)
-        if symbol not in runtime.watch:  # attached: only what the publisher sends
-            return f"{symbol} is not among the symbols the attached instance publishes"
-        return None
+        return runtime.check_symbol(symbol)  # attached: only what the publisher sends
 
     def _universe(self) -> list[str]:
         runtime = self.runtime
         if runtime is None:
             return []
-        return list(runtime.feed.universe()) if hasattr(runtime, "check_symbol") else list(runtime.watch)
+        return list(runtime.feed.universe())  # attached: the publisher's symbols

@@ -1,9 +1,11 @@
 """``tickdeck attach``: the console fed by a headless instance's WebSocket broadcast, with no local engine.
 
-:class:`RemoteRuntime` offers what the console uses of a :class:`~engine.runtime.Runtime` (see
-:class:`RuntimeLike`): ``run(on_update, on_status)``, ``feed.name`` (``"attach"``), ``watch`` (the
-publisher's symbols), ``outputs`` (its indicator names) and ``engine`` (None: there is no local engine,
-so nothing that needs one, such as a backtest of loaded history, is offered). It connects to the
+:class:`RemoteRuntime` implements what the console needs of a runtime
+(:class:`~engine.console_runtime.ConsoleRuntime`): ``run(on_update, on_status)``, ``feed.name``
+(``"attach"``), ``watch`` (the publisher's symbols) and ``outputs`` (its indicator names). It is a
+:class:`~engine.console_runtime.ViewOnlyRuntime`: its ``implements_*`` flags are False, since the
+publisher chooses the symbols and there is no local engine (so nothing that needs one, such as a
+backtest of loaded history, is offered), and only the publisher's symbols can be listed. It connects to the
 publisher's ``websocket`` sink (``engine.sinks.frames`` documents the frames), subscribes to
 every signal and to snapshots, and rebuilds ``MarketSnapshot``/``Quote``, ``Signal``, ``PipelineHealth``
 and ``FeedStatus`` objects from the frames, so the console cannot tell it from a local runtime.
@@ -31,7 +33,7 @@ import os
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -40,15 +42,13 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketExce
 from websockets.frames import CloseCode
 
 from engine.addresses import is_loopback
+from engine.console_runtime import ViewOnlyRuntime
 from engine.feeds.backoff import Backoff
 from engine.feeds.base import FeedCounters, FeedStatus
 from engine.feeds.ws import CUT_SHORT, Stalled, cut_short, describe_error
 from engine.precision import MAX_DECIMALS
 from engine.signals.events import Signal
 from engine.snapshot import MarketSnapshot, PipelineHealth, Quote, Update
-
-if TYPE_CHECKING:
-    from engine.tick_engine import Engine
 
 log = logging.getLogger("tickdeck.remote")
 _protocol_log = logging.getLogger("tickdeck.remote.protocol")
@@ -61,28 +61,6 @@ win over it)."""
 MAX_TOKEN_FILE = 4096  # bytes: a token file is one short line
 SUBSCRIBE = {"op": "subscribe", "symbols": None, "rules": None, "snapshots": True}
 _HEALTH_FIELDS = {f.name: f for f in dataclasses.fields(PipelineHealth)}
-
-
-class FeedLike(Protocol):
-    @property
-    def name(self) -> str: ...
-
-
-class RuntimeLike(Protocol):
-    """What the console uses of a runtime: a local :class:`~engine.runtime.Runtime` or a
-    :class:`RemoteRuntime`."""
-
-    @property
-    def feed(self) -> FeedLike: ...
-
-    @property
-    def watch(self) -> tuple[str, ...]: ...
-
-    @property
-    def engine(self) -> Engine | None: ...
-
-    async def run(self, on_update: Callable[[Update], None],
-                  on_status: Callable[[FeedStatus], None]) -> None: ...
 
 
 class AttachError(Exception):
@@ -208,6 +186,7 @@ class RemoteFeed:
     name = ATTACH
     realtime = True
     stopped = False
+    closed_universe = False  # the publisher's symbols are its lists' symbols: the first list shows all
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -222,7 +201,7 @@ class RemoteFeed:
         return time.time_ns()
 
 
-class RemoteRuntime:
+class RemoteRuntime(ViewOnlyRuntime):
     """A runtime fed by a publisher's broadcast (see the module docstring)."""
 
     #: seconds without a frame before the publisher is reported stale; twice that and it reconnects
@@ -237,7 +216,6 @@ class RemoteRuntime:
         self.watch: tuple[str, ...] = ()
         self.outputs: tuple[str, ...] = ()
         self.interval = ""
-        self.engine: Engine | None = None
         self.backoff = backoff or Backoff()
         self._sleep = asyncio.sleep  # the wait between attempts, replaceable in tests
         self._token = token or None

@@ -26,7 +26,9 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from engine.chart_data import ChartData, chart_data
 from engine.config import Config, parse_interval
+from engine.console_runtime import ClosedBars
 from engine.engine_thread import EngineThread
 from engine.feeds.base import Feed, FeedStatus, HistoryBars, Refill
 from engine.feeds.registry import build_feed, register_symbols
@@ -63,6 +65,11 @@ class Runtime:
     processes them as one (``metrics.coalesced``), so a lagging engine catches up with one snapshot
     instead of one per batch.
     """
+
+    # What the console may ask of it (engine.console_runtime.ConsoleRuntime): everything.
+    implements_subscribe = True
+    implements_watch = True
+    implements_history = True
 
     queue_batches = 64
     feed_close_s = 1.0
@@ -172,6 +179,23 @@ class Runtime:
         """Give ``names`` engine slots (on the engine thread) and ask the feed to deliver them."""
         await self.call(register_symbols, self.engine, names)
         await self.feed.subscribe(names)
+
+    async def drop_symbols(self, names: Sequence[str]) -> None:
+        """Ask the feed to stop delivering ``names`` (their engine slots stay)."""
+        await self.feed.unsubscribe(names)
+
+    def set_watch(self, symbols: Sequence[str]) -> None:
+        """Carry ``symbols`` in the snapshots from the next frame on."""
+        self.watch = tuple(symbols)
+
+    async def chart(self, symbol: str, factor: int, bars: int) -> ChartData | None:
+        """``symbol``'s chart data (``engine.chart_data``), read on the engine's thread."""
+        return await self.call(chart_data, self.engine, symbol, factor, bars)
+
+    async def closed_bars(self, symbol: str) -> ClosedBars | None:
+        """Copies of ``symbol``'s closed bars, taken on the engine's thread so none is half written."""
+        copied = await self.call(self.engine.closed_bars, symbol)
+        return None if copied is None else ClosedBars(*copied, self.engine.interval_ns)
 
     def snapshot(self, now_ns: int, symbols: Sequence[str] | None = None) -> MarketSnapshot:
         # the feed fills its map on the event loop; a lookup from this thread sees a whole entry or none

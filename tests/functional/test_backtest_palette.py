@@ -14,7 +14,7 @@ import math
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -39,7 +39,7 @@ from engine.backtest import (
     select_rules,
 )
 from engine.config import Config
-from engine.runtime import Runtime
+from engine.console_runtime import ViewOnlyRuntime
 from tests.data import random_walk
 from tests.functional.support import record_notifications, wait_for
 from widgets.backtest_view import BacktestScreen, report_table
@@ -149,19 +149,18 @@ async def test_too_little_history_is_a_notification(make_config: Callable[..., C
         assert f"{symbol} has" in message and f"at least {BACKTEST_MIN_BARS}" in message
 
 
-class NoLocalEngine:
+class NoLocalEngine(ViewOnlyRuntime):
     """A runtime without a local engine, as ``tickdeck attach`` has; its feed never delivers."""
 
-    engine = None
     watch = ("AAA", "BBB")
-    feed = SimpleNamespace(name="remote")
+    feed = SimpleNamespace(name="remote", closed_universe=False, universe=lambda: NoLocalEngine.watch)
 
     async def run(self, on_update: Any, on_status: Any) -> None:
         await asyncio.Event().wait()
 
 
 async def test_without_a_local_engine_b_says_so(config: Config, monkeypatch: pytest.MonkeyPatch) -> None:
-    app = build_app(config, cast(Runtime, NoLocalEngine()))
+    app = build_app(config, NoLocalEngine())
     async with app.run_test(size=SIZE) as pilot:
         seen = record_notifications(app, monkeypatch)
         await wait_for(pilot, lambda: app.selected_symbol() == "AAA", "the watchlist's rows")

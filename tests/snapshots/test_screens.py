@@ -14,7 +14,7 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from types import SimpleNamespace
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import pytest
@@ -22,8 +22,8 @@ import pytest
 from console.app import build_app
 from console.perf import CacheRate, PerfSample
 from engine.config import Config
+from engine.console_runtime import ViewOnlyRuntime
 from engine.feeds.base import FeedStatus
-from engine.runtime import Runtime
 from engine.signals.events import Signal
 from engine.snapshot import MarketSnapshot, PipelineHealth, Quote, Update
 from themes import THEME_NAMES
@@ -69,10 +69,8 @@ SAMPLE = PerfSample(
 )
 
 
-class StillRuntime:
+class StillRuntime(ViewOnlyRuntime):
     """A runtime that publishes one fixed market, says it is live, and then holds still."""
-
-    engine = None
 
     def __init__(self) -> None:
         self.feed = SimpleNamespace(name="sim", closed_universe=True, universe=lambda: SYMBOLS)
@@ -103,7 +101,7 @@ def still_app(theme: str) -> Any:
     from engine.config import CONFIG_DIR_VAR, load_config
 
     config: Config = load_config(overrides={"ui.theme": theme}, env={CONFIG_DIR_VAR: os.devnull})
-    app = build_app(config, cast(Runtime, StillRuntime()), saved_theme=False)
+    app = build_app(config, StillRuntime(), saved_theme=False)
     app.perf.sample = lambda health=None: SAMPLE  # type: ignore[method-assign]
     return app
 
