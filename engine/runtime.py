@@ -22,11 +22,10 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
-from engine.chart_data import ChartData, chart_data
 from engine.config import Config, parse_interval
 from engine.console_runtime import ClosedBars
 from engine.engine_thread import EngineThread
@@ -38,6 +37,9 @@ from engine.signals.rules import load_rules
 from engine.snapshot import MarketSnapshot, PipelineHealth, Update, build_snapshot
 from engine.store_writer import BarCollector, StoreWriter, persisting
 from engine.tick_engine import Engine
+
+if TYPE_CHECKING:
+    from engine.chart_data import ChartData
 
 __all__ = ["PipelineHealth", "Runtime", "Update", "build_engine"]
 
@@ -190,6 +192,8 @@ class Runtime:
 
     async def chart(self, symbol: str, factor: int, bars: int) -> ChartData | None:
         """``symbol``'s chart data (``engine.chart_data``), read on the engine's thread."""
+        from engine.chart_data import chart_data  # only a console with a detail pane open needs it
+
         return await self.call(chart_data, self.engine, symbol, factor, bars)
 
     async def closed_bars(self, symbol: str) -> ClosedBars | None:

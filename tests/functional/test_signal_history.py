@@ -7,12 +7,12 @@ import asyncio
 import dataclasses
 from collections.abc import Callable
 from types import SimpleNamespace
-from typing import Any, cast
+from typing import Any
 
 from console.app import build_app
 from engine.config import Config
+from engine.console_runtime import ViewOnlyRuntime
 from engine.feeds.base import FeedStatus
-from engine.runtime import Runtime
 from engine.signals.events import Signal
 from engine.snapshot import Update
 from tests.functional.support import wait_for
@@ -24,10 +24,8 @@ LIVE = Signal("NVDA", "rsi_oversold", "up", T0 + 10 * MIN, 124.5, {"rsi_14": 29.
 PAST = dataclasses.replace(LIVE, symbol="META", bar_time=T0 + 2 * MIN, warmup=True)
 
 
-class TwoSignals:
+class TwoSignals(ViewOnlyRuntime):
     """A runtime that reports one history signal and one live signal, then holds still."""
-
-    engine = None
 
     def __init__(self) -> None:
         self.feed = SimpleNamespace(name="sim", closed_universe=True, universe=lambda: ("NVDA", "META"))
@@ -51,7 +49,7 @@ def test_a_warm_up_signal_is_drawn_dimmed_and_marked_as_history() -> None:
 
 
 async def test_the_console_shows_history_signals_dimmed_below_the_live_ones(config: Config) -> None:
-    app = build_app(config, cast(Runtime, TwoSignals()), saved_theme=False)
+    app = build_app(config, TwoSignals(), saved_theme=False)
     async with app.run_test(size=(100, 30)) as pilot:
         log = app.signal_log
         await wait_for(pilot, lambda: len(log.shown) == 2, "both signals in the log")
