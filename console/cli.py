@@ -162,6 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--load", nargs="?", const=500, type=int, metavar="CLIENTS",
                        help="the WebSocket broadcast sink with CLIENTS (500) local subscribers and a few "
                             "that never read: delivery latency, counts, slow clients cut off")
+    from console.positions_cmd import add_parser as add_positions  # argparse only: --help stays light
+
+    add_positions(commands, FEED_NAMES)
     attach = commands.add_parser(
         "attach", help="open the console on a headless instance's WebSocket broadcast",
         description="Open the console on the broadcast of a 'tickdeck --headless' whose config has a "
@@ -321,6 +324,15 @@ def _run(args: argparse.Namespace) -> int:
         try:
             return history_cmd.run(args, load_config(args.config))
         except history_cmd.HistoryError as exc:
+            return _fail(str(exc))
+
+    if args.command == "positions":
+        from console import positions_cmd
+
+        try:
+            feed = args.positions_feed or args.feed or load_config(args.config).feed.name
+            return positions_cmd.run(args, feed)
+        except positions_cmd.PositionsCommandError as exc:
             return _fail(str(exc))
 
     if args.command == "bench":
