@@ -137,13 +137,15 @@ class Position:
 
     def apply(self, lot: Lot) -> Position:
         """This position after ``lot``: combined by average cost, or partly closed, closed or flipped."""
+        return replace(self._fold(lot), lots=(*self.lots, lot))
+
+    def _fold(self, lot: Lot) -> Position:
+        """The figures after ``lot``, with ``lots`` left as they were (refolding many lots stays linear)."""
         q, c, price = self.quantity, lot.quantity, lot.price
         with localcontext(_EXACT):
-            lots = (*self.lots, lot)
             fees = self.fees + lot.fee
             if q.is_zero() or (q > 0) == (c > 0):
-                cost = self.cost + c * price + lot.fee
-                return replace(self, quantity=q + c, cost=cost, fees=fees, lots=lots)
+                return replace(self, quantity=q + c, cost=self.cost + c * price + lot.fee, fees=fees)
             closing = min(abs(c), abs(q))
             closed = closing.copy_sign(c)  # signed like the lot: it buys back a short, sells a long
             opening = c - closed
@@ -151,14 +153,19 @@ class Position:
             released = self.cost if closing == abs(q) else _apportion(self.cost, closing, abs(q))
             realized = self.realized - closed * price - released - fee_close
             cost = self.cost - released + opening * price + (lot.fee - fee_close)
-            return Position(self.symbol, q + c, cost, realized, fees, lots)
+            return Position(self.symbol, q + c, cost, realized, fees, self.lots)
+
+    def extend(self, lots: Iterable[Lot]) -> Position:
+        """This position after ``lots``, in order (linear in their number)."""
+        added = tuple(lots)
+        position = self
+        for lot in added:
+            position = position._fold(lot)
+        return replace(position, lots=self.lots + added)
 
     @classmethod
     def of(cls, symbol: str, lots: Iterable[Lot]) -> Position:
-        position = cls(symbol)
-        for lot in lots:
-            position = position.apply(lot)
-        return position
+        return cls(symbol).extend(lots)
 
 
 @dataclass(frozen=True)
@@ -246,17 +253,16 @@ class PositionBook:
 
         One undo entry per symbol touched, so undo takes an import back a symbol at a time.
         """
-        staged = dict(self._positions)
-        count = 0
+        grouped: dict[str, list[Lot]] = {}
         for symbol, lot in lots:
             if problem := symbol_problem(symbol):
                 raise PositionError(problem)
-            staged[symbol] = staged.get(symbol, Position(symbol)).apply(lot)
-            count += 1
+            grouped.setdefault(symbol, []).append(lot)
+        count = sum(len(added) for added in grouped.values())
         self._room(count)
+        staged = {s: self._positions.get(s, Position(s)).extend(added) for s, added in grouped.items()}
         for symbol, position in staged.items():
-            if self._positions.get(symbol) is not position:
-                self._change(symbol, position, "import")
+            self._change(symbol, position, "import")
         return count
 
     def replace_all(self, lots: Mapping[str, Sequence[Lot]]) -> None:

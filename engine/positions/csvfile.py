@@ -50,8 +50,10 @@ def read_lots(data: bytes, name: str = "the file") -> list[tuple[str, Lot]]:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = data[:exc.start].count(b"\n") + 1
-        column = exc.start - data.rfind(b"\n", 0, exc.start)
-        raise FileProblem(f"{name}, line {line}, column {column} (byte {exc.start}): not UTF-8 text"
+        start = data.rfind(b"\n", 0, exc.start) + 1
+        before = data[start:exc.start].decode("utf-8", "replace")
+        column = len(next(csv.reader([before]))) if before else 1  # the CSV column the bad byte is in
+        raise FileProblem(f"{name}, line {line}, column {column}: not UTF-8 text (byte {exc.start})"
                           ) from None
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     lots: list[tuple[str, Lot]] = []
