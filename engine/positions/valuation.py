@@ -20,10 +20,13 @@ Conventions (for the columns and the totals row built on this):
   never divide by a net that nears zero; a short's weight is negative).
 - Money is shown at the instrument's own precision: each row's money figures are rounded half-to-even
   (from the double) to that row's ``decimals`` (pass the decimals the price column shows: the feed's tick
-  size, else :func:`price_decimals`); weights to :data:`WEIGHT_DECIMALS`.
+  size, else :func:`price_decimals`), fewer only for a figure beyond :data:`EXACT_UNITS` units (1e15
+  at no decimals, 1e7 at eight), which a double cannot hold to the last digit; ``Valuation.decimals``
+  are the ones used, so format each row with them. Weights are rounded to :data:`WEIGHT_DECIMALS`.
 - **Totals are the sums of the rows as displayed**: the rounded rows are summed exactly, in integer
   units of the finest row's decimals (``Totals.decimals``), so the totals row always equals the sum of
-  the figures above it. :meth:`Totals.exact` gives a total as an exact Decimal.
+  the figures above it. :meth:`Totals.exact` gives a total as an exact Decimal; the float prints as the
+  same number while the total is below :data:`EXACT_UNITS` units; a larger one is formatted from ``exact``.
 - A row with no position is NaN throughout; a position whose symbol has not traded yet (NaN last)
   has its quantity, cost and realized P&L but NaN value, unrealized and day P&L, and is left out of
   those totals (``Totals.unpriced`` counts it); a row with no previous close has a NaN day P&L and is
@@ -43,6 +46,9 @@ from engine.positions.book import PositionBook
 WEIGHT_DECIMALS = 1
 MAX_MONEY_DECIMALS = 8
 """The most decimals a money figure shows (the console's widgets.formatting.MAX_DECIMALS)."""
+EXACT_UNITS = 1e15
+"""Below this many units of its last decimal, a double printed at those decimals shows the decimal
+number it was rounded from (the spacing of doubles there is under a fifth of a unit)."""
 SIGNIFICANT = 4
 """As widgets.formatting.SIGNIFICANT: a price with no known tick shows four significant digits."""
 
@@ -130,6 +136,17 @@ class Valuation:
     totals: Totals
 
 
+def _representable(decimals: np.ndarray, raw: dict[str, np.ndarray]) -> np.ndarray:
+    """``decimals``, fewer where a row's figure at them would reach :data:`EXACT_UNITS` units: a double
+    holds no more digits, so the row could not be displayed as the sum counts it."""
+    largest = np.zeros(len(decimals))
+    for x in raw.values():
+        largest = np.fmax(largest, np.abs(np.where(np.isfinite(x), x, 0.0)))
+    with np.errstate(divide="ignore"):
+        room = np.floor(np.log10(EXACT_UNITS / np.maximum(largest, 1.0))).astype(np.int64)
+    return np.minimum(decimals, np.maximum(room, 0))
+
+
 def _units(x: np.ndarray, decimals: np.ndarray) -> np.ndarray:
     """``x`` rounded half-to-even to ``decimals`` per row, as integers of 10**-decimals (0 where NaN)."""
     return np.rint(np.where(np.isfinite(x), x, 0.0) * 10.0 ** decimals)
@@ -163,6 +180,7 @@ def value(h: Holdings, last: np.ndarray, previous_close: np.ndarray, decimals: n
             "day": np.where(priced & np.isfinite(prev), q * (last - prev), np.nan),
         }
         raw["unrealized"] = raw["value"] - h.cost
+        decimals = _representable(decimals, raw)
         units = {name: _units(x, decimals) for name, x in raw.items()}
         scale = 10.0 ** decimals
         shown = {name: np.where(np.isfinite(x), units[name] / scale, np.nan) for name, x in raw.items()}
