@@ -32,7 +32,7 @@ class PositionsCommandError(Exception):
 def add_parser(commands: argparse._SubParsersAction, feeds: tuple[str, ...]) -> None:
     positions = commands.add_parser(
         "positions", help="import or export the positions kept with your watchlists, as CSV",
-        description="Positions are entered in the console and kept per feed in the state file. The CSV "
+        description="Positions are kept per feed in the state file, next to the watchlists. The CSV "
                     "has a header row: symbol, quantity, price, and optionally fee and date (ISO "
                     "8601). Options such as --config go before 'positions'.")
     sub = positions.add_subparsers(dest="positions_command", metavar="COMMAND", title="commands",

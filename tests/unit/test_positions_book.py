@@ -232,3 +232,17 @@ def test_add_many_is_all_or_nothing_and_the_book_is_bounded() -> None:
     book.undo()
     book.undo()
     assert book.symbols() == ("AAPL",) and book.get("AAPL").quantity == 1  # type: ignore[union-attr]
+
+
+def test_the_positions_package_imports_no_ui_and_its_cli_half_no_numpy() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, engine.positions, engine.positions.stored, engine.positions.csvfile; "
+            "light = sorted(m for m in ('numpy', 'textual', 'rich') if m in sys.modules); "
+            "import engine.positions.valuation, engine.positions.session; "
+            "ui = sorted(m for m in sys.modules "
+            "            if m.split('.')[0] in ('textual', 'rich', 'widgets', 'console')); "
+            "print(light, ui)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout.strip() == "[] []"
