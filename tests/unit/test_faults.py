@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from console.bench_faults import REASONS, run_faults
-from console.fault_server import FAULTS, GARBAGE, FaultServer, wrong_transitions
+from bench.faults import REASONS, run_faults
+from bench.servers.faults import FAULTS, GARBAGE, FaultServer, wrong_transitions
 
 ROOT = Path(__file__).resolve().parents[2]
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT")

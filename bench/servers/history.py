@@ -1,10 +1,10 @@
 """A Binance-protocol market on 127.0.0.1 with a past: a trade tape with ``bars`` bars of history before
-now, served as REST history (``console.history_tape``: klines and aggregate trades, Binance's weight
+now, served as REST history (``bench.servers.history_tape``: klines and aggregate trades, Binance's weight
 limits) and streamed live (the combined-stream trade protocol of "WebSocket Streams for Binance":
 ``/stream?streams=a@trade/...``, ``SUBSCRIBE``/``UNSUBSCRIBE``/``LIST_SUBSCRIPTIONS`` answered by id),
 from the same tape, so what the REST side says happened is what the stream carried.
 
-``tickdeck bench --history`` runs it in its own process (``python -m console.history_server``), and so do
+``tickdeck bench --history`` runs it in its own process (``python -m bench.servers.history``), and so do
 the console's tests (the tmux test runs the real command against it); it lives here, not in ``tests/``,
 for the bench. It prints one JSON line, ``{"ws": ..., "rest": ..., "symbols": [...]}``, then serves until
 its standard input closes.
@@ -26,7 +26,7 @@ from urllib.parse import parse_qs, urlsplit
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
-from console.history_tape import INTERVAL_MS, RestHistory, Tape
+from bench.servers.history_tape import INTERVAL_MS, RestHistory, Tape
 
 MAJORS = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT", "XRPUSDT", "ADAUSDT", "DOGEUSDT", "AVAXUSDT",
           "DOTUSDT", "LINKUSDT")
@@ -154,7 +154,7 @@ async def _serve(args: argparse.Namespace) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m console.history_server",
+    parser = argparse.ArgumentParser(prog="python -m bench.servers.history",
                                      description="A Binance-protocol market with history on 127.0.0.1.")
     parser.add_argument("--symbols", type=int, default=40)
     parser.add_argument("--bars", type=int, default=1000)

@@ -98,7 +98,7 @@ async def bench_ws(messages: int, outputs: Sequence[str]) -> dict[str, float]:
     from engine.feeds.binance import BinanceFeed
     from engine.pipeline import Engine
 
-    server = subprocess.Popen([sys.executable, "-m", "console.bench_ws", str(messages)],
+    server = subprocess.Popen([sys.executable, "-m", "bench.ws", str(messages)],
                               stdout=subprocess.PIPE, text=True)
     try:
         assert server.stdout is not None

@@ -2,7 +2,7 @@
 
 The service runs in this process as ``tickdeck --headless`` runs it (``engine.headless``: the runtime,
 its bounded queue and engine thread, the real ``BinanceFeed`` pointed at ``feeds.binance.url``), against
-``console.fault_server.FaultServer`` on 127.0.0.1: a fault every ``every`` seconds (a clean close, a
+``bench.servers.faults.FaultServer`` on 127.0.0.1: a fault every ``every`` seconds (a clean close, a
 dropped TCP connection, a stall past the feed's stale timeout, a refused handshake), garbage frames and
 duplicate trades in between, for ``SECONDS`` (180 by default). Then the books are compared, exactly:
 
@@ -29,8 +29,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from console.bench_report import Figure, emit
-from console.fault_server import FAULTS, FaultBook, FaultServer, wrong_transitions
+from bench.report import Figure, emit
+from bench.servers.faults import FAULTS, FaultBook, FaultServer, wrong_transitions
 from engine.config import CONFIG_DIR_VAR, Config, load_config
 from engine.feeds.base import FeedStatus
 
