@@ -55,5 +55,5 @@ class BinanceHistoryServer(BinanceServer):
         self.made.setdefault(symbol.upper(), []).append(data)
         if symbol.upper() not in self.dropping:
             stream = f"{symbol.lower()}@trade"
-            await self._publish(stream, {"stream": stream, "data": data})
+            await self.publish(stream, {"stream": stream, "data": data})
         return data
