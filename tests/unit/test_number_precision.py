@@ -122,7 +122,7 @@ def test_the_tick_size_decimals_travel_in_snapshot_frames_and_old_frames_still_d
 async def test_binance_tick_sizes_are_asked_once_per_symbol_even_while_a_request_is_under_way() -> None:
     import asyncio
 
-    from console.history_tape import EXCHANGE_INFO, RestHistory, Tape
+    from bench.servers.history_tape import EXCHANGE_INFO, RestHistory, Tape
     from engine.feeds.base import FeedCounters
     from engine.feeds.binance_ticks import TickSizes
 

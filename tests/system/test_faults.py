@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from console.bench_faults import REASONS, run_faults
-from console.fault_server import FAULTS, GARBAGE, FaultServer, wrong_transitions
+from bench.faults import FAULTS, REASONS, FaultServer, run_faults, wrong_transitions
+from bench.servers.binance import GARBAGE
 
 ROOT = Path(__file__).resolve().parents[2]
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT")

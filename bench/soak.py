@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import psutil
 
-from console.bench_report import Figure, emit
+from bench.report import Figure, emit
 from engine.config import CONFIG_DIR_VAR, Config, load_config
 
 DEFAULT_SECONDS = 600.0

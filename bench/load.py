@@ -22,7 +22,7 @@ and the slow ones, which never subscribe, are sent; and ``max_queue`` is 128 fra
 default). A client that stopped reading is then cut off within some 20 s; the mechanism is the same,
 and the fast clients' figures are for ordinary signal frames.
 
-Run as ``python -m console.bench_load fast URL N OUT`` or ``... slow URL N RCVBUF`` it is the client
+Run as ``python -m bench.load fast URL N OUT`` or ``... slow URL N RCVBUF`` it is the client
 side (the bench starts these itself).
 """
 
@@ -46,7 +46,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from console.bench_report import Figure, emit
+from bench.report import Figure, emit
 
 DEFAULT_CLIENTS = 500
 SLOW = 5
@@ -196,7 +196,7 @@ class LoadRun:
 
 async def _spawn(*args: str, stdin: int | None = None) -> asyncio.subprocess.Process:
     root = Path(__file__).resolve().parents[1]
-    return await asyncio.create_subprocess_exec(sys.executable, "-m", "console.bench_load", *args, cwd=root,
+    return await asyncio.create_subprocess_exec(sys.executable, "-m", "bench.load", *args, cwd=root,
                                                 stdin=stdin, stdout=asyncio.subprocess.PIPE)
 
 
@@ -378,7 +378,7 @@ def _client_main(argv: Sequence[str]) -> None:
     elif kind == "slow":
         _slow_clients(url, n, int(argv[3]))
     else:
-        raise SystemExit("usage: python -m console.bench_load fast URL N OUT | slow URL N RCVBUF; "
+        raise SystemExit("usage: python -m bench.load fast URL N OUT | slow URL N RCVBUF; "
                          f"got {kind!r}")
 
 

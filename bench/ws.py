@@ -1,6 +1,6 @@
-"""The WebSocket half of ``tickdeck bench --feeds``: a local Binance-protocol server in its own
-process (so the client has a core to itself) streaming trade frames, and tickdeck's Binance client
-feeding the engine. Only 127.0.0.1 is ever used.
+"""The WebSocket half of ``tickdeck bench --feeds``: the Binance stand-in (``bench.servers.binance``) in
+its own process (so the client has a core to itself) flooding trade frames, and tickdeck's Binance
+client feeding the engine. Only 127.0.0.1 is ever used.
 
 Before the clock starts, real ticks go through a throwaway engine of the same shape, so every kernel
 ``Engine.ingest`` runs is compiled (or loaded from numba's cache) outside the timed window; the run
@@ -9,60 +9,16 @@ counts the kernels loaded inside it anyway (``ws_kernels_loaded_in_window``, whi
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import numpy as np
 
 SEC = 1_000_000_000
 CAPACITY, DEPTH = 64, 100  # the engine's symbol slots and bars of history
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT", "XRPUSDT", "ADAUSDT", "DOGEUSDT", "AVAXUSDT")
-
-
-def _frame(i: int, now_ms: int) -> str:
-    sym = SYMBOLS[i % len(SYMBOLS)]
-    price = 100.0 + (i % 97) * 0.01
-    return (f'{{"stream":"{sym.lower()}@trade","data":{{"e":"trade","E":{now_ms},"s":"{sym}",'
-            f'"t":{i // len(SYMBOLS) + 1},"p":"{price:.2f}","q":"0.010","T":{now_ms},"m":false,"M":true}}}}')
-
-
-async def _serve(messages: int) -> None:
-    from websockets.asyncio.server import ServerConnection, serve
-
-    done = asyncio.Event()
-
-    async def handler(ws: ServerConnection) -> None:
-        await asyncio.sleep(0.2)  # let the client subscribe and settle
-        async for _ in _drain_subscribes(ws):
-            break
-        now_ms = time.time_ns() // 1_000_000
-        for i in range(messages):
-            await ws.send(_frame(i, now_ms + i // 1000))
-        await ws.wait_closed()
-        done.set()
-
-    async with serve(handler, "127.0.0.1", 0, compression=None, max_queue=None) as server:
-        port = server.sockets[0].getsockname()[1]
-        print(port, flush=True)
-        await done.wait()
-
-
-async def _drain_subscribes(ws: Any) -> AsyncIterator[None]:
-    """Answer a SUBSCRIBE if the client sends one (streams in the URL need none)."""
-    try:
-        raw = await asyncio.wait_for(ws.recv(), 0.5)
-    except TimeoutError:
-        yield None
-        return
-    if '"SUBSCRIBE"' in str(raw):
-        import json
-
-        await ws.send(json.dumps({"result": None, "id": json.loads(raw).get("id")}))
-    yield None
 
 
 def loaded_kernels() -> int:
@@ -98,13 +54,13 @@ async def bench_ws(messages: int, outputs: Sequence[str]) -> dict[str, float]:
     from engine.feeds.binance import BinanceFeed
     from engine.pipeline import Engine
 
-    server = subprocess.Popen([sys.executable, "-m", "console.bench_ws", str(messages)],
-                              stdout=subprocess.PIPE, text=True)
+    server = subprocess.Popen([sys.executable, "-m", "bench.servers.binance", "--flood", str(messages),
+                               "--symbols", ",".join(SYMBOLS)], stdout=subprocess.PIPE, text=True)
     try:
         assert server.stdout is not None
-        port = int(server.stdout.readline())
+        url = server.stdout.readline().strip()
         engine = Engine(outputs, SEC, capacity=CAPACITY, depth=DEPTH)
-        feed = BinanceFeed(engine.symbols, f"ws://127.0.0.1:{port}", wanted=SYMBOLS,
+        feed = BinanceFeed(engine.symbols, url, wanted=SYMBOLS,
                            backoff=Backoff(base=0.05, cap=0.1))
         warm = warm_up(outputs)
         lat: list[np.ndarray] = []
@@ -138,6 +94,3 @@ async def bench_ws(messages: int, outputs: Sequence[str]) -> dict[str, float]:
             "ws_latency_p99_ms": float(p99), "ws_warmup_ticks": float(warm),
             "ws_kernels_loaded_in_window": float(loaded_in_window)}
 
-
-if __name__ == "__main__":
-    asyncio.run(_serve(int(sys.argv[1])))

@@ -1,5 +1,8 @@
 """A local stand-in for Binance's public market-data WebSocket, speaking the protocol as "WebSocket
-Streams for Binance" documents it, with knobs for every way the real one misbehaves.
+Streams for Binance" documents it, with knobs for every way the real one misbehaves. It is the one
+Binance stand-in: the feed tests drive it directly, ``tickdeck bench --faults`` drives it on a fault
+schedule (``bench.faults``), ``tickdeck bench --feeds`` floods it in its own process (``python -m
+bench.servers.binance --flood N``) and ``bench.servers.history`` streams its tape through it.
 
 Served: combined streams at ``/stream?streams=a@trade/b@kline_1m`` (and ``/stream`` with none), events
 wrapped as ``{"stream": ..., "data": ...}``, live ``SUBSCRIBE`` / ``UNSUBSCRIBE`` / ``LIST_SUBSCRIPTIONS``
@@ -22,20 +25,28 @@ connection), ``cut_short`` (the connection ends in the middle of a frame, or of 
 meanwhile are lost to them), ``fail_next`` (an error answer to the next request), ``send_garbage``
 (malformed JSON, truncated frames, unknown event types, negative or NaN prices, unknown symbols),
 ``replay`` (resend the last trades of a stream when a connection subscribes to it, as a reconnect
-may), ``skip`` (a gap in trade ids) and ``refuse_status`` (answer the handshake with an HTTP status).
+may), ``duplicate`` (resend a trade a connection already carried), ``skip`` (a gap in trade ids),
+``refuse_status`` (answer every handshake with an HTTP status) and ``refuse_next`` (answer the next
+handshakes with 503, as a server that is restarting).
+
+Bounds: ``history`` keeps the last ``HISTORY`` frames of each stream, each connection the last
+``RECENT`` it carried; ``requests``, ``paths`` and ``close_codes`` keep the last ``KEEP`` entries.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
+import random
 import re
 import socket
 import struct
+import sys
 import time
-from collections import defaultdict
-from collections.abc import Callable
+from collections import defaultdict, deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
@@ -54,6 +65,10 @@ UNIT_MS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_80
 METHODS = ("SUBSCRIBE", "UNSUBSCRIBE", "LIST_SUBSCRIPTIONS", "SET_PROPERTY", "GET_PROPERTY")
 GARBAGE = ("malformed json", "truncated frame", "unknown event type", "negative price", "nan price",
            "unknown symbol")
+PRICE_GARBAGE = ("negative price", "nan price")  # these use up a trade id
+HISTORY = 1_000  # frames kept per stream, for ``replay`` and the tests
+RECENT = 32  # frames kept per connection, for ``duplicate``
+KEEP = 10_000  # requests, paths and close codes kept (the oldest go first)
 
 
 @dataclass
@@ -62,6 +77,13 @@ class Connection:
     path: str
     subs: list[str] = field(default_factory=list)
     stalled: bool = False  # sends nothing at all, answers included
+    recent: deque[str] = field(default_factory=lambda: deque(maxlen=RECENT))  # events it carried
+
+
+def _trim(items: list[Any]) -> None:
+    """Keep the last ``KEEP`` of ``items`` (trimmed in one go past twice that, so appends stay cheap)."""
+    if len(items) > 2 * KEEP:
+        del items[:-KEEP]
 
 
 def _dump(obj: Any) -> str:
@@ -72,8 +94,10 @@ class BinanceServer:
     """``async with BinanceServer() as server:`` then point a feed at ``server.url``."""
 
     def __init__(self, ping_interval: float | None = 20.0, ping_timeout: float | None = 60.0,
-                 max_messages_per_s: int = 5, max_streams: int = 1024) -> None:
+                 max_messages_per_s: int = 5, max_streams: int = 1024,
+                 compression: str | None = "deflate") -> None:
         self.ping_interval = ping_interval
+        self.compression = compression  # None: frames as they are (the benches, for speed)
         self.ping_timeout = ping_timeout
         self.max_messages_per_s = max_messages_per_s
         self.max_streams = max_streams
@@ -86,13 +110,15 @@ class BinanceServer:
         self.paths: list[str] = []  # of every accepted connection, in order
         self.requests: list[Any] = []  # every control message received (decoded when it was JSON)
         self.frames_sent = 0  # text frames sent: events, answers and garbage
-        self.refused = 0  # handshakes answered with ``refuse_status``
+        self.refused = 0  # handshakes answered with ``refuse_status`` or ``refuse_next``
+        self.accepted = 0  # handshakes accepted
         self.close_codes: list[int | None] = []  # what each ended connection's client closed it with
         self.refuse_status: int | None = None
+        self.refuse_next = 0  # the next handshakes answered 503 Service Unavailable
         self.replay = 0
         self.fail_next: tuple[int, str] | None = None  # (code, msg) for the next (UN)SUBSCRIBE
         self.clock_ms = 1_700_000_000_000  # trade time of the next trade (each trade adds 1 ms)
-        self.history: dict[str, list[dict[str, Any]]] = defaultdict(list)  # stream -> frames sent
+        self.history: dict[str, deque[dict[str, Any]]] = defaultdict(lambda: deque(maxlen=HISTORY))
         self._next_trade_id: dict[str, int] = defaultdict(lambda: 1)
         self._server: Server | None = None
         self._changed = asyncio.Event()
@@ -100,6 +126,7 @@ class BinanceServer:
     async def __aenter__(self) -> BinanceServer:
         self._server = await serve(self._handle, "127.0.0.1", 0, process_request=self._handshake,
                                    ping_interval=self.ping_interval, ping_timeout=self.ping_timeout,
+                                   compression=self.compression,
                                    create_connection=self._counting_connection())
         port = self._server.sockets[0].getsockname()[1]
         self.url = f"ws://127.0.0.1:{port}"
@@ -153,10 +180,12 @@ class BinanceServer:
 
     # --- protocol ------------------------------------------------------------------------------------
     def _handshake(self, connection: ServerConnection, request: Request) -> Response | None:
-        if self.refuse_status is not None:
+        if self.refuse_status is not None or self.refuse_next:
+            if self.refuse_next:
+                self.refuse_next -= 1
             self.refused += 1
             self._bump()
-            status = HTTPStatus(self.refuse_status)
+            status = HTTPStatus(self.refuse_status or HTTPStatus.SERVICE_UNAVAILABLE)
             return connection.respond(status, f"{status.phrase}\n")
         url = urlsplit(request.path)
         if url.path != "/stream":
@@ -173,7 +202,9 @@ class BinanceServer:
         path = ws.request.path
         conn = Connection(ws, path)
         self.connections.append(conn)
+        self.accepted += 1
         self.paths.append(path)
+        _trim(self.paths)
         streams = parse_qs(urlsplit(path).query).get("streams", [""])[0]
         try:
             await self._add(conn, [s for s in streams.split("/") if s])
@@ -185,6 +216,7 @@ class BinanceServer:
             self.connections.remove(conn)
             received = ws.protocol.close_rcvd
             self.close_codes.append(None if received is None else received.code)  # None: no close frame
+            _trim(self.close_codes)
             self._bump()
 
     async def _add(self, conn: Connection, streams: list[str]) -> None:
@@ -194,7 +226,7 @@ class BinanceServer:
         self._bump()
         if self.replay:
             for stream in streams:
-                for frame in self.history[stream][-self.replay:]:
+                for frame in list(self.history[stream])[-self.replay:]:
                     await self._send(conn, _dump(frame))
 
     async def _control(self, conn: Connection, message: str | bytes) -> None:
@@ -202,10 +234,12 @@ class BinanceServer:
             request = json.loads(message)
         except ValueError:
             self.requests.append(message)
+            _trim(self.requests)
             self._bump()
             await self._error(conn, 3, "Invalid JSON: expected value at line 1 column 1", None)
             return
         self.requests.append(request)
+        _trim(self.requests)
         self._bump()
         if not isinstance(request, dict) or "method" not in request:
             await self._error(conn, 2, "Invalid request: missing field `method` at line 1 column 1", None)
@@ -251,19 +285,28 @@ class BinanceServer:
     async def _error(self, conn: Connection, code: int, msg: str, rid: Any) -> None:
         await self._send(conn, _dump({"error": {"code": code, "msg": msg}, "id": rid}))
 
-    async def _send(self, conn: Connection, text: str) -> None:
+    async def _send(self, conn: Connection, text: str) -> bool:
+        """Whether ``text`` went out (not to a stalled or closed connection)."""
         if conn.stalled:
-            return
-        with contextlib.suppress(ConnectionClosed):
+            return False
+        try:
             await conn.ws.send(text)
-            self.frames_sent += 1
+        except ConnectionClosed:
+            return False
+        self.frames_sent += 1
+        return True
 
-    async def _publish(self, stream: str, frame: dict[str, Any]) -> None:
+    async def publish(self, stream: str, frame: dict[str, Any]) -> int:
+        """Send an event (a ``{"stream", "data"}`` frame) to the connections subscribed to ``stream``; how
+        many it reached."""
         self.history[stream].append(frame)
         text = _dump(frame)
+        reached = 0
         for conn in list(self.connections):
-            if stream in conn.subs:
-                await self._send(conn, text)
+            if stream in conn.subs and await self._send(conn, text):
+                conn.recent.append(text)
+                reached += 1
+        return reached
 
     # --- market data -----------------------------------------------------------------------------------
     def _trade_data(self, symbol: str, price: str, qty: str, buyer_maker: bool) -> dict[str, Any]:
@@ -277,7 +320,7 @@ class BinanceServer:
     async def trade(self, symbol: str, price: str, qty: str, buyer_maker: bool = False) -> dict[str, Any]:
         """Make the next trade of ``symbol`` (ids 1, 2, ... per symbol) and send it to its subscribers."""
         data = self._trade_data(symbol, price, qty, buyer_maker)
-        await self._publish(f"{symbol.lower()}@trade", {"stream": f"{symbol.lower()}@trade", "data": data})
+        await self.publish(f"{symbol.lower()}@trade", {"stream": f"{symbol.lower()}@trade", "data": data})
         return data
 
     def skip(self, symbol: str, n: int) -> None:
@@ -294,18 +337,17 @@ class BinanceServer:
             "o": close, "c": close, "h": close, "l": close, "v": volume, "n": 1, "x": closed,
             "q": "0", "V": "0", "Q": "0", "B": "0"}}
         stream = f"{symbol.lower()}@kline_{interval}"
-        await self._publish(stream, {"stream": stream, "data": data})
+        await self.publish(stream, {"stream": stream, "data": data})
         return data
 
     # --- misbehaviour ------------------------------------------------------------------------------------
-    async def send_raw(self, text: str) -> None:
-        """Send one text frame to every connection, subscribed or not."""
-        for conn in list(self.connections):
-            await self._send(conn, text)
+    async def send_raw(self, text: str) -> int:
+        """Send one text frame to every connection, subscribed or not; how many it reached."""
+        return sum([await self._send(conn, text) for conn in list(self.connections)])
 
-    async def send_garbage(self, kind: str, symbol: str = "BTCUSDT") -> None:
-        """One bad frame of ``kind`` (one of ``GARBAGE``). Bad prices use up a trade id, as a real
-        (if broken) trade would, so they do not show up as a gap."""
+    async def send_garbage(self, kind: str, symbol: str = "BTCUSDT") -> int:
+        """One bad frame of ``kind`` (one of ``GARBAGE``) to every connection; how many it reached. Bad
+        prices use up a trade id, as a real (if broken) trade would, so they do not show up as a gap."""
         stream = f"{symbol.lower()}@trade"
         if kind == "malformed json":
             text = '{"stream":"' + stream + '","data":{"e":"trade",,}}'
@@ -315,7 +357,7 @@ class BinanceServer:
             text = full[: len(full) // 2]
         elif kind == "unknown event type":
             text = _dump({"stream": stream, "data": {"e": "mysteryEvent", "E": self.clock_ms, "s": symbol}})
-        elif kind in ("negative price", "nan price"):
+        elif kind in PRICE_GARBAGE:
             data = self._trade_data(symbol, "-1.50" if kind == "negative price" else "NaN", "1.0", False)
             text = _dump({"stream": stream, "data": data})
         elif kind == "unknown symbol":
@@ -324,29 +366,42 @@ class BinanceServer:
             text = _dump({"stream": "nopeusdt@trade", "data": data})
         else:
             raise ValueError(f"unknown garbage kind {kind!r}; one of {GARBAGE}")
-        await self.send_raw(text)
+        return await self.send_raw(text)
+
+    async def duplicate(self, rng: random.Random) -> int:
+        """Resend to each connection one of the last events it carried (picked with ``rng``), as a server
+        that replays on a hiccup does; how many connections got one."""
+        sent = 0
+        for conn in list(self.connections):
+            if conn.recent and await self._send(conn, rng.choice(conn.recent)):
+                sent += 1
+        return sent
 
     async def announce_shutdown(self) -> None:
         """Binance's notice that the open connections will close: the event, bare, to each of them."""
         for conn in list(self.connections):
             await self._send(conn, _dump({"e": "serverShutdown", "E": self.clock_ms}))
 
-    def stall(self) -> None:
-        """The open connections go silent (new ones are not affected): no events, no answers."""
-        for conn in self.connections:
+    def stall(self, only: Sequence[Connection] | None = None) -> None:
+        """The open connections (or ``only`` these) go silent, new ones are not affected: no events, no
+        answers."""
+        for conn in self.connections if only is None else only:
             conn.stalled = True
 
     def resume(self) -> None:
         for conn in self.connections:
             conn.stalled = False
 
-    async def disconnect(self, code: int = 1000, reason: str = "", abort: bool = False) -> None:
-        """Close every connection (``abort``: drop the TCP connection without a close frame)."""
-        for conn in list(self.connections):
+    async def disconnect(self, code: int = 1000, reason: str = "", abort: bool = False,
+                         only: Sequence[Connection] | None = None) -> None:
+        """Close every connection, or ``only`` these (``abort``: drop the TCP connection without a close
+        frame)."""
+        for conn in list(self.connections if only is None else only):
             if abort:
                 conn.ws.transport.abort()
             else:
-                await conn.ws.close(code, reason)
+                with contextlib.suppress(ConnectionClosed):
+                    await conn.ws.close(code, reason)
 
     async def cut_short(self, symbol: str, where: str = "frame", reset: bool = False) -> None:
         """End every connection in the middle of a trade of ``symbol`` (which uses up its trade id):
@@ -379,3 +434,47 @@ class BinanceServer:
                 await asyncio.wait_for(waiter, timeout)
                 answered += 1
         return answered
+
+    # --- flood (``tickdeck bench --feeds``) ----------------------------------------------------------
+    async def flood(self, symbols: Sequence[str], n: int) -> int:
+        """Send ``n`` trades round robin over ``symbols`` to their subscribers as fast as the connections
+        take them; the frames sent. The frames are written by hand and kept out of ``history``: at
+        100,000 a second, ``json.dumps`` and the books would make this process, not the client under
+        test, the bottleneck."""
+        names = [s.upper() for s in symbols]
+        targets = {s: [c for c in self.connections if f"{s.lower()}@trade" in c.subs] for s in names}
+        now_ms = time.time_ns() // 1_000_000
+        sent = 0
+        for i in range(n):
+            sym = names[i % len(names)]
+            tid = self._next_trade_id[sym]
+            self._next_trade_id[sym] = tid + 1
+            ms = now_ms + i // 1000
+            text = (f'{{"stream":"{sym.lower()}@trade","data":{{"e":"trade","E":{ms},"s":"{sym}","t":{tid},'
+                    f'"p":"{100.0 + (i % 97) * 0.01:.2f}","q":"0.010","T":{ms},"m":false,"M":true}}}}')
+            for conn in targets[sym]:
+                sent += await self._send(conn, text)
+        return sent
+
+
+async def _flood(symbols: list[str], n: int) -> None:
+    async with BinanceServer(compression=None) as server:
+        print(server.url, flush=True)
+        await server.wait_subscribed(*(f"{s.lower()}@trade" for s in symbols), timeout=60.0)
+        await server.flood(symbols, n)
+        await server.wait(lambda: not server.connections, timeout=600.0)  # the client hangs up
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.servers.binance",
+                                     description="Binance's WebSocket streams on 127.0.0.1: prints its URL, "
+                                     "waits for a client subscribed to every symbol's trades, sends N "
+                                     "trades.")
+    parser.add_argument("--flood", type=int, required=True, metavar="N", help="trades to send")
+    parser.add_argument("--symbols", required=True, help="comma-separated, e.g. BTCUSDT,ETHUSDT")
+    args = parser.parse_args(argv)
+    asyncio.run(_flood([s for s in args.symbols.split(",") if s], args.flood))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

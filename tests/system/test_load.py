@@ -15,7 +15,7 @@ import asyncio
 
 import numpy as np
 
-from console.bench_load import run_load
+from bench.load import run_load
 
 FAST, SLOW = 50, 2
 

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from console import bench_history
+from bench import history as bench_history
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_a_quick_run_reports_every_figure_and_checks_itself() -> None:
-    done = subprocess.run([sys.executable, "-m", "console.bench_history", "--quick", "--json"], cwd=ROOT,
+    done = subprocess.run([sys.executable, "-m", "bench.history", "--quick", "--json"], cwd=ROOT,
                           capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode in (0, 1), done.stderr
     result = json.loads(done.stdout)

@@ -1,10 +1,10 @@
 """A Binance-protocol market on 127.0.0.1 with a past: a trade tape with ``bars`` bars of history before
-now, served as REST history (``console.history_tape``: klines and aggregate trades, Binance's weight
-limits) and streamed live (the combined-stream trade protocol of "WebSocket Streams for Binance":
-``/stream?streams=a@trade/...``, ``SUBSCRIBE``/``UNSUBSCRIBE``/``LIST_SUBSCRIPTIONS`` answered by id),
-from the same tape, so what the REST side says happened is what the stream carried.
+now, served as REST history (``bench.servers.history_tape``: klines and aggregate trades, Binance's weight
+limits) and streamed live by the Binance stand-in (``bench.servers.binance``: combined streams,
+``SUBSCRIBE``/``UNSUBSCRIBE``/``LIST_SUBSCRIPTIONS`` answered by id, Binance's limits), from the same
+tape, so what the REST side says happened is what the stream carried.
 
-``tickdeck bench --history`` runs it in its own process (``python -m console.history_server``), and so do
+``tickdeck bench --history`` runs it in its own process (``python -m bench.servers.history``), and so do
 the console's tests (the tmux test runs the real command against it); it lives here, not in ``tests/``,
 for the bench. It prints one JSON line, ``{"ws": ..., "rest": ..., "symbols": [...]}``, then serves until
 its standard input closes.
@@ -21,12 +21,9 @@ import sys
 import time
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
-from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.exceptions import ConnectionClosed
-
-from console.history_tape import INTERVAL_MS, RestHistory, Tape
+from bench.servers.binance import BinanceServer
+from bench.servers.history_tape import INTERVAL_MS, RestHistory, Tape
 
 MAJORS = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT", "XRPUSDT", "ADAUSDT", "DOGEUSDT", "AVAXUSDT",
           "DOTUSDT", "LINKUSDT")
@@ -48,13 +45,11 @@ class Market:
         self.rate = rate
         self.tape = Tape()
         self.rest = RestHistory(self.tape, limit=limit)
-        self.ws_url = ""
+        self.stream = BinanceServer()
         self.sent = 0  # trade frames sent
         self._rng = random.Random(seed)
         self._ids = dict.fromkeys(self.symbols, 0)
         self._price = {s: 100.0 + 37.0 * i for i, s in enumerate(self.symbols)}
-        self._subs: dict[ServerConnection, set[str]] = {}
-        self._server: Server | None = None
         self._maker: asyncio.Task[None] | None = None
         self._history(bars)
 
@@ -83,10 +78,13 @@ class Market:
                 for ms in times:
                     self._trade(symbol, ms)
 
+    @property
+    def ws_url(self) -> str:
+        return self.stream.url
+
     async def start(self) -> None:
         await self.rest.start()
-        self._server = await serve(self._handle, "127.0.0.1", 0, process_request=self._check)
-        self.ws_url = f"ws://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
+        await self.stream.__aenter__()
         self._maker = asyncio.get_running_loop().create_task(self._make(), name="market-tape")
 
     async def stop(self) -> None:
@@ -94,39 +92,9 @@ class Market:
             self._maker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._maker
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
+        if self.stream.url:
+            await self.stream.__aexit__(None, None, None)
         await self.rest.stop()
-
-    def _check(self, connection: ServerConnection, request: Any) -> Any:
-        if urlsplit(request.path).path != "/stream":
-            return connection.respond(404, "Not Found\n")
-        return None
-
-    async def _handle(self, ws: ServerConnection) -> None:
-        assert ws.request is not None
-        query = parse_qs(urlsplit(ws.request.path).query).get("streams", [""])[0]
-        subs = self._subs[ws] = {s for s in query.split("/") if s}
-        try:
-            async for message in ws:
-                try:
-                    request = json.loads(message)
-                    method, rid = request.get("method"), request.get("id")
-                    params = request.get("params", [])
-                except (ValueError, AttributeError):
-                    await ws.send(json.dumps({"error": {"code": 3, "msg": "Invalid JSON"}, "id": None}))
-                    continue
-                if method == "SUBSCRIBE":
-                    subs.update(params)
-                elif method == "UNSUBSCRIBE":
-                    subs.difference_update(params)
-                result = sorted(subs) if method == "LIST_SUBSCRIPTIONS" else None
-                await ws.send(json.dumps({"result": result, "id": rid}))
-        except ConnectionClosed:
-            pass
-        finally:
-            self._subs.pop(ws, None)
 
     async def _make(self) -> None:
         """Trades at ``rate`` a second across the symbols, on the wall clock, to their subscribers."""
@@ -136,12 +104,7 @@ class Market:
             ms = max(time.time_ns() // 1_000_000, self.tape.series[symbol].ms[-1])
             data = self._trade(symbol, ms)
             stream = f"{symbol.lower()}@trade"
-            text = json.dumps({"stream": stream, "data": data}, separators=(",", ":"))
-            for ws, subs in list(self._subs.items()):
-                if stream in subs:
-                    with contextlib.suppress(ConnectionClosed):
-                        await ws.send(text)
-                        self.sent += 1
+            self.sent += await self.stream.publish(stream, {"stream": stream, "data": data})
 
 
 async def _serve(args: argparse.Namespace) -> None:
@@ -154,7 +117,7 @@ async def _serve(args: argparse.Namespace) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m console.history_server",
+    parser = argparse.ArgumentParser(prog="python -m bench.servers.history",
                                      description="A Binance-protocol market with history on 127.0.0.1.")
     parser.add_argument("--symbols", type=int, default=40)
     parser.add_argument("--bars", type=int, default=1000)

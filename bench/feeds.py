@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from console.bench_ws import bench_ws, loaded_kernels
+from bench.ws import bench_ws, loaded_kernels
 from engine.pipeline import Engine
 
 SIX = ("sma_20", "ema_20", "rsi_14", "macd_12_26_9", "macd_signal_12_26_9", "macd_hist_12_26_9",

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from console import bench
+from bench import indicators as bench
 
 ROOT = Path(__file__).resolve().parents[2]
 CONTENDERS = ("tickdeck_batched", "tickdeck_single", "talipp", "talib_window")
@@ -32,11 +32,11 @@ NUMBERS = (
 
 @pytest.fixture(scope="module")
 def report() -> dict[str, Any]:
-    """``python -m console.bench --quick --json``: stdout must be exactly one JSON object, and the exit
+    """``python -m bench.indicators --quick --json``: stdout must be exactly one JSON object, and the exit
     status 0 exactly when nothing failed (each failure named on stderr)."""
     pytest.importorskip("talib")
     pytest.importorskip("talipp")
-    done = subprocess.run([sys.executable, "-m", "console.bench", "--quick", "--json"], cwd=ROOT,
+    done = subprocess.run([sys.executable, "-m", "bench.indicators", "--quick", "--json"], cwd=ROOT,
                           capture_output=True, text=True, timeout=900, check=False)
     assert done.returncode in (0, 1), done.stderr
     out: dict[str, Any] = json.loads(done.stdout)

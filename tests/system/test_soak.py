@@ -31,7 +31,7 @@ from console.cli import main as cli_main
 ROOT = Path(__file__).resolve().parents[2]
 _RUN = """
 import asyncio, json, sys
-from console.bench_soak import TARGET_RATE, heap_slope_mb, rss_slope_mb, run_soak
+from bench.soak import TARGET_RATE, heap_slope_mb, rss_slope_mb, run_soak
 seconds, warmup, leak = float(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
 run = asyncio.run(run_soak(seconds, target=TARGET_RATE, warmup=warmup, leak_bytes=leak))
 measured = run.measured

@@ -1,5 +1,5 @@
 """``tickdeck bench --history``: how fast a live feed starts warm. 40 symbols x 1,000 one-minute bars of
-history from a Binance stand-in on 127.0.0.1 (``console.history_server``, in its own process) that serves
+history from a Binance stand-in on 127.0.0.1 (``bench.servers.history``, in its own process) that serves
 klines and aggregate trades from the same tape it streams and enforces Binance's request weight (6,000
 a minute, ``X-MBX-USED-WEIGHT-1M``, 429 and 418), through tickdeck's own Binance feed and history loader:
 
@@ -33,10 +33,10 @@ QUICK = (6, 300)
 
 
 def main(args: argparse.Namespace) -> int:
-    from console.bench_report import Figure, emit
+    from bench.report import Figure, emit
 
     n, bars = QUICK if getattr(args, "quick", False) else (SYMBOLS, BARS)
-    server = subprocess.Popen([sys.executable, "-m", "console.history_server", "--symbols", str(n),
+    server = subprocess.Popen([sys.executable, "-m", "bench.servers.history", "--symbols", str(n),
                                "--bars", str(bars), "--rate", "40"],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
@@ -152,7 +152,7 @@ async def _headless(market: dict[str, Any], bars: int, tmp: str) -> dict[str, An
 def _console(market: dict[str, Any], bars: int, tmp: str) -> dict[str, Any]:
     """Part 2, in a child process of its own (what a user starts): from launch to every row warm."""
     started = time.time()
-    done = subprocess.run([sys.executable, "-m", "console.bench_history", "--child", json.dumps(market),
+    done = subprocess.run([sys.executable, "-m", "bench.history", "--child", json.dumps(market),
                            "--bars", str(bars), "--tmp", tmp], capture_output=True, text=True, timeout=600)
     if done.returncode != 0:
         raise RuntimeError(f"the console's run failed: {done.stderr[-2000:]}")

@@ -319,7 +319,7 @@ print(json.dumps(mod.memory_probe(int(sys.argv[3]), int(sys.argv[4]))))
 
 
 def measure_memory(symbols: int, bars: int) -> dict[str, Any]:
-    """Run ``memory_probe`` in a fresh interpreter that loads this file by path (not ``console``). A
+    """Run ``memory_probe`` in a fresh interpreter that loads this file by path (not its package). A
     probe that found numba's cache cold (engine sources changed since it was filled) compiled its
     kernels, costing far more RSS than loading them, so it runs once more, now from the cache."""
     here = Path(__file__).resolve()

@@ -14,13 +14,13 @@ from typing import Any
 
 import pytest
 
-from console import bench_feeds
+from bench import feeds as bench_feeds
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_quick_run_reports_every_figure() -> None:
-    done = subprocess.run([sys.executable, "-m", "console.bench_feeds", "--quick", "--json"], cwd=ROOT,
+    done = subprocess.run([sys.executable, "-m", "bench.feeds", "--quick", "--json"], cwd=ROOT,
                           capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode in (0, 1), done.stderr
     result = json.loads(done.stdout)
@@ -38,8 +38,8 @@ def test_quick_run_reports_every_figure() -> None:
 def test_the_websocket_run_loads_every_kernel_before_its_clock_starts() -> None:
     """Alone in a fresh interpreter (``--feeds`` runs the sim first, which would load the kernels for
     it): the warm-up ingests real ticks, and no kernel is loaded once the clock runs."""
-    code = ("import asyncio, json\nfrom console.bench_ws import bench_ws\n"
-            "from console.bench_feeds import SIX\nprint(json.dumps(asyncio.run(bench_ws(500, SIX))))")
+    code = ("import asyncio, json\nfrom bench.ws import bench_ws\n"
+            "from bench.feeds import SIX\nprint(json.dumps(asyncio.run(bench_ws(500, SIX))))")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                           timeout=300, check=True)
     result = json.loads(done.stdout)

@@ -12,14 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from console import bench_store
+from bench import store as bench_store
 from engine.store import BarStore
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_quick_run_reports_every_figure_for_sqlite_and_parquet() -> None:
-    done = subprocess.run([sys.executable, "-m", "console.bench_store", "--quick", "--json"], cwd=ROOT,
+    done = subprocess.run([sys.executable, "-m", "bench.store", "--quick", "--json"], cwd=ROOT,
                           capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)

@@ -1,6 +1,6 @@
 """``tickdeck bench --ui``: the real console, headless, on 1,000 symbols and a 20,000 ticks/s sim.
 
-The app runs in a child process (``python -m console.bench_ui``) so its startup, CPU and memory are its
+The app runs in a child process (``python -m bench.ui``) so its startup, CPU and memory are its
 own: the parent writes a state file holding one watchlist of every sim symbol, starts the child, and
 judges what the child reports against the targets. The child builds the app with ``build_app`` (what
 users run) and drives it with Textual's Pilot at 160x48:
@@ -34,7 +34,7 @@ KEY_EVERY_S = 0.25
 
 
 def main(args: argparse.Namespace) -> int:
-    from console.bench_report import Figure, emit
+    from bench.report import Figure, emit
     from engine.feeds.sim import rate_for_window
 
     seconds = float(args.ui)
@@ -42,7 +42,7 @@ def main(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="tickdeck-bench-ui-") as tmp:
         env = _prepare(Path(tmp))
         started = time.time()
-        out = subprocess.run([sys.executable, "-m", "console.bench_ui", "--seconds", str(seconds),
+        out = subprocess.run([sys.executable, "-m", "bench.ui", "--seconds", str(seconds),
                               "--rate", str(rate)],
                              env=env, capture_output=True, text=True, timeout=seconds + 600)
     if out.returncode != 0:
