@@ -60,6 +60,14 @@ from engine.sinks import clients as messages
 from engine.sinks.admission import Admission
 from engine.sinks.base import ANY, SignalFilter, Sink
 from engine.sinks.clients import BadMessage, Client, SnapshotLists, peer_host
+from engine.sinks.defaults import (
+    DEFAULT_WEBSOCKET_CLIENTS,
+    DEFAULT_WEBSOCKET_FPS,
+    DEFAULT_WEBSOCKET_HOST,
+    DEFAULT_WEBSOCKET_PORT,
+    DEFAULT_WEBSOCKET_QUEUE,
+    DEFAULT_WEBSOCKET_SUBSCRIPTIONS,
+)
 from engine.sinks.frames import (
     SnapshotFrames,
     dumps,
@@ -82,12 +90,6 @@ _protocol_log = logging.getLogger("tickdeck.sinks.websocket.protocol")
 _protocol_log.setLevel(logging.WARNING)  # websockets' DEBUG lines carry the request path (?token=...)
 
 PROTOCOL = 1
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 8765
-DEFAULT_FPS = 10.0
-DEFAULT_MAX_QUEUE = 1024
-DEFAULT_MAX_CLIENTS = 256  # each may hold max_queue frames and a 256 kB kernel buffer
-DEFAULT_MAX_SUBSCRIPTIONS = 16  # distinct snapshot ``symbols`` lists, each one join of shared quote texts
 MAX_BAD_MESSAGES = 100  # malformed messages from one client before it is disconnected
 MAX_CLIENT_MESSAGE = 64 * 1024  # bytes; a larger client message closes its connection (code 1009)
 SEND_BUFFER = 256 * 1024
@@ -109,9 +111,10 @@ class BroadcastSink(Sink):
 
     type = "websocket"
 
-    def __init__(self, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *, fps: float = DEFAULT_FPS,
-                 max_queue: int = DEFAULT_MAX_QUEUE, max_clients: int = DEFAULT_MAX_CLIENTS,
-                 max_subscriptions: int = DEFAULT_MAX_SUBSCRIPTIONS, token: str | None = None,
+    def __init__(self, host: str = DEFAULT_WEBSOCKET_HOST, port: int = DEFAULT_WEBSOCKET_PORT, *,
+                 fps: float = DEFAULT_WEBSOCKET_FPS, max_queue: int = DEFAULT_WEBSOCKET_QUEUE,
+                 max_clients: int = DEFAULT_WEBSOCKET_CLIENTS,
+                 max_subscriptions: int = DEFAULT_WEBSOCKET_SUBSCRIPTIONS, token: str | None = None,
                  token_env: str = "", name: str = "websocket", filter: SignalFilter = ANY) -> None:
         super().__init__(name, filter)
         if not (math.isfinite(fps) and fps > 0):
