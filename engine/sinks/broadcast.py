@@ -69,10 +69,13 @@ from engine.sinks.defaults import (
     DEFAULT_WEBSOCKET_SUBSCRIPTIONS,
 )
 from engine.sinks.frames import (
+    PROTOCOL,
+    Hello,
     SnapshotFrames,
     dumps,
     error_frame,
     health_frame,
+    hello_frame,
     signal_frame,
     snapshot_frame,
     status_frame,
@@ -89,7 +92,6 @@ log = logging.getLogger("tickdeck.sinks.websocket")
 _protocol_log = logging.getLogger("tickdeck.sinks.websocket.protocol")
 _protocol_log.setLevel(logging.WARNING)  # websockets' DEBUG lines carry the request path (?token=...)
 
-PROTOCOL = 1
 MAX_BAD_MESSAGES = 100  # malformed messages from one client before it is disconnected
 MAX_CLIENT_MESSAGE = 64 * 1024  # bytes; a larger client message closes its connection (code 1009)
 SEND_BUFFER = 256 * 1024
@@ -187,8 +189,7 @@ class BroadcastSink(Sink):
         if latest is not None:  # a source that was not described: what the snapshots show
             symbols = symbols or tuple(q.symbol for q in latest.quotes)
             outputs = outputs or (tuple(latest.quotes[0].values) if latest.quotes else ())
-        return {"type": "hello", "protocol": PROTOCOL, "feed": self._feed, "symbols": list(symbols),
-                "outputs": list(outputs), "interval": self._interval, "fps": self.fps}
+        return hello_frame(Hello(self._feed, tuple(symbols), tuple(outputs), self._interval, self.fps))
 
     # --- the sink ------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -443,7 +444,7 @@ class BroadcastSink(Sink):
             if client.bad > MAX_BAD_MESSAGES:
                 self._cut_off(client, CLOSE_POLICY, f"more than {MAX_BAD_MESSAGES} malformed messages")
                 return
-            self._push(client, error_frame("bad_message", str(exc)))
+            self._push(client, dumps(error_frame("bad_message", str(exc))))
 
     def _subscribe(self, client: Client, msg: dict[str, Any]) -> None:
         wanted = messages.subscription(msg, client.subscription)
@@ -453,11 +454,11 @@ class BroadcastSink(Sink):
                 log.info("sink %s: client #%d (%s): refused a subscription: %d symbol lists take snapshots "
                          "already (max_subscriptions)", self.name, client.number, client.peer,
                          self._lists.limit)
-            self._push(client, error_frame(
+            self._push(client, dumps(error_frame(
                 "too_many_subscriptions",
                 f"snapshots go out for {self._lists.limit} different symbol lists at most, and that many are "
                 "in use; subscribe with one of them (symbols null: all), or try again later; your "
-                "subscription is unchanged"))
+                "subscription is unchanged")))
             return
         client.symbols, client.rules, client.snapshots = wanted.symbols, wanted.rules, wanted.snapshots
         self._push(client, messages.subscribed(wanted))
