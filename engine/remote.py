@@ -4,7 +4,7 @@
 :class:`RuntimeLike`): ``run(on_update, on_status)``, ``feed.name`` (``"attach"``), ``watch`` (the
 publisher's symbols), ``outputs`` (its indicator names) and ``engine`` (None: there is no local engine,
 so nothing that needs one, such as a backtest of loaded history, is offered). It connects to the
-publisher's ``websocket`` sink (``engine.sinks.frames`` documents the frames), subscribes to
+publisher's ``websocket`` sink (``engine.sinks.frames`` decodes its frames), subscribes to
 every signal and to snapshots, and rebuilds ``MarketSnapshot``/``Quote``, ``Signal``, ``PipelineHealth``
 and ``FeedStatus`` objects from the frames, so the console cannot tell it from a local runtime.
 

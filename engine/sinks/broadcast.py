@@ -1,9 +1,10 @@
 """The ``websocket`` sink: a WebSocket server that broadcasts signals, snapshots and feed status.
 
 It listens on ``host:port`` (127.0.0.1:8765 by default; port 0 picks a free one, see ``port`` after
-``start``). ``engine.sinks.frames`` documents the frames it sends: ``hello`` first, then ``signal``,
-``snapshot`` (to clients that asked; at most ``fps`` a second, coalesced: a client busy receiving gets the
-newest once it is free, never a backlog), ``status``, ``subscribed`` and ``error``.
+``start``). ``engine.sinks.frames`` encodes the frames it sends (PROTOCOL.md describes them for clients):
+``hello`` first, then ``signal``, ``snapshot`` (to clients that asked; at most ``fps`` a second,
+coalesced: a client busy receiving gets the newest once it is free, never a backlog), ``status``,
+``subscribed``, ``pong`` and ``error``.
 
 A client chooses what it gets with ``{"op": "subscribe", "symbols": [...], "rules": [...], "snapshots":
 true}``: ``symbols`` (signals and snapshot quotes) and ``rules`` (signals) are lists, or ``null`` for
@@ -36,7 +37,7 @@ within ``timeout``.
 
 Snapshots come from the caller: the headless runner calls :meth:`BroadcastSink.publish` with each
 frame's snapshot and health, and :meth:`BroadcastSink.publish_status` with each feed status, on the
-event loop. This module imports neither numpy nor the engine.
+event loop. Nothing here loads numba or the compiled kernels (the frames need numpy and the snapshot types).
 """
 
 from __future__ import annotations

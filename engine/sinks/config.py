@@ -59,7 +59,7 @@ loaded; errors name the variable, never its value.
     # this sink's filter takes
 
 ``websocket``: a WebSocket server that broadcasts signals, snapshots and the feed's status to
-``tickdeck attach`` and other clients (``engine.sinks.frames`` documents the frames)::
+``tickdeck attach`` and other clients (PROTOCOL.md describes the protocol)::
 
     host = "127.0.0.1"        # the address to listen on; token_env is required unless every address
                               #   it resolves to is loopback
