@@ -33,6 +33,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, get_args
@@ -288,7 +289,7 @@ def decode_status(msg: Mapping[str, Any]) -> FeedStatus:
     at_ns = msg.get("at_ns")
     return FeedStatus(str(msg["feed"]), state, str(msg.get("reason") or ""),
                       retry_in=_float(msg.get("retry_in") or 0.0),
-                      **({"at_ns": _int(at_ns)} if at_ns else {}),
+                      at_ns=_int(at_ns) if at_ns else time.time_ns(),  # absent: as it arrives
                       symbols=_names(msg.get("symbols") or []))
 
 
