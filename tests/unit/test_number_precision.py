@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 
 from engine.precision import hint_decimals, tick_decimals
-from engine.remote import decode_quote
-from engine.sinks.frames import dumps, quote_frame
+from engine.sinks.frames import decode_quote, dumps, quote_frame
 from engine.snapshot import Quote
 from widgets import formatting as fmt
 from widgets.watchlist_layout import layout, row_cells
