@@ -27,7 +27,7 @@ NUMBERS = (
     *(f"{c}_updates" for c in CONTENDERS),
     "batched_vs_talipp", "single_vs_talipp", "batched_vs_talib_window", "single_vs_talib_window",
     "rss_total_mb", "rss_baseline_mb", "rss_data_mb", "engine_nbytes_mb", "rss_llvm_mb", "rss_file_mb",
-    "ring_nbytes_mb",
+    "rss_jit_mb", "ring_nbytes_mb",
 )
 
 
