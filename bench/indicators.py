@@ -254,15 +254,33 @@ class BankAndHistory:
         return self.bank.nbytes + self.history.nbytes
 
 
-def memory_probe(symbols: int, bars: int) -> dict[str, Any]:
-    """RSS before and after an engine for ``symbols`` x DEFAULT_OUTPUTS x ``bars`` is built and filled
-    with one tick per bar (``engine.pipeline.Engine`` when it imports, else ``BankAndHistory``)."""
-    import gc
-
+def _rss() -> tuple[int, int]:
+    """(RSS, the part of it that is file-backed: shared libraries' pages) of this process, in bytes; the
+    second is 0 where ``/proc`` does not say (psutil gives RSS everywhere)."""
     import psutil
 
-    proc = psutil.Process()
-    rss_python = proc.memory_info().rss
+    rss, file_backed = psutil.Process().memory_info().rss, 0
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            lines = [line for line in status if line.startswith("RssFile:")]
+        file_backed = int(lines[0].split()[1]) * 1024 if lines else 0
+    except OSError:
+        pass
+    return rss, file_backed
+
+
+def memory_probe(symbols: int, bars: int) -> dict[str, Any]:
+    """RSS, part by part, of an engine for ``symbols`` x DEFAULT_OUTPUTS built and fed ``bars`` bars of
+    history, one tick per bar (``engine.pipeline.Engine`` when it imports, else ``BankAndHistory``), with
+    the history ring sized as a run sizes it (``ring_bars`` of the default config)."""
+    import gc
+
+    rss_python = _rss()[0]
+    import llvmlite.binding  # noqa: F401  (LLVM's shared library, measured on its own)
+
+    rss_llvm = _rss()[0]
+    from engine.backfill.sizing import ring_bars
+    from engine.config import load_config
     from engine.indicators.catalogue import DEFAULT_OUTPUTS
     from engine.ticks import make_ticks
 
@@ -270,14 +288,15 @@ def memory_probe(symbols: int, bars: int) -> dict[str, Any]:
         from engine.pipeline import Engine as engine_cls
     except ImportError:
         engine_cls = BankAndHistory  # type: ignore[misc, assignment]
-    rss_import = proc.memory_info().rss
+    rss_import = _rss()[0]
     import numba  # already loaded by the engine; its cache directory is keyed by the kernels' source
 
     cache_warm = any(Path(getattr(numba.config, "CACHE_DIR", "") or ".").rglob("*.nbi"))
+    depth = ring_bars(load_config(env={}))
     rng = np.random.default_rng(SEED)
 
-    def build(n_sym: int, n_bars: int) -> Any:
-        eng = engine_cls(DEFAULT_OUTPUTS, MINUTE_NS, capacity=n_sym, depth=n_bars)
+    def build(n_sym: int, n_bars: int, ring: int) -> Any:
+        eng = engine_cls(DEFAULT_OUTPUTS, MINUTE_NS, capacity=n_sym, depth=ring)
         for s in range(n_sym):
             eng.add_symbol(f"SYM{s:04d}")
         price = np.full(n_sym, 100.0)
@@ -295,16 +314,21 @@ def memory_probe(symbols: int, bars: int) -> dict[str, Any]:
             eng.ingest(ticks)
         return eng
 
-    build(2, 4)  # compile (or load from numba's cache) every kernel the fill uses
+    from engine.history import BarHistory
+
+    BarHistory(1, 1).append(0, T0, 1.0, 1.0, 1.0, 1.0, 1.0)  # one small kernel: numba's target and LLVM's JIT
+    rss_first = _rss()[0]
+    build(2, 4, 4)  # compile (or load from numba's cache) every kernel the fill uses
     gc.collect()
-    rss_baseline = proc.memory_info().rss
-    eng = build(symbols, bars)
+    rss_baseline = _rss()[0]
+    eng = build(symbols, bars, depth)
     gc.collect()
-    rss_total = proc.memory_info().rss
-    return {"rss_python": rss_python, "rss_import": rss_import, "rss_baseline": rss_baseline,
-            "rss_total": rss_total, "nbytes": eng.nbytes, "bars_filled": int(eng.history.count.min()),
-            "symbols": symbols, "outputs": len(DEFAULT_OUTPUTS), "engine": engine_cls.__name__,
-            "cache_warm": cache_warm}
+    rss_total, rss_file = _rss()
+    return {"rss_python": rss_python, "rss_llvm": rss_llvm, "rss_import": rss_import, "rss_first": rss_first,
+            "rss_baseline": rss_baseline, "rss_total": rss_total, "rss_file": rss_file, "nbytes": eng.nbytes,
+            "ring_nbytes": eng.history.nbytes, "ring": eng.history.depth, "bars": bars,
+            "bars_filled": int(eng.history.count.min()), "symbols": symbols, "outputs": len(DEFAULT_OUTPUTS),
+            "engine": engine_cls.__name__, "cache_warm": cache_warm}
 
 
 _PROBE = """
@@ -363,9 +387,13 @@ def run(sizes: Sizes = FULL) -> dict[str, Any]:
         "rss_total_mb": mem["rss_total"] / MB, "rss_baseline_mb": mem["rss_baseline"] / MB,
         "rss_data_mb": (mem["rss_total"] - mem["rss_baseline"]) / MB,
         "engine_nbytes_mb": mem["nbytes"] / MB, "rss_python_mb": mem["rss_python"] / MB,
-        "rss_engine_import_mb": (mem["rss_import"] - mem["rss_python"]) / MB,
-        "rss_kernels_mb": (mem["rss_baseline"] - mem["rss_import"]) / MB,
-        "memory_symbols": mem["symbols"], "memory_bars": mem["bars_filled"],
+        "rss_llvm_mb": (mem["rss_llvm"] - mem["rss_python"]) / MB,
+        "rss_engine_import_mb": (mem["rss_import"] - mem["rss_llvm"]) / MB,
+        "rss_jit_mb": (mem["rss_first"] - mem["rss_import"]) / MB,
+        "rss_kernels_mb": (mem["rss_baseline"] - mem["rss_first"]) / MB,
+        "rss_file_mb": mem["rss_file"] / MB, "ring_nbytes_mb": mem["ring_nbytes"] / MB,
+        "memory_ring": mem["ring"], "memory_ring_filled": mem["bars_filled"],
+        "memory_symbols": mem["symbols"], "memory_bars": mem["bars"],
         "memory_outputs": mem["outputs"], "memory_engine": mem["engine"],
         "memory_cache_warm": mem["cache_warm"],
     })
@@ -430,13 +458,19 @@ def render(r: dict[str, Any]) -> None:
     con.print(table(f"Memory: RSS of a subprocess importing only the engine ({r['memory_engine']}; "
                     "MB = 10^6 bytes)", ("part", "MB"), [
         ("Python + numpy + psutil", f"{r['rss_python_mb']:.1f}"),
-        ("+ importing the engine (numba, llvmlite)", f"{r['rss_engine_import_mb']:.1f}"),
-        ("+ loading the compiled kernels (LLVM JIT)", f"{r['rss_kernels_mb']:.1f}"),
+        ("+ llvmlite's LLVM library loaded (a floor while numba compiles the kernels)",
+         f"{r['rss_llvm_mb']:.1f}"),
+        ("+ numba and the engine's modules imported (a floor)", f"{r['rss_engine_import_mb']:.1f}"),
+        ("+ the first compiled call: numba's CPU target and LLVM's JIT set up (a floor)",
+         f"{r['rss_jit_mb']:.1f}"),
+        ("+ the engine's kernels loaded from numba's cache", f"{r['rss_kernels_mb']:.1f}"),
         ("[bold]= baseline[/]", f"{r['rss_baseline_mb']:.1f}"),
-        (f"+ engine data: {r['memory_symbols']:,} symbols x {r['memory_outputs']} outputs x "
-         f"{r['memory_bars']:,} bars", f"{r['rss_data_mb']:.1f}"),
+        (f"+ engine data: {r['memory_symbols']:,} symbols x {r['memory_outputs']} outputs, "
+         f"{r['memory_bars']:,} bars of history, rings of {r['memory_ring']:,} bars "
+         f"({r['ring_nbytes_mb']:.1f} MB)", f"{r['rss_data_mb']:.1f}"),
         (f"[bold]= total[/], target < {RSS_TARGET_MB:g} MB: {mark(r['rss_target_met'])}",
          f"{r['rss_total_mb']:.1f}"),
+        ("  of which file-backed (shared libraries' pages)", f"{r['rss_file_mb']:.1f}"),
         ("the engine's own arrays (nbytes)", f"{r['engine_nbytes_mb']:.1f}")]))
     if not r["memory_cache_warm"]:
         con.print("[bold red]numba's cache was cold in the probe (engine sources changing?): the "

@@ -34,6 +34,7 @@ import asyncio
 import dataclasses
 import gc
 import sys
+import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, ClassVar, cast
 
@@ -75,6 +76,7 @@ if TYPE_CHECKING:
     from engine.runtime import Runtime, Update
     from engine.signals.events import Signal
     from engine.snapshot import MarketSnapshot
+    from engine.stored_bars import StoredBars
 
 RUNTIME_GROUP = "feed:runtime"
 """The worker group of the runtime (``exclusive``: starting it again replaces the running one)."""
@@ -166,6 +168,7 @@ class TickdeckApp(WatchlistEditing, App[int]):
         self._held: MarketSnapshot | None = None
         self._held_signals = HeldSignals()
         self._rate = TickRate()
+        self._stored: StoredBars | None = None
         register_themes(self)
         wanted = config.ui.theme
         if saved_theme:
@@ -213,6 +216,8 @@ class TickdeckApp(WatchlistEditing, App[int]):
 
     async def on_unmount(self) -> None:
         self.perf.stop()
+        if self._stored is not None:
+            self._stored.close()
         if not self.saver.idle and not await asyncio.to_thread(self.saver.wait, QUIT_WAIT_S):
             self.unsaved = (f"your last watchlist edits may not have been saved to {self.store.path}: "
                             f"the write had not finished after {QUIT_WAIT_S:g} s")
@@ -458,8 +463,13 @@ class TickdeckApp(WatchlistEditing, App[int]):
         from engine.config import parse_interval
         from widgets.detail import DetailScreen, timeframe_choices
 
-        engine = self.config.engine
-        timeframes = timeframe_choices(parse_interval(engine.interval), engine.history)
+        local: Engine | None = getattr(self.runtime, "engine", None)  # None for an attached console
+        reach = local.history.depth if local is not None else 0  # bars the chart can have at the interval
+        if local is not None and not self._stored_bars(local).missing:
+            from engine.stored_bars import READ_MAX
+
+            reach = READ_MAX
+        timeframes = timeframe_choices(parse_interval(self.config.engine.interval), max(reach, 1))
         quote = self.watchlist.snapshot.by_symbol().get(symbol) if self.watchlist.snapshot else None
         self.push_screen(DetailScreen(symbol, self._fetch_chart, timeframes,
                                       decimals=quote.decimals if quote is not None else None))
@@ -469,10 +479,21 @@ class TickdeckApp(WatchlistEditing, App[int]):
         engine: Engine | None = getattr(runtime, "engine", None)  # None for an attached console
         if runtime is None or engine is None:
             return None
-        from engine.chart_data import chart_data
-        from widgets.detail import CHART_BARS
+        from engine.chart_data import CHART_BARS, chart_data
 
-        return await runtime.call(chart_data, engine, symbol, factor, CHART_BARS)
+        older = None  # at the engine's interval the ring holds the chart; longer timeframes read the store
+        if factor > 1:
+            older = await asyncio.to_thread(self._stored_bars(engine).newest, symbol, time.time_ns(),
+                                            engine.history.depth * factor)
+        return await runtime.call(chart_data, engine, symbol, factor, CHART_BARS, older)
+
+    def _stored_bars(self, engine: Engine) -> StoredBars:
+        """The reader of bars older than the engine's ring (opened at its first read, in a thread)."""
+        if self._stored is None:
+            from engine.stored_bars import StoredBars
+
+            self._stored = StoredBars(self.config, self.config.feed.name, engine.interval_ns)
+        return self._stored
 
     # --- backtest ----------------------------------------------------------------------------------
     def action_backtest(self) -> None:
@@ -498,7 +519,13 @@ class TickdeckApp(WatchlistEditing, App[int]):
                         exclusive=True, exit_on_error=False, name="backtest")
 
     async def _backtest_loaded(self, runtime: Runtime, engine: Engine, symbol: str) -> None:
+        from engine.stored_bars import BACKTEST_BARS, merge
+
+        stored = self._stored_bars(engine)  # the ring's bars, and older ones from the store when there is one
+        older = await asyncio.to_thread(stored.newest, symbol, time.time_ns(), BACKTEST_BARS)
         copied = await runtime.call(engine.closed_bars, symbol)  # on the engine's thread: consistent
+        if copied is not None:
+            copied = merge(older, *copied)[:2]
         loaded = 0 if copied is None else len(copied[0])
         if copied is None or loaded < BACKTEST_MIN_BARS:
             self.notify(f"{symbol} has {loaded} closed bars loaded; a backtest needs at least "

@@ -146,10 +146,12 @@ class FeedUnavailable(RuntimeError):
 
 
 def build_engine(config: Config) -> Engine:
+    from engine.backfill.sizing import ring_bars
+
     outputs = list(config.engine.indicators)
     outputs += [n for n in config.ui.columns if n not in outputs]
     return Engine(outputs, parse_interval(config.engine.interval), capacity=config.engine.max_symbols,
-                  depth=config.engine.history, rules=load_rules(config.rules))
+                  depth=ring_bars(config), rules=load_rules(config.rules))
 
 
 def build_feed(config: Config, engine: Engine) -> Feed:

@@ -26,7 +26,8 @@ NUMBERS = (
     *(f"{c}_per_s" for c in CONTENDERS),
     *(f"{c}_updates" for c in CONTENDERS),
     "batched_vs_talipp", "single_vs_talipp", "batched_vs_talib_window", "single_vs_talib_window",
-    "rss_total_mb", "rss_baseline_mb", "rss_data_mb", "engine_nbytes_mb",
+    "rss_total_mb", "rss_baseline_mb", "rss_data_mb", "engine_nbytes_mb", "rss_llvm_mb", "rss_file_mb",
+    "rss_jit_mb", "ring_nbytes_mb",
 )
 
 
@@ -85,6 +86,15 @@ def test_final_values_agree_with_talipp_and_talib(report: dict[str, Any]) -> Non
 def test_memory_probe_filled_every_symbol(report: dict[str, Any]) -> None:
     assert report["memory_bars"] == bench.QUICK.mem_bars
     assert report["memory_symbols"] == bench.QUICK.mem_symbols
+    assert report["memory_ring_filled"] == min(report["memory_ring"], bench.QUICK.mem_bars)
+
+
+def test_memory_is_measured_with_the_ring_a_run_keeps(report: dict[str, Any]) -> None:
+    from engine.backfill.sizing import ring_bars
+    from engine.config import load_config
+
+    assert report["memory_ring"] == ring_bars(load_config(env={}))  # not the bars of history fed
+    assert bench.FULL.mem_bars > report["memory_ring"]  # the full run feeds more than the ring keeps
     assert report["rss_total_mb"] == pytest.approx(report["rss_baseline_mb"] + report["rss_data_mb"])
 
 
@@ -151,7 +161,7 @@ def test_memory_probe_without_the_pipeline_uses_bank_and_history(monkeypatch: py
     monkeypatch.setitem(sys.modules, "engine.pipeline", None)  # as if engine.pipeline cannot import
     probe = bench.memory_probe(5, 30)
     assert probe["engine"] == "BankAndHistory"
-    assert probe["bars_filled"] == 30
+    assert probe["bars_filled"] == probe["bars"] == 30
     assert probe["nbytes"] > 0
 
 
