@@ -36,9 +36,11 @@ $(VENV)/.installed-test: pyproject.toml uv.lock | $(UV)
 run: $(VENV)/.installed
 	$(BIN)/tickdeck $(ARGS)
 
+# lint-imports checks the layer rules ([tool.importlinter] in pyproject.toml) without running any code.
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache --no-logo
 
 test: $(VENV)/.installed-test lint
 	$(BIN)/python -m engine.precompile --if-needed

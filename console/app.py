@@ -211,6 +211,8 @@ class TickdeckApp(WatchlistEditing, App[int]):
 
     async def on_unmount(self) -> None:
         self.perf.stop()
+        if self.runtime is not None:
+            self.runtime.close_history()
         if not self.saver.idle and not await asyncio.to_thread(self.saver.wait, QUIT_WAIT_S):
             self.unsaved = (f"your last watchlist edits may not have been saved to {self.store.path}: "
                             f"the write had not finished after {QUIT_WAIT_S:g} s")
@@ -456,8 +458,9 @@ class TickdeckApp(WatchlistEditing, App[int]):
         from engine.config import parse_interval
         from widgets.detail import DetailScreen, timeframe_choices
 
-        engine = self.config.engine
-        timeframes = timeframe_choices(parse_interval(engine.interval), engine.history)
+        runtime = self.runtime  # bars the chart can have at the interval; an attached console has none
+        reach = runtime.chart_reach() if runtime is not None and runtime.implements_history else 0
+        timeframes = timeframe_choices(parse_interval(self.config.engine.interval), max(reach, 1))
         quote = self.watchlist.snapshot.by_symbol().get(symbol) if self.watchlist.snapshot else None
         self.push_screen(DetailScreen(symbol, self._fetch_chart, timeframes,
                                       decimals=quote.decimals if quote is not None else None))
@@ -466,7 +469,7 @@ class TickdeckApp(WatchlistEditing, App[int]):
         runtime = self.runtime
         if runtime is None or not runtime.implements_history:  # an attached console has no bars here
             return None
-        from widgets.detail import CHART_BARS
+        from engine.chart_data import CHART_BARS
 
         return await runtime.chart(symbol, factor, CHART_BARS)
 

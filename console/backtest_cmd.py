@@ -21,16 +21,12 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-import numpy as np
-
 from engine.backtest import (
     CSV_COLUMNS,
     MAE_BARS,
     BacktestError,
     Report,
     SignalTable,
-    format_interval,
-    group_rows,
     iso_times,
     select_rules,
 )
@@ -40,7 +36,6 @@ from engine.files import write_atomically
 
 if TYPE_CHECKING:
     from rich.console import Console, RenderableType
-    from rich.table import Table
 
 __all__ = ["BacktestError", "run"]
 
@@ -66,16 +61,8 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-# --- the table ------------------------------------------------------------------------------------
+# --- the table (built by widgets.backtest_table, as in the console's backtest window) -----------------
 
-COLUMNS: tuple[tuple[str, str, str | None], ...] = (
-    ("rule", "left", "bold"), ("dir", "left", None), ("signals", "right", None),
-    ("/1k bars", "right", None), ("ahead", "right", None), ("n", "right", None),
-    ("hit %", "right", None), ("rnd", "right", "dim"), ("mean", "right", None), ("rnd", "right", "dim"),
-    ("median", "right", None), ("rnd", "right", "dim"), (f"MAE{MAE_BARS}", "right", None),
-    ("rnd", "right", "dim"),
-)
-"""The table's columns (name, justification, style), in the order of ``group_rows``' cells."""
 NARROW_PARTS = ((0, 1, 2, 3, 4, 5, 6, 7), (0, 1, 4, 5, 8, 9, 10, 11, 12, 13))
 """When the whole table is wider than the terminal: two tables of these columns (each keeps the rule,
 direction and horizon, so every row still says what it is about), instead of cut-off figures."""
@@ -91,18 +78,18 @@ def _print(report: Report, console: Console | None = None) -> None:
     from rich.console import Console
     from rich.text import Text
 
+    from widgets.backtest_table import ALL_COLUMNS, backtest_table, span
+
     if console is None:
         console = Console()
         if not console.is_terminal:  # a file or a pipe: no width to fit, so never truncate
             console = Console(width=PIPE_WIDTH)
-    first, last = _span(report)
-    title = (f"{report.symbols:,} symbol(s), {report.bars:,} bars of {format_interval(report.interval_ns)}, "
-             f"{first} to {last}")
-    whole = _table(report, tuple(range(len(COLUMNS))))
+    title = f"{report.symbols:,} symbol(s), {span(report)}"
+    whole = backtest_table(report, ALL_COLUMNS, show_edge=False)
     if _natural_width(console, whole) <= console.width:
         parts = [whole]
     else:
-        parts = [_table(report, columns) for columns in NARROW_PARTS]
+        parts = [backtest_table(report, columns, show_edge=False) for columns in NARROW_PARTS]
     _print_lines(console, Text(title, style="bold"))
     for i, table in enumerate(parts):
         if i:
@@ -117,20 +104,6 @@ def _print(report: Report, console: Console | None = None) -> None:
              f"({rate:,.0f} bars/s): read {report.read_s:.2f} s, replay {report.replay_s:.2f} s "
              f"({replay_rate:,.0f} bars/s), figures {report.stats_s:.2f} s")
     _print_lines(console, Text(notes))
-
-
-def _table(report: Report, columns: tuple[int, ...]) -> Table:
-    from rich import box
-    from rich.table import Table
-
-    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
-    for i in columns:
-        name, justify, style = COLUMNS[i]
-        table.add_column(name, justify=justify, style=style, no_wrap=True)  # type: ignore[arg-type]
-    for g in report.groups:
-        for j, row in enumerate(group_rows(g)):
-            table.add_row(*(row[i] for i in columns), end_section=j == len(g.horizons) - 1)
-    return table
 
 
 def _natural_width(console: Console, renderable: RenderableType, which: str = "maximum") -> int:
@@ -157,11 +130,6 @@ def _print_lines(console: Console, renderable: RenderableType) -> None:
             line = [*line[:-1], Segment(last.text.rstrip(), last.style, last.control)]
         out += [*line, Segment.line()]
     console.print(Segments(out), crop=False, end="")
-
-
-def _span(report: Report) -> tuple[str, str]:
-    first, last = iso_times(np.array([report.first_ns, report.last_ns], dtype=np.int64))
-    return first, last
 
 
 # --- the CSV --------------------------------------------------------------------------------------

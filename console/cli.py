@@ -163,6 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--load", nargs="?", const=500, type=int, metavar="CLIENTS",
                        help="the WebSocket broadcast sink with CLIENTS (500) local subscribers and a few "
                             "that never read: delivery latency, counts, slow clients cut off")
+    from console.positions_cmd import add_parser as add_positions  # argparse only: --help stays light
+
+    add_positions(commands, FEED_NAMES)
     attach = commands.add_parser(
         "attach", help="open the console on a headless instance's WebSocket broadcast",
         description="Open the console on the broadcast of a 'tickdeck --headless' whose config has a "
@@ -321,36 +324,45 @@ def _run(args: argparse.Namespace) -> int:
         except history_cmd.HistoryError as exc:
             return _fail(str(exc))
 
+    if args.command == "positions":
+        from console import positions_cmd
+
+        try:
+            feed = args.positions_feed or args.feed or load_config(args.config).feed.name
+            return positions_cmd.run(args, feed)
+        except positions_cmd.PositionsCommandError as exc:
+            return _fail(str(exc))
+
     if args.command == "bench":
         if args.store:
-            from console.bench_store import main as store_main
+            from bench.store import main as store_main
 
             return store_main(args)
         if args.ui is not None:
-            from console.bench_ui import main as ui_main
+            from bench.ui import main as ui_main
 
             return ui_main(args)
         if args.soak is not None:
-            from console.bench_soak import main as soak_main
+            from bench.soak import main as soak_main
 
             return soak_main(args)
         if args.faults is not None:
-            from console.bench_faults import main as faults_main
+            from bench.faults import main as faults_main
 
             return faults_main(args)
         if args.load is not None:
-            from console.bench_load import main as load_main
+            from bench.load import main as load_main
 
             return load_main(args)
         if args.history:
-            from console.bench_history import main as history_main
+            from bench.history import main as history_main
 
             return history_main(args)
         if args.feeds:
-            from console.bench_feeds import main as feeds_main
+            from bench.feeds import main as feeds_main
 
             return feeds_main(args)
-        from console.bench import main as bench_main
+        from bench.indicators import main as bench_main
 
         return int(bench_main(args) or 0)
 

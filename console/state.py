@@ -12,6 +12,10 @@ others' entries::
      "feeds": {"sim": {"active": 0, "watchlists": [
          {"name": "Main", "symbols": ["AAPL", "MSFT"], "sort": null, "descending": false}]}}}
 
+Positions (``engine.positions``) are saved in the same file under ``"positions"``, keyed per feed
+(:func:`positions_change`, :meth:`StateStore.load_positions`; the shape is in
+``engine.positions.stored``), and a damaged positions part is a damaged file.
+
 Loading never raises for what the file contains. A file that is not exactly what :meth:`StateStore.save`
 could have written (bad UTF-8 or JSON, wrong shape or types, an unknown version, too many lists, duplicate
 names, ...) is renamed to ``state.json.bak`` so nothing is lost, the caller gets one sentence for the user
@@ -39,6 +43,8 @@ from typing import Any, TextIO
 import platformdirs
 
 from engine.files import write_atomically
+from engine.positions import stored as stored_positions
+from engine.positions.book import PositionBook, PositionError
 
 STATE_DIR_VAR = "TICKDECK_STATE_DIR"
 STATE_FILENAME = "state.json"
@@ -368,7 +374,7 @@ def _parse(data: bytes, feed: str | None = None, sort_keys: Sequence[str] | None
     except (ValueError, RecursionError) as exc:  # a 5,000-digit number; nesting deeper than the stack
         raise _Corrupt(f"it is not usable JSON ({type(exc).__name__})") from None
     _expect(doc, dict, "the top level")
-    _keys(doc, {"version", "feeds"}, {"theme"}, "the top level")
+    _keys(doc, {"version", "feeds"}, {"theme", "positions"}, "the top level")
     if type(doc["version"]) is not int or doc["version"] != VERSION:
         raise _Corrupt(f"it has version {doc['version']!r:.20}; this tickdeck reads version {VERSION}")
     theme = _expect(doc.get("theme"), (str, type(None)), "theme")
@@ -382,6 +388,10 @@ def _parse(data: bytes, feed: str | None = None, sort_keys: Sequence[str] | None
         parsed = _parse_book(entry, f"feeds.{name:.20}", sort_keys if name == feed else None)
         if name == feed:
             book = parsed
+    try:  # the positions part (engine.positions.stored) is checked whole, as the watchlists are
+        stored_positions.decode_all(doc.get("positions", {}))
+    except PositionError as exc:
+        raise _Corrupt(str(exc)) from None
     return doc, book
 
 
@@ -425,6 +435,25 @@ class StateStore:
             except _Corrupt as exc:
                 return Book.default(defaults), self._set_aside(str(exc))
             return book or Book.default(defaults), None
+
+    def load_positions(self, feed: str) -> tuple[PositionBook, str | None]:
+        """``feed``'s positions and a warning for the user, as :meth:`load` does for the watchlists: a
+        damaged file (its positions part included) is set aside and an empty book returned. Called after
+        :meth:`load`, it finds the file already set aside and answers an empty book and no warning."""
+        with self._lock:
+            try:
+                data = self._read()
+            except OSError as exc:
+                return PositionBook(), (f"Could not read your saved positions at {self.path} "
+                                        f"({_reason(exc)}); starting with none.")
+            if data is None:
+                return PositionBook(), None
+            try:
+                doc = _parse(data)[0]
+            except _Corrupt as exc:
+                return PositionBook(), self._set_aside(str(exc))
+            entry = doc.get("positions", {}).get(feed)
+            return (stored_positions.decode(entry, feed) if entry is not None else PositionBook()), None
 
     def save(self, feed: str, book: Book) -> None:
         """Write ``book`` as ``feed``'s entry, keeping the other feeds' entries and the theme."""
@@ -505,6 +534,18 @@ def book_change(feed: str, book: Book) -> Change:
         raise StateError(f"Could not save your watchlists: {feed!r} is not a feed name")
     entry = _book_json(book)
     return Change(f"feeds.{feed}", "your watchlists", lambda doc: doc["feeds"].__setitem__(feed, entry))
+
+
+def positions_change(feed: str, book: PositionBook) -> Change:
+    """``book`` as ``feed``'s positions, encoded now (decimals as strings, see engine.positions.stored)."""
+    if not feed or not feed.isprintable():
+        raise StateError(f"Could not save your positions: {feed!r} is not a feed name")
+    entry = stored_positions.encode(book)
+
+    def apply(doc: dict[str, Any]) -> None:
+        doc.setdefault("positions", {})[feed] = entry
+
+    return Change(f"positions.{feed}", "your positions", apply)
 
 
 def theme_change(name: str) -> Change:

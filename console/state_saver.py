@@ -11,7 +11,8 @@ import contextlib
 import threading
 from collections.abc import Callable
 
-from console.state import Book, Change, StateError, StateStore, book_change, theme_change
+from console.state import Book, Change, StateError, StateStore, book_change, positions_change, theme_change
+from engine.positions.book import PositionBook
 
 QUIT_WAIT_S = 5.0
 """How long quitting waits for the last save to reach the disk (it takes milliseconds unless the disk
@@ -41,6 +42,10 @@ class StateSaver:
     def save(self, feed: str, book: Book) -> None:
         """Queue ``book`` (copied now) as ``feed``'s entry; StateError at once for a bad feed name."""
         self._submit(book_change(feed, book))
+
+    def save_positions(self, feed: str, book: PositionBook) -> None:
+        """Queue ``book`` (encoded now) as ``feed``'s positions, like :meth:`save`."""
+        self._submit(positions_change(feed, book))
 
     def save_theme(self, name: str) -> None:
         self._submit(theme_change(name))

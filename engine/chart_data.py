@@ -12,6 +12,11 @@ by the engine's own indicator code (an ``IndicatorBank`` of the chart's outputs 
 resampled bars one at a time), over every bar available and not only the ones shown, so the first visible
 values are already past their warm-up and equal what TA-Lib gives on the same bars. At the engine's own
 interval the values are the engine's (what the watchlist shows, warmed over every bar it has seen).
+
+The engine's ring holds ``CHART_BARS`` plus the chart's warm-up (``engine.backfill.sizing.ring_bars``),
+so the chart at the engine's interval needs nothing else. A longer timeframe needs ``factor`` times as
+many bars: the caller reads the older ones from the bar store (``engine.stored_bars``) and passes them
+in; where there is no store, the chart shows what the ring makes and its ``note`` says so.
 """
 
 from __future__ import annotations
@@ -23,10 +28,15 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from engine.snapshot import frozen
+from engine.stored_bars import merge
 from engine.ticks import NO_BAR
 
 if TYPE_CHECKING:  # importing this module needs no numba: the bank is imported when series are computed
+    from engine.stored_bars import OlderBars
     from engine.tick_engine import Engine
+
+CHART_BARS = 500
+"""Bars a chart keeps: more than any terminal is wide (one column per bar)."""
 
 SERIES: tuple[str, ...] = (
     "sma_20", "ema_20", "bb_upper_20_2", "bb_middle_20_2", "bb_lower_20_2", "rsi_14",
@@ -52,6 +62,9 @@ class ChartData:
     last bar is forming); at the engine's own interval, the engine's values, as the watchlist shows them."""
     forming: bool
     """Whether the last bar's period is still open (its values may change)."""
+    note: str = ""
+    """Said beside the chart when it has fewer bars than it could show because older ones are not at
+    hand (the ring is full and the store has none, or there is no store); "" otherwise."""
 
     def __len__(self) -> int:
         return len(self.t)
@@ -101,10 +114,11 @@ def compute_series(t: np.ndarray, ohlcv: np.ndarray, forming: bool,
     return {name: frozen(np.ascontiguousarray(out[:, k])) for k, name in enumerate(SERIES)}, values
 
 
-def chart_data(engine: Engine, symbol: str, factor: int, bars: int) -> ChartData | None:
+def chart_data(engine: Engine, symbol: str, factor: int, bars: int,
+               older: OlderBars | None = None) -> ChartData | None:
     """The last ``bars`` bars of ``symbol`` at ``factor`` times the engine's interval, with the chart's
     series and every output's current value at that timeframe; None for an unknown symbol or one without
-    bars yet.
+    bars yet. ``older``: bars read from the bar store, of which those older than the ring's are used.
 
     Call on the engine's thread (``await runtime.call(chart_data, engine, symbol, factor, bars)``).
     """
@@ -116,6 +130,8 @@ def chart_data(engine: Engine, symbol: str, factor: int, bars: int) -> ChartData
     if slot is None:
         return None
     t, ohlcv = engine.history.tail(slot)  # copies
+    ring_full = len(t) == engine.history.depth  # older bars have left it
+    t, ohlcv, stored = merge(older, t, ohlcv)
     engine_forming = engine.forming_start[slot] != NO_BAR
     if engine_forming:
         t = np.append(t, engine.forming_start[slot])
@@ -137,6 +153,16 @@ def chart_data(engine: Engine, symbol: str, factor: int, bars: int) -> ChartData
     if factor == 1:
         values = engine.bank.values(slot, provisional=engine_forming)
     keep_from = max(0, len(rt) - bars)
+    note = ""
+    if ring_full and len(rt) < bars:
+        ring = engine.history.depth
+        if stored:
+            source = f"{stored:,} older from the bar store"
+        elif older is None:
+            source = "older bars not read"
+        else:
+            source = older.missing or "the bar store has no older bars"
+        note = f"{len(rt):,} bars: {ring:,} in memory, {source}"
     return ChartData(
         symbol=symbol,
         timeframe_ns=timeframe,
@@ -145,4 +171,5 @@ def chart_data(engine: Engine, symbol: str, factor: int, bars: int) -> ChartData
         series={name: frozen(s[keep_from:].copy()) for name, s in series.items()},
         values=values,
         forming=forming,
+        note=note,
     )

@@ -118,6 +118,14 @@ def _indicators(value: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(names)
 
 
+def _history(value: int) -> int:
+    """0 (sized to the needs) or a number of bars between 10 and 1,000,000."""
+    if value != 0 and not 10 <= value <= 1_000_000:
+        raise ValueError(f"must be 0 (sized to the chart and the indicators) or between 10 and 1000000, "
+                         f"got {value}")
+    return value
+
+
 def _setting(default: Any, check: Check | None = None) -> Any:
     return field(default=default, metadata={"check": check})
 
@@ -128,8 +136,9 @@ def _setting(default: Any, check: Check | None = None) -> Any:
 class EngineConfig:
     interval: str = _setting("1m", _interval)
     """Bar interval: ``<n>s|m|h|d`` between 1s and 1d."""
-    history: int = _setting(2000, _between(10, 1_000_000))
-    """Closed bars kept per symbol."""
+    history: int = _setting(0, _history)
+    """Closed bars kept in memory per symbol: 0 sizes it to what the chart and the indicators need
+    (``engine.backfill.sizing.ring_bars``: 559 with the default outputs); a larger number keeps more."""
     max_symbols: int = _setting(1024, _between(1, 100_000))
     """Symbol slots preallocated by the engine."""
     indicators: tuple[str, ...] = _setting(DEFAULT_OUTPUTS, _indicators)
@@ -288,7 +297,7 @@ class HistoryConfig:
 
     backfill: int = _setting(0, _between(0, 1_000_000))
     """Bars per symbol to start with; 0: as many as the configured outputs and rules need to warm up.
-    Never more than ``engine.history``."""
+    Never more than the engine keeps in memory (``engine.history``)."""
     fetch: bool = _setting(True)
     """Fetch history from the feed's REST API at start and to refill gaps (false: stored bars only)."""
     store: str = _setting("auto", _store)

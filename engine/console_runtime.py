@@ -10,7 +10,7 @@ flag                      local   attached  what it covers
 ========================  ======  ========  ===================================================
 ``implements_subscribe``  yes     no        ``add_symbols``/``drop_symbols`` change what is delivered
 ``implements_watch``      yes     no        ``set_watch`` chooses the symbols the snapshots carry
-``implements_history``    yes     no        ``chart``/``closed_bars`` read the engine's loaded bars
+``implements_history``    yes     no        ``chart``/``chart_reach``/``closed_bars`` read loaded bars
 ========================  ======  ========  ===================================================
 
 A method whose flag is False raises ``NotImplementedError``; :class:`ViewOnlyRuntime` is the base of
@@ -117,9 +117,18 @@ class ConsoleRuntime(Protocol):
         (``implements_history``); None for a symbol without bars."""
         ...
 
+    def chart_reach(self) -> int:
+        """Bars a chart can have at the bar interval (``implements_history``): the engine's ring, or more
+        when older bars can be read from the bar store."""
+        ...
+
     async def closed_bars(self, symbol: str) -> ClosedBars | None:
-        """Copies of ``symbol``'s loaded closed bars (``implements_history``); None for an unknown
-        symbol."""
+        """Copies of ``symbol``'s loaded closed bars, with older ones from the bar store when it has them
+        (``implements_history``); None for an unknown symbol."""
+        ...
+
+    def close_history(self) -> None:
+        """Release what reading bars opened (the bar store); nothing to do when nothing was read."""
         ...
 
 
@@ -150,8 +159,14 @@ class ViewOnlyRuntime:
     async def chart(self, symbol: str, factor: int, bars: int) -> ChartData | None:
         raise NotImplementedError(f"{type(self).__name__} has no local engine")
 
+    def chart_reach(self) -> int:
+        raise NotImplementedError(f"{type(self).__name__} has no local engine")
+
     async def closed_bars(self, symbol: str) -> ClosedBars | None:
         raise NotImplementedError(f"{type(self).__name__} has no local engine")
+
+    def close_history(self) -> None:
+        return None  # nothing was opened
 
 
 if TYPE_CHECKING:

@@ -35,7 +35,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from datetime import UTC, datetime
-from typing import Any, Literal, TextIO
+from typing import TYPE_CHECKING, Any, Literal, TextIO
 
 import psutil
 
@@ -47,10 +47,11 @@ from engine.precompile import compile_logged
 from engine.runtime import Runtime, Update, build_engine
 from engine.signals.rules import RuleError, load_rules
 from engine.sinks.base import Sink, SinkGroup
-from engine.sinks.broadcast import BroadcastSink
 from engine.sinks.config import SinkError, SinkSpec, build_sinks, load_sinks
 from engine.sinks.jsonl import JsonlStreamSink
-from engine.sinks.metrics import MetricsSink
+
+if TYPE_CHECKING:  # imported by build_sinks only when configured: they bring aiohttp and websockets
+    from engine.sinks.broadcast import BroadcastSink
 
 log = logging.getLogger("tickdeck.headless")
 
@@ -137,6 +138,13 @@ async def _next(it: AsyncIterator[FeedItem]) -> FeedItem:
 
 # --- logging ---------------------------------------------------------------------------------------
 
+def _of_class(sinks: Iterable[Sink], module: str, name: str) -> list[Any]:
+    """The sinks of class ``module.name``; none when that module was never imported, since only
+    ``build_sinks`` creates them and it imports a network sink's module when one is configured."""
+    cls = getattr(sys.modules.get(module), name, None)
+    return [] if cls is None else [s for s in sinks if isinstance(s, cls)]
+
+
 def _iso(created: float) -> str:
     return datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -205,7 +213,8 @@ class Headless:
         self._force = asyncio.Event()
         self._process = psutil.Process()
         self.feed_state = "connecting"
-        self.broadcasts = [s for s in sinks if isinstance(s, BroadcastSink)]  # they also take the frames
+        self.broadcasts: list[BroadcastSink] = _of_class(sinks, "engine.sinks.broadcast", "BroadcastSink")
+        """Broadcast sinks, which also take the frames."""
 
     def figures(self) -> dict[str, Any]:
         """What the metrics sink serves, read on the event loop at each request."""
@@ -483,11 +492,10 @@ async def serve(config: Config, *, signals_out: str | os.PathLike[str] | None = 
                  extra={"event": "start", "fields": {"feed": config.feed.name,
                                                      "sinks": [s.name for s in sinks]}})
         service = Headless(runtime, feed, sinks, status_every=status_every)
-        for sink in sinks:
-            if isinstance(sink, MetricsSink):
-                sink.figures = service.figures
-            elif isinstance(sink, BroadcastSink):
-                sink.set_source(runtime.feed.name, runtime.watch, runtime.outputs, config.engine.interval)
+        for metrics in _of_class(sinks, "engine.sinks.metrics", "MetricsSink"):
+            metrics.figures = service.figures
+        for broadcast in service.broadcasts:
+            broadcast.set_source(runtime.feed.name, runtime.watch, runtime.outputs, config.engine.interval)
         handler[0] = service.request_stop
         for name in early:
             service.request_stop(name)

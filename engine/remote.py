@@ -6,7 +6,7 @@
 :class:`~engine.console_runtime.ViewOnlyRuntime`: its ``implements_*`` flags are False, since the
 publisher chooses the symbols and there is no local engine (so nothing that needs one, such as a
 backtest of loaded history, is offered), and only the publisher's symbols can be listed. It connects to the
-publisher's ``websocket`` sink (``engine.sinks.frames`` documents the frames), subscribes to
+publisher's ``websocket`` sink (``engine.sinks.frames`` decodes its frames), subscribes to
 every signal and to snapshots, and rebuilds ``MarketSnapshot``/``Quote``, ``Signal``, ``PipelineHealth``
 and ``FeedStatus`` objects from the frames, so the console cannot tell it from a local runtime.
 
@@ -26,17 +26,14 @@ clear text: ``RemoteRuntime.token_in_clear`` says so, and the command line warns
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import logging
 import os
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
-import numpy as np
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 from websockets.frames import CloseCode
@@ -46,9 +43,17 @@ from engine.console_runtime import ViewOnlyRuntime
 from engine.feeds.backoff import Backoff
 from engine.feeds.base import FeedCounters, FeedStatus
 from engine.feeds.ws import CUT_SHORT, Stalled, cut_short, describe_error
-from engine.precision import MAX_DECIMALS
 from engine.signals.events import Signal
-from engine.snapshot import MarketSnapshot, PipelineHealth, Quote, Update
+from engine.sinks.frames import (
+    Error,
+    FrameError,
+    Hello,
+    Snapshot,
+    Subscription,
+    decode,
+    subscribe_message,
+)
+from engine.snapshot import Update
 
 log = logging.getLogger("tickdeck.remote")
 _protocol_log = logging.getLogger("tickdeck.remote.protocol")
@@ -59,8 +64,7 @@ TOKEN_VAR = "TICKDECK_ATTACH_TOKEN"
 """The environment variable ``tickdeck attach`` reads the token from (``--token-file`` and ``--token``
 win over it)."""
 MAX_TOKEN_FILE = 4096  # bytes: a token file is one short line
-SUBSCRIBE = {"op": "subscribe", "symbols": None, "rules": None, "snapshots": True}
-_HEALTH_FIELDS = {f.name: f for f in dataclasses.fields(PipelineHealth)}
+SUBSCRIBE = subscribe_message(Subscription(snapshots=True))  # every signal, and snapshots of every symbol
 
 
 class AttachError(Exception):
@@ -140,46 +144,6 @@ def describe(exc: BaseException, url: str) -> str:
     return describe_error(exc, url)
 
 
-# --- frames -> engine objects ------------------------------------------------------------------------
-
-def _float(x: Any) -> float:
-    return float("nan") if x is None else float(x)
-
-
-def decode_quote(q: Mapping[str, Any]) -> Quote:
-    closes = np.array([_float(c) for c in q["closes"]], dtype=np.float64)
-    closes.flags.writeable = False
-    return Quote(symbol=str(q["symbol"]), last=_float(q["last"]), change=_float(q["change"]),
-                 change_pct=_float(q["change_pct"]), volume=_float(q["volume"]), closes=closes,
-                 values={str(k): _float(v) for k, v in q["values"].items()}, bar_time=int(q["bar_time"]),
-                 decimals=_decimals(q.get("decimals")))
-
-
-def _decimals(x: Any) -> int | None:
-    """A quote's tick-size decimals; absent (a publisher older than the field), or not a small
-    non-negative integer, reads as unknown: the console then derives them from the price."""
-    return x if isinstance(x, int) and not isinstance(x, bool) and 0 <= x <= MAX_DECIMALS else None
-
-
-def decode_health(h: Mapping[str, Any] | None) -> PipelineHealth | None:
-    """Fields this version knows, typed like their defaults; others (a newer publisher's) are ignored."""
-    if h is None:
-        return None
-    values: dict[str, Any] = {}
-    for name, f in _HEALTH_FIELDS.items():
-        if name in h and h[name] is not None:
-            value, default = h[name], f.default
-            values[name] = (float(value) if isinstance(default, float)
-                            else str(value) if isinstance(default, str) else int(value))
-    return PipelineHealth(**values)
-
-
-def decode_snapshot(msg: Mapping[str, Any]) -> tuple[MarketSnapshot, PipelineHealth | None]:
-    snapshot = MarketSnapshot(at_ns=int(msg["at_ns"]), quotes=tuple(decode_quote(q) for q in msg["quotes"]),
-                              ticks=int(msg.get("ticks", 0)), bars=int(msg.get("bars", 0)))
-    return snapshot, decode_health(msg.get("health"))
-
-
 class RemoteFeed:
     """``runtime.feed`` of an attached console: its name, its counters, and what it is attached to."""
 
@@ -245,12 +209,12 @@ class RemoteRuntime(ViewOnlyRuntime):
         except (OSError, WebSocketException, TimeoutError) as exc:
             raise AttachError(describe(exc, self.url)) from None
         try:
-            msg = json.loads(raw)
-            if not isinstance(msg, dict) or msg.get("type") != "hello":
-                raise ValueError("no hello")
-            self._hello(msg)
-        except (KeyError, TypeError, ValueError, RecursionError):
-            raise AttachError(f"{self.where} is not a tickdeck broadcast (it did not say hello)") from None
+            hello = decode(raw)
+        except FrameError:
+            hello = None
+        if not isinstance(hello, Hello):
+            raise AttachError(f"{self.where} is not a tickdeck broadcast (it did not say hello)")
+        self._hello(hello)
 
     async def run(self, on_update: Callable[[Update], None],
                   on_status: Callable[[FeedStatus], None]) -> None:
@@ -311,52 +275,35 @@ class RemoteRuntime(ViewOnlyRuntime):
               on_status: Callable[[FeedStatus], None]) -> None:
         counters = self.feed.counters
         counters.messages += 1
-        kind = "?"
         try:
-            msg = json.loads(raw)
-            if not isinstance(msg, dict):
-                raise TypeError("not an object")
-            kind = str(msg.get("type"))
-            update: Update | None = None
-            status: FeedStatus | None = None
-            if kind == "snapshot":
-                snapshot, health = decode_snapshot(msg)
-                update = Update((), snapshot, health)
-            elif kind == "signal":
-                update = Update((Signal.from_dict(msg),), None)
-            elif kind == "status":
-                status = self._forward(msg)
-            elif kind == "hello":
-                self._hello(msg)
-                self.backoff.reset()
-                status = FeedStatus(ATTACH, "live", self._live_reason())
-            elif kind == "error":
-                log.warning("attach: %s did not take a message: %s", self.where, msg.get("message"))
-        # OverflowError: Infinity or a huge number where an int or float goes; RecursionError: deep nesting
-        except (KeyError, TypeError, ValueError, AttributeError, OverflowError, RecursionError):
-            counters.bad_message(f"bad {kind} frame" if kind != "?" else "not a JSON object", raw)
+            frame = decode(raw)
+        except FrameError as exc:
+            counters.bad_message(str(exc), raw)
             return
-        if update is not None:
-            on_update(update)
-        if status is not None:
-            on_status(status)
+        if isinstance(frame, Snapshot):
+            on_update(Update((), frame.market, frame.health))
+        elif isinstance(frame, Signal):
+            on_update(Update((frame,), None))
+        elif isinstance(frame, FeedStatus):
+            on_status(self._forward(frame))
+        elif isinstance(frame, Hello):
+            self._hello(frame)
+            self.backoff.reset()
+            on_status(FeedStatus(ATTACH, "live", self._live_reason()))
+        elif isinstance(frame, Error):
+            log.warning("attach: %s did not take a message: %s", self.where, frame.message)
 
-    def _hello(self, msg: Mapping[str, Any]) -> None:
-        self.feed.source = str(msg.get("feed") or "")
-        self.watch = self.feed.symbols = tuple(str(s) for s in msg["symbols"])
-        self.outputs = tuple(str(s) for s in msg.get("outputs", ()))
-        self.interval = str(msg.get("interval") or "")
+    def _hello(self, hello: Hello) -> None:
+        self.feed.source = hello.feed
+        self.watch = self.feed.symbols = hello.symbols
+        self.outputs = hello.outputs
+        self.interval = hello.interval
 
     def _live_reason(self) -> str:
         return f"{self.feed.source or 'a publisher'} via {self.where}"
 
-    def _forward(self, msg: Mapping[str, Any]) -> FeedStatus:
+    def _forward(self, status: FeedStatus) -> FeedStatus:
         """The publisher's feed status, as the attached feed's, its reason naming the publisher's feed."""
-        feed, reason = str(msg["feed"]), str(msg.get("reason") or "")
-        state = msg["state"]
-        if state not in ("connecting", "live", "stale", "reconnecting", "failed", "stopped"):
-            raise ValueError(f"unknown state {state!r}")
-        text = f"{feed}: {reason}" if reason else f"{feed} via {self.where}"
-        return FeedStatus(ATTACH, state, text, retry_in=_float(msg.get("retry_in") or 0.0),
-                          at_ns=int(msg.get("at_ns") or time.time_ns()),
-                          symbols=tuple(str(s) for s in msg.get("symbols") or ()))
+        text = f"{status.feed}: {status.reason}" if status.reason else f"{status.feed} via {self.where}"
+        return FeedStatus(ATTACH, status.state, text, retry_in=status.retry_in, at_ns=status.at_ns,
+                          symbols=status.symbols)

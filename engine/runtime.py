@@ -40,6 +40,7 @@ from engine.tick_engine import Engine
 
 if TYPE_CHECKING:
     from engine.chart_data import ChartData
+    from engine.stored_bars import StoredBars
 
 __all__ = ["PipelineHealth", "Runtime", "Update", "build_engine"]
 
@@ -50,10 +51,12 @@ log = logging.getLogger("tickdeck.runtime")
 def build_engine(config: Config) -> Engine:
     """The engine the config describes: its indicators and the watchlist's columns, interval, capacity,
     history depth and rules. (The feed is built by ``engine.feeds.registry.build_feed``.)"""
+    from engine.backfill.sizing import ring_bars
+
     outputs = list(config.engine.indicators)
     outputs += [n for n in config.ui.columns if n not in outputs]
     return Engine(outputs, parse_interval(config.engine.interval), capacity=config.engine.max_symbols,
-                  depth=config.engine.history, rules=load_rules(config.rules))
+                  depth=ring_bars(config), rules=load_rules(config.rules))
 
 
 _END = object()  # the feed finished (a replay reached its end)
@@ -97,6 +100,7 @@ class Runtime:
         self._held: list[Any] = []  # at most one item taken from the queue while coalescing, not merged
         self.store_writer: StoreWriter | None = None  # persisting closed bars, while a live feed runs
         self._collector: BarCollector | None = None
+        self._stored: StoredBars | None = None  # bars older than the ring, for charts and backtests
 
     def process(self, ticks: np.ndarray | HistoryBars | Refill | None, now_ns: int | None = None) -> Update:
         """Apply one batch (or just the clock, when ``ticks`` is None). Runs on the engine thread.
@@ -191,15 +195,48 @@ class Runtime:
         self.watch = tuple(symbols)
 
     async def chart(self, symbol: str, factor: int, bars: int) -> ChartData | None:
-        """``symbol``'s chart data (``engine.chart_data``), read on the engine's thread."""
+        """``symbol``'s chart data (``engine.chart_data``), read on the engine's thread; a timeframe
+        longer than the interval also reads older bars from the store (in a thread)."""
         from engine.chart_data import chart_data  # only a console with a detail pane open needs it
 
-        return await self.call(chart_data, self.engine, symbol, factor, bars)
+        older = None  # at the engine's interval the ring holds the chart; longer timeframes read the store
+        if factor > 1:
+            older = await asyncio.to_thread(self._stored_bars().newest, symbol, time.time_ns(),
+                                            self.engine.history.depth * factor)
+        return await self.call(chart_data, self.engine, symbol, factor, bars, older)
+
+    def chart_reach(self) -> int:
+        """Bars a chart can have at the bar interval: the ring's, or one store read's when there is one."""
+        if not self._stored_bars().missing:
+            from engine.stored_bars import READ_MAX
+
+            return READ_MAX
+        return self.engine.history.depth
 
     async def closed_bars(self, symbol: str) -> ClosedBars | None:
-        """Copies of ``symbol``'s closed bars, taken on the engine's thread so none is half written."""
+        """Copies of ``symbol``'s closed bars, taken on the engine's thread so none is half written, after
+        the older ones the store holds (read in a thread first)."""
+        from engine.stored_bars import BACKTEST_BARS, merge
+
+        older = await asyncio.to_thread(self._stored_bars().newest, symbol, time.time_ns(), BACKTEST_BARS)
         copied = await self.call(self.engine.closed_bars, symbol)
-        return None if copied is None else ClosedBars(*copied, self.engine.interval_ns)
+        if copied is None:
+            return None
+        times, bars, _ = merge(older, *copied)
+        return ClosedBars(times, bars, self.engine.interval_ns)
+
+    def close_history(self) -> None:
+        """Close the store reader that charts and backtests opened."""
+        if self._stored is not None:
+            self._stored.close()
+
+    def _stored_bars(self) -> StoredBars:
+        """The reader of bars older than the engine's ring (it opens the store at its first read)."""
+        if self._stored is None:
+            from engine.stored_bars import StoredBars
+
+            self._stored = StoredBars(self.config, self.config.feed.name, self.engine.interval_ns)
+        return self._stored
 
     def snapshot(self, now_ns: int, symbols: Sequence[str] | None = None) -> MarketSnapshot:
         # the feed fills its map on the event loop; a lookup from this thread sees a whole entry or none

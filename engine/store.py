@@ -250,6 +250,22 @@ class BarStore:
             out[name] = rows[name]
         return out
 
+    def load_before(self, feed: str, symbol: str, interval_ns: int, before_ns: int, limit: int) -> np.ndarray:
+        """The newest ``limit`` closed bars with open time < ``before_ns`` (``BAR_DTYPE``, ``sym`` -1),
+        oldest first: what the chart and the backtest read beyond the engine's in-memory ring."""
+        with self._reading() as conn:
+            cursor = conn.execute(
+                "SELECT b.t, b.open, b.high, b.low, b.close, b.volume, b.trades FROM bars b "
+                "JOIN series s ON b.series = s.id WHERE s.feed = ? AND s.symbol = ? AND s.interval_ns = ? "
+                "AND b.t < ? ORDER BY b.t DESC LIMIT ?",
+                (feed, symbol, int(interval_ns), int(before_ns), max(0, int(limit))))
+            rows = np.fromiter(cursor, dtype=_ROW_DTYPE)[::-1]
+        out = np.empty(len(rows), dtype=BAR_DTYPE)
+        out["sym"] = -1
+        for name in _COLUMNS:
+            out[name] = rows[name]
+        return out
+
     def last_time(self, feed: str, symbol: str, interval_ns: int) -> int | None:
         """The newest stored open time, or None when nothing is stored for the series."""
         with self._reading() as conn:

@@ -20,6 +20,7 @@ import numpy as np
 from engine import bars as barkernel
 from engine.history import BarHistory
 from engine.indicators.bank import IndicatorBank
+from engine.memory import pin_mmap_threshold
 from engine.signals.detector import SignalDetector
 from engine.signals.events import Signal
 from engine.signals.rules import Rule, required_outputs
@@ -51,6 +52,7 @@ class Engine:
     ) -> None:
         if interval_ns <= 0:
             raise ValueError(f"bar interval must be positive, got {interval_ns} ns")
+        pin_mmap_threshold()  # transient arrays (history at start) are given back when freed
         self.interval_ns = int(interval_ns)
         self.capacity = capacity
         self.symbols = SymbolTable(capacity)

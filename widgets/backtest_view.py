@@ -1,9 +1,9 @@
 """The backtest of one symbol's loaded history, in the console: a command for the palette, the message
 the backtest worker posts, and a modal screen with the figures of ``tickdeck backtest``'s table.
 
-What the table shows is decided by pure functions, tested on their own: :func:`group_rows` gives the
-cells of one rule and direction (the same text as the CLI's table), :func:`report_table` the whole rich
-table. :class:`BacktestScreen` only lays them out; ``escape`` closes it.
+What the table shows is decided by pure functions, tested on their own: ``widgets.backtest_table``
+builds the table ``tickdeck backtest`` prints, and :func:`report_table` titles it for this window.
+:class:`BacktestScreen` only lays it out; ``escape`` closes it.
 
 The command provider does not know the app's class: it asks any app that is a :class:`BacktestHost`
 (which symbol is selected, and how to backtest one). Engine types are imported for type checking only,
@@ -17,7 +17,6 @@ import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Protocol, runtime_checkable
 
-from rich import box
 from rich.table import Table
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -27,42 +26,24 @@ from textual.message import Message
 from textual.screen import ModalScreen
 from textual.widgets import Footer, Static
 
+from widgets.backtest_table import backtest_table, span
+
 if TYPE_CHECKING:
     from engine.backtest import Report
-
-COLUMNS: tuple[tuple[str, str, str | None], ...] = (
-    ("rule", "left", "bold"), ("dir", "left", None), ("signals", "right", None),
-    ("/1k bars", "right", None), ("ahead", "right", None), ("n", "right", None),
-    ("hit %", "right", None), ("rnd", "right", "dim"), ("mean", "right", None), ("rnd", "right", "dim"),
-    ("median", "right", None), ("rnd", "right", "dim"), ("MAE", "right", None), ("rnd", "right", "dim"),
-)
-"""(header, justify, style) of each column, as in ``tickdeck backtest`` (MAE gets its bar count)."""
 
 
 # --- drawing ---------------------------------------------------------------------------------------
 
 def report_table(report: Report, source: str) -> Table:
     """The figures of ``report`` per rule, direction and horizon, titled with ``source`` (the symbol)."""
-    import numpy as np
+    from engine.backtest import MAE_BARS
 
-    from engine.backtest import MAE_BARS, format_interval, group_rows, iso_times
-
-    first, last = iso_times(np.array([report.first_ns, report.last_ns], dtype=np.int64))
-    table = Table(
-        title=f"{source}: {report.bars:,} bars of {format_interval(report.interval_ns)}, {first} to {last}",
-        box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True, caption_justify="left",
+    return backtest_table(
+        report, wrap_figures=True, title=f"{source}: {span(report)}", caption_justify="left",
         caption=f"returns in %, signed by direction; 'rnd': as many random entries (seed {report.seed}); "
                 f"n: signals with that many bars ahead; MAE: mean worst move against the signal within "
                 f"{MAE_BARS} bars; {len(report.signals):,} signals in {report.total_s:.2f} s",
     )
-    for name, justify, style in COLUMNS:
-        header = f"MAE{MAE_BARS}" if name == "MAE" else name
-        table.add_column(header, justify=justify, style=style, no_wrap=name == "rule")  # type: ignore[arg-type]
-    for g in report.groups:
-        rows = group_rows(g)
-        for i, row in enumerate(rows):
-            table.add_row(*row, end_section=i == len(rows) - 1)
-    return table
 
 
 # --- the message and the screen --------------------------------------------------------------------

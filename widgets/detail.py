@@ -35,6 +35,7 @@ from textual.widget import Widget
 from textual.widgets import Footer, Static, Tab, Tabs
 from textual.worker import Worker, WorkerState
 
+from engine.chart_data import CHART_BARS  # noqa: F401  (bars a fetch keeps; the engine's ring is sized by it)
 from widgets import formatting as fmt
 from widgets.candles import CandleChart, time_label
 
@@ -46,8 +47,6 @@ Fetch = Callable[[str, int], Awaitable["ChartData | None"]]
 
 WIDE = 120
 """From this many columns the chart and the values sit side by side; below, they are tabs."""
-CHART_BARS = 500
-"""Bars a fetch should keep: more than any terminal is wide (one column per bar)."""
 FETCH_GROUP = "detail"
 NAME_WIDTH, VALUE_WIDTH, COLUMN_GAP = 19, 9, 2
 """The value table: names cut to 19 cells (``keltner_middle_20_2``), values in nine, two between."""
@@ -133,7 +132,8 @@ def render_catalogue(values: Mapping[str, float], width: int) -> Content:
 def render_title(symbol: str, data: ChartData | None, timeframes: Sequence[str], index: int,
                  decimals: int | None = None) -> Content:
     """``AAPL  122.63  +0.52  +0.43%  bar 14:05 forming   1m  5m  15m  1h`` with the chosen timeframe
-    highlighted; the change is against the previous bar's close at this timeframe."""
+    highlighted; the change is against the previous bar's close at this timeframe. The chart's note
+    follows (``112 bars: 535 in memory, the sim feed keeps no bar store``) when it has one."""
     parts: list[str | tuple[str, str]] = [(symbol, "$text-primary bold"), "  "]
     if data is not None and len(data):
         close = data.ohlcv[:, 3]
@@ -147,6 +147,8 @@ def render_title(symbol: str, data: ChartData | None, timeframes: Sequence[str],
                   (fmt.percent(100.0 * change / ref if ref else math.nan), style), "  ", (bar, MUTED), "   "]
     for i, label in enumerate(timeframes):
         parts += [(f" {label} ", "reverse bold" if i == index else MUTED)]
+    if data is not None and data.note:  # fewer bars than the chart could show, and why
+        parts += ["   ", (data.note, MUTED)]
     return Content.assemble(*parts)
 
 

@@ -2,7 +2,7 @@
 its recent history, coloured when it crosses a threshold.
 
 State and drawing are apart, as in the watchlist. The widget holds two reactives, the latest
-:class:`~console.perf.PerfSample` and the history of samples; :func:`figures` decides what each row
+:class:`~widgets.perf_sample.PerfSample` and the history of samples; :func:`figures` decides what each row
 says and in which colour *role*, and :func:`perf_lines` lays the rows out for a width (two columns
 from :data:`TWO_COLUMNS` cells, one below). The widget only turns roles into its component classes'
 styles, which are theme variables, so every theme (``ansi16`` included) recolours it.
@@ -31,7 +31,7 @@ from widgets import formatting as fmt
 from widgets.sparkline import spark
 
 if TYPE_CHECKING:
-    from console.perf import PerfSample
+    from widgets.perf_sample import PerfSample
 
 Role = Literal["label", "value", "warn", "bad", "muted", "spark"]
 ROLES: tuple[Role, ...] = ("label", "value", "warn", "bad", "muted", "spark")

@@ -1,5 +1,6 @@
 """How many bars of history a symbol starts with: ``history.backfill``, or (0, the default) as many as
-the configured outputs and rules need to warm up, never more than the engine keeps (``engine.history``)."""
+the configured outputs and rules need to warm up, never more than the engine keeps (``ring_bars``); and
+how many closed bars the engine keeps in memory per symbol."""
 
 from __future__ import annotations
 
@@ -21,7 +22,22 @@ def warmup_bars(config: Config) -> int:
     return max((resolve(name).lookback for name in names), default=0) + SPARE
 
 
+def ring_bars(config: Config) -> int:
+    """Closed bars the engine keeps in memory per symbol: the chart's widest view (``CHART_BARS``, one
+    column per bar) plus the warm-up of the chart's series, so its first bar has every series value
+    (TA-Lib over the same bars); at least the outputs' warm-up, so history at start and a refill's
+    rebuilt state start from enough bars; more when ``engine.history`` asks for more.
+
+    The engine's own outputs need no bars kept (their state is incremental), nor do the rules (the
+    detector keeps the previous values they compare). Older bars are read from the bar store when a
+    longer timeframe or a backtest asks for them (``engine.stored_bars``)."""
+    from engine.chart_data import CHART_BARS, SERIES
+
+    chart = CHART_BARS + max(resolve(name).lookback for name in SERIES) + SPARE
+    return max(chart, warmup_bars(config), config.engine.history)
+
+
 def backfill_bars(config: Config) -> int:
-    """``history.backfill`` (or the warm-up when it is 0), capped by ``engine.history``."""
+    """``history.backfill`` (or the warm-up when it is 0), capped by what the engine keeps."""
     wanted = config.history.backfill or warmup_bars(config)
-    return min(wanted, config.engine.history)
+    return min(wanted, ring_bars(config))

@@ -32,10 +32,10 @@ from urllib.parse import parse_qs, urlsplit
 
 from websockets.datastructures import Headers
 
+from engine.sinks.defaults import MIN_WEBSOCKET_TOKEN
+
 log = logging.getLogger("tickdeck.sinks.websocket")
 
-MIN_TOKEN_CHARS = 16
-"""A shorter token is refused at start: 16 random characters are beyond guessing at the throttled rate."""
 MAX_FAILURES = 5  # failed handshakes from one address within WINDOW_S before it is throttled
 WINDOW_S = 60.0  # the throttling window, and the interval between two log lines about one address
 MAX_ADDRESSES = 4096  # client addresses remembered (about 200 bytes each)
@@ -66,8 +66,8 @@ class Admission:
                  clock: Callable[[], float] = time.monotonic) -> None:
         if max_clients < 1:
             raise ValueError(f"max_clients must be >= 1, got {max_clients!r}")
-        if token is not None and len(token) < MIN_TOKEN_CHARS:
-            raise ValueError(f"the token must have at least {MIN_TOKEN_CHARS} characters")
+        if token is not None and len(token) < MIN_WEBSOCKET_TOKEN:
+            raise ValueError(f"the token must have at least {MIN_WEBSOCKET_TOKEN} characters")
         self.sink = sink
         self.max_clients = max_clients
         self._token = token.encode() if token else None

@@ -27,6 +27,11 @@ log = logging.getLogger("tickdeck.sinks")
 CANCEL_S = 0.1  # for a sink's close that overran its time to take its cancellation
 
 
+class SinkStartError(OSError):
+    """A sink that cannot start (a missing credential, a port in use). An ``OSError``, like a file that
+    cannot be opened, so the headless service reports it as a start-up mistake (exit status 2)."""
+
+
 @dataclass(frozen=True, slots=True)
 class SignalFilter:
     """Which signals a sink takes: ``None`` for a field means any value; otherwise the signal's symbol,

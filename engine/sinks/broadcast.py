@@ -1,9 +1,10 @@
 """The ``websocket`` sink: a WebSocket server that broadcasts signals, snapshots and feed status.
 
 It listens on ``host:port`` (127.0.0.1:8765 by default; port 0 picks a free one, see ``port`` after
-``start``). ``engine.sinks.frames`` documents the frames it sends: ``hello`` first, then ``signal``,
-``snapshot`` (to clients that asked; at most ``fps`` a second, coalesced: a client busy receiving gets the
-newest once it is free, never a backlog), ``status``, ``subscribed`` and ``error``.
+``start``). ``engine.sinks.frames`` encodes the frames it sends (PROTOCOL.md describes them for clients):
+``hello`` first, then ``signal``, ``snapshot`` (to clients that asked; at most ``fps`` a second,
+coalesced: a client busy receiving gets the newest once it is free, never a backlog), ``status``,
+``subscribed``, ``pong`` and ``error``.
 
 A client chooses what it gets with ``{"op": "subscribe", "symbols": [...], "rules": [...], "snapshots":
 true}``: ``symbols`` (signals and snapshot quotes) and ``rules`` (signals) are lists, or ``null`` for
@@ -36,7 +37,7 @@ within ``timeout``.
 
 Snapshots come from the caller: the headless runner calls :meth:`BroadcastSink.publish` with each
 frame's snapshot and health, and :meth:`BroadcastSink.publish_status` with each feed status, on the
-event loop. This module imports neither numpy nor the engine.
+event loop. Nothing here loads numba or the compiled kernels (the frames need numpy and the snapshot types).
 """
 
 from __future__ import annotations
@@ -60,11 +61,22 @@ from engine.sinks import clients as messages
 from engine.sinks.admission import Admission
 from engine.sinks.base import ANY, SignalFilter, Sink
 from engine.sinks.clients import BadMessage, Client, SnapshotLists, peer_host
+from engine.sinks.defaults import (
+    DEFAULT_WEBSOCKET_CLIENTS,
+    DEFAULT_WEBSOCKET_FPS,
+    DEFAULT_WEBSOCKET_HOST,
+    DEFAULT_WEBSOCKET_PORT,
+    DEFAULT_WEBSOCKET_QUEUE,
+    DEFAULT_WEBSOCKET_SUBSCRIPTIONS,
+)
 from engine.sinks.frames import (
+    PROTOCOL,
+    Hello,
     SnapshotFrames,
     dumps,
     error_frame,
     health_frame,
+    hello_frame,
     signal_frame,
     snapshot_frame,
     status_frame,
@@ -81,13 +93,6 @@ log = logging.getLogger("tickdeck.sinks.websocket")
 _protocol_log = logging.getLogger("tickdeck.sinks.websocket.protocol")
 _protocol_log.setLevel(logging.WARNING)  # websockets' DEBUG lines carry the request path (?token=...)
 
-PROTOCOL = 1
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 8765
-DEFAULT_FPS = 10.0
-DEFAULT_MAX_QUEUE = 1024
-DEFAULT_MAX_CLIENTS = 256  # each may hold max_queue frames and a 256 kB kernel buffer
-DEFAULT_MAX_SUBSCRIPTIONS = 16  # distinct snapshot ``symbols`` lists, each one join of shared quote texts
 MAX_BAD_MESSAGES = 100  # malformed messages from one client before it is disconnected
 MAX_CLIENT_MESSAGE = 64 * 1024  # bytes; a larger client message closes its connection (code 1009)
 SEND_BUFFER = 256 * 1024
@@ -109,9 +114,10 @@ class BroadcastSink(Sink):
 
     type = "websocket"
 
-    def __init__(self, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *, fps: float = DEFAULT_FPS,
-                 max_queue: int = DEFAULT_MAX_QUEUE, max_clients: int = DEFAULT_MAX_CLIENTS,
-                 max_subscriptions: int = DEFAULT_MAX_SUBSCRIPTIONS, token: str | None = None,
+    def __init__(self, host: str = DEFAULT_WEBSOCKET_HOST, port: int = DEFAULT_WEBSOCKET_PORT, *,
+                 fps: float = DEFAULT_WEBSOCKET_FPS, max_queue: int = DEFAULT_WEBSOCKET_QUEUE,
+                 max_clients: int = DEFAULT_WEBSOCKET_CLIENTS,
+                 max_subscriptions: int = DEFAULT_WEBSOCKET_SUBSCRIPTIONS, token: str | None = None,
                  token_env: str = "", name: str = "websocket", filter: SignalFilter = ANY) -> None:
         super().__init__(name, filter)
         if not (math.isfinite(fps) and fps > 0):
@@ -184,8 +190,7 @@ class BroadcastSink(Sink):
         if latest is not None:  # a source that was not described: what the snapshots show
             symbols = symbols or tuple(q.symbol for q in latest.quotes)
             outputs = outputs or (tuple(latest.quotes[0].values) if latest.quotes else ())
-        return {"type": "hello", "protocol": PROTOCOL, "feed": self._feed, "symbols": list(symbols),
-                "outputs": list(outputs), "interval": self._interval, "fps": self.fps}
+        return hello_frame(Hello(self._feed, tuple(symbols), tuple(outputs), self._interval, self.fps))
 
     # --- the sink ------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -440,7 +445,7 @@ class BroadcastSink(Sink):
             if client.bad > MAX_BAD_MESSAGES:
                 self._cut_off(client, CLOSE_POLICY, f"more than {MAX_BAD_MESSAGES} malformed messages")
                 return
-            self._push(client, error_frame("bad_message", str(exc)))
+            self._push(client, dumps(error_frame("bad_message", str(exc))))
 
     def _subscribe(self, client: Client, msg: dict[str, Any]) -> None:
         wanted = messages.subscription(msg, client.subscription)
@@ -450,11 +455,11 @@ class BroadcastSink(Sink):
                 log.info("sink %s: client #%d (%s): refused a subscription: %d symbol lists take snapshots "
                          "already (max_subscriptions)", self.name, client.number, client.peer,
                          self._lists.limit)
-            self._push(client, error_frame(
+            self._push(client, dumps(error_frame(
                 "too_many_subscriptions",
                 f"snapshots go out for {self._lists.limit} different symbol lists at most, and that many are "
                 "in use; subscribe with one of them (symbols null: all), or try again later; your "
-                "subscription is unchanged"))
+                "subscription is unchanged")))
             return
         client.symbols, client.rules, client.snapshots = wanted.symbols, wanted.rules, wanted.snapshots
         self._push(client, messages.subscribed(wanted))

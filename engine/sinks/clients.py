@@ -10,28 +10,20 @@ from __future__ import annotations
 import asyncio
 import collections
 import json
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from websockets.asyncio.server import ServerConnection
 
 from engine.signals.events import Signal
-from engine.sinks.frames import Symbols, dumps
+from engine.sinks.frames import CLIENT_MESSAGES, Subscription, Symbols, dumps, pong_frame, subscribed_frame
 
 MAX_NAMES = 10_000  # symbols or rules in one subscription
-SUBSCRIBE_KEYS = ("op", "symbols", "rules", "snapshots")
+SUBSCRIBE_KEYS = ("op", *CLIENT_MESSAGES["subscribe"])
 
 
 class BadMessage(ValueError):
     """A client message that cannot be used; the message says why (it never quotes the client)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Subscription:
-    symbols: Symbols = None
-    rules: frozenset[str] | None = None
-    snapshots: bool = False
 
 
 class Client:
@@ -150,16 +142,16 @@ def parse(raw: str | bytes) -> dict[str, Any]:
     if not isinstance(msg, dict):
         raise BadMessage("a message must be a JSON object")
     op = msg.get("op")
-    if op not in ("subscribe", "ping"):
+    if not isinstance(op, str) or op not in CLIENT_MESSAGES:
         shown = repr(op)[:40] if isinstance(op, str) else type(op).__name__
-        raise BadMessage(f"unknown op {shown}; known: subscribe, ping")
+        raise BadMessage(f"unknown op {shown}; known: {', '.join(CLIENT_MESSAGES)}")
     return msg
 
 
 def pong(msg: Mapping[str, Any]) -> str:
     """The answer to a ping: its ``id`` back as it came, which must be strict JSON."""
     try:  # no NaN, no lone surrogate
-        text = dumps({"type": "pong", "id": msg.get("id")})
+        text = dumps(pong_frame(msg.get("id")))
         text.encode()
     except (ValueError, RecursionError):  # UnicodeEncodeError is a ValueError
         raise BadMessage("'id' of a ping must be JSON that can be sent back as it is (no NaN, "
@@ -181,8 +173,7 @@ def subscription(msg: Mapping[str, Any], current: Subscription) -> Subscription:
 
 
 def subscribed(sub: Subscription) -> str:
-    return dumps({"type": "subscribed", "symbols": listed(sub.symbols), "rules": listed(sub.rules),
-                  "snapshots": sub.snapshots})
+    return dumps(subscribed_frame(sub))
 
 
 def names(msg: Mapping[str, Any], key: str) -> frozenset[str] | None:
@@ -205,7 +196,3 @@ def _sendable(text: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
-
-
-def listed(names: Iterable[str] | None) -> list[str] | None:
-    return None if names is None else sorted(names)

@@ -38,7 +38,7 @@ Keys every sink takes::
 A signal that cannot be delivered (a 4xx answer other than 429, retries used up, the queue full, still
 queued when the sink closes) is appended to the dead-letter file, one JSON line with the reason; the few
 cases where a dead letter is lost (the file's writer 100,000 lines behind, a failed write) are counted
-and logged (``engine.sinks.webhook``).
+and logged (``engine.sinks.http``).
 
 ``telegram``: every signal as a Bot API ``sendMessage`` (``engine.sinks.telegram``)::
 
@@ -59,7 +59,7 @@ loaded; errors name the variable, never its value.
     # this sink's filter takes
 
 ``websocket``: a WebSocket server that broadcasts signals, snapshots and the feed's status to
-``tickdeck attach`` and other clients (``engine.sinks.frames`` documents the frames)::
+``tickdeck attach`` and other clients (PROTOCOL.md describes the protocol)::
 
     host = "127.0.0.1"        # the address to listen on; token_env is required unless every address
                               #   it resolves to is loopback
@@ -90,7 +90,31 @@ from urllib.parse import urlsplit
 
 from engine.addresses import is_loopback
 from engine.sinks.base import SignalFilter, Sink
-from engine.sinks.jsonl import DEFAULT_BACKUPS, DEFAULT_MAX_BYTES, JsonlSink
+from engine.sinks.defaults import (
+    DEFAULT_BACKOFF_S,
+    DEFAULT_BACKUPS,
+    DEFAULT_MAX_BACKOFF_S,
+    DEFAULT_MAX_BYTES,
+    DEFAULT_METRICS_HOST,
+    DEFAULT_METRICS_PORT,
+    DEFAULT_QUEUE,
+    DEFAULT_RETRIES,
+    DEFAULT_TELEGRAM_URL,
+    DEFAULT_TIMEOUT_S,
+    DEFAULT_TOKEN_ENV,
+    DEFAULT_WEBSOCKET_CLIENTS,
+    DEFAULT_WEBSOCKET_FPS,
+    DEFAULT_WEBSOCKET_HOST,
+    DEFAULT_WEBSOCKET_PORT,
+    DEFAULT_WEBSOCKET_QUEUE,
+    MAX_BACKUPS,
+    MAX_RETRIES,
+    MAX_WEBSOCKET_CLIENTS,
+    MAX_WEBSOCKET_FPS,
+    MIN_WEBSOCKET_TOKEN,
+    token_problem,
+)
+from engine.sinks.jsonl import JsonlSink
 
 SINK_TYPES: tuple[str, ...] = ("jsonl", "webhook", "telegram", "metrics", "websocket")
 PLANNED_TYPES: tuple[str, ...] = ()
@@ -105,33 +129,10 @@ TYPE_KEYS: dict[str, tuple[str, ...]] = {
 }
 DIRECTIONS: tuple[str, ...] = ("up", "down")
 COMMAND_LINE = "the command line"
-MAX_BACKUPS = 1000
-
-# the network sinks' defaults (their modules import these: this one must not import them)
-DEFAULT_TIMEOUT_S = 5.0
-DEFAULT_RETRIES = 5
-MAX_RETRIES = 100
-DEFAULT_BACKOFF_S = 0.5
-DEFAULT_MAX_BACKOFF_S = 30.0
-DEFAULT_QUEUE = 10_000
-DEFAULT_TOKEN_ENV = "TICKDECK_TELEGRAM_TOKEN"
-DEFAULT_TELEGRAM_URL = "https://api.telegram.org"
-DEFAULT_METRICS_HOST = "127.0.0.1"
-DEFAULT_METRICS_PORT = 9464
-DEFAULT_WEBSOCKET_HOST = "127.0.0.1"
-DEFAULT_WEBSOCKET_PORT = 8765
-DEFAULT_WEBSOCKET_FPS = 10.0
-MAX_WEBSOCKET_FPS = 60.0
-DEFAULT_WEBSOCKET_QUEUE = 1024
-DEFAULT_WEBSOCKET_CLIENTS = 256  # engine.sinks.broadcast.DEFAULT_MAX_CLIENTS says why
-MAX_WEBSOCKET_CLIENTS = 100_000
-MIN_WEBSOCKET_TOKEN = 16  # engine.sinks.admission.MIN_TOKEN_CHARS
 
 _NAME = re.compile(r"[a-z0-9_-]+")
 _NAME_HELP = "a unique name of lowercase letters, digits, '_' and '-'"
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_TOKEN = re.compile(r"[0-9]+:[A-Za-z0-9_-]+")
-_TOKEN_HELP = "<digits>:<letters, digits, '_' or '-'>, as @BotFather gives it"
 _HEADER = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP token (RFC 9110)
 _CHAT = re.compile(r"-?[0-9]+|@[A-Za-z][A-Za-z0-9_]{3,}")
 
@@ -145,18 +146,6 @@ class SinkError(ValueError):
         self.key = key
         where = f"{file}: {sink}" + (f", key {key!r}" if key is not None else "")
         super().__init__(f"{where}: {message}")
-
-
-def token_problem(env: Mapping[str, str], var: str) -> str | None:
-    """Why the bot token in environment variable ``var`` cannot be used, or None when it can. The
-    message names the variable and never shows its value."""
-    value = env.get(var)
-    if value is None or not value.strip():
-        return (f"the environment variable {var} (the Telegram bot token) is not set; set it, or name "
-                "another variable with token_env")
-    if not _TOKEN.fullmatch(value.strip()):
-        return f"the environment variable {var} does not hold a bot token ({_TOKEN_HELP})"
-    return None
 
 
 @dataclass(frozen=True, slots=True)

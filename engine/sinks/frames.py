@@ -1,31 +1,31 @@
-"""What the ``websocket`` sink sends: each frame as strict JSON text (a non-finite number is ``null``),
-and the snapshot frames of one snapshot, encoded once and shared by every client that wants the same
-symbols (``SnapshotFrames``).
+"""The broadcast protocol's frames, both ways: what the ``websocket`` sink sends (``*_frame``, encoded by
+``dumps`` as strict JSON text, a non-finite number as ``null``) and what a client such as ``tickdeck
+attach`` makes of them (``decode``). ``FRAMES`` names every frame type and its fields, ``QUOTE_FIELDS``
+and ``HEALTH_FIELDS`` the fields inside a snapshot, and ``CLIENT_MESSAGES`` what a client may send;
+PROTOCOL.md describes them for people writing a client, and a test holds it to these tables.
 
 Every frame is one JSON object with a ``type``:
 
-- ``hello``, first, on every connection: ``protocol``, ``feed`` (the publisher's feed), ``symbols``,
-  ``outputs`` (indicator names of ``values``), ``interval`` and ``fps``;
-- ``signal``: every signal that passes the sink's filter and the client's subscription, in detection
-  order (the fields of ``Signal.to_dict()``);
-- ``snapshot``, to clients that asked for them: ``at_ns``, ``ticks``, ``bars``, ``quotes`` (``symbol``,
-  ``last``, ``change``, ``change_pct``, ``volume``, ``closes``, ``values``, ``bar_time``, and
-  ``decimals``, the instrument's tick-size decimals when the feed knows them, else absent) and ``health``
-  (the fields of ``PipelineHealth``);
-- ``status``: the publisher's feed status (``feed``, ``state``, ``reason``, ``retry_in``, ``at_ns``,
-  ``symbols``); the latest one is also sent after ``hello``;
+- ``hello``, first, on every connection: the publisher's ``feed``, ``symbols``, ``outputs`` (indicator
+  names of ``values``), bar ``interval``, snapshot ``fps`` and the ``protocol`` version;
+- ``signal``: a signal that passes the sink's filter and the client's subscription (``Signal.to_dict()``);
+- ``snapshot``, to clients that asked for them: ``at_ns``, ``ticks``, ``bars``, ``quotes`` and ``health``
+  (``PipelineHealth``); a quote's ``decimals`` is absent when the feed does not know them;
+- ``status``: the publisher's feed status; the latest one is also sent after ``hello``;
 - ``subscribed``: the subscription now in force, after each ``subscribe``;
 - ``pong``: the answer to a ``ping``, with its ``id``;
-- ``error``: the answer to a message the server did not take (``error``: ``bad_message`` for a malformed
-  one, ``too_many_subscriptions`` for a refused subscription; ``message``: why).
+- ``error``: a client message the server did not take (``bad_message``, ``too_many_subscriptions``).
+
+Decoding is lenient where versions differ (a field a newer publisher added is ignored; one an older
+publisher lacked takes its default: ``decimals``, the later health figures, ``warmup``) and strict
+elsewhere: anything else malformed raises ``FrameError``, and a frame type this version does not know
+decodes to ``Unknown`` (skipped, not an error: a newer publisher may send more types).
 
 A snapshot of 1,000 symbols is a 1.26 MB frame whose encoding took 48 ms on the event loop, the loop
 that also pumps the feed; encoding it again for every distinct ``symbols`` list let a few clients stall
-the service. Here each quote of a snapshot is encoded at most once, and the frame of a ``symbols`` list
-is then a join of the quotes' texts (byte for byte what ``dumps(snapshot_frame(...))`` gives), built once
-per list and shared by every client that has that list.
-
-Pure Python; imports neither numpy nor the engine (the snapshot's types are only annotations).
+the service. ``SnapshotFrames`` encodes each quote of a snapshot at most once, and the frame of a
+``symbols`` list is then a join of the quotes' texts (byte for byte what ``dumps(snapshot_frame(...))``
+gives), built once per list and shared by every client that has that list.
 """
 
 from __future__ import annotations
@@ -33,18 +33,99 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from collections.abc import Collection, Mapping
-from typing import TYPE_CHECKING, Any
+import time
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
+from typing import Any, get_args
 
+import numpy as np
+
+from engine.feeds.base import FeedStatus, State
+from engine.precision import MAX_DECIMALS
 from engine.signals.events import Signal
+from engine.snapshot import MarketSnapshot, PipelineHealth, Quote
 
-if TYPE_CHECKING:
-    from engine.feeds.base import FeedStatus
-    from engine.snapshot import MarketSnapshot, PipelineHealth, Quote
+PROTOCOL = 1
+"""The version ``hello`` announces."""
+
+SIGNAL_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Signal))
+HEALTH_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(PipelineHealth))
+QUOTE_FIELDS: tuple[str, ...] = ("symbol", "last", "change", "change_pct", "volume", "closes", "values",
+                                 "bar_time", "decimals")
+FRAMES: dict[str, tuple[str, ...]] = {
+    "hello": ("protocol", "feed", "symbols", "outputs", "interval", "fps"),
+    "signal": SIGNAL_FIELDS,
+    "snapshot": ("at_ns", "ticks", "bars", "quotes", "health"),
+    "status": ("feed", "state", "reason", "retry_in", "at_ns", "symbols"),
+    "subscribed": ("symbols", "rules", "snapshots"),
+    "pong": ("id",),
+    "error": ("error", "message"),
+}
+"""Every frame type the server sends, with its fields after ``type``, in the order they are written."""
+CLIENT_MESSAGES: dict[str, tuple[str, ...]] = {
+    "subscribe": ("symbols", "rules", "snapshots"),
+    "ping": ("id",),
+}
+"""What a client may send: ``op`` and these keys (all optional)."""
+ERRORS: tuple[str, ...] = ("bad_message", "too_many_subscriptions")
+"""The values of an ``error`` frame's ``error``."""
+STATES: tuple[str, ...] = get_args(State)
 
 Symbols = frozenset[str] | None
 """A client's snapshot subscription: the symbols whose quotes it gets, or None for all of them."""
 
+
+class FrameError(ValueError):
+    """A frame that cannot be decoded; ``kind`` is its type (``"?"`` when it is not a JSON object)."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    feed: str
+    symbols: tuple[str, ...]
+    outputs: tuple[str, ...] = ()
+    interval: str = ""
+    fps: float = 0.0
+    protocol: int = PROTOCOL
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    market: MarketSnapshot
+    health: PipelineHealth | None
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    symbols: Symbols = None
+    rules: frozenset[str] | None = None
+    snapshots: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Pong:
+    id: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Error:
+    error: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Unknown:
+    type: str
+
+
+Frame = Hello | Signal | Snapshot | FeedStatus | Subscription | Pong | Error | Unknown
+
+
+# --- encoding ------------------------------------------------------------------------------------------
 
 def dumps(frame: Mapping[str, Any]) -> str:
     return json.dumps(frame, separators=(",", ":"), allow_nan=False, ensure_ascii=False)
@@ -53,6 +134,11 @@ def dumps(frame: Mapping[str, Any]) -> str:
 def _finite(x: float) -> float | None:
     x = float(x)
     return x if math.isfinite(x) else None
+
+
+def hello_frame(hello: Hello) -> dict[str, Any]:
+    return {"type": "hello", "protocol": hello.protocol, "feed": hello.feed, "symbols": list(hello.symbols),
+            "outputs": list(hello.outputs), "interval": hello.interval, "fps": hello.fps}
 
 
 def signal_frame(signal: Signal) -> dict[str, Any]:
@@ -88,9 +174,156 @@ def status_frame(status: FeedStatus) -> dict[str, Any]:
             "retry_in": _finite(status.retry_in), "at_ns": int(status.at_ns), "symbols": list(status.symbols)}
 
 
-def error_frame(error: str, message: str) -> str:
-    return dumps({"type": "error", "error": error, "message": message})
+def subscribed_frame(sub: Subscription) -> dict[str, Any]:
+    return {"type": "subscribed", "symbols": _listed(sub.symbols), "rules": _listed(sub.rules),
+            "snapshots": sub.snapshots}
 
+
+def pong_frame(id: Any) -> dict[str, Any]:
+    return {"type": "pong", "id": id}
+
+
+def error_frame(error: str, message: str) -> dict[str, Any]:
+    return {"type": "error", "error": error, "message": message}
+
+
+def subscribe_message(sub: Subscription) -> dict[str, Any]:
+    """What a client sends to get ``sub``."""
+    return {"op": "subscribe", "symbols": _listed(sub.symbols), "rules": _listed(sub.rules),
+            "snapshots": sub.snapshots}
+
+
+def _listed(names: Collection[str] | None) -> list[str] | None:
+    return None if names is None else sorted(names)
+
+
+# --- decoding ------------------------------------------------------------------------------------------
+
+def decode(raw: str | bytes) -> Frame:
+    """The frame ``raw`` holds; ``FrameError`` when it is malformed."""
+    kind = "?"
+    try:
+        msg = json.loads(raw)
+        if not isinstance(msg, dict):
+            raise TypeError("not a JSON object")
+        kind = str(msg.get("type"))
+        decoder = _DECODERS.get(kind)
+        return Unknown(kind) if decoder is None else decoder(msg)
+    # OverflowError: Infinity or a huge number where an int goes; RecursionError: deep nesting
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError, RecursionError) as exc:
+        if isinstance(exc, FrameError):
+            raise
+        raise FrameError(kind, f"bad {kind} frame" if kind != "?" else "not a JSON object") from None
+
+
+def _float(x: Any) -> float:
+    if isinstance(x, bool) or not isinstance(x, int | float | None):
+        raise TypeError(f"not a number: {type(x).__name__}")
+    return math.nan if x is None else float(x)
+
+
+def _int(x: Any) -> int:
+    if isinstance(x, bool) or not isinstance(x, int | float):
+        raise TypeError(f"not an integer: {type(x).__name__}")
+    return int(x)
+
+
+def _names(x: Any) -> tuple[str, ...]:
+    if not isinstance(x, list):
+        raise TypeError("not a list of names")
+    return tuple(str(s) for s in x)
+
+
+def _name_set(x: Any) -> frozenset[str] | None:
+    return None if x is None else frozenset(_names(x))
+
+
+def decode_hello(msg: Mapping[str, Any]) -> Hello:
+    return Hello(feed=str(msg.get("feed") or ""), symbols=_names(msg["symbols"]),
+                 outputs=_names(msg.get("outputs", [])), interval=str(msg.get("interval") or ""),
+                 fps=_float(msg.get("fps", 0.0)), protocol=_int(msg.get("protocol", PROTOCOL)))
+
+
+def decode_quote(q: Mapping[str, Any]) -> Quote:
+    closes = np.array([_float(c) for c in q["closes"]], dtype=np.float64)
+    closes.flags.writeable = False
+    return Quote(symbol=str(q["symbol"]), last=_float(q["last"]), change=_float(q["change"]),
+                 change_pct=_float(q["change_pct"]), volume=_float(q["volume"]), closes=closes,
+                 values={str(k): _float(v) for k, v in q["values"].items()}, bar_time=_int(q["bar_time"]),
+                 decimals=_decimals(q.get("decimals")))
+
+
+def _decimals(x: Any) -> int | None:
+    """A quote's tick-size decimals; absent (a publisher older than the field), or not a small
+    non-negative integer, reads as unknown: the console then derives them from the price."""
+    return x if isinstance(x, int) and not isinstance(x, bool) and 0 <= x <= MAX_DECIMALS else None
+
+
+_HEALTH = {f.name: f for f in dataclasses.fields(PipelineHealth)}
+
+
+def decode_health(h: Mapping[str, Any] | None) -> PipelineHealth | None:
+    """Fields this version knows, typed like their defaults; others (a newer publisher's) are ignored."""
+    if h is None:
+        return None
+    values: dict[str, Any] = {}
+    for name, f in _HEALTH.items():
+        if name in h and h[name] is not None:
+            value, default = h[name], f.default
+            values[name] = (float(value) if isinstance(default, float)
+                            else str(value) if isinstance(default, str) else int(value))
+    return PipelineHealth(**values)
+
+
+def decode_snapshot(msg: Mapping[str, Any]) -> tuple[MarketSnapshot, PipelineHealth | None]:
+    snapshot = MarketSnapshot(at_ns=_int(msg["at_ns"]), quotes=tuple(decode_quote(q) for q in msg["quotes"]),
+                              ticks=_int(msg.get("ticks", 0)), bars=_int(msg.get("bars", 0)))
+    return snapshot, decode_health(msg.get("health"))
+
+
+def decode_status(msg: Mapping[str, Any]) -> FeedStatus:
+    """The publisher's feed status, as it sent it (its own feed's name)."""
+    state = msg["state"]
+    if state not in STATES:
+        raise ValueError(f"unknown state {state!r}")
+    at_ns = msg.get("at_ns")
+    return FeedStatus(str(msg["feed"]), state, str(msg.get("reason") or ""),
+                      retry_in=_float(msg.get("retry_in") or 0.0),
+                      at_ns=_int(at_ns) if at_ns else time.time_ns(),  # absent: as it arrives
+                      symbols=_names(msg.get("symbols") or []))
+
+
+def decode_subscribed(msg: Mapping[str, Any]) -> Subscription:
+    snapshots = msg["snapshots"]
+    if not isinstance(snapshots, bool):
+        raise TypeError("snapshots must be true or false")
+    return Subscription(_name_set(msg["symbols"]), _name_set(msg["rules"]), snapshots)
+
+
+def _snapshot(msg: Mapping[str, Any]) -> Snapshot:
+    return Snapshot(*decode_snapshot(msg))
+
+
+def _error(msg: Mapping[str, Any]) -> Error:
+    return Error(str(msg["error"]), str(msg.get("message") or ""))
+
+
+def _pong(msg: Mapping[str, Any]) -> Pong:
+    return Pong(msg.get("id"))
+
+
+_DECODERS: dict[str, Callable[[Mapping[str, Any]], Frame]] = {
+    "hello": decode_hello,
+    "signal": Signal.from_dict,
+    "snapshot": _snapshot,
+    "status": decode_status,
+    "subscribed": decode_subscribed,
+    "pong": _pong,
+    "error": _error,
+}
+
+
+# --- snapshot frames shared between clients --------------------------------------------------------------
 
 class SnapshotFrames:
     """The frames of one snapshot (with its health), one per ``symbols`` list, built on demand.

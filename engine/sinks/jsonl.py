@@ -41,11 +41,10 @@ from typing import Any
 
 from engine.signals.events import Signal
 from engine.sinks.base import ANY, SignalFilter, Sink
+from engine.sinks.defaults import DEFAULT_BACKUPS, DEFAULT_MAX_BYTES
 
 log = logging.getLogger("tickdeck.sinks")
 
-DEFAULT_MAX_BYTES = 100 * 1024 * 1024
-DEFAULT_BACKUPS = 5
 _SCAN = 64 * 1024  # bytes read at a time when looking back for the last newline
 _POLL_S = 0.005  # how often drain and close look at the writer
 

@@ -42,9 +42,8 @@ import psutil
 from aiohttp import web
 
 from engine.signals.events import Signal
-from engine.sinks.base import ANY, SignalFilter, Sink
-from engine.sinks.config import DEFAULT_METRICS_HOST, DEFAULT_METRICS_PORT
-from engine.sinks.webhook import SinkStartError
+from engine.sinks.base import ANY, SignalFilter, Sink, SinkStartError
+from engine.sinks.defaults import DEFAULT_METRICS_HOST, DEFAULT_METRICS_PORT
 
 log = logging.getLogger("tickdeck.sinks")
 

@@ -8,7 +8,7 @@ Each signal is one ``POST {base_url}/bot<token>/sendMessage`` with the JSON body
     rsi_14 29.43 · level 30
     bar 2024-05-31 14:05 UTC
 
-Queueing, retries and the dead-letter file are the webhook sink's (``engine.sinks.webhook.HttpSink``).
+Queueing, retries and the dead-letter file are ``engine.sinks.http.HttpSink``'s, as for the webhook sink.
 Telegram answers ``{"ok": true, "result": ...}`` or ``{"ok": false, "error_code", "description",
 "parameters"}``: a 429 (``parameters.retry_after`` seconds: the bot sends too fast) and a 5xx are
 retried, after the delay Telegram asks for when it gives one; any other error (a chat the bot cannot
@@ -35,9 +35,9 @@ from urllib.parse import quote
 import aiohttp
 
 from engine.signals.events import Signal
-from engine.sinks.base import ANY, SignalFilter
-from engine.sinks.config import DEFAULT_TELEGRAM_URL, DEFAULT_TOKEN_ENV, token_problem
-from engine.sinks.webhook import HttpSink, Outcome, SinkStartError, excerpt, origin, retry_after
+from engine.sinks.base import ANY, SignalFilter, SinkStartError
+from engine.sinks.defaults import DEFAULT_TELEGRAM_URL, DEFAULT_TOKEN_ENV, token_problem
+from engine.sinks.http import HttpSink, Outcome, excerpt, origin, retry_after
 
 log = logging.getLogger("tickdeck.sinks")
 

@@ -30,10 +30,11 @@ from engine import remote as remote_module
 from engine.config import CONFIG_DIR_VAR, Config, load_config
 from engine.feeds.backoff import Backoff
 from engine.feeds.base import FeedStatus
-from engine.remote import AttachError, RemoteRuntime, decode_snapshot
+from engine.remote import AttachError, RemoteRuntime
 from engine.runtime import Runtime
 from engine.signals.events import Signal
-from engine.sinks.broadcast import BroadcastSink, snapshot_frame
+from engine.sinks.broadcast import BroadcastSink
+from engine.sinks.frames import decode_snapshot, snapshot_frame
 from engine.snapshot import MarketSnapshot, Quote, Update
 from tests.data import BUSY_RULE
 from tests.functional.conftest import FAST

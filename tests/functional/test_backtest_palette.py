@@ -212,6 +212,39 @@ async def test_bars_out_of_time_order_are_left_out_and_counted(config: Config) -
         assert "2 bar(s) left out" in str(screen.query_one(Vertical).border_subtitle)
 
 
+async def test_a_backtest_over_more_bars_than_the_ring_reads_the_older_ones_from_the_store(
+        config: Config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ring holds what the chart needs; a live feed's store holds the rest, and ``b`` reads it."""
+    from engine.store import BarStore
+    from engine.ticks import BAR_DTYPE
+
+    app = build_app(config)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: ready(app), "history for the selected symbol")
+        symbol = app.selected_symbol()
+        assert app.runtime is not None and symbol is not None
+        engine = app.runtime.engine
+        copied = await app.runtime.call(engine.closed_bars, symbol)
+        assert copied is not None
+        ring_first = int(copied[0][0])
+        older = np.zeros(engine.history.depth + 100, dtype=BAR_DTYPE)  # more than the ring holds
+        older["t"] = ring_first - np.arange(len(older), 0, -1) * SEC
+        older["open"] = older["high"] = older["low"] = older["close"] = 100.0 + np.arange(len(older)) % 7
+        older["high"] += 1.0
+        older["volume"] = 10.0
+        with BarStore(tmp_path / "store", 90 * 86_400 * SEC) as store:  # what a live feed's writer kept
+            store.append("binance", symbol, engine.interval_ns, older)
+        live = dataclasses.replace(config, feed=dataclasses.replace(config.feed, name="binance"),
+                                   history=dataclasses.replace(config.history, store=str(tmp_path / "store")))
+        monkeypatch.setattr(app.runtime, "config", live)  # the runtime reads its feed's store
+        await pilot.press("b")
+        await wait_for(pilot, functools.partial(table_shown, app), "the backtest table")
+        screen = app.screen
+        assert isinstance(screen, BacktestScreen)
+        assert screen.report.bars >= len(older) + len(copied[0]) > engine.history.depth
+        assert screen.report.first_ns == older["t"][0]
+
+
 async def test_help_lists_the_backtest_key(config: Config) -> None:
     app = build_app(config)
     async with app.run_test(size=SIZE) as pilot:

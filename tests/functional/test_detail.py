@@ -432,3 +432,14 @@ def test_timeframe_choices_are_whole_multiples_the_history_can_fill() -> None:
     assert timeframe_choices(86_400 * sec, 2000) == [("1d", 1), ("1w", 7)]
     assert timeframe_choices(7 * sec, 10) == [("7s", 1)]
     assert duration_label(90 * sec) == "90s" and duration_label(3 * 3600 * sec) == "3h"
+
+
+def test_the_title_says_why_the_chart_has_fewer_bars_than_it_could_show() -> None:
+    from widgets.detail import render_title
+
+    note = "3 bars: 535 in memory, the sim feed keeps no bar store"
+    t = np.arange(3, dtype=np.int64) * 3_600_000_000_000
+    data = ChartData("AAA", 3_600_000_000_000, t, np.ones((3, 5)), {}, {}, False, note=note)
+    assert render_title("AAA", data, ["1m", "1h"], 1).plain.endswith(f" 1h    {note}")
+    quiet = ChartData("AAA", 3_600_000_000_000, t, np.ones((3, 5)), {}, {}, False)
+    assert render_title("AAA", quiet, ["1m", "1h"], 1).plain.endswith(" 1h ")  # nothing to say

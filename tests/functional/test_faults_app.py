@@ -1,4 +1,4 @@
-"""The console against a Binance-protocol server that keeps failing (``console.fault_server``, the server
+"""The console against a Binance-protocol server that keeps failing (``bench.faults.FaultServer``, the server
 of ``tickdeck bench --faults``): clean closes, dropped TCP connections and refused handshakes, with
 garbage and duplicates in between. The app stays up, the header goes reconnecting -> live after each
 fault, and the feed's counters match what the server sent."""
@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from bench.faults import FaultServer
 from console.app import RUNTIME_GROUP, build_app
-from console.fault_server import FaultServer
 from engine.config import Config
 from tests.functional.support import wait_for
 from tests.functional.test_app import SIZE, rows

@@ -8,8 +8,8 @@ import asyncio
 import math
 from collections.abc import Callable
 
+from bench.servers.history import Market
 from console.app import build_app
-from console.history_server import Market
 from engine.config import Config
 from engine.snapshot import PipelineHealth
 from tests.functional.support import wait_for

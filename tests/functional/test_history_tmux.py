@@ -1,5 +1,5 @@
 """The real ``tickdeck --feed binance`` in a real terminal (tmux), against the Binance stand-ins run as
-their own process (``python -m console.history_server``): within seconds of the first frame every row
+their own process (``python -m bench.servers.history``): within seconds of the first frame every row
 shows RSI 14 and SMA 200, from history fetched over REST and the live stream that continues it."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT")
 
 @pytest.fixture
 def market() -> Iterator[dict[str, str]]:
-    command = [sys.executable, "-m", "console.history_server", "--symbols", "3", "--bars", "260",
+    command = [sys.executable, "-m", "bench.servers.history", "--symbols", "3", "--bars", "260",
                "--rate", "20"]
     proc = subprocess.Popen(command, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:

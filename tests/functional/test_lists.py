@@ -14,12 +14,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from rich.cells import cell_len
 
+from bench.servers.binance import BinanceServer
 from console.app import TickdeckApp, build_app
 from console.state import MAX_NAME, MAX_WATCHLISTS, Book, StateStore, WatchList
 from engine.config import Config, load_config
 from tests.functional.support import record_notifications, wait_for
 from tests.functional.test_editing import SIZE, pick_sort, ready, saved, type_answer
-from tests.servers.binance import BinanceServer
 from widgets.list_tabs import ListTabs, tab_layout
 
 LONG = [f"Long term holdings {n}" for n in range(1, MAX_WATCHLISTS + 1)]

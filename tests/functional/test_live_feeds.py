@@ -3,11 +3,11 @@ watchlist through the same runtime users run, and the header shows the feed's st
 
 from __future__ import annotations
 
+from bench.servers.binance import BinanceServer
 from console.app import build_app
 from engine.config import load_config
 from tests.functional.support import wait_for
 from tests.functional.test_app import SIZE, rows
-from tests.servers.binance import BinanceServer
 
 
 async def test_binance_trades_reach_the_watchlist_and_a_disconnect_shows() -> None:

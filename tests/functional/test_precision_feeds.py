@@ -116,8 +116,10 @@ async def test_a_sim_row_shows_precision_from_its_price(make_config: Callable[..
     app = build_app(make_config())
     async with app.run_test(size=SIZE) as pilot:
         def all_shown() -> bool:
-            return bool(app.runtime and app.runtime.watch) and all(
-                cells[1] not in ("", fmt.MISSING) for cells in rows(app).values())
+            # every row, and at least one: all() of no rows is true before the first snapshot lands
+            shown = rows(app)
+            return bool(app.runtime and app.runtime.watch and shown and app.watchlist.snapshot) and all(
+                cells[1] not in ("", fmt.MISSING) for cells in shown.values())
 
         await wait_for(pilot, all_shown, "every row priced")
         snapshot = app.watchlist.snapshot

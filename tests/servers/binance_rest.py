@@ -1,5 +1,5 @@
 """The Binance stand-in with a past: ``BinanceServer``'s WebSocket stream and, on a second port, the REST
-history (``console.history_tape``: klines and aggregate trades, Binance's weight limits, faults on
+history (``bench.servers.history_tape``: klines and aggregate trades, Binance's weight limits, faults on
 demand) computed from the same trade tape, every trade the stream made, sent or not.
 
 The test owns the clock: ``trade(..., at_ms=...)`` stamps a trade, and the REST side's "now" (which
@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from console.history_tape import RestHistory, Tape
-from tests.servers.binance import BinanceServer
+from bench.servers.binance import BinanceServer
+from bench.servers.history_tape import RestHistory, Tape
 
 
 class BinanceHistoryServer(BinanceServer):
@@ -55,5 +55,5 @@ class BinanceHistoryServer(BinanceServer):
         self.made.setdefault(symbol.upper(), []).append(data)
         if symbol.upper() not in self.dropping:
             stream = f"{symbol.lower()}@trade"
-            await self._publish(stream, {"stream": stream, "data": data})
+            await self.publish(stream, {"stream": stream, "data": data})
         return data

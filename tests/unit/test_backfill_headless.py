@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from console.history_server import Market
+from bench.servers.history import Market
 from engine.config import load_config
 from engine.headless import Headless, prepare
 from engine.sinks.base import SinkGroup

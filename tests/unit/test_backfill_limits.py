@@ -10,7 +10,7 @@ import asyncio
 import aiohttp
 import pytest
 
-from console.history_tape import RestHistory, Tape
+from bench.servers.history_tape import RestHistory, Tape
 from engine.backfill.binance import BinanceHistory
 from engine.backfill.limiter import Throttled, WeightLimiter
 from engine.feeds.base import FeedCounters

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from console.history_server import Market
+from bench.servers.history import Market
 from engine.config import Config, load_config
 from engine.runtime import Runtime
 from engine.store import open_store

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from console.bench_report import Figure, emit
+from bench.report import Figure, emit
 
 FIGURES = [
     Figure("rss_slope", "RSS slope, MB/h", 0.4, "0.4", "< 1", True),

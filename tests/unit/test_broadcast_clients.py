@@ -17,7 +17,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from engine import addresses
-from engine.sinks import admission, broadcast
+from engine.sinks import admission, broadcast, defaults
 from engine.sinks import config as sink_config
 from engine.sinks.admission import Admission
 from engine.sinks.broadcast import BroadcastSink
@@ -231,7 +231,7 @@ def test_a_token_shorter_than_16_characters_is_refused_at_start() -> None:
 
 def test_max_clients_is_a_validated_table_key() -> None:
     (sink,) = websocket_sinks({"type": "websocket"})
-    assert sink.max_clients == broadcast.DEFAULT_MAX_CLIENTS == sink_config.DEFAULT_WEBSOCKET_CLIENTS
+    assert sink.max_clients == defaults.DEFAULT_WEBSOCKET_CLIENTS
     (sink,) = websocket_sinks({"type": "websocket", "max_clients": 3})
     assert sink.max_clients == 3
     for value in (0, -1, "many", 1.5, True, 10**6):

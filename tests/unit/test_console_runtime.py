@@ -51,6 +51,9 @@ async def test_a_view_only_runtime_refuses_what_its_flags_deny() -> None:
         await shown.chart("AAA", 1, 10)
     with pytest.raises(NotImplementedError, match="no local engine"):
         await shown.closed_bars("AAA")
+    with pytest.raises(NotImplementedError, match="no local engine"):
+        shown.chart_reach()
+    assert shown.close_history() is None  # nothing was opened: nothing to close
     assert shown.check_symbol("AAA") is None
     assert shown.check_symbol("BBB") == "BBB is not among the symbols the attached instance publishes"
 

@@ -16,13 +16,13 @@ import numpy as np
 import pytest
 from websockets.protocol import State
 
+from bench.servers.binance import GARBAGE, BinanceServer
 from engine.feeds.backoff import Backoff
 from engine.feeds.base import FeedStatus
 from engine.feeds.binance import BinanceFeed
 from engine.feeds.budget import MessageBudget
 from engine.feeds.ws import Connection
 from engine.ticks import SymbolTable
-from tests.servers.binance import GARBAGE, BinanceServer
 
 MS = 1_000_000
 

@@ -9,10 +9,10 @@ import asyncio
 import pytest
 from websockets.asyncio.client import connect
 
+from bench.servers.binance import BinanceServer
 from engine.feeds.binance import BinanceFeed
 from engine.feeds.budget import MessageBudget, budgeted_connection
 from engine.ticks import SymbolTable
-from tests.servers.binance import BinanceServer
 from tests.unit.test_feed_binance import make_feed, running
 
 

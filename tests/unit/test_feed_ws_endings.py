@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
+from bench.servers.binance import BinanceServer
 from engine.feeds.base import FeedStatus
 from engine.feeds.binance import BinanceFeed
-from tests.servers.binance import BinanceServer
 from tests.unit.test_feed_binance import counters, host, make_feed, running, tick
 
 

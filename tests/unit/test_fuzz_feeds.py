@@ -24,6 +24,7 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
+from bench.servers.binance import BinanceServer
 from engine.feeds.backoff import Backoff
 from engine.feeds.base import FeedStatus
 from engine.feeds.binance import BinanceFeed
@@ -33,7 +34,6 @@ from engine.feeds.yahoo import YahooFeed, _error_text
 from engine.feeds.yahoo_stream import Pricing, YahooStream
 from engine.ticks import SymbolTable
 from tests.fuzz_settings import INT64_MAX, deep_json, dumps, fuzz, invalid_utf8, json_values, mutated, tried
-from tests.servers.binance import BinanceServer
 from tests.servers.yahoo_stream import pricing_data
 
 

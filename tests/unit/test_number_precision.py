@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 
 from engine.precision import hint_decimals, tick_decimals
-from engine.remote import decode_quote
-from engine.sinks.frames import dumps, quote_frame
+from engine.sinks.frames import decode_quote, dumps, quote_frame
 from engine.snapshot import Quote
 from widgets import formatting as fmt
 from widgets.watchlist_layout import layout, row_cells
@@ -122,7 +121,7 @@ def test_the_tick_size_decimals_travel_in_snapshot_frames_and_old_frames_still_d
 async def test_binance_tick_sizes_are_asked_once_per_symbol_even_while_a_request_is_under_way() -> None:
     import asyncio
 
-    from console.history_tape import EXCHANGE_INFO, RestHistory, Tape
+    from bench.servers.history_tape import EXCHANGE_INFO, RestHistory, Tape
     from engine.feeds.base import FeedCounters
     from engine.feeds.binance_ticks import TickSizes
 

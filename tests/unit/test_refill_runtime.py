@@ -17,11 +17,10 @@ import pytest
 from engine.config import load_config
 from engine.feeds.base import Feed, FeedItem, FeedStatus, HistoryBars, Refill
 from engine.headless import Headless, StoppableFeed
-from engine.remote import decode_health
 from engine.runtime import Runtime
 from engine.signals.events import Signal
 from engine.sinks.base import SinkGroup
-from engine.sinks.frames import health_frame
+from engine.sinks.frames import decode_health, health_frame
 from engine.snapshot import Update
 from engine.store import BarStore
 from engine.ticks import SymbolTable, make_ticks

@@ -16,10 +16,9 @@ import numpy as np
 from engine.config import load_config
 from engine.config_model import RuleTable
 from engine.feeds.sim import SimFeed
-from engine.remote import decode_health
 from engine.runtime import Runtime
 from engine.runtime_metrics import percentiles
-from engine.sinks.broadcast import health_frame
+from engine.sinks.frames import decode_health, health_frame
 from engine.snapshot import PipelineHealth, Update
 
 MS = 1_000_000

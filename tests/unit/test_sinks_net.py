@@ -28,7 +28,7 @@ import pytest
 
 from engine.config import load_config
 from engine.signals.events import Signal
-from engine.sinks.base import SignalFilter, SinkGroup
+from engine.sinks.base import SignalFilter, SinkGroup, SinkStartError
 from engine.sinks.config import (
     DEFAULT_METRICS_PORT,
     DEFAULT_QUEUE,
@@ -41,9 +41,10 @@ from engine.sinks.config import (
     build_sinks,
     load_sinks,
 )
+from engine.sinks.http import HttpSink, retry_after
 from engine.sinks.metrics import MetricsSink
 from engine.sinks.telegram import TelegramSink, message
-from engine.sinks.webhook import HttpSink, SinkStartError, WebhookSink, encode_json, retry_after
+from engine.sinks.webhook import WebhookSink, encode_json
 from tests.servers.hooks import TelegramServer, WebhookServer, closed_port, parse_html
 
 T0 = 1_800_000_000_000_000_000  # 2027-01-15 08:00 UTC

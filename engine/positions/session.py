@@ -1,0 +1,78 @@
+"""The previous session's close, per feed: what a position's day P&L is measured from.
+
+A "session" is defined per feed (:func:`session_start`):
+
+- **binance, coinbase** (crypto trades around the clock): the UTC day. The session starts at 00:00 UTC;
+  the previous close is the last price before it. (Both services' own 24-hour "change" figures are
+  rolling windows, not this.)
+- **yahoo**: the exchange's regular session, from the chart answer's ``meta.tradingPeriods`` (the same
+  periods ``engine.backfill.yahoo`` reads). The current session is the latest one that has started:
+  after the close and over a weekend, that is still the last session, so the day P&L is that session's
+  move, as Yahoo's own pages show it. Where Yahoo reports the previous close itself
+  (``regularMarketPreviousClose`` in a quote, ``chartPreviousClose`` in a one-day chart's ``meta``),
+  that figure wins (``reported`` in :func:`previous_closes`).
+- **sim, replay**: the UTC day of the feed's own clock (``Feed.now_ns``): wall time for the sim, the
+  file's time for a replay, so a replay of last March has last March's sessions.
+- anything else (``attach`` before the publisher's feed is known): no session, so no day P&L.
+
+What the engine does not provide yet (so the console cannot fill the day P&L column for every feed
+today): the Yahoo feed parses neither ``regularMarketPreviousClose`` (``engine/feeds/yahoo_answer.py``)
+nor ``tradingPeriods`` (only the backfill reads them, and keeps only bars); the snapshot carries no
+previous close; and with short intervals the history ring (``engine.history``'s depth) may not reach
+back to the previous session, so a bar-based close needs a daily close kept per symbol (the bar store
+or a 1d backfill) to survive a restart and fine intervals.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+DAY_NS = 86_400 * 1_000_000_000
+UTC_DAY_FEEDS = frozenset({"binance", "coinbase", "sim", "replay"})
+SESSION_FEEDS = frozenset({"yahoo"})
+NO_SESSION = np.iinfo(np.int64).min
+"""A session start that is not known: :func:`previous_closes` gives NaN for its rows."""
+
+
+def session_start(feed: str, now_ns: int, sessions: Sequence[tuple[int, int]] = ()) -> int:
+    """When the session ``now_ns`` belongs to started (ns), for ``feed``; :data:`NO_SESSION` if unknown.
+
+    ``now_ns`` is the feed's clock (``Feed.now_ns()``). ``sessions`` are Yahoo's regular sessions as
+    ``(start, end)`` in seconds (``tradingPeriods``), in any order; other feeds ignore them.
+    """
+    if feed in UTC_DAY_FEEDS:
+        return (now_ns // DAY_NS) * DAY_NS
+    if feed in SESSION_FEEDS:
+        started = [start * 1_000_000_000 for start, _ in sessions if start * 1_000_000_000 <= now_ns]
+        return max(started) if started else int(NO_SESSION)
+    return int(NO_SESSION)
+
+
+def previous_closes(start_ns: np.ndarray | int, times: np.ndarray, closes: np.ndarray,
+                    reported: np.ndarray | None = None) -> np.ndarray:
+    """Per row, the close the day P&L is measured from: ``reported`` where it is a number, else the
+    close of the last bar that opened before the row's session start, else NaN.
+
+    ``times`` (int64 ns, bar open times) and ``closes`` are ``(rows, k)``, oldest first, the rows'
+    closed bars (NaN closes mark empty places, as the snapshot's gather leaves them); ``start_ns`` is
+    one start for all rows or one per row (Yahoo's exchanges differ). "Opened before the start" picks the
+    bar that held the previous session's last trade when the interval divides the session's day (1m
+    ... 1d), and is immune to a 23- or 25-hour day at a daylight-saving change.
+    """
+    times = np.asarray(times, dtype=np.int64)
+    closes = np.asarray(closes, dtype=np.float64)
+    rows = times.shape[0]
+    start = np.broadcast_to(np.asarray(start_ns, dtype=np.int64), (rows,))
+    before = (times < start[:, None]) & np.isfinite(closes) & (start[:, None] != NO_SESSION)
+    k = times.shape[1] if times.ndim == 2 else 0
+    if k:
+        last = k - 1 - np.argmax(before[:, ::-1], axis=1)
+        out = np.where(before.any(axis=1), closes[np.arange(rows), last], np.nan)
+    else:
+        out = np.full(rows, np.nan)
+    if reported is not None:
+        reported = np.asarray(reported, dtype=np.float64)
+        out = np.where(np.isfinite(reported) & (reported > 0), reported, out)
+    return out
