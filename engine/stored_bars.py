@@ -4,8 +4,8 @@ for more than the ring holds.
 The ring (``engine.history``, sized by ``engine.backfill.sizing.ring_bars``) keeps what the indicators
 and the screen need at the engine's interval; a live feed's bar store (``engine.store``) keeps every bar
 it closed. A chart at five times the interval, or a backtest, reads the store's newest bars and keeps the
-ones older than the ring's oldest bar (``engine.chart_data``, ``console.app``). Reads run in the caller's
-thread: never the engine's (ticks wait) nor the event loop (the console calls through
+ones older than the ring's oldest bar (``engine.chart_data``, ``engine.runtime``). Reads run in the
+caller's thread: never the engine's (ticks wait) nor the event loop (the runtime calls through
 ``asyncio.to_thread``).
 
 The sim and a replay keep no store (``engine.store.PERSISTED_FEEDS`` says why): then :attr:`missing` says
