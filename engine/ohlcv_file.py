@@ -2,8 +2,8 @@
 
 It lives in the engine because two users read the same files: ``tickdeck indicators`` (in ``console``)
 computes indicators over an OHLCV CSV file, and the replay feed (``engine.feeds.replay``) replays OHLCV
-CSV or Parquet files and tick files. The engine never imports ``console`` (DESIGN rule 1), so the shared
-code is here and the command imports it.
+CSV or Parquet files and tick files. The engine never imports ``console`` (ARCHITECTURE.md, Layers), so
+the shared code is here and the command imports it.
 
 An OHLCV table needs columns open, high, low, close and volume (header names in any case) and a timestamp
 column named timestamp, datetime, date or time, or first and unnamed (as ``DataFrame.to_csv`` writes an

@@ -1,4 +1,4 @@
-"""The engine is a library: it must not pull in the UI stack (DESIGN rule 1)."""
+"""The engine is a library: it must not pull in the UI stack (ARCHITECTURE.md, Layers)."""
 
 from __future__ import annotations
 
