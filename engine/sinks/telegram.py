@@ -56,9 +56,10 @@ def message(signal: Signal) -> str:
     if values:
         lines.append(" · ".join(values))
     if (p := signal.position) is not None:  # a position rule's signal: what the position stands at
+        # (a bare & is malformed in Telegram's HTML: "&" must be written &amp;, per its formatting docs)
         pct = p.get("unrealized_pct", math.nan)
         lines.append(f"position {_number(p.get('quantity', math.nan), 12)} @ "
-                     f"{_number(p.get('average_cost', math.nan), 10)} · P&L "
+                     f"{_number(p.get('average_cost', math.nan), 10)} · P&amp;L "
                      f"{_signed(p.get('unrealized', math.nan))} ({_signed(pct, 3)}%)")
     bar = datetime.fromtimestamp(signal.bar_time / 1e9, UTC)
     shown = "%Y-%m-%d %H:%M" if bar.second == 0 and bar.microsecond == 0 else "%Y-%m-%d %H:%M:%S"
