@@ -185,3 +185,14 @@ def test_position_rules_are_live_by_default_and_describe_themselves() -> None:
     assert pnl.describe() == "pnl_pct crosses below -3" and stop.describe() == (
         "close crosses below stop (above for a short)")
     assert load_rules([({"id": "p", "kind": "pnl", "above": 1, "on": "close"}, "f")])[0].on == "close"
+
+
+def test_a_backtest_leaves_position_rules_out_and_refuses_them_by_name() -> None:
+    from engine.backtest import BacktestError, select_rules
+
+    tables = [({"id": "p", "kind": "price", "above": 1}, "f"), (STOP, "f"), ({"id": "pnl", "kind": "pnl",
+                                                                               "above": 5}, "f")]
+    assert [r.id for r in select_rules(tables)] == ["p"]
+    with pytest.raises(BacktestError, match="rule 'stop' is a stop rule, on positions, which a backtest does "
+                                            "not hold"):
+        select_rules(tables, ["p", "stop"])
