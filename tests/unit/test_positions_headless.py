@@ -7,7 +7,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import random
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from decimal import Decimal
@@ -23,7 +26,7 @@ from engine.headless import Headless, StoppableFeed
 from engine.indicators.bank import IndicatorBank
 from engine.positions import stored
 from engine.positions.book import Lot, PositionBook
-from engine.positions.portfolio import Portfolio, portfolio_text
+from engine.positions.portfolio import Portfolio, portfolio_text, watch
 from engine.runtime import Runtime, build_engine
 from engine.signals.detector import SignalDetector
 from engine.signals.events import Signal
@@ -35,6 +38,7 @@ from engine.sinks.metrics import MetricsSink
 from engine.sinks.telegram import message
 from engine.sinks.webhook import WebhookSink
 from engine.ticks import SymbolTable, make_ticks
+from tests.data import random_walk
 from tests.servers.hooks import WebhookServer
 
 pytestmark = pytest.mark.usefixtures("clean_env")  # (tests/conftest.py)
@@ -269,3 +273,78 @@ def test_the_telegram_text_shows_the_position() -> None:
     assert lines[:3] == ["▼ <b>AAPL</b>  stop", "price 94.5", "close 94.5 · stop 95"]
     assert lines[3] == "position 10 @ 101 · P&amp;L -65 (-6.44%)"
 
+
+
+# --- end to end: tickdeck --headless over a replay, in a subprocess ------------------------------------
+
+def test_tickdeck_headless_reads_the_state_file_and_alerts_at_every_crossing_of_its_levels(
+        tmp_path: Path) -> None:
+    bars = random_walk(1500, seed=3)
+    rows = list(bars.rows())
+    data = tmp_path / "ACME.csv"
+    data.write_text("timestamp,open,high,low,close,volume\n"
+                    + "".join(",".join(str(x) for x in row) + "\n" for row in rows), encoding="utf-8")
+    (tmp_path / "config.toml").write_text('[[rules]]\nid = "stop"\nkind = "stop"\non = "close"\n\n'
+                                          '[[rules]]\nid = "target"\nkind = "target"\non = "close"\n',
+                                          encoding="utf-8")
+    book = PositionBook()
+    book.add("ACME", Lot(Decimal("10"), Decimal("100")))
+    book.set_levels("ACME", stop=Decimal("95"), target=Decimal("150"))
+    (tmp_path / "state").mkdir()
+    write_state(tmp_path / "state" / "state.json", "replay", book)
+    closes = [row[4] for row in rows]
+    down = [i for i in range(1, len(closes)) if closes[i - 1] >= 95 and closes[i] < 95]
+    up = [i for i in range(1, len(closes)) if closes[i - 1] <= 150 and closes[i] > 150]
+    assert down and up  # the walk crosses both
+
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("TICKDECK_") or k == "TICKDECK_NUMBA_CACHE"}
+    env.update(TICKDECK_STATE_DIR=str(tmp_path / "state"), TICKDECK_CONFIG_DIR=str(tmp_path / "none"))
+    done = subprocess.run([sys.executable, "-m", "console", "--headless", "--config",
+                           str(tmp_path / "config.toml"), "--feed", "replay", "--file", str(data), "--speed",
+                           "max"],
+                          cwd=Path(__file__).resolve().parents[2], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    signals = [json.loads(line) for line in done.stdout.splitlines()]
+    bar_of = {close: i for i, close in enumerate(closes)}  # (the replay moves bar times onto its grid)
+    fired = {(s["rule"], bar_of[s["price"]]) for s in signals}
+    assert len(fired) == len(signals)
+    assert fired == {("stop", i) for i in down} | {("target", i) for i in up}
+    for s in signals:
+        assert s["position"]["quantity"] == 10.0 and s["position"]["average_cost"] == 100.0
+        assert s["position"]["unrealized"] == pytest.approx(10 * (s["price"] - 100))
+    assert "positions: 1 on the replay feed" in done.stderr
+
+
+async def test_the_watch_hands_each_new_book_to_the_detector_and_survives_a_failure(tmp_path: Path) -> None:
+    state = tmp_path / "state.json"
+    portfolio = Portfolio(state, "sim")
+    portfolio.refresh()
+    books: list[PositionBook] = []
+
+    async def changed(book: PositionBook) -> None:
+        books.append(book)
+        if len(books) == 1:
+            raise RuntimeError("the engine thread is gone")  # logged; the watch goes on
+
+    task = asyncio.create_task(watch(portfolio, changed, every=0.01))
+
+    async def until(condition: Callable[[], bool]) -> None:
+        for _ in range(1000):
+            if condition():
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError("the condition never held")
+
+    try:
+        write_state(state, "sim", the_book())
+        await until(lambda: len(books) == 1)
+        one = PositionBook()
+        one.add("AAPL", Lot(Decimal("1"), Decimal("1")))
+        write_state(state, "sim", one)
+        await until(lambda: len(books) == 2)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert [b.symbols() for b in books] == [("AAPL", 'TS"LA'), ("AAPL",)]
