@@ -20,6 +20,8 @@ from engine.signals import kernel
 from engine.signals.events import Signal
 from engine.signals.rules import BAR_FIELDS, POSITION_OPERANDS, Operand, Rule, RuleError
 
+_SOURCES = {"output": kernel.SRC_OUTPUT, "field": kernel.SRC_FIELD, "const": kernel.SRC_CONST,
+            "position": kernel.SRC_POSITION}
 PositionFigures = tuple[float, float, float, float]
 """A symbol's position as the detector takes it: (average cost, quantity, stop, target), NaN for none
 (``engine.positions.alerts.figures`` builds them from a book)."""
