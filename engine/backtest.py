@@ -40,7 +40,7 @@ import numpy as np
 from engine.feeds.replay import bars_to_ticks
 from engine.ohlcv_file import InputError, Table, check_bars, read_csv, table_from_arrow
 from engine.signals.events import Signal
-from engine.signals.rules import Rule, RuleError, load_rules
+from engine.signals.rules import POSITION_KINDS, Rule, RuleError, load_rules
 from engine.tick_engine import Engine
 
 HORIZONS: tuple[int, ...] = (1, 5, 20)
@@ -68,7 +68,8 @@ def format_interval(ns: int) -> str:
 
 def select_rules(tables: Iterable[tuple[Mapping[str, Any], str]], ids: Sequence[str] | None = None,
                  ) -> tuple[Rule, ...]:
-    """The config's enabled rules, or exactly those named in ``ids`` (a disabled one too, when named)."""
+    """The config's enabled rules, or exactly those named in ``ids`` (a disabled one too, when named).
+    Rules on positions (pnl, stop, target) are left out: a backtest holds no positions."""
     try:
         rules = load_rules(tables)
     except RuleError as exc:
@@ -80,8 +81,11 @@ def select_rules(tables: Iterable[tuple[Mapping[str, Any], str]], ids: Sequence[
             known = ", ".join(by_id) or "none"
             raise BacktestError(f"unknown rule id {unknown[0]!r} in --rules; the config's rules are: {known}")
         chosen = tuple(replace(by_id[i], enabled=True) for i in dict.fromkeys(ids))
+        if held := [r for r in chosen if r.kind in POSITION_KINDS]:
+            raise BacktestError(f"rule {held[0].id!r} is a {held[0].kind} rule, on positions, which a "
+                                "backtest does not hold; name other rules in --rules")
     else:
-        chosen = tuple(r for r in rules if r.enabled)
+        chosen = tuple(r for r in rules if r.enabled and r.kind not in POSITION_KINDS)
     if not chosen:
         raise BacktestError("no rules to backtest: the config has no enabled [[rules]] "
                             "(add some to a --config file, or name them with --rules)")

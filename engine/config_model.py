@@ -381,6 +381,8 @@ DEFAULT_RULES: tuple[dict[str, Any], ...] = (
     {"id": "golden_cross", "kind": "cross", "a": "sma_50", "b": "sma_200", "direction": "both"},
     {"id": "volume_spike", "kind": "volume_spike", "window": 20, "zscore": 3.0, "cooldown": "15m"},
     {"id": "move_2pct", "kind": "move", "window": 5, "pct": 2.0, "cooldown": "15m"},
+    {"id": "position_stop", "kind": "stop", "cooldown": "15m"},
+    {"id": "position_target", "kind": "target", "cooldown": "15m"},
 )
 
 

@@ -5,9 +5,11 @@ line (``Signal.to_dict()``), to standard output and to every configured sink (``
 ``--signals-out PATH``, a jsonl file of every signal). Standard error carries the log (text, or one JSON
 object per line with ``--log-format json``), a status line every ``--status-every`` seconds (ticks/s,
 signals, lag p99, RSS, reconnects, bad messages, gaps, duplicates, refills; ``history 12/40`` while
-history loads) and, as its last line whatever the log format, a JSON summary of the run (``ticks``,
-``bars``, ``signals``, ``bad_messages``, ``reconnects``, ``gaps``, ``refills``, ``duplicates``,
-``history_bars``, ``history_failed``, ``rest_errors``, ``runtime_s``, ``sinks``: each sink's figures, ...).
+history loads; the portfolio's value, unrealized and day P&L when the feed has positions, see
+``engine.positions.portfolio``) and, as its last line whatever the log format, a JSON summary of the
+run (``ticks``, ``bars``, ``signals``, ``bad_messages``, ``reconnects``, ``gaps``, ``refills``,
+``duplicates``, ``history_bars``, ``history_failed``, ``rest_errors``, ``runtime_s``, ``sinks``: each
+sink's figures, ...).
 
 A warm-up signal (fired on history at start, ``"warmup": true``) is not news: standard output and
 ``--signals-out`` skip it, and so does every sink that does not set ``warmup = true``.
@@ -43,12 +45,15 @@ from engine.config import Config
 from engine.engine_thread import in_daemon_thread
 from engine.feeds.base import Feed, FeedItem, FeedStatus
 from engine.feeds.registry import FeedUnavailable, build_feed
+from engine.positions.portfolio import Portfolio, PortfolioFigures, portfolio_text, watch
+from engine.positions.stored import state_path
 from engine.precompile import compile_logged
 from engine.runtime import Runtime, Update, build_engine
 from engine.signals.rules import RuleError, load_rules
 from engine.sinks.base import Sink, SinkGroup
 from engine.sinks.config import SinkError, SinkSpec, build_sinks, load_sinks
 from engine.sinks.jsonl import JsonlStreamSink
+from engine.snapshot import MarketSnapshot
 
 if TYPE_CHECKING:  # imported by build_sinks only when configured: they bring aiohttp and websockets
     from engine.sinks.broadcast import BroadcastSink
@@ -197,8 +202,10 @@ class Headless:
     """One headless run: a runtime over a stoppable feed, its sinks, the status line and the summary."""
 
     def __init__(self, runtime: Runtime, feed: StoppableFeed, sinks: SinkGroup, *,
-                 status_every: float = 10.0) -> None:
+                 status_every: float = 10.0, portfolio: Portfolio | None = None) -> None:
         self.runtime = runtime
+        self.portfolio = portfolio
+        self.snapshot: MarketSnapshot | None = None  # the latest, for the portfolio's figures
         self.feed = feed
         self.sinks = sinks
         self.status_every = status_every
@@ -223,7 +230,18 @@ class Headless:
         return {"feed": self.feed.name, "state": self.feed_state, "ticks": stats.ticks, "bars": stats.bars,
                 "bad_messages": counters.bad_total, "reconnects": counters.reconnects, "gaps": counters.gaps,
                 "duplicates": counters.duplicates, "refills": stats.refills, "lag_p50_ms": p50,
-                "lag_p99_ms": p99, "queue_depth": m.queue_depth, "rss_bytes": self._process.memory_info().rss}
+                "lag_p99_ms": p99, "queue_depth": m.queue_depth, "rss_bytes": self._process.memory_info().rss,
+                **self._portfolio_figures()}
+
+    def _portfolio_figures(self) -> dict[str, Any]:
+        p = self.portfolio_figures()
+        return {} if p is None else {"portfolio_value": p.value, "position_pnl": p.unrealized_by_symbol}
+
+    def portfolio_figures(self) -> PortfolioFigures | None:
+        """The positions valued at the latest snapshot (None: no positions, or no snapshot yet)."""
+        if self.portfolio is None or not len(self.portfolio.book) or self.snapshot is None:
+            return None
+        return self.portfolio.figures(self.snapshot.by_symbol())
 
     # --- callbacks, on the event loop ----------------------------------------------------------------
     def on_update(self, update: Update) -> None:
@@ -234,6 +252,7 @@ class Headless:
                 self.signals += 1
             self.sinks.deliver(sig)
         if update.snapshot is not None:
+            self.snapshot = update.snapshot
             for sink in self.broadcasts:
                 sink.publish(update.snapshot, update.health)
 
@@ -282,6 +301,7 @@ class Headless:
         status = asyncio.create_task(self._report_status(), name="tickdeck-status")
         force = asyncio.create_task(self._force.wait(), name="tickdeck-force-stop")
         stopping = asyncio.create_task(self._stopping.wait(), name="tickdeck-stop")
+        positions = asyncio.create_task(self._watch_positions(), name="tickdeck-positions")
         try:
             await asyncio.wait({run, stopping}, return_when=asyncio.FIRST_COMPLETED)
             if not run.done():  # stop requested: the feed has ended; the queue goes through the engine
@@ -293,9 +313,9 @@ class Headless:
                 run.cancel()
                 await asyncio.wait({run})
         finally:
-            for task in (status, force, stopping):
+            for task in (status, force, stopping, positions):
                 task.cancel()
-            await asyncio.wait({status, force, stopping})
+            await asyncio.wait({status, force, stopping, positions})
         if not run.cancelled() and (exc := run.exception()) is not None:
             self.stopped_by, self.error, self.exit_code = "error", f"{type(exc).__name__}: {exc}", EXIT_FAILED
             log.error("the runtime stopped: %s", self.error, exc_info=exc)
@@ -326,6 +346,10 @@ class Headless:
             left = max(self._left(), 0.0)
             await self.sinks.close(min(left, CLOSE_S) if self._force.is_set() else left)
 
+    async def _watch_positions(self) -> None:
+        if self.portfolio is not None:
+            await watch(self.portfolio, self.runtime.set_positions)
+
     async def _report_status(self) -> None:
         if not self.status_every > 0:
             return
@@ -339,10 +363,10 @@ class Headless:
             loading = (f"history {fields['history_done']:,}/{fields['history_total']:,}, "
                        if fields["history_done"] < fields["history_total"] else "")
             log.info("status: %s%s ticks/s, %s signals, lag p99 %.1f ms, RSS %.0f MB, %d reconnects, "
-                     "%d bad messages, %d gaps, %d duplicates, %d refills", loading, f"{rate:,.0f}",
+                     "%d bad messages, %d gaps, %d duplicates, %d refills%s", loading, f"{rate:,.0f}",
                      f"{self.signals:,}", fields["lag_p99_ms"], fields["rss_mb"], fields["reconnects"],
                      fields["bad_messages"], fields["gaps"], fields["duplicates"], fields["refills"],
-                     extra={"event": "status", "fields": fields})
+                     portfolio_text(fields), extra={"event": "status", "fields": fields})
 
     def status_fields(self, ticks_per_s: float) -> dict[str, Any]:
         counters = self.runtime.feed.counters
@@ -355,7 +379,8 @@ class Headless:
                 "gaps": counters.gaps, "refills": self.runtime.engine.stats.refills,
                 "duplicates": counters.duplicates, "history_done": counters.history_done,
                 "history_total": counters.history_total,
-                "uptime_s": round(time.monotonic() - self._started, 3)}
+                "uptime_s": round(time.monotonic() - self._started, 3),
+                **(p.fields() if (p := self.portfolio_figures()) is not None else {})}
 
     def summary(self) -> dict[str, Any]:
         stats = self.runtime.engine.stats
@@ -491,7 +516,10 @@ async def serve(config: Config, *, signals_out: str | os.PathLike[str] | None = 
                  len(runtime.engine.detector.rules), described or "none",
                  extra={"event": "start", "fields": {"feed": config.feed.name,
                                                      "sinks": [s.name for s in sinks]}})
-        service = Headless(runtime, feed, sinks, status_every=status_every)
+        portfolio = Portfolio(state_path(), config.feed.name)
+        await asyncio.to_thread(portfolio.refresh)
+        await runtime.set_positions(portfolio.book)  # before the run: warm-up signals see them too
+        service = Headless(runtime, feed, sinks, status_every=status_every, portfolio=portfolio)
         for metrics in _of_class(sinks, "engine.sinks.metrics", "MetricsSink"):
             metrics.figures = service.figures
         for broadcast in service.broadcasts:

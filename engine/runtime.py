@@ -31,6 +31,8 @@ from engine.console_runtime import ClosedBars
 from engine.engine_thread import EngineThread
 from engine.feeds.base import Feed, FeedStatus, HistoryBars, Refill
 from engine.feeds.registry import build_feed, register_symbols
+from engine.positions.alerts import figures as position_figures
+from engine.positions.book import PositionBook
 from engine.runtime_metrics import RuntimeMetrics
 from engine.signals.events import Signal
 from engine.signals.rules import load_rules
@@ -180,6 +182,11 @@ class Runtime:
         if self.feed.closed_universe and name not in universe:
             return f"{name} is not traded on the {self.feed.name} feed"
         return None
+
+    async def set_positions(self, book: PositionBook) -> None:
+        """Hand ``book`` to the detector's position rules (pnl, stop, target), on the engine thread; call it
+        when the book changes (its ``version``), never per tick."""
+        await self.call(self.engine.detector.set_positions, position_figures(book))
 
     async def add_symbols(self, names: Sequence[str]) -> None:
         """Give ``names`` engine slots (on the engine thread) and ask the feed to deliver them."""

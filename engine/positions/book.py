@@ -28,6 +28,11 @@ Arithmetic (the conventions brokers' average-cost statements use):
 
 A position that goes flat stays in the book (it holds realized P&L) until it is deleted.
 
+A position may carry a ``stop`` and a ``target`` price (exact decimals, None: not set), which the alert
+rules ``stop`` and ``target`` watch (``engine.signals.rules``). They belong to the position, not to a
+lot: adding, editing or deleting lots keeps them; :meth:`PositionBook.set_levels` sets or clears them,
+and undo takes that back as any other change.
+
 Edits and undo follow the watchlists' rows (``console.state.Book``): every change (a lot added, a lot
 edited or deleted, a position deleted) is recorded on an undo stack of :data:`UNDO_DEPTH` entries for the
 session (not saved); :meth:`PositionBook.undo` puts the symbol's lots back as they were before the last
@@ -125,6 +130,8 @@ class Position:
     realized: Decimal = ZERO
     fees: Decimal = ZERO
     lots: tuple[Lot, ...] = ()
+    stop: Decimal | None = None
+    target: Decimal | None = None
 
     @property
     def average_cost(self) -> Decimal | None:
@@ -153,7 +160,7 @@ class Position:
             released = self.cost if closing == abs(q) else _apportion(self.cost, closing, abs(q))
             realized = self.realized - closed * price - released - fee_close
             cost = self.cost - released + opening * price + (lot.fee - fee_close)
-            return Position(self.symbol, q + c, cost, realized, fees, self.lots)
+            return replace(self, quantity=q + c, cost=cost, realized=realized, fees=fees)
 
     def extend(self, lots: Iterable[Lot]) -> Position:
         """This position after ``lots``, in order (linear in their number)."""
@@ -164,8 +171,35 @@ class Position:
         return replace(position, lots=self.lots + added)
 
     @classmethod
-    def of(cls, symbol: str, lots: Iterable[Lot]) -> Position:
-        return cls(symbol).extend(lots)
+    def of(cls, symbol: str, lots: Iterable[Lot], stop: Decimal | None = None,
+           target: Decimal | None = None) -> Position:
+        start = cls(symbol, stop=level_checked(stop, "stop"), target=level_checked(target, "target"))
+        return start.extend(lots)
+
+    def refolded(self, lots: Iterable[Lot]) -> Position:
+        """A position of these ``lots`` with this one's stop and target (an edited or deleted lot)."""
+        return Position.of(self.symbol, lots, self.stop, self.target)
+
+
+def level_checked(level: Decimal | None, what: str) -> Decimal | None:
+    """``level`` (a stop or target price, or None), or PositionError saying why it cannot be one."""
+    if level is None:
+        return None
+    if not isinstance(level, Decimal):
+        raise PositionError(f"the {what} must be a Decimal, not {type(level).__name__}")
+    if problem := number_problem(level, what, zero=False):
+        raise PositionError(problem)
+    return level
+
+
+class Keep:
+    """The type of :data:`KEEP`: a level :meth:`PositionBook.set_levels` leaves as it is."""
+
+    def __repr__(self) -> str:
+        return "KEEP"
+
+
+KEEP = Keep()
 
 
 @dataclass(frozen=True)
@@ -184,6 +218,8 @@ class _Undo:
     lots: tuple[Lot, ...] | None  # None: the symbol had no position
     index: int  # its place among the symbols, so an undone delete goes back where it was
     what: str
+    stop: Decimal | None = None
+    target: Decimal | None = None
 
 
 @dataclass
@@ -196,8 +232,13 @@ class PositionBook:
     """Bumped by every change (and undo): a valuation caches its per-book arrays by it."""
 
     @classmethod
-    def of(cls, lots: Mapping[str, Sequence[Lot]]) -> PositionBook:
-        """A book from lots per symbol (a loaded state file, an import); PositionError names a bad one."""
+    def of(cls, lots: Mapping[str, Sequence[Lot]],
+           levels: Mapping[str, tuple[Decimal | None, Decimal | None]] | None = None) -> PositionBook:
+        """A book from lots per symbol (a loaded state file, an import) and, optionally, their
+        ``(stop, target)`` levels; PositionError names a bad one."""
+        levels = levels or {}
+        if stray := sorted(levels.keys() - lots.keys()):
+            raise PositionError(f"{stray[0]:.40} has a stop or target but no position")
         book = cls()
         total = 0
         for symbol, symbol_lots in lots.items():
@@ -206,7 +247,7 @@ class PositionBook:
             total += len(symbol_lots)
             if not symbol_lots:
                 raise PositionError(f"{symbol} has a position with no lots")
-            book._positions[symbol] = Position.of(symbol, symbol_lots)
+            book._positions[symbol] = Position.of(symbol, symbol_lots, *levels.get(symbol, (None, None)))
         if total > MAX_LOTS:
             raise PositionError(f"{total} lots is more than the {MAX_LOTS:,} a feed's book holds")
         return book
@@ -232,6 +273,11 @@ class PositionBook:
     def lots(self) -> dict[str, tuple[Lot, ...]]:
         """Every symbol's lots, in entry order: what the state file and an export hold."""
         return {s: p.lots for s, p in self._positions.items()}
+
+    def levels(self) -> dict[str, tuple[Decimal | None, Decimal | None]]:
+        """``(stop, target)`` of every position that has either, in the book's order."""
+        return {s: (p.stop, p.target) for s, p in self._positions.items()
+                if p.stop is not None or p.target is not None}
 
     def copy(self) -> PositionBook:
         """An independent book with the same positions and no undo history (positions are immutable)."""
@@ -275,15 +321,16 @@ class PositionBook:
         """Replace ``symbol``'s lot ``index`` (negative counts from the last) and refold the position."""
         lots = list(self._position(symbol).lots)
         lots[self._lot_index(symbol, lots, index)] = lot
-        position = Position.of(symbol, lots)
+        position = self._position(symbol).refolded(lots)
         self._change(symbol, position, "edit")
         return position
 
     def delete_lot(self, symbol: str, index: int) -> Position | None:
         """Remove ``symbol``'s lot ``index``; its last lot removed deletes the position (None)."""
-        lots = list(self._position(symbol).lots)
+        before = self._position(symbol)
+        lots = list(before.lots)
         del lots[self._lot_index(symbol, lots, index)]
-        position = Position.of(symbol, lots) if lots else None
+        position = before.refolded(lots) if lots else None
         self._change(symbol, position, "delete")
         return position
 
@@ -292,6 +339,17 @@ class PositionBook:
         gone = self._position(symbol)
         self._change(symbol, None, "delete")
         return gone
+
+    def set_levels(self, symbol: str, stop: Decimal | Keep | None = KEEP,
+                   target: Decimal | Keep | None = KEEP) -> Position:
+        """Set (a Decimal), clear (None) or keep (:data:`KEEP`) ``symbol``'s stop and target; undoable."""
+        position = self._position(symbol)
+        if not isinstance(stop, Keep):
+            position = replace(position, stop=level_checked(stop, "stop"))
+        if not isinstance(target, Keep):
+            position = replace(position, target=level_checked(target, "target"))
+        self._change(symbol, position, "levels")
+        return position
 
     def undo(self) -> tuple[str, Position | None] | None:
         """Undo the last change: ``(symbol, position now)`` (None: the undone change had created it), or
@@ -304,7 +362,7 @@ class PositionBook:
             self._positions.pop(entry.symbol, None)
             restored = None
         else:
-            restored = Position.of(entry.symbol, entry.lots)
+            restored = Position.of(entry.symbol, entry.lots, entry.stop, entry.target)
             items = [(s, p) for s, p in self._positions.items() if s != entry.symbol]
             items.insert(min(entry.index, len(items)), (entry.symbol, restored))
             self._positions = dict(items)
@@ -318,7 +376,9 @@ class PositionBook:
     def _change(self, symbol: str, position: Position | None, what: str) -> None:
         before = self._positions.get(symbol)
         index = list(self._positions).index(symbol) if before is not None else len(self._positions)
-        self._undo.append(_Undo(symbol, before.lots if before is not None else None, index, what))
+        self._undo.append(_Undo(symbol, before.lots if before is not None else None, index, what,
+                                before.stop if before is not None else None,
+                                before.target if before is not None else None))
         del self._undo[:-UNDO_DEPTH]
         if position is None:
             del self._positions[symbol]

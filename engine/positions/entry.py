@@ -12,6 +12,15 @@ A lot is typed as::
   (``1,000`` could be a decimal comma), at most :data:`~engine.positions.book.MAX_DECIMALS` decimals.
   ``nan`` and ``inf`` are refused by name.
 
+A position's stop and target levels (which the ``stop`` and ``target`` alert rules watch) are typed as::
+
+    SYMBOL stop PRICE|off [target PRICE|off]     e.g.  AAPL stop 170     AAPL stop 170 target 200
+    SYMBOL target PRICE|off [stop PRICE|off]           AAPL target off   BTCUSDT stop off target off
+
+- ``stop`` and ``target`` are words (any case), each at most once; ``off`` clears the level; a level
+  left out is kept as it is.
+- PRICE is a plain decimal above zero; the position must exist (``LevelChange.apply`` says so if not).
+
 :func:`parse_entry` never raises for what was typed: it returns the lot or one sentence that says what
 was expected, for the prompt to show while nothing changes. Whether the feed knows the symbol is not a
 matter of grammar: pass ``check_symbol`` (the console passes the same check its ``a`` key uses,
@@ -26,9 +35,21 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
-from engine.positions.book import Lot, PositionError, number_problem, symbol_problem
+from engine.positions.book import (
+    KEEP,
+    Keep,
+    Lot,
+    Position,
+    PositionBook,
+    PositionError,
+    number_problem,
+    symbol_problem,
+)
 
 GRAMMAR = "SYMBOL QUANTITY @ PRICE [+ FEE], e.g. AAPL 10 @ 182.50 + 1.20"
+LEVELS_GRAMMAR = "SYMBOL stop PRICE|off [target PRICE|off], e.g. AAPL stop 170 target 200"
+LEVEL_WORDS = ("stop", "target")
+CLEAR = "off"
 _NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)")
 _NOT_A_NUMBER = re.compile(r"[+-]?(nan|snan|inf|infinity)", re.IGNORECASE)
 _ENTRY = re.compile(r"\s*(?P<symbol>[^\s@+]+)\s+(?P<quantity>[^\s@]+)\s*@\s*(?P<price>[^\s+]*)"
@@ -39,6 +60,19 @@ _ENTRY = re.compile(r"\s*(?P<symbol>[^\s@+]+)\s+(?P<quantity>[^\s@]+)\s*@\s*(?P<
 class Entry:
     symbol: str
     lot: Lot
+
+
+@dataclass(frozen=True)
+class LevelChange:
+    """A typed ``AAPL stop 170 target off``: each level a price, None (clear it) or KEEP (left out)."""
+
+    symbol: str
+    stop: Decimal | Keep | None = KEEP
+    target: Decimal | Keep | None = KEEP
+
+    def apply(self, book: PositionBook) -> Position:
+        """Set the levels on ``book`` (undoable); PositionError if the symbol holds no position."""
+        return book.set_levels(self.symbol, self.stop, self.target)
 
 
 def parse_number(text: str, what: str, *, signed: bool = False, zero: bool = True) -> Decimal:
@@ -59,10 +93,14 @@ def parse_number(text: str, what: str, *, signed: bool = False, zero: bool = Tru
 
 
 def parse_entry(text: str, check_symbol: Callable[[str], str | None] | None = None,
-                date: dt.date | None = None) -> Entry | str:
-    """The lot ``text`` spells (dated ``date``, the entry's day), or the sentence saying what is wrong."""
+                date: dt.date | None = None) -> Entry | LevelChange | str:
+    """The lot ``text`` spells (dated ``date``, the entry's day), the stop and target it sets, or the
+    sentence saying what is wrong."""
     if not text.strip():
-        return f"expected {GRAMMAR}"
+        return f"expected {GRAMMAR}, or {LEVELS_GRAMMAR}"
+    words = text.split()
+    if len(words) >= 2 and words[1].lower() in LEVEL_WORDS:
+        return _parse_levels(words, check_symbol)
     match = _ENTRY.fullmatch(text)
     if match is None:
         return f"expected {GRAMMAR}; {_what_is_missing(text)}"
@@ -84,6 +122,37 @@ def parse_entry(text: str, check_symbol: Callable[[str], str | None] | None = No
     if check_symbol is not None and (problem := check_symbol(symbol)):
         return problem
     return Entry(symbol, lot)
+
+
+def _parse_levels(words: list[str], check_symbol: Callable[[str], str | None] | None) -> LevelChange | str:
+    symbol = words[0].upper()
+    if problem := symbol_problem(symbol):
+        return f"{problem} (expected {LEVELS_GRAMMAR})"
+    levels: dict[str, Decimal | None] = {}
+    rest = words[1:]
+    while rest:
+        word = rest[0].lower()
+        if word not in LEVEL_WORDS:
+            return f"expected stop or target, not {rest[0][:20]!r} (expected {LEVELS_GRAMMAR})"
+        if word in levels:
+            return f"{word} is given twice (expected {LEVELS_GRAMMAR})"
+        if len(rest) < 2:
+            return f"a price, or off, is missing after {word} (expected {LEVELS_GRAMMAR})"
+        try:
+            levels[word] = None if rest[1].lower() == CLEAR else parse_number(rest[1], word, zero=False)
+        except PositionError as exc:
+            return f"{exc} (expected {LEVELS_GRAMMAR})"
+        rest = rest[2:]
+    if check_symbol is not None and (problem := check_symbol(symbol)):
+        return problem
+    return LevelChange(symbol, levels.get("stop", KEEP), levels.get("target", KEEP))
+
+
+def levels_text(position: Position) -> str:
+    """``position``'s levels as the prompt's text (to pre-fill an edit); parse_entry reads it back."""
+    def shown(level: Decimal | None) -> str:
+        return CLEAR if level is None else f"{level:f}"
+    return f"{position.symbol} stop {shown(position.stop)} target {shown(position.target)}"
 
 
 def _what_is_missing(text: str) -> str:

@@ -21,6 +21,11 @@ class Signal:
     ``warmup`` is True when the bar came from the past (history generated, fetched or loaded to warm the
     indicators), not from the live tape: such a signal is not news, so the sinks and standard output
     skip it unless told otherwise, and the console shows it as history.
+
+    ``position`` is set by the position rules (``pnl``, ``stop``, ``target``): the symbol's position when
+    it fired, ``quantity`` (signed), ``average_cost``, ``unrealized`` (money, at ``price``),
+    ``unrealized_pct`` (of the cost basis), ``stop`` and ``target`` (NaN, ``null`` in JSON: none set).
+    Other signals have None, and ``to_dict`` leaves the key out, so their JSON is as it was.
     """
 
     symbol: str
@@ -31,10 +36,11 @@ class Signal:
     values: dict[str, float]
     detected_ns: int
     warmup: bool = False
+    position: dict[str, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready copy (non-finite floats become ``None``, so strict JSON encoders accept it)."""
-        return {
+        out: dict[str, Any] = {
             "symbol": self.symbol,
             "rule": self.rule,
             "direction": self.direction,
@@ -44,6 +50,9 @@ class Signal:
             "detected_ns": int(self.detected_ns),
             "warmup": bool(self.warmup),
         }
+        if self.position is not None:
+            out["position"] = {k: _finite(v) for k, v in self.position.items()}
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Signal:
@@ -55,6 +64,9 @@ class Signal:
         warmup = data.get("warmup", False)
         if not isinstance(warmup, bool):
             raise ValueError(f"warmup must be true or false, got {warmup!r}")
+        position = data.get("position")
+        if position is not None and not isinstance(position, Mapping):
+            raise ValueError(f"position must be an object, got {type(position).__name__}")
         return cls(
             symbol=str(data["symbol"]),
             rule=str(data["rule"]),
@@ -64,6 +76,7 @@ class Signal:
             values={str(k): _float(v) for k, v in data["values"].items()},
             detected_ns=int(data["detected_ns"]),
             warmup=warmup,
+            position=None if position is None else {str(k): _float(v) for k, v in position.items()},
         )
 
 

@@ -7,7 +7,7 @@ anything is compiled. Every mistake raises ``RuleError`` naming the rule (its id
 A rule table, as the config model hands it over (one dict per rule, with the path it came from)::
 
     id = "rsi-oversold"      # required, unique, [a-z0-9_-]+
-    kind = "cross"           # cross | volume_spike | move | price
+    kind = "cross"           # cross | volume_spike | move | price | pnl | stop | target
     a = "rsi_14"             # cross: an indicator output, a bar field (open high low close volume)
     b = 30                   #        or a number
     direction = "down"       # cross, move: up | down | both (default both)
@@ -20,6 +20,15 @@ A rule table, as the config model hands it over (one dict per rule, with the pat
 crosses above ``zscore``. ``move`` takes ``window`` (>= 1) and ``pct`` (> 0) and fires up when
 ``roc_<window>`` crosses above ``pct``, down when it crosses below ``-pct``. ``price`` takes exactly one
 of ``above`` or ``below`` (a level the close crosses) and is evaluated live unless ``on`` says otherwise.
+
+Three kinds watch the positions (``engine.positions``; the detector is given them per symbol slot by
+``SignalDetector.set_positions``) and are evaluated live unless ``on`` says otherwise; a symbol with no
+open position never fires them. ``pnl`` takes ``above`` and/or ``below``, levels in percent of the cost
+basis (``above = 5``, ``below = -3``), and fires when the position's unrealized P&L % crosses one (up
+through ``above``, down through ``below``; the P&L % of a short rises as the price falls, so no flip is
+needed). ``stop`` and ``target`` take no keys of their own: ``stop`` fires when the close crosses the
+position's stop level against it (down for a long, up for a short), ``target`` when it crosses the
+target level in its favour (up for a long, down for a short); the signal's direction is the price's.
 
 Every rule compiles to one or two ``Crossing``s (operand ``a`` crossing operand ``b``); the detector
 only knows crossings, so new kinds are new parsers here, not new kernels.
@@ -36,20 +45,27 @@ from typing import Any, Literal, NoReturn
 
 from engine.indicators.catalogue import IndicatorError, resolve
 
-RuleKind = Literal["cross", "volume_spike", "move", "price"]
+RuleKind = Literal["cross", "volume_spike", "move", "price", "pnl", "stop", "target"]
 RuleDirection = Literal["up", "down", "both"]
 Mode = Literal["close", "live"]
-Source = Literal["output", "field", "const"]
+Source = Literal["output", "field", "const", "position"]
 
 BAR_FIELDS: tuple[str, ...] = ("open", "high", "low", "close", "volume")
-RULE_KINDS: tuple[str, ...] = ("cross", "move", "price", "volume_spike")
+RULE_KINDS: tuple[str, ...] = ("cross", "move", "pnl", "price", "stop", "target", "volume_spike")
+POSITION_KINDS: tuple[str, ...] = ("pnl", "stop", "target")
+"""Kinds that watch a position: evaluated live by default, like ``price``."""
 COMMON_KEYS: tuple[str, ...] = ("id", "kind", "cooldown", "symbols", "on", "enabled")
 KIND_KEYS: dict[str, tuple[str, ...]] = {
     "cross": ("a", "b", "direction"),
     "volume_spike": ("window", "zscore"),
     "move": ("window", "pct", "direction"),
     "price": ("above", "below"),
+    "pnl": ("above", "below"),
+    "stop": (),
+    "target": (),
 }
+POSITION_OPERANDS: tuple[str, ...] = ("average_cost", "quantity", "stop", "target", "pnl_pct")
+"""A position operand's names, in the order of ``engine.signals.kernel``'s POS_* indices."""
 LEVEL = "level"  # the name a constant operand carries in ``Signal.values``
 
 _ID = re.compile(r"[a-z0-9_-]+")
@@ -87,15 +103,18 @@ class Operand:
 
 @dataclass(frozen=True, slots=True)
 class Crossing:
-    """``a`` crossing ``b`` in ``direction`` (up: from <= to >, down: from >= to <)."""
+    """``a`` crossing ``b`` in ``direction`` (up: from <= to >, down: from >= to <); with ``flip_short``,
+    the other direction when the symbol's position is short."""
 
     a: Operand
     b: Operand
     direction: RuleDirection
+    flip_short: bool = False
 
     def __str__(self) -> str:
         verb = {"up": "crosses above", "down": "crosses below", "both": "crosses"}[self.direction]
-        return f"{self.a} {verb} {self.b}"
+        flipped = {"up": " (below for a short)", "down": " (above for a short)", "both": ""}[self.direction]
+        return f"{self.a} {verb} {self.b}" + (flipped if self.flip_short else "")
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,7 +218,8 @@ class _Parser:
             direction=direction,
             cooldown_ns=self.cooldown(),
             symbols=self.symbols(),
-            on=self.choice("on", ("close", "live"), "live" if kind == "price" else "close"),
+            on=self.choice("on", ("close", "live"),
+                           "live" if kind in ("price", *POSITION_KINDS) else "close"),
             enabled=self.boolean("enabled", True),
             file=self.file,
         )
@@ -243,6 +263,25 @@ class _Parser:
         level = self.number(key)
         direction: RuleDirection = "up" if key == "above" else "down"
         return (Crossing(Operand("field", "close"), Operand("const", LEVEL, level), direction),), direction
+
+    def _pnl(self) -> tuple[tuple[Crossing, ...], RuleDirection]:
+        present = [k for k in ("above", "below") if k in self.table]
+        if not present:
+            self.fail("above", "a pnl rule takes 'above' and/or 'below': levels of the position's "
+                               "unrealized P&L in percent of its cost (e.g. above = 5, below = -3)")
+        pct = Operand("position", "pnl_pct")
+        legs = [Crossing(pct, Operand("const", LEVEL, self.number(key)), "up" if key == "above" else "down")
+                for key in present]
+        if len(legs) == 2 and legs[0].b.value <= legs[1].b.value:
+            self.fail("below", f"must be below 'above' ({legs[0].b.value:g}), got {legs[1].b.value:g}")
+        direction: RuleDirection = "both" if len(legs) == 2 else legs[0].direction
+        return tuple(legs), direction
+
+    def _stop(self) -> tuple[tuple[Crossing, ...], RuleDirection]:
+        return (Crossing(Operand("field", "close"), Operand("position", "stop"), "down", True),), "both"
+
+    def _target(self) -> tuple[tuple[Crossing, ...], RuleDirection]:
+        return (Crossing(Operand("field", "close"), Operand("position", "target"), "up", True),), "both"
 
     # --- values -----------------------------------------------------------------------------
     def required(self, key: str, what: str) -> Any:

@@ -16,6 +16,8 @@ before each family::
     tickdeck_queue_depth                       gauge    batches waiting for the engine
     tickdeck_rss_bytes                         gauge    resident memory of this process
     tickdeck_up                                gauge    1 when the feed is live, else 0
+    tickdeck_portfolio_value                   gauge    market value of the feed's priced positions
+    tickdeck_position_pnl{symbol}              gauge    unrealized P&L of each priced position
 
 ``/health`` answers 200 ``{"status": "ok", "feed": ..., "state": "live"}`` when the feed is live, and 503
 otherwise (``status``: ``"unavailable"`` with the feed's state, ``"starting"`` before the service has
@@ -64,6 +66,8 @@ FIGURE_KEYS: dict[str, str] = {
     "lag_p99_ms": "float: 99th percentile of that lag, milliseconds",
     "queue_depth": "int: batches waiting for the engine",
     "rss_bytes": "int, optional: resident memory (measured by the sink when absent)",
+    "portfolio_value": "float, optional: the positions' market value (absent: no positions or prices)",
+    "position_pnl": "mapping of symbol to float, optional: each priced position's unrealized P&L",
 }
 """What ``figures()`` returns: key -> its type and meaning."""
 
@@ -273,6 +277,13 @@ class MetricsSink(Sink):
         out.family("tickdeck_rss_bytes", "gauge", "Resident memory of the process.", [({}, rss)])
         out.family("tickdeck_up", "gauge", "1 when the feed is live, else 0.",
                    [({}, 1 if f.get("state") == "live" else 0)])
+        out.family("tickdeck_portfolio_value", "gauge",
+                   "Market value of the feed's priced positions (shorts negative), in the quote currency.",
+                   [({}, _number(f.get("portfolio_value")))])
+        pnl = f.get("position_pnl")
+        out.family("tickdeck_position_pnl", "gauge", "Unrealized P&L of each priced position.",
+                   [({"symbol": str(s)}, _number(v)) for s, v in sorted(pnl.items())]
+                   if isinstance(pnl, Mapping) else [])
         return out.text()
 
     def health(self) -> tuple[int, dict[str, Any]]:

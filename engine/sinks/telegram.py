@@ -55,6 +55,12 @@ def message(signal: Signal) -> str:
         values.append(f"+{len(signal.values) - MAX_VALUES} more")
     if values:
         lines.append(" · ".join(values))
+    if (p := signal.position) is not None:  # a position rule's signal: what the position stands at
+        # (a bare & is malformed in Telegram's HTML: "&" must be written &amp;, per its formatting docs)
+        pct = p.get("unrealized_pct", math.nan)
+        lines.append(f"position {_number(p.get('quantity', math.nan), 12)} @ "
+                     f"{_number(p.get('average_cost', math.nan), 10)} · P&amp;L "
+                     f"{_signed(p.get('unrealized', math.nan))} ({_signed(pct, 3)}%)")
     bar = datetime.fromtimestamp(signal.bar_time / 1e9, UTC)
     shown = "%Y-%m-%d %H:%M" if bar.second == 0 and bar.microsecond == 0 else "%Y-%m-%d %H:%M:%S"
     lines.append(f"bar {bar.strftime(shown)} UTC" + (" · history (warm-up)" if signal.warmup else ""))
@@ -63,6 +69,11 @@ def message(signal: Signal) -> str:
 
 def _esc(text: str) -> str:
     return html.escape(text, quote=False)
+
+
+def _signed(x: float, digits: int = 6) -> str:
+    text = _number(x, digits)
+    return text if text == "n/a" or text.startswith("-") or text == "0" else f"+{text}"
 
 
 def _number(x: float, digits: int = 6) -> str:

@@ -45,7 +45,9 @@ HEALTH = PipelineHealth(lag_p50_ms=1.5, lag_p99_ms=4.0, queue_depth=2, queue_dep
                         ticks_in=100, ticks_processed=98, engine_p50_us=12.5, engine_p99_us=40.0,
                         signal_p50_ms=2.0, signal_p99_ms=3.0, refills=1, history_done=2, history_total=3)
 MARKET = MarketSnapshot(at_ns=T0 + 5, quotes=(quote("AAA"), quote("BBB", None)), ticks=100, bars=4)
-SIGNAL = Signal("AAA", "rsi_oversold", "up", T0, 101.5, {"rsi_14": 29.5, "level": 30.0}, T0 + 7, warmup=True)
+SIGNAL = Signal("AAA", "rsi_oversold", "up", T0, 101.5, {"rsi_14": 29.5, "level": 30.0}, T0 + 7, warmup=True,
+                position={"quantity": -2.5, "average_cost": 100.0, "unrealized": -3.75,
+                          "unrealized_pct": -1.5, "stop": 103.0, "target": math.nan})  # every field present
 STATUS = FeedStatus("binance", "reconnecting", "closed by the server", retry_in=1.5, at_ns=T0 + 9,
                     symbols=("AAA",))
 

@@ -344,7 +344,7 @@ def test_a_rule_kind_that_is_not_a_string_is_a_rule_error(tmp_path: Path) -> Non
     path.write_text('[[rules]]\nid = "r1"\nkind = []\n')
     config = load_config(str(path), env={"TICKDECK_CONFIG_DIR": str(tmp_path / "none")})
     expected = rf"^{re.escape(str(path))}: rule 'r1', key 'kind': unknown kind \[\]; allowed: cross, move, "
-    with pytest.raises(RuleError, match=expected + "price, volume_spike$"):
+    with pytest.raises(RuleError, match=expected + "pnl, price, stop, target, volume_spike$"):
         load_rules(config.rules)
 
 

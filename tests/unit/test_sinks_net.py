@@ -508,7 +508,8 @@ def parse_prometheus(text: str) -> tuple[dict[str, str], list[Sample]]:
 
 FIGURES: dict[str, Any] = {"feed": "binance", "state": "live", "ticks": 1234, "bars": 56, "bad_messages": 3,
                            "reconnects": 2, "gaps": 17, "duplicates": 5, "refills": 4, "lag_p50_ms": 1.5,
-                           "lag_p99_ms": 12.25, "queue_depth": 4}
+                           "lag_p99_ms": 12.25, "queue_depth": 4, "portfolio_value": -50.0,
+                           "position_pnl": {"ETHUSDT": 50.0, "BTCUSDT": -100.25}}
 
 
 async def get(url: str) -> tuple[int, str, str]:
@@ -536,7 +537,8 @@ async def test_metrics_are_served_in_the_prometheus_text_format() -> None:
                      "tickdeck_reconnects_total": "counter", "tickdeck_gaps_total": "counter",
                      "tickdeck_duplicates_total": "counter", "tickdeck_refills_total": "counter",
                      "tickdeck_lag_seconds": "gauge",
-                     "tickdeck_queue_depth": "gauge", "tickdeck_rss_bytes": "gauge", "tickdeck_up": "gauge"}
+                     "tickdeck_queue_depth": "gauge", "tickdeck_rss_bytes": "gauge", "tickdeck_up": "gauge",
+                     "tickdeck_portfolio_value": "gauge", "tickdeck_position_pnl": "gauge"}
     values = {(name, labels): value for name, labels, value in samples}
     rss = values.pop(("tickdeck_rss_bytes", ()))
     assert rss > 1_000_000  # measured: this process
@@ -549,7 +551,9 @@ async def test_metrics_are_served_in_the_prometheus_text_format() -> None:
         ("tickdeck_refills_total", ()): 4,
         ("tickdeck_lag_seconds", (("quantile", "0.5"),)): 0.0015,
         ("tickdeck_lag_seconds", (("quantile", "0.99"),)): 0.01225,
-        ("tickdeck_queue_depth", ()): 4, ("tickdeck_up", ()): 1,
+        ("tickdeck_queue_depth", ()): 4, ("tickdeck_up", ()): 1, ("tickdeck_portfolio_value", ()): -50.0,
+        ("tickdeck_position_pnl", (("symbol", "BTCUSDT"),)): -100.25,
+        ("tickdeck_position_pnl", (("symbol", "ETHUSDT"),)): 50.0,
     }
 
 

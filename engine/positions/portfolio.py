@@ -1,0 +1,141 @@
+"""The headless service's portfolio: the feed's positions read from the local state file, reloaded when
+the file changes, and valued at the latest snapshot for the status line and ``/metrics``.
+
+Positions stay on the machine of the person who entered them: the service reads the state file the
+console writes (``engine.positions.stored.read_feed``, read only; a damaged file gives no positions and
+one warning). :meth:`Portfolio.refresh` looks at the file's size and modification time (one ``stat``)
+and reads it again only when they changed, so a console on the same machine can add a position and a
+running service picks it up at its next refresh. Valuation is :mod:`engine.positions.valuation`'s,
+vectorised over the positions, per status line or scrape, never per tick.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import os
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from engine.positions.book import PositionBook
+from engine.positions.stored import read_feed
+from engine.positions.valuation import Holdings, holdings, market_arrays, price_decimals, value
+
+log = logging.getLogger("tickdeck.positions")
+
+WATCH_EVERY_S = 2.0
+"""How often a service looks whether the state file changed (one stat): an edit in a console on the same
+machine reaches the service's alerts within this."""
+
+
+@dataclass(frozen=True)
+class PortfolioFigures:
+    """Totals as the valuation rounds them (sums of the rows as shown), and each position's P&L."""
+
+    positions: int  # open or flat positions in the book
+    value: float  # market value of the priced positions (a short's is negative)
+    unrealized: float
+    day: float | None  # None: not known for every priced position (no previous close)
+    realized: float
+    decimals: int  # the money decimals the totals are rounded to
+    unrealized_by_symbol: dict[str, float]  # priced positions only
+
+    def fields(self) -> dict[str, Any]:
+        """The status line's JSON fields."""
+        return {"positions": self.positions, "portfolio_value": self.value,
+                "portfolio_unrealized": self.unrealized, "portfolio_day": self.day,
+                "portfolio_realized": self.realized, "portfolio_decimals": self.decimals}
+
+
+def portfolio_text(fields: Mapping[str, Any]) -> str:
+    """The status line's part for the portfolio (``PortfolioFigures.fields``), or "" without one."""
+    if "portfolio_value" not in fields:
+        return ""
+    d = fields["portfolio_decimals"]
+
+    def money(x: float | None, sign: str = "+") -> str:
+        return "n/a" if x is None else f"{x:{sign},.{d}f}"
+
+    return (f", {fields['positions']} positions worth {money(fields['portfolio_value'], '')}, unrealized "
+            f"{money(fields['portfolio_unrealized'])}, day {money(fields['portfolio_day'])}")
+
+
+class Portfolio:
+    """One feed's positions from the state file at ``path``."""
+
+    def __init__(self, path: Path, feed: str) -> None:
+        self.path = path
+        self.feed = feed
+        self.book = PositionBook()
+        self.warning: str | None = None
+        self._seen: tuple[int, int] | None = None  # (size, mtime_ns) of the file last read
+        self._holdings: Holdings | None = None
+
+    def refresh(self) -> bool:
+        """Read the file again if it changed since the last read; True if the book was replaced."""
+        try:
+            st = os.stat(self.path)
+            seen: tuple[int, int] | None = (st.st_size, st.st_mtime_ns)
+        except OSError:
+            seen = None  # no file (yet): no positions; read_feed says why if it is something else
+        if seen == self._seen and self._holdings is not None:
+            return False
+        self._seen = seen
+        book, warning = read_feed(self.path, self.feed)
+        if warning is not None and warning != self.warning:
+            log.warning("positions: %s", warning,
+                        extra={"event": "positions", "fields": {"warning": warning}})
+        self.warning = warning
+        self.book = book
+        self._holdings = holdings(book, book.symbols())
+        log.info("positions: %d on the %s feed, from %s", len(book), self.feed, self.path,
+                 extra={"event": "positions", "fields": {"positions": len(book), "feed": self.feed}})
+        return True
+
+    def figures(self, quotes: Mapping[str, Any] | None) -> PortfolioFigures | None:
+        """The portfolio valued at ``quotes`` (``MarketSnapshot.by_symbol()``); None before the first
+        snapshot. A quote's ``previous_close`` (where the snapshot carries one) gives the day P&L."""
+        if quotes is None:
+            return None
+        if self._holdings is None:
+            self.refresh()
+        h = self._holdings
+        assert h is not None
+        last, known = market_arrays(quotes, h.symbols)
+        previous = np.array([_previous_close(quotes.get(s)) for s in h.symbols], dtype=np.float64)
+        v = value(h, last, previous, price_decimals(last, known))
+        t = v.totals
+        priced = h.held & np.isfinite(last)
+        day_known = bool(priced.any()) and t.no_previous_close == 0
+        by_symbol = {s: float(u) for s, u, ok in zip(h.symbols, v.unrealized.tolist(), priced.tolist(),
+                                                     strict=True) if ok}
+        return PortfolioFigures(t.positions, t.value, t.unrealized, t.day if day_known else None,
+                                t.realized, t.decimals, by_symbol)
+
+
+async def watch(portfolio: Portfolio, changed: Callable[[PositionBook], Awaitable[None]],
+                every: float = WATCH_EVERY_S) -> None:
+    """Refresh ``portfolio`` every ``every`` seconds until cancelled; ``changed`` gets each new book (to
+    hand it to the detector). A failing refresh is logged and tried again at the next turn."""
+    while True:
+        await asyncio.sleep(every)
+        try:
+            if await asyncio.to_thread(portfolio.refresh):  # a large file is parsed off the loop
+                await changed(portfolio.book)
+        except Exception:  # a bug here must not end the service: logged, and the loop goes on
+            log.exception("positions: reading %s failed", portfolio.path)
+
+
+def _previous_close(quote: Any) -> float:
+    close = getattr(quote, "previous_close", None)
+    if close is None:
+        return math.nan
+    try:
+        return float(close)
+    except (TypeError, ValueError):
+        return math.nan
