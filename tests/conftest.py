@@ -60,12 +60,13 @@ def _no_internet(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 @pytest.fixture(autouse=True)
 def _own_data_dir(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
-    """The bar store of a test (and of the processes it starts) is its own, never the user's: both
-    ``$TICKDECK_DATA_DIR`` and, for fixtures that clear every ``TICKDECK_*`` variable, the XDG data home
-    that platformdirs reads on Linux."""
+    """The bar store and the state file (watchlists, positions) of a test and of the processes it starts
+    are its own, never the user's: ``$TICKDECK_DATA_DIR`` and, for fixtures that clear every
+    ``TICKDECK_*`` variable, the XDG data and state homes that platformdirs reads on Linux."""
     base = tmp_path_factory.mktemp("data")
     monkeypatch.setenv("TICKDECK_DATA_DIR", str(base / "tickdeck"))
     monkeypatch.setenv("XDG_DATA_HOME", str(base / "xdg"))
+    monkeypatch.setenv("XDG_STATE_HOME", str(base / "xdg-state"))
 
 
 @pytest.fixture
