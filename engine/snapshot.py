@@ -41,6 +41,7 @@ class Quote:
     values: dict[str, float]  # requested indicator outputs, provisional where a bar is forming
     bar_time: int  # open time of the forming (or last closed) bar, ns
     decimals: int | None = None  # decimals of the instrument's tick size, when the feed knows it
+    previous_close: float = math.nan  # the last price before the current session (day P&L); NaN: unknown
 
 
 @dataclass(frozen=True)
