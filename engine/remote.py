@@ -27,6 +27,7 @@ import asyncio
 import dataclasses
 import json
 import logging
+import math
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -174,7 +175,13 @@ def decode_quote(q: Mapping[str, Any]) -> Quote:
     return Quote(symbol=str(q["symbol"]), last=_float(q["last"]), change=_float(q["change"]),
                  change_pct=_float(q["change_pct"]), volume=_float(q["volume"]), closes=closes,
                  values={str(k): _float(v) for k, v in q["values"].items()}, bar_time=int(q["bar_time"]),
-                 decimals=_decimals(q.get("decimals")))
+                 decimals=_decimals(q.get("decimals")), previous_close=_price(q.get("previous_close")))
+
+
+def _price(x: Any) -> float:
+    """A positive finite number, else NaN (absent: a publisher older than the field)."""
+    ok = isinstance(x, int | float) and not isinstance(x, bool) and 0 < x < math.inf
+    return float(x) if ok else math.nan
 
 
 def _decimals(x: Any) -> int | None:

@@ -10,7 +10,8 @@ Every frame is one JSON object with a ``type``:
   order (the fields of ``Signal.to_dict()``);
 - ``snapshot``, to clients that asked for them: ``at_ns``, ``ticks``, ``bars``, ``quotes`` (``symbol``,
   ``last``, ``change``, ``change_pct``, ``volume``, ``closes``, ``values``, ``bar_time``, and
-  ``decimals``, the instrument's tick-size decimals when the feed knows them, else absent) and ``health``
+  ``decimals``, the instrument's tick-size decimals when the feed knows them, else absent;
+  ``previous_close``, the previous session's close, absent when unknown) and ``health``
   (the fields of ``PipelineHealth``);
 - ``status``: the publisher's feed status (``feed``, ``state``, ``reason``, ``retry_in``, ``at_ns``,
   ``symbols``); the latest one is also sent after ``hello``;
@@ -66,6 +67,8 @@ def quote_frame(q: Quote) -> dict[str, Any]:
              "values": {k: _finite(v) for k, v in q.values.items()}, "bar_time": int(q.bar_time)}
     if q.decimals is not None:  # absent when unknown: a frame then reads as before the field existed
         frame["decimals"] = int(q.decimals)
+    if math.isfinite(q.previous_close):  # the previous session's close (day P&L); absent when unknown
+        frame["previous_close"] = q.previous_close
     return frame
 
 
