@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from console.state import StateStore
     from console.state_saver import StateSaver
     from engine.positions.book import PositionBook
-    from engine.positions.valuation import Holdings
+    from engine.positions.valuation import Holdings, Valuation
     from engine.snapshot import MarketSnapshot
 
 POSITION_ACTIONS = frozenset({"position", "edit_position", "delete_position", "toggle_positions",
@@ -67,6 +67,7 @@ class PositionEditing:
     portfolio: PortfolioPane
     position_book: PositionBook | None = None
     _holdings: Holdings | None = None
+    _valued: Valuation | None = None  # the last frame's, for the portfolio pane when it opens
     _positions_shown: bool | None = None  # None: shown while the active list holds a position
     _undo_order: list[str]
     _session: SessionPnl
@@ -202,6 +203,8 @@ class PositionEditing:
         lower = self._lower()
         lower.remove_class("show-perf")
         lower.toggle_class("show-portfolio")
+        if lower.has_class("show-portfolio"):
+            self._fill_portfolio()
 
     def action_toggle_perf(self) -> None:
         self._lower().remove_class("show-portfolio")
@@ -282,6 +285,7 @@ class PositionEditing:
             self._session_list = lists.current
             self._session.reset()
         if not holds:
+            self._valued = None
             self.watchlist.position_frame = None
             self.totals.totals = None
             self.portfolio.totals = None
@@ -305,6 +309,7 @@ class PositionEditing:
         if h is None or h.version != book.version or h.symbols != symbols:
             h = self._holdings = holdings(book, symbols)
         if not h.held.any():
+            self._valued = None
             if self.totals.totals is not None:
                 self.watchlist.position_frame = None
                 self.totals.totals = self.portfolio.totals = None
@@ -320,9 +325,17 @@ class PositionEditing:
         self.totals.totals = totals
         if self._session.add(snapshot.at_ns // 1_000_000_000, totals.unrealized + totals.realized):
             self.portfolio.history = tuple(self._session.samples)
+        self._valued = v
         if self._lower().has_class("show-portfolio"):
-            held = np.flatnonzero(h.held)
-            self.portfolio.rows = tuple(
-                Allocation(symbols[i], float(v.value[i]), float(v.weight[i]), int(v.decimals[i]))
-                for i in held.tolist())
-            self.portfolio.totals = totals
+            self._fill_portfolio()
+
+    def _fill_portfolio(self) -> None:
+        """The pane's bars from the last frame's valuation (only while the pane shows)."""
+        v = self._valued
+        if v is None or self.totals.totals is None:
+            self.portfolio.rows, self.portfolio.totals = (), None
+            return
+        self.portfolio.rows = tuple(
+            Allocation(v.symbols[i], float(v.value[i]), float(v.weight[i]), int(v.decimals[i]))
+            for i in range(len(v.symbols)) if v.held[i])
+        self.portfolio.totals = v.totals
