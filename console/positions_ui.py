@@ -52,9 +52,9 @@ def position_bindings() -> list[Binding]:
     return [
         Binding("e", "position", "Position", id="position", show=False),
         Binding("E", "edit_position", "Edit position", id="edit_position", show=False),
-        Binding("X", "delete_position", "Delete position", id="delete_position", show=False),
+        Binding("ctrl+x", "delete_position", "Delete position", id="delete_position", show=False),
         Binding("c", "toggle_positions", "Position columns", id="positions", show=False),
-        Binding("o", "toggle_portfolio", "Portfolio", id="portfolio", show=False),
+        Binding("w", "toggle_portfolio", "Portfolio", id="portfolio", show=False),
     ]
 
 

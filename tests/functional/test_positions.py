@@ -111,7 +111,7 @@ async def test_edit_prefills_the_last_lot_and_delete_then_undo_restores_it(
         assert app.position_book is not None
         position = app.position_book.get(symbol)
         assert position is not None and position.quantity == 5 and position.cost == 200
-        await pilot.press("X")
+        await pilot.press("ctrl+x")
         assert symbol not in app.position_book
         assert saved_positions(app, state_dir) == {}
         await pilot.press("u")
@@ -211,7 +211,7 @@ async def test_positions_come_back_after_a_restart(config: Config, state_dir: Pa
         await wait_for(pilot, lambda: row(again, symbol)["quantity"] == "0.01", "the restored row")
 
 
-async def test_c_toggles_the_position_columns_and_o_the_portfolio_pane(config: Config) -> None:
+async def test_c_toggles_the_position_columns_and_w_the_portfolio_pane(config: Config) -> None:
     app = build_app(config)
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot, app)
@@ -222,7 +222,7 @@ async def test_c_toggles_the_position_columns_and_o_the_portfolio_pane(config: C
         symbol = app.watchlist.symbols[0]
         await enter(pilot, f"{symbol} 2 @ 10")
         assert app.watchlist.positions == ()  # switched off by hand: stays off
-        await pilot.press("o")
+        await pilot.press("w")
         assert app.portfolio.display and app.portfolio.region.height > 0
         await wait_for(pilot, lambda: [r.symbol for r in app.portfolio.rows] == [symbol], "the allocation")
         assert symbol in app.portfolio.render().plain

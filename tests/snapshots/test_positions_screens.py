@@ -92,4 +92,4 @@ def test_position_columns_and_totals_row(snap_compare: Any, size: str) -> None:
 
 @pytest.mark.parametrize("size", SIZES)
 def test_portfolio_pane(snap_compare: Any, size: str) -> None:
-    assert snap_compare(priced_app(), press=["o"], terminal_size=SIZES[size], run_before=valued)
+    assert snap_compare(priced_app(), press=["w"], terminal_size=SIZES[size], run_before=valued)
