@@ -67,6 +67,7 @@ class PositionEditing:
     portfolio: PortfolioPane
     position_book: PositionBook | None = None
     _holdings: Holdings | None = None
+    _index: dict[str, int] | None = None  # the rows' places, kept with the holdings
     _valued: Valuation | None = None  # the last frame's, for the portfolio pane when it opens
     _positions_shown: bool | None = None  # None: shown while the active list holds a position
     _undo_order: list[str]
@@ -300,27 +301,24 @@ class PositionEditing:
         book, lists = self.position_book, self.book
         if book is None or lists is None or not len(book):
             return
-        import numpy as np
 
-        from engine.positions.valuation import holdings, market_arrays, price_decimals, value
+        from engine.positions.valuation import holdings, price_decimals, value
 
         symbols = tuple(self.watchlist.symbols)
         h = self._holdings
         if h is None or h.version != book.version or h.symbols != symbols:
             h = self._holdings = holdings(book, symbols)
+            self._index = {s: i for i, s in enumerate(symbols)}
         if not h.held.any():
             self._valued = None
             if self.totals.totals is not None:
                 self.watchlist.position_frame = None
                 self.totals.totals = self.portfolio.totals = None
             return
-        quotes = snapshot.by_symbol()
-        last, known = market_arrays(cast(Any, quotes), symbols)
-        previous = np.fromiter((getattr(quotes.get(s), "previous_close", math.nan) for s in symbols),
-                               dtype=np.float64, count=len(symbols))
+        last, known, previous = _market(snapshot, symbols)
         decimals = price_decimals(last, known)
         v = value(h, last, previous, decimals)
-        self.watchlist.position_frame = PositionFrame.of(v, decimals.tolist())
+        self.watchlist.position_frame = PositionFrame.of(v, decimals.tolist(), self._index)
         totals = v.totals
         self.totals.totals = totals
         if self._session.add(snapshot.at_ns // 1_000_000_000, totals.unrealized + totals.realized):
@@ -339,3 +337,17 @@ class PositionEditing:
             Allocation(v.symbols[i], float(v.value[i]), float(v.weight[i]), int(v.decimals[i]))
             for i in range(len(v.symbols)) if v.held[i])
         self.portfolio.totals = v.totals
+
+
+def _market(snapshot: MarketSnapshot, symbols: tuple[str, ...]) -> tuple[Any, Any, Any]:
+    """Last prices, feed decimals (-1: unknown) and previous closes of ``symbols``, in one pass over the
+    quotes (``engine.positions.valuation.market_arrays`` plus the previous close)."""
+    import numpy as np
+
+    quotes = snapshot.by_symbol()
+    rows = [quotes.get(s) for s in symbols]
+    nan = math.nan
+    last = np.array([q.last if q is not None else nan for q in rows], dtype=np.float64)
+    known = np.array([-1 if q is None or q.decimals is None else q.decimals for q in rows], dtype=np.int64)
+    previous = np.array([q.previous_close if q is not None else nan for q in rows], dtype=np.float64)
+    return last, known, previous

@@ -41,8 +41,9 @@ class Allocation(NamedTuple):
 
 
 def bar(fraction: float, width: int) -> str:
-    """A horizontal bar ``fraction`` (0..1) of ``width`` cells, in eighths of a cell."""
-    eighths = max(0, min(width * 8, round(fraction * width * 8)))
+    """A horizontal bar ``fraction`` (0..1) of ``width`` cells, in eighths of a cell (at least one eighth
+    for any position, so a small one never looks like none)."""
+    eighths = max(1 if fraction > 0 else 0, min(width * 8, round(fraction * width * 8)))  # none vanish
     full, part = divmod(eighths, 8)
     return ("█" * full + (EIGHTHS[part] if part else "")).ljust(width)
 
@@ -91,11 +92,16 @@ class TotalsBar(Static):
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__("", id=id, markup=False)
+        self._drawn: tuple[Totals, int] | None = None
 
     def watch_totals(self, totals: Totals | None) -> None:
-        self.display = totals is not None
-        if totals is not None:
-            self.update(self.text(totals))
+        """Redrawn only when the figures change, and without a layout (one line, always): a layout of
+        the screen every frame cost the 1,000-symbol console several milliseconds a frame."""
+        if (totals is not None) != self.display:
+            self.display = totals is not None
+        if totals is not None and (totals, self.size.width) != self._drawn:
+            self._drawn = (totals, self.size.width)
+            self.update(self.text(totals), layout=False)
 
     def text(self, totals: Totals) -> Text:
         styles = {name: self.get_component_rich_style(f"totals--{name}", partial=True)
@@ -104,7 +110,8 @@ class TotalsBar(Static):
 
     def on_resize(self) -> None:
         if self.totals is not None:
-            self.update(self.text(self.totals))
+            self._drawn = (self.totals, self.size.width)
+            self.update(self.text(self.totals), layout=False)
 
 
 class PortfolioPane(Widget):

@@ -66,10 +66,13 @@ class PositionFrame:
     totals: Totals
 
     @classmethod
-    def of(cls, v: Valuation, price_decimals: Sequence[int]) -> PositionFrame:
+    def of(cls, v: Valuation, price_decimals: Sequence[int], index: dict[str, int] | None = None
+           ) -> PositionFrame:
+        """``index``: the rows' places by symbol, when the caller keeps it for these symbols."""
         arrays = (v.quantity, v.average_cost, v.value, v.unrealized, v.unrealized_pct, v.day, v.weight,
                   v.realized)
-        return cls({s: i for i, s in enumerate(v.symbols)}, tuple(a.tolist() for a in arrays),
+        index = index if index is not None else {s: i for i, s in enumerate(v.symbols)}
+        return cls(index, tuple(a.tolist() for a in arrays),
                    v.decimals.tolist(), [int(d) for d in price_decimals], v.held.tolist(), v.totals)
 
     def get(self, symbol: str) -> Figures | None:

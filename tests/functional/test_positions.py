@@ -226,3 +226,35 @@ async def test_c_toggles_the_position_columns_and_w_the_portfolio_pane(config: C
         assert app.portfolio.display and app.portfolio.region.height > 0
         await wait_for(pilot, lambda: [r.symbol for r in app.portfolio.rows] == [symbol], "the allocation")
         assert symbol in app.portfolio.render().plain
+
+
+async def test_an_attached_console_values_the_local_positions_at_the_services_prices(
+        config: Config, state_dir: Path) -> None:
+    from console.state import StateStore, positions_change
+    from engine.positions.book import Lot, PositionBook
+    from engine.remote import RemoteRuntime
+    from tests.functional.test_attach import Publisher
+
+    async with Publisher(config) as publisher:
+        remote = RemoteRuntime(publisher.sink.url)
+        await remote.handshake()  # as ``tickdeck attach`` does before the console opens
+        symbol = remote.watch[0]
+        book = PositionBook()
+        book.add(symbol, Lot(Decimal(2), Decimal("1.5")))
+        StateStore(state_dir).apply([positions_change("sim", book)])  # kept under the service's feed
+        app = build_app(config, remote)
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_for(pilot, lambda: app.position_book is not None and symbol in app.position_book,
+                           "the local positions, under the service's feed name")
+            await wait_for(pilot, lambda: app.totals.totals is not None
+                           and app.totals.totals.unpriced == 0, "the position valued")
+            shown = app.watchlist.snapshot
+            assert shown is not None
+            last = shown.by_symbol()[symbol].last
+            frame = app.watchlist.position_frame
+            assert frame is not None
+            figures = frame.get(symbol)
+            assert figures is not None and abs(figures.value - 2 * last) <= 10.0 ** -figures.decimals
+            await enter(pilot, f"{symbol} 1 @ 2")  # entered on the attached console: kept locally
+            lots = saved_positions(app, state_dir)[symbol]["lots"]
+            assert len(lots) == 2 and (lots[-1]["quantity"], lots[-1]["price"]) == ("1", "2")
