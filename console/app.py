@@ -115,7 +115,7 @@ def _bindings() -> list[BindingType]:
     return [
         b("a", "add", "Add", id="add"),
         b("d", "delete", "Delete", id="delete"),
-        b("u", "undo", "Undo delete", id="undo", show=False),
+        b("u", "undo", "Undo (a delete, a position change)", id="undo", show=False),
         b("shift+up", "move_up", "Move row up", id="move_up", show=False),
         b("shift+down", "move_down", "Move row down", id="move_down", show=False),
         b("s", "sort", "Sort", id="sort"),
