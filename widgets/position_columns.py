@@ -11,6 +11,7 @@ Engine types are imported for type checking only (this module is imported before
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
@@ -164,6 +165,8 @@ def totals_text(totals: Totals, width: int, styles: Mapping[str, Style | str] | 
     names = ("Value", "Cost", "P&L", "Day", "Realized") if wide else ("Val", "Cost", "P&L", "Day", "Real")
     out = Text(no_wrap=True, overflow="ellipsis", end="")
     out.append(f" Σ {totals.positions}" if wide else " Σ", style=style["label"])
+    priced = totals.positions - totals.unpriced
+    known = {names[0]: priced, names[2]: priced, names[3]: priced - totals.no_previous_close}
     parts = (
         (names[0], totals.value, False, ""),
         (names[1], totals.cost, False, ""),
@@ -172,6 +175,8 @@ def totals_text(totals: Totals, width: int, styles: Mapping[str, Style | str] | 
         (names[4], totals.realized, True, ""),
     )
     for name, value, signed, extra in parts:
+        if not known.get(name, 1):  # no row has the figure (no price, no previous close): not a zero
+            value, extra = math.nan, ""
         out.append(f"  {name} ", style=style["label"])
         role = sign_role(value) if signed else "value"
         text = fmt.MISSING if value != value else money(value, d, 20, signed=signed)

@@ -57,6 +57,9 @@ def test_the_totals_row_says_the_sums_of_the_rows_coloured_by_sign() -> None:
     pnl = text.plain.index("-9.598")
     assert any(span.style == "red" and span.start <= pnl < span.end for span in text.spans)
     assert "Val" in totals_text(f.totals, 80).plain and "Realized" not in totals_text(f.totals, 80).plain
+    assert "Day —" in text.plain  # no row has a previous close: not a zero
+    partly = frame({"A": [("3", "1.10")], "B": [("1", "200")]}, {"A": 1.234, "B": 190.0}, {"A": 1.2})
+    assert "Day +0.102" in totals_text(partly.totals, 120).plain
 
 
 def test_the_position_layout_keeps_whole_columns_in_the_width() -> None:
