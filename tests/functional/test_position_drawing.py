@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import math
 from decimal import Decimal
+from pathlib import Path
 
 import numpy as np
+import pytest
 
 from engine.config_model import POSITION_COLUMNS as CONFIG_COLUMNS
 from engine.positions.book import Lot, PositionBook
@@ -102,3 +104,13 @@ def test_the_session_pnl_is_sampled_once_a_second_and_bounded() -> None:
     assert len(s.samples) == SESSION_SAMPLES and s.samples[-1] == SESSION_SAMPLES + 9
     s.reset()
     assert not s.samples
+
+
+def test_ui_position_columns_names_a_wrong_column_and_its_key(tmp_path: Path) -> None:
+    from engine.config import CONFIG_DIR_VAR, ConfigError, load_config
+
+    env = {CONFIG_DIR_VAR: str(tmp_path)}
+    assert load_config(overrides={"ui.position_columns": ["pnl", "quantity", "pnl"]},
+                       env=env).ui.position_columns == ("pnl", "quantity")
+    with pytest.raises(ConfigError, match=r"ui\.position_columns.*unknown position column 'profit'"):
+        load_config(overrides={"ui.position_columns": ["pnl", "profit"]}, env=env)
