@@ -73,6 +73,7 @@ class PositionEditing:
     _undo_order: list[str]
     _session: SessionPnl
     _session_list: object = None
+    _portfolio_shown = False
 
     if TYPE_CHECKING:  # from the app, WatchlistEditing and textual's App
         book: Any
@@ -204,14 +205,17 @@ class PositionEditing:
         lower = self._lower()
         lower.remove_class("show-perf")
         lower.toggle_class("show-portfolio")
-        if lower.has_class("show-portfolio"):
+        self._portfolio_shown = lower.has_class("show-portfolio")
+        if self._portfolio_shown:
             self._fill_portfolio()
 
     def action_toggle_perf(self) -> None:
         self._lower().remove_class("show-portfolio")
+        self._portfolio_shown = False
         super().action_toggle_perf()  # type: ignore[misc]
 
     def _lower(self) -> Any:
+        """The lower pane (for the keys' actions, which run only on the main screen)."""
         return cast(Any, self).query_one("#lower")
 
     # --- the prompt's answers --------------------------------------------------------------------------
@@ -324,7 +328,7 @@ class PositionEditing:
         if self._session.add(snapshot.at_ns // 1_000_000_000, totals.unrealized + totals.realized):
             self.portfolio.history = tuple(self._session.samples)
         self._valued = v
-        if self._lower().has_class("show-portfolio"):
+        if self._portfolio_shown:  # a flag, not a query: frames arrive while help is on top, or closing
             self._fill_portfolio()
 
     def _fill_portfolio(self) -> None:

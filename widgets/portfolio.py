@@ -100,18 +100,31 @@ class TotalsBar(Static):
         if (totals is not None) != self.display:
             self.display = totals is not None
         if totals is not None and (totals, self.size.width) != self._drawn:
-            self._drawn = (totals, self.size.width)
-            self.update(self.text(totals), layout=False)
+            self._draw(totals)
+
+    def _draw(self, totals: Totals) -> None:
+        try:
+            styles = {name: self.get_component_rich_style(f"totals--{name}", partial=True)
+                      for name in ("up", "down", "label")}
+        except KeyError:  # not styled yet (mounting) or any more (closing): drawn once it is
+            self._drawn = None
+            return
+        self._drawn = (totals, self.size.width)
+        self.update(pc.totals_text(totals, self.size.width or 80, styles), layout=False)
 
     def text(self, totals: Totals) -> Text:
-        styles = {name: self.get_component_rich_style(f"totals--{name}", partial=True)
-                  for name in ("up", "down", "label")}
-        return pc.totals_text(totals, self.size.width or 80, styles)
+        """What the row says for ``totals`` (uncoloured when not styled yet)."""
+        return pc.totals_text(totals, self.size.width or 80)
+
+    def notify_style_update(self) -> None:
+        """A theme switch recolours the row."""
+        super().notify_style_update()
+        if self.totals is not None and self.is_attached:
+            self.call_later(self._draw, self.totals)
 
     def on_resize(self) -> None:
-        if self.totals is not None:
-            self._drawn = (self.totals, self.size.width)
-            self.update(self.text(self.totals), layout=False)
+        if self.totals is not None and self.is_attached:
+            self._draw(self.totals)
 
 
 class PortfolioPane(Widget):

@@ -258,3 +258,16 @@ async def test_an_attached_console_values_the_local_positions_at_the_services_pr
             await enter(pilot, f"{symbol} 1 @ 2")  # entered on the attached console: kept locally
             lots = saved_positions(app, state_dir)[symbol]["lots"]
             assert len(lots) == 2 and (lots[-1]["quantity"], lots[-1]["price"]) == ("1", "2")
+
+
+async def test_frames_keep_valuing_the_positions_while_the_help_is_on_top(config: Config) -> None:
+    app = build_app(config)
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot, app)
+        await enter(pilot, f"{app.watchlist.symbols[0]} 1 @ 10")
+        await pilot.press("question_mark")
+        frames = app.frames
+        totals = app.totals.totals
+        await wait_for(pilot, lambda: app.frames >= frames + 5 and app.totals.totals != totals,
+                       "frames valued behind the help screen")
+        assert app.is_running
