@@ -126,7 +126,7 @@ def _position_columns(value: tuple[str, ...]) -> tuple[str, ...]:
     names: list[str] = []
     for name in value:
         if name not in POSITION_COLUMNS:
-            raise ValueError(f"unknown position column {name!r} (columns: {', '.join(POSITION_COLUMNS)})")
+            raise ValueError(f"must be one of {', '.join(POSITION_COLUMNS)}, got {name!r}")
         if name not in names:
             names.append(name)
     return tuple(names)

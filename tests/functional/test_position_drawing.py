@@ -112,5 +112,5 @@ def test_ui_position_columns_names_a_wrong_column_and_its_key(tmp_path: Path) ->
     env = {CONFIG_DIR_VAR: str(tmp_path)}
     assert load_config(overrides={"ui.position_columns": ["pnl", "quantity", "pnl"]},
                        env=env).ui.position_columns == ("pnl", "quantity")
-    with pytest.raises(ConfigError, match=r"ui\.position_columns.*unknown position column 'profit'"):
+    with pytest.raises(ConfigError, match=r"ui\.position_columns.*must be one of quantity, .*, got 'profit'"):
         load_config(overrides={"ui.position_columns": ["pnl", "profit"]}, env=env)
