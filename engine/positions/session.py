@@ -15,12 +15,13 @@ A "session" is defined per feed (:func:`session_start`):
   file's time for a replay, so a replay of last March has last March's sessions.
 - anything else (``attach`` before the publisher's feed is known): no session, so no day P&L.
 
-What the engine does not provide yet (so the console cannot fill the day P&L column for every feed
-today): the Yahoo feed parses neither ``regularMarketPreviousClose`` (``engine/feeds/yahoo_answer.py``)
-nor ``tradingPeriods`` (only the backfill reads them, and keeps only bars); the snapshot carries no
-previous close; and with short intervals the history ring (``engine.history``'s depth) may not reach
-back to the previous session, so a bar-based close needs a daily close kept per symbol (the bar store
-or a 1d backfill) to survive a restart and fine intervals.
+Each snapshot quote carries its previous close (``Quote.previous_close``): :class:`SessionCloses` finds
+it in the engine's history ring for the feed's session, and the Yahoo feed's
+``regularMarketPreviousClose`` (``engine/feeds/yahoo_answer.py``) wins where reported. Not done yet:
+the Yahoo feed does not read ``tradingPeriods`` (only the backfill does, and keeps only bars), so
+Yahoo's day P&L rests on the close it reports; and with short intervals the history ring (``engine.history``'s
+depth) may not reach back to the previous session, so a bar-based close needs a daily close kept per
+symbol (the bar store or a 1d backfill) to survive a restart and fine intervals.
 """
 
 from __future__ import annotations
