@@ -46,7 +46,8 @@ def main(args: argparse.Namespace) -> int:
     seconds = float(args.ui)
     rate = rate_for_window(RATE, seconds + 15, time.time_ns())  # the tape averages RATE over the run
     with tempfile.TemporaryDirectory(prefix="tickdeck-bench-ui-") as tmp:
-        env = _prepare(Path(tmp))
+        positions = bool(getattr(args, "positions", False))
+        env = _prepare(Path(tmp), positions)
         started = time.time()
         out = subprocess.run([sys.executable, "-m", "bench.ui", "--seconds", str(seconds),
                               "--rate", str(rate)],
@@ -81,18 +82,30 @@ def main(args: argparse.Namespace) -> int:
     ]
     notes = [f"{seconds:g} s measured after the first snapshot; {r['keys']} key presses; "
              f"{SIZE[0]}x{SIZE[1]} headless; the machine's load shows in every figure."]
-    return emit("ui", f"tickdeck bench --ui ({SYMBOLS:,} symbols, sim {RATE:,.0f} ticks/s)", figures,
+    held = f", a position on each ({r.get('positions', 0):,})" if positions else ""
+    return emit("ui", f"tickdeck bench --ui ({SYMBOLS:,} symbols{held}, sim {RATE:,.0f} ticks/s)", figures,
                 bool(getattr(args, "json", False)), notes)
 
 
-def _prepare(tmp: Path) -> dict[str, str]:
-    """A state file with one watchlist of every sim symbol, and an environment that uses it."""
-    from console.state import Book, StateStore
+def _prepare(tmp: Path, positions: bool = False) -> dict[str, str]:
+    """A state file with one watchlist of every sim symbol (``positions``: and a lot in each, long and
+    short in turn, so the position columns, the totals row and the valuation run every frame), and an
+    environment that uses it."""
+    from decimal import Decimal
+
+    from console.state import Book, StateStore, positions_change
     from engine.feeds.sim import universe
+    from engine.positions.book import Lot, PositionBook
 
     state = tmp / "state"
     state.mkdir()
-    StateStore(state).save("sim", Book.default(universe(SYMBOLS, 7)))
+    store = StateStore(state)
+    symbols = universe(SYMBOLS, 7)
+    store.save("sim", Book.default(symbols))
+    if positions:
+        book = PositionBook.of({s: [Lot(Decimal(10 if i % 2 else -5), Decimal("100.25"), Decimal("1"))]
+                                for i, s in enumerate(symbols)})
+        store.apply([positions_change("sim", book)])
     config_dir = tmp / "config"
     config_dir.mkdir()
     # The user's own config and state stay out; TICKDECK_ENGINE_* and TICKDECK_UI_* pass through, so
@@ -163,6 +176,7 @@ def _child(seconds: float, rate: float) -> None:
                 cpu_percent=100 * cpu / wall, rss_mb=rss / MB, keys=len(keys),
                 key_p99_ms=_pct(keys, 99), output_kb_per_s=(app.perf.bytes.total - bytes0) / wall / 1024,
                 frame_p50_ms=_pct(frame_ms, 50), frame_p99_ms=_pct(frame_ms, 99),
+                positions=len(app.position_book or ()),
             )
 
     asyncio.run(drive())

@@ -51,6 +51,7 @@ from console.editing import WatchlistEditing
 from console.held import HeldSignals, latest_per_symbol
 from console.messages import FeedStatusChanged, RuntimeReady, SignalsDetected, SnapshotReady
 from console.perf import PerfMonitor
+from console.positions_ui import POSITION_ACTIONS, PositionEditing, position_bindings
 from console.state import Book, StateStore
 from console.state_saver import QUIT_WAIT_S, StateSaver
 from themes import APP_CSS_PATH, DEFAULT_THEME, THEME_NAMES, next_theme, register_themes
@@ -87,7 +88,7 @@ MAIN_SCREEN_ACTIONS = frozenset({
     "add", "delete", "undo", "move_up", "move_down", "sort", "filter", "new_list", "rename_list", "open",
     "clear_filter", "toggle_perf", "backtest", "switch_list",
     "delete_list", "move_list_left", "move_list_right",
-})
+}) | POSITION_ACTIONS
 PROMPT_HIDES = frozenset({"help", "quit", "cycle_theme", "toggle_pause"})
 """The main screen's other keys, also off while the prompt is typed in (``ctrl+q`` still quits)."""
 
@@ -112,7 +113,7 @@ def _bindings() -> list[BindingType]:
     return [
         b("a", "add", "Add", id="add"),
         b("d", "delete", "Delete", id="delete"),
-        b("u", "undo", "Undo delete", id="undo", show=False),
+        b("u", "undo", "Undo (a delete, a position change)", id="undo", show=False),
         b("shift+up", "move_up", "Move row up", id="move_up", show=False),
         b("shift+down", "move_down", "Move row down", id="move_down", show=False),
         b("s", "sort", "Sort", id="sort"),
@@ -128,13 +129,14 @@ def _bindings() -> list[BindingType]:
         b("space", "toggle_pause", "Pause", id="pause", show=False),
         b("p", "toggle_perf", "Perf", id="perf", show=False),
         b("b", "backtest", "Backtest", id="backtest", show=False),
+        *position_bindings(),
         b("question_mark", "help", "Help", id="help"),
         b("q", "quit", "Quit", id="quit"),
         *(b(str(n), f"switch_list({n})", f"Watchlist {n}", id=f"list_{n}", show=False) for n in range(1, 10)),
     ]
 
 
-class TickdeckApp(WatchlistEditing, App[int]):
+class TickdeckApp(PositionEditing, WatchlistEditing, App[int]):
     """The tickdeck console. Build it with :func:`build_app`."""
 
     COMMANDS = App.COMMANDS | {BacktestCommands}
@@ -182,16 +184,19 @@ class TickdeckApp(WatchlistEditing, App[int]):
         self.perf = PerfMonitor(rate=1.0)  # one sample a second keeps the panel's share of the output small
         self.perf_panel = PerfPanel(id="perf-panel")
         self.prompt = PromptBar(id="prompt")
+        self.init_positions()
 
     # --- layout ------------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
         yield self.header
         yield self.tabs
         yield self.watchlist
+        yield self.totals
         with Horizontal(id="lower"):
             yield self.signal_log
             with VerticalScroll(id="perf"):
                 yield self.perf_panel
+            yield self.portfolio
         yield self.prompt
         yield Footer()
 
@@ -201,6 +206,7 @@ class TickdeckApp(WatchlistEditing, App[int]):
         header.interval = self.config.engine.interval
         self.watchlist.border_title = "Watchlist"
         self.signal_log.border_title = "Signals"
+        self.portfolio.border_title = "Portfolio"
         self.query_one("#perf").border_title = "Performance"
         self.perf.start(self)
         self.perf.add_cache("rows", self.watchlist.cache_stats)
@@ -307,6 +313,7 @@ class TickdeckApp(WatchlistEditing, App[int]):
         if self.paused:
             self._held = snapshot
         else:
+            self.value_positions(snapshot)
             self.watchlist.snapshot = snapshot
 
     def on_signals_detected(self, message: SignalsDetected) -> None:
@@ -340,6 +347,7 @@ class TickdeckApp(WatchlistEditing, App[int]):
         if self._held_signals:
             self._show_signals(*self._held_signals.take())
         if self._held is not None:
+            self.value_positions(self._held)
             self.watchlist.snapshot, self._held = self._held, None
 
     def action_toggle_pause(self) -> None:

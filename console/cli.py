@@ -153,6 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--ui", nargs="?", const=60.0, type=float, metavar="SECONDS",
                        help="drive the real console headless with 1,000 symbols and a 20,000 ticks/s sim "
                             "for SECONDS (60): frame time, key latency, CPU, RSS, startup")
+    bench.add_argument("--positions", action="store_true",
+                       help="with --ui: a position on every symbol (the position columns, totals row and "
+                            "valuation every frame)")
     bench.add_argument("--history", action="store_true",
                        help="40 symbols x 1,000 one-minute bars of history from a local Binance stand-in "
                             "that enforces Binance's weight limits: time until every bar is in the engine "

@@ -209,7 +209,8 @@ class WatchlistEditing:
         if book is None:
             return
         wl = book.current
-        picker = SortPicker(sort_choices(self.watchlist.indicators), (wl.sort, wl.descending))
+        choices = sort_choices(self.watchlist.indicators, self.watchlist.positions)
+        picker = SortPicker(choices, (wl.sort, wl.descending))
         cast("App[int]", self).push_screen(picker, self._sort_picked)
 
     def _sort_picked(self, sort: tuple[str | None, bool] | None) -> None:

@@ -126,6 +126,20 @@ def _history(value: int) -> int:
     return value
 
 
+POSITION_COLUMNS = ("quantity", "avg_cost", "value", "pnl", "pnl_pct", "day_pnl", "weight")
+"""The watchlist's position columns (``widgets.position_columns`` draws them; a test keeps the two equal)."""
+
+
+def _position_columns(value: tuple[str, ...]) -> tuple[str, ...]:
+    names: list[str] = []
+    for name in value:
+        if name not in POSITION_COLUMNS:
+            raise ValueError(f"must be one of {', '.join(POSITION_COLUMNS)}, got {name!r}")
+        if name not in names:
+            names.append(name)
+    return tuple(names)
+
+
 def _setting(default: Any, check: Check | None = None) -> Any:
     return field(default=default, metadata={"check": check})
 
@@ -318,6 +332,9 @@ class UiConfig:
     """The console's colour theme."""
     columns: tuple[str, ...] = _setting(("rsi_14", "macd_hist_12_26_9"), _indicators)
     """Indicator columns of the watchlist."""
+    position_columns: tuple[str, ...] = _setting(POSITION_COLUMNS, _position_columns)
+    """Position columns of the watchlist, in order (shown while the active list holds a position, or
+    by the ``positions`` key): ``quantity avg_cost value pnl pnl_pct day_pnl weight``."""
 
 
 def _key(default: str) -> Any:
@@ -346,6 +363,11 @@ class KeysConfig:
     pause: str = _key("space")
     perf: str = _key("p")
     backtest: str = _key("b")
+    position: str = _key("e")
+    edit_position: str = _key("E")
+    delete_position: str = _key("ctrl+x")
+    positions: str = _key("c")
+    portfolio: str = _key("w")
     help: str = _key("question_mark")
     quit: str = _key("q")
     list_1: str = _key("1")

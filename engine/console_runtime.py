@@ -11,6 +11,7 @@ flag                      local   attached  what it covers
 ``implements_subscribe``  yes     no        ``add_symbols``/``drop_symbols`` change what is delivered
 ``implements_watch``      yes     no        ``set_watch`` chooses the symbols the snapshots carry
 ``implements_history``    yes     no        ``chart``/``chart_reach``/``closed_bars`` read loaded bars
+``implements_alerts``     yes     no        ``set_positions`` gives the detector the local positions
 ========================  ======  ========  ===================================================
 
 A method whose flag is False raises ``NotImplementedError``; :class:`ViewOnlyRuntime` is the base of
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
 
     from engine.chart_data import ChartData
     from engine.feeds.base import FeedStatus
+    from engine.positions.book import PositionBook
     from engine.snapshot import Update
 
 __all__ = ["ClosedBars", "ConsoleRuntime", "FeedLike", "ViewOnlyRuntime"]
@@ -61,6 +63,12 @@ class FeedLike(Protocol):
         """The symbols the feed can deliver (the add prompt completes these); empty when unknown."""
         ...
 
+    @property
+    def market(self) -> str:
+        """Whose market data this is (the publisher's feed for an attached console): the key of the
+        positions kept on this machine."""
+        ...
+
 
 @runtime_checkable
 class ConsoleRuntime(Protocol):
@@ -81,6 +89,12 @@ class ConsoleRuntime(Protocol):
     @property
     def implements_history(self) -> bool:
         """Whether ``chart`` and ``closed_bars`` work: only a local engine holds the loaded bars."""
+        ...
+
+    @property
+    def implements_alerts(self) -> bool:
+        """Whether ``set_positions`` works: the position rules (stop, target, pnl) run where the detector
+        runs; an attached console's service reads the positions of its own machine."""
         ...
 
     @property
@@ -131,6 +145,11 @@ class ConsoleRuntime(Protocol):
         """Release what reading bars opened (the bar store); nothing to do when nothing was read."""
         ...
 
+    async def set_positions(self, book: PositionBook) -> None:
+        """Hand the position book to the detector's position rules (``implements_alerts``); called when
+        the book changes, never per tick."""
+        ...
+
 
 class ViewOnlyRuntime:
     """The base of a runtime that shows what it is sent and nothing more: it takes no symbols, chooses
@@ -139,6 +158,7 @@ class ViewOnlyRuntime:
     implements_subscribe = False
     implements_watch = False
     implements_history = False
+    implements_alerts = False
     watch: tuple[str, ...] = ()
 
     def check_symbol(self, name: str) -> str | None:
@@ -167,6 +187,9 @@ class ViewOnlyRuntime:
 
     def close_history(self) -> None:
         return None  # nothing was opened
+
+    async def set_positions(self, book: PositionBook) -> None:
+        raise NotImplementedError(f"{type(self).__name__} has no local detector")
 
 
 if TYPE_CHECKING:

@@ -161,6 +161,11 @@ class RemoteFeed:
     def universe(self) -> tuple[str, ...]:
         return self.symbols
 
+    @property
+    def market(self) -> str:
+        """The publisher's feed once its hello arrived: an attached console keeps positions under it."""
+        return self.source or self.name
+
     def now_ns(self) -> int:
         return time.time_ns()
 

@@ -33,6 +33,7 @@ from engine.feeds.base import Feed, FeedStatus, HistoryBars, Refill
 from engine.feeds.registry import build_feed, register_symbols
 from engine.positions.alerts import figures as position_figures
 from engine.positions.book import PositionBook
+from engine.positions.session import SessionCloses
 from engine.runtime_metrics import RuntimeMetrics
 from engine.signals.events import Signal
 from engine.signals.rules import load_rules
@@ -77,6 +78,7 @@ class Runtime:
     implements_subscribe = True
     implements_watch = True
     implements_history = True
+    implements_alerts = True
 
     queue_batches = 64
     feed_close_s = 1.0
@@ -95,6 +97,8 @@ class Runtime:
         self.watch: tuple[str, ...] = self.feed.universe()
         self.outputs: tuple[str, ...] = tuple(config.ui.columns)
         self.spark = 60
+        # each quote's previous session close, for the day P&L (Yahoo reports its own; others: the bars)
+        self.sessions = SessionCloses(self.feed.name, getattr(self.feed, "previous_closes", None))
         self.metrics = RuntimeMetrics()
         self.taps: list[Callable[[np.ndarray], None]] = []  # e.g. a recorder; called on the event loop
         self._last_frame = 0
@@ -248,7 +252,7 @@ class Runtime:
     def snapshot(self, now_ns: int, symbols: Sequence[str] | None = None) -> MarketSnapshot:
         # the feed fills its map on the event loop; a lookup from this thread sees a whole entry or none
         return build_snapshot(self.engine, self.watch if symbols is None else symbols, self.outputs,
-                              self.spark, now_ns, getattr(self.feed, "decimals", None))
+                              self.spark, now_ns, getattr(self.feed, "decimals", None), self.sessions)
 
     async def run(self, on_update: Callable[[Update], None],
                   on_status: Callable[[FeedStatus], None]) -> None:

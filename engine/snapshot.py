@@ -19,6 +19,7 @@ from engine.signals.events import Signal
 from engine.ticks import NO_BAR
 
 if TYPE_CHECKING:  # the frame types stay importable without numba (an attached console has none)
+    from engine.positions.session import SessionCloses
     from engine.tick_engine import Engine
 
 
@@ -41,6 +42,7 @@ class Quote:
     values: dict[str, float]  # requested indicator outputs, provisional where a bar is forming
     bar_time: int  # open time of the forming (or last closed) bar, ns
     decimals: int | None = None  # decimals of the instrument's tick size, when the feed knows it
+    previous_close: float = math.nan  # the last price before the current session (day P&L); NaN: unknown
 
 
 @dataclass(frozen=True)
@@ -55,9 +57,11 @@ class MarketSnapshot:
 
 
 def build_snapshot(engine: Engine, symbols: Sequence[str], outputs: Sequence[str], spark: int,
-                   at_ns: int, decimals: Mapping[str, int] | None = None) -> MarketSnapshot:
+                   at_ns: int, decimals: Mapping[str, int] | None = None,
+                   sessions: SessionCloses | None = None) -> MarketSnapshot:
     """Copy what the UI shows for ``symbols`` out of the engine (call from the engine's thread);
-    ``decimals`` are the feed's tick-size decimals per symbol (``Feed.decimals``), for those it knows.
+    ``decimals`` are the feed's tick-size decimals per symbol (``Feed.decimals``), for those it knows;
+    ``sessions`` gives each quote its previous session's close (at ``at_ns``, the feed's clock).
 
     Vectorised over the symbols (one gather from the history ring for all of them), because it runs
     once per frame for up to thousands of symbols on the thread that also applies the ticks: a loop
@@ -91,6 +95,8 @@ def build_snapshot(engine: Engine, symbols: Sequence[str], outputs: Sequence[str
     rows = [engine.bank.row(name) for name in outputs]
     bank = engine.bank
     values = np.where(forming, bank.provisional[rows][:, slots], bank.committed[rows][:, slots]).T
+    previous = (sessions.closes(history, slots, [name for name, _ in named], at_ns).tolist()
+                if sessions is not None else None)
     quotes = []
     decimals = decimals or {}
     for i, (name, _) in enumerate(named):
@@ -105,6 +111,7 @@ def build_snapshot(engine: Engine, symbols: Sequence[str], outputs: Sequence[str
             symbol=name, last=last, change=change, change_pct=100.0 * change / ref if ref else 0.0,
             volume=float(volume[i]), closes=line, values=dict(zip(outputs, values[i].tolist(), strict=True)),
             bar_time=int(bar_time[i]), decimals=decimals.get(name),
+            previous_close=previous[i] if previous is not None else math.nan,
         ))
     return MarketSnapshot(at_ns=at_ns, quotes=tuple(quotes), ticks=stats.ticks, bars=stats.bars)
 

@@ -40,12 +40,14 @@ from widgets.watchlist_layout import (
     aligned,
     layout,
     ordered,
+    positions_layout,
     row_cells,
 )
 
 if TYPE_CHECKING:
     from engine.signals.events import Signal
     from engine.snapshot import MarketSnapshot, Quote
+    from widgets.position_columns import PositionFrame
 
 __all__ = ["SPARK_MAX", "SPARK_MIN", "Watchlist", "WatchlistRows"]
 
@@ -171,6 +173,11 @@ class Watchlist(Widget):
     """Only symbols containing this text are shown (any case)."""
     message: reactive[str] = reactive("starting engine…", repaint=False)
     """Shown in place of the rows until the first snapshot (progress, or what went wrong)."""
+    positions: reactive[tuple[str, ...]] = reactive((), repaint=False)
+    """Position columns shown (``widgets.position_columns`` keys), in place of change, volume and the
+    indicators; () shows the market columns."""
+    position_frame: PositionFrame | None = None
+    """The active list's position figures of the frame (set by the app before each ``snapshot``)."""
     hint_keys: tuple[str, str] = ("a", "esc")
     """The keys in force that add a symbol and clear the filter, named in :attr:`empty_message`."""
 
@@ -242,7 +249,9 @@ class Watchlist(Widget):
     def rows_text(self) -> dict[str, list[str]]:
         """Every shown row's cell texts by symbol (what the row shows when scrolled into view)."""
         quotes, signals = self._quotes, self.signals
-        return {s: [c.text.strip() for c in row_cells(s, quotes.get(s), signals.get(s), self._specs)]
+        frame = self.position_frame
+        return {s: [c.text.strip() for c in row_cells(s, quotes.get(s), signals.get(s), self._specs, None,
+                                                       frame.get(s) if frame is not None else None)]
                 for s in self._order}
 
     # --- state -> rows -----------------------------------------------------------------------------
@@ -251,6 +260,9 @@ class Watchlist(Widget):
         self._reorder()
 
     def watch_indicators(self) -> None:
+        self.relayout()
+
+    def watch_positions(self) -> None:
         self.relayout()
 
     def watch_sort(self) -> None:
@@ -312,7 +324,8 @@ class Watchlist(Widget):
             return
         keep = self.selected
         key, descending = self.sort
-        self._order = ordered(self.symbols, self._quotes, self.signals, key, descending, self.filter)
+        self._order = ordered(self.symbols, self._quotes, self.signals, key, descending, self.filter,
+                              self.position_frame)
         rows = self.rows
         rows.set_row_count(len(self._order))
         if not self._order:  # the empty state's sentence may have changed (another filter)
@@ -326,8 +339,9 @@ class Watchlist(Widget):
     def _cells(self, index: int) -> tuple[str, tuple[Cell, ...]]:
         symbol = self._order[index]
         flash = self._flash.get(symbol)
+        frame = self.position_frame
         cells = row_cells(symbol, self._quotes.get(symbol), self.signals.get(symbol), self._specs,
-                          flash[0] if flash else None)
+                          flash[0] if flash else None, frame.get(symbol) if frame is not None else None)
         return symbol, cells
 
     def _refresh_changed(self) -> None:
@@ -361,7 +375,8 @@ class Watchlist(Widget):
             return
         width = self.rows.size.width or self.size.width or DEFAULT_WIDTH
         symbol_width = max((len(s) for s in self.symbols), default=6)
-        specs = layout(width, self.indicators, symbol_width)
+        specs = (positions_layout(width, self.positions, symbol_width) if self.positions
+                 else layout(width, self.indicators, symbol_width))
         if specs != self._specs:
             self._specs = specs
             self._invalidate()

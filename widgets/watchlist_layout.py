@@ -17,11 +17,13 @@ from rich.style import Style
 from rich.text import Text
 
 from widgets import formatting as fmt
+from widgets import position_columns as pc
 from widgets.sparkline import spark
 
 if TYPE_CHECKING:
     from engine.signals.events import Signal
     from engine.snapshot import Quote
+    from widgets.position_columns import Figures, PositionFrame
 
 Role = Literal["symbol", "value", "up", "down", "flat", "muted", "flash_up", "flash_down"]
 Justify = Literal["left", "right"]
@@ -94,6 +96,27 @@ def layout(width: int, indicators: Sequence[str], symbol_width: int) -> tuple[Co
     return (*specs[:5], trend, *specs[5:])
 
 
+def positions_layout(width: int, positions: Sequence[str], symbol_width: int) -> tuple[ColumnSpec, ...]:
+    """The columns while the position columns are on: symbol, last, change %, then the position columns
+    ``positions`` in their order as far as they fit (the rest left out, never a cut number), then the
+    sparkline and the signal in what is left, each only if its minimum fits."""
+    head = fixed_columns((), symbol_width)
+    out = [head[0], head[1], head[3]]
+    spare = width - SCROLLBAR - sum(c.width + GAP for c in out)
+    for spec in pc.specs(positions):
+        if spec.width + GAP > spare:
+            break
+        out.append(spec)
+        spare -= spec.width + GAP
+    if spare >= SIGNAL_MIN + GAP:
+        signal = min(SIGNAL_MAX, spare - GAP - (SPARK_MIN + GAP if spare >= SIGNAL_MIN + SPARK_MIN + 2 * GAP
+                                                 else 0))
+        if spare - signal - GAP >= SPARK_MIN + GAP:
+            out.append(ColumnSpec("spark", "Trend", min(SPARK_MAX, spare - signal - 2 * GAP), "left"))
+        out.append(ColumnSpec("signal", "Signal", signal, "left"))
+    return tuple(out)
+
+
 def direction(value: float) -> Role:
     """The role of a signed quantity: ``up``, ``down``, ``flat``, or ``muted`` when it is NaN."""
     if value != value:
@@ -123,10 +146,12 @@ def aligned(text: str, spec: ColumnSpec, style: Style | str = "") -> Text:
 
 
 def row_cells(symbol: str, quote: Quote | None, signal: Signal | None,
-              specs: Sequence[ColumnSpec], flash: Role | None = None) -> tuple[Cell, ...]:
+              specs: Sequence[ColumnSpec], flash: Role | None = None,
+              figures: Figures | None = None) -> tuple[Cell, ...]:
     """What the row of ``symbol`` shows under ``specs``; ``quote`` is None until the symbol trades.
 
-    ``flash`` (``flash_up``/``flash_down``) marks the last price as just having ticked up or down.
+    ``flash`` (``flash_up``/``flash_down``) marks the last price as just having ticked up or down;
+    ``figures``: the row's position (:mod:`widgets.position_columns`), None when it holds none.
     """
     cells: list[Cell] = []
     shown = quote_change(quote) if quote is not None else 0.0
@@ -136,6 +161,8 @@ def row_cells(symbol: str, quote: Quote | None, signal: Signal | None,
             cells.append(Cell(symbol, "symbol"))
         elif key == "signal":
             cells.append(signal_cell(signal, spec.width))
+        elif key in pc.POSITION_KEYS:
+            cells.append(pc.position_cells(key, figures, spec.width))
         elif quote is None:
             cells.append(Cell(fmt.MISSING if key != "spark" else "", "muted"))
         elif key == "last":
@@ -158,20 +185,23 @@ MY_ORDER = "My order"
 """The sort picker's name for no sort: the rows in the order the user put them."""
 
 
-def sort_choices(indicators: Sequence[str]) -> tuple[tuple[str, str], ...]:
+def sort_choices(indicators: Sequence[str], positions: Sequence[str] = ()) -> tuple[tuple[str, str], ...]:
     """``(key, header name)`` of every column the watchlist sorts by, in table order; the names come
-    from :func:`fixed_columns`, so the picker and the tabs line say what the header says."""
-    return tuple((spec.key, spec.label) for spec in fixed_columns(indicators, 0))
+    from :func:`fixed_columns`, so the picker and the tabs line say what the header says. ``positions``:
+    the position columns shown (the P&L ones among them sort too)."""
+    return (*((spec.key, spec.label) for spec in fixed_columns(indicators, 0)),
+            *((spec.key, spec.label) for spec in pc.specs(positions)))
 
 
 def sort_keys(indicators: Sequence[str]) -> tuple[str, ...]:
-    """The keys the watchlist sorts by (as saved in the state file)."""
-    return tuple(key for key, _ in sort_choices(indicators))
+    """The keys the watchlist sorts by (as saved in the state file): a sort by a position column stays
+    valid while those columns are switched off."""
+    return tuple(key for key, _ in sort_choices(indicators, tuple(k for k, _, _ in pc.POSITION_COLUMNS)))
 
 
 def sort_label(key: str, indicators: Sequence[str]) -> str:
     """The header name of the sort key ``key`` (the key itself if no column has it)."""
-    return dict(sort_choices(indicators)).get(key, key)
+    return dict(sort_choices(indicators, tuple(k for k, _, _ in pc.POSITION_COLUMNS))).get(key, key)
 
 
 def next_sort(current: tuple[str | None, bool], chosen: str | None) -> tuple[str | None, bool]:
@@ -188,8 +218,11 @@ def next_sort(current: tuple[str | None, bool], chosen: str | None) -> tuple[str
     return chosen, chosen != "symbol"
 
 
-def sort_value(key: str, symbol: str, quote: Quote | None, signal: Signal | None) -> float | str | None:
+def sort_value(key: str, symbol: str, quote: Quote | None, signal: Signal | None,
+               figures: Figures | None = None) -> float | str | None:
     """What ``symbol`` sorts by under ``key``; None (no value yet) sorts last either way."""
+    if key in pc.POSITION_KEYS:
+        return pc.sort_value(key, figures)
     if key == "symbol":
         return symbol
     if key == "signal":
@@ -202,7 +235,8 @@ def sort_value(key: str, symbol: str, quote: Quote | None, signal: Signal | None
 
 
 def ordered(symbols: Sequence[str], quotes: Mapping[str, Quote], signals: Mapping[str, Signal],
-            sort: str | None, descending: bool, text: str = "") -> list[str]:
+            sort: str | None, descending: bool, text: str = "",
+            positions: PositionFrame | None = None) -> list[str]:
     """The rows shown: ``symbols`` containing ``text`` (any case), sorted by ``sort`` (None: as given).
 
     Rows without a value for the key keep their own order after the others, whichever the direction.
@@ -211,7 +245,8 @@ def ordered(symbols: Sequence[str], quotes: Mapping[str, Quote], signals: Mappin
     rows = [s for s in symbols if needle in s.upper()] if needle else list(symbols)
     if sort is None:
         return rows
-    keyed = [(sort_value(sort, s, quotes.get(s), signals.get(s)), s) for s in rows]
+    figures = positions.get if positions is not None and sort in pc.POSITION_KEYS else (lambda s: None)
+    keyed = [(sort_value(sort, s, quotes.get(s), signals.get(s), figures(s)), s) for s in rows]
     present = [(v, s) for v, s in keyed if v is not None]
     present.sort(key=lambda vs: vs[0], reverse=descending)
     return [s for _, s in present] + [s for v, s in keyed if v is None]

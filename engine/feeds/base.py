@@ -172,6 +172,12 @@ class Feed(abc.ABC):
         #: at most one entry per symbol the feed was asked for, so bounded by the symbol table
         self.decimals: dict[str, int] = {}
 
+    @property
+    def market(self) -> str:
+        """Whose market data this is: the feed's own name (an attached feed answers with its publisher's),
+        the key positions and watchlists are kept under."""
+        return self.name
+
     @abc.abstractmethod
     def stream(self) -> AsyncIterator[FeedItem]:
         """Yield batches until cancelled."""

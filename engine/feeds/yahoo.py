@@ -60,6 +60,7 @@ from engine.feeds.yahoo_answer import (
     MAX_QUOTE_BYTES,
     Quote,
     YahooCounters,
+    previous_close,
     quote_of,
     read_quotes,
 )
@@ -130,6 +131,7 @@ class YahooFeed(YahooHistoryHooks, Feed):
         self._next_at: dict[str, float] = {}  # when a symbol is next due (monotonic)
         self._last: dict[str, tuple[int, float]] = {}  # (time, price) of the last tick
         self._volume: dict[str, float] = {}  # regularMarketVolume at the last tick
+        self.previous_closes: dict[str, float] = {}  # regularMarketPreviousClose, one per wanted symbol
         self._resume_at = 0.0  # no request before this (backoff, Retry-After, spent budget)
         self._events: deque[FeedStatus] = deque(maxlen=256)
         self._state: State = "connecting"
@@ -169,7 +171,7 @@ class YahooFeed(YahooHistoryHooks, Feed):
         gone = set(symbols)
         self.wanted = [s for s in self.wanted if s not in gone]
         for name in gone:
-            for table in (self._next_at, self._last, self._volume, self.stale):
+            for table in (self._next_at, self._last, self._volume, self.stale, self.previous_closes):
                 table.pop(name, None)
             if self.history is not None:
                 self.history.stop(name)
@@ -440,6 +442,8 @@ class YahooFeed(YahooHistoryHooks, Feed):
             if (quote := quote_of(name, q, recv_ns, self.counters.bad_message)) is not None:
                 if (decimals := hint_decimals(q.price_hint)) is not None:
                     self.decimals[name] = decimals  # the precision Yahoo shows the symbol at
+                if (close := previous_close(q)) is not None:
+                    self.previous_closes[name] = close  # the day P&L's reference (engine.positions)
                 self._quote(quote)
         return why
 

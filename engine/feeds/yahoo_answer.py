@@ -39,6 +39,16 @@ class YahooQuote(msgspec.Struct, rename="camel"):
     currency: str | None = None
     price_hint: Any = None  # the decimals Yahoo shows the price with; checked by hint_decimals, so an
     # odd value costs the hint, not the quote
+    regular_market_previous_close: Any = None  # the last session's close, as yfinance reads it
+    # (``regularMarketPreviousClose``); checked by previous_close, so an odd value costs only the day P&L
+
+
+def previous_close(q: YahooQuote) -> float | None:
+    """The previous session's close Yahoo reports for ``q``, or None when it is absent or unusable."""
+    value = q.regular_market_previous_close
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if 0.0 < value < math.inf else None
 
 
 class _QuoteResponse(msgspec.Struct):

@@ -15,17 +15,19 @@ A "session" is defined per feed (:func:`session_start`):
   file's time for a replay, so a replay of last March has last March's sessions.
 - anything else (``attach`` before the publisher's feed is known): no session, so no day P&L.
 
-What the engine does not provide yet (so the console cannot fill the day P&L column for every feed
-today): the Yahoo feed parses neither ``regularMarketPreviousClose`` (``engine/feeds/yahoo_answer.py``)
-nor ``tradingPeriods`` (only the backfill reads them, and keeps only bars); the snapshot carries no
-previous close; and with short intervals the history ring (``engine.history``'s depth) may not reach
-back to the previous session, so a bar-based close needs a daily close kept per symbol (the bar store
-or a 1d backfill) to survive a restart and fine intervals.
+Each snapshot quote carries its previous close (``Quote.previous_close``): :class:`SessionCloses` finds
+it in the engine's history ring for the feed's session, and the Yahoo feed's
+``regularMarketPreviousClose`` (``engine/feeds/yahoo_answer.py``) wins where reported. Not done yet:
+the Yahoo feed does not read ``tradingPeriods`` (only the backfill does, and keeps only bars), so
+Yahoo's day P&L rests on the close it reports; and with short intervals the history ring (``engine.history``'s
+depth) may not reach back to the previous session, so a bar-based close needs a daily close kept per
+symbol (the bar store or a 1d backfill) to survive a restart and fine intervals.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -76,3 +78,66 @@ def previous_closes(start_ns: np.ndarray | int, times: np.ndarray, closes: np.nd
         reported = np.asarray(reported, dtype=np.float64)
         out = np.where(np.isfinite(reported) & (reported > 0), reported, out)
     return out
+
+
+class SessionCloses:
+    """The previous session's close per engine slot, read from the history ring for the snapshot.
+
+    The runtime keeps one per feed and :func:`engine.snapshot.build_snapshot` asks it every frame. A
+    slot's close is searched for (one vectorised pass over its ring) only when the session start moves
+    on, or while it has none and its oldest bar is older than the session start (history that arrived
+    since): a ring whose bars all belong to this session can hold no previous close, so a missing one
+    costs no search per frame. ``reported``: the feed's own figures by symbol (Yahoo's
+    ``regularMarketPreviousClose``), which win where present. Memory: three arrays of the engine's slot
+    capacity.
+    """
+
+    def __init__(self, feed: str, reported: Mapping[str, float] | None = None) -> None:
+        self.feed = feed
+        self.reported = reported
+        self._start = np.zeros(0, dtype=np.int64)
+        self._close = np.zeros(0)
+        self.searched = 0
+        """Slots searched so far (each search is a pass over one ring)."""
+
+    def closes(self, history: Any, slots: np.ndarray, names: Sequence[str], now_ns: int) -> np.ndarray:
+        """Previous closes of ``slots`` (named ``names``) at ``now_ns`` (the feed's clock); NaN: unknown.
+
+        ``history`` is the engine's ``History`` (``t``, ``bars``, ``head``, ``count``, ``depth``); call
+        from the engine's thread, as the snapshot is built.
+        """
+        capacity = history.t.shape[0]
+        if self._start.shape[0] != capacity:
+            self._start = np.full(capacity, NO_SESSION, dtype=np.int64)
+            self._close = np.full(capacity, np.nan)
+        start = session_start(self.feed, now_ns)
+        if start != NO_SESSION and len(slots):
+            depth, head, count = history.depth, history.head[slots], history.count[slots]
+            oldest = history.t[slots, (head - count) % depth]
+            missing = np.isnan(self._close[slots]) & (count > 0) & (oldest < start)
+            due = (self._start[slots] != start) | missing
+            if due.any():
+                todo = slots[due]
+                self._close[todo] = _search(history, todo, start)
+                self._start[todo] = start
+                self.searched += len(todo)
+        out = np.where(self._start[slots] == start, self._close[slots], np.nan) if start != NO_SESSION \
+            else np.full(len(slots), np.nan)
+        reported = self.reported
+        if reported:
+            for i, name in enumerate(names):
+                value = reported.get(name)
+                if value is not None:
+                    out[i] = value
+        return out
+
+
+def _search(history: Any, slots: np.ndarray, start: int) -> np.ndarray:
+    """Per slot, the close of the latest stored bar that opened before ``start`` (NaN if none)."""
+    depth = history.depth
+    t = history.t[slots]
+    age = (history.head[slots, None] - 1 - np.arange(depth)[None, :]) % depth  # 0: the newest bar
+    before = (age < history.count[slots, None]) & (t < start)
+    j = np.where(before, t, np.iinfo(np.int64).min).argmax(axis=1)
+    closes = history.bars[slots, j, 3]
+    return np.where(before.any(axis=1), closes, np.nan)

@@ -6,20 +6,25 @@ PROTOCOL.md describes them for people writing a client, and a test holds it to t
 
 Every frame is one JSON object with a ``type``:
 
-- ``hello``, first, on every connection: the publisher's ``feed``, ``symbols``, ``outputs`` (indicator
-  names of ``values``), bar ``interval``, snapshot ``fps`` and the ``protocol`` version;
-- ``signal``: a signal that passes the sink's filter and the client's subscription (``Signal.to_dict()``);
-- ``snapshot``, to clients that asked for them: ``at_ns``, ``ticks``, ``bars``, ``quotes`` and ``health``
-  (``PipelineHealth``); a quote's ``decimals`` is absent when the feed does not know them;
-- ``status``: the publisher's feed status; the latest one is also sent after ``hello``;
+- ``hello``, first, on every connection: ``protocol``, ``feed`` (the publisher's feed), ``symbols``,
+  ``outputs`` (indicator names of ``values``), ``interval`` and ``fps``;
+- ``signal``: every signal that passes the sink's filter and the client's subscription, in detection
+  order (the fields of ``Signal.to_dict()``);
+- ``snapshot``, to clients that asked for them: ``at_ns``, ``ticks``, ``bars``, ``quotes`` (``symbol``,
+  ``last``, ``change``, ``change_pct``, ``volume``, ``closes``, ``values``, ``bar_time``, and
+  ``decimals``, the instrument's tick-size decimals when the feed knows them, else absent;
+  ``previous_close``, the previous session's close, absent when unknown) and ``health``
+  (the fields of ``PipelineHealth``);
+- ``status``: the publisher's feed status (``feed``, ``state``, ``reason``, ``retry_in``, ``at_ns``,
+  ``symbols``); the latest one is also sent after ``hello``;
 - ``subscribed``: the subscription now in force, after each ``subscribe``;
 - ``pong``: the answer to a ``ping``, with its ``id``;
 - ``error``: a client message the server did not take (``bad_message``, ``too_many_subscriptions``).
 
 Decoding is lenient where versions differ (a field a newer publisher added is ignored; one an older
-publisher lacked takes its default: ``decimals``, the later health figures, ``warmup``) and strict
-elsewhere: anything else malformed raises ``FrameError``, and a frame type this version does not know
-decodes to ``Unknown`` (skipped, not an error: a newer publisher may send more types).
+publisher lacked takes its default: ``decimals``, ``previous_close``, the later health figures,
+``warmup``) and strict elsewhere: anything else malformed raises ``FrameError``, and a frame type this
+version does not know decodes to ``Unknown`` (skipped, not an error: a newer publisher may send more types).
 
 A snapshot of 1,000 symbols is a 1.26 MB frame whose encoding took 48 ms on the event loop, the loop
 that also pumps the feed; encoding it again for every distinct ``symbols`` list let a few clients stall
@@ -51,7 +56,7 @@ PROTOCOL = 1
 SIGNAL_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Signal))
 HEALTH_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(PipelineHealth))
 QUOTE_FIELDS: tuple[str, ...] = ("symbol", "last", "change", "change_pct", "volume", "closes", "values",
-                                 "bar_time", "decimals")
+                                 "bar_time", "decimals", "previous_close")
 FRAMES: dict[str, tuple[str, ...]] = {
     "hello": ("protocol", "feed", "symbols", "outputs", "interval", "fps"),
     "signal": SIGNAL_FIELDS,
@@ -152,6 +157,8 @@ def quote_frame(q: Quote) -> dict[str, Any]:
              "values": {k: _finite(v) for k, v in q.values.items()}, "bar_time": int(q.bar_time)}
     if q.decimals is not None:  # absent when unknown: a frame then reads as before the field existed
         frame["decimals"] = int(q.decimals)
+    if math.isfinite(q.previous_close):  # the previous session's close (day P&L); absent when unknown
+        frame["previous_close"] = q.previous_close
     return frame
 
 
@@ -250,7 +257,13 @@ def decode_quote(q: Mapping[str, Any]) -> Quote:
     return Quote(symbol=str(q["symbol"]), last=_float(q["last"]), change=_float(q["change"]),
                  change_pct=_float(q["change_pct"]), volume=_float(q["volume"]), closes=closes,
                  values={str(k): _float(v) for k, v in q["values"].items()}, bar_time=_int(q["bar_time"]),
-                 decimals=_decimals(q.get("decimals")))
+                 decimals=_decimals(q.get("decimals")), previous_close=_price(q.get("previous_close")))
+
+
+def _price(x: Any) -> float:
+    """A positive finite number, else NaN (absent: a publisher older than the field, or unknown)."""
+    ok = isinstance(x, int | float) and not isinstance(x, bool) and 0 < x < math.inf
+    return float(x) if ok else math.nan
 
 
 def _decimals(x: Any) -> int | None:

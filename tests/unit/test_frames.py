@@ -33,18 +33,19 @@ from engine.snapshot import MarketSnapshot, PipelineHealth, Quote
 T0 = 1_800_000_000_000_000_000
 
 
-def quote(symbol: str, decimals: int | None = 2) -> Quote:
+def quote(symbol: str, decimals: int | None = 2, previous_close: float = 99.75) -> Quote:
     closes = np.array([100.0, 101.25, 102.5])
     closes.flags.writeable = False
     return Quote(symbol=symbol, last=102.5, change=2.5, change_pct=2.5, volume=12.0, closes=closes,
-                 values={"rsi_14": 55.5, "ema_20": 101.0}, bar_time=T0, decimals=decimals)
+                 values={"rsi_14": 55.5, "ema_20": 101.0}, bar_time=T0, decimals=decimals,
+                 previous_close=previous_close)
 
 
 HEALTH = PipelineHealth(lag_p50_ms=1.5, lag_p99_ms=4.0, queue_depth=2, queue_depth_max=7, coalesced=1,
                         bad_messages=3, reconnects=1, gaps=4, duplicates=5, feed="binance", batches=9,
                         ticks_in=100, ticks_processed=98, engine_p50_us=12.5, engine_p99_us=40.0,
                         signal_p50_ms=2.0, signal_p99_ms=3.0, refills=1, history_done=2, history_total=3)
-MARKET = MarketSnapshot(at_ns=T0 + 5, quotes=(quote("AAA"), quote("BBB", None)), ticks=100, bars=4)
+MARKET = MarketSnapshot(at_ns=T0 + 5, quotes=(quote("AAA"), quote("BBB", None, math.nan)), ticks=100, bars=4)
 SIGNAL = Signal("AAA", "rsi_oversold", "up", T0, 101.5, {"rsi_14": 29.5, "level": 30.0}, T0 + 7, warmup=True,
                 position={"quantity": -2.5, "average_cost": 100.0, "unrealized": -3.75,
                           "unrealized_pct": -1.5, "stop": 103.0, "target": math.nan})  # every field present
@@ -96,7 +97,8 @@ def test_every_frame_type_goes_through_json_and_back(kind: str) -> None:
 def test_the_fields_inside_a_snapshot_are_the_ones_named() -> None:
     frame = frames.snapshot_frame(MARKET, HEALTH)
     assert tuple(frame["quotes"][0]) == QUOTE_FIELDS
-    assert tuple(frame["quotes"][1]) == tuple(f for f in QUOTE_FIELDS if f != "decimals")  # unknown: absent
+    unknown = ("decimals", "previous_close")  # unknown: absent
+    assert tuple(frame["quotes"][1]) == tuple(f for f in QUOTE_FIELDS if f not in unknown)
     assert tuple(frame["health"]) == HEALTH_FIELDS
 
 

@@ -306,7 +306,7 @@ def test_a_typo_gets_a_guess_and_the_known_keys(tmp_path: Path) -> None:
     path = tmp_path / "config.toml"
     path.write_text("[ui]\nfsp = 3\n")
     with pytest.raises(ConfigError, match=r"^unknown key 'ui.fsp' in .*config.toml \(did you mean 'ui.fps'\? "
-                                          r"known: columns, fps, theme"):
+                                          r"known: columns, fps, position_columns, theme"):
         load_config(str(path), env={"TICKDECK_CONFIG_DIR": str(tmp_path / "none")})
 
 
