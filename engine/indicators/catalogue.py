@@ -118,6 +118,8 @@ _KINDS: tuple[Kind, ...] = (
     Kind("Bollinger bands", ("bb_upper", "bb_middle", "bb_lower"),
          (_period(20), _p("k", 2.0, 0.0, 100.0, float)), lambda p, k: layout.moments(p),
          lambda p, k: p - 1, "bands:bb_step", talib="BBANDS"),
+    Kind("Standard deviation of close", ("stddev",), (_period(20),), layout.moments, lambda p: p - 1,
+         "bands:stddev_step", talib="STDDEV"),
     Kind("Z-score of close", ("zscore",), (_period(20),), layout.moments, lambda p: p - 1,
          "bands:zscore_step"),
     Kind("Z-score of volume", ("volume_zscore",), (_period(20),), layout.moments, lambda p: p - 1,
@@ -219,7 +221,7 @@ def canonical(kind: Kind, index: int, params: Sequence[float]) -> str:
 
 # The order of the kinds in DEFAULT_OUTPUTS (by key): the familiar ones first, as the README's table.
 _DEFAULT_ORDER = ("sma", "ema", "wma", "dema", "tema", "kama", "rsi", "macd", "bb_upper", "atr", "natr",
-                  "stoch_k", "cci", "adx", "willr", "mfi", "obv", "roc", "mom", "trix", "aroon_up",
+                  "stddev", "stoch_k", "cci", "adx", "willr", "mfi", "obv", "roc", "mom", "trix", "aroon_up",
                   "ultosc", "sar", "donchian_upper", "vwap", "keltner_upper", "supertrend", "zscore",
                   "volume_zscore")
 

@@ -1,4 +1,4 @@
-"""Price bands and normalisations: Bollinger, z-score (of close and of volume), Donchian.
+"""Price bands and normalisations: Bollinger, standard deviation, z-score (of close and of volume), Donchian.
 
 Bollinger and the z-scores share one window-moments helper. Population variance from running sums
 of x and x^2 cancels catastrophically when the spread is small next to the level (a 1e7 price, a
@@ -102,6 +102,13 @@ def bb_step(st, s, b, ip, fp, o, h, l, c, v, t, commit, out, ob):
     out[ob, s] = mean + width
     out[ob + 1, s] = mean
     out[ob + 2, s] = mean - width
+
+
+@njit
+def stddev_step(st, s, b, ip, fp, o, h, l, c, v, t, commit, out, ob):
+    """TA-Lib STDDEV(p, 1): the population standard deviation of the last p closes."""
+    _, var, _ = moments_update(st, b, s, c, ip[0], commit)
+    out[ob, s] = math.sqrt(var)
 
 
 @njit
