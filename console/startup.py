@@ -38,9 +38,12 @@ def build_runtime(config: Config, progress: CompileProgress) -> Runtime:
 
     if not compiled():
         compile_kernels(progress)
+    from engine.precompile import compile_chart_sets
     from engine.runtime import Runtime
 
-    return Runtime(config)
+    runtime = Runtime(config)
+    compile_chart_sets(runtime.engine.bank.names, progress)  # the detail pane's sets for this config
+    return runtime
 
 
 def message(progress: CompileProgress) -> str:

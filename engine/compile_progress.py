@@ -113,8 +113,10 @@ class CompileProgress:
         return self._started is not None
 
     def start(self) -> None:
+        """Start (or start again, for a later compile counted by the same reader)."""
         with self._lock:
             self._started = self._clock()
+            self._finished_at = None
 
     def finish(self) -> None:
         with self._lock:

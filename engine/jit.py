@@ -21,7 +21,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _source_digest() -> str:
-    """A hash of where the engine is and of every module that defines kernels (those importing ``njit``)."""
+    """A hash of where the engine is and of every module that defines kernels (those importing ``njit``),
+    or that kernels are generated from or read constants of (every module of ``engine.indicators``)."""
     root = Path(__file__).resolve().parent
     h = hashlib.sha256(numba.__version__.encode())
     # numba's cache index is keyed by each source file's path, so two checkouts of the same source must
@@ -29,7 +30,7 @@ def _source_digest() -> str:
     h.update(str(root).encode())
     for path in sorted(root.rglob("*.py")):
         text = path.read_bytes()
-        if b"engine.jit import njit" in text:
+        if b"engine.jit import njit" in text or path.parent.name == "indicators":
             h.update(str(path.relative_to(root)).encode())
             h.update(text)
     return h.hexdigest()[:16]

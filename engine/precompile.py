@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 # Light at import (no numpy, no numba): the console imports this on its event loop to learn the figures.
 
-KERNEL_COMPILES = 113
+KERNEL_COMPILES = 329
 """Kernel compiles (one per kernel and signature, callees included) that :data:`STEPS` take on a cold
 cache: the "N" of the progress line. Counted by this module; it prints the count at the end of a cold
 compile ("kernels ready in 58 s: 113 compiled"), so update this figure when that count moves."""
@@ -37,6 +37,10 @@ TIME_SHARES = (0.05, 0.07, 0.09, 0.12, 0.15, 0.18, 0.2, 0.22, 0.25, 0.28, 0.4, 0
 """The share of a cold compile's time spent once 5 %, 10 %, ... 100 % of its compiles are done, for the
 estimate of the time left: the indicator interpreter's specialisations finish late and take long.
 Measured in thread CPU time (two runs on a loaded 2-core machine agreed within 0.01)."""
+CHART_SET_COMPILES = 20
+"""Compiles that a config's two new chart sets take once the catalogue's step functions are in the cache
+(each set's entry points, and steps of kinds the precompiled sets do not use): the "N" of the progress
+line while the console compiles them. Measured: 20 for ``sma_41`` and ``rsi_5``."""
 MARKER = "complete.json"
 """Written in the cache directory when every step has run: its presence means the cache is complete."""
 REPORT_EVERY_S = 5.0
@@ -74,18 +78,62 @@ def _engines() -> None:
         e.history.append(slot, 0, 1.0, 1.0, 1.0, 1.0, 1.0)
 
 
-def _bank() -> None:
-    """The indicator bank's own entry points (``tickdeck indicators``, backtests, tests)."""
+BENCH_SET: tuple[str, ...] = (
+    "sma_20", "ema_20", "rsi_14", "macd_12_26_9", "macd_signal_12_26_9", "macd_hist_12_26_9",
+    "bb_upper_20_2", "bb_middle_20_2", "bb_lower_20_2", "atr_14",
+)
+"""The six indicators ``tickdeck bench`` measures (its ``SIX``)."""
+
+
+def chart_sets(outputs: Sequence[str]) -> tuple[tuple[str, ...], ...]:
+    """The indicator sets the detail pane's chart computes for an engine of ``outputs``
+    (``engine.chart_data.compute_series``: its series alone, and with the engine's outputs)."""
+    from engine.chart_data import SERIES
+
+    return (tuple(SERIES), (*SERIES, *outputs))
+
+
+def compile_sets(sets: Sequence[Sequence[str]]) -> None:
+    """Compile (or load) every entry point of each indicator set's kernel (``engine.indicators.specialised``
+    compiles one kernel per set)."""
     import numpy as np
 
+    from engine.indicators import specialised
     from engine.indicators.bank import IndicatorBank
-    from engine.indicators.catalogue import DEFAULT_OUTPUTS
 
-    bank = IndicatorBank(DEFAULT_OUTPUTS, 1)
-    bank.commit(0, 0, 1.0, 1.0, 1.0, 1.0, 1.0)
-    bank.preview(0, 0, 1.0, 1.0, 1.0, 1.0, 1.0)
     one = np.zeros(1, dtype=np.int64)
-    bank.commit_many(one, one, *(np.ones(1) for _ in range(5)))
+    for outputs in sets:
+        bank = IndicatorBank(outputs, 1, specialise=True)
+        if specialised.is_compiled(bank.kernel_source):
+            continue
+        bank.commit(0, 0, 1.0, 1.0, 1.0, 1.0, 1.0)
+        bank.preview(0, 0, 1.0, 1.0, 1.0, 1.0, 1.0)
+        bank.commit_many(one, one, *(np.ones(1) for _ in range(5)))
+        specialised.mark_compiled(bank.kernel_source)
+
+
+def compile_chart_sets(outputs: Sequence[str], progress: CompileProgress) -> None:
+    """Compile the chart's sets for an engine of ``outputs`` when they are not compiled yet, counting into
+    ``progress`` (the console, at start-up, for its own config; see ``engine.indicators.specialised``)."""
+    from engine.indicators import specialised
+    from engine.indicators.bank import IndicatorBank
+
+    sets = chart_sets(outputs)
+    if all(specialised.is_compiled(IndicatorBank(s, 1, specialise=False).kernel_source) for s in sets):
+        return
+    progress.total, progress.shares = CHART_SET_COMPILES, ()  # steps of equal weight, not a first run
+    with progress.watching():
+        compile_sets(sets)
+
+
+def _bank() -> None:
+    """The indicator sets the program itself uses: ``tickdeck indicators`` (the whole catalogue), the
+    bench's six, and the default config's charts."""
+    from engine.config import Config
+    from engine.indicators.catalogue import DEFAULT_OUTPUTS
+    from engine.runtime import build_engine
+
+    compile_sets((DEFAULT_OUTPUTS, BENCH_SET, *chart_sets(build_engine(Config()).bank.names)))
 
 
 STEPS: tuple[Callable[[], None], ...] = (_engines, _bank)

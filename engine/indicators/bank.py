@@ -1,17 +1,20 @@
 """IndicatorBank: the state of a set of indicator outputs for a fixed number of symbol slots.
 
-The bank owns preallocated numpy arrays (state, committed and provisional outputs, bar counts) and
-drives the compiled plan interpreter. It never grows: capacity is fixed at construction, so memory is
-known up front and nothing reallocates while a feed is running.
+The bank owns one preallocated numpy buffer (state, committed and provisional outputs, bar counts, as
+views) and drives the kernel compiled for its set of outputs (``specialised``); its plan (``plan_i``,
+``plan_f``) describes the same instances to the engine's interpreter (``dispatch``). It never grows:
+capacity is fixed at construction, so memory is known up front and nothing reallocates while a feed is
+running.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 
 import numpy as np
 
-from engine.indicators import dispatch
+from engine.indicators import dispatch, specialised
 from engine.indicators.catalogue import OutputRef, resolve
 
 
@@ -20,9 +23,26 @@ class IndicatorBank:
 
     ``committed[row(name), slot]`` is the value as of the last closed bar; ``provisional`` is the value
     the forming bar would give if it closed now. Provisional updates never touch committed state.
+
+    Updates, each one compiled call:
+
+    - ``commit(slot, t, o, h, l, c, v)`` applies one closed bar to every output of ``slot``;
+    - ``commit_many(slots, t, o, h, l, c, v)`` applies a batch of closed bars (arrays), in order, for any
+      mix of slots;
+    - ``preview(slot, t, o, h, l, c, v)`` computes the provisional values for the forming bar of ``slot``;
+      committed state is unchanged.
+
+    They are the compiled functions themselves with the bank's arrays bound (``functools.partial``), not
+    methods: a Python frame per call would be a fifth of a single-bar update's time.
     """
 
-    def __init__(self, outputs: Sequence[str], capacity: int) -> None:
+    commit: Callable[[int, int, float, float, float, float, float], None]
+    preview: Callable[[int, int, float, float, float, float, float], None]
+    commit_many: Callable[..., None]
+
+    def __init__(self, outputs: Sequence[str], capacity: int, specialise: bool | None = None) -> None:
+        """``specialise``: run the set's own compiled kernel (True), the plan interpreter (False), or the
+        kernel when it was compiled ahead and the interpreter otherwise (None; see ``specialised``)."""
         if capacity < 1:
             raise ValueError(f"capacity must be at least 1, got {capacity}")
         refs: list[OutputRef] = []
@@ -34,53 +54,58 @@ class IndicatorBank:
         self.names: tuple[str, ...] = tuple(r.name for r in refs)
         self.capacity = capacity
 
-        instances: dict[tuple[int, tuple[float, ...]], int] = {}
+        instances: dict[tuple[str, tuple[float, ...]], int] = {}
         for ref in refs:
             instances.setdefault(ref.instance_key, len(instances))
         plan_i = np.zeros((len(instances), dispatch.PLAN_INT_WIDTH), dtype=np.int64)
         plan_f = np.zeros((len(instances), dispatch.PLAN_FLOAT_WIDTH), dtype=np.float64)
         state_rows = 0
         out_rows = 0
-        out_base: dict[tuple[int, tuple[float, ...]], int] = {}
-        for (code, params), k in instances.items():
-            kind = next(r.kind for r in refs if r.instance_key == (code, params))
-            typed = next(r for r in refs if r.instance_key == (code, params)).typed_params()
+        out_base: dict[tuple[str, tuple[float, ...]], int] = {}
+        compiled: list[specialised.Instance] = []
+        for key, k in instances.items():
+            first = next(r for r in refs if r.instance_key == key)
+            kind = first.kind
+            typed = first.typed_params()
             ints = [v for v in typed if isinstance(v, int)]
             floats = [v for v in typed if isinstance(v, float)]
-            plan_i[k, dispatch.COL_CODE] = code
+            plan_i[k, dispatch.COL_CODE] = kind.code
             plan_i[k, dispatch.COL_STATE] = state_rows
             plan_i[k, dispatch.COL_OUT] = out_rows
             plan_i[k, dispatch.COL_PARAMS : dispatch.COL_PARAMS + len(ints)] = ints
             plan_f[k, : len(floats)] = floats
-            out_base[(code, params)] = out_rows
+            out_base[key] = out_rows
+            compiled.append(specialised.Instance(kind, tuple(typed), state_rows, out_rows))
             state_rows += kind.rows(*typed)
             out_rows += len(kind.outputs)
         self.plan_i = plan_i
         self.plan_f = plan_f
         self._row = {r.name: out_base[r.instance_key] + r.index for r in refs}
         self._lookback = {r.name: r.lookback for r in refs}
-        self.state = np.zeros((max(state_rows, 1), capacity), dtype=np.float64)
-        self.committed = np.full((max(out_rows, 1), capacity), np.nan)
-        self.provisional = np.full((max(out_rows, 1), capacity), np.nan)
-        self.counts = np.zeros(capacity, dtype=np.int64)
+        layout = specialised.Layout(max(state_rows, 1), max(out_rows, 1))
+        self.buffer = np.zeros((layout.rows, capacity), dtype=np.float64)
+        self.state = self.buffer[: layout.committed]
+        self.committed = self.buffer[layout.committed : layout.provisional]
+        self.provisional = self.buffer[layout.provisional : layout.counts]
+        self.counts = self.buffer[layout.counts].view(np.int64)
+        self.committed[:] = np.nan
+        self.provisional[:] = np.nan
+        widths = (dispatch.PLAN_INT_WIDTH - dispatch.COL_PARAMS, dispatch.PLAN_FLOAT_WIDTH)
+        self.kernel_source = specialised.source(compiled, layout, *widths)
+        if specialise is None:
+            specialise = specialised.is_compiled(self.kernel_source)
+        self.kernel = specialised.load(self.kernel_source) if specialise else None
+        if self.kernel is not None:
+            self.commit = partial(self.kernel.commit_one, self.buffer)
+            self.preview = partial(self.kernel.preview_one, self.buffer)
+            self.commit_many = partial(self.kernel.commit_bars, self.buffer)
+        else:
+            arrays = (self.plan_i, self.plan_f, self.state)
+            self.commit = partial(dispatch.commit_one, *arrays, self.committed, self.counts)
+            self.preview = partial(dispatch.preview_one, *arrays, self.provisional)
+            self.commit_many = partial(dispatch.commit_bars, *arrays, self.committed, self.counts)
 
-    # --- updates ----------------------------------------------------------------------------
-    def commit(self, slot: int, t: int, o: float, h: float, l: float, c: float, v: float) -> None:
-        """Apply one closed bar to every output of ``slot`` (one compiled call)."""
-        dispatch.commit_one(self.plan_i, self.plan_f, self.state, self.committed, self.counts,
-                            slot, t, o, h, l, c, v)
-
-    def commit_many(self, slots: np.ndarray, t: np.ndarray, o: np.ndarray, h: np.ndarray,
-                    l: np.ndarray, c: np.ndarray, v: np.ndarray) -> None:
-        """Apply a batch of closed bars, in order, for any mix of slots (one compiled call)."""
-        dispatch.commit_bars(self.plan_i, self.plan_f, self.state, self.committed, self.counts,
-                             slots, t, o, h, l, c, v)
-
-    def preview(self, slot: int, t: int, o: float, h: float, l: float, c: float, v: float) -> None:
-        """Compute provisional values for the forming bar of ``slot``; committed state is unchanged."""
-        dispatch.preview_one(self.plan_i, self.plan_f, self.state, self.provisional,
-                             slot, t, o, h, l, c, v)
-
+    # --- state ---------------------------------------------------------------------------------
     def reset(self, slot: int) -> None:
         self.state[:, slot] = 0.0
         self.committed[:, slot] = np.nan
@@ -106,5 +131,4 @@ class IndicatorBank:
 
     @property
     def nbytes(self) -> int:
-        return (self.state.nbytes + self.committed.nbytes + self.provisional.nbytes
-                + self.counts.nbytes)
+        return self.buffer.nbytes

@@ -10,10 +10,15 @@ parameters share a single instance (``macd_12_26_9`` and ``macd_hist_12_26_9`` a
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
-RING_HEADER = 2  # mirrors kernels.common.RING_HEADER
+from engine.indicators import layout
+from engine.indicators.layout import ATR_ROWS, EMA_ROWS, ring, sma, wext
+
+KERNELS = "engine.indicators.kernels"
 
 
 class IndicatorError(ValueError):
@@ -29,19 +34,49 @@ class Param:
     high: float
 
 
+def _no_relation(*params: Any) -> str | None:
+    return None
+
+
 @dataclass(frozen=True)
 class Kind:
-    """One indicator algorithm. ``rows`` and ``lookback`` take the parameter values in order;
-    ``lookback`` returns one number for all outputs or a tuple with one per output."""
+    """One indicator algorithm, declared once: everything else (name parsing, plan layout, the compiled
+    dispatch, the specialised kernels, the reachability test) is derived from this.
 
-    code: int
+    ``rows`` and ``lookback`` take the parameter values in order (integers as ``int``); ``lookback``
+    returns one number for all outputs or a tuple with one per output. ``check`` takes them too and
+    returns what is wrong with their combination (MACD's fast < slow), or None. ``step`` names the
+    kernel as ``module:function`` under ``engine.indicators.kernels``, resolved only when a kernel is
+    built, so this module never imports numba. ``code`` is the kind's number in a plan, given by its
+    place in :data:`KINDS`; nothing tests it by value."""
+
     title: str
     outputs: tuple[str, ...]
     params: tuple[Param, ...]
     rows: Callable[..., int]
     lookback: Callable[..., int | tuple[int, ...]]
-    bare: bool = False  # canonical name omits parameters when they are the defaults (sar, obv)
+    step: str
     talib: str = ""  # the TA-Lib function it must equal, if any
+    bare: bool = False  # canonical name omits parameters when they are the defaults (sar, obv)
+    check: Callable[..., str | None] = _no_relation
+    code: int = 0
+
+    @property
+    def key(self) -> str:
+        """The kind's stable name: its first output (``sma``, ``macd``, ``bb_upper``)."""
+        return self.outputs[0]
+
+    @property
+    def step_module(self) -> str:
+        return f"{KERNELS}.{self.step.partition(':')[0]}"
+
+    @property
+    def step_name(self) -> str:
+        return self.step.partition(":")[2]
+
+    def step_function(self) -> Any:
+        """The compiled step function (imports numba and the kernel module)."""
+        return getattr(importlib.import_module(self.step_module), self.step_name)
 
 
 def _p(name: str, default: float, low: float, high: float, kind: type = int) -> Param:
@@ -52,89 +87,98 @@ def _period(default: int, low: int = 2) -> Param:
     return _p("period", default, low, 100_000)
 
 
-def _ring(p: int) -> int:
-    return RING_HEADER + p
+def _macd_relation(fast: int, slow: int, signal: int) -> str | None:
+    return "the fast period must be shorter than the slow period" if fast >= slow else None
 
 
-def _sma(p: int) -> int:
-    return 2 + _ring(p)
+def _sar_relation(acceleration: float, maximum: float) -> str | None:
+    return "acceleration must not exceed the maximum" if acceleration > maximum else None
 
 
-EMA = 4
-WEXT = lambda p: 2 + 2 * p  # noqa: E731 - window extreme deque
-
-KINDS: tuple[Kind, ...] = (
-    Kind(1, "Simple moving average", ("sma",), (_period(20),), lambda p: _sma(p), lambda p: p - 1,
-         talib="SMA"),
-    Kind(2, "Exponential moving average", ("ema",), (_period(20),), lambda p: EMA, lambda p: p - 1,
-         talib="EMA"),
-    Kind(3, "Weighted moving average", ("wma",), (_period(20),), lambda p: 4 + _ring(p),
-         lambda p: p - 1, talib="WMA"),
-    Kind(4, "Double EMA", ("dema",), (_period(20),), lambda p: 2 * EMA, lambda p: 2 * (p - 1),
-         talib="DEMA"),
-    Kind(5, "Triple EMA", ("tema",), (_period(20),), lambda p: 3 * EMA, lambda p: 3 * (p - 1),
-         talib="TEMA"),
-    Kind(6, "Kaufman adaptive MA", ("kama",), (_period(10),), lambda p: 4 + _ring(p + 1),
-         lambda p: p, talib="KAMA"),
-    Kind(7, "Triple-smoothed EMA rate of change", ("trix",), (_period(15),),
-         lambda p: 3 * EMA, lambda p: 3 * (p - 1) + 1, talib="TRIX"),
-    Kind(8, "MACD", ("macd", "macd_signal", "macd_hist"),
+_KINDS: tuple[Kind, ...] = (
+    Kind("Simple moving average", ("sma",), (_period(20),), sma, lambda p: p - 1,
+         "averages:sma_step", talib="SMA"),
+    Kind("Exponential moving average", ("ema",), (_period(20),), lambda p: EMA_ROWS, lambda p: p - 1,
+         "averages:ema_step", talib="EMA"),
+    Kind("Weighted moving average", ("wma",), (_period(20),), lambda p: layout.WMA_FIELDS + ring(p),
+         lambda p: p - 1, "averages:wma_step", talib="WMA"),
+    Kind("Double EMA", ("dema",), (_period(20),), lambda p: 2 * EMA_ROWS, lambda p: 2 * (p - 1),
+         "averages:dema_step", talib="DEMA"),
+    Kind("Triple EMA", ("tema",), (_period(20),), lambda p: 3 * EMA_ROWS, lambda p: 3 * (p - 1),
+         "averages:tema_step", talib="TEMA"),
+    Kind("Kaufman adaptive MA", ("kama",), (_period(10),), lambda p: layout.KAMA_FIELDS + ring(p + 1),
+         lambda p: p, "averages:kama_step", talib="KAMA"),
+    Kind("Triple-smoothed EMA rate of change", ("trix",), (_period(15),),
+         lambda p: 3 * EMA_ROWS, lambda p: 3 * (p - 1) + 1, "averages:trix_step", talib="TRIX"),
+    Kind("MACD", ("macd", "macd_signal", "macd_hist"),
          (_p("fast", 12, 2, 100_000), _p("slow", 26, 2, 100_000), _p("signal", 9, 1, 100_000)),
-         lambda f, sl, sg: 1 + 3 * EMA,
-         lambda f, sl, sg: max(f, sl) - 1 + sg - 1, talib="MACD"),
-    Kind(9, "Bollinger bands", ("bb_upper", "bb_middle", "bb_lower"),
-         (_period(20), _p("k", 2.0, 0.0, 100.0, float)), lambda p, k: 12 + _ring(p),
-         lambda p, k: p - 1, talib="BBANDS"),
-    Kind(10, "Z-score of close", ("zscore",), (_period(20),), lambda p: 12 + _ring(p),
-         lambda p: p - 1),
-    Kind(11, "Z-score of volume", ("volume_zscore",), (_period(20),), lambda p: 12 + _ring(p),
-         lambda p: p - 1),
-    Kind(12, "Donchian channel", ("donchian_upper", "donchian_lower", "donchian_middle"),
-         (_period(20, 1),), lambda p: 1 + 2 * WEXT(p), lambda p: p - 1, talib="MAX/MIN"),
-    Kind(13, "Keltner channel", ("keltner_upper", "keltner_middle", "keltner_lower"),
-         (_period(20), _p("k", 2.0, 0.0, 100.0, float)), lambda p, k: EMA + 5, lambda p, k: p),
-    Kind(20, "Relative strength index", ("rsi",), (_period(14),), lambda p: 4, lambda p: p,
-         talib="RSI"),
-    Kind(21, "Stochastic", ("stoch_k", "stoch_d"),
+         lambda f, sl, sg: layout.MACD_FIELDS + 3 * EMA_ROWS,
+         lambda f, sl, sg: max(f, sl) - 1 + sg - 1, "averages:macd_step", talib="MACD",
+         check=_macd_relation),
+    Kind("Bollinger bands", ("bb_upper", "bb_middle", "bb_lower"),
+         (_period(20), _p("k", 2.0, 0.0, 100.0, float)), lambda p, k: layout.moments(p),
+         lambda p, k: p - 1, "bands:bb_step", talib="BBANDS"),
+    Kind("Standard deviation of close", ("stddev",), (_period(20),), layout.moments, lambda p: p - 1,
+         "bands:stddev_step", talib="STDDEV"),
+    Kind("Z-score of close", ("zscore",), (_period(20),), layout.moments, lambda p: p - 1,
+         "bands:zscore_step"),
+    Kind("Z-score of volume", ("volume_zscore",), (_period(20),), layout.moments, lambda p: p - 1,
+         "bands:volume_zscore_step"),
+    Kind("Donchian channel", ("donchian_upper", "donchian_lower", "donchian_middle"),
+         (_period(20, 1),), lambda p: layout.COUNTER + 2 * wext(p), lambda p: p - 1,
+         "bands:donchian_step", talib="MAX/MIN"),
+    Kind("Keltner channel", ("keltner_upper", "keltner_middle", "keltner_lower"),
+         (_period(20), _p("k", 2.0, 0.0, 100.0, float)), lambda p, k: layout.KELTNER_ROWS,
+         lambda p, k: p, "trend:keltner_step"),
+    Kind("Relative strength index", ("rsi",), (_period(14),), lambda p: layout.RSI_ROWS, lambda p: p,
+         "oscillators:rsi_step", talib="RSI"),
+    Kind("Stochastic", ("stoch_k", "stoch_d"),
          (_p("fastk", 14, 1, 100_000), _p("slowk", 3, 1, 100_000), _p("slowd", 3, 1, 100_000)),
-         lambda fk, sk, sd: 1 + 2 * WEXT(fk) + _sma(sk) + _sma(sd),
-         lambda fk, sk, sd: fk - 1 + sk - 1 + sd - 1, talib="STOCH"),
-    Kind(22, "Commodity channel index", ("cci",), (_period(20),), lambda p: _ring(p),
-         lambda p: p - 1, talib="CCI"),
-    Kind(23, "Williams %R", ("willr",), (_period(14),), lambda p: 1 + 2 * WEXT(p),
-         lambda p: p - 1, talib="WILLR"),
-    Kind(24, "Money flow index", ("mfi",), (_period(14),), lambda p: 7 + 2 * _ring(p),
-         lambda p: p, talib="MFI"),
-    Kind(25, "Rate of change", ("roc",), (_period(10, 1),), lambda p: _ring(p), lambda p: p,
+         lambda fk, sk, sd: layout.COUNTER + 2 * wext(fk) + sma(sk) + sma(sd),
+         lambda fk, sk, sd: fk - 1 + sk - 1 + sd - 1, "oscillators:stoch_step", talib="STOCH"),
+    Kind("Commodity channel index", ("cci",), (_period(20),), ring, lambda p: p - 1,
+         "oscillators:cci_step", talib="CCI"),
+    Kind("Williams %R", ("willr",), (_period(14),), lambda p: layout.COUNTER + 2 * wext(p),
+         lambda p: p - 1, "oscillators:willr_step", talib="WILLR"),
+    Kind("Money flow index", ("mfi",), (_period(14),), lambda p: layout.MFI_HEAD + 2 * ring(p),
+         lambda p: p, "oscillators:mfi_step", talib="MFI"),
+    Kind("Rate of change", ("roc",), (_period(10, 1),), ring, lambda p: p, "oscillators:roc_step",
          talib="ROC"),
-    Kind(26, "Momentum", ("mom",), (_period(10, 1),), lambda p: _ring(p), lambda p: p,
+    Kind("Momentum", ("mom",), (_period(10, 1),), ring, lambda p: p, "oscillators:mom_step",
          talib="MOM"),
-    Kind(27, "Ultimate oscillator", ("ultosc",),
+    Kind("Ultimate oscillator", ("ultosc",),
          (_p("p1", 7, 1, 100_000), _p("p2", 14, 1, 100_000), _p("p3", 28, 1, 100_000)),
-         lambda a, b, c: 15 + 2 * _ring(max(a, b, c)), lambda a, b, c: max(a, b, c),
-         talib="ULTOSC"),
-    Kind(28, "Aroon", ("aroon_up", "aroon_down"), (_period(14),),
-         lambda p: 1 + 2 * WEXT(p + 1), lambda p: p, talib="AROON"),
-    Kind(40, "Average true range", ("atr",), (_period(14, 1),), lambda p: 5, lambda p: p,
-         talib="ATR"),
-    Kind(41, "Normalised ATR", ("natr",), (_period(14, 1),), lambda p: 5, lambda p: p,
-         talib="NATR"),
-    Kind(42, "Directional movement", ("adx", "plus_di", "minus_di"), (_period(14),),
-         lambda p: 10, lambda p: (2 * p - 1, p, p), talib="ADX/PLUS_DI/MINUS_DI"),
-    Kind(43, "Parabolic SAR", ("sar",),
+         lambda a, b, c: layout.ULTOSC_HEAD + 2 * ring(max(a, b, c)), lambda a, b, c: max(a, b, c),
+         "oscillators:ultosc_step", talib="ULTOSC"),
+    Kind("Aroon", ("aroon_up", "aroon_down"), (_period(14),),
+         lambda p: layout.COUNTER + 2 * wext(p + 1), lambda p: p, "oscillators:aroon_step",
+         talib="AROON"),
+    Kind("Average true range", ("atr",), (_period(14, 1),), lambda p: ATR_ROWS, lambda p: p,
+         "trend:atr_step", talib="ATR"),
+    Kind("Normalised ATR", ("natr",), (_period(14, 1),), lambda p: ATR_ROWS, lambda p: p,
+         "trend:natr_step", talib="NATR"),
+    Kind("Directional movement", ("adx", "plus_di", "minus_di"), (_period(14),),
+         lambda p: layout.DMI_ROWS, lambda p: (2 * p - 1, p, p), "trend:dmi_step",
+         talib="ADX/PLUS_DI/MINUS_DI"),
+    Kind("Parabolic SAR", ("sar",),
          (_p("acceleration", 0.02, 0.0, 1.0, float), _p("maximum", 0.2, 0.0, 1.0, float)),
-         lambda a, m: 7, lambda a, m: 1, bare=True, talib="SAR"),
-    Kind(44, "Supertrend", ("supertrend", "supertrend_dir"),
-         (_period(10, 1), _p("k", 3.0, 0.0, 100.0, float)), lambda p, k: 8, lambda p, k: p),
-    Kind(45, "On-balance volume", ("obv",), (), lambda: 4, lambda: 0, bare=True, talib="OBV"),
-    Kind(46, "Session VWAP", ("vwap",), (), lambda: 6, lambda: 0, bare=True),
+         lambda a, m: layout.SAR_ROWS, lambda a, m: 1, "trend:sar_step", talib="SAR", bare=True,
+         check=_sar_relation),
+    Kind("Supertrend", ("supertrend", "supertrend_dir"),
+         (_period(10, 1), _p("k", 3.0, 0.0, 100.0, float)), lambda p, k: layout.SUPERTREND_ROWS,
+         lambda p, k: p, "trend:supertrend_step"),
+    Kind("On-balance volume", ("obv",), (), lambda: layout.OBV_ROWS, lambda: 0, "trend:obv_step",
+         talib="OBV", bare=True),
+    Kind("Session VWAP", ("vwap",), (), lambda: layout.VWAP_ROWS, lambda: 0, "trend:vwap_step",
+         bare=True),
 )
 
+KINDS: tuple[Kind, ...] = tuple(replace(k, code=i + 1) for i, k in enumerate(_KINDS))
+"""Every kind; a kind's ``code`` is its place here (plans are built per process, never stored)."""
 KIND_BY_CODE = {k.code: k for k in KINDS}
 _OUTPUT_INDEX: dict[str, tuple[Kind, int]] = {
     name: (k, i) for k in KINDS for i, name in enumerate(k.outputs)
 }
-
 
 
 @dataclass(frozen=True)
@@ -147,7 +191,7 @@ class OutputRef:
     index: int
 
     def typed_params(self) -> list[int | float]:
-        return [int(v) if p.kind is int else v for v, p in zip(self.params, self.kind.params, strict=True)]
+        return typed(self.kind, self.params)
 
     @property
     def lookback(self) -> int:
@@ -156,8 +200,8 @@ class OutputRef:
         return lb[self.index] if isinstance(lb, tuple) else lb
 
     @property
-    def instance_key(self) -> tuple[int, tuple[float, ...]]:
-        return (self.kind.code, self.params)
+    def instance_key(self) -> tuple[str, tuple[float, ...]]:
+        return (self.kind.key, self.params)
 
 
 def _fmt(value: float, kind: type) -> str:
@@ -175,9 +219,11 @@ def canonical(kind: Kind, index: int, params: Sequence[float]) -> str:
     return base + "_" + "_".join(_fmt(v, p.kind) for v, p in zip(params, kind.params, strict=True))
 
 
-# The order of the kinds in DEFAULT_OUTPUTS (by code): the familiar ones first, as the README's table.
-_DEFAULT_ORDER = (1, 2, 3, 4, 5, 6, 20, 8, 9, 40, 41, 21, 22, 42, 23, 24, 45, 25, 26, 7, 28, 27, 43, 12, 46,
-                  13, 44, 10, 11)
+# The order of the kinds in DEFAULT_OUTPUTS (by key): the familiar ones first, as the README's table.
+_DEFAULT_ORDER = ("sma", "ema", "wma", "dema", "tema", "kama", "rsi", "macd", "bb_upper", "atr", "natr",
+                  "stddev", "stoch_k", "cci", "adx", "willr", "mfi", "obv", "roc", "mom", "trix", "aroon_up",
+                  "ultosc", "sar", "donchian_upper", "vwap", "keltner_upper", "supertrend", "zscore",
+                  "volume_zscore")
 
 
 def _every_default_output() -> tuple[str, ...]:
@@ -185,7 +231,7 @@ def _every_default_output() -> tuple[str, ...]:
     so a kind or an output added to the catalogue is never left out (a kind missing from
     ``_DEFAULT_ORDER`` comes last)."""
     def place(kind: Kind) -> int:
-        return _DEFAULT_ORDER.index(kind.code) if kind.code in _DEFAULT_ORDER else len(_DEFAULT_ORDER)
+        return _DEFAULT_ORDER.index(kind.key) if kind.key in _DEFAULT_ORDER else len(_DEFAULT_ORDER)
 
     return tuple(canonical(kind, i, [p.default for p in kind.params])
                  for kind in sorted(KINDS, key=place) for i in range(len(kind.outputs)))
@@ -232,12 +278,12 @@ def _params(name: str, kind: Kind, raw: list[str]) -> tuple[float, ...]:
                 f"{_fmt(spec.high, spec.kind)}, got {raw[i]}"
             )
         values.append(float(value))
-    _check_relations(name, kind, values)
+    problem = kind.check(*typed(kind, values))
+    if problem:
+        raise IndicatorError(f"{name!r}: {problem}")
     return tuple(values)
 
 
-def _check_relations(name: str, kind: Kind, values: list[float]) -> None:
-    if kind.code == 8 and values[0] >= values[1]:
-        raise IndicatorError(f"{name!r}: the fast period must be shorter than the slow period")
-    if kind.code == 43 and values[0] > values[1]:
-        raise IndicatorError(f"{name!r}: acceleration must not exceed the maximum")
+def typed(kind: Kind, values: Sequence[float]) -> list[int | float]:
+    """Parameter values as the declaration's types (integers as ``int``)."""
+    return [int(v) if p.kind is int else v for v, p in zip(values, kind.params, strict=True)]

@@ -25,6 +25,7 @@ TALIB: dict[str, Oracle] = {
     "bb_upper_20_2": lambda b: talib.BBANDS(b.c, 20, 2, 2, 0)[0],
     "bb_middle_20_2": lambda b: talib.BBANDS(b.c, 20, 2, 2, 0)[1],
     "bb_lower_20_2": lambda b: talib.BBANDS(b.c, 20, 2, 2, 0)[2],
+    "stddev_20": lambda b: talib.STDDEV(b.c, 20, 1),
     "atr_14": lambda b: talib.ATR(b.h, b.l, b.c, 14),
     "natr_14": lambda b: talib.NATR(b.h, b.l, b.c, 14),
     "stoch_k_14_3_3": lambda b: talib.STOCH(b.h, b.l, b.c, 14, 3, 0, 3, 0)[0],
@@ -81,15 +82,16 @@ def assert_matches(name: str, got: np.ndarray, want: np.ndarray, scale: float) -
 # TA-Lib round alike, so equal to the last bit even where it crosses zero.
 RELATIVE = ("sma", "ema", "wma", "dema", "tema", "kama", "bb_", "atr", "sar", "donchian", "keltner",
             "supertrend", "vwap", "mom")
-# A difference of two EMAs, which crosses zero: see ``assert_matches``.
-PRICE_DIFFERENCE = ("macd",)
+# A difference of two EMAs, which crosses zero: see ``assert_matches``; and a standard deviation, a spread
+# of prices computed from their sums, which is zero on a flat window and carries the prices' rounding.
+PRICE_DIFFERENCE = ("macd", "stddev")
 
 
 def scale_for(name: str, bars: Bars) -> float:
     """The floor of ``assert_matches``'s tolerance for ``name`` on ``bars``: 0 (purely relative) for
-    ``RELATIVE``; the median close for MACD's three outputs; the median volume for OBV (a running sum of
-    signed volumes, which crosses zero); 0.001 for oscillators and percentages (RSI, Stochastic, MFI,
-    Williams %R, CCI, ROC, TRIX, ADX, DI, Aroon, ULTOSC, NATR), which reach or cross 0."""
+    ``RELATIVE``; the median close for MACD's three outputs and STDDEV; the median volume for OBV (a
+    running sum of signed volumes, which crosses zero); 0.001 for oscillators and percentages (RSI,
+    Stochastic, MFI, Williams %R, CCI, ROC, TRIX, ADX, DI, Aroon, ULTOSC, NATR), which reach or cross 0."""
     if name.startswith(PRICE_DIFFERENCE):
         return float(np.median(np.abs(bars.c)))
     if name.startswith(RELATIVE):

@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 
 from engine.indicators.kernels.common import (
-    EMA_ROWS,
     NAN,
     ema_update,
     neumaier,
@@ -21,6 +20,7 @@ from engine.indicators.kernels.common import (
     ring_push,
     sma_update,
 )
+from engine.indicators.layout import EMA_ROWS, KAMA_FIELDS, MACD_FIELDS, WMA_FIELDS
 from engine.jit import njit
 
 
@@ -39,7 +39,6 @@ def ema_step(st, s, b, ip, fp, o, h, l, c, v, t, commit, out, ob):
 # rows: b+0 weighted sum, b+1 its compensation, b+2 plain sum, b+3 its compensation, b+4.. ring of
 # the last p inputs. Sliding the window lowers every weight by one, which is subtracting the plain
 # sum; the new input enters with weight p. Both sums are compensated so they cannot drift.
-WMA_FIELDS = 4
 _SPLIT = 134217729.0  # 2**27 + 1: Veltkamp's splitter for doubles
 
 
@@ -135,7 +134,6 @@ def trix_step(st, s, b, ip, fp, o, h, l, c, v, t, commit, out, ob):
 # --- KAMA --------------------------------------------------------------------------------------
 # rows: b+0 sum of |1-bar changes| over the window, b+1 its compensation, b+2 previous KAMA,
 # b+3 consecutive exactly-zero changes (capped at p), b+4.. ring of the last p+1 inputs.
-KAMA_FIELDS = 4
 KAMA_FAST = 2.0 / (2.0 + 1.0)
 KAMA_SLOW = 2.0 / (30.0 + 1.0)
 
@@ -185,7 +183,6 @@ def kama_step(st, s, b, ip, fp, o, h, l, c, v, t, commit, out, ob):
 
 # --- MACD --------------------------------------------------------------------------------------
 # rows: b+0 bars seen (capped at slow), then the fast, slow and signal EMA stages.
-MACD_FIELDS = 1
 
 
 @njit

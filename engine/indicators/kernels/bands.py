@@ -1,4 +1,4 @@
-"""Price bands and normalisations: Bollinger, z-score (of close and of volume), Donchian.
+"""Price bands and normalisations: Bollinger, standard deviation, z-score (of close and of volume), Donchian.
 
 Bollinger and the z-scores share one window-moments helper. Population variance from running sums
 of x and x^2 cancels catastrophically when the spread is small next to the level (a 1e7 price, a
@@ -21,15 +21,16 @@ from engine.indicators.kernels.common import (
     ring_get,
     ring_oldest,
     ring_push,
+    wext_rows,
     wext_update,
 )
+from engine.indicators.layout import COUNTER, MOM_FIELDS
 from engine.jit import njit
 
 # --- window moments ----------------------------------------------------------------------------
 # rows: b+0 run of identical inputs (capped at p); b+1..b+5 active accumulator (anchor, sum,
 # compensation, sum of squares, compensation); b+6..b+10 the accumulator being built, b+11 how many
-# inputs it holds; b+12.. ring of the last p inputs. Catalogue rows: 12 + RING_HEADER + p.
-MOM_FIELDS = 12
+# inputs it holds (layout.MOM_FIELDS in all); then a ring of the last p inputs (layout.moments).
 
 
 @njit
@@ -104,6 +105,13 @@ def bb_step(st, s, b, ip, fp, o, h, l, c, v, t, commit, out, ob):
 
 
 @njit
+def stddev_step(st, s, b, ip, fp, o, h, l, c, v, t, commit, out, ob):
+    """TA-Lib STDDEV(p, 1): the population standard deviation of the last p closes."""
+    _, var, _ = moments_update(st, b, s, c, ip[0], commit)
+    out[ob, s] = math.sqrt(var)
+
+
+@njit
 def _zscore(st, s, b, x, p, commit):
     """(x - SMA) / population stddev over the last p inputs; NaN where the window is flat."""
     _, var, dev = moments_update(st, b, s, x, p, commit)
@@ -130,9 +138,8 @@ def donchian_step(st, s, b, ip, fp, o, h, l, c, v, t, commit, out, ob):
     """Highest high / lowest low of the last p bars (TA-Lib MAX(high, p) / MIN(low, p))."""
     p = ip[0]
     i = int(st[b, s])
-    wext = 2 + 2 * p
-    hi, _ = wext_update(st, b + 1, s, i, h, p, 1.0, commit)
-    lo, _ = wext_update(st, b + 1 + wext, s, i, l, p, -1.0, commit)
+    hi, _ = wext_update(st, b + COUNTER, s, i, h, p, 1.0, commit)
+    lo, _ = wext_update(st, b + COUNTER + wext_rows(p), s, i, l, p, -1.0, commit)
     if commit:
         st[b, s] = i + 1.0
     if i + 1 < p:

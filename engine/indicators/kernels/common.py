@@ -9,9 +9,15 @@ from __future__ import annotations
 
 import math
 
+from engine.indicators import layout
+from engine.indicators.layout import RING_HEADER, SMA_FIELDS, WEXT_HEADER
 from engine.jit import njit
 
 NAN = math.nan
+
+# The layout's sizes, callable from compiled code.
+sma_rows = njit(layout.sma)
+wext_rows = njit(layout.wext)
 
 
 @njit
@@ -30,8 +36,7 @@ def neumaier(total: float, comp: float, x: float) -> tuple[float, float]:
 
 
 # --- ring buffer -------------------------------------------------------------------------------
-# rows: b+0 next write position, b+1 count (saturates at cap), b+2 .. b+2+cap the values.
-RING_HEADER = 2
+# rows: layout.RING_HEADER (next write position, count), then the values.
 
 
 @njit
@@ -67,17 +72,14 @@ def ring_push(st, b, s, cap, x):
 
 
 # --- simple moving average ---------------------------------------------------------------------
-# rows: b+0 sum, b+1 compensation, b+2.. ring of the last p inputs.
-def sma_rows(p: int) -> int:
-    return 2 + RING_HEADER + p
-
+# rows: b+0 sum, b+1 compensation (layout.SMA_FIELDS), then a ring of the last p inputs.
 
 @njit
 def sma_update(st, b, s, x, p, commit):
     """SMA over the last ``p`` inputs; NaN until ``p`` inputs were seen. NaN inputs are ignored."""
     if math.isnan(x):
         return NAN
-    r = b + 2
+    r = b + SMA_FIELDS
     n = ring_count(st, r, s)
     total, comp = neumaier(st[b, s], st[b + 1, s], x)
     if n == p:
@@ -92,8 +94,7 @@ def sma_update(st, b, s, x, p, commit):
 
 
 # --- exponential moving average (TA-Lib: seeded with the SMA of the first p inputs) ------------
-# rows: b+0 inputs seen (capped at p), b+1 seed sum, b+2 seed compensation, b+3 value.
-EMA_ROWS = 4
+# rows (layout.EMA_ROWS): b+0 inputs seen (capped at p), b+1 seed sum, b+2 seed compensation, b+3 value.
 
 
 @njit
@@ -123,10 +124,6 @@ def ema_update(st, b, s, x, p, k, commit):
 # --- window maximum / minimum with a monotonic deque --------------------------------------------
 # rows: b+0 head, b+1 size, b+2 .. b+2+cap bar indices, then cap values; cap = p (the window).
 # Amortised O(1): every index enters and leaves the deque once.
-def wext_rows(p: int) -> int:
-    return 2 + 2 * p
-
-
 @njit
 def wext_update(st, b, s, i, x, p, sign, commit):
     """Extreme of the last ``p`` inputs ending at bar index ``i``: sign=+1 max, -1 min.
@@ -137,8 +134,8 @@ def wext_update(st, b, s, i, x, p, sign, commit):
     cap = p
     head = int(st[b, s])
     size = int(st[b + 1, s])
-    ib = b + 2
-    vb = b + 2 + cap
+    ib = b + WEXT_HEADER
+    vb = b + WEXT_HEADER + cap
     lo = i - p + 1  # oldest bar index still inside the window
     # drop expired from the front
     while size > 0 and st[ib + head, s] < lo:

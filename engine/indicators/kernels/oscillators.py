@@ -11,31 +11,21 @@ import math
 
 from engine.indicators.kernels.common import (
     NAN,
-    RING_HEADER,
     neumaier,
     ring_count,
     ring_get,
     ring_oldest,
     ring_push,
+    sma_rows,
     sma_update,
+    wext_rows,
     wext_update,
 )
+from engine.indicators.layout import MFI_HEAD, RING_HEADER, ULTOSC_HEAD
 from engine.jit import njit
 
 # TA-Lib's TA_EPSILON, used here as the relative dead-zone of its TA_IS_ZERO_SCALED.
 EPSILON = 1e-14
-
-
-@njit
-def _wext_rows(p):
-    """Rows of a ``wext_update`` deque (common.wext_rows, callable from compiled code)."""
-    return 2 + 2 * p
-
-
-@njit
-def _sma_rows(p):
-    """Rows of an ``sma_update`` (common.sma_rows, callable from compiled code)."""
-    return 2 + RING_HEADER + p
 
 
 @njit
@@ -97,7 +87,7 @@ def rsi_step(st, s, b, ip, fp, o, h, l, c, v, t, commit, out, ob):
 def _high_low(st, b, s, i, h, l, p, commit):
     """Highest high and lowest low of the last ``p`` bars, with the index of each (ties: newest)."""
     hi, hi_i = wext_update(st, b, s, i, h, p, 1.0, commit)
-    lo, lo_i = wext_update(st, b + _wext_rows(p), s, i, l, p, -1.0, commit)
+    lo, lo_i = wext_update(st, b + wext_rows(p), s, i, l, p, -1.0, commit)
     return hi, hi_i, lo, lo_i
 
 
@@ -113,7 +103,7 @@ def stoch_step(st, s, b, ip, fp, o, h, l, c, v, t, commit, out, ob):
     sk = ip[1]
     sd = ip[2]
     n = int(st[b, s])
-    w = _wext_rows(fk)
+    w = wext_rows(fk)
     hi, _, lo, _ = _high_low(st, b + 1, s, n, h, l, fk, commit)
     fast = NAN
     if n + 1 >= fk:
@@ -121,7 +111,7 @@ def stoch_step(st, s, b, ip, fp, o, h, l, c, v, t, commit, out, ob):
         fast = (c - lo) / diff if diff != 0.0 else 0.0
     kb = b + 1 + 2 * w
     slow_k = sma_update(st, kb, s, fast, sk, commit)
-    slow_d = sma_update(st, kb + _sma_rows(sk), s, slow_k, sd, commit)
+    slow_d = sma_update(st, kb + sma_rows(sk), s, slow_k, sd, commit)
     if commit:
         st[b, s] = n + 1
     out[ob, s] = NAN if math.isnan(slow_d) else slow_k
@@ -189,7 +179,6 @@ def willr_step(st, s, b, ip, fp, o, h, l, c, v, t, commit, out, ob):
 # rows: b+0 1 once a bar was seen, b+1 previous typical price, b+2/3 positive flow sum and its
 # compensation, b+4/5 negative flow sum and compensation, b+6 run of flow-less bars (capped at p),
 # then a ring of the last p positive flows and a ring of the last p negative flows.
-MFI_HEAD = 7
 
 
 @njit
@@ -282,7 +271,6 @@ def mom_step(st, s, b, ip, fp, o, h, l, c, v, t, commit, out, ob):
 # the longest period), b+3 .. b+14 the (sum, compensation) pairs of close-minus-true-low (a) and true
 # range (b) over the short, middle and long windows, then a ring of a-terms and a ring of b-terms
 # over the longest window.
-ULTOSC_HEAD = 15
 
 
 @njit

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 
 from engine.indicators.kernels.common import NAN, ema_update, neumaier
+from engine.indicators.layout import EMA_ROWS
 from engine.jit import njit
 
 DAY_NS = 86_400_000_000_000
@@ -32,7 +33,6 @@ def true_range(h, l, prev_close):
 # --- ATR (Wilder, seeded with the SMA of the first p true ranges, the first at bar 1) -----------
 # rows: b+0 bars seen (capped at p + 1), b+1 previous close, b+2 seed sum, b+3 seed compensation,
 #       b+4 ATR.
-ATR_ROWS = 5
 
 
 @njit
@@ -86,7 +86,6 @@ def natr_step(st, s, b, ip, fp, o, h, l, c, v, t, commit, out, ob):
 # rows: b+0 bars seen (capped at 2p), b+1 previous high, b+2 previous low, b+3 previous close,
 #       b+4 smoothed +DM, b+5 smoothed -DM, b+6 smoothed TR, b+7 DX seed sum, b+8 its compensation,
 #       b+9 ADX.
-DMI_ROWS = 10
 
 
 @njit
@@ -168,7 +167,6 @@ def dmi_step(st, s, b, ip, fp, o, h, l, c, v, t, commit, out, ob):
 # --- parabolic SAR ---------------------------------------------------------------------------------
 # rows: b+0 bars seen (capped at 2), b+1 long (1) / short (0), b+2 acceleration factor,
 #       b+3 extreme point, b+4 the SAR for the next bar, b+5 previous high, b+6 previous low.
-SAR_ROWS = 7
 
 
 @njit
@@ -248,7 +246,6 @@ def sar_step(st, s, b, ip, fp, o, h, l, c, v, t, commit, out, ob):
 
 # --- Supertrend ------------------------------------------------------------------------------------
 # rows: b .. b+4 the ATR, b+5 final upper band, b+6 final lower band, b+7 direction (0 = not started).
-SUPERTREND_ROWS = ATR_ROWS + 3
 
 
 @njit
@@ -292,7 +289,6 @@ def supertrend_step(st, s, b, ip, fp, o, h, l, c, v, t, commit, out, ob):
 
 # --- on-balance volume -----------------------------------------------------------------------------
 # rows: b+0 bars seen (capped at 1), b+1 OBV, b+2 its compensation, b+3 previous close.
-OBV_ROWS = 4
 
 
 @njit
@@ -315,7 +311,6 @@ def obv_step(st, s, b, ip, fp, o, h, l, c, v, t, commit, out, ob):
 # --- session VWAP ----------------------------------------------------------------------------------
 # rows: b+0 a bar was seen, b+1 session (UTC day number), b+2 sum of price*volume, b+3 its
 #       compensation, b+4 sum of volume, b+5 its compensation.
-VWAP_ROWS = 6
 
 
 @njit
@@ -346,8 +341,6 @@ def vwap_step(st, s, b, ip, fp, o, h, l, c, v, t, commit, out, ob):
 
 # --- Keltner channel -------------------------------------------------------------------------------
 # rows: b .. b+3 the EMA of close, b+4 .. b+8 the ATR.
-EMA_ROWS = 4
-KELTNER_ROWS = EMA_ROWS + ATR_ROWS
 
 
 @njit
