@@ -17,13 +17,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
 from widgets import formatting as fmt
+from widgets.columns import Cell, ColumnSpec, Role
 
 if TYPE_CHECKING:
     from rich.style import Style
     from rich.text import Text
 
     from engine.positions.valuation import Totals, Valuation
-    from widgets.watchlist_layout import Cell, ColumnSpec, Role
 
 POSITION_COLUMNS: tuple[tuple[str, str, int], ...] = (
     ("quantity", "Qty", 9),
@@ -130,15 +130,11 @@ def sign_role(value: float) -> Role:
 
 
 def position_cells(key: str, figures: Figures | None, width: int) -> Cell:
-    from widgets.watchlist_layout import Cell
-
     text, role = position_cell(key, figures, width)
     return Cell(text, role)  # type: ignore[arg-type]
 
 
 def specs(keys: Sequence[str]) -> tuple[ColumnSpec, ...]:
-    from widgets.watchlist_layout import ColumnSpec
-
     known = {key: (label, width) for key, label, width in POSITION_COLUMNS}
     return tuple(ColumnSpec(key, *known[key]) for key in keys if key in known)
 

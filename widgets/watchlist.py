@@ -28,15 +28,12 @@ from textual.widget import Widget
 from textual.widgets import Static
 
 from widgets import formatting as fmt
+from widgets.columns import ROLES, Cell, ColumnSpec, Role
 from widgets.rowview import RowView
 from widgets.watchlist_layout import (
     GAP,
-    ROLES,
     SPARK_MAX,
     SPARK_MIN,
-    Cell,
-    ColumnSpec,
-    Role,
     aligned,
     layout,
     ordered,

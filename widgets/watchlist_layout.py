@@ -10,24 +10,20 @@ Engine types are imported for type checking only, so importing this module stays
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, NamedTuple
+from typing import TYPE_CHECKING
 
 from rich.style import Style
 from rich.text import Text
 
 from widgets import formatting as fmt
 from widgets import position_columns as pc
+from widgets.columns import Cell, ColumnSpec, Role
 from widgets.sparkline import spark
 
 if TYPE_CHECKING:
     from engine.signals.events import Signal
     from engine.snapshot import Quote
     from widgets.position_columns import Figures, PositionFrame
-
-Role = Literal["symbol", "value", "up", "down", "flat", "muted", "flash_up", "flash_down"]
-Justify = Literal["left", "right"]
-ROLES: tuple[Role, ...] = ("symbol", "value", "up", "down", "flat", "muted", "flash_up", "flash_down")
 
 ARROWS = {"up": "▲", "down": "▼"}
 SPARK_MIN, SPARK_MAX = 6, 60
@@ -37,21 +33,6 @@ SCROLLBAR = 1
 """Width reserved for the vertical scrollbar."""
 DEFAULT_WIDTH = 80
 """Width assumed for the layout before the widget has a size."""
-
-
-class Cell(NamedTuple):
-    """What one cell shows: its text and the colour role it is drawn in."""
-
-    text: str
-    role: Role = "value"
-
-
-@dataclass(frozen=True)
-class ColumnSpec:
-    key: str
-    label: str
-    width: int
-    justify: Justify = "right"
 
 
 SIGNAL_MIN, SIGNAL_MAX = 10, 16
