@@ -153,7 +153,8 @@ class NoLocalEngine(ViewOnlyRuntime):
     """A runtime without a local engine, as ``tickdeck attach`` has; its feed never delivers."""
 
     watch = ("AAA", "BBB")
-    feed = SimpleNamespace(name="remote", closed_universe=False, universe=lambda: NoLocalEngine.watch)
+    feed = SimpleNamespace(name="remote", market="remote", closed_universe=False,
+                           universe=lambda: NoLocalEngine.watch)
 
     async def run(self, on_update: Any, on_status: Any) -> None:
         await asyncio.Event().wait()

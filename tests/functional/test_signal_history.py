@@ -28,7 +28,8 @@ class TwoSignals(ViewOnlyRuntime):
     """A runtime that reports one history signal and one live signal, then holds still."""
 
     def __init__(self) -> None:
-        self.feed = SimpleNamespace(name="sim", closed_universe=True, universe=lambda: ("NVDA", "META"))
+        self.feed = SimpleNamespace(name="sim", market="sim", closed_universe=True,
+                                    universe=lambda: ("NVDA", "META"))
         self.watch = ("NVDA", "META")
 
     async def run(self, on_update: Callable[[Update], None], on_status: Callable[[FeedStatus], None]) -> None:

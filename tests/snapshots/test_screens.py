@@ -73,7 +73,7 @@ class StillRuntime(ViewOnlyRuntime):
     """A runtime that publishes one fixed market, says it is live, and then holds still."""
 
     def __init__(self) -> None:
-        self.feed = SimpleNamespace(name="sim", closed_universe=True, universe=lambda: SYMBOLS)
+        self.feed = SimpleNamespace(name="sim", market="sim", closed_universe=True, universe=lambda: SYMBOLS)
         self.watch = SYMBOLS
 
     async def run(self, on_update: Callable[[Update], None], on_status: Callable[[FeedStatus], None]) -> None:

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 class Shown(ViewOnlyRuntime):
-    feed = SimpleNamespace(name="shown", closed_universe=False, universe=lambda: ("AAA",))
+    feed = SimpleNamespace(name="shown", market="shown", closed_universe=False, universe=lambda: ("AAA",))
     watch = ("AAA",)
 
     async def run(self, on_update: Any, on_status: Any) -> None:
