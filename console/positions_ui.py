@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import math
 from typing import TYPE_CHECKING, Any, cast
 
 from textual.binding import Binding
@@ -334,7 +333,7 @@ class PositionEditing:
         if book is None or lists is None or not len(book):
             return
 
-        from engine.positions.valuation import holdings, price_decimals, value
+        from engine.positions.valuation import holdings, market_arrays, price_decimals, value
 
         symbols = tuple(self.watchlist.symbols)
         h = self._holdings
@@ -347,7 +346,7 @@ class PositionEditing:
                 self.watchlist.position_frame = None
                 self.totals.totals = self.portfolio.totals = None
             return
-        last, known, previous = _market(snapshot, symbols)
+        last, known, previous = market_arrays(snapshot.by_symbol(), symbols)
         decimals = price_decimals(last, known)
         v = value(h, last, previous, decimals)
         self.watchlist.position_frame = PositionFrame.of(v, decimals.tolist(), self._index)
@@ -370,16 +369,3 @@ class PositionEditing:
             for i in range(len(v.symbols)) if v.held[i])
         self.portfolio.totals = v.totals
 
-
-def _market(snapshot: MarketSnapshot, symbols: tuple[str, ...]) -> tuple[Any, Any, Any]:
-    """Last prices, feed decimals (-1: unknown) and previous closes of ``symbols``, in one pass over the
-    quotes (``engine.positions.valuation.market_arrays`` plus the previous close)."""
-    import numpy as np
-
-    quotes = snapshot.by_symbol()
-    rows = [quotes.get(s) for s in symbols]
-    nan = math.nan
-    last = np.array([q.last if q is not None else nan for q in rows], dtype=np.float64)
-    known = np.array([-1 if q is None or q.decimals is None else q.decimals for q in rows], dtype=np.int64)
-    previous = np.array([q.previous_close if q is not None else nan for q in rows], dtype=np.float64)
-    return last, known, previous

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import os
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -106,8 +105,7 @@ class Portfolio:
             self.refresh()
         h = self._holdings
         assert h is not None
-        last, known = market_arrays(quotes, h.symbols)
-        previous = np.array([_previous_close(quotes.get(s)) for s in h.symbols], dtype=np.float64)
+        last, known, previous = market_arrays(quotes, h.symbols)
         v = value(h, last, previous, price_decimals(last, known))
         t = v.totals
         priced = h.held & np.isfinite(last)
@@ -130,12 +128,3 @@ async def watch(portfolio: Portfolio, changed: Callable[[PositionBook], Awaitabl
         except Exception:  # a bug here must not end the service: logged, and the loop goes on
             log.exception("positions: reading %s failed", portfolio.path)
 
-
-def _previous_close(quote: Any) -> float:
-    close = getattr(quote, "previous_close", None)
-    if close is None:
-        return math.nan
-    try:
-        return float(close)
-    except (TypeError, ValueError):
-        return math.nan

@@ -84,21 +84,34 @@ def holdings(book: PositionBook, symbols: Sequence[str]) -> Holdings:
 
 
 class _Priced(Protocol):
-    last: float
-    decimals: int | None
+    """What valuation reads of a quote (``engine.snapshot.Quote``, a frozen dataclass: read-only)."""
+
+    @property
+    def last(self) -> float: ...
+
+    @property
+    def decimals(self) -> int | None: ...
+
+    @property
+    def previous_close(self) -> float: ...
 
 
-def market_arrays(quotes: Mapping[str, _Priced], symbols: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """The rows' last prices (NaN: not traded yet) and the feed's decimals (-1: unknown) from a
-    snapshot's quotes (``MarketSnapshot.by_symbol()``), for :func:`value` and :func:`price_decimals`."""
+def market_arrays(quotes: Mapping[str, _Priced],
+                  symbols: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The rows' last prices (NaN: not traded yet), the feed's decimals (-1: unknown) and the previous
+    session's closes (NaN: unknown) from a snapshot's quotes (``MarketSnapshot.by_symbol()``), for
+    :func:`value` and :func:`price_decimals`: one pass, for the console's frames and the headless
+    service's status lines alike."""
     last = np.full(len(symbols), np.nan)
     known = np.full(len(symbols), -1, dtype=np.int64)
+    previous = np.full(len(symbols), np.nan)
     for i, symbol in enumerate(symbols):
         quote = quotes.get(symbol)
         if quote is not None:
             last[i] = quote.last
             known[i] = -1 if quote.decimals is None else quote.decimals
-    return last, known
+            previous[i] = quote.previous_close
+    return last, known, previous
 
 
 def price_decimals(last: np.ndarray, known: np.ndarray | None = None) -> np.ndarray:

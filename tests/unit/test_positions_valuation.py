@@ -4,6 +4,7 @@ previous session close per feed."""
 from __future__ import annotations
 
 import datetime as dt
+import math
 import random
 from decimal import Decimal as D
 
@@ -132,12 +133,13 @@ def test_price_decimals_are_the_price_columns() -> None:
 
 
 def test_market_arrays_read_a_snapshots_quotes_in_row_order() -> None:
-    def quote(symbol: str, last: float, decimals: int | None) -> Quote:
-        return Quote(symbol, last, 0.0, 0.0, 0.0, np.array([last]), {}, 0, decimals)
+    def quote(symbol: str, last: float, decimals: int | None, previous: float = math.nan) -> Quote:
+        return Quote(symbol, last, 0.0, 0.0, 0.0, np.array([last]), {}, 0, decimals, previous)
 
-    quotes = {"AAPL": quote("AAPL", 5.125, 2), "BTC": quote("BTC", 64000.5, None)}
-    last, known = market_arrays(quotes, ["BTC", "NEW", "AAPL"])
+    quotes = {"AAPL": quote("AAPL", 5.125, 2, 5.0), "BTC": quote("BTC", 64000.5, None)}
+    last, known, previous = market_arrays(quotes, ["BTC", "NEW", "AAPL"])
     assert list(known) == [-1, -1, 2] and last[0] == 64000.5 and np.isnan(last[1]) and last[2] == 5.125
+    assert np.isnan(previous[0]) and np.isnan(previous[1]) and previous[2] == 5.0
     assert list(price_decimals(last, known)) == [2, 2, 2]  # a $5 stock at its tick's two decimals
 
 
