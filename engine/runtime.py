@@ -98,7 +98,7 @@ class Runtime:
         self.outputs: tuple[str, ...] = tuple(config.ui.columns)
         self.spark = 60
         # each quote's previous session close, for the day P&L (Yahoo reports its own; others: the bars)
-        self.sessions = SessionCloses(self.feed.name, getattr(self.feed, "previous_closes", None))
+        self.sessions = SessionCloses(self.feed.name, self.feed.previous_closes)
         self.metrics = RuntimeMetrics()
         self.taps: list[Callable[[np.ndarray], None]] = []  # e.g. a recorder; called on the event loop
         self._last_frame = 0

@@ -171,6 +171,9 @@ class Feed(abc.ABC):
         #: tick-size decimals per symbol, for those whose service publishes one (``engine.precision``);
         #: at most one entry per symbol the feed was asked for, so bounded by the symbol table
         self.decimals: dict[str, int] = {}
+        #: the previous session's close per symbol, for those whose service reports one (Yahoo); the
+        #: others' comes from their bars (``engine.positions.session``)
+        self.previous_closes: dict[str, float] = {}
 
     @property
     def market(self) -> str:
