@@ -252,7 +252,7 @@ class Runtime:
     def snapshot(self, now_ns: int, symbols: Sequence[str] | None = None) -> MarketSnapshot:
         # the feed fills its map on the event loop; a lookup from this thread sees a whole entry or none
         return build_snapshot(self.engine, self.watch if symbols is None else symbols, self.outputs,
-                              self.spark, now_ns, getattr(self.feed, "decimals", None), self.sessions)
+                              self.spark, now_ns, self.feed.decimals, self.sessions)
 
     async def run(self, on_update: Callable[[Update], None],
                   on_status: Callable[[FeedStatus], None]) -> None:
