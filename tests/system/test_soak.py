@@ -57,7 +57,10 @@ LEAK_BYTES_PER_BATCH = 1024
 
 
 def test_a_minute_at_50k_ticks_per_s_grows_no_memory_tasks_fds_or_queue() -> None:
-    run = soak(60.0, warmup=12.0)
+    # 30 s of warm-up: the bounded tables (latency windows, history rings, caches) fill within it. Measured
+    # after 12 s, their filling alone sloped RSS at 5-7.4 MB per 10 min (Python blocks +43,000); after
+    # 30 s at 1.5 (blocks +5,000, as the 10-minute bench): growth that stops is not a leak.
+    run = soak(90.0, warmup=30.0)
     assert run["exit_code"] == 0
     assert run["samples"] >= 40 and run["ticks"] > 0
     assert run["rss"] < BOUND_MB_PER_10_MIN, f"RSS grows {run['rss']:.2f} MB per 10 min"
