@@ -93,7 +93,8 @@ def _prepare(tmp: Path, positions: bool = False) -> dict[str, str]:
     environment that uses it."""
     from decimal import Decimal
 
-    from console.state import Book, StateStore, positions_change
+    from console.book import Book
+    from console.state import StateStore, positions_change
     from engine.feeds.sim import universe
     from engine.positions.book import Lot, PositionBook
 

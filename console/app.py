@@ -47,12 +47,13 @@ from textual.screen import Screen
 from textual.widgets import Footer
 from textual.worker import Worker, WorkerState, get_current_worker
 
+from console.book import Book
 from console.editing import WatchlistEditing
 from console.held import HeldSignals, latest_per_symbol
 from console.messages import FeedStatusChanged, RuntimeReady, SignalsDetected, SnapshotReady
 from console.perf import PerfMonitor
 from console.positions_ui import POSITION_ACTIONS, PositionEditing, position_bindings
-from console.state import Book, StateStore
+from console.state import StateStore
 from console.state_saver import QUIT_WAIT_S, StateSaver
 from themes import APP_CSS_PATH, DEFAULT_THEME, THEME_NAMES, next_theme, register_themes
 from widgets.backtest_view import BacktestCommands, BacktestFinished, BacktestScreen

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Any, cast
 
-from console.state import MAX_NAME, MAX_WATCHLISTS, Book, StateError, WatchList
+from console.book import MAX_NAME, MAX_WATCHLISTS, Book, StateError, WatchList
 from console.state_saver import StateSaver
 from widgets.list_tabs import ListTabs
 from widgets.prompt import PromptBar

@@ -61,7 +61,8 @@ def run(args: argparse.Namespace, feed: str, store: StateStore | None = None,
 
 
 def _import(path: Path, replace: bool, feed: str, store: StateStore) -> int:
-    from console.state import StateError, positions_change
+    from console.book import StateError
+    from console.state import positions_change
     from engine.positions.book import Lot, PositionError
     from engine.positions.csvfile import FileProblem, read_lots
 

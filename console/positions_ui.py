@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, Any, cast
 
 from textual.binding import Binding
 
+from console.book import StateError
 from console.messages import RuntimeReady
-from console.state import StateError
 from widgets.portfolio import Allocation, PortfolioPane, SessionPnl, TotalsBar
 from widgets.position_columns import PositionFrame
 from widgets.prompt import PromptBar

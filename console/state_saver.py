@@ -11,7 +11,8 @@ import contextlib
 import threading
 from collections.abc import Callable
 
-from console.state import Book, Change, StateError, StateStore, book_change, positions_change, theme_change
+from console.book import Book, StateError
+from console.state import Change, StateStore, book_change, positions_change, theme_change
 from engine.positions.book import PositionBook
 
 QUIT_WAIT_S = 5.0

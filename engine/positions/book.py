@@ -33,7 +33,7 @@ rules ``stop`` and ``target`` watch (``engine.signals.rules``). They belong to t
 lot: adding, editing or deleting lots keeps them; :meth:`PositionBook.set_levels` sets or clears them,
 and undo takes that back as any other change.
 
-Edits and undo follow the watchlists' rows (``console.state.Book``): every change (a lot added, a lot
+Edits and undo follow the watchlists' rows (``console.book.Book``): every change (a lot added, a lot
 edited or deleted, a position deleted) is recorded on an undo stack of :data:`UNDO_DEPTH` entries for the
 session (not saved); :meth:`PositionBook.undo` puts the symbol's lots back as they were before the last
 change. :attr:`PositionBook.version` counts changes, so a valuation can cache its arrays per version.

@@ -16,7 +16,8 @@ from rich.cells import cell_len
 
 from bench.servers.binance import BinanceServer
 from console.app import TickdeckApp, build_app
-from console.state import MAX_NAME, MAX_WATCHLISTS, Book, StateStore, WatchList
+from console.book import MAX_NAME, MAX_WATCHLISTS, Book, WatchList
+from console.state import StateStore
 from engine.config import Config, load_config
 from tests.functional.support import record_notifications, wait_for
 from tests.functional.test_editing import SIZE, pick_sort, ready, saved, type_answer

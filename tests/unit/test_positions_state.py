@@ -13,7 +13,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from console.state import STATE_DIR_VAR, Book, StateError, StateStore, WatchList, positions_change
+from console.book import Book, StateError, WatchList
+from console.state import STATE_DIR_VAR, StateStore, positions_change
 from console.state_saver import StateSaver
 from engine.positions.book import Lot, PositionBook
 from engine.positions.stored import decode, encode

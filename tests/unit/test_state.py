@@ -18,15 +18,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import console.state as state_mod
-from console.state import (
-    MAX_WATCHLISTS,
-    STATE_DIR_VAR,
-    UNDO_DEPTH,
-    Book,
-    StateError,
-    StateStore,
-    WatchList,
-)
+from console.book import MAX_WATCHLISTS, UNDO_DEPTH, Book, StateError, WatchList
+from console.state import STATE_DIR_VAR, StateStore
 from engine.files import write_atomically
 from tests.fuzz_settings import fuzz, tried
 

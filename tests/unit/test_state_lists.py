@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from console.state import MAX_NAME, MAX_WATCHLISTS, Book, StateError, StateStore, WatchList
+from console.book import MAX_NAME, MAX_WATCHLISTS, Book, StateError, WatchList
+from console.state import StateStore
 
 
 def three() -> Book:

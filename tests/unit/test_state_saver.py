@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from console.state import Book, Change, StateError, StateStore, WatchList
+from console.book import Book, StateError, WatchList
+from console.state import Change, StateStore
 from console.state_saver import StateSaver
 
 WAIT_S = 30.0
