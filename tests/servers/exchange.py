@@ -45,6 +45,7 @@ class StandIn:
     """Subclasses give ``ws_path``, ``routes`` and the frames (``on_text``, ``trade_frames``)."""
 
     ws_path = "/ws"
+    compress = True  # permessage-deflate when the client offers it (ccxt does); off for the bench's flood
 
     def __init__(self, prices: dict[str, float]) -> None:
         self.prices = dict(prices)
@@ -94,7 +95,7 @@ class StandIn:
         if self.refused_ws:
             status = self.refused_ws.pop(0)
             return web.json_response({"error": "Too Many Requests"}, status=status)
-        ws = web.WebSocketResponse(autoping=True)
+        ws = web.WebSocketResponse(autoping=True, compress=self.compress)
         await ws.prepare(request)
         peer = Peer(ws)
         self.peers.append(peer)

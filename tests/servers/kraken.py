@@ -181,6 +181,37 @@ class KrakenServer(StandIn):
         return web.json_response({"error": [], "result": {key: rows, "last": last}})
 
 
+    async def flood(self, symbols: list[str], n: int) -> int:
+        """Send ``n`` trades round robin over ``symbols``, one a frame, to their subscribers as fast as the
+        connections take them (``tickdeck bench --feeds``); the frames sent. Written by hand and kept
+        off the tape, so this process is not the bottleneck."""
+        sent = 0
+        stamp = rfc3339(self._now())
+        next_id = {s: 1 for s in symbols}
+        for i in range(n):
+            symbol = symbols[i % len(symbols)]
+            tid = next_id[symbol]
+            next_id[symbol] = tid + 1
+            text = (f'{{"channel":"trade","type":"update","data":[{{"symbol":"{symbol}","side":"buy",'
+                    f'"price":{100.0 + (i % 97) * 0.01:.2f},"qty":0.01,"ord_type":"market","trade_id":{tid},'
+                    f'"timestamp":"{stamp}"}}]}}')
+            for peer in list(self.peers):
+                if symbol in peer.subs and not peer.ws.closed:
+                    await peer.ws.send_str(text)
+                    sent += 1
+        return sent
+
+
+async def _flood(symbols: list[str], n: int) -> None:
+    server = KrakenServer(prices={s: 100.0 for s in symbols}, heartbeat_s=None)
+    server.compress = False  # as the Binance flood: the client's decoding is measured, not zlib
+    async with server:
+        print(server.http_url, flush=True)
+        await server.until(lambda: all(server.subscribed(s) for s in symbols), timeout=60.0)
+        await server.flood(symbols, n)
+        await server.until(lambda: not server.peers, timeout=600.0)  # the client hangs up
+
+
 async def _serve(port: int, rate: float) -> None:
     server = KrakenServer()
     server.port = port
@@ -206,9 +237,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m tests.servers.kraken")
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--rate", type=float, default=5.0, help="trades a second across the pairs")
+    parser.add_argument("--flood", type=int, metavar="N", help="print the URL, wait for a client subscribed "
+                        "to every --symbols, send N trades as fast as it takes them (tickdeck bench --feeds)")
+    parser.add_argument("--symbols", default="BTC/USD,ETH/USD,SOL/USD")
     args = parser.parse_args()
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve(args.port, args.rate))
+        if args.flood:
+            asyncio.run(_flood([s for s in args.symbols.split(",") if s], args.flood))
+        else:
+            asyncio.run(_serve(args.port, args.rate))
 
 
 if __name__ == "__main__":
