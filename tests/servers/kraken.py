@@ -220,7 +220,8 @@ async def _serve(port: int, rate: float) -> None:
     async with server:
         options = server.options()
         print("Kraken stand-in on", server.http_url, flush=True)
-        print("run: make run ARGS=\"--feed ccxt:kraken --config /tmp/kraken-standin.toml\" with:", flush=True)
+        print("save this as kraken-standin.toml, then: "
+              "tickdeck --feed ccxt:kraken --config kraken-standin.toml", flush=True)
         toml = ("[feeds.ccxt]\nsymbols = [\"BTC/USD\", \"ETH/USD\", \"SOL/USD\"]\n"
                 f"[feeds.ccxt.options.urls.api]\npublic = \"{options['urls']['api']['public']}\"\n"
                 f"[feeds.ccxt.options.urls.api.ws]\npublicV2 = \"{server.ws_url}\"\n")
