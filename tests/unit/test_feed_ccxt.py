@@ -239,3 +239,59 @@ def test_help_and_the_other_feeds_do_not_import_ccxt(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True,
                          env=env)
     assert out.stdout.strip().splitlines()[-1] == "CCXT []", out.stdout[-500:]
+
+
+class TickerOnly:
+    """An exchange ccxt knows without a trade stream (``has['watchTrades']`` false): tickers only, each
+    one handed to the feed's frame guard as ccxt's client would."""
+
+    id = "tickeronly"
+    has = {"watchTrades": False, "watchTicker": True}
+
+    def __init__(self, tickers: list[dict[str, Any]]) -> None:
+        self.tickers = list(tickers)
+        self.markets: dict[str, Any] = {}
+        self.made = SimpleNamespace(handle_text_or_binary_message=lambda data: None)
+
+    def client(self, url: str) -> Any:
+        return self.made
+
+    async def load_markets(self, reload: bool = False) -> dict[str, Any]:
+        self.markets = {"BTC/USD": {}}
+        return self.markets
+
+    async def watch_ticker(self, symbol: str) -> dict[str, Any]:
+        while not self.tickers:
+            await asyncio.sleep(0.01)
+        self.client("ws").handle_text_or_binary_message("{}")  # a frame arrived
+        return self.tickers.pop(0)
+
+    async def close_ws_clients(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+
+async def test_an_exchange_without_a_trade_stream_falls_back_to_its_ticker() -> None:
+    from engine.ticks import SymbolTable
+
+    t0 = 1_700_000_000_000
+    exchange = TickerOnly([{"symbol": "BTC/USD", "last": 100.0, "timestamp": t0},
+                           {"symbol": "BTC/USD", "last": 100.0, "timestamp": t0},  # unchanged: no tick
+                           {"symbol": "BTC/USD", "last": 0.0, "timestamp": t0 + 1},  # bad: counted
+                           {"symbol": "BTC/USD", "last": 101.5, "timestamp": t0 + 2}])
+    feed = CcxtFeed(SymbolTable(4), exchange, ["BTC/USD"])
+    run = Run(feed)
+    task = asyncio.get_running_loop().create_task(run._consume())
+    try:
+        await run.until(lambda: 101.5 in run.prices(), timeout=5.0)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    ticks = run.ticks()
+    assert run.prices() == [100.0, 101.5] and list(ticks["size"]) == [0.0, 0.0]  # a ticker is no trade
+    assert list(ticks["ts"]) == [t0 * 1_000_000, (t0 + 2) * 1_000_000]
+    assert feed.counters.bad["bad ticker price"] == 1
+    assert [s.state for s in run.statuses()][:2] == ["connecting", "live"]
