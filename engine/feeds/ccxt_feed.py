@@ -9,12 +9,13 @@ false, ``watch_ticker`` instead, each change of the last price a tick without si
 (``engine.feeds.ccxt_trades``): ccxt passes on bad prices and repeated trades.
 
 The life of the connection is the built-in feeds' (``engine.feeds.ws``): ``connecting``, ``live``, ``stale``
-after ``stale_after`` seconds without a frame, a reconnect after twice that, ``reconnecting`` with the
-delay of the feed's ``Backoff`` (which never gives up), and ``failed`` with the reason for the one thing
-that cannot pass by waiting: an exchange ccxt does not know. ccxt's own client reconnects lazily and, on
-some malformed frames, stops reading until its keepalive gives up; so every frame goes through a guard
-that counts what ccxt could not handle ("malformed frame") instead of letting it stop the receive loop,
-and a network error in any watcher closes every WebSocket client and starts again after the backoff.
+after ``stale_after`` seconds without a frame, a reconnect after twice that, ``reconnecting`` with the delay
+of the feed's ``Backoff`` (which never gives up), and ``failed`` with the reason only for what waiting
+cannot cure (a bug: a TypeError, an AttributeError); an exchange ccxt does not know is refused when the feed
+is built (``FeedUnavailable``, with some of the ids it knows). ccxt's own client reconnects lazily and, on
+some malformed frames, stops reading until its keepalive gives up; so every frame goes through a guard that
+counts what ccxt could not handle ("malformed frame") instead of letting it stop the receive loop, and a
+network error in any watcher closes every WebSocket client and starts again after the backoff.
 
 A symbol the exchange does not list is refused when it is added (``refuse``), with the reason, from the
 exchange's markets: loaded once, and again when older than ``MARKETS_TTL_S`` (a ``cachetools.TTLCache``).
@@ -286,10 +287,11 @@ class CcxtFeed(Feed):
                 await asyncio.sleep(0)  # let the stream take the batch
 
     def _symbol_error(self, exc: BaseException) -> bool:
-        """Whether ``exc`` concerns the symbol only (not listed, not supported), not the connection."""
+        """Whether ``exc`` concerns the symbol only (not listed, not watchable), not the connection. Any
+        other error reconnects after the backoff: ccxt rejects every watcher of a client for one error
+        frame without a request id (OKX's ``handle_error_message``), which must not refuse them all."""
         ccxt = load_ccxt()
-        return isinstance(exc, ccxt.BadSymbol | ccxt.NotSupported | ccxt.BadRequest) or (
-            isinstance(exc, ccxt.ExchangeError) and not isinstance(exc, ccxt.NetworkError))
+        return isinstance(exc, ccxt.BadSymbol | ccxt.NotSupported)
 
     def _refuse(self, name: str, why: str) -> None:
         self.refused[name] = why
@@ -357,7 +359,7 @@ class CcxtFeed(Feed):
             except (asyncio.CancelledError, GeneratorExit):
                 raise
             except Exception as exc:  # ccxt's NetworkError and ExchangeError, timeouts, a stall
-                if self._unknown_exchange(exc):
+                if self._fatal(exc):
                     yield FeedStatus(self.name, "failed", describe(exc))
                     raise
                 reason = str(exc) if isinstance(exc, Stalled | FeedBroken) else describe(exc)
@@ -373,7 +375,7 @@ class CcxtFeed(Feed):
             yield FeedStatus(self.name, "reconnecting", reason or "connection ended", retry_in=delay)
             await self._sleep(delay)
 
-    def _unknown_exchange(self, exc: BaseException) -> bool:
+    def _fatal(self, exc: BaseException) -> bool:
         """Errors that waiting cannot cure: a bug of ours (a TypeError, an AttributeError)."""
         return isinstance(exc, TypeError | AttributeError | NameError)
 

@@ -295,3 +295,21 @@ async def test_an_exchange_without_a_trade_stream_falls_back_to_its_ticker() -> 
     assert list(ticks["ts"]) == [t0 * 1_000_000, (t0 + 2) * 1_000_000]
     assert feed.counters.bad["bad ticker price"] == 1
     assert [s.state for s in run.statuses()][:2] == ["connecting", "live"]
+
+
+def test_an_exchange_ccxt_does_not_know_is_refused_when_the_feed_is_built(tmp_path: Path) -> None:
+    from engine.config import ConfigError
+    from engine.feeds.registry import FeedUnavailable
+
+    env = {"TICKDECK_CONFIG_DIR": str(tmp_path / "c"), "TICKDECK_DATA_DIR": str(tmp_path / "d")}
+    cfg = load_config(overrides={"feed.name": "ccxt", "feeds.ccxt.exchange": "krakenn", "history.store": ""},
+                      env=env)
+    with pytest.raises(FeedUnavailable, match=r"ccxt has no WebSocket exchange 'krakenn' "
+                                              r"\(feeds\.ccxt\.exchange\); some: .* in all\)"):
+        build_feed(cfg, build_engine(cfg))
+    with pytest.raises(ConfigError, match=r"feeds\.ccxt\.exchange .*must be a ccxt exchange id"):
+        load_config(overrides={"feeds.ccxt.exchange": "kra ken"}, env=env)
+    with pytest.raises(ConfigError, match=r"\(feeds\.ccxt\.options\) must be a table, got .\[1, 2\]."):
+        load_config(overrides={}, env={**env, "TICKDECK_FEEDS_CCXT_OPTIONS": "[1, 2]"})
+    options = load_config(overrides={}, env={**env, "TICKDECK_FEEDS_CCXT_OPTIONS": "{timeout = 20000}"})
+    assert options.feeds.ccxt.options == {"timeout": 20000}
