@@ -10,10 +10,16 @@ number, the ``TradeSequencer`` drops any id at or below the last one delivered; 
 count the trades of a book one by one (:data:`SEQUENTIAL_IDS`: Kraken documents ``trade_id`` as "a
 sequence number unique per book") a jump is counted in ``counters.gaps``. Other ids (text, or numbers
 that are not consecutive) are de-duplicated against the last :data:`RECENT_IDS` of the symbol.
+
+A trade whose id is at or below the last one but whose time is after the last trade's is no repeat (a
+replay after a reconnect carries the old times): the exchange numbered its trades afresh (a stand-in or
+a venue restarted), so the symbol's sequence starts again there instead of every later trade being
+dropped as a duplicate; logged once per symbol.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import deque
 from collections.abc import Iterable, Mapping
@@ -21,6 +27,8 @@ from typing import Any
 
 from engine.feeds.base import FeedCounters
 from engine.feeds.batching import Tick, TradeSequencer
+
+log = logging.getLogger("tickdeck.feeds")
 
 MS = 1_000_000
 SEQUENTIAL_IDS = frozenset({"kraken"})
@@ -63,11 +71,15 @@ class TradeTape:
         self._recent: dict[int, tuple[deque[str], set[str]]] = {}
         #: per slot: the last ticker's (time, price), so a ticker that did not move is not a tick
         self._last_ticker: dict[int, tuple[int, float]] = {}
+        #: per slot: the time (ms) of the last trade let through, which tells a renumbering from a replay
+        self._last_ms: dict[int, int] = {}
+        self._renumbered: set[int] = set()  # slots whose renumbering was logged (bounded by the slots)
 
     def forget(self, slot: int) -> None:
         self.sequencer.forget(slot)
         self._recent.pop(slot, None)
         self._last_ticker.pop(slot, None)
+        self._last_ms.pop(slot, None)
 
     def trades(self, slot: int, symbol: str, trades: Iterable[Any], recv_ns: int) -> list[tuple[Tick, int]]:
         """The usable ticks among ``trades`` in time order, each with the trades missed before it
@@ -89,12 +101,15 @@ class TradeTape:
             rows.append((order, number, text, trade))
         if len(rows) > 1:  # ccxt keeps the exchange's order; some send the newest first
             rows.sort(key=lambda r: (r[0], -1 if r[1] is None else r[1]))
-        for _, number, text, trade in rows:
+        for ms, number, text, trade in rows:
             # the id first: a trade sent again is a duplicate (counted once as bad, not twice), and a
             # bad trade still used its id, so the next one is no gap
             missing = 0
             if number is not None:
                 missing = self.sequencer.check(slot, number)
+                if missing < 0 and ms > self._last_ms.get(slot, _INT64):
+                    self._renumber(slot, symbol, number)
+                    missing = self.sequencer.check(slot, number)
                 if missing < 0:
                     self.counters.duplicates += 1
                     continue
@@ -105,6 +120,7 @@ class TradeTape:
                 continue
             tick = self._tick(slot, trade, recv_ns, -1 if number is None else number)
             if tick is not None:
+                self._last_ms[slot] = ms
                 out.append((tick, missing))
             elif missing:
                 self.counters.gaps += missing  # (the trades before a bad one were missed all the same)
@@ -124,6 +140,14 @@ class TradeTape:
             bad("bad time", trade)
             return None
         return (slot, ts * MS, recv_ns, price, size, _SIDE.get(str(trade.get("side")), 0), tid)
+
+    def _renumber(self, slot: int, symbol: str, number: int) -> None:
+        if slot not in self._renumbered:
+            self._renumbered.add(slot)
+            log.warning("%s: %s: trade ids start again at %d (after %d), with later times: the exchange "
+                        "renumbered its trades; the sequence restarts there", self.exchange, symbol, number,
+                        self.sequencer.last.get(slot, -1))
+        self.sequencer.forget(slot)
 
     def _seen(self, slot: int, text: str) -> bool:
         recent = self._recent.get(slot)
