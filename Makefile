@@ -20,14 +20,15 @@ $(UV):
 
 # --locked: stop with a message if pyproject.toml and uv.lock disagree (run `make lock`), never re-resolve.
 # `run` keeps extras a previous `make test` installed (--inexact); `test` installs exactly the test set.
+# Both install the `exchanges` extra (ccxt), which the ccxt feed needs; `pip install tickdeck` does not.
 $(VENV)/.installed: pyproject.toml uv.lock | $(UV)
 	@echo "tickdeck: installing the locked dependencies into $(VENV)"
-	$(UV) sync --quiet --locked --inexact --python $(PYTHON)
+	$(UV) sync --quiet --locked --inexact --extra exchanges --python $(PYTHON)
 	touch $@
 
 $(VENV)/.installed-test: pyproject.toml uv.lock | $(UV)
 	@echo "tickdeck: installing the locked dependencies and test extras into $(VENV)"
-	$(UV) sync --quiet --locked --extra test --python $(PYTHON)
+	$(UV) sync --quiet --locked --extra test --extra exchanges --python $(PYTHON)
 	touch $@ $(VENV)/.installed
 
 # Kernels compile once per source version (about a minute), then load from the cache. The console does

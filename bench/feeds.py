@@ -9,6 +9,10 @@ RSI 14, MACD 12/26/9, BB 20/2, ATR 14) on 1 s bars:
    frames as fast as it can; tickdeck's Binance client decodes them and the engine ingests them.
    Messages/s end to end, and the latency from a frame's receipt to its indicators being updated
    (p50/p99 over every tick).
+3. ccxt: the same over Kraken's WebSocket v2 protocol (a loopback stand-in, ``tests.servers.kraken``)
+   through the ccxt feed (ccxt.pro's client, then the feed's checks), beside the built-in Binance
+   client; no target, a figure and its ratio to the Binance run (``bench.ccxt_feed``). Skipped, with
+   the reason, where ccxt or the stand-in is not there.
 
 Besides the two targets, the run checks itself: every frame the server sent reached the engine (a
 dropped connection would cut the run short), and no kernel was compiled or loaded inside a timed
@@ -40,10 +44,11 @@ TARGET_WS = 50_000
 class Sizes:
     sim_ticks: int
     ws_messages: int
+    ccxt_messages: int = 100_000
 
 
-FULL = Sizes(sim_ticks=3_000_000, ws_messages=300_000)
-QUICK = Sizes(sim_ticks=50_000, ws_messages=5_000)
+FULL = Sizes(sim_ticks=3_000_000, ws_messages=300_000, ccxt_messages=100_000)
+QUICK = Sizes(sim_ticks=50_000, ws_messages=5_000, ccxt_messages=2_000)
 
 
 def _engine(n_symbols: int) -> Engine:
@@ -84,6 +89,13 @@ def run(sizes: Sizes = FULL) -> dict[str, Any]:
     result: dict[str, Any] = {}
     result.update(bench_sim(sizes.sim_ticks))
     result.update(asyncio.run(bench_ws(sizes.ws_messages, SIX)))
+    from bench.ccxt_feed import bench_ccxt, unavailable
+
+    result["ccxt_skipped"] = unavailable()
+    if not result["ccxt_skipped"]:
+        result.update(asyncio.run(bench_ccxt(sizes.ccxt_messages, SIX)))
+        result["ccxt_vs_binance"] = (result["ccxt_messages_per_s"] / result["ws_messages_per_s"]
+                                     if result["ws_messages_per_s"] else 0.0)
     result["sim_target_met"] = result["sim_engine_ticks_per_s"] >= TARGET_SIM
     result["ws_target_met"] = result["ws_messages_per_s"] >= TARGET_WS
     return result
@@ -101,9 +113,13 @@ def failures(r: dict[str, Any]) -> list[str]:
     if r["ws_messages"] != r["ws_messages_sent"]:
         out.append(f"check failed: {r['ws_messages']:,.0f} of the {r['ws_messages_sent']:,.0f} frames the "
                    "server sent reached the engine (the connection dropped)")
+    if "ccxt_messages" in r and r["ccxt_messages"] != r["ccxt_messages_sent"]:
+        out.append(f"check failed: {r['ccxt_messages']:,.0f} of the {r['ccxt_messages_sent']:,.0f} trades "
+                   "the Kraken stand-in sent reached the engine through ccxt")
     for key, path in (("sim_kernels_loaded_in_window", "sim -> engine"),
-                      ("ws_kernels_loaded_in_window", "WS -> engine")):
-        if r[key]:
+                      ("ws_kernels_loaded_in_window", "WS -> engine"),
+                      ("ccxt_kernels_loaded_in_window", "ccxt -> engine")):
+        if r.get(key):
             out.append(f"check failed: {r[key]:.0f} kernels were compiled or loaded inside the timed "
                        f"window of {path} (its warm-up missed them)")
     return out
@@ -147,6 +163,15 @@ def _render(r: dict[str, Any]) -> None:
                   f"{r['ws_messages_sent']:,.0f}", met(r["ws_messages"] == r["ws_messages_sent"]))
     table.add_row("  receive -> indicators latency p50 / p99 (ms)",
                   f"{r['ws_latency_p50_ms']:.2f} / {r['ws_latency_p99_ms']:.2f}", "", "")
+    if "ccxt_messages_per_s" not in r:
+        table.add_row("ccxt (Kraken protocol) -> engine", "skipped", "", r.get("ccxt_skipped") or "not run")
+    else:
+        table.add_row("ccxt (Kraken protocol) -> engine, messages/s", f"{r['ccxt_messages_per_s']:,.0f}",
+                      f"{r['ccxt_vs_binance']:.2f}x Binance", "")
+        table.add_row("  trades that reached the engine", f"{r['ccxt_messages']:,.0f}",
+                      f"{r['ccxt_messages_sent']:,.0f}", met(r["ccxt_messages"] == r["ccxt_messages_sent"]))
+        table.add_row("  receive -> indicators latency p50 / p99 (ms)",
+                      f"{r['ccxt_latency_p50_ms']:.2f} / {r['ccxt_latency_p99_ms']:.2f}", "", "")
     console = Console()
     console.print(table)
     console.print("all targets met, every check passed" if r["pass"] else "[red]some targets missed or "

@@ -41,6 +41,18 @@ THEME_CHOICES = ("dark", "light", "high-contrast", "ansi16")
 loads textual, which ``--help`` must not wait for (a test keeps the two equal)."""
 
 
+def _feed_name(text: str) -> str:
+    """``--feed``: a feed's name, or ``ccxt:<exchange id>``."""
+    name, colon, exchange = text.partition(":")
+    if name not in FEED_NAMES:
+        raise argparse.ArgumentTypeError(f"invalid choice: {text!r} (choose from {', '.join(FEED_NAMES)}, "
+                                         "or ccxt:EXCHANGE)")
+    if colon and (name != "ccxt" or not exchange):
+        raise argparse.ArgumentTypeError(f"invalid choice: {text!r} (only the ccxt feed takes an exchange: "
+                                         "ccxt:kraken)")
+    return text
+
+
 class _OneFile(argparse.Action):
     """``--file`` given twice is refused, not silently narrowed to the last one: the replay feed plays one
     file (several symbols go in one file, with a ``symbol`` column)."""
@@ -86,8 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=_Formatter,
     )
     parser.add_argument("--config", metavar="PATH", help="a config file layered over your user config")
-    parser.add_argument("--feed", metavar="NAME", choices=FEED_NAMES,
-                        help=f"the market data feed: {', '.join(FEED_NAMES)}")
+    parser.add_argument("--feed", metavar="NAME", type=_feed_name,
+                        help=f"the market data feed: {', '.join(FEED_NAMES)} (ccxt:EXCHANGE, as ccxt:kraken, "
+                             "picks the exchange)")
     parser.add_argument("--theme", metavar="NAME",
                         help=f"the console's colour theme: {', '.join(THEME_CHOICES)} (t cycles them)")
     parser.add_argument("--interval", metavar="I",
@@ -374,10 +387,11 @@ def _run(args: argparse.Namespace) -> int:
                                               ("--status-every", args.status_every)) if value is not None]
     if headless_only and not args.headless:
         return _fail(f"{headless_only[0]} works with --headless only")
-    feed = args.feed or ("replay" if args.file else None)
+    feed, _, exchange = (args.feed or ("replay" if args.file else "")).partition(":")
     config = load_config(
         args.config,
-        {"feed.name": feed, "ui.theme": args.theme, "engine.interval": args.interval,
+        {"feed.name": feed or None, "feeds.ccxt.exchange": exchange or None, "ui.theme": args.theme,
+         "engine.interval": args.interval,
          "feeds.replay.file": args.file, "feeds.replay.speed": args.speed, "feeds.replay.loop": args.loop,
          "feed.record": args.record},
     )

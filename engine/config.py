@@ -108,7 +108,8 @@ def _walk(cls: type, prefix: str = "") -> Iterator[_Key]:
         if is_dataclass(hint):
             yield from _walk(typing.cast(type, hint), path + ".")
         elif f.name not in (*ARRAY_TABLES, "files"):
-            kind = tuple if typing.get_origin(hint) is tuple else hint
+            kind = tuple if typing.get_origin(hint) is tuple else dict if typing.get_origin(hint) is dict \
+                else hint
             yield _Key(path, kind, f.metadata.get("check"))
 
 
@@ -125,7 +126,7 @@ def env_var(key: str) -> str:
 
 def _type_name(kind: Any) -> str:
     return {bool: "true or false", int: "an integer", float: "a number", str: "a string",
-            tuple: "a list of strings"}[kind]
+            tuple: "a list of strings", dict: "a table"}[kind]
 
 
 def _shown(value: object) -> str:
@@ -143,6 +144,8 @@ def _typed(key: _Key, value: object) -> tuple[bool, object]:
         return ok, float(value) if ok else value  # type: ignore[arg-type]
     if key.kind is str:
         return isinstance(value, str), value
+    if key.kind is dict:  # a table taken whole (feeds.ccxt.options: whatever the exchange takes)
+        return isinstance(value, dict), value
     if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
         return True, tuple(value)
     return False, value
@@ -168,6 +171,11 @@ def _from_text(key: _Key, text: str) -> tuple[bool, object]:
         return math.isfinite(number), number
     if key.kind is str:
         return True, text
+    if key.kind is dict:  # an inline TOML table: {timeout = 20000}
+        try:
+            return _typed(key, tomllib.loads(f"v = {raw}")["v"])
+        except (tomllib.TOMLDecodeError, RecursionError):
+            return False, text
     if raw.startswith("["):
         try:
             return _typed(key, tomllib.loads(f"v = {raw}")["v"])

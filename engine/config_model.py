@@ -244,6 +244,35 @@ class CoinbaseFeedConfig:
     """Advanced Trade's public REST API: product candles and market trades for history."""
 
 
+def _exchange_id(value: str) -> str:
+    """A ccxt exchange id (``kraken``, ``okx``): lower-case letters and digits; whether ccxt knows it is
+    checked when the feed is built, so the config never imports ccxt."""
+    text = value.strip().lower()
+    if not re.fullmatch(r"[a-z][a-z0-9_]{1,39}", text):
+        raise ValueError(f"must be a ccxt exchange id such as 'kraken' or 'okx', got {value!r}")
+    return text
+
+
+def _exchange_options(value: dict[str, Any]) -> dict[str, Any]:
+    if not all(isinstance(k, str) for k in value):
+        raise ValueError("must be a table of ccxt constructor options")
+    return copy.deepcopy(value)
+
+
+@dataclass(frozen=True)
+class CcxtFeedConfig:
+    """Any exchange ccxt knows (``pip install tickdeck[exchanges]``); ``--feed ccxt:kraken`` sets both."""
+
+    exchange: str = _setting("kraken", _exchange_id)
+    """The ccxt exchange id: kraken, okx, bybit, kucoin, bitstamp, ..."""
+    symbols: tuple[str, ...] = _setting(("BTC/USD", "ETH/USD"), _symbols)
+    """Markets in ccxt's unified form, BASE/QUOTE."""
+    stale_after: float = _stale_after()
+    """Seconds without a message before the feed is reported stale; twice that and it reconnects."""
+    options: dict[str, Any] = field(default_factory=dict, metadata={"check": _exchange_options})
+    """Given to the exchange's constructor (over ``enableRateLimit = true``); never logged."""
+
+
 @dataclass(frozen=True)
 class YahooFeedConfig:
     url: str = _setting("https://query1.finance.yahoo.com", _url("https", "http"))
@@ -290,6 +319,7 @@ class FeedsConfig:
     binance: BinanceFeedConfig = field(default_factory=BinanceFeedConfig)
     coinbase: CoinbaseFeedConfig = field(default_factory=CoinbaseFeedConfig)
     yahoo: YahooFeedConfig = field(default_factory=YahooFeedConfig)
+    ccxt: CcxtFeedConfig = field(default_factory=CcxtFeedConfig)
     replay: ReplayFeedConfig = field(default_factory=ReplayFeedConfig)
     attach: AttachFeedConfig = field(default_factory=AttachFeedConfig)
 

@@ -185,7 +185,8 @@ class Runtime:
         universe = self.feed.universe()
         if self.feed.closed_universe and name not in universe:
             return f"{name} is not traded on the {self.feed.name} feed"
-        return None
+        refuse = getattr(self.feed, "refuse", None)  # a feed that knows its service's listings
+        return refuse(name) if refuse is not None else None
 
     async def set_positions(self, book: PositionBook) -> None:
         """Hand ``book`` to the detector's position rules (pnl, stop, target), on the engine thread; call it

@@ -86,6 +86,10 @@ def _source(feed: LiveFeed, config: Config) -> HistorySource | None:
         if aliases is not None:
             aliases.share(coinbase.session, coinbase.limiter)  # one session, one limiter for the host
         return coinbase
+    if feed.name == "ccxt":
+        from engine.backfill.ccxt import CcxtHistory
+
+        return CcxtHistory(feed.exchange, feed.counters)  # type: ignore[attr-defined]  # (its limiter)
     if feed.name == "yahoo":
         from engine.backfill.yahoo import YahooHistory
 

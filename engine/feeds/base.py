@@ -189,6 +189,10 @@ class Feed(abc.ABC):
         """Symbols this feed can deliver (for autocomplete); empty when unknown."""
         return ()
 
+    def refuse(self, name: str) -> str | None:
+        """Why ``name`` cannot be streamed (the service does not list it), or None when it may be."""
+        return None
+
     def now_ns(self) -> int:
         """The feed's clock, which closes bars of quiet symbols: wall time for live feeds; a replay
         returns the time it has replayed up to."""

@@ -88,12 +88,25 @@ def _yahoo(config: Config, engine: Engine) -> Feed:
     return yahoo
 
 
+def _ccxt(config: Config, engine: Engine) -> Feed:
+    from engine.backfill import attach
+    from engine.feeds.ccxt_feed import CcxtFeed, make_exchange  # imports ccxt.pro: only when chosen
+
+    c = config.feeds.ccxt
+    exchange = make_exchange(c.exchange, c.options)
+    register_symbols(engine, c.symbols)
+    feed = CcxtFeed(engine.symbols, exchange, wanted=c.symbols, stale_after=c.stale_after)
+    attach(feed, config, engine.interval_ns, refills=True)
+    return feed
+
+
 FEEDS: Mapping[str, FeedBuilder] = MappingProxyType({
     "sim": _sim,
     "replay": _replay,
     "binance": _binance,
     "coinbase": _coinbase,
     "yahoo": _yahoo,
+    "ccxt": _ccxt,
 })
 """Every feed ``feed.name`` may name, in the order ``--help`` and messages list them."""
 

@@ -29,6 +29,10 @@ def test_quick_run_reports_every_figure() -> None:
         assert result[key] > 0, key
     assert result["ws_messages"] == result["ws_messages_sent"] == 5_000  # every frame reached the engine
     assert result["sim_ticks"] >= 50_000
+    assert result["ccxt_skipped"] == ""  # ccxt is installed by make test, and the stand-in is here
+    for key in ("ccxt_messages_per_s", "ccxt_latency_p50_ms", "ccxt_latency_p99_ms", "ccxt_vs_binance"):
+        assert result[key] > 0, key
+    assert result["ccxt_messages"] == result["ccxt_messages_sent"] == 2_000  # through ccxt, none lost
     assert result["failed"] == bench_feeds.failures(result)
     assert done.returncode == (0 if result["pass"] else 1), done.stderr
     for line in result["failed"]:
@@ -72,6 +76,9 @@ def test_a_run_cut_short_or_paying_for_kernels_fails_its_checks() -> None:
     short = bench_feeds.failures({**passing(), "ws_messages": 7.0})
     assert short == ["check failed: 7 of the 10 frames the server sent reached the engine (the connection "
                      "dropped)"]
+    lost = bench_feeds.failures({**passing(), "ccxt_messages": 9.0, "ccxt_messages_sent": 10.0})
+    assert lost == ["check failed: 9 of the 10 trades the Kraken stand-in sent reached the engine through "
+                    "ccxt"]
     [loaded] = bench_feeds.failures({**passing(), "ws_kernels_loaded_in_window": 1.0})
     assert "1 kernels were compiled or loaded inside the timed window of WS -> engine" in loaded
 

@@ -42,15 +42,16 @@ def test_every_registered_feed_builds_with_its_symbols_registered(tmp_path: Path
     assert feed.name == name
     universe = feed.universe()
     assert universe, f"the {name} feed has no symbols"
-    if name in ("binance", "coinbase", "yahoo"):  # a live feed's symbols have slots before a first trade
+    if name in ("binance", "coinbase", "yahoo", "ccxt"):  # a live feed's symbols: slots before a trade
         assert all(s in engine.symbols for s in universe), universe
 
 
 def test_the_config_and_the_command_line_offer_exactly_the_registered_feeds(
         capsys: pytest.CaptureFixture[str]) -> None:
-    assert FEED_NAMES == tuple(FEEDS) == ("sim", "replay", "binance", "coinbase", "yahoo")
-    feed_option = next(a for a in build_parser()._actions if "--feed" in a.option_strings)
-    assert tuple(feed_option.choices or ()) == FEED_NAMES
+    assert FEED_NAMES == tuple(FEEDS) == ("sim", "replay", "binance", "coinbase", "yahoo", "ccxt")
+    parser = build_parser()
+    for name in (*FEED_NAMES, "ccxt:kraken"):  # the ccxt feed also takes its exchange
+        assert parser.parse_args(["--feed", name]).feed == name
     for name in FEED_NAMES:
         assert load_config(overrides={"feed.name": name}, env={}).feed.name == name
 
@@ -62,13 +63,16 @@ def test_an_unknown_feed_is_refused_with_the_names_it_could_be(tmp_path: Path,
     with pytest.raises(FeedUnavailable) as info:
         build_feed(unknown, build_engine(config))
     assert str(info.value) == ("feed 'kraken' is not available in this version; "
-                               "available: sim, replay, binance, coinbase, yahoo")
+                               "available: sim, replay, binance, coinbase, yahoo, ccxt")
     with pytest.raises(ConfigError, match=r"feed\.name .*must be one of sim, replay, binance, coinbase, "
-                                          r"yahoo, got 'kraken'"):
+                                          r"yahoo, ccxt, got 'kraken'"):
         load_config(overrides={"feed.name": "kraken"}, env={})
     with pytest.raises(SystemExit):
         main(["--feed", "kraken"])
     assert "invalid choice: 'kraken'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--feed", "binance:kraken"])
+    assert "only the ccxt feed takes an exchange" in capsys.readouterr().err
 
 
 def test_reading_the_registry_imports_no_feed() -> None:
