@@ -28,7 +28,7 @@ NUMBERS = (
     "batched_vs_talipp", "single_vs_talipp", "batched_vs_talib_window", "single_vs_talib_window",
     "batched_vs_talib_full", "single_vs_talib_full",
     "rss_total_mb", "rss_baseline_mb", "rss_data_mb", "engine_nbytes_mb", "rss_llvm_mb", "rss_file_mb",
-    "rss_jit_mb", "ring_nbytes_mb",
+    "rss_jit_mb", "rss_released_mb", "ring_nbytes_mb",
 )
 
 
