@@ -11,16 +11,16 @@ also turns the raising off) keeps large arrays in their own mappings, so freeing
 
 Only glibc has this behaviour and this call; elsewhere (macOS, musl) nothing is done.
 
-LLVM (llvmlite's shared library, 170 MB on disk) is code numba runs to compile a kernel or to load one
-from its cache, and nothing else: a loaded kernel is machine code called directly. Loading touches
-~65 MB of it (measured at 1,000 symbols: 35 MB when the library is loaded and runs its static
-initialisers, 27 MB when numba compiles its runtime's reference counting from IR at the first load,
-1 MB per kernel), and those pages stay in the resident set for good, half of the engine's RSS.
-:func:`release_compiler_pages` drops them from the process once the kernels are loaded:
-``madvise(MADV_DONTNEED)`` on the library's read-only file mappings that hold no private page (Linux's
-madvise(2): such pages are read again from the file on the next access), so a later compile runs as
-before, its pages faulted back in from the page cache. Writable mappings, and read-only ones with a
-private copy in them (relocated data), are never touched: dropping those would lose their contents.
+LLVM (llvmlite's shared library, 179 MB on disk) is code numba runs to compile a kernel or to load one
+from its cache, and nothing else: a loaded kernel is machine code called directly. Loading the engine's
+kernels leaves ~70 MB of it resident (measured at 1,000 symbols: 35 MB when the library is loaded and
+runs its static initialisers, 27 MB when numba compiles its runtime's reference counting from IR at the
+first load, ~1 MB per kernel), a third of the engine's RSS, for good. :func:`release_compiler_pages`
+(called by the engine after its first batch) drops them from the process: ``madvise(MADV_DONTNEED)`` on
+the library's read-only file mappings that hold no private page (Linux's madvise(2): such pages are read
+again from the file on the next access), so a later compile runs as before, its pages faulted back in
+from the page cache. Writable mappings, and read-only ones with a private copy in them (relocated data),
+are never touched: dropping those would lose their contents.
 """
 
 from __future__ import annotations
