@@ -20,11 +20,13 @@ import numpy as np
 from engine import bars as barkernel
 from engine.history import BarHistory
 from engine.indicators.bank import IndicatorBank
-from engine.memory import pin_mmap_threshold
+from engine.memory import pin_mmap_threshold, release_compiler_pages
 from engine.signals.detector import SignalDetector
 from engine.signals.events import Signal
 from engine.signals.rules import Rule, required_outputs
 from engine.ticks import SymbolTable, check_refill, make_ticks
+
+_compiler_released = False  # once per process: LLVM's pages, after the first batch loaded the kernels
 
 _Arrays4 = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 _Arrays5 = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
@@ -114,6 +116,10 @@ class Engine:
             signals += self._detect(closed)
             if self._live_rules and dirty:
                 signals += self._detect_live(dirty)
+        global _compiler_released
+        if not _compiler_released:  # the batch kernel is loaded: LLVM's code is not needed to run it
+            _compiler_released = True
+            release_compiler_pages()
         return signals
 
     def ingest_history(self, bars: np.ndarray) -> list[Signal]:

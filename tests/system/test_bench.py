@@ -28,7 +28,7 @@ NUMBERS = (
     "batched_vs_talipp", "single_vs_talipp", "batched_vs_talib_window", "single_vs_talib_window",
     "batched_vs_talib_full", "single_vs_talib_full",
     "rss_total_mb", "rss_baseline_mb", "rss_data_mb", "engine_nbytes_mb", "rss_llvm_mb", "rss_file_mb",
-    "rss_jit_mb", "ring_nbytes_mb",
+    "rss_jit_mb", "rss_released_mb", "ring_nbytes_mb",
 )
 
 
@@ -213,3 +213,27 @@ def test_nautilus_is_an_anchor_when_installed_and_left_out_when_not(
     assert status == 0 and "nautilus_per_s" not in out and "single_vs_nautilus" not in out
     bench.render(out)
     assert "nautilus_trader is not installed" in capsys.readouterr().out
+
+
+def test_memory_probe_loads_nothing_the_engine_does_not() -> None:
+    """The probe's RSS is the engine's own: it reads it from /proc instead of importing psutil (2 MB), and
+    nothing heavy a run leaves out (pandas, plotext, the UI) comes in with it."""
+    code = (
+        "import importlib.util, json, sys\n"
+        "sys.path.insert(0, sys.argv[2])\n"
+        "spec = importlib.util.spec_from_file_location('tickdeck_bench_probe', sys.argv[1])\n"
+        "mod = importlib.util.module_from_spec(spec)\n"
+        "sys.modules[spec.name] = mod\n"
+        "spec.loader.exec_module(mod)\n"
+        "probe = mod.memory_probe(3, 5)\n"
+        "tops = sorted({m.split('.')[0] for m in sys.modules})\n"
+        "print(json.dumps({'engine': probe['engine'], 'modules': tops}))\n"
+    )
+    here = Path(bench.__file__).resolve()
+    done = subprocess.run([sys.executable, "-c", code, str(here), str(ROOT)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300, check=True)
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["engine"] == "Engine"
+    assert "numba" in out["modules"]  # the probe did load the engine's kernels
+    heavy = ("psutil", "pandas", "pyarrow", "plotext", "textual", "rich", "aiohttp", "websockets", "talib")
+    assert [m for m in heavy if m in out["modules"]] == []
