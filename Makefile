@@ -22,12 +22,12 @@ $(UV):
 # `run` keeps extras a previous `make test` installed (--inexact); `test` installs exactly the test set.
 $(VENV)/.installed: pyproject.toml uv.lock | $(UV)
 	@echo "tickdeck: installing the locked dependencies into $(VENV)"
-	$(UV) sync --quiet --locked --inexact --python $(PYTHON)
+	$(UV) sync --quiet --locked --inexact --extra fleet --python $(PYTHON)
 	touch $@
 
 $(VENV)/.installed-test: pyproject.toml uv.lock | $(UV)
 	@echo "tickdeck: installing the locked dependencies and test extras into $(VENV)"
-	$(UV) sync --quiet --locked --extra test --python $(PYTHON)
+	$(UV) sync --quiet --locked --extra test --extra fleet --python $(PYTHON)
 	touch $@ $(VENV)/.installed
 
 # Kernels compile once per source version (about a minute), then load from the cache. The console does
