@@ -11,7 +11,7 @@ UV := .uv/bin/uv
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: run test lint lock bench fuzz clean
+.PHONY: run test soak lint lock bench fuzz clean
 
 $(UV):
 	@echo "tickdeck: installing uv $(UV_VERSION), the installer that builds .venv from uv.lock, into .uv/ (once)"
@@ -45,6 +45,11 @@ lint: $(VENV)/.installed-test
 test: $(VENV)/.installed-test lint
 	$(BIN)/python -m engine.precompile --if-needed
 	$(BIN)/python -m pytest -q
+
+# The long variants of the tests (marked soak): the bus away for 30 s, ...
+soak: $(VENV)/.installed-test
+	$(BIN)/python -m engine.precompile --if-needed
+	$(BIN)/python -m pytest -q -m soak
 
 # Move every pin to the newest release pyproject.toml allows, then run `make test` before committing.
 lock: | $(UV)

@@ -166,3 +166,29 @@ def test_nats_is_imported_only_when_a_bus_is_configured(tmp_path: Path) -> None:
                                                       "TICKDECK_STATE_DIR": str(tmp_path)})
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split() == ["0", "50", "[]"]
+
+
+def _doc_section(title: str) -> str:
+    doc = (ROOT / "PROTOCOL.md").read_text(encoding="utf-8")
+    body = doc.split("## The bus\n", 1)[1]
+    return body.split(f"### {title}\n", 1)[1].split("\n### ", 1)[0]
+
+
+def _first_column(body: str) -> list[str]:
+    rows = [line for line in body.splitlines() if line.startswith("|")]
+    return [row.split("|")[1].strip().strip("`") for row in rows[2:]]
+
+
+def test_protocol_md_has_the_bar_frame_and_the_bus_figures_the_code_has(tmp_path: Path) -> None:
+    from engine.bus.connection import BusSettings
+    from engine.bus.publisher import BusPublisher, bar_frame
+
+    body = _doc_section("`bar`")
+    example = json.loads(body.split("```json\n", 1)[1].split("\n```", 1)[0])
+    frame = bar_frame(example["feed"], example["interval"], example["symbol"], example["t"],
+                      [example[k] for k in ("open", "high", "low", "close", "volume")], example["warmup"])
+    assert _first_column(body) == list(frame) and frame == example
+    pub = BusPublisher(BusSettings("nats://127.0.0.1:4222"), DiskBuffer(tmp_path / "b.jsonl"), feed="sim",
+                       interval="1m", engine="e")
+    assert _first_column(_doc_section("The summary's `bus` figures")) == list(pub.stats())
+    assert signal_subject("sim", "1m", "X").startswith("tickdeck.signals.sim.1m.")
