@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import itertools
 import logging
 import os
 import socket
@@ -80,7 +81,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("tickdeck.bus")
 
 ACK_S = 2.0  # for JetStream's acknowledgement of one signal; past it the connection is taken as lost
-BATCH = 256  # signals published between two journal updates
+WINDOW = 128  # signals published at once, awaiting their acks together
 MAX_BARS = 200_000  # closed bars waiting for the connection; past it the oldest are dropped, counted
 SEEN = 65_536  # message ids remembered to tell a repeat firing on the same bar
 MAX_STATUSES = 64  # feed statuses waiting for the connection (the newest are kept)
@@ -143,6 +144,7 @@ class BusPublisher(Sink):
         self._client: Client | None = None
         self._js: JetStreamContext | None = None
         self._queue: collections.deque[Pending] = collections.deque()  # bounded by the buffer's max_pending
+        self._fresh: list[Pending] = []  # handed over in this turn of the event loop, not yet journalled
         self._bars: collections.deque[tuple[str, bytes, str]] = collections.deque()
         self._bars_lock = threading.Lock()
         self._statuses: collections.deque[FeedStatus] = collections.deque(maxlen=MAX_STATUSES)
@@ -221,22 +223,29 @@ class BusPublisher(Sink):
         self._seen[mid] = None
         if len(self._seen) > SEEN:
             self._seen.popitem(last=False)
-        item = Pending(mid, signal_subject(self.feed, self.interval, signal.symbol),
-                       dumps(signal_frame(signal)))
+        self._fresh.append(Pending(mid, signal_subject(self.feed, self.interval, signal.symbol),
+                                   dumps(signal_frame(signal))))
+        self._idle.clear()
+        if len(self._fresh) == 1:  # journalled together, at the end of this turn of the loop
+            asyncio.get_running_loop().call_soon(self._journal)
+
+    def _journal(self) -> None:
+        """The signals handed over in one turn of the event loop (one processed batch's) into the buffer
+        with one write and one fsync, then on to the sender."""
+        fresh, self._fresh = self._fresh, []
         try:
-            kept = self.buffer.add([item])
+            kept = self.buffer.add(fresh)
         except OSError as exc:  # a full disk: kept in memory, published all the same, counted and logged
             self.journal_errors += 1
             if self.journal_errors == 1:
                 log.error("bus buffer %s: cannot write (%s); signals are kept in memory only until it can "
                           "(counted as journal_errors)", self.buffer.path, exc.strerror or exc)
-            kept = [item] if len(self._queue) < self.buffer.max_pending else []
-            if not kept:
-                self.buffer.overflow += 1
+            kept = fresh[:max(self.buffer.max_pending - len(self._queue), 0)]
+            self.buffer.overflow += len(fresh) - len(kept)
         self._queue.extend(kept)
-        if kept:
-            self._idle.clear()
-            self._wake.set()
+        self._wake.set()
+        if not self._queue:
+            self._idle.set()
 
     def publish(self, snapshot: MarketSnapshot, health: PipelineHealth | None = None) -> None:
         """The newest snapshot: published when ``snapshot_every`` has passed since the last one."""
@@ -273,29 +282,35 @@ class BusPublisher(Sink):
     async def _send_signals(self) -> None:
         while True:
             if not self._queue:
-                self._idle.set()
+                if not self._fresh:
+                    self._idle.set()
                 await self._wake.wait()
                 self._wake.clear()
                 continue
             await self._up.wait()
             js = self._js
             assert js is not None
-            done: list[str] = []
-            try:
-                while self._queue and len(done) < BATCH:
-                    item = self._queue[0]
-                    ack = await js.publish(item.subject, item.data.encode("utf-8"), timeout=ACK_S,
-                                           headers={MSG_ID: item.id})
+            # WINDOW publishes in flight at once (one connection keeps their order); each one acked is
+            # done, each one that failed stays queued, in order, for the next connection
+            # (they stay at the head of the queue while in flight: counted as pending, kept if cancelled)
+            window = list(itertools.islice(self._queue, WINDOW))
+            acks = await asyncio.gather(*(js.publish(p.subject, p.data.encode("utf-8"), timeout=ACK_S,
+                                                     headers={MSG_ID: p.id}) for p in window),
+                                        return_exceptions=True)
+            for _ in window:
+                self._queue.popleft()
+            failed = [p for p, ack in zip(window, acks, strict=True) if isinstance(ack, BaseException)]
+            for ack in acks:
+                if not isinstance(ack, BaseException):
                     if ack.duplicate:
                         self.duplicates += 1
                     else:
                         self.published += 1
-                    done.append(item.id)
-                    self._queue.popleft()
-            except Exception as exc:  # no ack in time, the connection gone, the stream refused it
-                await self._lost(exc)
-            finally:
-                self._mark_done(done)
+            self._queue.extendleft(reversed(failed))
+            self._mark_done([p.id for p, ack in zip(window, acks, strict=True)
+                             if not isinstance(ack, BaseException)])
+            if failed:  # no ack in time, the connection gone, the stream refused it
+                await self._lost(next(a for a in acks if isinstance(a, BaseException)))
 
     def _mark_done(self, ids: list[str]) -> None:
         try:
@@ -407,17 +422,19 @@ class BusPublisher(Sink):
 
     # --- the end -------------------------------------------------------------------------------------------
     async def drain(self, timeout: float) -> bool:
-        if not self._queue:
+        if not self._queue and not self._fresh:
             return True
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._idle.wait(), timeout)
-        return not self._queue
+        return not self._queue and not self._fresh
 
     async def close(self, timeout: float = 2.0) -> None:
         """Publish what is queued while ``timeout`` allows; what is left stays in the buffer file."""
         deadline = time.monotonic() + timeout
         await self.drain(max(timeout - CLOSE_RESERVE_S, 0.0))
         self._closing = True
+        if self._fresh:  # handed over in this very turn: into the buffer file before it closes
+            self._journal()
         for task in self._tasks:
             task.cancel()
         if self._tasks:
@@ -437,7 +454,7 @@ class BusPublisher(Sink):
     def stats(self) -> dict[str, Any]:
         return {**super().stats(), "bus": self.settings.shown, "engine": self.engine, "state": self.state,
                 "published": self.published, "duplicates": self.duplicates, "repeats": self.repeats,
-                "pending": len(self._queue),
+                "pending": len(self._queue) + len(self._fresh),
                 "reconnects": self.reconnects, "bars_published": self.bars_published,
                 "bars_dropped": self.bars_dropped, "snapshots": self.snapshots, "statuses": self.statuses,
                 "journal_errors": self.journal_errors, **self.buffer.stats()}
