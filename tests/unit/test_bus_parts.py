@@ -192,3 +192,31 @@ def test_protocol_md_has_the_bar_frame_and_the_bus_figures_the_code_has(tmp_path
                        interval="1m", engine="e")
     assert _first_column(_doc_section("The summary's `bus` figures")) == list(pub.stats())
     assert signal_subject("sim", "1m", "X").startswith("tickdeck.signals.sim.1m.")
+
+
+@pytest.mark.usefixtures("clean_env")
+def test_publish_needs_headless(capsys: pytest.CaptureFixture[str]) -> None:
+    from console.cli import main as cli_main
+
+    assert cli_main(["--publish", "nats://127.0.0.1:4222"]) == 2
+    assert "--publish works with --headless only" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("", "no [[sinks]] tables"),
+    ('[[sinks]]\ntype = "jsonl"\npath = "x.jsonl"\n[consumer]\nspeed = 1\n', "[consumer] has no key 'speed'"),
+    ('[[sinks]]\ntype = "jsonl"\npath = "x.jsonl"\n[consumer]\nbatch = 0\n', "batch must be a positive"),
+    ('[[sinks]]\ntype = "metrics"\n', "tickdeck sink runs jsonl, webhook and telegram sinks"),
+    ('[[sinks]]\ntype = "jsonl"\n', "key 'path': required"),
+    ('[[sinks]]\ntype = "jsonl"\npath = "x.jsonl"\n', "cannot reach the bus at nats://127.0.0.1:"),
+])
+def test_tickdeck_sink_mistakes_are_one_line_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                        text: str, message: str) -> None:
+    from console.cli import main as cli_main
+    from tests.servers.hooks import closed_port
+
+    config = tmp_path / "sinks.toml"
+    config.write_text(text, encoding="utf-8")
+    code = cli_main(["sink", "--from", f"nats://127.0.0.1:{closed_port()}", "--config", str(config)])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
