@@ -297,3 +297,42 @@ async def stream_pending(url: str) -> tuple[int, int]:
         return int(info.num_pending or 0), int(info.num_ack_pending or 0)
     finally:
         await client.close()
+
+
+async def test_a_sink_process_rides_out_a_lost_bus(nats_server: NatsServer, tmp_path: Path) -> None:
+    from engine.bus.consumer import ConsumerSettings, SignalConsumer
+    from engine.sinks.base import SinkGroup
+    from engine.sinks.jsonl import JsonlSink
+
+    pub = publisher(nats_server.url, tmp_path / "buffer.jsonl")
+    await pub.open()
+    for s in signals(50):
+        pub.deliver(s)
+    await until(lambda: pub.published == 50, "the first signals stored")
+    out = tmp_path / "delivered.jsonl"
+    sinks = SinkGroup([JsonlSink(out, name="file")])
+    consumer = SignalConsumer(settings_from(nats_server.url, connect_timeout=2.0, max_backoff=0.5),
+                              ConsumerSettings(delivered=tmp_path / "sink.delivered", batch=8), sinks)
+    await consumer.open()
+    await sinks.start()
+    task = asyncio.create_task(consumer.run())
+
+    def lines() -> int:
+        return len(out.read_bytes().splitlines()) if out.exists() else 0
+
+    try:
+        await until(lambda: lines() == 50, "the first 50 delivered")
+        nats_server.kill()
+        await until(lambda: consumer.state == "reconnecting", "the consumer to see the bus gone")
+        for s in signals(50, start=50):
+            pub.deliver(s)  # buffered by the engine meanwhile
+        nats_server.start()
+        await until(lambda: lines() == 100, "the rest delivered after the bus came back")
+    finally:
+        consumer.request_stop()
+        await asyncio.wait_for(task, 10)
+        await sinks.close(1.0)
+        await consumer.close()
+        await pub.close(1.0)
+    got = sorted(json.loads(line)["bar_time"] for line in out.read_bytes().splitlines())
+    assert got == [s.bar_time for s in signals(100)] and consumer.reconnects >= 1
