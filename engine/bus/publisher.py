@@ -72,9 +72,6 @@ from engine.sinks.frames import dumps, signal_frame, snapshot_frame, status_fram
 from engine.snapshot import MarketSnapshot, PipelineHealth
 
 if TYPE_CHECKING:
-    from nats.aio.client import Client
-    from nats.js import JetStreamContext
-
     from engine.config import Config
     from engine.runtime import Runtime
 
@@ -141,8 +138,8 @@ class BusPublisher(Sink):
         self.statuses = 0
         self.journal_errors = 0
         self.symbols: tuple[str, ...] = ()
-        self._client: Client | None = None
-        self._js: JetStreamContext | None = None
+        self._client: Any = None  # nats.aio.client.Client (only engine.bus.connection imports nats)
+        self._js: Any = None  # its JetStreamContext
         self._queue: collections.deque[Pending] = collections.deque()  # bounded by the buffer's max_pending
         self._fresh: list[Pending] = []  # handed over in this turn of the event loop, not yet journalled
         self._bars: collections.deque[tuple[str, bytes, str]] = collections.deque()
@@ -185,7 +182,7 @@ class BusPublisher(Sink):
                  extra={"event": "bus", "fields": {"bus": self.settings.shown, "state": "live"}})
 
     async def _connect(self, timeout: float | None = None) -> None:
-        made: list[Client] = []
+        made: list[Any] = []
 
         async def closed() -> None:  # nats-py's closed callback, which may run late: this client's only
             if made and made[0] is self._client and not self._closing:
@@ -342,7 +339,7 @@ class BusPublisher(Sink):
                     await asyncio.wait_for(self._rest.wait(), max(wait, 0.0))
                 self._rest.set()
 
-    async def _publish_rest(self, client: Client) -> None:
+    async def _publish_rest(self, client: Any) -> None:
         while self._statuses:
             status = self._statuses[0]
             await client.publish(status_subject(self.feed, self.engine),
