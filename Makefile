@@ -11,7 +11,7 @@ UV := .uv/bin/uv
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: run test lint lock bench fuzz clean
+.PHONY: run test soak lint lock bench fuzz clean
 
 $(UV):
 	@echo "tickdeck: installing uv $(UV_VERSION), the installer that builds .venv from uv.lock, into .uv/ (once)"
@@ -20,15 +20,16 @@ $(UV):
 
 # --locked: stop with a message if pyproject.toml and uv.lock disagree (run `make lock`), never re-resolve.
 # `run` keeps extras a previous `make test` installed (--inexact); `test` installs exactly the test set.
-# Both install the `exchanges` extra (ccxt), which the ccxt feed needs; `pip install tickdeck` does not.
+# Both install the `exchanges` extra (ccxt, for the ccxt feed) and the `fleet` extra (nats-py, for the
+# bus); `pip install tickdeck` installs neither.
 $(VENV)/.installed: pyproject.toml uv.lock | $(UV)
 	@echo "tickdeck: installing the locked dependencies into $(VENV)"
-	$(UV) sync --quiet --locked --inexact --extra exchanges --python $(PYTHON)
+	$(UV) sync --quiet --locked --inexact --extra exchanges --extra fleet --python $(PYTHON)
 	touch $@
 
 $(VENV)/.installed-test: pyproject.toml uv.lock | $(UV)
 	@echo "tickdeck: installing the locked dependencies and test extras into $(VENV)"
-	$(UV) sync --quiet --locked --extra test --extra exchanges --python $(PYTHON)
+	$(UV) sync --quiet --locked --extra test --extra exchanges --extra fleet --python $(PYTHON)
 	touch $@ $(VENV)/.installed
 
 # Kernels compile once per source version (about a minute), then load from the cache. The console does
@@ -46,6 +47,11 @@ lint: $(VENV)/.installed-test
 test: $(VENV)/.installed-test lint
 	$(BIN)/python -m engine.precompile --if-needed
 	$(BIN)/python -m pytest -q
+
+# The long variants of the tests (marked soak): the bus away for 30 s, ...
+soak: $(VENV)/.installed-test
+	$(BIN)/python -m engine.precompile --if-needed
+	$(BIN)/python -m pytest -q -m soak
 
 # Move every pin to the newest release pyproject.toml allows, then run `make test` before committing.
 lock: | $(UV)

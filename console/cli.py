@@ -121,6 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--signals-out", metavar="PATH",
                         help="with --headless: also append every signal to this JSON lines file "
                              "(rotated at 100 MiB, 5 backups)")
+    parser.add_argument("--publish", metavar="nats://HOST:4222",
+                        help="with --headless: publish signals, bars, status and snapshots to this NATS "
+                             "JetStream bus (bus.url; README, Fleet)")
     parser.add_argument("--log-format", choices=("text", "json"), default=None,
                         help="with --headless: the log and status lines on stderr as text (default) or JSON")
     parser.add_argument("--status-every", metavar="S", type=float, default=None,
@@ -182,6 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
     from console.positions_cmd import add_parser as add_positions  # argparse only: --help stays light
 
     add_positions(commands, FEED_NAMES)
+    from console.sink_cmd import add_parser as add_sink
+
+    add_sink(commands)
     attach = commands.add_parser(
         "attach", help="open the console on a headless instance's WebSocket broadcast",
         description="Open the console on the broadcast of a 'tickdeck --headless' whose config has a "
@@ -340,6 +346,10 @@ def _run(args: argparse.Namespace) -> int:
         except history_cmd.HistoryError as exc:
             return _fail(str(exc))
 
+    if args.command == "sink":
+        from console import sink_cmd
+
+        return sink_cmd.run(args)
     if args.command == "positions":
         from console import positions_cmd
 
@@ -383,7 +393,7 @@ def _run(args: argparse.Namespace) -> int:
         return int(bench_main(args) or 0)
 
     headless_only = [flag for flag, value in (("--signals-out", args.signals_out),
-                                              ("--log-format", args.log_format),
+                                              ("--publish", args.publish), ("--log-format", args.log_format),
                                               ("--status-every", args.status_every)) if value is not None]
     if headless_only and not args.headless:
         return _fail(f"{headless_only[0]} works with --headless only")
@@ -393,7 +403,7 @@ def _run(args: argparse.Namespace) -> int:
         {"feed.name": feed or None, "feeds.ccxt.exchange": exchange or None, "ui.theme": args.theme,
          "engine.interval": args.interval,
          "feeds.replay.file": args.file, "feeds.replay.speed": args.speed, "feeds.replay.loop": args.loop,
-         "feed.record": args.record},
+         "feed.record": args.record, "bus.url": args.publish},
     )
     # Checked here, before the screen switches, so a mistake is one line on the terminal.
     from engine.signals.rules import RuleError, load_rules

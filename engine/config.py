@@ -20,7 +20,7 @@ sets only ``ui.fps`` keeps every other value from the layers beneath:
 empty ``rules = []``) supplies the whole list. They are kept as plain dicts, each with the file it came
 from (:class:`RuleTable`); the signal module validates their contents.
 
-File paths (``feed.record``, ``feeds.replay.file``, ``history.store``; :data:`PATH_KEYS`) are
+File paths (``feed.record``, ``feeds.replay.file``, ``history.store``, ``bus.*``; :data:`PATH_KEYS`) are
 ``~``-expanded in every layer. A relative path in a config file is relative to *that file's* directory,
 as the ``[[sinks]]`` paths are, so a service started from any working directory (systemd starts it in
 ``/``) finds and writes the same files. A relative path from a command-line flag or an environment
@@ -74,9 +74,10 @@ them, as (table, file) pairs; the module that owns each validates its tables."""
 ENV_PREFIX = "TICKDECK_"
 CONFIG_DIR_VAR = "TICKDECK_CONFIG_DIR"
 CONFIG_FILENAME = "config.toml"
-PATH_KEYS = ("feed.record", "feeds.replay.file", "history.store")
+PATH_KEYS = ("feed.record", "feeds.replay.file", "history.store", "bus.creds_file", "bus.buffer")
 """Keys that name a file or directory: ``~``-expanded; relative to the config file's directory when set
-in one. ``history.store``'s ``"auto"`` is a word, not a path (``./auto`` names a directory)."""
+in one. ``history.store``'s and ``bus.buffer``'s ``"auto"`` is a word, not a path (``./auto`` names a
+directory)."""
 
 class ConfigError(ValueError):
     """A configuration mistake; the message is one line naming the key and its file or variable."""

@@ -354,6 +354,53 @@ class HistoryConfig:
     pruned until it takes 90 % of that."""
 
 
+def _bus_name(value: str) -> str:
+    """An engine's name on the bus: a subject token (letters, digits, '_' and '-'), or empty."""
+    value = value.strip()
+    if value and not all(c.isascii() and (c.isalnum() or c in "_-") for c in value):
+        raise ValueError(f"must be letters, digits, '_' and '-' only (it names subjects), got {value!r}")
+    return value
+
+
+def _env_name(value: str) -> str:
+    value = value.strip()
+    valid = (value[:1].isalpha() or value[:1] == "_") and all(c.isascii() and (c.isalnum() or c == "_")
+                                                              for c in value)
+    if value and not valid:
+        raise ValueError(f"must be the name of an environment variable, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class BusConfig:
+    """The fleet's message bus (NATS JetStream, ``engine.bus``): what the headless service publishes."""
+
+    url: str = _setting("", _url_or_off("nats", "tls"))
+    """``nats://HOST:4222`` (or ``tls://``); empty: publish nothing. Credentials never go in it."""
+    engine: str = _setting("", _bus_name)
+    """This engine's name in status and snapshot subjects; empty: the host name and the process id."""
+    creds_file: str = _setting("")
+    """A NATS credentials file (``.creds``: a user JWT and its nkey seed); empty: none."""
+    token_env: str = _setting("", _env_name)
+    """The environment variable holding a NATS token; empty: none."""
+    connect_timeout: float = _setting(5.0, _between(0.1, 300.0))
+    """Seconds the first connection may take before the service gives up (exit status 2)."""
+    max_backoff: float = _setting(30.0, _between(0.1, 600.0))
+    """The longest wait between two reconnection attempts (the backoff doubles from 0.25 s to this)."""
+    signals_max_age: str = _setting("30d", _retention)
+    signals_max_bytes: int = _setting(1024 * 2**20, _between(2**20))
+    bars_max_age: str = _setting("7d", _retention)
+    bars_max_bytes: int = _setting(4096 * 2**20, _between(2**20))
+    duplicate_window: str = _setting("2m", _retention)
+    """JetStream's de-duplication window: the same signal published again within it is stored once."""
+    snapshot_every: float = _setting(1.0, _between(0.0, 3600.0))
+    """Seconds between two snapshots published for consoles (0: none)."""
+    buffer: str = _setting("auto", _store)
+    """The disk buffer of signals not yet published: ``auto`` (the user state directory) or a file."""
+    buffer_max: int = _setting(100_000, _between(1, 10_000_000))
+    """Signals the disk buffer holds at most; past it, newer signals are counted as overflow and dropped."""
+
+
 @dataclass(frozen=True)
 class UiConfig:
     fps: int = _setting(10, _between(1, 60))
@@ -452,6 +499,7 @@ class Config:
     history: HistoryConfig = field(default_factory=HistoryConfig)
     ui: UiConfig = field(default_factory=UiConfig)
     keys: KeysConfig = field(default_factory=KeysConfig)
+    bus: BusConfig = field(default_factory=BusConfig)
     rules: tuple[RuleTable, ...] = field(default_factory=_default_rules)
     sinks: tuple[RuleTable, ...] = ()
     """``[[sinks]]``: where the headless service delivers signals (validated by ``engine.sinks``)."""

@@ -11,6 +11,10 @@ run (``ticks``, ``bars``, ``signals``, ``bad_messages``, ``reconnects``, ``gaps`
 ``duplicates``, ``history_bars``, ``history_failed``, ``rest_errors``, ``runtime_s``, ``sinks``: each
 sink's figures, ...).
 
+With ``[bus] url`` (``--publish nats://HOST:4222``) the bus publisher (``engine.bus.publisher``) is one
+more sink, connected before the run: signals, closed bars, the feed's status and snapshots go to NATS
+JetStream; an unreachable bus at start is exit status 2.
+
 A warm-up signal (fired on history at start, ``"warmup": true``) is not news: standard output and
 ``--signals-out`` skip it, and so does every sink that does not set ``warmup = true``.
 
@@ -220,8 +224,9 @@ class Headless:
         self._force = asyncio.Event()
         self._process = psutil.Process()
         self.feed_state = "connecting"
-        self.broadcasts: list[BroadcastSink] = _of_class(sinks, "engine.sinks.broadcast", "BroadcastSink")
-        """Broadcast sinks, which also take the frames."""
+        self.broadcasts: list[BroadcastSink] = (_of_class(sinks, "engine.sinks.broadcast", "BroadcastSink")
+                                                + _of_class(sinks, "engine.bus.publisher", "BusPublisher"))
+        """Broadcast sinks and the bus publisher, which also take the frames."""
 
     def figures(self) -> dict[str, Any]:
         """What the metrics sink serves, read on the event loop at each request."""
@@ -506,6 +511,8 @@ async def serve(config: Config, *, signals_out: str | os.PathLike[str] | None = 
             return EXIT_OK, _summary_before_start(config, early[0], time.monotonic() - began)
         runtime, feed = built.result()
         sinks = _sink_group(specs, stdout_fd)
+        if config.bus.url:  # connected before the sinks start: an unreachable bus is a start-up error
+            sinks.sinks.append(await _open_bus(config, runtime))
         try:
             await sinks.start()
         except OSError as exc:
@@ -532,6 +539,18 @@ async def serve(config: Config, *, signals_out: str | os.PathLike[str] | None = 
         for signum in handled:
             loop.remove_signal_handler(signum)
     return code, service.summary()
+
+
+async def _open_bus(config: Config, runtime: Runtime) -> Sink:
+    """The bus publisher (``engine.bus``, nats-py imported only now), connected within
+    ``bus.connect_timeout`` seconds, else a StartError."""
+    from engine.bus.connection import BusError
+    from engine.bus.publisher import open_publisher
+
+    try:
+        return await open_publisher(config, runtime)
+    except BusError as exc:
+        raise StartError(str(exc)) from None
 
 
 def main(config: Config, *, signals_out: str | os.PathLike[str] | None = None,

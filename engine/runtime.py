@@ -65,6 +65,11 @@ def build_engine(config: Config) -> Engine:
 _END = object()  # the feed finished (a replay reached its end)
 
 
+ClosedTap = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], None]
+"""``Engine.on_closed``'s signature: the slots, open times, bars (open, high, low, close, volume) and
+warm-up flags of the bars one engine call closed (views: copy what is kept)."""
+
+
 class Runtime:
     """Feed -> bounded queue -> engine thread -> updates.
 
@@ -101,6 +106,7 @@ class Runtime:
         self.sessions = SessionCloses(self.feed.name, self.feed.previous_closes)
         self.metrics = RuntimeMetrics()
         self.taps: list[Callable[[np.ndarray], None]] = []  # e.g. a recorder; called on the event loop
+        self.closed_taps: list[ClosedTap] = []  # e.g. the bus; called on the engine thread, must not block
         self._last_frame = 0
         self._worker: EngineThread | None = None  # the thread that owns the engine (stopped after a run)
         self._held: list[Any] = []  # at most one item taken from the queue while coalescing, not merged
@@ -308,6 +314,14 @@ class Runtime:
     def _start_persisting(self) -> None:
         """On a live feed with a store configured, every bar the engine closes goes to a store writer."""
         self.store_writer, self._collector = persisting(self.config, self.feed.name, self.engine)
+        if self.closed_taps:  # the store's collector (when there is one) first, then every tap
+            taps = [t for t in (self.engine.on_closed, *self.closed_taps) if t is not None]
+
+            def closed(slots: np.ndarray, t: np.ndarray, bars: np.ndarray, warm: np.ndarray) -> None:
+                for tap in taps:
+                    tap(slots, t, bars, warm)
+
+            self.engine.on_closed = closed
 
     async def _stop_persisting(self) -> None:
         """Write what is queued (up to ``store_close_s``, in a thread: never on the event loop)."""
