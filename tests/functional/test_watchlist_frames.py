@@ -85,3 +85,38 @@ def test_a_held_sparkline_cell_is_shown_as_given_and_the_rest_worked_out() -> No
     kept = row_cells("AAA", quote("AAA", 101.25), None, specs, spark_cell=held)
     assert kept[2] is held and fresh[2] != held
     assert kept[:2] == fresh[:2]  # the price is new either way
+
+
+async def test_the_portfolio_pane_lays_out_only_when_its_number_of_rows_changes() -> None:
+    """The app hands the pane its rows every frame while it shows: equal rows draw nothing, new values
+    redraw it, and only another number of rows (its height) asks for a layout of the screen."""
+    from engine.positions.valuation import Totals
+    from widgets.portfolio import Allocation, PortfolioPane
+
+    class PaneApp(App[None]):
+        def compose(self) -> ComposeResult:
+            yield PortfolioPane()
+
+    totals = Totals(2, 300.0, 290.0, 10.0, 3.4, 1.0, 0.0, 2, 0, 0, {})
+    app = PaneApp()
+    async with app.run_test(size=(80, 12)) as pilot:
+        pane = app.query_one(PortfolioPane)
+        pane.totals = totals
+        pane.rows = (Allocation("AAA", 200.0, 66.7, 2), Allocation("BBB", 100.0, 33.3, 2))
+        await wait_for(pilot, lambda: "AAA" in "".join(screen_lines(app)), "the pane drawn")
+        calls: list[bool] = []
+        refresh = pane.refresh
+
+        def spy(*regions: Region, layout: bool = False, **kwargs: bool) -> object:
+            calls.append(layout)
+            return refresh(*regions, layout=layout, **kwargs)
+
+        pane.refresh = spy  # type: ignore[method-assign]
+        pane.rows = (Allocation("AAA", 200.0, 66.7, 2), Allocation("BBB", 100.0, 33.3, 2))
+        assert calls == []  # the same figures: nothing to draw
+        pane.rows = (Allocation("AAA", 210.0, 67.7, 2), Allocation("BBB", 100.0, 32.3, 2))
+        assert calls and not any(calls)  # redrawn, no layout
+        calls.clear()
+        pane.rows = (*pane.rows, Allocation("CCC", 5.0, 1.0, 2))
+        assert any(calls)  # one more line: laid out again
+        await wait_for(pilot, lambda: "CCC" in "".join(screen_lines(app)), "the third row drawn")
