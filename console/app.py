@@ -47,6 +47,7 @@ from textual.screen import Screen
 from textual.widgets import Footer
 from textual.worker import Worker, WorkerState, get_current_worker
 
+from console import heap
 from console.book import Book
 from console.editing import WatchlistEditing
 from console.held import HeldSignals, latest_per_symbol
@@ -316,6 +317,8 @@ class TickdeckApp(PositionEditing, WatchlistEditing, App[int]):
         else:
             self.value_positions(snapshot)
             self.watchlist.snapshot = snapshot
+        if heap.due(self.frames):
+            asyncio.get_running_loop().run_in_executor(None, heap.give_back)
 
     def on_signals_detected(self, message: SignalsDetected) -> None:
         if self.paused:

@@ -333,7 +333,7 @@ class PositionEditing:
         if book is None or lists is None or not len(book):
             return
 
-        from engine.positions.valuation import holdings, market_arrays, price_decimals, value
+        from engine.positions.valuation import holdings, price_decimals, value
 
         symbols = tuple(self.watchlist.symbols)
         h = self._holdings
@@ -346,7 +346,7 @@ class PositionEditing:
                 self.watchlist.position_frame = None
                 self.totals.totals = self.portfolio.totals = None
             return
-        last, known, previous = market_arrays(snapshot.by_symbol(), symbols)
+        last, known, previous = snapshot.market(symbols)
         decimals = price_decimals(last, known)
         v = value(h, last, previous, decimals)
         self.watchlist.position_frame = PositionFrame.of(v, decimals.tolist(), self._index)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -46,14 +46,59 @@ class Quote:
 
 
 @dataclass(frozen=True)
+class Prices:
+    """The quotes' last prices, feed decimals (-1: unknown) and previous closes (NaN: unknown) as arrays
+    in the order of ``MarketSnapshot.quotes`` (read-only): what valuing positions reads every frame."""
+
+    last: np.ndarray
+    decimals: np.ndarray
+    previous_close: np.ndarray
+
+
+@dataclass(frozen=True)
 class MarketSnapshot:
     at_ns: int
     quotes: tuple[Quote, ...]
     ticks: int
     bars: int
+    prices: Prices | None = field(default=None, compare=False, repr=False)
+    """The quotes' prices as arrays (``build_snapshot`` fills it; None: worked out from the quotes)."""
 
     def by_symbol(self) -> dict[str, Quote]:
-        return {q.symbol: q for q in self.quotes}
+        """The quotes by symbol (built once per snapshot: the watchlist and the valuation both ask)."""
+        table = self.__dict__.get("_by_symbol")
+        if table is None:
+            table = {q.symbol: q for q in self.quotes}
+            object.__setattr__(self, "_by_symbol", table)  # a cache, not state: frozen for everyone else
+        return table
+
+    def market(self, symbols: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``symbols``' last prices (NaN: no quote), feed decimals (-1: unknown) and previous closes (NaN)
+        as fresh arrays in that order (``engine.positions.valuation.market_arrays``, gathered from
+        :attr:`prices` in three numpy takes rather than a Python loop over the quotes)."""
+        prices = self.prices if self.prices is not None else _prices(self.quotes)
+        where = self.__dict__.get("_where")
+        if where is None:
+            where = {q.symbol: i for i, q in enumerate(self.quotes)}
+            object.__setattr__(self, "_where", where)
+        n = len(symbols)
+        if not self.quotes:  # nothing to take from
+            return np.full(n, np.nan), np.full(n, -1, dtype=np.int64), np.full(n, np.nan)
+        at = np.fromiter((where.get(s, -1) for s in symbols), dtype=np.int64, count=n)
+        missing = at < 0
+        at[missing] = 0
+        last = np.where(missing, np.nan, prices.last[at])
+        known = np.where(missing, -1, prices.decimals[at])
+        previous = np.where(missing, np.nan, prices.previous_close[at])
+        return last, known, previous
+
+
+def _prices(quotes: Sequence[Quote]) -> Prices:
+    """:class:`Prices` read from ``quotes`` (a snapshot decoded from a broadcast frame has no arrays)."""
+    return Prices(
+        frozen(np.array([q.last for q in quotes], dtype=np.float64)),
+        frozen(np.array([-1 if q.decimals is None else q.decimals for q in quotes], dtype=np.int64)),
+        frozen(np.array([q.previous_close for q in quotes], dtype=np.float64)))
 
 
 def build_snapshot(engine: Engine, symbols: Sequence[str], outputs: Sequence[str], spark: int,
@@ -98,12 +143,14 @@ def build_snapshot(engine: Engine, symbols: Sequence[str], outputs: Sequence[str
     previous = (sessions.closes(history, slots, [name for name, _ in named], at_ns).tolist()
                 if sessions is not None else None)
     quotes = []
+    kept: list[int] = []
     decimals = decimals or {}
     for i, (name, _) in enumerate(named):
         start = spark - int(n[i])
         stop = spark + 1 if forming[i] else spark
         if stop <= start:  # never traded: nothing to show yet
             continue
+        kept.append(i)
         line = closes[i, start:stop]
         last, ref = float(line[-1]), float(first[i])
         change = last - ref
@@ -113,7 +160,15 @@ def build_snapshot(engine: Engine, symbols: Sequence[str], outputs: Sequence[str
             bar_time=int(bar_time[i]), decimals=decimals.get(name),
             previous_close=previous[i] if previous is not None else math.nan,
         ))
-    return MarketSnapshot(at_ns=at_ns, quotes=tuple(quotes), ticks=stats.ticks, bars=stats.bars)
+    traded = np.asarray(kept, dtype=np.int64)
+    known = np.fromiter((decimals.get(name, -1) for name, _ in named), dtype=np.int64, count=len(named))
+    prices = Prices(
+        last=frozen(np.where(forming, closes[:, spark], closes[:, spark - 1])[traded]),
+        decimals=frozen(known[traded]),
+        previous_close=frozen(np.asarray(previous, dtype=np.float64)[traded] if previous is not None
+                              else np.full(len(traded), np.nan)))
+    return MarketSnapshot(at_ns=at_ns, quotes=tuple(quotes), ticks=stats.ticks, bars=stats.bars,
+                          prices=prices)
 
 
 @dataclass(frozen=True)

@@ -142,11 +142,17 @@ class PortfolioPane(Widget):
     """
     COMPONENT_CLASSES = {"portfolio--bar", "portfolio--up", "portfolio--down", "portfolio--muted"}
 
-    rows: reactive[tuple[Allocation, ...]] = reactive((), always_update=True, layout=True)
-    """The positions to draw (all the active list holds)."""
-    totals: reactive[Totals | None] = reactive(None, always_update=True)
+    rows: reactive[tuple[Allocation, ...]] = reactive(())
+    """The positions to draw (all the active list holds). Set every frame while the pane shows; it is
+    redrawn only when they differ, and laid out again only when their number does (its height)."""
+    totals: reactive[Totals | None] = reactive(None)
     history: reactive[tuple[float, ...]] = reactive(())
     """Total P&L (unrealized plus realized) sampled over the session, oldest first."""
+
+    def watch_rows(self, old: tuple[Allocation, ...], new: tuple[Allocation, ...]) -> None:
+        """A layout of the screen only for another height: one every frame cost milliseconds a frame."""
+        if len(old) != len(new):
+            self.refresh(layout=True)
 
     def get_content_height(self, container: object, viewport: object, width: int) -> int:
         return max(2, len(self.rows) + 2)

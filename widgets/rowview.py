@@ -84,6 +84,17 @@ class RowView(ScrollView, can_focus=True):
         if top <= index < top + self.size.height:
             self.refresh(Region(x, index - top, width, 1))
 
+    def refresh_spans(self, spans: list[tuple[int, int, int]]) -> None:
+        """Redraw each ``(index, x, width)`` span that is on screen (``width`` 0: the whole row), in one
+        refresh: each ``refresh`` call also drops the widget's style and layout caches, so a frame that
+        changes a hundred cells pays for that once, not a hundred times."""
+        top, height = self.scroll_offset.y, self.size.height
+        line = max(self.virtual_size.width, self.size.width)
+        regions = [Region(x, index - top, width or line, 1) for index, x, width in spans
+                   if top <= index < top + height]
+        if regions:
+            self.refresh(*regions)
+
     def visible_rows(self) -> range:
         top = self.scroll_offset.y
         return range(top, min(self.row_count, top + self.size.height))

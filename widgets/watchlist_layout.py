@@ -128,11 +128,13 @@ def aligned(text: str, spec: ColumnSpec, style: Style | str = "") -> Text:
 
 def row_cells(symbol: str, quote: Quote | None, signal: Signal | None,
               specs: Sequence[ColumnSpec], flash: Role | None = None,
-              figures: Figures | None = None) -> tuple[Cell, ...]:
+              figures: Figures | None = None, spark_cell: Cell | None = None) -> tuple[Cell, ...]:
     """What the row of ``symbol`` shows under ``specs``; ``quote`` is None until the symbol trades.
 
     ``flash`` (``flash_up``/``flash_down``) marks the last price as just having ticked up or down;
-    ``figures``: the row's position (:mod:`widgets.position_columns`), None when it holds none.
+    ``figures``: the row's position (:mod:`widgets.position_columns`), None when it holds none;
+    ``spark_cell``: the sparkline cell to show as it is (the widget redraws a sparkline only every few
+    frames, and drawing one is a third of a row's cells' cost).
     """
     cells: list[Cell] = []
     shown = quote_change(quote) if quote is not None else 0.0
@@ -155,7 +157,8 @@ def row_cells(symbol: str, quote: Quote | None, signal: Signal | None,
         elif key == "volume":
             cells.append(Cell(fmt.volume(quote.volume), "value"))
         elif key == "spark":
-            cells.append(Cell(spark(quote.closes, spec.width), direction(shown)))
+            cells.append(spark_cell if spark_cell is not None else
+                         Cell(spark(quote.closes, spec.width), direction(shown)))
         else:
             value = quote.values.get(key, float("nan"))
             cells.append(Cell(fmt.indicator(value), "value" if value == value else "muted"))

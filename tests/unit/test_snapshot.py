@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from engine.snapshot import Quote, build_snapshot
+from engine.snapshot import MarketSnapshot, Quote, build_snapshot
 from engine.tick_engine import Engine
 from engine.ticks import NO_BAR, make_ticks
 
@@ -92,3 +92,30 @@ def test_an_empty_watch_is_an_empty_snapshot() -> None:
     engine = Engine(OUTPUTS, MIN, capacity=2, depth=10)
     assert build_snapshot(engine, [], OUTPUTS, 60, 1).quotes == ()
     assert build_snapshot(engine, ["NOPE"], OUTPUTS, 60, 1).quotes == ()
+
+
+def test_prices_gathered_for_the_rows_equal_the_quotes_read_one_by_one() -> None:
+    """``MarketSnapshot.market`` (arrays from the snapshot, three takes) against ``market_arrays`` (a
+    loop over the quotes), for rows in another order, with a name the snapshot lacks, with and without
+    the arrays (a snapshot decoded from a broadcast frame has none)."""
+    from dataclasses import replace
+
+    from engine.positions.valuation import market_arrays
+
+    engine = Engine(OUTPUTS, MIN, capacity=8, depth=50)
+    for name in ("AAA", "BBB", "CCC", "QUIET"):
+        engine.add_symbol(name)
+    engine.ingest(trades(engine.symbols.get("AAA"), 10))
+    engine.ingest(trades(engine.symbols.get("BBB"), 10))
+    engine.ingest(trades(engine.symbols.get("CCC"), 1, start=9)[:1])  # a forming bar only
+    engine.close_due(T0 + 9 * MIN)
+    shot = build_snapshot(engine, ["AAA", "BBB", "CCC", "QUIET"], OUTPUTS, 20, 1, decimals={"BBB": 3})
+    assert shot.prices is not None and len(shot.prices.last) == len(shot.quotes) == 3
+    rows = ["CCC", "NEW", "QUIET", "BBB", "AAA"]
+    want = market_arrays(shot.by_symbol(), rows)
+    for snap in (shot, replace(shot, prices=None)):
+        got = snap.market(rows)
+        for a, b in zip(got, want, strict=True):
+            np.testing.assert_array_equal(a, b)
+    assert list(want[1]) == [-1, -1, -1, 3, -1] and np.isnan(want[0][1]) and np.isnan(want[0][2])
+    assert MarketSnapshot(1, (), 0, 0).market(["AAA"])[0].shape == (1,)
