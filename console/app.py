@@ -176,7 +176,11 @@ class TickdeckApp(PositionEditing, WatchlistEditing, App[int]):
             f"unknown theme {wanted!r}; using {DEFAULT_THEME!r} (themes: {', '.join(THEME_NAMES)})"
         )
         self.theme = DEFAULT_THEME if self._theme_warning else wanted
-        self.set_keymap(dataclasses.asdict(config.keys))
+        # Only the keys the user changed: Textual re-applies the keymap to the bindings on every key
+        # press, binding by binding, so the defaults passed again cost time and change nothing.
+        declared = {b.id: b.key for b in self.BINDINGS if isinstance(b, Binding) and b.id}
+        self.set_keymap({name: keys for name, keys in dataclasses.asdict(config.keys).items()
+                         if declared.get(name) != keys})
         # Held, not queried: runtime messages keep arriving while another screen (help) is on top
         # and while the app shuts down, when a query of the active screen would find nothing.
         self.header = HeaderBar(id="header")
