@@ -128,13 +128,18 @@ def compile_chart_sets(outputs: Sequence[str], progress: CompileProgress) -> Non
 
 def _bank() -> None:
     """The indicator sets the program itself uses: ``tickdeck indicators`` (the whole catalogue), the
-    bench's six, the default config's engine (its bar path) and its charts."""
+    bench's six, the default config's engine (its bar path), its charts, and its rules' outputs (the engine
+    ``tickdeck backtest`` replays through)."""
+    from engine.backtest import select_rules
     from engine.config import Config
     from engine.indicators.catalogue import DEFAULT_OUTPUTS
     from engine.runtime import build_engine
+    from engine.signals.rules import required_outputs
 
-    engine_set = build_engine(Config()).bank.names
-    compile_sets((DEFAULT_OUTPUTS, BENCH_SET, engine_set, *chart_sets(engine_set)))
+    config = Config()
+    engine_set = build_engine(config).bank.names
+    backtest_set = tuple(required_outputs(select_rules(config.rules)))
+    compile_sets((DEFAULT_OUTPUTS, BENCH_SET, engine_set, backtest_set, *chart_sets(engine_set)))
 
 
 STEPS: tuple[Callable[[], None], ...] = (_engines, _bank)
