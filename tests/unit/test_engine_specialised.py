@@ -95,3 +95,12 @@ def test_the_default_config_engine_runs_its_compiled_kernel() -> None:
     engine = build_engine(Config())
     assert engine.bank.kernel is not None
     assert engine.bank.apply_bars.func is engine.bank.kernel.apply_bars
+
+
+def test_the_backtest_of_the_default_rules_runs_their_compiled_kernel() -> None:
+    """``tickdeck backtest`` replays through an engine of the rules' outputs alone: compiled ahead too."""
+    from engine.backtest import select_rules
+
+    rules = select_rules(Config().rules)
+    engine = Engine((), MIN, capacity=3, depth=1, rules=rules)
+    assert engine.bank.kernel is not None
