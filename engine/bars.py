@@ -1,14 +1,19 @@
-"""Ticks to time bars, with indicators committed on every close, in one compiled call per batch.
+"""Ticks to time bars: the compiled half of the engine's bar path (``engine.tick_engine`` runs it).
 
 A symbol has at most one forming bar. A tick in a later interval closes it: the closed bar goes to the
-history ring and to a record; after the tick loop every indicator commits the batch's closed bars (in
-order per symbol) and a copy of the committed outputs at each close is recorded for the signal
-detector. A tick for an interval that has already closed (late or out of order) is not
-dropped: its size is added to the forming bar and it is counted, but it cannot move a committed close.
-Intervals with no ticks produce no bar, so a quiet symbol never costs work.
+history ring and to a record (``c_*``, and its o h l c v as columns in ``c_cols``); after the tick loop
+the engine commits the batch's closed bars to every indicator (in order per symbol) through the bank's
+``apply_bars``, recording a copy of the committed outputs at each close for the signal detector. The
+bank's kernel is the one compiled for its set when there is one, else the plan interpreter: two
+compiled calls per batch instead of one, so that the bars here compile once for every set.
 
-Provisional values are computed once per symbol per batch (for the symbols the batch touched), not per
-tick: nothing reads them between batches, so per-tick previews would be pure waste.
+A tick for an interval that has already closed (late or out of order) is not dropped: its size is added
+to the forming bar and it is counted, but it cannot move a committed close. Intervals with no ticks
+produce no bar, so a quiet symbol never costs work.
+
+Provisional values are computed once per symbol per batch (for the symbols the batch touched, whose
+forming bars ``build`` lists as columns in ``f_t``/``f_cols``), not per tick: nothing reads them between
+batches, so per-tick previews would be pure waste.
 
 History and live ticks take the same path; ``warm`` says which a batch is. A forming bar remembers
 (``fwarm``) whether only history has gone into it, and each closed record says so (``c_warm``): the
@@ -21,7 +26,6 @@ from __future__ import annotations
 import numpy as np
 
 from engine.history import push_bar
-from engine.indicators.dispatch import apply_bars
 from engine.jit import njit
 from engine.ticks import NO_BAR
 
@@ -30,7 +34,7 @@ ST_TICKS, ST_BARS, ST_LATE, ST_BAD = 0, 1, 2, 3
 
 
 @njit
-def _close(s, fstart, fb, fwarm, ht, hb, hhead, hcount, c_slot, c_t, c_bar, c_warm, k):
+def _close(s, fstart, fb, fwarm, ht, hb, hhead, hcount, c_slot, c_t, c_bar, c_cols, c_warm, k):
     """Move the forming bar of ``s`` to history and to closed record ``k``."""
     t = fstart[s]
     push_bar(ht, hb, hhead, hcount, s, t, fb[s, 0], fb[s, 1], fb[s, 2], fb[s, 3], fb[s, 4])
@@ -39,33 +43,21 @@ def _close(s, fstart, fb, fwarm, ht, hb, hhead, hcount, c_slot, c_t, c_bar, c_wa
     c_warm[k] = fwarm[s]
     for j in range(5):
         c_bar[k, j] = fb[s, j]
+        c_cols[j, k] = fb[s, j]
     fstart[s] = NO_BAR
 
 
 @njit
-def _commit_closed(k, plan_i, plan_f, st, committed, counts, c_slot, c_t, c_bar, c_vals):
-    """Commit the first ``k`` closed records to every indicator, recording the values at each close."""
-    if k == 0:
-        return
-    sl = c_slot[:k]
-    apply_bars(plan_i, plan_f, st, sl, c_t[:k], c_bar[:k, 0], c_bar[:k, 1], c_bar[:k, 2], c_bar[:k, 3],
-               c_bar[:k, 4], True, committed, committed.shape[0], True, c_vals)
-    for i in range(k):
-        counts[sl[i]] += 1
+def build(sym, ts, price, size, interval, warm, fstart, fb, fwarm, carry, ht, hb, hhead, hcount, c_slot, c_t,
+          c_bar, c_cols, c_warm, dirty, d_list, f_t, f_cols, stats):
+    """Build bars from a batch of ticks (history when ``warm``). Returns (closed bars recorded, dirty
+    symbols listed).
 
-
-@njit
-def ingest(sym, ts, price, size, interval, warm, fstart, fb, fwarm, carry, plan_i, plan_f, st, committed,
-           provisional, counts, ht, hb, hhead, hcount, c_slot, c_t, c_bar, c_warm, c_vals, dirty, d_list,
-           stats):
-    """Apply a batch of ticks (history when ``warm``). Returns (closed bars recorded, dirty symbols listed).
-
-    Three phases: build bars tick by tick (closes go to history and to the ``c_*`` records); commit
-    the closed bars to the indicators, instance-major; then compute provisional values once for each
-    symbol whose forming bar changed (listed in ``d_list``). ``dirty`` is scratch, left clear.
-    ``carry`` holds, per symbol, the volume of late ticks that arrived while no bar was forming; the
-    next bar that forms takes it, so no volume is lost and no closed bar is opened twice. History ticks
-    are not counted in ``stats[ST_TICKS]``: that figure is the live tape's.
+    Closes go to history and to the ``c_*`` records; each symbol whose forming bar changed is listed
+    once in ``d_list``, with its forming bar in ``f_t``/``f_cols`` for the provisional values. ``dirty``
+    is scratch, left clear. ``carry`` holds, per symbol, the volume of late ticks that arrived while no
+    bar was forming; the next bar that forms takes it, so no volume is lost and no closed bar is opened
+    twice. History ticks are not counted in ``stats[ST_TICKS]``: that figure is the live tape's.
     """
     k = 0
     nd = 0
@@ -81,7 +73,7 @@ def ingest(sym, ts, price, size, interval, warm, fstart, fb, fwarm, carry, plan_
         start = ts[i] - ts[i] % interval
         cur = fstart[s]
         if cur != NO_BAR and start > cur:
-            _close(s, fstart, fb, fwarm, ht, hb, hhead, hcount, c_slot, c_t, c_bar, c_warm, k)
+            _close(s, fstart, fb, fwarm, ht, hb, hhead, hcount, c_slot, c_t, c_bar, c_cols, c_warm, k)
             k += 1
             stats[ST_BARS] += 1
             cur = NO_BAR
@@ -118,47 +110,39 @@ def ingest(sym, ts, price, size, interval, warm, fstart, fb, fwarm, carry, plan_
             dirty[s] = True
             d_list[nd] = s
             nd += 1
-    _commit_closed(k, plan_i, plan_f, st, committed, counts, c_slot, c_t, c_bar, c_vals)
-    if nd:
-        ds = d_list[:nd]
-        ft = np.empty(nd, dtype=np.int64)
-        f = np.empty((5, nd))
-        for j in range(nd):
-            s = ds[j]
-            dirty[s] = False
-            ft[j] = fstart[s]
-            for m in range(5):
-                f[m, j] = fb[s, m]
-        apply_bars(plan_i, plan_f, st, ds, ft, f[0], f[1], f[2], f[3], f[4], False, provisional,
-                   provisional.shape[0], False, c_vals[:0])
+    for j in range(nd):
+        s = d_list[j]
+        dirty[s] = False
+        f_t[j] = fstart[s]
+        for m in range(5):
+            f_cols[m, j] = fb[s, m]
     return k, nd
 
 
 @njit
-def close_due(now, interval, fstart, fb, fwarm, plan_i, plan_f, st, committed, counts, ht, hb, hhead,
-              hcount, c_slot, c_t, c_bar, c_warm, c_vals, stats):
-    """Close every forming bar whose interval ended at or before ``now`` (a quiet symbol's last bar)."""
+def close_due(now, interval, fstart, fb, fwarm, ht, hb, hhead, hcount, c_slot, c_t, c_bar, c_cols, c_warm,
+              stats):
+    """Close every forming bar whose interval ended at or before ``now`` (a quiet symbol's last bar), at
+    most as many as the records hold; returns how many closed."""
     k = 0
     for s in range(fstart.shape[0]):
         if k >= c_slot.shape[0]:
             break
         if fstart[s] != NO_BAR and fstart[s] + interval <= now:
-            _close(s, fstart, fb, fwarm, ht, hb, hhead, hcount, c_slot, c_t, c_bar, c_warm, k)
+            _close(s, fstart, fb, fwarm, ht, hb, hhead, hcount, c_slot, c_t, c_bar, c_cols, c_warm, k)
             k += 1
             stats[ST_BARS] += 1
-    _commit_closed(k, plan_i, plan_f, st, committed, counts, c_slot, c_t, c_bar, c_vals)
     return k
 
 
 @njit
-def replay(s, first, n, plan_i, plan_f, st, committed, counts, ht, hb, hhead, hcount, c_slot, c_t, c_bar,
-           c_vals):
-    """Commit the ring bars ``first .. first + n - 1`` of ``s`` (0: the oldest held) to the indicators
-    again, into the closed records as a close would (``c_vals``: the values after each), for a refill.
+def replay(s, first, n, ht, hb, hhead, hcount, c_slot, c_t, c_bar, c_cols):
+    """Copy the ring bars ``first .. first + n - 1`` of ``s`` (0: the oldest held) into the closed records
+    as a close would, for a refill to commit them to the indicators again.
 
-    The same ``apply_bars`` call, over the same bars in the same order as when they closed: from reset
-    state it rebuilds the state bit for bit (instances are independent of each other and of other
-    symbols, so how the bars were batched then does not matter)."""
+    The same bars in the same order as when they closed: committed from reset state they rebuild the
+    state bit for bit (instances are independent of each other and of other symbols, so how the bars
+    were batched then does not matter)."""
     depth = ht.shape[1]
     oldest = hhead[s] - hcount[s] + depth  # >= 0, so the modulo below never sees a negative number
     for i in range(n):
@@ -167,4 +151,4 @@ def replay(s, first, n, plan_i, plan_f, st, committed, counts, ht, hb, hhead, hc
         c_t[i] = ht[s, pos]
         for j in range(5):
             c_bar[i, j] = hb[s, pos, j]
-    _commit_closed(n, plan_i, plan_f, st, committed, counts, c_slot, c_t, c_bar, c_vals)
+            c_cols[j, i] = hb[s, pos, j]

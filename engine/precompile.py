@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 # Light at import (no numpy, no numba): the console imports this on its event loop to learn the figures.
 
-KERNEL_COMPILES = 329
+KERNEL_COMPILES = 337
 """Kernel compiles (one per kernel and signature, callees included) that :data:`STEPS` take on a cold
 cache: the "N" of the progress line. Counted by this module; it prints the count at the end of a cold
 compile ("kernels ready in 58 s: 113 compiled"), so update this figure when that count moves."""
@@ -128,12 +128,18 @@ def compile_chart_sets(outputs: Sequence[str], progress: CompileProgress) -> Non
 
 def _bank() -> None:
     """The indicator sets the program itself uses: ``tickdeck indicators`` (the whole catalogue), the
-    bench's six, and the default config's charts."""
+    bench's six, the default config's engine (its bar path), its charts, and its rules' outputs (the engine
+    ``tickdeck backtest`` replays through)."""
+    from engine.backtest import select_rules
     from engine.config import Config
     from engine.indicators.catalogue import DEFAULT_OUTPUTS
     from engine.runtime import build_engine
+    from engine.signals.rules import required_outputs
 
-    compile_sets((DEFAULT_OUTPUTS, BENCH_SET, *chart_sets(build_engine(Config()).bank.names)))
+    config = Config()
+    engine_set = build_engine(config).bank.names
+    backtest_set = tuple(required_outputs(select_rules(config.rules)))
+    compile_sets((DEFAULT_OUTPUTS, BENCH_SET, engine_set, backtest_set, *chart_sets(engine_set)))
 
 
 STEPS: tuple[Callable[[], None], ...] = (_engines, _bank)

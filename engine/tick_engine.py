@@ -51,7 +51,11 @@ class Engine:
         depth: int = 2000,
         rules: Sequence[Rule] = (),
         batch_capacity: int = 8192,
+        specialise: bool | None = None,
     ) -> None:
+        """``specialise``: the indicators on the kernel compiled for their set (True), on the plan
+        interpreter (False), or on the kernel when the set was compiled ahead (None, see
+        ``engine.indicators.specialised``); the values are the same either way."""
         if interval_ns <= 0:
             raise ValueError(f"bar interval must be positive, got {interval_ns} ns")
         pin_mmap_threshold()  # transient arrays (history at start) are given back when freed
@@ -60,7 +64,7 @@ class Engine:
         self.symbols = SymbolTable(capacity)
         names = list(outputs)
         names += [n for n in required_outputs(rules) if n not in names]
-        self.bank = IndicatorBank(names, capacity)
+        self.bank = IndicatorBank(names, capacity, specialise)
         self.history = BarHistory(capacity, depth)
         self.detector = SignalDetector(rules, self.bank, capacity, self.symbols.name)
         self.symbols.on_add(self.detector.set_symbol)
@@ -76,10 +80,13 @@ class Engine:
         self._c_slot = np.zeros(batch_capacity, dtype=np.int64)
         self._c_t = np.zeros(batch_capacity, dtype=np.int64)
         self._c_bar = np.zeros((batch_capacity, 5), dtype=np.float64)
+        self._c_cols = np.zeros((5, batch_capacity), dtype=np.float64)  # the same bars, a row per field
         self._c_warm = np.zeros(batch_capacity, dtype=np.bool_)
         self._c_vals = np.zeros((batch_capacity, n_out), dtype=np.float64)
         self._dirty = np.zeros(capacity, dtype=np.bool_)
         self._d_list = np.zeros(capacity, dtype=np.int64)
+        self._f_t = np.zeros(capacity, dtype=np.int64)  # the dirty symbols' forming bars, for previews
+        self._f_cols = np.zeros((5, capacity), dtype=np.float64)
         self._stats = np.zeros(4, dtype=np.int64)
         self._history_bars = 0
         self._refills = 0
@@ -106,13 +113,17 @@ class Engine:
         signals: list[Signal] = []
         for lo in range(0, len(ticks), self._batch):
             chunk = ticks[lo : lo + self._batch]
-            closed, dirty = barkernel.ingest(
+            closed, dirty = barkernel.build(
                 np.ascontiguousarray(chunk["sym"]), np.ascontiguousarray(chunk["ts"]),
                 np.ascontiguousarray(chunk["price"]), np.ascontiguousarray(chunk["size"]),
                 self.interval_ns, bool(warmup), self.forming_start, self.forming, self.forming_warm,
-                self.carry, *self._bank_args(), self.bank.provisional, self.bank.counts,
-                *self._history_args(), *self._closed_args(), self._dirty, self._d_list, self._stats,
+                self.carry, *self._history_args(), *self._closed_args(), self._dirty, self._d_list,
+                self._f_t, self._f_cols, self._stats,
             )
+            self._commit_closed(closed)
+            if dirty:
+                self.bank.apply_bars(False, False, self._c_vals[:0], self._d_list[:dirty], self._f_t[:dirty],
+                                     *self._f_cols[:, :dirty])
             signals += self._detect(closed)
             if self._live_rules and dirty:
                 signals += self._detect_live(dirty)
@@ -167,8 +178,9 @@ class Engine:
         self.forming_warm[slot] = False
         for first in range(0, kept, self._batch):
             n = min(self._batch, kept - first)
-            barkernel.replay(slot, first, n, *self._bank_args(), self.bank.counts, *self._history_args(),
-                             self._c_slot, self._c_t, self._c_bar, self._c_vals)
+            barkernel.replay(slot, first, n, *self._history_args(), self._c_slot, self._c_t, self._c_bar,
+                             self._c_cols)
+            self._commit_closed(n)
             self.detector.replay_closed(self._c_slot[:n], self._c_t[:n], self._c_bar[:n], self._c_vals[:n])
         self._refills += 1
         return self.ingest(ticks, warmup=True)
@@ -179,23 +191,25 @@ class Engine:
         while True:
             closed = barkernel.close_due(
                 now_ns, self.interval_ns, self.forming_start, self.forming, self.forming_warm,
-                *self._bank_args(), self.bank.counts, *self._history_args(), *self._closed_args(),
-                self._stats,
+                *self._history_args(), *self._closed_args(), self._stats,
             )
+            self._commit_closed(closed)
             signals += self._detect(closed)
             if closed < self._batch:
                 return signals
-
-    def _bank_args(self) -> _Arrays4:
-        b = self.bank
-        return b.plan_i, b.plan_f, b.state, b.committed
 
     def _history_args(self) -> _Arrays4:
         h = self.history
         return h.t, h.bars, h.head, h.count
 
     def _closed_args(self) -> _Arrays5:
-        return self._c_slot, self._c_t, self._c_bar, self._c_warm, self._c_vals
+        return self._c_slot, self._c_t, self._c_bar, self._c_cols, self._c_warm
+
+    def _commit_closed(self, closed: int) -> None:
+        """Commit the first ``closed`` records to every indicator, recording the values after each."""
+        if closed:
+            self.bank.apply_bars(True, True, self._c_vals, self._c_slot[:closed], self._c_t[:closed],
+                                 *self._c_cols[:, :closed])
 
     def _detect(self, closed: int) -> list[Signal]:
         if not closed:
@@ -239,7 +253,8 @@ class Engine:
     def nbytes(self) -> int:
         """Bytes held in the engine's preallocated arrays."""
         arrays = (self.forming_start, self.forming, self.forming_warm, self.carry, self._c_slot, self._c_t,
-                  self._c_bar, self._c_warm, self._c_vals, self._dirty, self._d_list)
+                  self._c_bar, self._c_cols, self._c_warm, self._c_vals, self._dirty, self._d_list, self._f_t,
+                  self._f_cols)
         return self.bank.nbytes + self.history.nbytes + sum(a.nbytes for a in arrays)
 
 

@@ -10,7 +10,8 @@ running.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from functools import partial
+from functools import cached_property, partial
+from typing import Any
 
 import numpy as np
 
@@ -33,12 +34,17 @@ class IndicatorBank:
       committed state is unchanged.
 
     They are the compiled functions themselves with the bank's arrays bound (``functools.partial``), not
-    methods: a Python frame per call would be a fifth of a single-bar update's time.
+    methods: a Python frame per call would be a fifth of a single-bar update's time. On a set's own kernel,
+    ``commit`` and ``preview`` are its compiled entry points, looked up once (at first use, so a bank that
+    never takes single bars, like the engine's, never loads them): numba's dispatcher would otherwise type
+    every argument on every call to pick the one signature these take, a third of the call's time.
     """
 
-    commit: Callable[[int, int, float, float, float, float, float], None]
-    preview: Callable[[int, int, float, float, float, float, float], None]
     commit_many: Callable[..., None]
+    apply_bars: Callable[..., None]
+    """``apply_bars(commit, record, rec, slots, t, o, h, l, c, v)``: a batch committed (and counted) or
+    provisional; with ``record``, ``rec[i]`` receives every committed output right after bar ``i`` (the
+    values a signal rule sees at that close). The engine's bar path (``engine.tick_engine``)."""
 
     def __init__(self, outputs: Sequence[str], capacity: int, specialise: bool | None = None) -> None:
         """``specialise``: run the set's own compiled kernel (True), the plan interpreter (False), or the
@@ -96,14 +102,25 @@ class IndicatorBank:
             specialise = specialised.is_compiled(self.kernel_source)
         self.kernel = specialised.load(self.kernel_source) if specialise else None
         if self.kernel is not None:
-            self.commit = partial(self.kernel.commit_one, self.buffer)
-            self.preview = partial(self.kernel.preview_one, self.buffer)
-            self.commit_many = partial(self.kernel.commit_bars, self.buffer)
+            self.apply_bars = partial(self.kernel.apply_bars, self.buffer)
         else:
             arrays = (self.plan_i, self.plan_f, self.state)
-            self.commit = partial(dispatch.commit_one, *arrays, self.committed, self.counts)
-            self.preview = partial(dispatch.preview_one, *arrays, self.provisional)
-            self.commit_many = partial(dispatch.commit_bars, *arrays, self.committed, self.counts)
+            outs = (self.committed, self.provisional, self.counts)
+            self.apply_bars = partial(dispatch.run_bars, *arrays, *outs)
+        # the engine's record type (float64[:, ::1]), so this and the bar path share one compile
+        self.commit_many = partial(self.apply_bars, True, False, np.zeros((0, self.committed.shape[0])))
+
+    @cached_property
+    def commit(self) -> Callable[[int, int, float, float, float, float, float], None]:
+        if self.kernel is not None:
+            return partial(_entry_point(self.kernel.commit_one, self.buffer), self.buffer)
+        return partial(dispatch.commit_one, self.plan_i, self.plan_f, self.state, self.committed, self.counts)
+
+    @cached_property
+    def preview(self) -> Callable[[int, int, float, float, float, float, float], None]:
+        if self.kernel is not None:
+            return partial(_entry_point(self.kernel.preview_one, self.buffer), self.buffer)
+        return partial(dispatch.preview_one, self.plan_i, self.plan_f, self.state, self.provisional)
 
     # --- state ---------------------------------------------------------------------------------
     def reset(self, slot: int) -> None:
@@ -132,3 +149,14 @@ class IndicatorBank:
     @property
     def nbytes(self) -> int:
         return self.buffer.nbytes
+
+
+def _entry_point(kernel: Any, buffer: np.ndarray) -> Callable[..., None]:
+    """The compiled ``kernel(buffer, slot, t, o, h, l, c, v)`` (loaded from the cache, or compiled): the
+    C wrapper numba's dispatcher calls once it has typed the arguments. It converts its arguments itself
+    (an int slot and time, float prices; a Python int where a float goes is converted, as by the
+    dispatcher)."""
+    from numba import float64, int64, typeof
+
+    entry: Callable[..., None] = kernel.compile((typeof(buffer), int64, int64, *[float64] * 5))
+    return entry

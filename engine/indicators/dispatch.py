@@ -90,11 +90,16 @@ rule sees at that close, even when one symbol closes several bars in a batch).""
 
 
 @njit
-def commit_bars(plan_i, plan_f, st, out, counts, slots, t, o, h, l, c, v):
-    """Commit a batch of closed bars, in order; bars of many symbols may interleave."""
-    apply_bars(plan_i, plan_f, st, slots, t, o, h, l, c, v, True, out, out.shape[0], False, out[:0])
-    for i in range(slots.shape[0]):
-        counts[slots[i]] += 1
+def run_bars(plan_i, plan_f, st, committed, provisional, counts, commit, record, rec, slots, t, o, h, l, c,
+             v):
+    """A batch of bars, committed (counted; with ``record``, the outputs after each bar into ``rec``) or
+    provisional: the interpreter's form of a specialised kernel's ``apply_bars``, so the engine's bar
+    path calls either the same way (``IndicatorBank.apply_bars``)."""
+    out = committed if commit else provisional
+    apply_bars(plan_i, plan_f, st, slots, t, o, h, l, c, v, commit, out, out.shape[0], record, rec)
+    if commit:
+        for i in range(slots.shape[0]):
+            counts[slots[i]] += 1
 
 
 @njit

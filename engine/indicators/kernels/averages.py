@@ -21,7 +21,7 @@ from engine.indicators.kernels.common import (
     sma_update,
 )
 from engine.indicators.layout import EMA_ROWS, KAMA_FIELDS, MACD_FIELDS, WMA_FIELDS
-from engine.jit import njit
+from engine.jit import njit_no_refcounts as njit  # they allocate nothing
 
 
 @njit

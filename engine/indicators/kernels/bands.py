@@ -25,7 +25,7 @@ from engine.indicators.kernels.common import (
     wext_update,
 )
 from engine.indicators.layout import COUNTER, MOM_FIELDS
-from engine.jit import njit
+from engine.jit import njit_no_refcounts as njit  # they allocate nothing
 
 # --- window moments ----------------------------------------------------------------------------
 # rows: b+0 run of identical inputs (capped at p); b+1..b+5 active accumulator (anchor, sum,

@@ -11,7 +11,7 @@ import math
 
 from engine.indicators import layout
 from engine.indicators.layout import RING_HEADER, SMA_FIELDS, WEXT_HEADER
-from engine.jit import njit
+from engine.jit import njit_no_refcounts as njit  # they allocate nothing
 
 NAN = math.nan
 

@@ -22,7 +22,7 @@ from engine.indicators.kernels.common import (
     wext_update,
 )
 from engine.indicators.layout import MFI_HEAD, RING_HEADER, ULTOSC_HEAD
-from engine.jit import njit
+from engine.jit import njit_no_refcounts as njit  # they allocate nothing
 
 # TA-Lib's TA_EPSILON, used here as the relative dead-zone of its TA_IS_ZERO_SCALED.
 EPSILON = 1e-14

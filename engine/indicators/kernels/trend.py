@@ -12,7 +12,7 @@ import math
 
 from engine.indicators.kernels.common import NAN, ema_update, neumaier
 from engine.indicators.layout import EMA_ROWS
-from engine.jit import njit
+from engine.jit import njit_no_refcounts as njit  # they allocate nothing
 
 DAY_NS = 86_400_000_000_000
 
