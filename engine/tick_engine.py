@@ -90,6 +90,7 @@ class Engine:
         self._stats = np.zeros(4, dtype=np.int64)
         self._history_bars = 0
         self._refills = 0
+        self._clock_ns = 0  # the latest time close_due was given: bars that ended by then are closed
         self.on_closed: Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], None] | None = None
         """Called with (slots, open times, o h l c v rows, history-only flags) of the bars each kernel
         call closes, live or history: views into scratch arrays, so copy what is kept. The runtime's
@@ -183,10 +184,17 @@ class Engine:
             self._commit_closed(n)
             self.detector.replay_closed(self._c_slot[:n], self._c_t[:n], self._c_bar[:n], self._c_vals[:n])
         self._refills += 1
-        return self.ingest(ticks, warmup=True)
+        signals = self.ingest(ticks, warmup=True)
+        start = int(self.forming_start[slot])
+        if start != barkernel.NO_BAR and start + self.interval_ns <= self._clock_ns:
+            # the refill came after the clock passed the symbol's last bar (no trade of it since the gap):
+            # closed now, as the uninterrupted run closed it, not left forming until the next timer
+            signals += self.close_due(self._clock_ns)
+        return signals
 
     def close_due(self, now_ns: int) -> list[Signal]:
         """Close the forming bars whose interval has ended by ``now_ns`` (call on a timer)."""
+        self._clock_ns = max(self._clock_ns, now_ns)
         signals: list[Signal] = []
         while True:
             closed = barkernel.close_due(
