@@ -33,6 +33,7 @@ from engine.feeds.base import Feed, FeedStatus, HistoryBars, Refill
 from engine.feeds.registry import build_feed, register_symbols
 from engine.positions.alerts import figures as position_figures
 from engine.positions.book import PositionBook
+from engine.positions.daily import DailyCloses
 from engine.positions.session import SessionCloses
 from engine.runtime_metrics import RuntimeMetrics
 from engine.signals.events import Signal
@@ -107,6 +108,8 @@ class Runtime:
         self.store_writer: StoreWriter | None = None  # persisting closed bars, while a live feed runs
         self._collector: BarCollector | None = None
         self._stored: StoredBars | None = None  # bars older than the ring, for charts and backtests
+        stored = self._stored_bars()  # and previous closes beyond the ring, for held symbols' day P&L
+        self.sessions.daily = DailyCloses.for_feed(self.feed, None if stored.missing else stored.last_before)
 
     def process(self, ticks: np.ndarray | HistoryBars | Refill | None, now_ns: int | None = None) -> Update:
         """Apply one batch (or just the clock, when ``ticks`` is None). Runs on the engine thread.
@@ -190,7 +193,10 @@ class Runtime:
     async def set_positions(self, book: PositionBook) -> None:
         """Hand ``book`` to the detector's position rules (pnl, stop, target), on the engine thread; call it
         when the book changes (its ``version``), never per tick."""
-        await self.call(self.engine.detector.set_positions, position_figures(book))
+        held = position_figures(book)
+        if self.sessions.daily is not None:
+            self.sessions.daily.hold(held)
+        await self.call(self.engine.detector.set_positions, held)
 
     async def add_symbols(self, names: Sequence[str]) -> None:
         """Give ``names`` engine slots (on the engine thread) and ask the feed to deliver them."""
@@ -268,6 +274,8 @@ class Runtime:
         self._start_persisting()
         pump = asyncio.create_task(self._pump(queue, on_status), name="tickdeck-feed-pump")
         worker = self._worker = EngineThread()
+        daily = self.sessions.daily
+        closes = asyncio.create_task(daily.run(), name="tickdeck-daily-closes") if daily is not None else None
         tick_s = self.frame_ns / 1e9
         try:
             while True:
@@ -294,6 +302,9 @@ class Runtime:
                 if update.signals or update.snapshot is not None:
                     on_update(update)
         finally:
+            if closes is not None:  # before the feed closes: its lookups use the feed's REST source
+                closes.cancel()
+                await asyncio.wait({closes}, timeout=self.feed_close_s)
             pump.cancel()
             try:
                 await self._closed(pump)
