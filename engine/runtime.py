@@ -230,12 +230,13 @@ class Runtime:
             return READ_MAX
         return self.engine.history.depth
 
-    async def closed_bars(self, symbol: str) -> ClosedBars | None:
+    async def closed_bars(self, symbol: str, stored: int | None = None) -> ClosedBars | None:
         """Copies of ``symbol``'s closed bars, taken on the engine's thread so none is half written, after
-        the older ones the store holds (read in a thread first)."""
+        the older ones the store holds (read in a thread first; at most ``stored``, else a backtest's)."""
         from engine.stored_bars import BACKTEST_BARS, merge
 
-        older = await asyncio.to_thread(self._stored_bars().newest, symbol, time.time_ns(), BACKTEST_BARS)
+        limit = BACKTEST_BARS if stored is None else stored
+        older = await asyncio.to_thread(self._stored_bars().newest, symbol, time.time_ns(), limit)
         copied = await self.call(self.engine.closed_bars, symbol)
         if copied is None:
             return None
