@@ -193,3 +193,21 @@ async def test_the_bar_store_answers_before_the_service_when_it_holds_the_sessio
         assert served == ["SOLUSDT"]
     finally:
         reader.close()
+
+
+async def test_coinbase_daily_candle_gives_the_close_before_the_utc_day() -> None:
+    from engine.backfill.coinbase import CoinbaseHistory
+    from tests.servers.coinbase_history import CoinbaseHistoryServer
+
+    midnight = 1_700_006_400 * 1_000_000_000  # 2023-11-15 00:00 UTC
+    async with CoinbaseHistoryServer() as server:
+        for at, price in ((-26 * 3_600, "2000.00"), (-3_600, "2010.50"), (-60, "2012.25"), (600, "2020.00")):
+            await server.trade("ETH-USD", price, "0.5", at_ns=midnight + at * 1_000_000_000)
+        source = CoinbaseHistory(server.rest_url, FeedCounters("coinbase"))
+        try:
+            assert await source.daily_close("ETH-USD", midnight) == (midnight - DAY_NS, 2012.25)
+            assert server.count("candles") == 1  # one request, of daily candles
+            assert server.requests[0][2]["granularity"] == "ONE_DAY"
+            assert await source.daily_close("ETH-USD", midnight - 2 * DAY_NS) is None  # nothing traded yet
+        finally:
+            await source.aclose()
