@@ -88,6 +88,7 @@ class StoppableFeed(Feed):
         self.counters = inner.counters
         self.decimals = inner.decimals  # the tick sizes the wrapped feed learns reach the snapshots
         self.previous_closes = inner.previous_closes  # and the previous closes it is told (day P&L)
+        self.closed_universe = inner.closed_universe  # a sim's or replay's symbols: others are refused
         self._stop = asyncio.Event()
 
     def stop(self) -> None:

@@ -139,6 +139,9 @@ async def follow(runtime: Subscribing, portfolio: Portfolio) -> list[str]:
     returns those added. A symbol the feed refuses is logged once (per refusal reason) and left out."""
     carried = set(runtime.watch)
     new = []
+    held = set(portfolio.book.symbols())
+    for gone in [s for s in portfolio.refused if s not in held]:  # kept for the positions there are only
+        del portfolio.refused[gone]
     for symbol in portfolio.book.symbols():
         if symbol in carried:
             continue

@@ -131,3 +131,17 @@ def test_the_headless_feed_wrapper_hands_on_the_previous_closes_its_feed_is_told
     q = YahooQuote("X", 10.0, 1, regular_market_previous_close=9.5)
     inner.previous_closes["X"] = previous_close(q) or 0.0  # as the Yahoo feed records it
     assert runtime.sessions.reported is not None and runtime.sessions.reported.get("X") == 9.5
+
+
+async def test_a_headless_sim_refuses_a_held_symbol_it_does_not_trade(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    config = load_config(overrides={"feed.name": "sim", "feeds.sim.symbols": 3}, env={})
+    runtime, _, _ = prepare(config, stdout_fd=None)
+    path = tmp_path / "state.json"
+    write_state(path, "sim", book_of((runtime.watch[0], "1", "10"), ("ZZZ", "1", "5")))
+    portfolio = Portfolio(path, "sim")
+    portfolio.refresh()
+    caplog.set_level(logging.INFO, logger="tickdeck.positions")
+    assert await follow(runtime, portfolio) == []
+    assert "ZZZ" not in runtime.watch
+    assert portfolio.refused == {"ZZZ": "ZZZ is not traded on the sim feed"}
