@@ -381,15 +381,16 @@ class PositionEditing:
                                    exclusive=True)
 
     async def _read_stored_pnl(self, h: Holdings, book: PositionBook, runtime: ConsoleRuntime) -> None:
-        """Each held symbol's bars (at most HISTORY_BARS, one symbol's at a time; only closes kept), then
-        the series in a thread."""
-        from engine.positions.history import HISTORY_BARS, entries, pnl_series, span_text
+        """Each held symbol's bars (one symbol's at a time, bounded in all by ``bars_per_symbol``; only the
+        times and closes kept), then the series in a thread."""
+        from engine.positions.history import bars_per_symbol, entries, pnl_series, span_text
 
         bars = {}
+        limit = bars_per_symbol(int(h.held.sum()))
         for symbol, held in zip(h.symbols, h.held.tolist(), strict=True):
-            copied = await runtime.closed_bars(symbol, HISTORY_BARS) if held else None
+            copied = await runtime.closed_bars(symbol, limit) if held else None
             if copied is not None and len(copied.times):
-                bars[symbol] = (copied.times, copied.bars[:, 3].copy())
+                bars[symbol] = (copied.times[-limit:], copied.bars[-limit:, 3].copy())  # the ring's too
         result = await asyncio.to_thread(pnl_series, h, bars, entries(book, h.symbols))
         self.portfolio.stored = () if result is None else tuple(result.pnl.tolist())
         self.portfolio.stored_span = "" if result is None else span_text(result.span_ns)

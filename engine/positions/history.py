@@ -2,9 +2,10 @@
 
 The portfolio pane's session line samples the total P&L once a second while the console runs; this line
 reaches back as far as the bars do (the bar store's, then the ring's: ``Runtime.closed_bars``), at most
-:data:`HISTORY_BARS` bars a symbol, sampled at :data:`POINTS` times evenly spread from the oldest bar of
-any held symbol to the newest. Work and memory are bounded by those two: one symbol's bars at a time
-while they are read, then ``positions x POINTS`` floats.
+:data:`HISTORY_BARS` bars a symbol and :data:`TOTAL_BARS` in all (:func:`bars_per_symbol`), sampled at
+:data:`POINTS` times evenly spread from the oldest bar of any held symbol to the newest. Memory is bounded
+by those: the times and closes kept while the symbols are read (16 bytes a bar: 32 MB at most), then
+``positions x POINTS`` floats.
 
 What is valued at each sample time ``t`` (a choice; the ledger cannot give more):
 
@@ -34,6 +35,8 @@ from engine.positions.valuation import Holdings
 
 HISTORY_BARS = 10_000
 """Bars read per held symbol at most (a week of one-minute bars; 400 days of daily ones)."""
+TOTAL_BARS = 2_000_000
+"""Bars read for all held symbols together at most: a large book reaches back less far."""
 POINTS = 240
 """Sample times across the span: wider than the pane's sparkline ever is."""
 REFRESH_S = 60.0
@@ -52,6 +55,12 @@ class StoredPnl:
     @property
     def span_ns(self) -> int:
         return int(self.t[-1] - self.t[0]) if len(self.t) > 1 else 0
+
+
+def bars_per_symbol(held: int) -> int:
+    """Bars to read per symbol for ``held`` symbols: :data:`HISTORY_BARS`, fewer when that many symbols
+    would pass :data:`TOTAL_BARS` (1,000 symbols: 2,000 bars each, 33 hours of one-minute bars)."""
+    return max(1, min(HISTORY_BARS, TOTAL_BARS // max(1, held)))
 
 
 def entries(book: PositionBook, symbols: tuple[str, ...]) -> np.ndarray:

@@ -51,3 +51,10 @@ def test_undated_lots_count_from_the_first_bar_and_nothing_to_span_gives_no_line
 def test_the_span_label() -> None:
     assert span_text(6 * DAY + 1) == "6 d" and span_text(5 * 3_600_000_000_000) == "5 h"
     assert span_text(40 * 60_000_000_000) == "40 min"
+
+
+def test_the_bars_read_are_bounded_in_all() -> None:
+    from engine.positions.history import HISTORY_BARS, TOTAL_BARS, bars_per_symbol
+
+    assert bars_per_symbol(1) == bars_per_symbol(10) == HISTORY_BARS
+    assert bars_per_symbol(1_000) == 2_000 and bars_per_symbol(5_000) * 5_000 <= TOTAL_BARS
