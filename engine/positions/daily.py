@@ -80,7 +80,7 @@ class DailyCloses:
             return None
         inner = getattr(feed, "inner", feed)  # the headless service's StoppableFeed wraps the feed
         source = getattr(getattr(inner, "history", None), "source", None)
-        service = source.daily_close if source is not None and hasattr(source, "daily_close") else None
+        service = source.daily_close if source is not None else None  # a HistorySource
         if stored is None and service is None:
             return None
         return cls(feed.name, feed.now_ns, stored=stored, service=service)
