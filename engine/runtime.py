@@ -39,6 +39,7 @@ from engine.runtime_metrics import RuntimeMetrics
 from engine.signals.events import Signal
 from engine.signals.rules import load_rules
 from engine.snapshot import MarketSnapshot, PipelineHealth, Update, build_snapshot
+from engine.store import PERSISTED_FEEDS
 from engine.store_writer import BarCollector, StoreWriter, persisting
 from engine.tick_engine import Engine
 
@@ -108,8 +109,9 @@ class Runtime:
         self.store_writer: StoreWriter | None = None  # persisting closed bars, while a live feed runs
         self._collector: BarCollector | None = None
         self._stored: StoredBars | None = None  # bars older than the ring, for charts and backtests
-        stored = self._stored_bars()  # and previous closes beyond the ring, for held symbols' day P&L
-        self.sessions.daily = DailyCloses.for_feed(self.feed, None if stored.missing else stored.last_before)
+        # previous closes beyond the ring, for held symbols' day P&L: a live feed's store's, its service's
+        stored = self._stored_close if self.feed.name in PERSISTED_FEEDS else None
+        self.sessions.daily = DailyCloses.for_feed(self.feed, stored)
 
     def process(self, ticks: np.ndarray | HistoryBars | Refill | None, now_ns: int | None = None) -> Update:
         """Apply one batch (or just the clock, when ``ticks`` is None). Runs on the engine thread.
@@ -247,6 +249,9 @@ class Runtime:
         """Close the store reader that charts and backtests opened."""
         if self._stored is not None:
             self._stored.close()
+
+    def _stored_close(self, symbol: str, before_ns: int) -> tuple[int, float] | None:
+        return self._stored_bars().last_before(symbol, before_ns)
 
     def _stored_bars(self) -> StoredBars:
         """The reader of bars older than the engine's ring (it opens the store at its first read)."""

@@ -56,8 +56,9 @@ async def test_a_held_symbol_outside_the_list_is_subscribed_and_valued_against_y
     now_ms = time.time_ns() // MS
     async with BinanceHistoryServer() as server:
         await server.trade("BTCUSDT", "101.50", "0.5", at_ms=midnight_ms - 2 * 3_600_000)  # yesterday's last
-        await server.trade("ETHUSDT", "20.00", "1", at_ms=now_ms - 20_000)
-        await server.trade("BTCUSDT", "104.00", "0.5", at_ms=now_ms - 10_000)
+        # today's trades stay after midnight even when the test runs in the first seconds of a UTC day
+        await server.trade("ETHUSDT", "20.00", "1", at_ms=max(now_ms - 20_000, midnight_ms + 500))
+        await server.trade("BTCUSDT", "104.00", "0.5", at_ms=max(now_ms - 10_000, midnight_ms + 1_000))
         config = load_config(overrides={
             "feed.name": "binance", "feeds.binance.url": server.url,
             "feeds.binance.rest_url": server.rest_url,
