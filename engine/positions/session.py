@@ -101,6 +101,7 @@ class SessionCloses:
         self.feed = feed
         self.reported = reported
         self.daily: DailyCloses | None = None
+        self._beyond: tuple[tuple[Any, ...], np.ndarray] | None = None  # rows' looked-up closes, and for what
         self._start = np.zeros(0, dtype=np.int64)
         self._close = np.zeros(0)
         self.searched = 0
@@ -131,7 +132,7 @@ class SessionCloses:
             else np.full(len(slots), np.nan)
         daily = self.daily
         if daily is not None and start != NO_SESSION:
-            self._beyond_ring(daily, out, names, start)
+            out = self._beyond_ring(daily, out, names, start)
         reported = self.reported
         if reported:
             for i, name in enumerate(names):
@@ -140,18 +141,27 @@ class SessionCloses:
                     out[i] = value
         return out
 
-    @staticmethod
-    def _beyond_ring(daily: DailyCloses, out: np.ndarray, names: Sequence[str], start: int) -> None:
-        held, missing = daily.held, []
-        for i in np.flatnonzero(np.isnan(out)).tolist():
-            name = names[i]
-            if name in held:
-                close = daily.close(name, start)
-                if close is None:
-                    missing.append(name)
-                else:
-                    out[i] = close
-        daily.report_missing(start, tuple(missing))
+    def _beyond_ring(self, daily: DailyCloses, out: np.ndarray, names: Sequence[str],
+                     start: int) -> np.ndarray:
+        """``out`` with the looked-up closes where the ring has none. The rows' closes are gathered (a loop
+        over the rows without one) only when the session, the closes known, the held symbols or the rows
+        change; other frames cost one ``np.where``."""
+        key = (start, daily.known, daily.held, tuple(names))
+        cached = self._beyond
+        if cached is None or key[0] != cached[0][0] or key[1] is not cached[0][1] \
+                or key[2] is not cached[0][2] or key[3] != cached[0][3]:
+            rows, missing = np.full(len(names), np.nan), []
+            for i in np.flatnonzero(np.isnan(out)).tolist():
+                name = names[i]
+                if name in daily.held:
+                    close = daily.close(name, start)
+                    if close is None:
+                        missing.append(name)
+                    else:
+                        rows[i] = close
+            daily.report_missing(start, tuple(missing))
+            cached = self._beyond = (key, rows)
+        return np.where(np.isnan(out), cached[1], out)
 
 
 def _search(history: Any, slots: np.ndarray, start: int) -> np.ndarray:
