@@ -11,7 +11,9 @@ the prompt with the reason, and nothing changes; every change is saved at once t
 Once per frame (:meth:`PositionEditing.value_positions`) the active list is valued with
 :func:`engine.positions.valuation.value`: a handful of numpy operations over the rows, never per tick; the
 book's float arrays are rebuilt only when the book or the rows change. The watchlist, the totals row and
-the portfolio pane draw the result.
+the portfolio pane draw the result. While the pane shows, its line over the stored bars
+(:mod:`engine.positions.history`) is read in a worker when the book or the list changes and every
+``REFRESH_S`` (each held symbol's bars from the runtime, then one vectorised pass in a thread).
 
 An attached console values the positions kept on this machine under the service's feed name at the
 prices the service broadcasts: positions never leave the machine they were entered on.
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import time
 from typing import TYPE_CHECKING, Any, cast
 
 from textual.binding import Binding
@@ -83,6 +86,8 @@ class PositionEditing:
     _session: SessionPnl
     _session_list: object = None
     _portfolio_shown = False
+    _stored_key: object = None  # (book version, rows) the pane's stored line was read for
+    _stored_at = 0.0  # when (monotonic s)
 
     if TYPE_CHECKING:  # from the app, WatchlistEditing and textual's App
         book: Any
@@ -357,6 +362,38 @@ class PositionEditing:
         self._valued = v
         if self._portfolio_shown:  # a flag, not a query: frames arrive while help is on top, or closing
             self._fill_portfolio()
+            self._want_stored_pnl(h)
+
+    def _want_stored_pnl(self, h: Holdings) -> None:
+        """Read the pane's stored line again when the book or the rows changed, or it is REFRESH_S old."""
+        from engine.positions.history import REFRESH_S
+
+        runtime, book = self.runtime, self.position_book
+        if runtime is None or not runtime.implements_history or book is None:
+            return  # an attached console has no bars here: the session line only
+        key, now = (h.version, h.symbols), time.monotonic()
+        if key == self._stored_key and now - self._stored_at < REFRESH_S:
+            return
+        if not isinstance(self._stored_key, tuple) or self._stored_key[1] != h.symbols:
+            self.portfolio.stored, self.portfolio.stored_span = (), ""  # another list's line: gone at once
+        self._stored_key, self._stored_at = key, now
+        cast(Any, self).run_worker(self._read_stored_pnl(h, book, runtime), group="stored-pnl",
+                                   exclusive=True)
+
+    async def _read_stored_pnl(self, h: Holdings, book: PositionBook, runtime: ConsoleRuntime) -> None:
+        """Each held symbol's bars (one symbol's at a time, bounded in all by ``bars_per_symbol``; only the
+        times and closes kept), then the series in a thread."""
+        from engine.positions.history import bars_per_symbol, entries, pnl_series, span_text
+
+        bars = {}
+        limit = bars_per_symbol(int(h.held.sum()))
+        for symbol, held in zip(h.symbols, h.held.tolist(), strict=True):
+            copied = await runtime.closed_bars(symbol, limit) if held else None
+            if copied is not None and len(copied.times):
+                bars[symbol] = (copied.times[-limit:], copied.bars[-limit:, 3].copy())  # the ring's too
+        result = await asyncio.to_thread(pnl_series, h, bars, entries(book, h.symbols))
+        self.portfolio.stored = () if result is None else tuple(result.pnl.tolist())
+        self.portfolio.stored_span = "" if result is None else span_text(result.span_ns)
 
     def _fill_portfolio(self) -> None:
         """The pane's bars from the last frame's valuation (only while the pane shows)."""

@@ -136,9 +136,9 @@ class ConsoleRuntime(Protocol):
         when older bars can be read from the bar store."""
         ...
 
-    async def closed_bars(self, symbol: str) -> ClosedBars | None:
+    async def closed_bars(self, symbol: str, stored: int | None = None) -> ClosedBars | None:
         """Copies of ``symbol``'s loaded closed bars, with older ones from the bar store when it has them
-        (``implements_history``); None for an unknown symbol."""
+        (at most ``stored`` of those; ``implements_history``); None for an unknown symbol."""
         ...
 
     def close_history(self) -> None:
@@ -182,7 +182,7 @@ class ViewOnlyRuntime:
     def chart_reach(self) -> int:
         raise NotImplementedError(f"{type(self).__name__} has no local engine")
 
-    async def closed_bars(self, symbol: str) -> ClosedBars | None:
+    async def closed_bars(self, symbol: str, stored: int | None = None) -> ClosedBars | None:
         raise NotImplementedError(f"{type(self).__name__} has no local engine")
 
     def close_history(self) -> None:

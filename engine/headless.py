@@ -49,7 +49,7 @@ from engine.config import Config
 from engine.engine_thread import in_daemon_thread
 from engine.feeds.base import Feed, FeedItem, FeedStatus
 from engine.feeds.registry import FeedUnavailable, build_feed
-from engine.positions.portfolio import Portfolio, PortfolioFigures, portfolio_text, watch
+from engine.positions.portfolio import Portfolio, PortfolioFigures, follow, portfolio_text, watch
 from engine.positions.stored import state_path
 from engine.precompile import compile_logged
 from engine.runtime import Runtime, Update, build_engine
@@ -60,6 +60,7 @@ from engine.sinks.jsonl import JsonlStreamSink
 from engine.snapshot import MarketSnapshot
 
 if TYPE_CHECKING:  # imported by build_sinks only when configured: they bring aiohttp and websockets
+    from engine.positions.book import PositionBook
     from engine.sinks.broadcast import BroadcastSink
 
 log = logging.getLogger("tickdeck.headless")
@@ -90,6 +91,8 @@ class StoppableFeed(Feed):
         self.realtime = inner.realtime
         self.counters = inner.counters
         self.decimals = inner.decimals  # the tick sizes the wrapped feed learns reach the snapshots
+        self.previous_closes = inner.previous_closes  # and the previous closes it is told (day P&L)
+        self.closed_universe = inner.closed_universe  # a sim's or replay's symbols: others are refused
         self._stop = asyncio.Event()
 
     def stop(self) -> None:
@@ -353,7 +356,13 @@ class Headless:
 
     async def _watch_positions(self) -> None:
         if self.portfolio is not None:
-            await watch(self.portfolio, self.runtime.set_positions)
+            await watch(self.portfolio, self._positions_changed)
+
+    async def _positions_changed(self, book: PositionBook) -> None:
+        """A new book: its symbols subscribed (those the feed lacked), then handed to the detector."""
+        assert self.portfolio is not None
+        await follow(self.runtime, self.portfolio)
+        await self.runtime.set_positions(book)
 
     async def _report_status(self) -> None:
         if not self.status_every > 0:
@@ -525,6 +534,7 @@ async def serve(config: Config, *, signals_out: str | os.PathLike[str] | None = 
                                                      "sinks": [s.name for s in sinks]}})
         portfolio = Portfolio(state_path(), config.feed.name)
         await asyncio.to_thread(portfolio.refresh)
+        await follow(runtime, portfolio)  # held symbols the feed's list lacks are subscribed, as a console's
         await runtime.set_positions(portfolio.book)  # before the run: warm-up signals see them too
         service = Headless(runtime, feed, sinks, status_every=status_every, portfolio=portfolio)
         for metrics in _of_class(sinks, "engine.sinks.metrics", "MetricsSink"):

@@ -33,11 +33,13 @@ from engine.feeds.base import Feed, FeedStatus, HistoryBars, Refill
 from engine.feeds.registry import build_feed, register_symbols
 from engine.positions.alerts import figures as position_figures
 from engine.positions.book import PositionBook
+from engine.positions.daily import DailyCloses
 from engine.positions.session import SessionCloses
 from engine.runtime_metrics import RuntimeMetrics
 from engine.signals.events import Signal
 from engine.signals.rules import load_rules
 from engine.snapshot import MarketSnapshot, PipelineHealth, Update, build_snapshot
+from engine.store import PERSISTED_FEEDS
 from engine.store_writer import BarCollector, StoreWriter, persisting
 from engine.tick_engine import Engine
 
@@ -113,6 +115,9 @@ class Runtime:
         self.store_writer: StoreWriter | None = None  # persisting closed bars, while a live feed runs
         self._collector: BarCollector | None = None
         self._stored: StoredBars | None = None  # bars older than the ring, for charts and backtests
+        # previous closes beyond the ring, for held symbols' day P&L: a live feed's store's, its service's
+        stored = self._stored_close if self.feed.name in PERSISTED_FEEDS else None
+        self.sessions.daily = DailyCloses.for_feed(self.feed, stored)
 
     def process(self, ticks: np.ndarray | HistoryBars | Refill | None, now_ns: int | None = None) -> Update:
         """Apply one batch (or just the clock, when ``ticks`` is None). Runs on the engine thread.
@@ -197,7 +202,10 @@ class Runtime:
     async def set_positions(self, book: PositionBook) -> None:
         """Hand ``book`` to the detector's position rules (pnl, stop, target), on the engine thread; call it
         when the book changes (its ``version``), never per tick."""
-        await self.call(self.engine.detector.set_positions, position_figures(book))
+        held = position_figures(book)
+        if self.sessions.daily is not None:
+            self.sessions.daily.hold(held)
+        await self.call(self.engine.detector.set_positions, held)
 
     async def add_symbols(self, names: Sequence[str]) -> None:
         """Give ``names`` engine slots (on the engine thread) and ask the feed to deliver them."""
@@ -231,12 +239,13 @@ class Runtime:
             return READ_MAX
         return self.engine.history.depth
 
-    async def closed_bars(self, symbol: str) -> ClosedBars | None:
+    async def closed_bars(self, symbol: str, stored: int | None = None) -> ClosedBars | None:
         """Copies of ``symbol``'s closed bars, taken on the engine's thread so none is half written, after
-        the older ones the store holds (read in a thread first)."""
+        the older ones the store holds (read in a thread first; at most ``stored``, else a backtest's)."""
         from engine.stored_bars import BACKTEST_BARS, merge
 
-        older = await asyncio.to_thread(self._stored_bars().newest, symbol, time.time_ns(), BACKTEST_BARS)
+        limit = BACKTEST_BARS if stored is None else stored
+        older = await asyncio.to_thread(self._stored_bars().newest, symbol, time.time_ns(), limit)
         copied = await self.call(self.engine.closed_bars, symbol)
         if copied is None:
             return None
@@ -247,6 +256,9 @@ class Runtime:
         """Close the store reader that charts and backtests opened."""
         if self._stored is not None:
             self._stored.close()
+
+    def _stored_close(self, symbol: str, before_ns: int) -> tuple[int, float] | None:
+        return self._stored_bars().last_before(symbol, before_ns)
 
     def _stored_bars(self) -> StoredBars:
         """The reader of bars older than the engine's ring (it opens the store at its first read)."""
@@ -275,6 +287,8 @@ class Runtime:
         self._start_persisting()
         pump = asyncio.create_task(self._pump(queue, on_status), name="tickdeck-feed-pump")
         worker = self._worker = EngineThread()
+        daily = self.sessions.daily
+        closes = asyncio.create_task(daily.run(), name="tickdeck-daily-closes") if daily is not None else None
         tick_s = self.frame_ns / 1e9
         try:
             while True:
@@ -301,6 +315,9 @@ class Runtime:
                 if update.signals or update.snapshot is not None:
                     on_update(update)
         finally:
+            if closes is not None:  # before the feed closes: its lookups use the feed's REST source
+                closes.cancel()
+                await asyncio.wait({closes}, timeout=self.feed_close_s)
             pump.cancel()
             try:
                 await self._closed(pump)

@@ -100,6 +100,20 @@ class StoredBars:
         ohlcv = np.stack([bars[name] for name in _FIELDS], axis=1).astype(np.float64, copy=False)
         return OlderBars(bars["t"].astype(np.int64), ohlcv)
 
+    def last_before(self, symbol: str, before_ns: int) -> tuple[int, float] | None:
+        """The newest stored bar of ``symbol`` that opened before ``before_ns`` as (open time, close), or
+        None (no store, no such bar): a previous session's close (``engine.positions.daily``). Read
+        past the cache, whose bars were read for another time."""
+        with self._lock:
+            store = self._open()
+            if store is None:
+                return None
+            try:
+                bars = store.load_before(self.feed, symbol, self.interval_ns, int(before_ns), 1)
+            except StoreError:
+                return None
+        return (int(bars["t"][-1]), float(bars["close"][-1])) if len(bars) else None
+
     def _read(self, store: BarStore, symbol: str, now_ns: int, limit: int) -> np.ndarray:
         cached = self._cache.get(symbol)
         if cached is not None and cached[1] >= limit:

@@ -1,4 +1,5 @@
-"""The totals row under the watchlist and the portfolio pane (allocation bars, P&L over the session).
+"""The totals row under the watchlist and the portfolio pane (allocation bars, P&L over the session and
+over the stored history).
 
 Both draw what the app hands them once per frame (the active list's
 :class:`~engine.positions.valuation.Totals` and its rows' figures); the lines are pure functions
@@ -148,6 +149,10 @@ class PortfolioPane(Widget):
     totals: reactive[Totals | None] = reactive(None)
     history: reactive[tuple[float, ...]] = reactive(())
     """Total P&L (unrealized plus realized) sampled over the session, oldest first."""
+    stored: reactive[tuple[float, ...]] = reactive((), layout=True)
+    """Total P&L over the stored bars (``engine.positions.history``), oldest first; () when none."""
+    stored_span: reactive[str] = reactive("")
+    """How far back ``stored`` reaches, for its label (``6 d``)."""
 
     def watch_rows(self, old: tuple[Allocation, ...], new: tuple[Allocation, ...]) -> None:
         """A layout of the screen only for another height: one every frame cost milliseconds a frame."""
@@ -155,7 +160,7 @@ class PortfolioPane(Widget):
             self.refresh(layout=True)
 
     def get_content_height(self, container: object, viewport: object, width: int) -> int:
-        return max(2, len(self.rows) + 2)
+        return max(2, len(self.rows) + 2 + (1 if self.stored else 0))
 
     def render(self) -> Text:
         width = max(20, self.content_region.width or 60)
@@ -176,8 +181,18 @@ class PortfolioPane(Widget):
         room = width - len(label) - 18
         if room > 4 and series:
             out.append(pnl_line(series, room), _signed(series[-1] - series[0], style))
+        stored = self.stored
+        if stored:
+            span = f" ({self.stored_span})" if self.stored_span else ""
+            head = f"P&L over the stored bars{span} ".ljust(len(label) + 17)  # its line under the session's
+            out.append("\n")
+            out.append(head, style["muted"])
+            room = width - len(head) - 1
+            if room > 4:
+                out.append(pnl_line(stored, room), _signed(stored[-1] - stored[0], style))
         parent = self.parent
-        height = max(1, (parent.content_region.height if isinstance(parent, Widget) else 10) - 1)
+        lines = 2 if stored else 1
+        height = max(1, (parent.content_region.height if isinstance(parent, Widget) else 10) - lines)
         for symbol, drawn, figures in allocation_lines(self.rows, width, height):
             out.append("\n")
             out.append(symbol)

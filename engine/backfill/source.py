@@ -17,6 +17,11 @@ import math
 
 import numpy as np
 
+DAY_NS = 86_400 * 1_000_000_000
+DAILY_REACH_DAYS = 7
+"""How far back :meth:`HistorySource.daily_close` looks for the last day that traded (a week: a quiet
+symbol's last price may be a few days old; beyond that it is no session's close)."""
+
 TRADE_DTYPE = np.dtype(
     [
         ("ts", np.int64),  # exchange time, ns since the epoch
@@ -90,6 +95,18 @@ class HistorySource(abc.ABC):
     @abc.abstractmethod
     async def last_trade_before(self, symbol: str, end_ns: int) -> np.ndarray:
         """The newest trade row of ``symbol`` before ``end_ns`` (0 or 1 rows of ``TRADE_DTYPE``)."""
+
+    async def daily_close(self, symbol: str, before_ns: int) -> tuple[int, float] | None:
+        """The newest daily bar of ``symbol`` that opened before ``before_ns`` (a UTC day's start: the
+        session of a market that trades around the clock) as (open time ns, close), or None when the
+        service has none in the ``DAILY_REACH_DAYS`` days before: the previous session's close, for a
+        position's day P&L when the engine's ring no longer holds it. One request of a few bars
+        (Binance: ``/api/v3/klines?interval=1d``; Coinbase: ``ONE_DAY`` candles), through the source's
+        limiter; days without a trade have no bar, so the newest one holds the last price before."""
+        reach = DAILY_REACH_DAYS * DAY_NS
+        bars = await self.bars(symbol, before_ns - reach, before_ns, DAY_NS, older=True)
+        bars = bars[bars["t"] < before_ns]
+        return (int(bars["t"][-1]), float(bars["close"][-1])) if len(bars) else None
 
     async def aclose(self) -> None:
         """Close the session (idempotent)."""

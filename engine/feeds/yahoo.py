@@ -9,6 +9,9 @@ so a quote seen both ways is one tick.
 The streamer (``engine.feeds.yahoo_stream``, ``stream_url``) pushes a price as it changes. While it
 pushes a symbol, that symbol is not polled: each push moves its next poll ``stream_hold_s`` (60 s) away,
 so a symbol the streamer stops carrying (or a streamer that is down) is polled again at ``interval``.
+Pushes carry no previous close (a position's day P&L needs ``regularMarketPreviousClose``): a push holds
+polling off only once a poll has given the symbol's previous close for the UTC day of the pushed price,
+so a streamed symbol is still polled once per trading day, when its first price of the day is pushed.
 
 Polling (``/v7/finance/quote?symbols=A,B,C&formatted=false``, numbers as plain JSON numbers, not
 ``{"raw", "fmt"}`` pairs): Yahoo throttles by client (unofficially about 2,000 requests an hour, and 429s
@@ -80,6 +83,8 @@ DEFAULT_CONSENT_URL = "https://guce.yahoo.com/consent"  # the consent form, wher
 QUOTE_PATH = "/v7/finance/quote"
 CRUMB_PATH = "/v1/test/getcrumb"
 ACCEPT_JSON = "application/json"
+DAY_NS = 86_400_000_000_000
+DAY_MS = 86_400_000
 STREAM_HOLD_S = 60.0  # a symbol the streamer pushed is not polled again before this
 
 
@@ -132,6 +137,7 @@ class YahooFeed(YahooHistoryHooks, Feed):
         self._last: dict[str, tuple[int, float]] = {}  # (time, price) of the last tick
         self._volume: dict[str, float] = {}  # regularMarketVolume at the last tick
         self.previous_closes: dict[str, float] = {}  # regularMarketPreviousClose, one per wanted symbol
+        self._close_day: dict[str, int] = {}  # the UTC day of the quote that gave a previous close
         self._resume_at = 0.0  # no request before this (backoff, Retry-After, spent budget)
         self._events: deque[FeedStatus] = deque(maxlen=256)
         self._state: State = "connecting"
@@ -171,7 +177,8 @@ class YahooFeed(YahooHistoryHooks, Feed):
         gone = set(symbols)
         self.wanted = [s for s in self.wanted if s not in gone]
         for name in gone:
-            for table in (self._next_at, self._last, self._volume, self.stale, self.previous_closes):
+            for table in (self._next_at, self._last, self._volume, self.stale, self.previous_closes,
+                          self._close_day):
                 table.pop(name, None)
             if self.history is not None:
                 self.history.stop(name)
@@ -444,6 +451,7 @@ class YahooFeed(YahooHistoryHooks, Feed):
                     self.decimals[name] = decimals  # the precision Yahoo shows the symbol at
                 if (close := previous_close(q)) is not None:
                     self.previous_closes[name] = close  # the day P&L's reference (engine.positions)
+                    self._close_day[name] = quote.time_ns // DAY_NS
                 self._quote(quote)
         return why
 
@@ -491,7 +499,8 @@ class YahooFeed(YahooHistoryHooks, Feed):
         volume = None if pricing.day_volume is None else float(pricing.day_volume)
         self._quote(Quote(name, pricing.price, pricing.time_ms * 1_000_000, volume,
                           pricing.currency or None, recv_ns))
-        self._next_at[name] = self._clock() + STREAM_HOLD_S
+        if self._close_day.get(name) == pricing.time_ms // DAY_MS:  # else a poll brings the day's close
+            self._next_at[name] = self._clock() + STREAM_HOLD_S
         if self.stale.pop(name, None) is not None and not self.stale and self._state == "stale":
             self._emit("live", str(self.budget))
         if not self._ever_live or self._state in ("connecting", "reconnecting"):

@@ -7,6 +7,10 @@ one warning). :meth:`Portfolio.refresh` looks at the file's size and modificatio
 and reads it again only when they changed, so a console on the same machine can add a position and a
 running service picks it up at its next refresh. Valuation is :mod:`engine.positions.valuation`'s,
 vectorised over the positions, per status line or scrape, never per tick.
+
+A position whose symbol is not in the feed's symbol list is subscribed (:func:`follow`), as the console's
+watchlists are: its price, P&L, stop, target and ``pnl`` rules are then live. A symbol the feed refuses
+(a sim or a replay has a fixed universe) is logged once, with the feed's reason.
 """
 
 from __future__ import annotations
@@ -14,10 +18,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -74,6 +78,7 @@ class Portfolio:
         self.warning: str | None = None
         self._seen: tuple[int, int] | None = None  # (size, mtime_ns) of the file last read
         self._holdings: Holdings | None = None
+        self.refused: dict[str, str] = {}  # symbol -> why the feed refused it (logged once; one per position)
 
     def refresh(self) -> bool:
         """Read the file again if it changed since the last read; True if the book was replaced."""
@@ -114,6 +119,46 @@ class Portfolio:
                                                      strict=True) if ok}
         return PortfolioFigures(t.positions, t.value, t.unrealized, t.day if day_known else None,
                                 t.realized, t.decimals, by_symbol)
+
+
+class Subscribing(Protocol):
+    """What :func:`follow` needs of a runtime (``engine.runtime.Runtime``)."""
+
+    @property
+    def watch(self) -> tuple[str, ...]: ...
+
+    def check_symbol(self, name: str) -> str | None: ...
+
+    async def add_symbols(self, names: Sequence[str]) -> None: ...
+
+    def set_watch(self, symbols: Sequence[str]) -> None: ...
+
+
+async def follow(runtime: Subscribing, portfolio: Portfolio) -> list[str]:
+    """Subscribe the positions' symbols the runtime does not carry yet and add them to its snapshots;
+    returns those added. A symbol the feed refuses is logged once (per refusal reason) and left out."""
+    carried = set(runtime.watch)
+    new = []
+    held = set(portfolio.book.symbols())
+    for gone in [s for s in portfolio.refused if s not in held]:  # kept for the positions there are only
+        del portfolio.refused[gone]
+    for symbol in portfolio.book.symbols():
+        if symbol in carried:
+            continue
+        why = runtime.check_symbol(symbol)
+        if why is None:
+            new.append(symbol)
+            portfolio.refused.pop(symbol, None)
+        elif portfolio.refused.get(symbol) != why:
+            portfolio.refused[symbol] = why
+            log.warning("positions: %s is not followed: %s", symbol, why,
+                        extra={"event": "positions", "fields": {"symbol": symbol, "refused": why}})
+    if new:
+        await runtime.add_symbols(new)
+        runtime.set_watch((*runtime.watch, *new))
+        log.info("positions: subscribed %s (held, not in the feed's symbol list)", ", ".join(new),
+                 extra={"event": "positions", "fields": {"subscribed": new}})
+    return new
 
 
 async def watch(portfolio: Portfolio, changed: Callable[[PositionBook], Awaitable[None]],

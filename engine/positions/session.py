@@ -17,19 +17,22 @@ A "session" is defined per feed (:func:`session_start`):
 
 Each snapshot quote carries its previous close (``Quote.previous_close``): :class:`SessionCloses` finds
 it in the engine's history ring for the feed's session, and the Yahoo feed's
-``regularMarketPreviousClose`` (``engine/feeds/yahoo_answer.py``) wins where reported. Not done yet:
-the Yahoo feed does not read ``tradingPeriods`` (only the backfill does, and keeps only bars), so
-Yahoo's day P&L rests on the close it reports; and with short intervals the history ring (``engine.history``'s
-depth) may not reach back to the previous session, so a bar-based close needs a daily close kept per
-symbol (the bar store or a 1d backfill) to survive a restart and fine intervals.
+``regularMarketPreviousClose`` (``engine/feeds/yahoo_answer.py``) wins where reported. Where the ring
+does not reach back to the previous session (fine intervals, a restart), a held symbol's close comes
+from the bar store or the service's daily bar (:mod:`engine.positions.daily`). Not done: the Yahoo feed
+does not read ``tradingPeriods`` (only the backfill does, and keeps only bars), so Yahoo's day P&L rests
+on the close it reports.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from engine.positions.daily import DailyCloses
 
 DAY_NS = 86_400 * 1_000_000_000
 UTC_DAY_FEEDS = frozenset({"binance", "coinbase", "sim", "replay"})
@@ -88,13 +91,17 @@ class SessionCloses:
     on, or while it has none and its oldest bar is older than the session start (history that arrived
     since): a ring whose bars all belong to this session can hold no previous close, so a missing one
     costs no search per frame. ``reported``: the feed's own figures by symbol (Yahoo's
-    ``regularMarketPreviousClose``), which win where present. Memory: three arrays of the engine's slot
-    capacity.
+    ``regularMarketPreviousClose``), which win where present. ``daily``: the closes looked up beyond the
+    ring (:class:`~engine.positions.daily.DailyCloses`), for the rows the ring has none for; the held ones
+    still without one are reported back to it (a pass over those rows only). Memory: three arrays of the
+    engine's slot capacity.
     """
 
     def __init__(self, feed: str, reported: Mapping[str, float] | None = None) -> None:
         self.feed = feed
         self.reported = reported
+        self.daily: DailyCloses | None = None
+        self._beyond: tuple[tuple[Any, ...], np.ndarray] | None = None  # rows' looked-up closes, and for what
         self._start = np.zeros(0, dtype=np.int64)
         self._close = np.zeros(0)
         self.searched = 0
@@ -123,6 +130,9 @@ class SessionCloses:
                 self.searched += len(todo)
         out = np.where(self._start[slots] == start, self._close[slots], np.nan) if start != NO_SESSION \
             else np.full(len(slots), np.nan)
+        daily = self.daily
+        if daily is not None and start != NO_SESSION:
+            out = self._beyond_ring(daily, out, names, start)
         reported = self.reported
         if reported:
             for i, name in enumerate(names):
@@ -130,6 +140,28 @@ class SessionCloses:
                 if value is not None:
                     out[i] = value
         return out
+
+    def _beyond_ring(self, daily: DailyCloses, out: np.ndarray, names: Sequence[str],
+                     start: int) -> np.ndarray:
+        """``out`` with the looked-up closes where the ring has none. The rows' closes are gathered (a loop
+        over the rows without one) only when the session, the closes known, the held symbols or the rows
+        change; other frames cost one ``np.where``."""
+        key = (start, daily.known, daily.held, tuple(names))
+        cached = self._beyond
+        if cached is None or key[0] != cached[0][0] or key[1] is not cached[0][1] \
+                or key[2] is not cached[0][2] or key[3] != cached[0][3]:
+            rows, missing = np.full(len(names), np.nan), []
+            for i in np.flatnonzero(np.isnan(out)).tolist():
+                name = names[i]
+                if name in daily.held:
+                    close = daily.close(name, start)
+                    if close is None:
+                        missing.append(name)
+                    else:
+                        rows[i] = close
+            daily.report_missing(start, tuple(missing))
+            cached = self._beyond = (key, rows)
+        return np.where(np.isnan(out), cached[1], out)
 
 
 def _search(history: Any, slots: np.ndarray, start: int) -> np.ndarray:
