@@ -28,6 +28,7 @@ def test_enter_a_position_in_a_real_terminal_quit_and_find_it_saved(tmux: Callab
     wait_screen(tmux, lambda s: "Position:" in s, "the position prompt")
     tmux("send-keys", "-t", "t", "C-u")  # the selected row's symbol is typed already: start afresh
     tmux("send-keys", "-t", "t", "-l", "aapl 12.5 @ 101.25 + 0.75")
+    wait_screen(tmux, lambda s: "Position: aapl 12.5 @ 101.25 + 0.75" in s, "the entry typed in the prompt")
     tmux("send-keys", "-t", "t", "Enter")
     wait_screen(tmux, lambda s: "AAPL: bought 12.5" in s, "the confirmation")
     screen = wait_screen(tmux, lambda s: "Σ" in s and "Qty" in s, "the position columns and the totals")
