@@ -21,7 +21,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 FUZZ_TESTS = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests" / "unit").glob("test_fuzz_*.py"))
-HARNESSES = ("fuzz_feeds", "fuzz_config")
+HARNESSES = ("fuzz_feeds", "fuzz_ccxt", "fuzz_config")
 _DONE = re.compile(rb"Done (\d+) runs in (\d+) second")
 
 
@@ -29,6 +29,12 @@ def _seeds(name: str, folder: Path) -> None:
     """A few valid inputs for libFuzzer to start from (it mutates them)."""
     if name == "fuzz_config":
         (folder / "repo.toml").write_bytes((ROOT / "config.toml").read_bytes())
+        return
+    if name == "fuzz_ccxt":
+        from tests.unit.test_fuzz_ccxt import KRAKEN, OKX
+
+        for i, (kind, frame) in enumerate([(0, f) for f in KRAKEN] + [(1, f) for f in OKX]):
+            (folder / f"seed{i}").write_bytes(bytes([kind]) + b"T" + json.dumps(frame).encode())
         return
     from tests.unit.test_fuzz_feeds import BINANCE_KLINE, BINANCE_TRADE, COINBASE_TRADES, YAHOO_QUOTES
 

@@ -74,6 +74,7 @@ class TradeTape:
         #: per slot: the time (ms) of the last trade let through, which tells a renumbering from a replay
         self._last_ms: dict[int, int] = {}
         self._renumbered: set[int] = set()  # slots whose renumbering was logged (bounded by the slots)
+        self.renumberings = 0  # sequences started again (each lets ids already seen through once more)
 
     def forget(self, slot: int) -> None:
         self.sequencer.forget(slot)
@@ -147,6 +148,7 @@ class TradeTape:
             log.warning("%s: %s: trade ids start again at %d (after %d), with later times: the exchange "
                         "renumbered its trades; the sequence restarts there", self.exchange, symbol, number,
                         self.sequencer.last.get(slot, -1))
+        self.renumberings += 1
         self.sequencer.forget(slot)
 
     def _seen(self, slot: int, text: str) -> bool:
