@@ -135,7 +135,9 @@ class PromptBar(Horizontal):
         self.input.cursor_position = len(value)
         self.display = True
         self.screen.add_class("-prompt-open")
-        self.input.focus()
+        # now, not after the next refresh (``focus()`` defers it): keys typed as soon as the bar shows
+        # must land in it, and a frame that finds no focus must not hand it to the rows meanwhile
+        self.screen.set_focus(self.input)
 
     def on_input_changed(self, event: Input.Changed) -> None:
         event.stop()

@@ -83,7 +83,9 @@ async def test_a_partial_close_books_realized_pnl_and_undo_takes_it_back(
         assert app.position_book is not None
         position = app.position_book.get(symbol)
         assert position is not None and position.quantity == 6 and position.realized == Decimal("39")
-        assert any("realized +39" in text for _, text, _ in seen)
+        assert any(text == f"{symbol}: bought 10, holding 10" for _, text, _ in seen)
+        assert any(text.startswith(f"{symbol}: sold 4, holding 6") and "realized +39" in text
+                   for _, text, _ in seen)
         await wait_for(pilot, lambda: app.totals.totals is not None and app.totals.totals.realized == 39.0,
                        "the realized P&L in the totals")
         await pilot.press("u")

@@ -25,12 +25,13 @@ def test_enter_a_position_in_a_real_terminal_quit_and_find_it_saved(tmux: Callab
     wait_screen(tmux, lambda s: "live" in s and "AAPL" in s, "the watchlist on a live feed")
 
     tmux("send-keys", "-t", "t", "e")
-    wait_screen(tmux, lambda s: "Position:" in s, "the position prompt")
+    wait_screen(tmux, lambda s: "Position:" in s and "esc Cancel" in s, "the prompt, focused")
     tmux("send-keys", "-t", "t", "C-u")  # the selected row's symbol is typed already: start afresh
     tmux("send-keys", "-t", "t", "-l", "aapl 12.5 @ 101.25 + 0.75")
     wait_screen(tmux, lambda s: "Position: aapl 12.5 @ 101.25 + 0.75" in s, "the entry typed in the prompt")
     tmux("send-keys", "-t", "t", "Enter")
-    wait_screen(tmux, lambda s: "AAPL: bought 12.5" in s, "the confirmation")
+    # the confirmation shows for 4 s, which a starved machine can miss (test_positions.py reads its
+    # text): the row is what lasts
     screen = wait_screen(tmux, lambda s: "Σ" in s and "Qty" in s, "the position columns and the totals")
     assert any(line.startswith(" AAPL ") and " 12.5 " in line for line in screen.splitlines()), screen
     tmux("send-keys", "-t", "t", "q")
