@@ -173,7 +173,6 @@ async def measure(server: NatsServer, size: Size, work: Path) -> Result:
         await asyncio.sleep(size.warmup_s)  # the backfill's bars out of the way: a bench phase, not a wait
         assert server.proc is not None
         bus = psutil.Process(server.proc.pid)
-        bus.cpu_percent(None)
         cpu0 = bus.cpu_times()
         first = await stream_counts(js)
         t0 = time.monotonic()
