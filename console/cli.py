@@ -182,6 +182,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--load", nargs="?", const=500, type=int, metavar="CLIENTS",
                        help="the WebSocket broadcast sink with CLIENTS (500) local subscribers and a few "
                             "that never read: delivery latency, counts, slow clients cut off")
+    bench.add_argument("--fleet", action="store_true",
+                       help="4 headless engines x 1,000 sim symbols publishing to a local nats-server -js: "
+                            "signals/s and bars/s through the bus, publish -> subscriber latency, the "
+                            "server's CPU and RSS (--quick: 2 x 100)")
+    bench.add_argument("--quick", action="store_true", help="with --fleet or --feeds: a short, small run")
     from console.positions_cmd import add_parser as add_positions  # argparse only: --help stays light
 
     add_positions(commands, FEED_NAMES)
@@ -384,6 +389,10 @@ def _run(args: argparse.Namespace) -> int:
             from bench.history import main as history_main
 
             return history_main(args)
+        if args.fleet:
+            from bench.fleet import main as fleet_main
+
+            return fleet_main(args)
         if args.feeds:
             from bench.feeds import main as feeds_main
 
