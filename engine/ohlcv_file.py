@@ -18,14 +18,15 @@ a count of the other lines (rows) that have one.
 Rows of a CSV file are split with the stdlib ``csv`` module rather than ``pandas.read_csv``: pandas pads
 short rows with empty cells and counts records rather than file lines, so it cannot say "line 7 has 5
 fields". pandas parses the columns (numbers, ISO 8601 and epoch timestamps) and finds the bad cells; it is
-imported on first use, so importing this module stays light.
+imported on first use, so importing this module stays light. The backtest first tries
+``fast_checked_csv`` (pandas' C parser; see "the fast path" below), which gives up on any file with a
+problem, so the messages are always this careful reader's.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import re
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -273,15 +274,20 @@ def epoch_ns(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return ns, ok
 
 
-def parse_times(cells: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+def parse_times(cells: pd.Series, maybe_epoch: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Stripped text to UTC ns: epoch numbers by magnitude, anything else as ISO 8601 (naive is UTC).
-    Returns (ns, ok); ns is 0 where a cell is empty or not a time."""
+    Returns (ns, ok); ns is 0 where a cell is empty or not a time. ``maybe_epoch`` False: the caller
+    knows no cell is a number."""
     import pandas as pd
 
-    numbers = pd.to_numeric(cells, errors="coerce")
-    as_float = numbers.to_numpy(dtype=np.float64, na_value=np.nan)
-    ns, ok = epoch_ns(numbers.to_numpy() if numbers.dtype.kind == "i" else as_float)
-    epoch = np.abs(np.nan_to_num(as_float)) >= EPOCH_MIN
+    if maybe_epoch:
+        numbers = pd.to_numeric(cells, errors="coerce")
+        as_float = numbers.to_numpy(dtype=np.float64, na_value=np.nan)
+        ns, ok = epoch_ns(numbers.to_numpy() if numbers.dtype.kind == "i" else as_float)
+        epoch = np.abs(np.nan_to_num(as_float)) >= EPOCH_MIN
+    else:
+        ns, ok = np.zeros(len(cells), dtype=np.int64), np.zeros(len(cells), dtype=bool)
+        epoch = ok.copy()
     text = ~epoch & (cells != "").to_numpy()
     if text.any():
         parsed = pd.to_datetime(cells[text], utc=True, format="ISO8601", errors="coerce")
@@ -424,11 +430,16 @@ def first_row(path: str) -> tuple[list[str], int]:
     raise InputError(f"{path}: empty")
 
 
-# A number written with a leading "+": pandas.to_numeric (the careful reader) can land one ulp away from
-# the C parser (and from Python's float) on such text; the fast path leaves these files to the careful
-# reader so values stay what they were.
-_PLUS_CELL = re.compile(rb'(?:^|[,"\s])\+', re.MULTILINE)
 FIELD_LIMIT = 131_072  # the csv module's default field_size_limit: a longer field is an error there
+
+
+def leading_plus(data: bytes) -> bool:
+    """Whether a "+" may start a number: pandas.to_numeric (the careful reader) can land one ulp away
+    from the C parser (and Python's float) on "+0.0018587623802617014", so such a file is left to the
+    careful reader and values stay what they were. Other "+" follow an exponent's e or a digit (a time
+    zone); counted rather than searched with a regular expression, which took longer than the parse."""
+    plus = data.count(b"+")
+    return bool(plus) and plus > sum(data.count(bytes([c]) + b"+") for c in b"eE0123456789")
 
 
 def fast_checked_csv(path: str, default_symbol: str) -> CheckedBars | None:
@@ -443,9 +454,8 @@ def fast_checked_csv(path: str, default_symbol: str) -> CheckedBars | None:
         time_pos, pos = find_columns(table)
         with open(path, "rb") as fh:
             data = fh.read()
-        ends = np.flatnonzero(np.isin(np.frombuffer(data, dtype=np.uint8), (10, 13)))
-        if (b"\0" in data or _PLUS_CELL.search(data)  # NUL: the two tokenizers may differ on it
-                or np.diff(ends, prepend=-1, append=len(data)).max(initial=0) > FIELD_LIMIT):
+        if (b"\0" in data or leading_plus(data)  # NUL: the two tokenizers may differ on it
+                or max(map(len, data.splitlines()), default=0) > FIELD_LIMIT):
             return None
         names = [h.strip().lower() for h in header]
         sym_pos = names.index("symbol") if "symbol" in names else None
@@ -477,7 +487,10 @@ def fast_checked_csv(path: str, default_symbol: str) -> CheckedBars | None:
             return None  # small numbers are tried as dates: the careful reader's job
         t, ok = epoch_ns(numbers)
     elif pd.api.types.is_string_dtype(raw.dtype):  # object, or pandas' own string dtype
-        t, ok = parse_times(pd.Series(list(map(str.strip, map(str, raw))), dtype=object))
+        # no number has a ":", so a column of times of day is all text (to_numeric on it took long)
+        maybe_epoch = not raw.str.contains(":", regex=False).all()
+        text = pd.Series(list(map(str.strip, raw.to_numpy(dtype=object))), dtype=object)
+        t, ok = parse_times(text, maybe_epoch)
     else:
         return None
     if not ok.all() or (t[1:] < t[:-1]).any():

@@ -51,7 +51,8 @@ def bar_file(path: Path, rng: np.random.Generator, n: int, times: list[str], *, 
     return path
 
 
-@pytest.mark.parametrize("times", ["epoch_s", "epoch_ms", "epoch_float", "iso", "iso_quoted", "iso_z"])
+@pytest.mark.parametrize("times", ["epoch_s", "epoch_ms", "epoch_float", "iso", "iso_quoted", "iso_z",
+                                   "iso_tz", "date", "mixed"])
 def test_same_bits_as_the_careful_reader(tmp_path: Path, times: str) -> None:
     rng = np.random.default_rng(len(times))
     n = 2_000
@@ -63,6 +64,9 @@ def test_same_bits_as_the_careful_reader(tmp_path: Path, times: str) -> None:
         "iso": [str(np.datetime64(int(s), "s")).replace("T", " ") for s in base],
         "iso_quoted": [f'" {np.datetime64(int(s), "s")} "' for s in base],
         "iso_z": [f"{np.datetime64(int(s) * 1000, 'ms')}Z" for s in base],
+        "iso_tz": [f"{np.datetime64(int(s), 's')}+00:00" for s in base],
+        "date": [str(np.datetime64(int(s), "s").astype("datetime64[D]")) for s in base],
+        "mixed": [str(s) if i % 2 else str(np.datetime64(int(s), "s")) for i, s in enumerate(base)],
     }[times]
     same(bar_file(tmp_path / "a.csv", rng, n, text))
     same(bar_file(tmp_path / "b.csv", rng, n, text, newline="\r\n", bom=True, blank_every=7,
