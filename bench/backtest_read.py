@@ -38,7 +38,7 @@ def write_files(folder: Path) -> list[str]:
     return paths
 
 
-def careful_only(path: str, stem: str) -> CheckedBars | None:
+def careful_only(path: str, default_symbol: str) -> CheckedBars | None:
     """In place of the fast reader: never reads, so every file goes to the careful reader."""
     return None
 
@@ -52,7 +52,10 @@ def measure(folder: Path) -> None:
     try:
         for i in range(RUNS):
             for label in rates:
-                backtest.fast_checked_csv = fast if label == "fast" else careful_only
+                if label == "fast":
+                    backtest.fast_checked_csv = fast
+                else:
+                    backtest.fast_checked_csv = careful_only
                 r = backtest.run(paths, rules)
                 rates[label].append(r.bars / r.total_s)
                 print(f"{label:8} run {i + 1}: {r.bars / r.total_s:,.0f} bars/s (read {r.read_s:.2f} s, "
