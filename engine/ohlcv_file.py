@@ -404,8 +404,9 @@ def checked_bars(parsed: Bars, names: np.ndarray) -> CheckedBars:
 # Reading with Python's csv module and parsing text cells was three quarters of a backtest. A file that
 # is fine is read by pandas' C parser instead; at the first sign of anything else (a cell that is not a
 # number, a short or long row, any failed check) the careful reader above reads the file again and names
-# the problem, so messages stay exactly as they were. Both parse numbers with pandas' own converter
-# (``precise_xstrtod``), so the values are the same bits (the tests compare them).
+# the problem, so messages stay exactly as they were. The C parser's numbers are the careful reader's
+# bits except after a leading "+" (see ``leading_plus``), which the fast path leaves alone; the tests
+# compare the two on files written in every form the careful reader takes.
 
 @dataclass
 class AnyProblem(Problems):
