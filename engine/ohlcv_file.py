@@ -18,12 +18,16 @@ a count of the other lines (rows) that have one.
 Rows of a CSV file are split with the stdlib ``csv`` module rather than ``pandas.read_csv``: pandas pads
 short rows with empty cells and counts records rather than file lines, so it cannot say "line 7 has 5
 fields". pandas parses the columns (numbers, ISO 8601 and epoch timestamps) and finds the bad cells; it is
-imported on first use, so importing this module stays light.
+imported on first use, so importing this module stays light. The backtest first tries
+``fast_checked_csv`` (pandas' C parser; see "the fast path" below), which gives up on any file with a
+problem, so the messages are always this careful reader's.
 """
 
 from __future__ import annotations
 
 import csv
+import io
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from operator import itemgetter
@@ -270,15 +274,20 @@ def epoch_ns(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return ns, ok
 
 
-def parse_times(cells: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+def parse_times(cells: pd.Series, maybe_epoch: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Stripped text to UTC ns: epoch numbers by magnitude, anything else as ISO 8601 (naive is UTC).
-    Returns (ns, ok); ns is 0 where a cell is empty or not a time."""
+    Returns (ns, ok); ns is 0 where a cell is empty or not a time. ``maybe_epoch`` False: the caller
+    knows no cell is a number."""
     import pandas as pd
 
-    numbers = pd.to_numeric(cells, errors="coerce")
-    as_float = numbers.to_numpy(dtype=np.float64, na_value=np.nan)
-    ns, ok = epoch_ns(numbers.to_numpy() if numbers.dtype.kind == "i" else as_float)
-    epoch = np.abs(np.nan_to_num(as_float)) >= EPOCH_MIN
+    if maybe_epoch:
+        numbers = pd.to_numeric(cells, errors="coerce")
+        as_float = numbers.to_numpy(dtype=np.float64, na_value=np.nan)
+        ns, ok = epoch_ns(numbers.to_numpy() if numbers.dtype.kind == "i" else as_float)
+        epoch = np.abs(np.nan_to_num(as_float)) >= EPOCH_MIN
+    else:
+        ns, ok = np.zeros(len(cells), dtype=np.int64), np.zeros(len(cells), dtype=bool)
+        epoch = ok.copy()
     text = ~epoch & (cells != "").to_numpy()
     if text.any():
         parsed = pd.to_datetime(cells[text], utc=True, format="ISO8601", errors="coerce")
@@ -353,10 +362,25 @@ def check_bars(table: Table, default_symbol: str) -> CheckedBars:
     no zero price, a symbol on every row (a ``symbol`` column, else ``default_symbol``), no bar time
     repeated within a symbol. The first problem raises InputError (line or row, column). Shared by the
     replay feed and the backtest, which both turn these bars into ticks."""
+    parsed = parse_bars(table)
+    header = [name.strip().lower() for name in table.header]
+    if "symbol" in header:
+        sym_pos = header.index("symbol")
+        names = cells(table, sym_pos).to_numpy(dtype=object)
+        parsed.problems.flag(names == "", sym_pos, lambda i: "empty cell")
+    else:
+        names = np.full(len(parsed.t), default_symbol, dtype=object)
+    checked = checked_bars(parsed, names)
+    parsed.problems.raise_first()
+    return checked
+
+
+def checked_bars(parsed: Bars, names: np.ndarray) -> CheckedBars:
+    """The checks across columns (flagged in ``parsed.problems``, not raised) and the bars they give."""
     import pandas as pd
 
-    parsed = parse_bars(table)
     problems, time_pos, pos, t = parsed.problems, parsed.time_pos, parsed.pos, parsed.t
+    table = problems.table
     o, h, lo, c, v = (parsed.values[name] for name in REQUIRED)
     problems.flag(h < lo, pos["high"], lambda i: f"high {h[i].item()} is below low {lo[i].item()}")
     for name, x in (("open", o), ("close", c)):  # four ticks rebuild a bar only if these hold
@@ -369,17 +393,115 @@ def check_bars(table: Table, default_symbol: str) -> CheckedBars:
             return f"{n} is 0; prices must be positive"
 
         problems.flag(x == 0, pos[name], zero)
-    header = [name.strip().lower() for name in table.header]
-    if "symbol" in header:
-        sym_pos = header.index("symbol")
-        names = cells(table, sym_pos).to_numpy(dtype=object)
-        problems.flag(names == "", sym_pos, lambda i: "empty cell")
-    else:
-        names = np.full(len(t), default_symbol, dtype=object)
     codes, uniques = pd.factorize(names)
     repeated = pd.DataFrame({"s": codes, "t": t}).duplicated().to_numpy()
     problems.flag(repeated, time_pos, lambda i: f"bar time {table.rows[i][time_pos].strip()!r} repeats "
                                                 f"an earlier bar of {names[i]!r}")
-    problems.raise_first()
     return CheckedBars(t, (o, h, lo, c, v), np.asarray(codes), [str(u) for u in uniques])
 
+
+# --- the fast path --------------------------------------------------------------------------------
+# Reading with Python's csv module and parsing text cells was three quarters of a backtest. A file that
+# is fine is read by pandas' C parser instead; at the first sign of anything else (a cell that is not a
+# number, a short or long row, any failed check) the careful reader above reads the file again and names
+# the problem, so messages stay exactly as they were. The C parser's numbers are the careful reader's
+# bits except after a leading "+" (see ``leading_plus``), which the fast path leaves alone; the tests
+# compare the two on files written in every form the careful reader takes.
+
+@dataclass
+class AnyProblem(Problems):
+    """Problems that only note whether there is one: the careful reader then says which."""
+
+    found: bool = False
+
+    def flag(self, mask: np.ndarray, pos: int, describe: Callable[[int], str]) -> None:
+        if mask.any():
+            self.found = True
+
+
+def first_row(path: str) -> tuple[list[str], int]:
+    """The header as the careful reader finds it (the first line that is not blank) and its line."""
+    with open(path, encoding="utf-8-sig", newline="") as fh:
+        reader = csv.reader(fh)
+        start = 1
+        for fields in reader:
+            line, start = start, reader.line_num + 1
+            if "".join(fields).strip():
+                return fields, line
+    raise InputError(f"{path}: empty")
+
+
+FIELD_LIMIT = 131_072  # the csv module's default field_size_limit: a longer field is an error there
+
+
+def leading_plus(data: bytes) -> bool:
+    """Whether a "+" may start a number: pandas.to_numeric (the careful reader) can land one ulp away
+    from the C parser (and Python's float) on "+0.0018587623802617014", so such a file is left to the
+    careful reader and values stay what they were. Other "+" follow an exponent's e or a digit (a time
+    zone); counted rather than searched with a regular expression, which took longer than the parse."""
+    plus = data.count(b"+")
+    return bool(plus) and plus > sum(data.count(bytes([c]) + b"+") for c in b"eE0123456789")
+
+
+def fast_checked_csv(path: str, default_symbol: str) -> CheckedBars | None:
+    """:func:`check_bars` of :func:`read_csv` for a CSV file that has no problem, read by pandas' C
+    parser; None when the file has any problem or anything unusual (the caller then reads it carefully,
+    which finds the problem and says where)."""
+    import pandas as pd
+
+    try:
+        header, line = first_row(path)
+        table = Table(path, header, line)
+        time_pos, pos = find_columns(table)
+        with open(path, "rb") as fh:
+            data = fh.read()
+        if (b"\0" in data or leading_plus(data)  # NUL: the two tokenizers may differ on it
+                or max(map(len, data.splitlines()), default=0) > FIELD_LIMIT):
+            return None
+        names = [h.strip().lower() for h in header]
+        sym_pos = names.index("symbol") if "symbol" in names else None
+        dtypes: dict[int, type] = {p: np.float64 for p in pos.values()}
+        if sym_pos is not None:
+            dtypes[sym_pos] = str
+        # pandas pads a short row with empty cells: only a file whose every column must be non-empty
+        # shows a short row (as a failed number, time or symbol), so one with other columns is left out
+        if len(header) != len({time_pos, *dtypes}):
+            return None
+        with warnings.catch_warnings():  # a first row longer than the header is cut, with a warning
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            frame = pd.read_csv(io.BytesIO(data), engine="c", encoding="utf-8-sig", header=0,
+                                index_col=False, na_filter=False, dtype=dtypes)
+    except (InputError, ValueError, OSError, csv.Error, pd.errors.ParserWarning):  # ParserError: ValueError
+        return None
+    if frame.shape[1] != len(header) or not len(frame):
+        return None
+    if any(pd.api.types.is_string_dtype(x) and x.str.len().max() > FIELD_LIMIT for _, x in frame.items()):
+        return None  # a quoted field across lines, longer than the csv module takes
+    columns = list(frame.columns)
+    values = {name: frame[columns[p]].to_numpy(dtype=np.float64, copy=True) for name, p in pos.items()}
+    if any(not np.isfinite(x).all() or (x < 0).any() for x in values.values()):
+        return None
+    raw = frame[columns[time_pos]]
+    if raw.dtype.kind in "if":
+        numbers = raw.to_numpy()
+        if (np.abs(numbers.astype(np.float64)) < EPOCH_MIN).any():
+            return None  # small numbers are tried as dates: the careful reader's job
+        t, ok = epoch_ns(numbers)
+    elif pd.api.types.is_string_dtype(raw.dtype):  # object, or pandas' own string dtype
+        # no number has a ":", so a column of times of day is all text (to_numeric on it took long)
+        maybe_epoch = not raw.str.contains(":", regex=False).all()
+        text = pd.Series(list(map(str.strip, raw.to_numpy(dtype=object))), dtype=object)
+        t, ok = parse_times(text, maybe_epoch)
+    else:
+        return None
+    if not ok.all() or (t[1:] < t[:-1]).any():
+        return None
+    if sym_pos is None:
+        symbols = np.full(len(t), default_symbol, dtype=object)
+    else:
+        symbols = np.fromiter(map(str.strip, frame[columns[sym_pos]]), dtype=object, count=len(t))
+        if (symbols == "").any():
+            return None
+    problems = AnyProblem(table)
+    checked = checked_bars(Bars(time_pos, pos, t, values, problems), symbols)
+    return None if problems.found else checked
