@@ -189,6 +189,9 @@ async def test_streamed_prices_are_ticks_and_a_streamed_symbol_is_not_polled() -
         running = Running(feed)
         try:
             await streamer.until(lambda: streamer.subscribed("AAPL"))
+            # a push holds polling off once a poll gave the day's previous close (pushes carry none):
+            # the first poll's answer first, as it comes when the streamer starts after the feed
+            await running.until(lambda: "AAPL" in feed.previous_closes)
             await streamer.push("AAPL", 178.1, (T0 + 1000) * 1000 + 250, day_volume=67_314_602)
             pushed = ("AAPL", (T0 + 1000) * SEC + 250_000_000, 178.1)
             await running.until(lambda: pushed in [t[:3] for t in ticks(feed, running.items, 0)])
