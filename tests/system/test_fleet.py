@@ -269,6 +269,9 @@ async def test_a_sink_process_killed_and_restarted_delivers_every_signal_once(
         second = await sink()
         await until(lambda: len({r.headers.get(IDEMPOTENCY_HEADER) for r in hook.received}) >= total,
                     "every signal delivered")
+        # the batch the killed process fetched but never acked comes back after ack_wait (5 s): the
+        # second process skips what it delivered already and acks it; only then is nothing pending
+        await until_async(lambda: stream_pending(nats_server.url), (0, 0), "every signal acknowledged")
         second.send_signal(signal.SIGTERM)
         _, err = await asyncio.wait_for(second.communicate(), 30)
         assert second.returncode == 0, err.decode()[-2000:]
@@ -288,6 +291,14 @@ async def test_a_sink_process_killed_and_restarted_delivers_every_signal_once(
     assert summary["bad"] == 0 and summary["delivered"] + summary["duplicates"] <= summary["received"]
     remaining = await stream_pending(nats_server.url)
     assert remaining == (0, 0), summary  # nothing left unacknowledged or undelivered
+
+
+async def until_async(read: Any, wanted: Any, what: str, timeout: float = 60.0) -> None:
+    """Poll the awaitable ``read()`` until it returns ``wanted``."""
+    deadline = time.monotonic() + timeout
+    while (got := await read()) != wanted:
+        assert time.monotonic() < deadline, f"timed out waiting for {what}: {got}"
+        await asyncio.sleep(0.2)
 
 
 async def stream_pending(url: str) -> tuple[int, int]:
