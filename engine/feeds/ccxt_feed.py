@@ -240,6 +240,15 @@ class CcxtFeed(Feed):
         return [dataclasses.replace(item, state=self.state) if isinstance(item, FeedStatus) else item
                 for item in self.history.take()]
 
+    def _pending(self) -> list[FeedItem]:
+        """What waits to go out, in order: the history loader's items, the trades batched, the reports."""
+        items = self._side()
+        if (batch := self.batcher.flush()) is not None:
+            items.append(batch)
+        items += self._reports
+        self._reports.clear()
+        return items
+
     def take_pending(self) -> np.ndarray | None:
         return self.batcher.flush()
 
@@ -365,12 +374,8 @@ class CcxtFeed(Feed):
                 reason = str(exc) if isinstance(exc, Stalled | FeedBroken) else describe(exc)
             finally:
                 await self._stop_watchers()
-            for item in self._side():
+            for item in self._pending():
                 yield item
-            if (batch := self.batcher.flush()) is not None:
-                yield batch
-            while self._reports:
-                yield self._reports.pop(0)
             delay = self.backoff.next()
             yield FeedStatus(self.name, "reconnecting", reason or "connection ended", retry_in=delay)
             await self._sleep(delay)
@@ -399,12 +404,8 @@ class CcxtFeed(Feed):
                 live = True
                 self.backoff.reset()
                 yield FeedStatus(self.name, "live")
-            for item in self._side():
+            for item in self._pending():
                 yield item
-            if (batch := self.batcher.flush()) is not None:
-                yield batch
-            while self._reports:
-                yield self._reports.pop(0)
             if self._broken is not None:
                 raise FeedBroken(describe(self._broken))
             if all(n in self.refused for n in self.wanted):
