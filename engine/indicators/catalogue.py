@@ -47,8 +47,10 @@ class Kind:
     returns one number for all outputs or a tuple with one per output. ``check`` takes them too and
     returns what is wrong with their combination (MACD's fast < slow), or None. ``step`` names the
     kernel as ``module:function`` under ``engine.indicators.kernels``, resolved only when a kernel is
-    built, so this module never imports numba. ``code`` is the kind's number in a plan, given by its
-    place in :data:`KINDS`; nothing tests it by value."""
+    built, so this module never imports numba. ``batch`` optionally names a function of the same module
+    that commits a batch of bars exactly as ``step`` would bar by bar, faster (the specialised kernels
+    call it for committed batches; ``tests/unit/test_batch_kernels.py`` holds the two equal). ``code`` is
+    the kind's number in a plan, given by its place in :data:`KINDS`; nothing tests it by value."""
 
     title: str
     outputs: tuple[str, ...]
@@ -60,6 +62,7 @@ class Kind:
     bare: bool = False  # canonical name omits parameters when they are the defaults (sar, obv)
     check: Callable[..., str | None] = _no_relation
     code: int = 0
+    batch: str = ""  # a function of the step's module: ``step`` over a batch (see above)
 
     @property
     def key(self) -> str:
@@ -77,6 +80,10 @@ class Kind:
     def step_function(self) -> Any:
         """The compiled step function (imports numba and the kernel module)."""
         return getattr(importlib.import_module(self.step_module), self.step_name)
+
+    def batch_function(self) -> Any:
+        """The compiled batch function (``batch``), or None when the kind has none."""
+        return getattr(importlib.import_module(self.step_module), self.batch) if self.batch else None
 
 
 def _p(name: str, default: float, low: float, high: float, kind: type = int) -> Param:
@@ -114,10 +121,10 @@ _KINDS: tuple[Kind, ...] = (
          (_p("fast", 12, 2, 100_000), _p("slow", 26, 2, 100_000), _p("signal", 9, 1, 100_000)),
          lambda f, sl, sg: layout.MACD_FIELDS + 3 * EMA_ROWS,
          lambda f, sl, sg: max(f, sl) - 1 + sg - 1, "averages:macd_step", talib="MACD",
-         check=_macd_relation),
+         check=_macd_relation, batch="macd_batch"),
     Kind("Bollinger bands", ("bb_upper", "bb_middle", "bb_lower"),
          (_period(20), _p("k", 2.0, 0.0, 100.0, float)), lambda p, k: layout.moments(p),
-         lambda p, k: p - 1, "bands:bb_step", talib="BBANDS"),
+         lambda p, k: p - 1, "bands:bb_step", talib="BBANDS", batch="bb_batch"),
     Kind("Standard deviation of close", ("stddev",), (_period(20),), layout.moments, lambda p: p - 1,
          "bands:stddev_step", talib="STDDEV"),
     Kind("Z-score of close", ("zscore",), (_period(20),), layout.moments, lambda p: p - 1,

@@ -16,8 +16,8 @@ SMA_FIELDS = 2
 EMA_ROWS = 4
 # A window extreme deque: b+0 head, b+1 size, then cap bar indices and cap values.
 WEXT_HEADER = 2
-# Window moments (Bollinger, z-scores, stddev): run, two accumulators of five, the count of the second.
-MOM_FIELDS = 12
+# Window moments (Bollinger, z-scores, stddev): run, an accumulator of five, inputs since its last renewal.
+MOM_FIELDS = 7
 WMA_FIELDS = 4
 KAMA_FIELDS = 4
 MACD_FIELDS = 1

@@ -23,6 +23,8 @@ from engine.indicators.kernels.common import (
 from engine.indicators.layout import EMA_ROWS, KAMA_FIELDS, MACD_FIELDS, WMA_FIELDS
 from engine.jit import njit_no_refcounts as njit  # they allocate nothing
 
+INF = math.inf
+
 
 @njit
 def sma_step(st, s, b, ip, fp, o, h, l, c, v, t, commit, out, ob):
@@ -212,3 +214,45 @@ def macd_step(st, s, b, ip, fp, o, h, l, c, v, t, commit, out, ob):
         out[ob, s] = macd
         out[ob + 1, s] = sig
         out[ob + 2, s] = macd - sig
+
+
+@njit
+def macd_batch(st, b, ip, fp, slots, n, o, h, l, c, v, t, out, ob, record, rec, rf):
+    """``macd_step`` committing bars ``0..n-1`` of the arrays, bit-identical to it bar by bar (the specialised
+    kernel's committed batches; ``record`` copies the three outputs to ``rec[i, rf:rf + 3]``).
+
+    Why a second text: three ``ema_update`` stages make ``macd_step`` too large for LLVM to inline, so a
+    call per bar passes every argument through the stack. Here the common case is in the loop itself:
+    every stage warm (the signal stage counts only MACD values, which need the other two) and a finite
+    close, where each stage is ``ema_update``'s steady branch; any other bar goes through ``macd_step``.
+    """
+    fast, slow, signal = ip[0], ip[1], ip[2]
+    bf = b + MACD_FIELDS
+    bs = bf + EMA_ROWS
+    bg = bs + EMA_ROWS
+    kf = 2.0 / (fast + 1)
+    ks = 2.0 / (slow + 1)
+    kg = 2.0 / (signal + 1)
+    for i in range(n):
+        s = slots[i]
+        x = c[i]
+        if st[bg, s] < signal or not abs(x) < INF:
+            macd_step(st, s, b, ip, fp, o[i], h[i], l[i], x, v[i], t[i], True, out, ob)
+        else:
+            prev = st[bs + 3, s]
+            slow_v = (x - prev) * ks + prev
+            st[bs + 3, s] = slow_v
+            prev = st[bf + 3, s]
+            fast_v = (x - prev) * kf + prev
+            st[bf + 3, s] = fast_v
+            macd = fast_v - slow_v
+            prev = st[bg + 3, s]
+            sig = (macd - prev) * kg + prev
+            st[bg + 3, s] = sig
+            out[ob, s] = macd
+            out[ob + 1, s] = sig
+            out[ob + 2, s] = macd - sig
+        if record:
+            rec[i, rf] = out[ob, s]
+            rec[i, rf + 1] = out[ob + 1, s]
+            rec[i, rf + 2] = out[ob + 2, s]
