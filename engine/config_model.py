@@ -391,8 +391,13 @@ class BusConfig:
     signals_max_bytes: int = _setting(1024 * 2**20, _between(2**20))
     bars_max_age: str = _setting("7d", _retention)
     bars_max_bytes: int = _setting(4096 * 2**20, _between(2**20))
+    bars_max_per_subject: int = _setting(0, _between(0, 10_000_000))
+    """Bars the bar stream keeps per symbol at most (0: no such limit, only age and bytes): what a
+    takeover's warm-up reads, so a fleet bounds the stream by its symbols rather than by time."""
     duplicate_window: str = _setting("2m", _retention)
     """JetStream's de-duplication window: the same signal published again within it is stored once."""
+    replicas: int = _setting(1, _between(1, 5))
+    """Copies JetStream keeps of each stream: 1 on one server, 3 on a cluster of three (or more)."""
     snapshot_every: float = _setting(1.0, _between(0.0, 3600.0))
     """Seconds between two snapshots published for consoles (0: none)."""
     buffer: str = _setting("auto", _store)

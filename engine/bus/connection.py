@@ -153,12 +153,14 @@ class Retention:
     bars_max_age: str = "7d"
     bars_max_bytes: int = 4096 * 2**20
     duplicate_window: str = "2m"
+    bars_max_per_subject: int = 0  # 0: no limit by count
+    replicas: int = 1
 
 
 def retention_of(config: Config) -> Retention:
     b = config.bus
     return Retention(b.signals_max_age, b.signals_max_bytes, b.bars_max_age, b.bars_max_bytes,
-                     b.duplicate_window)
+                     b.duplicate_window, b.bars_max_per_subject, b.replicas)
 
 
 async def ensure_streams(js: JetStreamContext, retention: Retention) -> None:
@@ -168,12 +170,14 @@ async def ensure_streams(js: JetStreamContext, retention: Retention) -> None:
     from nats.js.errors import NotFoundError
 
     window = parse_duration(retention.duplicate_window) / 1e9
-    for name, subjects, age, size in (
-        (SIGNALS_STREAM, f"{SIGNALS}.>", retention.signals_max_age, retention.signals_max_bytes),
-        (BARS_STREAM, f"{BARS}.>", retention.bars_max_age, retention.bars_max_bytes),
+    per_subject = retention.bars_max_per_subject or -1  # JetStream's "no limit"
+    for name, subjects, age, size, per in (
+        (SIGNALS_STREAM, f"{SIGNALS}.>", retention.signals_max_age, retention.signals_max_bytes, -1),
+        (BARS_STREAM, f"{BARS}.>", retention.bars_max_age, retention.bars_max_bytes, per_subject),
     ):
         config = StreamConfig(name=name, subjects=[subjects], storage=StorageType.FILE,
                               discard=DiscardPolicy.OLD, max_age=parse_duration(age) / 1e9, max_bytes=size,
+                              max_msgs_per_subject=per, num_replicas=retention.replicas,
                               duplicate_window=min(window, parse_duration(age) / 1e9))
         try:
             await js.stream_info(name)

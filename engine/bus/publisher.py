@@ -195,8 +195,12 @@ class BusPublisher(Sink):
             await ensure_streams(js, self.retention)
         except Exception as exc:  # no JetStream on that server, no permission, a limit the account refuses
             await client.close()
+            hint = "is JetStream enabled (nats-server -js)?"
+            if self.retention.replicas > 1:
+                hint = (f"[bus] replicas = {self.retention.replicas} needs a JetStream cluster of at least "
+                        f"{self.retention.replicas} servers; {hint}")
             raise BusError(f"the bus at {self.settings.shown} refused the streams ({type(exc).__name__}: "
-                           f"{exc}); is JetStream enabled (nats-server -js)?") from None
+                           f"{exc}); {hint}") from None
         self._client, self._js = client, js
 
     def start(self) -> None:
