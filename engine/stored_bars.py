@@ -116,7 +116,9 @@ class StoredBars:
 
     def _read(self, store: BarStore, symbol: str, now_ns: int, limit: int) -> np.ndarray:
         cached = self._cache.get(symbol)
-        if cached is not None and cached[1] >= limit:
+        # the cache serves only a read for a time after every bar it holds: read for an earlier time, it
+        # would return bars newer than asked (and fewer than ``limit`` older ones)
+        if cached is not None and cached[1] >= limit and (not len(cached[0]) or cached[0]["t"][-1] < now_ns):
             bars = cached[0]
             since = int(bars["t"][-1]) + 1 if len(bars) else 0  # bars stored since: all newer than these
             fresh = store.load(self.feed, symbol, self.interval_ns, since)

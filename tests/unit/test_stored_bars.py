@@ -130,6 +130,18 @@ def test_reads_are_bounded_and_a_later_read_asks_only_for_newer_bars(tmp_path: P
     stored.close()
 
 
+def test_a_read_for_an_earlier_time_never_returns_the_cached_newer_bars(tmp_path: Path) -> None:
+    config = store_config(tmp_path)
+    bars = bar_rows()
+    with BarStore(tmp_path / "store", KEEP) as store:
+        store.append("binance", "BTCUSDT", MIN, bars[:1000])
+    stored = StoredBars(config, "binance", MIN)
+    assert same(stored.newest("BTCUSDT", NOW, 300).t, bars["t"][700:1000])
+    earlier = stored.newest("BTCUSDT", int(bars["t"][500]), 300)  # e.g. a chart scrolled back
+    assert same(earlier.t, bars["t"][200:500])
+    stored.close()
+
+
 def test_older_bars_go_before_the_ring_and_never_repeat_its_bars() -> None:
     from engine.stored_bars import merge
 
