@@ -14,6 +14,7 @@ from engine.indicators.kernels.common import (
     NAN,
     ema_update,
     neumaier,
+    record_outputs,
     ring_count,
     ring_get,
     ring_oldest,
@@ -253,6 +254,4 @@ def macd_batch(st, b, ip, fp, slots, n, o, h, l, c, v, t, out, ob, record, rec, 
             out[ob + 1, s] = sig
             out[ob + 2, s] = macd - sig
         if record:
-            rec[i, rf] = out[ob, s]
-            rec[i, rf + 1] = out[ob + 1, s]
-            rec[i, rf + 2] = out[ob + 2, s]
+            record_outputs(rec, i, rf, out, ob, s, 3)

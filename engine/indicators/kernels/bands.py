@@ -18,6 +18,7 @@ import math
 from engine.indicators.kernels.common import (
     NAN,
     neumaier,
+    record_outputs,
     ring_count,
     ring_get,
     ring_oldest,
@@ -169,9 +170,7 @@ def bb_batch(st, b, ip, fp, slots, n, o, h, l, c, v, t, out, ob, record, rec, rf
             out[ob + 1, s] = mean
             out[ob + 2, s] = mean - width
         if record:
-            rec[i, rf] = out[ob, s]
-            rec[i, rf + 1] = out[ob + 1, s]
-            rec[i, rf + 2] = out[ob + 2, s]
+            record_outputs(rec, i, rf, out, ob, s, 3)
 
 
 @njit

@@ -35,6 +35,14 @@ def neumaier(total: float, comp: float, x: float) -> tuple[float, float]:
     return t, comp
 
 
+@njit
+def record_outputs(rec, i, rf, out, ob, s, n):
+    """Copy the ``n`` outputs of slot ``s`` (rows ``ob..``) to ``rec[i, rf..]``: a batch function's record
+    of bar ``i`` (``Kind.batch``)."""
+    for k in range(n):
+        rec[i, rf + k] = out[ob + k, s]
+
+
 # --- ring buffer -------------------------------------------------------------------------------
 # rows: layout.RING_HEADER (next write position, count), then the values.
 
