@@ -522,6 +522,7 @@ async def serve(config: Config, *, signals_out: str | os.PathLike[str] | None = 
         sinks = _sink_group(specs, stdout_fd)
         if config.bus.url:  # connected before the sinks start: an unreachable bus is a start-up error
             sinks.sinks.append(await _open_bus(config, runtime))
+        sharding = await _open_sharding(config, runtime)  # the feed's other symbols dropped before the run
         try:
             await sinks.start()
         except OSError as exc:
@@ -544,11 +545,20 @@ async def serve(config: Config, *, signals_out: str | os.PathLike[str] | None = 
         handler[0] = service.request_stop
         for name in early:
             service.request_stop(name)
-        code = await service.run()
+        if sharding is not None:
+            sharding.start()
+        try:
+            code = await service.run()
+        finally:
+            if sharding is not None:
+                await sharding.close()
     finally:
         for signum in handled:
             loop.remove_signal_handler(signum)
-    return code, service.summary()
+    summary = service.summary()
+    if sharding is not None:
+        summary["shard"] = sharding.stats()
+    return code, summary
 
 
 async def _open_bus(config: Config, runtime: Runtime) -> Sink:
@@ -559,6 +569,19 @@ async def _open_bus(config: Config, runtime: Runtime) -> Sink:
 
     try:
         return await open_publisher(config, runtime)
+    except BusError as exc:
+        raise StartError(str(exc)) from None
+
+
+async def _open_sharding(config: Config, runtime: Runtime) -> Any:
+    """This engine's share of the feed (``engine.bus.sharding``; None: every symbol), else a StartError."""
+    if not config.bus.shard:
+        return None
+    from engine.bus.connection import BusError
+    from engine.bus.sharding import open_sharding
+
+    try:
+        return await open_sharding(config, runtime)
     except BusError as exc:
         raise StartError(str(exc)) from None
 
