@@ -238,6 +238,9 @@ async def test_a_killed_sharded_engine_is_taken_over_and_its_indicators_continue
             taken = set(split["symbols"])
             assert taken == {"ETHUSDT", "SOLUSDT", "XRPUSDT"}
             await until_async(lambda: _holds(bus, "b", 3, engines=["a", "b"]), "b to take its share")
+            others = set(SYMBOLS) - taken  # the giver unsubscribed them: the stand-in streams them to b only
+            await until(lambda: _subscribed(market) == sorted(map(streams, (SYMBOLS, taken, others))),
+                        "a to unsubscribe b's share")
             joined_ns = time.time_ns()
             await until_async(lambda: _bars_after(bus, taken, joined_ns + 3 * 10**9),
                               "a's live bars after the join")
@@ -252,6 +255,7 @@ async def test_a_killed_sharded_engine_is_taken_over_and_its_indicators_continue
                               f"b to take a's symbols over within {bound:g} s (+ {SLACK_S:g} s slack)",
                               timeout=bound + SLACK_S)
             print(f"takeover {time.monotonic() - killed:.2f} s after the kill (bound {bound:g} s)")
+            await until(lambda: _subscribed(market) == [streams(SYMBOLS)] * 2, "b to subscribe a's symbols")
             await until_async(lambda: _bars_after(bus, taken, killed_ns + 45 * 10**9),
                               "45 s of b's bars on them")
         assert await b.stop() == 0
@@ -274,6 +278,15 @@ async def test_a_killed_sharded_engine_is_taken_over_and_its_indicators_continue
     assert {q["symbol"] for q in after} == taken
     kill_ms = killed_ns // 1_000_000
     assert all(int(q["startTime"]) >= kill_ms - 3 * BAR_MS for q in after), after
+
+
+def streams(symbols: Any) -> list[str]:
+    return sorted(f"{s.lower()}@trade" for s in symbols)
+
+
+def _subscribed(market: Market) -> list[list[str]]:
+    """The streams of each connection to the stand-in (R's, then the engines'), sorted."""
+    return sorted(sorted(c.subs) for c in market.stream.connections)
 
 
 async def _holds(bus: Bus, engine: str, n: int, engines: list[str] | None = None) -> dict[str, Any]:
@@ -362,3 +375,70 @@ async def test_the_bucket_holds_presence_with_the_ttl(nats_server: NatsServer) -
                 await kv.get(presence_key("binance", "1m", "solo"))
     finally:
         await k.close()
+
+
+async def test_fixed_shares_subscribe_each_symbol_once(tmp_path: Path) -> None:
+    """``--shard 1/2`` and ``--shard 2/2``: no bus needed, each engine subscribes its share only."""
+    from engine.bus.shards import Shard, static_share
+
+    market = EarlyTradeMarket(SYMBOLS, bars=30, interval="1s", per_bar=1, rate=5.0)
+    await market.start()
+    config = write_config(tmp_path / "fleet.toml", market)
+    engines = [await Engine(f"k{k}", tmp_path, config, "--shard", f"{k}/2").start() for k in (1, 2)]
+    try:
+        shares = [static_share(SYMBOLS, Shard(k, 2)) for k in (1, 2)]
+        await until(lambda: _subscribed(market) == sorted(map(streams, shares)), "each engine on its share")
+        for engine in engines:
+            assert await engine.stop() == 0
+    finally:
+        for engine in engines:
+            if engine.proc is not None and engine.proc.returncode is None:
+                engine.proc.kill()
+                await engine.proc.wait()
+        await market.stop()
+    assert [e.summary()["shard"] for e in engines] == [{"shard": f"{k}/2", "held": len(shares[k - 1]),
+                                                        "symbols": len(SYMBOLS)} for k in (1, 2)]
+
+
+async def test_the_bars_on_the_bus_read_back_as_history(nats_server: NatsServer) -> None:
+    """``read_bars``: one symbol's bars from a time on, the last copy of each, the newest ``limit``; and
+    ``BusBars`` over a bar store: the bus's bar wins where both have one."""
+    import numpy as np
+
+    from engine.bus.bus_bars import BusBars, read_bars
+    from engine.bus.connection import Retention, ensure_streams
+    from engine.bus.publisher import bar_frame
+    from engine.sinks.frames import dumps
+    from engine.ticks import BAR_DTYPE
+
+    minute = 60 * 10**9
+    async with Bus(nats_server.url) as bus:
+        await ensure_streams(bus.js, Retention())
+
+        async def put(symbol: str, i: int, close: float) -> None:
+            frame = bar_frame("binance", "1m", symbol, i * minute, (1.0, 2.0, 0.5, close, 3.0), False)
+            await bus.js.publish(bar_subject("binance", "1m", symbol), dumps(frame).encode())
+
+        for i in range(1, 11):
+            await put("BRK.B", i, float(i))
+            await put("OTHER", i, -1.0)
+        await put("BRK.B", 7, 70.0)  # published again later (beyond a duplicate window): the last one counts
+        got = await read_bars(bus.js, "binance", "1m", "BRK.B", 3 * minute, limit=5)
+        assert got["t"].tolist() == [i * minute for i in range(6, 11)]
+        assert got["close"].tolist() == [6.0, 70.0, 8.0, 9.0, 10.0] and set(got["trades"].tolist()) == {-1}
+        assert len(await read_bars(bus.js, "binance", "1m", "NONE", 0, limit=5)) == 0
+
+        class Store:
+            def load(self, feed: str, symbol: str, interval_ns: int, since_ns: int) -> np.ndarray:
+                rows = np.zeros(4, dtype=BAR_DTYPE)
+                rows["t"] = [4 * minute, 5 * minute, 6 * minute, 11 * minute]
+                rows["close"] = -5.0
+                return rows
+
+        reader = BusBars(asyncio.get_running_loop(), lambda: bus.js, "1m", 5, fallback=Store())
+        merged = await asyncio.to_thread(reader.load, "binance", "BRK.B", minute, 3 * minute)
+        assert merged["t"].tolist() == [i * minute for i in range(4, 12)]
+        assert merged["close"].tolist() == [-5.0, -5.0, 6.0, 70.0, 8.0, 9.0, 10.0, -5.0]
+        assert (reader.reads, reader.bars, reader.failed) == (1, 5, 0)
+        away = BusBars(asyncio.get_running_loop(), lambda: None, "1m", 5, fallback=Store())
+        assert len(await asyncio.to_thread(away.load, "binance", "BRK.B", minute, 0)) == 4
