@@ -5,6 +5,7 @@ the start-up mistakes of a sharded service."""
 from __future__ import annotations
 
 import io
+import json
 import os
 import random
 import subprocess
@@ -19,6 +20,7 @@ from engine.bus.connection import BusError
 from engine.bus.shard_keeper import ShardTiming, assignment_key, key_token, presence_key
 from engine.bus.shards import Shard, ShardError, assign, in_shard, parse_shard, static_share, weight
 from engine.config import ConfigError, load_config
+from tests.data import random_walk
 
 ROOT = Path(__file__).resolve().parents[2]
 SYMBOLS = [f"T{i:04d}USDT" for i in range(1000)]
@@ -149,16 +151,50 @@ def test_keys_are_bucket_keys_whatever_the_names() -> None:
 
 # --- a sharded service's start-up mistakes ----------------------------------------------------------------
 
-def test_sharding_a_replay_is_one_line_and_exit_2(tmp_path: Path) -> None:
+def test_auto_sharding_a_replay_is_one_line_and_exit_2(tmp_path: Path) -> None:
     data = tmp_path / "ACME.csv"
     data.write_text("timestamp,open,high,low,close,volume\n1800000000,1,2,0.5,1.5,10\n", encoding="utf-8")
-    config = load_config(overrides={"feeds.replay.file": str(data), "feed.name": "replay", "bus.shard": "1/2",
-                                    "history.store": ""}, env={})
+    overrides = {"feeds.replay.file": str(data), "feed.name": "replay", "bus.shard": "auto",
+                 "bus.url": "nats://127.0.0.1:9", "history.store": ""}
+    config = load_config(overrides=overrides, env={})
     err = io.StringIO()
     assert headless.main(config, status_every=0, stdout_fd=None, stderr=err) == 2
     assert err.getvalue().splitlines()[-1] == (
-        "tickdeck: --shard needs a feed that subscribes symbols (binance, coinbase, yahoo, ccxt); the replay "
-        "feed delivers every symbol it has")
+        "tickdeck: --shard auto needs a feed that subscribes symbols and loads their history (binance, "
+        "coinbase, yahoo, ccxt); with the replay feed, use --shard K/N")
+
+
+def test_fixed_shares_of_a_replay_fire_the_whole_runs_signals_between_them(tmp_path: Path) -> None:
+    """Two engines on 1/2 and 2/2 of a six-symbol replay: each fires on its own symbols only, and
+    together they fire exactly the signals of one engine on all six (the feed's wrapper drops the other
+    share's ticks before the engine)."""
+    names = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT", "XRPUSDT", "ADAUSDT"]
+    data = tmp_path / "six.csv"
+    rows = sorted(((row[0], k, f"{name},{row[0]},{','.join(str(x) for x in row[1:])}")
+                   for k, name in enumerate(names) for row in random_walk(300, seed=k).rows()))
+    data.write_text("symbol,timestamp,open,high,low,close,volume\n" + "".join(r[2] + "\n" for r in rows),
+                    encoding="utf-8")
+    rules = tmp_path / "rules.toml"
+    rules.write_text('[[rules]]\nid = "x"\nkind = "cross"\na = "close"\nb = "ema_20"\non = "close"\n',
+                     encoding="utf-8")
+
+    def run(shard: str) -> list[dict[str, object]]:
+        out = tmp_path / f"signals-{shard.replace('/', '-') or 'all'}.jsonl"
+        config = load_config(rules, overrides={"feeds.replay.file": str(data), "feed.name": "replay",
+                                               "feeds.replay.speed": "max", "bus.shard": shard,
+                                               "history.store": ""}, env={})
+        err = io.StringIO()
+        code = headless.main(config, signals_out=out, status_every=0, stdout_fd=None, stderr=err)
+        assert code == 0, err.getvalue()[-2000:]
+        return [json.loads(line) for line in out.read_text().splitlines()]
+
+    whole, first, second = run(""), run("1/2"), run("2/2")
+    assert {s["symbol"] for s in first} == set(static_share(names, Shard(1, 2)))
+    assert {s["symbol"] for s in second} == set(static_share(names, Shard(2, 2)))
+    def key(s: dict[str, object]) -> str:
+        return json.dumps({k: v for k, v in s.items() if k != "detected_ns"}, sort_keys=True)
+
+    assert sorted(map(key, first + second)) == sorted(map(key, whole)) and len(whole) > 50
 
 
 def test_auto_without_a_bus_is_one_line_and_exit_2() -> None:
