@@ -166,12 +166,20 @@ class ShardKeeper:
         return self._js
 
     async def open(self) -> list[str]:
+        """Connect, put this engine's presence, read the others': this engine's first share (``BusError``,
+        one line, when the bucket cannot be used)."""
         await self._connect()
-        await self._renew()
-        live = await live_engines(self._kv, self.feed, self.interval)
-        self.engines = sorted({*live, self.engine})
-        self.held = assign(self.universe, self.engines)[self.engine]
-        await self._renew(force=True)
+        try:
+            await self._renew()
+            live = await live_engines(self._kv, self.feed, self.interval)
+            self.engines = sorted({*live, self.engine})
+            self.held = assign(self.universe, self.engines)[self.engine]
+            await self._renew(force=True)
+        except Exception as exc:
+            await self.close()
+            why = f"{type(exc).__name__}: {exc}".rstrip(": ")
+            raise BusError(f"the bus at {self.settings.shown}: the bucket {BUCKET} cannot be used "
+                           f"({why})") from None
         self.state = "live"
         log.info("shard: engine %s holds %d of %d symbols (engines: %s); takeover within %g s",
                  self.engine, len(self.held), len(self.universe), ", ".join(self.engines),
@@ -240,7 +248,11 @@ class ShardKeeper:
         left, joined = sorted(set(self.engines) - set(engines)), sorted(set(engines) - set(self.engines))
         self.engines, self.held = engines, mine  # (what ``apply`` reads as the share)
         if gained or lost:
-            await self.apply(gained, lost)
+            try:
+                await self.apply(gained, lost)
+            except Exception as exc:  # the feed's own reconnection subscribes what it was told to
+                log.warning("shard: applying the new share failed (%s: %s); the feed carries on with it",
+                            type(exc).__name__, exc)
             self.changes += 1
             self.taken += len(gained)
             self.given += len(lost)
