@@ -280,6 +280,74 @@ async def test_a_killed_sharded_engine_is_taken_over_and_its_indicators_continue
     assert all(int(q["startTime"]) >= kill_ms - 3 * BAR_MS for q in after), after
 
 
+@pytest.mark.soak
+async def test_three_sharded_engines_killed_and_restarted_in_turn(nats_server: NatsServer,
+                                                                   tmp_path: Path) -> None:
+    """The long variant: three engines; each in turn is killed (the other two take its symbols over
+    within the bound), then started again (it takes its share back, the others unsubscribe it). Every
+    live signal any of them fired equals the uninterrupted reference's, values exactly."""
+    market = EarlyTradeMarket(SYMBOLS, bars=240, interval="1s", per_bar=3, rate=20.0)
+    await market.start()
+    config = write_config(tmp_path / "fleet.toml", market)
+    shard = ("--publish", nats_server.url, "--shard", "auto")
+    reference = await Engine("r", tmp_path, config).start()
+    names3 = ["a", "b", "c"]
+    runs: dict[str, Engine] = {}
+    done: list[Engine] = []
+    bound = ShardTiming(TTL, RENEW, CHECK).takeover_s
+    try:
+        async with Bus(nats_server.url) as bus:
+            for name in names3:
+                runs[name] = await Engine(name, tmp_path, config, *shard).start()
+                await until_async(lambda n=name: _holds_some(bus, n, names3[:names3.index(n) + 1]),
+                                  f"{name} to join")
+            for turn, victim in enumerate(names3):
+                await _run_a_while(bus)
+                proc = runs[victim].proc
+                assert proc is not None
+                proc.kill()
+                await proc.wait()
+                done.append(runs.pop(victim))
+                rest = sorted(runs)
+                for name in rest:
+                    await until_async(lambda n=name, r=rest: _holds_some(bus, n, r),
+                                      f"{name} to see {victim} gone", timeout=bound + SLACK_S)
+                restarted = Engine(victim, tmp_path / f"again-{turn}", config, *shard)
+                (tmp_path / f"again-{turn}").mkdir()
+                runs[victim] = await restarted.start()
+                for name in names3:
+                    await until_async(lambda n=name: _holds_some(bus, n, names3),
+                                      f"{name} to see {victim} back")
+            await _run_a_while(bus)
+        for engine in runs.values():
+            assert await engine.stop() == 0
+        assert await reference.stop() == 0
+    finally:
+        for engine in [*runs.values(), reference]:
+            if engine.proc is not None and engine.proc.returncode is None:
+                engine.proc.kill()
+                await engine.proc.wait()
+        await market.stop()
+    truth = {(s.symbol, s.rule, s.direction, s.bar_time): s.values for s in reference.signals()}
+    fired = [s for engine in [*done, *runs.values()] for s in engine.signals()]
+    last = max(t for *_, t in truth)
+    checked = [s for s in fired if s.bar_time <= last]
+    assert len(checked) > 20
+    for s in checked:
+        assert truth.get((s.symbol, s.rule, s.direction, s.bar_time)) == s.values, s
+
+
+async def _run_a_while(bus: Bus) -> None:
+    """Until every symbol has a bar on the bus opened 6 s from now."""
+    later = time.time_ns() + 6 * 10**9
+    await until_async(lambda: _bars_after(bus, set(SYMBOLS), later), "the fleet to run a while")
+
+
+async def _holds_some(bus: Bus, engine: str, engines: list[str]) -> bool:
+    got = await bus.assignment(engine)
+    return bool(got.get("symbols")) and got.get("engines") == sorted(engines)
+
+
 def streams(symbols: Any) -> list[str]:
     return sorted(f"{s.lower()}@trade" for s in symbols)
 
