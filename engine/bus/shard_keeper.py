@@ -231,6 +231,11 @@ class ShardKeeper:
     async def check(self) -> None:
         """Read the live engines; apply and record a changed assignment."""
         live = await live_engines(self._kv, self.feed, self.interval)
+        twin = live.get(self.engine, {}).get("started", self.started)
+        if twin != self.started and self.engine not in self._warned:
+            self._warned.add(self.engine)
+            log.warning("shard: another engine runs under the name %s (started at %s): engine names must be "
+                        "unique (bus.engine), or both hold the same share", self.engine, twin)
         for name, value in live.items():
             if value.get("symbols") != len(self.universe) and name not in self._warned:
                 self._warned.add(name)

@@ -510,3 +510,19 @@ async def test_the_bars_on_the_bus_read_back_as_history(nats_server: NatsServer)
         assert (reader.reads, reader.bars, reader.failed) == (1, 5, 0)
         away = BusBars(asyncio.get_running_loop(), lambda: None, "1m", 5, fallback=Store())
         assert len(await asyncio.to_thread(away.load, "binance", "BRK.B", minute, 0)) == 4
+
+
+async def test_two_engines_under_one_name_are_told(nats_server: NatsServer,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    timing = ShardTiming(ttl=2.0, renew=0.5, check=0.5)
+    first, second = (keeper(nats_server.url, "twin", Held(), ["A", "B"], timing) for _ in range(2))
+    second.started = first.started + 1  # (two processes never start in the same nanosecond)
+    try:
+        await first.open()
+        await second.open()  # its presence replaces the first's under the same key
+        with caplog.at_level("WARNING", logger="tickdeck.bus"):
+            await first.check()
+        assert "another engine runs under the name twin" in caplog.text
+    finally:
+        await first.close()
+        await second.close()
