@@ -205,3 +205,43 @@ def test_auto_without_a_bus_is_one_line_and_exit_2() -> None:
     assert err.getvalue().splitlines()[-1] == (
         "tickdeck: --shard auto keeps the assignment on the bus: it needs --publish nats://HOST:4222 "
         "(bus.url)")
+
+
+# --- giving a symbol up ---------------------------------------------------------------------------------
+
+def test_a_symbol_given_up_goes_no_further_and_its_forming_bar_is_never_closed() -> None:
+    import numpy as np
+
+    from engine.bus.sharding import Share
+    from engine.feeds.base import HistoryBars, Refill
+    from engine.runtime import build_engine
+    from engine.ticks import BAR_DTYPE, TICK_DTYPE
+
+    config = load_config(overrides={"engine.interval": "1m"}, env={})
+    engine = build_engine(config)
+    for name in ("KEEP", "GIVE"):
+        engine.add_symbol(name)
+    keep, give = engine.symbols.get("KEEP"), engine.symbols.get("GIVE")
+    closed: list[int] = []
+    engine.on_closed = lambda slots, t, bars, warm: closed.extend(slots.tolist())
+    minute = 60 * 10**9
+    batch = np.zeros(4, dtype=TICK_DTYPE)
+    batch["sym"] = [keep, give, keep, give]
+    batch["ts"] = batch["recv"] = [10**9, 2 * 10**9, 3 * 10**9, 4 * 10**9]
+    batch["price"], batch["size"], batch["trade_id"] = 100.0, 1.0, -1
+    share = Share(engine, ["KEEP", "GIVE"], ["KEEP", "GIVE"])
+    assert share.only(batch) is batch
+    engine.ingest(batch)  # both have a forming bar
+    share.set(["KEEP"])  # GIVE went to another engine
+    share.drop_forming(share.slots(["GIVE", "KEEP"]))  # (KEEP is held: its bar stays)
+    engine.close_due(2 * minute)
+    assert closed == [keep]  # GIVE's partial bar was not closed, so neither published nor fired on
+    kept = share.only(batch)
+    assert isinstance(kept, np.ndarray) and kept["sym"].tolist() == [keep, keep]
+    assert share.only(batch[batch["sym"] == give]) is None
+    bars = np.zeros(2, dtype=BAR_DTYPE)
+    bars["sym"] = [keep, give]
+    history = share.only(HistoryBars(bars))
+    assert isinstance(history, HistoryBars) and history.bars["sym"].tolist() == [keep]
+    refill = Refill(give, 0, batch[batch["sym"] == give][:0])
+    assert share.only(refill) is None
