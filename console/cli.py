@@ -124,6 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--publish", metavar="nats://HOST:4222",
                         help="with --headless: publish signals, bars, status and snapshots to this NATS "
                              "JetStream bus (bus.url; README, Fleet)")
+    parser.add_argument("--shard", metavar="K/N|auto",
+                        help="with --headless: keep this engine's share of the feed's symbols, K of N (1/2, "
+                             "2/2) or auto: shared with the live engines on the bus (bus.shard)")
     parser.add_argument("--log-format", choices=("text", "json"), default=None,
                         help="with --headless: the log and status lines on stderr as text (default) or JSON")
     parser.add_argument("--status-every", metavar="S", type=float, default=None,
@@ -402,17 +405,25 @@ def _run(args: argparse.Namespace) -> int:
         return int(bench_main(args) or 0)
 
     headless_only = [flag for flag, value in (("--signals-out", args.signals_out),
-                                              ("--publish", args.publish), ("--log-format", args.log_format),
+                                              ("--publish", args.publish), ("--shard", args.shard),
+                                              ("--log-format", args.log_format),
                                               ("--status-every", args.status_every)) if value is not None]
     if headless_only and not args.headless:
         return _fail(f"{headless_only[0]} works with --headless only")
+    if args.shard is not None:
+        from engine.bus.shards import ShardError, parse_shard
+
+        try:
+            parse_shard(args.shard)
+        except ShardError as exc:
+            return _fail(f"--shard {exc}")
     feed, _, exchange = (args.feed or ("replay" if args.file else "")).partition(":")
     config = load_config(
         args.config,
         {"feed.name": feed or None, "feeds.ccxt.exchange": exchange or None, "ui.theme": args.theme,
          "engine.interval": args.interval,
          "feeds.replay.file": args.file, "feeds.replay.speed": args.speed, "feeds.replay.loop": args.loop,
-         "feed.record": args.record, "bus.url": args.publish},
+         "feed.record": args.record, "bus.url": args.publish, "bus.shard": args.shard},
     )
     # Checked here, before the screen switches, so a mistake is one line on the terminal.
     from engine.signals.rules import RuleError, load_rules

@@ -362,6 +362,14 @@ def _bus_name(value: str) -> str:
     return value
 
 
+def _shard(value: str) -> str:
+    """``K/N``, ``auto`` or empty (``engine.shard_spec.parse_shard``)."""
+    from engine.shard_spec import parse_shard
+
+    parse_shard(value)  # its ShardError is a ValueError: the config names the key and the file
+    return value.strip()
+
+
 def _env_name(value: str) -> str:
     value = value.strip()
     valid = (value[:1].isalpha() or value[:1] == "_") and all(c.isascii() and (c.isalnum() or c == "_")
@@ -404,6 +412,14 @@ class BusConfig:
     """The disk buffer of signals not yet published: ``auto`` (the user state directory) or a file."""
     buffer_max: int = _setting(100_000, _between(1, 10_000_000))
     """Signals the disk buffer holds at most; past it, newer signals are counted as overflow and dropped."""
+    shard: str = _setting("", _shard)
+    """This engine's share of the feed's symbols: ``K/N`` (fixed), ``auto`` (the bucket), empty: all."""
+    shard_ttl: float = _setting(10.0, _between(0.5, 3600.0))
+    """``auto``: seconds after its last renewal that an engine's presence expires (its symbols move)."""
+    shard_renew: float = _setting(2.0, _between(0.1, 600.0))
+    """``auto``: seconds between two renewals of this engine's presence (less than ``shard_ttl``)."""
+    shard_check: float = _setting(1.0, _between(0.1, 600.0))
+    """``auto``: seconds between two reads of the live engines (a takeover waits one at most)."""
 
 
 @dataclass(frozen=True)

@@ -93,6 +93,8 @@ class StoppableFeed(Feed):
         self.decimals = inner.decimals  # the tick sizes the wrapped feed learns reach the snapshots
         self.previous_closes = inner.previous_closes  # and the previous closes it is told (day P&L)
         self.closed_universe = inner.closed_universe  # a sim's or replay's symbols: others are refused
+        self.only: Callable[[FeedItem], FeedItem | None] | None = None
+        """What of each item goes on (None: nothing): ``--shard`` keeps the share's symbols."""
         self._stop = asyncio.Event()
 
     def stop(self) -> None:
@@ -111,17 +113,20 @@ class StoppableFeed(Feed):
                     step.cancel()
                     await asyncio.wait({step})
                     done, step = step, None
-                    if not done.cancelled() and done.exception() is None:  # it finished meanwhile
-                        yield done.result()
-                    if (pending := self.inner.take_pending()) is not None:  # read, not yet handed over
-                        yield pending
+                    finished = not done.cancelled() and done.exception() is None  # it finished meanwhile
+                    if finished and (last := self._only(done.result())) is not None:
+                        yield last
+                    held = self.inner.take_pending()  # read, not yet handed over
+                    if held is not None and (rest := self._only(held)) is not None:
+                        yield rest
                     break
                 done, step = step, None
                 try:
                     item = done.result()
                 except StopAsyncIteration:
                     return
-                yield item
+                if (kept := self._only(item)) is not None:
+                    yield kept
         finally:
             stop.cancel()
             if step is not None and not step.done():
@@ -130,6 +135,9 @@ class StoppableFeed(Feed):
             closer = getattr(inner, "aclose", None)  # an async generator (every feed's stream is one)
             if closer is not None:
                 await closer()
+
+    def _only(self, item: FeedItem) -> FeedItem | None:
+        return item if self.only is None else self.only(item)
 
     def universe(self) -> tuple[str, ...]:
         return self.inner.universe()
@@ -520,8 +528,10 @@ async def serve(config: Config, *, signals_out: str | os.PathLike[str] | None = 
             return EXIT_OK, _summary_before_start(config, early[0], time.monotonic() - began)
         runtime, feed = built.result()
         sinks = _sink_group(specs, stdout_fd)
+        await _open_sharding(config, runtime, check=True)  # a mistake found before connecting
         if config.bus.url:  # connected before the sinks start: an unreachable bus is a start-up error
             sinks.sinks.append(await _open_bus(config, runtime))
+        sharding = await _open_sharding(config, runtime)  # the feed's other symbols dropped before the run
         try:
             await sinks.start()
         except OSError as exc:
@@ -544,11 +554,20 @@ async def serve(config: Config, *, signals_out: str | os.PathLike[str] | None = 
         handler[0] = service.request_stop
         for name in early:
             service.request_stop(name)
-        code = await service.run()
+        if sharding is not None:
+            sharding.start()
+        try:
+            code = await service.run()
+        finally:
+            if sharding is not None:
+                await sharding.close()
     finally:
         for signum in handled:
             loop.remove_signal_handler(signum)
-    return code, service.summary()
+    summary = service.summary()
+    if sharding is not None:
+        summary["shard"] = sharding.stats()
+    return code, summary
 
 
 async def _open_bus(config: Config, runtime: Runtime) -> Sink:
@@ -559,6 +578,20 @@ async def _open_bus(config: Config, runtime: Runtime) -> Sink:
 
     try:
         return await open_publisher(config, runtime)
+    except BusError as exc:
+        raise StartError(str(exc)) from None
+
+
+async def _open_sharding(config: Config, runtime: Runtime, check: bool = False) -> Any:
+    """This engine's share of the feed (``engine.bus.sharding``; None: every symbol), else a StartError;
+    ``check``: only find the mistakes."""
+    if not config.bus.shard:
+        return None
+    from engine.bus.connection import BusError
+    from engine.bus.sharding import check_sharding, open_sharding
+
+    try:
+        return check_sharding(config, runtime) if check else await open_sharding(config, runtime)
     except BusError as exc:
         raise StartError(str(exc)) from None
 

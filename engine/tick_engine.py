@@ -249,6 +249,12 @@ class Engine:
             return None
         return start, self.forming[slot].copy()
 
+    def drop_forming(self, slot: int) -> None:
+        """Forget ``slot``'s forming bar, unclosed: its symbol went to another engine (``--shard``), which
+        builds that bar whole; closed here it would be a partial bar. Closed bars and indicators stay."""
+        self.forming_start[slot] = barkernel.NO_BAR
+        self.forming_warm[slot] = False
+
     def reset(self, slot: int) -> None:
         self.bank.reset(slot)
         self.history.reset(slot)

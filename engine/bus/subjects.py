@@ -12,7 +12,8 @@ the symbol, so a consumer picks what it wants with NATS wildcards (``tickdeck.si
 A name becomes one subject token (:func:`token`): letters, digits, ``_`` and ``-`` stay as they are, any
 other character (``.``, ``*``, ``>``, spaces, ``/`` and ``%`` itself) is written as ``%XX`` for each of its
 UTF-8 bytes, so ``BRK.B`` is ``BRK%2EB`` and every symbol is exactly one token. The ``tickdeck.shards``
-prefix is kept for the symbol assignment (a key-value bucket) of sharded engines.
+prefix stays reserved; the symbol assignment of sharded engines is the key-value bucket
+``TICKDECK_SHARDS`` (``engine.bus.shard_keeper``).
 
 A signal's message id (the ``Nats-Msg-Id`` header, JetStream's de-duplication key) is made of what
 identifies the signal and nothing that depends on who detected it or when: the feed, the interval (a 1m
@@ -32,7 +33,7 @@ SIGNALS = f"{ROOT}.signals"
 BARS = f"{ROOT}.bars"
 STATUS = f"{ROOT}.status"
 SNAPSHOTS = f"{ROOT}.snapshots"
-SHARDS = f"{ROOT}.shards"  # reserved: the assignment bucket of sharded engines
+SHARDS = f"{ROOT}.shards"  # reserved (the assignment of sharded engines is a key-value bucket)
 MSG_ID = "Nats-Msg-Id"  # JetStream's de-duplication header (docs.nats.io, "JetStream Model Deep Dive")
 
 _PLAIN = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")

@@ -1,0 +1,318 @@
+"""``--shard auto``: the engines of one feed and interval share its symbols through a JetStream key-value
+bucket, ``TICKDECK_SHARDS`` (its stream is ``KV_TICKDECK_SHARDS``), and take over the symbols of an engine
+that stops.
+
+Keys (each part a key token: letters, digits, ``_`` and ``-`` as they are, any other byte ``=XX``)::
+
+    presence.<feed>.<interval>.<engine>     {"engine", "feed", "interval", "symbols", "started", "renewed"}
+    assignment.<feed>.<interval>.<engine>   {"engine", "feed", "interval", "engines", "symbols", "updated"}
+
+Each engine puts its ``presence`` every ``shard_renew`` seconds. The bucket's ``max_age`` is
+``shard_ttl``: the server itself removes the presence of an engine that stopped renewing (killed, frozen,
+cut off) ``shard_ttl`` seconds after its last renewal, on the server's clock, so no two machines' clocks
+are compared. Every ``shard_check`` seconds each engine lists the presence keys of its feed and interval
+(the live engines, itself always among them) and computes the assignment of the feed's symbols over them
+(``engine.bus.shards.assign``, rendezvous hashing: the same on every engine, and a departure moves only
+the departed engine's symbols). It subscribes what it gained (each warmed up from the bars on the bus,
+``engine.bus.bus_bars``, then the service's REST history to now) and unsubscribes what it lost, and
+writes the result under its ``assignment`` key, renewed with its presence, for an operator to read.
+
+So an engine killed at ``k`` has its symbols subscribed by the others by ``k + shard_ttl +
+shard_check`` (its last renewal was at most at ``k``); their warm-up follows. An engine stopped by
+SIGTERM deletes its keys: the others take over at their next check. Joining: a new engine takes its share
+at once; the others give it up at their next check (meanwhile both publish it: the bus's de-duplication
+keeps one copy). Every engine of a fleet must list the same symbols (``symbols`` in the presence is
+their count, checked, with a warning, against one's own).
+
+While the bus is away the engine keeps the symbols it holds (the others may take them over meanwhile:
+the same bars and signals, de-duplicated) and reconnects with the usual backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from engine.bus.connection import BusError, BusSettings, connect
+from engine.bus.shards import assign
+from engine.feeds.backoff import Backoff
+
+log = logging.getLogger("tickdeck.bus")
+
+BUCKET = "TICKDECK_SHARDS"
+OP_S = 5.0  # one request to the bucket
+_PLAIN = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
+
+Apply = Callable[[list[str], list[str]], Awaitable[None]]
+"""``apply(gained, lost)``: subscribe ``gained``, unsubscribe ``lost``."""
+
+
+def key_token(name: str) -> str:
+    """``name`` as one token of a bucket key (KV keys allow ``[-/_=.a-zA-Z0-9]``; ``.`` separates)."""
+    if name and all(c in _PLAIN for c in name):
+        return name
+    return "".join(c if c in _PLAIN else "".join(f"={b:02X}" for b in c.encode("utf-8")) for c in name) or "="
+
+
+def presence_key(feed: str, interval: str, engine: str) -> str:
+    return f"presence.{key_token(feed)}.{key_token(interval)}.{key_token(engine)}"
+
+
+def assignment_key(feed: str, interval: str, engine: str) -> str:
+    return f"assignment.{key_token(feed)}.{key_token(interval)}.{key_token(engine)}"
+
+
+@dataclass(frozen=True)
+class ShardTiming:
+    ttl: float = 10.0  # bus.shard_ttl
+    renew: float = 2.0  # bus.shard_renew
+    check: float = 1.0  # bus.shard_check
+
+    def checked(self) -> ShardTiming:
+        if not self.renew < self.ttl:
+            raise BusError(f"bus.shard_renew ({self.renew:g} s) must be less than bus.shard_ttl "
+                           f"({self.ttl:g} s): an engine would expire between two renewals")
+        return self
+
+    @property
+    def takeover_s(self) -> float:
+        """From an engine's kill to its symbols subscribed by the others, at most."""
+        return self.ttl + self.check
+
+
+async def open_bucket(js: Any, ttl: float) -> Any:
+    """The bucket, created (history 1, file storage, ``max_age`` ``ttl``) or its ``max_age`` set to
+    ``ttl`` (the last engine to start sets it, as for the streams)."""
+    from nats.js.errors import BucketNotFoundError
+
+    try:
+        kv = await js.key_value(BUCKET)
+    except BucketNotFoundError:
+        try:
+            return await js.create_key_value(bucket=BUCKET, ttl=ttl, history=1,
+                                             description="tickdeck: engines and their symbols")
+        except Exception:  # another engine created it meanwhile
+            kv = await js.key_value(BUCKET)
+    info = await js.stream_info(f"KV_{BUCKET}")
+    config = info.config
+    if config.max_age is None or abs(float(config.max_age) - ttl) > 1e-3:
+        config.max_age = ttl
+        config.duplicate_window = min(float(config.duplicate_window or ttl), ttl)
+        await js.update_stream(config)
+    return kv
+
+
+async def live_engines(kv: Any, feed: str, interval: str) -> dict[str, dict[str, Any]]:
+    """The presence values in the bucket for ``feed`` and ``interval``, by engine name."""
+    from nats.js.kv import KV_DEL, KV_PURGE
+
+    prefix = presence_key(feed, interval, "")[:-1]  # (the "=" of the empty name)
+    watcher = await kv.watch(prefix + "*", ignore_deletes=True)
+    found: dict[str, dict[str, Any]] = {}
+    try:
+        while True:
+            entry = await watcher.updates(timeout=OP_S)
+            if entry is None:  # the current values are all delivered
+                break
+            if entry.operation in (KV_DEL, KV_PURGE) or not entry.value:
+                continue
+            try:
+                value = json.loads(entry.value)
+                found[str(value["engine"])] = value
+            except (ValueError, KeyError, TypeError):
+                log.debug("bus: an unreadable presence %s skipped", entry.key)
+    finally:
+        with contextlib.suppress(Exception):
+            await watcher.stop()
+    return found
+
+
+class ShardKeeper:
+    """This engine's share of its feed's symbols, kept with the others' in the bucket (module docstring).
+    ``open`` connects and returns the first share; ``run`` keeps it; ``close`` withdraws."""
+
+    def __init__(self, settings: BusSettings, *, feed: str, interval: str, engine: str,
+                 symbols: Sequence[str], timing: ShardTiming, apply: Apply) -> None:
+        self.settings = settings
+        self.feed = feed
+        self.interval = interval
+        self.engine = engine
+        self.universe = list(dict.fromkeys(symbols))
+        self.timing = timing.checked()
+        self.apply = apply
+        self.held: list[str] = []
+        self.engines: list[str] = [engine]
+        self.started = time.time_ns()
+        self.changes = 0  # reassignments applied
+        self.taken = 0  # symbols gained after the first share
+        self.given = 0  # symbols given up
+        self.reconnects = 0
+        self.state = "connecting"
+        self._client: Any = None
+        self._js: Any = None
+        self._kv: Any = None
+        self._renewed = -float("inf")
+        self._warned: set[str] = set()
+
+    @property
+    def js(self) -> Any:
+        """The JetStream context while connected (``engine.bus.bus_bars`` reads the bars with it)."""
+        return self._js
+
+    async def open(self) -> list[str]:
+        """Connect, put this engine's presence, read the others': this engine's first share (``BusError``,
+        one line, when the bucket cannot be used)."""
+        await self._connect()
+        try:
+            await self._renew()
+            live = await live_engines(self._kv, self.feed, self.interval)
+            self.engines = sorted({*live, self.engine})
+            self.held = assign(self.universe, self.engines)[self.engine]
+            await self._renew(force=True)
+        except Exception as exc:
+            await self.close()
+            why = f"{type(exc).__name__}: {exc}".rstrip(": ")
+            raise BusError(f"the bus at {self.settings.shown}: the bucket {BUCKET} cannot be used "
+                           f"({why})") from None
+        self.state = "live"
+        log.info("shard: engine %s holds %d of %d symbols (engines: %s); takeover within %g s",
+                 self.engine, len(self.held), len(self.universe), ", ".join(self.engines),
+                 self.timing.takeover_s, extra={"event": "shard", "fields": self.fields()})
+        return list(self.held)
+
+    async def _connect(self, timeout: float | None = None) -> None:
+        client = await connect(self.settings, timeout=timeout)
+        js = client.jetstream(timeout=OP_S)
+        try:
+            kv = await open_bucket(js, self.timing.ttl)
+        except Exception as exc:
+            await client.close()
+            why = f"{type(exc).__name__}: {exc}"
+            raise BusError(f"the bus at {self.settings.shown} refused the bucket {BUCKET} ({why}); is "
+                           "JetStream enabled (nats-server -js)?") from None
+        self._client, self._js, self._kv = client, js, kv
+
+    async def _renew(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._renewed < self.timing.renew:
+            return
+        at = time.time_ns()
+        presence = {"engine": self.engine, "feed": self.feed, "interval": self.interval,
+                    "symbols": len(self.universe), "started": self.started, "renewed": at}
+        assignment = {"engine": self.engine, "feed": self.feed, "interval": self.interval,
+                      "engines": self.engines, "symbols": self.held, "updated": at}
+        await self._kv.put(presence_key(self.feed, self.interval, self.engine), json.dumps(presence).encode())
+        await self._kv.put(assignment_key(self.feed, self.interval, self.engine),
+                           json.dumps(assignment).encode())
+        self._renewed = now
+
+    async def run(self) -> None:
+        """Renew and check until cancelled; a lost bus is reconnected with backoff, forever."""
+        backoff = Backoff(0.25, max(self.settings.max_backoff, 0.25))
+        while True:
+            try:
+                await self._renew()
+                await self.check()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                await self._lost(exc, backoff)
+                continue
+            backoff.reset()
+            wait = min(self.timing.check, max(self._renewed + self.timing.renew - time.monotonic(), 0.0))
+            await asyncio.sleep(wait)
+
+    async def check(self) -> None:
+        """Read the live engines; apply and record a changed assignment."""
+        live = await live_engines(self._kv, self.feed, self.interval)
+        twin = live.get(self.engine, {}).get("started", self.started)
+        if twin != self.started and self.engine not in self._warned:
+            self._warned.add(self.engine)
+            log.warning("shard: another engine runs under the name %s (started at %s): engine names must be "
+                        "unique (bus.engine), or both hold the same share", self.engine, twin)
+        for name, value in live.items():
+            if value.get("symbols") != len(self.universe) and name not in self._warned:
+                self._warned.add(name)
+                log.warning("shard: engine %s lists %s symbols of %s %s, this one %d: the engines of a feed "
+                            "must list the same symbols, or some are held twice or by none", name,
+                            value.get("symbols"), self.feed, self.interval, len(self.universe))
+        engines = sorted({*live, self.engine})
+        mine = assign(self.universe, engines)[self.engine]
+        if engines == self.engines and mine == self.held:
+            return
+        keep = set(mine)
+        had = set(self.held)
+        gained = [s for s in mine if s not in had]
+        lost = [s for s in self.held if s not in keep]
+        left, joined = sorted(set(self.engines) - set(engines)), sorted(set(engines) - set(self.engines))
+        self.engines, self.held = engines, mine  # (what ``apply`` reads as the share)
+        if gained or lost:
+            try:
+                await self.apply(gained, lost)
+            except Exception as exc:  # the feed's own reconnection subscribes what it was told to
+                log.warning("shard: applying the new share failed (%s: %s); the feed carries on with it",
+                            type(exc).__name__, exc)
+            self.changes += 1
+            self.taken += len(gained)
+            self.given += len(lost)
+        await self._renew(force=True)
+        gone = f"; gone: {', '.join(left)}" if left else ""
+        new = f"; joined: {', '.join(joined)}" if joined else ""
+        fields = {**self.fields(), "took": gained[:100], "gave": lost[:100], "gone": left, "joined": joined}
+        log.info("shard: engine %s holds %d of %d symbols (engines: %s%s%s): took %d, gave %d", self.engine,
+                 len(mine), len(self.universe), ", ".join(engines), gone, new, len(gained), len(lost),
+                 extra={"event": "shard", "fields": fields})
+
+    async def _lost(self, exc: BaseException, backoff: Backoff) -> None:
+        if self.state == "live":
+            log.warning("shard: the bus at %s is lost (%s); keeping %d symbols, reconnecting with backoff",
+                        self.settings.shown, f"{type(exc).__name__}: {exc}".rstrip(": "), len(self.held))
+        self.state = "reconnecting"
+        client, self._client, self._js, self._kv = self._client, None, None, None
+        if client is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(client.close(), 1.0)
+        while True:
+            delay = backoff.next()
+            await asyncio.sleep(delay)
+            try:
+                await self._connect(timeout=min(self.settings.connect_timeout, max(delay, 1.0)))
+            except BusError as exc2:
+                log.info("shard: %s; trying again", exc2)
+                continue
+            break
+        self.reconnects += 1
+        self.state = "live"
+        self._renewed = -float("inf")
+        log.info("shard: the bus at %s is back", self.settings.shown)
+
+    async def close(self, timeout: float = 1.0) -> None:
+        """Withdraw (delete this engine's keys: the others take over at their next check) and disconnect."""
+        client, kv = self._client, self._kv
+        self._client = self._js = self._kv = None
+        self.state = "closed"
+        if client is None:
+            return
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._withdraw(kv), timeout)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(client.close(), timeout)
+
+    async def _withdraw(self, kv: Any) -> None:
+        await kv.delete(presence_key(self.feed, self.interval, self.engine))
+        await kv.delete(assignment_key(self.feed, self.interval, self.engine))
+
+    def fields(self) -> dict[str, Any]:
+        return {"engine": self.engine, "feed": self.feed, "interval": self.interval, "held": len(self.held),
+                "symbols": len(self.universe), "engines": list(self.engines)}
+
+    def stats(self) -> dict[str, Any]:
+        return {"shard": "auto", "state": self.state, "held": len(self.held), "symbols": len(self.universe),
+                "engines": list(self.engines), "changes": self.changes, "taken": self.taken,
+                "given": self.given, "reconnects": self.reconnects}
