@@ -274,8 +274,10 @@ async def test_a_killed_sharded_engine_is_taken_over_and_its_indicators_continue
     took = b.summary()["shard"]
     assert took["taken"] == 3 and took["bus_bars"] > 0 and took["bus_read_failures"] == 0, took
     # the bars before a's last one came from the bus: b asked the REST history only for what followed
+    # (nothing at all when the takeover came before another bar closed: the live trades since the
+    # forming bar's open, not klines, then join the bus's bars)
     after = [q for path, q, _ in market.rest.requests[requests:] if path == "/api/v3/klines"]
-    assert {q["symbol"] for q in after} == taken
+    assert {q["symbol"] for q in after} <= taken
     kill_ms = killed_ns // 1_000_000
     assert all(int(q["startTime"]) >= kill_ms - 3 * BAR_MS for q in after), after
 
