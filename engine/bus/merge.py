@@ -51,6 +51,7 @@ class EngineView:
     signal_p99_ms: float = math.nan
     queue_depth: int = 0
     reason: str = ""
+    at_ns: int = 0  # when its newest snapshot was built (its wall clock)
 
     @property
     def gone(self) -> bool:
@@ -183,7 +184,7 @@ class FleetMerge:
                 name=e.name, feed=e.feed, interval=e.interval, state="gone" if gone else e.state,
                 symbols=len(e.quotes), seen_s=max(0.0, now - e.seen),
                 lag_p99_ms=h.lag_p99_ms if h else math.nan, signal_p99_ms=h.signal_p99_ms if h else math.nan,
-                queue_depth=h.queue_depth if h else 0, reason=e.reason))
+                queue_depth=h.queue_depth if h else 0, reason=e.reason, at_ns=e.at_ns))
         return tuple(rows)
 
     def health(self, now: float, feed: str = "fleet") -> FleetHealth:
