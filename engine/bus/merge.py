@@ -98,7 +98,13 @@ class FleetMerge:
     # --- what arrives -----------------------------------------------------------------------------
     def take_snapshot(self, feed: str, interval: str, engine: str, snapshot: MarketSnapshot,
                       health: PipelineHealth | None, now: float) -> None:
-        e = self._engine((feed, interval, engine), now)
+        key = (feed, interval, engine)
+        early = self._engines.get((feed, "", engine))
+        if key not in self._engines and early is not None and not early.quotes:  # heard of by its status
+            del self._engines[(feed, "", engine)]
+            early.interval = interval
+            self._engines[key] = early
+        e = self._engine(key, now)
         if now - e.seen >= self.gone_s:  # back after a silence: its old status says nothing now
             e.state, e.reason = "live", ""
         e.seen = now

@@ -80,6 +80,9 @@ def test_statuses_set_the_engines_state_and_a_new_engine_appears_by_its_status()
     assert [(v.feed, v.name, v.state, v.symbols) for v in m.views(3.0)] == [
         ("binance", "a", "reconnecting", 1), ("coinbase", "c", "live", 0)]
     assert m.feeds == ("binance", "coinbase")
+    m.take_snapshot("coinbase", "5m", "c", snap(4, quote("ETH", 2.0)), None, 4.0)  # its row, not a second
+    assert [(v.feed, v.interval, v.name, v.state, v.symbols) for v in m.views(4.0)] == [
+        ("binance", "1m", "a", "reconnecting", 1), ("coinbase", "5m", "c", "live", 1)]
 
 
 def test_the_health_is_the_worst_of_the_engines_present_and_carries_the_rows() -> None:
