@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +20,10 @@ import pytest
 
 from console import cli
 from console.app import TickdeckApp, build_app
+from engine.bus import attach as attach_module
 from engine.bus.attach import FleetRuntime
 from engine.bus.buffer import DiskBuffer
-from engine.bus.connection import Retention, settings_from
+from engine.bus.connection import Retention, connect, settings_from
 from engine.bus.merge import FleetMerge
 from engine.bus.publisher import BusPublisher
 from engine.config import CONFIG_DIR_VAR, load_config
@@ -62,8 +64,6 @@ class Engine:
         self._task: asyncio.Task[None] | None = None
 
     def snapshot(self) -> MarketSnapshot:
-        import time
-
         quotes = tuple(Quote(s, 10.0 + i, 0.1, 1.0, 5.0, np.array([9.0, 10.0 + i]), {"rsi_14": 55.0}, T0)
                        for i, s in enumerate(self.symbols))
         return MarketSnapshot(time.time_ns(), quotes, 100, 10)
@@ -150,22 +150,43 @@ async def test_one_console_over_two_redundant_engines(nats_server: NatsServer, t
     await b.stop()
 
 
-async def test_the_console_rides_out_a_lost_bus(nats_server: NatsServer, tmp_path: Path) -> None:
+async def test_the_console_rides_out_a_lost_bus(nats_server: NatsServer, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(attach_module, "HISTORY", 3)  # the log opens with the last 3 signals stored
     a = await Engine(nats_server.url, "a", ("AAA",), tmp_path).start()
-    a.pub.deliver(signal(0, "AAA"))
+    for i in range(5):
+        a.pub.deliver(signal(i, "AAA"))
+    await wait_for_value(lambda: a.pub.published == 5, "the first signals stored")
     async with console(nats_server.url, tmp_path) as (app, pilot):
-        await wait_for(pilot, lambda: len(logged(app)) == 1, "the first signal")
+        await wait_for(pilot, lambda: len(logged(app)) == 3, "the recent signals")
+        assert sorted(logged(app)) == [("AAA", signal(i).bar_time) for i in (2, 3, 4)]
+        runtime = app.runtime
+        assert isinstance(runtime, FleetRuntime)
+        client = await connect(settings_from(nats_server.url))
+        await client.publish("tickdeck.snapshots.sim.1m.x", b"{not json")  # counted and skipped
+        await client.publish("tickdeck.status.sim.x", b'{"type":"pong","id":1}')
+        await client.flush()
+        await client.close()
+        await wait_for(pilot, lambda: sum(runtime.feed.counters.bad.values()) == 2, "bad messages counted")
+        assert [v.name for v in runtime.merge.views(0.0)] == ["a"]
         nats_server.kill()
         await wait_for(pilot, lambda: app.header.state == "reconnecting", "the header to say reconnecting")
-        for i in range(1, 4):
+        for i in range(5, 8):
             a.pub.deliver(signal(i, "AAA"))  # buffered by the engine while the bus is away
         nats_server.start()
         await wait_for(pilot, lambda: app.header.state == "live", "live again")
-        await wait_for(pilot, lambda: len(logged(app)) == 4, "the signals of the outage")
+        await wait_for(pilot, lambda: len(logged(app)) == 6, "the signals of the outage")
         await pilot.pause(0.3)
-        assert sorted(logged(app)) == [("AAA", signal(i).bar_time) for i in range(4)]  # once each
+        assert sorted(logged(app)) == [("AAA", signal(i).bar_time) for i in range(2, 8)]  # once each
         assert app.is_running and app.runtime is not None and app.runtime.feed.counters.reconnects >= 1
     await a.stop()
+
+
+async def wait_for_value(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.02)
 
 
 def test_an_unreachable_bus_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
