@@ -241,19 +241,22 @@ class FleetRuntime(ViewOnlyRuntime):
         from nats.js.errors import NotFoundError
 
         js = client.jetstream(timeout=max(self.settings.connect_timeout, 1.0))
-        while True:
+        while True:  # until subscribed; the session's end cancels it
             try:
-                info = await js.stream_info(SIGNALS_STREAM)
+                state = (await js.stream_info(SIGNALS_STREAM)).state
+                if self.last_seq > state.last_seq:  # a stream made anew (its store wiped): from its end
+                    self.last_seq = 0
+                start = self.last_seq + 1 if self.last_seq else max(state.last_seq - HISTORY + 1, 1)
+                config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+                                        opt_start_seq=max(start, state.first_seq, 1))
+                await js.subscribe(self.signal_subject, stream=SIGNALS_STREAM, cb=self._on_signal_msg,
+                                   ordered_consumer=True, config=config, idle_heartbeat=2.0)
+                return
             except NotFoundError:  # no engine has published yet
-                await asyncio.sleep(RETRY_STREAM_S)
-                continue
-            state = info.state
-            start = self.last_seq + 1 if self.last_seq else max(state.last_seq - HISTORY + 1, 1)
-            start = max(start, state.first_seq, 1)
-            config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start)
-            await js.subscribe(self.signal_subject, stream=SIGNALS_STREAM, cb=self._on_signal_msg,
-                               ordered_consumer=True, config=config, idle_heartbeat=2.0)
-            return
+                pass
+            except Exception as exc:  # a JetStream request that timed out, refused: the next look may work
+                log.info("fleet: cannot follow the signal stream yet (%s: %s)", type(exc).__name__, exc)
+            await asyncio.sleep(RETRY_STREAM_S)
 
     # --- messages -------------------------------------------------------------------------------------------
     async def _on_snapshot_msg(self, msg: Msg) -> None:

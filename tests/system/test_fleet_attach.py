@@ -182,6 +182,22 @@ async def test_the_console_rides_out_a_lost_bus(nats_server: NatsServer, tmp_pat
     await a.stop()
 
 
+async def test_a_console_opened_before_any_engine(nats_server: NatsServer, tmp_path: Path) -> None:
+    runtime = FleetRuntime(settings_from(nats_server.url, connect_timeout=2.0),
+                           merge=FleetMerge(gone_s=GONE_S))
+    await runtime.handshake(gather=0.1, settle=0.0)  # nothing to hear: an empty console
+    app = build_app(load_config(env={CONFIG_DIR_VAR: str(tmp_path / "config")}), runtime)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await wait_for(pilot, lambda: app.header.state == "stale" and "no engine" in app.header.reason,
+                       "the header to say no engine publishes")
+        a = await Engine(nats_server.url, "a", ("AAA",), tmp_path).start()  # it creates the streams
+        a.pub.deliver(signal(0, "AAA"))
+        await wait_for(pilot, lambda: " live " in rows(app).get("a", ""), "a's row")
+        await wait_for(pilot, lambda: logged(app) == [("AAA", signal(0).bar_time)], "its signal")
+        assert app.header.state == "live" and runtime.watch == ("AAA",)
+        await a.stop()
+
+
 async def wait_for_value(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
