@@ -24,6 +24,10 @@ not live (the reason names it), or no engine has published yet; ``reconnecting``
 delay while the bus is away: the connection is made again with ``engine.feeds.backoff`` (0.25 s doubling
 to ``bus.max_backoff``, forever), and the engines' rows stay as last seen meanwhile.
 
+The symbols in ``watch`` when ``run`` starts are those the console opens with; a symbol first heard of
+later (an engine started after the console, or one carrying more) is announced once in the update that
+first carries its quote (``Update.new_symbols``), and the console lists it by itself.
+
 The merged snapshot goes to the console when an engine's snapshot arrives, and every ``TICK_S`` seconds
 when nothing arrives, so the rows say gone even when every engine is silent. A malformed message is
 counted in ``feed.counters`` and skipped. Credentials are the ``[bus]`` ones (``engine.bus.connection``):
@@ -175,6 +179,7 @@ class FleetRuntime(ViewOnlyRuntime):
                   on_status: Callable[[FeedStatus], None]) -> None:
         """Receive until cancelled, reconnecting with backoff; callbacks run on the event loop."""
         self._on_update, self._on_status = on_update, on_status
+        self.merge.take_new_symbols()  # the console opens with these (watch): only later ones are news
         ticker = asyncio.create_task(self._tick(), name="tickdeck-fleet-tick")
         first = True
         try:
@@ -325,7 +330,8 @@ class FleetRuntime(ViewOnlyRuntime):
         now = self.clock()
         snapshot = self.merge.snapshot()
         if snapshot is not None:
-            self._on_update(Update((), snapshot, self.merge.health(now, FLEET)))
+            new = self.merge.take_new_symbols()
+            self._on_update(Update((), snapshot, self.merge.health(now, FLEET), new_symbols=new))
         self._report()
 
     def _report(self) -> None:

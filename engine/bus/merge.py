@@ -13,11 +13,14 @@ its own; ``engine.bus.attach`` feeds it what arrives on the bus.
   health (lag, tick -> signal, queue). An engine silent for ``gone_s`` seconds is marked gone; it comes
   back by itself when it publishes again. A gone engine's quotes stay on the watchlist (the last known
   prices) until it has been silent ``forget_s``, when it and its quotes are dropped.
+- The symbols first seen since the console's last look (``take_new_symbols``): how the fleet console
+  learns that its symbol set grew (an engine started, or carries more), to list them by itself.
 - The merged health: the worst lag and tick -> signal figures of the engines that are not gone, the
   sums of their queues and counters; ``FleetHealth.engines`` carries the rows for the performance panel.
 
 Bounds: ``MAX_ENGINES`` engines (the one silent longest is forgotten first), and per engine the quotes
-it sent (its feed's symbols, which its own ``engine.max_symbols`` bounds).
+it sent (its feed's symbols, which its own ``engine.max_symbols`` bounds); the new symbols not yet taken
+are a part of the symbols remembered.
 """
 
 from __future__ import annotations
@@ -94,6 +97,7 @@ class FleetMerge:
         self.max_engines = max_engines
         self._engines: dict[Key, _Engine] = {}
         self._symbols: dict[str, None] = {}  # every symbol seen, in the order first seen
+        self._new: dict[str, None] = {}  # those first seen since take_new_symbols
 
     # --- what arrives -----------------------------------------------------------------------------
     def take_snapshot(self, feed: str, interval: str, engine: str, snapshot: MarketSnapshot,
@@ -115,7 +119,9 @@ class FleetMerge:
         for q in snapshot.quotes:
             e.quotes[q.symbol] = q
             e.stamps[q.symbol] = snapshot.at_ns
-            self._symbols.setdefault(q.symbol, None)
+            if q.symbol not in self._symbols:
+                self._symbols[q.symbol] = None
+                self._new[q.symbol] = None
 
     def take_status(self, feed: str, engine: str, status: FeedStatus, now: float) -> None:
         """An engine's feed status (its subject has no interval: every engine of that feed and name)."""
@@ -146,6 +152,7 @@ class FleetMerge:
         for e in self._engines.values():
             kept.update(e.quotes)
         self._symbols = {s: None for s in self._symbols if s in kept}
+        self._new = {s: None for s in self._new if s in kept}
 
     def forget_old(self, now: float) -> bool:
         """Drop the engines silent for ``forget_s``; whether any was."""
@@ -159,6 +166,12 @@ class FleetMerge:
     def symbols(self) -> tuple[str, ...]:
         """Every symbol of the engines remembered, in the order first seen."""
         return tuple(self._symbols)
+
+    def take_new_symbols(self) -> tuple[str, ...]:
+        """The symbols first seen since the last call, in that order (a forgotten engine's symbols count
+        as new again when it comes back)."""
+        new, self._new = tuple(self._new), {}
+        return new
 
     def gone(self, now: float) -> frozenset[Key]:
         return frozenset(k for k, e in self._engines.items() if now - e.seen >= self.gone_s)

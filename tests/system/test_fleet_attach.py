@@ -144,7 +144,8 @@ async def test_one_console_over_two_redundant_engines(nats_server: NatsServer, t
         c = await Engine(nats_server.url, "c", ("DDD",), tmp_path).start()  # a new one appears
         await wait_for(pilot, lambda: " live " in rows(app).get("c", ""), "c's row")
         runtime = app.runtime
-        assert runtime is not None and "DDD" in runtime.watch  # its symbols can be listed (a)
+        assert runtime is not None and "DDD" in runtime.watch
+        await wait_for(pilot, lambda: app.watchlist.symbols[-1:] == ("DDD",), "c's symbol listed")
         assert app.is_running and app.header.state == "stale"
         await c.stop()
     await b.stop()
@@ -195,6 +196,41 @@ async def test_a_console_opened_before_any_engine(nats_server: NatsServer, tmp_p
         await wait_for(pilot, lambda: " live " in rows(app).get("a", ""), "a's row")
         await wait_for(pilot, lambda: logged(app) == [("AAA", signal(0).bar_time)], "its signal")
         assert app.header.state == "live" and runtime.watch == ("AAA",)
+        await a.stop()
+
+
+def shown(app: TickdeckApp) -> set[str]:
+    """The symbols of the newest snapshot the watchlist holds."""
+    snapshot = app.watchlist.snapshot
+    return {q.symbol for q in snapshot.quotes} if snapshot is not None else set()
+
+
+async def test_engines_started_later_list_their_symbols_by_themselves(nats_server: NatsServer,
+                                                                     tmp_path: Path) -> None:
+    runtime = FleetRuntime(settings_from(nats_server.url, connect_timeout=2.0),
+                           merge=FleetMerge(gone_s=GONE_S, forget_s=GONE_S))
+    await runtime.handshake(gather=0.1, settle=0.0)  # an empty bus: an empty list
+    app = build_app(load_config(env={CONFIG_DIR_VAR: str(tmp_path / "config")}), runtime)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await wait_for(pilot, lambda: app.book is not None, "the watchlists")
+        assert app.watchlist.symbols == ()
+        a = await Engine(nats_server.url, "a", ("AAA", "BBB"), tmp_path).start()
+        await wait_for(pilot, lambda: app.watchlist.symbols == ("AAA", "BBB"), "a's symbols listed")
+        b = await Engine(nats_server.url, "b", ("BBB", "CCC", "DDD"), tmp_path).start()
+        await wait_for(pilot, lambda: app.watchlist.symbols == ("AAA", "BBB", "CCC", "DDD"),
+                       "b's new symbols listed after a's")
+        app.watchlist.select("BBB")
+        await pilot.press("d")  # the user deletes one
+        assert app.watchlist.symbols == ("AAA", "CCC", "DDD")
+        await a.stop()
+        await b.stop()
+        await wait_for(pilot, lambda: runtime.watch == (), "both engines forgotten")
+        # a comes back with one symbol more: every one of its symbols is news to the runtime again
+        a = await Engine(nats_server.url, "a", ("AAA", "BBB", "EEE"), tmp_path).start()
+        await wait_for(pilot, lambda: "EEE" in shown(app), "a's snapshot on screen again")
+        assert app.watchlist.symbols == ("AAA", "CCC", "DDD", "EEE")  # BBB stays deleted, once each
+        book = app.book
+        assert book is not None and book.lists[0].symbols == ["AAA", "CCC", "DDD", "EEE"]
         await a.stop()
 
 

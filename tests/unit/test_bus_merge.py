@@ -109,6 +109,20 @@ def test_engines_are_bounded_and_the_long_silent_forgotten() -> None:
     assert m.forget_old(11.0) and [v.name for v in m.views(11.0)] == ["c"] and m.symbols == ("C",)
 
 
+def test_new_symbols_are_told_once_and_again_after_their_engine_was_forgotten() -> None:
+    m = FleetMerge(gone_s=1.0, forget_s=10.0)
+    m.take_snapshot("sim", "1m", "a", snap(1, quote("A", 1.0), quote("B", 1.0)), None, 0.0)
+    assert m.take_new_symbols() == ("A", "B") and m.take_new_symbols() == ()
+    m.take_snapshot("sim", "1m", "b", snap(1, quote("B", 1.0), quote("C", 1.0)), None, 5.0)
+    m.take_snapshot("sim", "1m", "a", snap(2, quote("A", 1.0), quote("B", 1.0)), None, 5.0)
+    assert m.take_new_symbols() == ("C",)  # B was told already, by a
+    m.take_snapshot("sim", "1m", "c", snap(1, quote("D", 1.0)), None, 6.0)
+    assert m.forget_old(16.0) and m.symbols == ()  # forgotten before being taken: not told
+    assert m.take_new_symbols() == ()
+    m.take_snapshot("sim", "1m", "a", snap(3, quote("A", 1.0)), None, 20.0)
+    assert m.take_new_symbols() == ("A",)  # a forgotten symbol is new again
+
+
 def test_the_fleet_runtime_is_a_view_only_console_runtime() -> None:
     from engine.bus.attach import FleetRuntime
     from engine.bus.connection import settings_from
