@@ -25,8 +25,9 @@ delay while the bus is away: the connection is made again with ``engine.feeds.ba
 to ``bus.max_backoff``, forever), and the engines' rows stay as last seen meanwhile.
 
 The symbols in ``watch`` when ``run`` starts are those the console opens with; a symbol first heard of
-later (an engine started after the console, or one carrying more) is announced once in the update that
-first carries its quote (``Update.new_symbols``), and the console lists it by itself.
+later (an engine started after the console, or one carrying more) is announced in the update that first
+carries its quote (``Update.new_symbols``; again only after its engine was forgotten, ``merge.FORGET_S``),
+and the console lists it by itself.
 
 The merged snapshot goes to the console when an engine's snapshot arrives, and every ``TICK_S`` seconds
 when nothing arrives, so the rows say gone even when every engine is silent. A malformed message is
