@@ -15,13 +15,17 @@ warm-up (the sims' backfill bars go out at start), a measured window of ``WINDOW
   a signal's ``detected_ns`` (the engine's wall clock when its detector fired, so the figure includes the
   engine's hand-over to its publisher and JetStream's publish) and a snapshot's ``at_ns`` (when the
   engine built it; snapshots go out at most once per ``[bus] snapshot_every``, the newest one each time).
-  It stands in for a console attached over NATS, which does not exist yet: the decode and the screen's
-  frame are not in it. Sender and receiver share this machine's clock;
+  Sender and receiver share this machine's clock;
+- publish -> attach screen latency: ``tickdeck attach nats://`` itself, headless at 160x48 in a process of
+  its own (``bench.fleet_screen``), started once the engines publish: the first rendered frame showing a
+  signal or an engine's snapshot, minus the same time stamps (the decode, the merge and the render are in
+  it); the samples of frames painted inside the window;
 - the nats-server process's CPU (percent of one core, averaged over the window) and its largest RSS
   sampled once a second (psutil on its pid).
 
 Checks: every engine is still running at the end of the window, at least one signal and one bar was
-stored and at least one signal and one snapshot arrived at the subscriber within it. The exit status is 1
+stored and at least one signal and one snapshot arrived at the subscriber, and on the attach console's
+screen, within it. The exit status is 1
 when a check failed, each named on stderr; 2 when the server could not be started.
 """
 
@@ -126,6 +130,45 @@ def ms(x: float) -> str:
 
 
 @dataclass
+class Screen:
+    """The attach console's samples (``bench.fleet_screen``) inside the window: latencies in ns."""
+
+    signal_ns: list[int] = field(default_factory=list)
+    snapshot_ns: list[int] = field(default_factory=list)
+
+    def take(self, samples: Sequence[Sequence[Any]], start_ns: int, end_ns: int) -> None:
+        for kind, frame_ns, latency_ns in samples:
+            if start_ns <= frame_ns <= end_ns:
+                (self.signal_ns if kind == "signal" else self.snapshot_ns).append(int(latency_ns))
+
+
+async def start_screen(url: str, work: Path) -> asyncio.subprocess.Process:
+    """The attach console in a process of its own, once it shows a snapshot (``bench.fleet_screen``)."""
+    env = {**os.environ, "TICKDECK_STATE_DIR": str(work / "console"),
+           "TICKDECK_CONFIG_DIR": str(work / "config")}
+    with (work / "console.log").open("wb") as log:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bench.fleet_screen", url, cwd=ROOT, env=env, stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE, stderr=log)
+    assert proc.stdout is not None
+    line = await asyncio.wait_for(proc.stdout.readline(), READY_S)
+    if line.strip() != b"ready":
+        await _stop([proc])
+        raise RuntimeError(f"the attach console did not start: {_tail(work / 'console.log')}")
+    return proc
+
+
+async def screen_samples(proc: asyncio.subprocess.Process) -> list[Any]:
+    """Ask the attach console for its samples and let it end."""
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write(b"stop\n")
+    await proc.stdin.drain()
+    out = await asyncio.wait_for(proc.stdout.read(), STOP_S)
+    await asyncio.wait_for(proc.wait(), STOP_S)
+    return list(json.loads(out.decode().strip().splitlines()[-1])["samples"])
+
+
+@dataclass
 class Result:
     size: Size
     window_s: float = 0.0
@@ -136,6 +179,7 @@ class Result:
     cpu_pct: float = float("nan")
     rss_max: int = 0
     tap: Tap = field(default_factory=Tap)
+    screen: Screen = field(default_factory=Screen)
     failure: str = ""  # a reason the run could not measure at all
 
 
@@ -170,26 +214,34 @@ async def measure(server: NatsServer, size: Size, work: Path) -> Result:
                                   f"snapshot within {READY_S:.0f} s")
                 return result
             await asyncio.sleep(0.05)
+        try:
+            screen = await start_screen(server.url, work)
+        except (RuntimeError, TimeoutError) as exc:
+            result.failure = str(exc) or "the attach console did not show a snapshot in time"
+            return result
+        procs.append(screen)
         await asyncio.sleep(size.warmup_s)  # the backfill's bars out of the way: a bench phase, not a wait
         assert server.proc is not None
         bus = psutil.Process(server.proc.pid)
         cpu0 = bus.cpu_times()
         first = await stream_counts(js)
-        t0 = time.monotonic()
+        t0, t0_ns = time.monotonic(), time.time_ns()
         tap.measuring = True
         end = t0 + size.window_s
         while (now := time.monotonic()) < end:
             result.rss_max = max(result.rss_max, bus.memory_info().rss)
             await asyncio.sleep(min(1.0, end - now))
         tap.measuring = False
+        t1_ns = time.time_ns()
         last = await stream_counts(js)
         result.window_s = time.monotonic() - t0
+        result.exit_codes = [p.returncode for p in procs[:size.engines]]
+        result.screen.take(await screen_samples(screen), t0_ns, t1_ns)
         cpu1 = bus.cpu_times()
         result.rss_max = max(result.rss_max, bus.memory_info().rss)
         busy = (cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)
         result.cpu_pct = 100.0 * busy / result.window_s
         result.signals, result.bars = last[0] - first[0], last[1] - first[1]
-        result.exit_codes = [p.returncode for p in procs]
         result.alive = sum(code is None for code in result.exit_codes)
         return result
     finally:
@@ -242,18 +294,32 @@ def figures(r: Result) -> list[Figure]:
                f"{tap.snapshots_seen:,}", "> 0", tap.snapshots_seen > 0),
         Figure("snapshot_latency_p50_ms", "  built -> received p50", _num(snap_p50), ms(snap_p50)),
         Figure("snapshot_latency_p99_ms", "  built -> received p99", _num(snap_p99), ms(snap_p99)),
+        *screen_figures(r.screen),
         Figure("bus_cpu_pct", "nats-server CPU (% of one core)", round(r.cpu_pct, 1), f"{r.cpu_pct:.1f} %"),
         Figure("bus_rss_mb", "nats-server RSS (max)", round(r.rss_max / MB, 1), f"{r.rss_max / MB:,.1f} MB"),
     ]
+
+
+def screen_figures(screen: Screen) -> list[Figure]:
+    out = []
+    for kind, samples, what in (("signal", screen.signal_ns, "detected"),
+                                ("snapshot", screen.snapshot_ns, "built")):
+        p50, p99 = pct(samples, 50), pct(samples, 99)
+        out += [Figure(f"screen_{kind}_samples", f"{kind}s on the attach console's screen", len(samples),
+                       f"{len(samples):,}", "> 0", len(samples) > 0),
+                Figure(f"screen_{kind}_latency_p50_ms", f"  {what} -> on screen p50", _num(p50), ms(p50)),
+                Figure(f"screen_{kind}_latency_p99_ms", f"  {what} -> on screen p99", _num(p99), ms(p99))]
+    return out
 
 
 def _num(x: float) -> float | None:
     return None if x != x else round(x, 3)
 
 
-NOTES = ["Rates are the JetStream streams' growth over the window. Latency is a NATS subscriber's receive "
-         "time minus the message's own time stamp (a signal's detection, a snapshot's build), both on this "
-         "machine's clock; no console attaches over NATS yet, so no screen time is in it."]
+NOTES = ["Rates are the JetStream streams' growth over the window. Received: a NATS subscriber's receive "
+         "time minus the message's own time stamp (a signal's detection, a snapshot's build); on screen: "
+         "the first frame of a headless `tickdeck attach nats://` (160x48) showing it, minus the same time "
+         "stamp; all on this machine's clock."]
 
 
 def main(args: argparse.Namespace) -> int:

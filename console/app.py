@@ -3,8 +3,9 @@
 :func:`build_app` is the one factory the CLI (``run_app``) and the tests use, so tests drive what users
 run. The app is the only place that talks to the runtime, and it does so from one named worker
 (``feed:runtime``): the worker builds the runtime, pumps the feed, and *posts messages* —
-``RuntimeReady``, ``SnapshotReady`` (one per frame, replaceable), ``SignalsDetected`` and
-``FeedStatusChanged``. The app's handlers hand their contents down to the widgets as reactive attributes.
+``RuntimeReady``, ``SnapshotReady`` (one per frame, replaceable), ``SignalsDetected``,
+``FeedStatusChanged`` and ``SymbolsAdded`` (a fleet's symbol set grew). The app's handlers hand their
+contents down to the widgets as reactive attributes.
 
 The window appears at once: nothing here imports the engine (numpy, numba) at module level. The worker
 starts after the first frame is drawn and imports and builds the runtime in a thread; until the first
@@ -51,7 +52,7 @@ from console import heap
 from console.book import Book
 from console.editing import WatchlistEditing
 from console.held import HeldSignals, latest_per_symbol
-from console.messages import FeedStatusChanged, RuntimeReady, SignalsDetected, SnapshotReady
+from console.messages import FeedStatusChanged, RuntimeReady, SignalsDetected, SnapshotReady, SymbolsAdded
 from console.perf import PerfMonitor
 from console.positions_ui import POSITION_ACTIONS, PositionEditing, position_bindings
 from console.state import StateStore
@@ -161,6 +162,7 @@ class TickdeckApp(PositionEditing, WatchlistEditing, App[int]):
         self.unsaved = ""
         """After quitting: why the last edits may not have been saved ('' when they were)."""
         self.book: Book | None = None
+        self.offered: set[str] = set()
         self._watched: frozenset[str] | None = None  # every symbol in any list; None until the book loads
         self.feed_name = config.feed.name
         self.frames = 0
@@ -248,6 +250,8 @@ class TickdeckApp(PositionEditing, WatchlistEditing, App[int]):
         await runtime.run(self._post_update, self._post_status)
 
     def _post_update(self, update: Update) -> None:
+        if update.new_symbols:  # before the snapshot that first carries their quotes
+            self.post_message(SymbolsAdded(update.new_symbols))
         if update.signals:
             self.post_message(SignalsDetected(update.signals))
         if update.snapshot is not None:
@@ -286,6 +290,7 @@ class TickdeckApp(PositionEditing, WatchlistEditing, App[int]):
         book, warning = await asyncio.to_thread(self.store.load, self.feed_name, defaults,
                                                 sort_keys(self.watchlist.indicators))
         self.book = book
+        self.offered = set(message.universe) | book.symbols()  # a fleet's later symbols are news
         if warning:
             self.notify(warning, title="Watchlists reset", severity="warning", timeout=20)
         self.show_book()

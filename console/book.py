@@ -215,6 +215,14 @@ class Book:
         self.active = index
         return True
 
+    def append_unlisted(self, symbols: Iterable[str], index: int = 0) -> list[str]:
+        """Append to list ``index`` those of ``symbols`` that no list holds and a user could add too;
+        returns them (a fleet console's new symbols go to its first list)."""
+        listed = self.symbols()
+        fresh = [s for s in dict.fromkeys(symbols) if s not in listed and not symbol_problem(s)]
+        self.lists[index].symbols.extend(fresh)
+        return fresh
+
     def symbols(self) -> set[str]:
         """Every symbol in any list: what the runtime must subscribe to."""
         return {s for wl in self.lists for s in wl.symbols}

@@ -197,13 +197,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_sink(commands)
     attach = commands.add_parser(
-        "attach", help="open the console on a headless instance's WebSocket broadcast",
+        "attach", help="open the console on a headless instance's WebSocket broadcast, or on a fleet's bus",
         description="Open the console on the broadcast of a 'tickdeck --headless' whose config has a "
                     "[[sinks]] table of type \"websocket\": its symbols, prices, indicator columns, signals "
-                    "and feed status, with no feed or engine here (numba is not needed). The console "
-                    "reconnects by itself when the connection drops. Options such as --config and --theme "
-                    "go before 'attach'.")
-    attach.add_argument("url", metavar="ws://HOST:PORT", help="the publisher's address (ws:// or wss://)")
+                    "and feed status, with no feed or engine here (numba is not needed). With "
+                    "nats://HOST:PORT, on every engine publishing to that NATS bus (--publish): their "
+                    "symbols in one watchlist, their signals once each, a row per engine in the "
+                    "performance panel (credentials: [bus] creds_file or token_env). The console "
+                    "reconnects by itself when the connection drops. "
+                    "Options such as --config and --theme go before 'attach'.")
+    attach.add_argument("url", metavar="ws://HOST:PORT|nats://HOST:PORT",
+                        help="the publisher's address (ws:// or wss://), or a fleet's bus (nats:// or tls://)")
+    attach.add_argument("--feed", dest="fleet_feed", metavar="NAME",
+                        help="with nats://: only the engines of this feed")
+    attach.add_argument("--interval", dest="fleet_interval", metavar="I",
+                        help="with nats://: only the engines of this bar interval")
     token = attach.add_mutually_exclusive_group()
     token.add_argument("--token-file", metavar="PATH",
                        help="read the publisher's token from this file (one line); by default it comes from "
@@ -299,6 +307,10 @@ def _attach(args: argparse.Namespace) -> int:
     local = [flag for flag, value in given.items() if value is not None]
     if local:
         return _fail(f"{local[0]} does not apply to attach: the publisher runs the feed and the engine")
+    if args.url.strip().lower().startswith(("nats://", "tls://")):
+        return _attach_fleet(args)
+    if args.fleet_feed is not None or args.fleet_interval is not None:
+        return _fail("attach --feed and --interval choose engines on a bus: they work with nats:// only")
     import asyncio
 
     from engine.remote import TOKEN_VAR, AttachError, RemoteRuntime, attach_token
@@ -324,6 +336,31 @@ def _attach(args: argparse.Namespace) -> int:
     from console.app import run_app
 
     return run_app(config, remote, saved_theme=args.theme is None)
+
+
+def _attach_fleet(args: argparse.Namespace) -> int:
+    """``tickdeck attach nats://HOST:PORT``: the console on every engine publishing to the bus
+    (``engine.bus.attach``); an unreachable bus or unusable credentials are one line."""
+    if args.token is not None or args.token_file is not None:
+        return _fail("a bus takes its credentials from [bus] creds_file or token_env, not "
+                     "--token/--token-file")
+    import asyncio
+
+    from engine.bus.attach import FleetRuntime
+    from engine.bus.connection import BusError, settings_of
+
+    config = load_config(args.config)
+    try:
+        runtime = FleetRuntime(settings_of(config, args.url.strip()), feed=args.fleet_feed or "",
+                               interval=args.fleet_interval or "")
+        asyncio.run(runtime.handshake())
+    except BusError as exc:
+        return _fail(str(exc))
+    config = load_config(args.config, {"ui.theme": args.theme, "ui.columns": list(runtime.outputs) or None,
+                                       "engine.interval": runtime.interval or None})
+    from console.app import run_app
+
+    return run_app(config, runtime, saved_theme=args.theme is None)
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -26,15 +26,20 @@ from widgets.watchlist_layout import MY_ORDER, sort_choices, sort_label
 if TYPE_CHECKING:
     from textual.app import App
 
+    from console.messages import SymbolsAdded
     from engine.console_runtime import ConsoleRuntime
 
 FILTERS = ("filter", "log_filter")
+MAX_OFFERED = 100_000
+"""Symbols a console remembers having listed by itself in a session (``on_symbols_added``); past it, a
+fleet's new symbols are no longer listed by themselves (``a`` still adds them)."""
 
 
 class WatchlistEditing:
     """Actions on the watchlists; the app provides the attributes below."""
 
     book: Book | None
+    offered: set[str]  # the symbols the lists were given this session (on_runtime_ready, on_symbols_added)
     saver: StateSaver
     feed_name: str
     runtime: ConsoleRuntime | None
@@ -100,6 +105,23 @@ class WatchlistEditing:
         if self.book is None:
             self.notify("the watchlists appear once the engine has started", severity="warning")
         return self.book
+
+    def on_symbols_added(self, message: SymbolsAdded) -> None:
+        """A fleet's engine that started after the console: its new symbols go to the end of the first
+        list, and are saved as an edit is. Each symbol is given to the lists once a session: one the user
+        deleted stays deleted, one already in a list stays where it is."""
+        book, offered = self.book, self.offered
+        if book is None:
+            return
+        fresh = [s for s in message.symbols if s not in offered][:max(0, MAX_OFFERED - len(offered))]
+        offered.update(fresh)
+        added = book.append_unlisted(fresh)
+        if not added:
+            return
+        self._save()
+        self.show_book()
+        what = added[0] if len(added) == 1 else f"{len(added)} symbols"
+        self.notify(f"{what} from the fleet added to {book.lists[0].name}", timeout=3)
 
     # --- actions ---------------------------------------------------------------------------------------
     def action_add(self) -> None:

@@ -32,6 +32,14 @@ class RuntimeReady(Message):
 
 
 @dataclass
+class SymbolsAdded(Message):
+    """The runtime carries symbols its ``watch`` did not hold at ready (a fleet's engine started later):
+    posted once per growth, never per tick, and never replaced."""
+
+    symbols: tuple[str, ...]
+
+
+@dataclass
 class SnapshotReady(Message):
     """A new frame of market data (only the latest pending one is handled)."""
 

@@ -260,6 +260,7 @@ class PerfMonitor:
             feed=h.feed if h else "", reconnects=h.reconnects if h else 0,
             bad_messages=h.bad_messages if h else 0, gaps=h.gaps if h else 0,
             duplicates=h.duplicates if h else 0,
+            engines=getattr(h, "engines", ()),  # a fleet's health (engine.bus.merge.FleetHealth) has rows
         )
 
     def _cache_rates(self) -> tuple[CacheRate, ...]:

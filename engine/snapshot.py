@@ -203,8 +203,13 @@ class PipelineHealth:
 
 @dataclass(frozen=True)
 class Update:
-    """What one processed batch produced: new signals, and a snapshot (with health) when a frame is due."""
+    """What one processed batch produced: new signals, and a snapshot (with health) when a frame is due.
+
+    ``new_symbols``: symbols the runtime started carrying that its ``watch`` did not hold when ``run``
+    began (a fleet console's engines that started later), announced when they first appear; the console
+    lists them. Empty in every other update: a notification of growth, never one per tick."""
 
     signals: tuple[Signal, ...]
     snapshot: MarketSnapshot | None
     health: PipelineHealth | None = None
+    new_symbols: tuple[str, ...] = ()

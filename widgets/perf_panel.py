@@ -10,7 +10,9 @@ styles, which are theme variables, so every theme (``ansi16`` included) recolour
 Thirteen rows (with the app's one cache): as many as the lower pane holds at 160x48, where the panel
 sits beside the signal log. One more would make its pane scroll, and the scrollbar's thumb, drawn with
 the same eighth blocks as a sparkline (``▅▅``), would read as a stray sparkline; so related figures share
-a row (memory and garbage collections, the queue and the batches coalesced).
+a row (memory and garbage collections, the queue and the batches coalesced). A console on a fleet
+(``tickdeck attach nats://``) has one line per engine above them (:func:`engine_lines`); the pane
+scrolls then.
 
 Thresholds are for a console that keeps up on a small machine at 10 frames a second: a frame or a
 loop stall near the frame budget (100 ms) warns, one past it is bad.
@@ -31,6 +33,7 @@ from widgets import formatting as fmt
 from widgets.sparkline import spark
 
 if TYPE_CHECKING:
+    from engine.bus.merge import EngineView
     from widgets.perf_sample import PerfSample
 
 Role = Literal["label", "value", "warn", "bad", "muted", "spark"]
@@ -159,6 +162,31 @@ def figures(sample: PerfSample, history: Sequence[PerfSample]) -> list[Figure]:
     return rows
 
 
+def engine_line(view: EngineView, width: int) -> Line:
+    """One engine of a fleet (``tickdeck attach nats://``): its name, feed and interval, state, symbols,
+    when it was last heard of, and its own lag and tick -> signal p99; gone in the bad colour, a feed
+    that is not live in the warning one."""
+    role: Role = "bad" if view.gone else "value" if view.state == "live" else "warn"
+    where = f"{view.feed} {view.interval}".strip()
+    figures = "" if view.gone else (f"  lag p99 {duration(view.lag_p99_ms)}  sig p99 "
+                                    f"{duration(view.signal_p99_ms)}")
+    seen = f"seen {view.seen_s:.1f}s ago"
+    line: Line = ((fmt.fit(view.name, LABEL).ljust(LABEL), "label"), (" " * GAP, "value"),
+                  (f"{where:<8} ", "muted"), (f"{view.state:<12}", role),
+                  (f" {view.symbols:>6,} sym  {seen}{figures}", "value"))
+    return _cut(line, width)
+
+
+def engine_lines(sample: PerfSample, width: int) -> list[Line]:
+    """The fleet's engines under a heading line, above the figures (the pane shows its first lines; a
+    fleet's console is there for them); none for a console on one runtime."""
+    if not sample.engines:
+        return []
+    gone = sum(v.gone for v in sample.engines)
+    head = f"engines {len(sample.engines) - gone} up" + (f", {gone} gone" if gone else "")
+    return [((fmt.fit(head, width), "label"),), *(engine_line(v, width) for v in sample.engines)]
+
+
 def _queue_role(s: PerfSample) -> Role:
     """The queue's depth by its thresholds, and a warning at least while batches are being coalesced
     (the engine is behind)."""
@@ -216,11 +244,11 @@ def perf_lines(sample: PerfSample | None, history: Sequence[PerfSample], width: 
         return [(("measuring…", "muted"),)]
     rows = figures(sample, history)
     if width < TWO_COLUMNS:
-        return [row_line(f, width) for f in rows]
+        return engine_lines(sample, width) + [row_line(f, width) for f in rows]
     column = (width - GUTTER) // 2
     half = (len(rows) + 1) // 2
     left, right = rows[:half], rows[half:]
-    lines: list[Line] = []
+    lines: list[Line] = engine_lines(sample, width)  # a fleet's engines first: what its console is for
     for i, figure in enumerate(left):
         line = row_line(figure, column)
         if i < len(right):

@@ -2,12 +2,17 @@
 of its caches. ``console.perf`` measures them and ``widgets.perf_panel`` draws them; the type lives here,
 beside the widget, so that widgets never import the console (the layer rule in ``pyproject.toml``).
 
-Plain frozen dataclasses: no textual, no engine, nothing to load.
+Plain frozen dataclasses: no textual, no engine, nothing to load (a fleet's engine rows are typed from
+``engine.bus.merge`` for the type checker only).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from engine.bus.merge import EngineView
 
 
 @dataclass(frozen=True)
@@ -51,3 +56,4 @@ class PerfSample:
     bad_messages: int
     gaps: int
     duplicates: int
+    engines: tuple[EngineView, ...] = ()  # one per engine of a fleet (tickdeck attach nats://), else none

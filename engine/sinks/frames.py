@@ -31,6 +31,14 @@ that also pumps the feed; encoding it again for every distinct ``symbols`` list 
 the service. ``SnapshotFrames`` encodes each quote of a snapshot at most once, and the frame of a
 ``symbols`` list is then a join of the quotes' texts (byte for byte what ``dumps(snapshot_frame(...))``
 gives), built once per list and shared by every client that has that list.
+
+Decoding such a frame (1,000 symbols, 1.34 MB) with ``json`` and a check of every number took 34 ms on
+the event loop of an attached console, four times a second for a fleet of four engines. A snapshot
+frame as this module writes it (it starts ``{"type":"snapshot"``) is decoded first by msgspec into typed
+structs, which checks the types in C while parsing: 7.0 ms (``python -m bench.decode``, both ways in one
+process, load average 2.0). Only a success counts: anything it refuses (a bool for a number, a float
+``bar_time``, ``NaN``, a huge integer) is decoded again the lenient way below, so the outcome is that
+way's in every case.
 """
 
 from __future__ import annotations
@@ -43,6 +51,7 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, get_args
 
+import msgspec
 import numpy as np
 
 from engine.feeds.base import FeedStatus, State
@@ -208,6 +217,8 @@ def _listed(names: Collection[str] | None) -> list[str] | None:
 
 def decode(raw: str | bytes) -> Frame:
     """The frame ``raw`` holds; ``FrameError`` when it is malformed."""
+    if raw[:_HEAD_LEN] in _SNAPSHOT_HEADS and (fast := _fast_snapshot(raw)) is not None:
+        return fast
     kind = "?"
     try:
         msg = json.loads(raw)
@@ -311,6 +322,61 @@ def decode_subscribed(msg: Mapping[str, Any]) -> Subscription:
     if not isinstance(snapshots, bool):
         raise TypeError("snapshots must be true or false")
     return Subscription(_name_set(msg["symbols"]), _name_set(msg["rules"]), snapshots)
+
+
+class _QuoteStruct(msgspec.Struct):
+    """A quote as ``quote_frame`` writes it (a null number: NaN)."""
+
+    symbol: str
+    last: float | None
+    change: float | None
+    change_pct: float | None
+    volume: float | None
+    closes: list[float | None]
+    values: dict[str, float | None]
+    bar_time: int
+    decimals: Any = None  # read as _decimals reads it
+    previous_close: Any = None  # read as _price reads it
+
+
+class _SnapshotStruct(msgspec.Struct):
+    type: str
+    at_ns: int
+    quotes: list[_QuoteStruct]
+    ticks: int = 0
+    bars: int = 0
+    health: Any = None  # read by decode_health
+
+
+_SNAPSHOT_HEADS = ('{"type":"snapshot"', b'{"type":"snapshot"')  # how dumps writes one
+_HEAD_LEN = len(_SNAPSHOT_HEADS[0])
+_snapshot_decoder = msgspec.json.Decoder(_SnapshotStruct)
+
+
+def _fast_snapshot(raw: str | bytes) -> Snapshot | None:
+    """The snapshot frame ``raw`` holds, decoded by msgspec; None when that way refuses it or fails
+    anywhere (the lenient way then decides: the module docstring)."""
+    nan = math.nan
+    try:
+        m = _snapshot_decoder.decode(raw)
+        if m.type != "snapshot":  # a later "type" key wins, as in json.loads
+            return None
+        quotes = []
+        for q in m.quotes:
+            closes = np.array(q.closes, dtype=np.float64)  # None -> NaN
+            closes.flags.writeable = False
+            values: dict[str, float | None] = q.values
+            if None in values.values():
+                values = {k: nan if v is None else v for k, v in values.items()}
+            quotes.append(Quote(
+                q.symbol, nan if q.last is None else q.last, nan if q.change is None else q.change,
+                nan if q.change_pct is None else q.change_pct, nan if q.volume is None else q.volume,
+                closes, values, q.bar_time,  # type: ignore[arg-type]  # no None left in values
+                _decimals(q.decimals), _price(q.previous_close)))
+        return Snapshot(MarketSnapshot(m.at_ns, tuple(quotes), m.ticks, m.bars), decode_health(m.health))
+    except (msgspec.MsgspecError, KeyError, TypeError, ValueError, AttributeError, OverflowError,
+            RecursionError):
+        return None
 
 
 def _snapshot(msg: Mapping[str, Any]) -> Snapshot:

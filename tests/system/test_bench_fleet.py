@@ -1,6 +1,7 @@
-"""``tickdeck bench --fleet`` starts a real ``nats-server -js`` and headless engines publishing to it,
-reports every figure, and says by its exit status whether every check passed. Timings are never
-asserted: the figures are checked for presence and for agreeing with each other."""
+"""``tickdeck bench --fleet`` starts a real ``nats-server -js``, headless engines publishing to it and a
+``tickdeck attach nats://`` console timing what reaches its screen, reports every figure, and says by its
+exit status whether every check passed. Timings are never asserted: the figures are checked for presence
+and for agreeing with each other."""
 
 from __future__ import annotations
 
@@ -18,8 +19,9 @@ from bench import fleet as bench_fleet
 ROOT = Path(__file__).resolve().parents[2]
 FIGURES = ("engines", "symbols_per_engine", "window_s", "engines_alive", "signals", "signals_per_s", "bars",
            "bars_per_s", "signal_samples", "signal_latency_p50_ms", "signal_latency_p99_ms",
-           "snapshot_samples", "snapshot_latency_p50_ms", "snapshot_latency_p99_ms", "bus_cpu_pct",
-           "bus_rss_mb")
+           "snapshot_samples", "snapshot_latency_p50_ms", "snapshot_latency_p99_ms", "screen_signal_samples",
+           "screen_signal_latency_p50_ms", "screen_signal_latency_p99_ms", "screen_snapshot_samples",
+           "screen_snapshot_latency_p50_ms", "screen_snapshot_latency_p99_ms", "bus_cpu_pct", "bus_rss_mb")
 
 pytestmark = pytest.mark.usefixtures("clean_env")
 
@@ -42,7 +44,7 @@ def test_quick_run_reports_every_figure_through_a_real_bus() -> None:
         assert math.isclose(figures[rate], figures[count] / window, rel_tol=1e-3, abs_tol=0.01), rate
     # at most one bar per symbol per 1 s bar, plus the bars that closed on the window's edges
     assert figures["bars"] <= quick.engines * quick.symbols * (window + 2)
-    for kind in ("signal", "snapshot"):
+    for kind in ("signal", "snapshot", "screen_signal", "screen_snapshot"):  # at a subscriber, on screen
         assert figures[f"{kind}_samples"] > 0, kind
         p50, p99 = figures[f"{kind}_latency_p50_ms"], figures[f"{kind}_latency_p99_ms"]
         assert p50 is not None and p99 is not None and p50 <= p99, kind

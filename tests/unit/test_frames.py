@@ -155,3 +155,54 @@ def test_the_subscribe_message_is_what_the_server_reads() -> None:
     msg = json.loads(dumps(frames.subscribe_message(sub)))
     assert tuple(msg) == ("op", *frames.CLIENT_MESSAGES["subscribe"])
     assert clients.subscription(clients.parse(json.dumps(msg)), Subscription()) == sub
+
+
+def test_a_snapshot_frame_as_written_is_decoded_without_the_json_module(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    cache = SnapshotFrames()
+    cache.reset(MARKET, HEALTH)
+    texts = [dumps(frames.snapshot_frame(MARKET, HEALTH)), cache.frame(None)]
+    monkeypatch.setattr(frames.json, "loads", None)  # the typed msgspec way only
+    for raw in [*texts, texts[0].encode()]:
+        got = decode(raw)
+        assert same(got, Snapshot(MARKET, HEALTH)), got
+        assert isinstance(got, Snapshot) and got.market.quotes[0].previous_close == 99.75
+        assert math.isnan(got.market.quotes[1].previous_close)
+        assert not got.market.quotes[0].closes.flags.writeable
+
+
+def snapshot_text(**quote_fields: Any) -> str:
+    q = {**frames.quote_frame(quote("AAA")), **quote_fields}
+    return dumps({"type": "snapshot", "at_ns": 1, "ticks": 2, "bars": 3, "quotes": [q], "health": None})
+
+
+@pytest.mark.parametrize("raw", [
+    snapshot_text(),
+    snapshot_text(last=None, closes=[None, 1, 2.5], values={"a": None, "b": 3}),  # nulls, ints
+    snapshot_text(bar_time=1.8e18),  # a float where an int goes: truncated, as ever
+    snapshot_text(symbol=5),  # a number for a name: its text
+    snapshot_text(decimals=True, previous_close=-1),  # unusable: unknown
+    snapshot_text(closes=[1.0, True]),  # a bool for a number: refused
+    snapshot_text(volume="1"),
+    snapshot_text(values=[]),
+    snapshot_text(bar_time=10**30),  # beyond 64 bits
+    snapshot_text().replace('"last":102.5', '"last":NaN'),  # json.loads takes NaN
+    snapshot_text()[:-1] + ',"type":"pong","id":1}',  # a later key wins
+    snapshot_text().replace('"health":null', '"health":{"queue_depth":"x"}'),
+    snapshot_text()[:-3],  # cut short
+])
+def test_the_typed_way_decides_nothing_the_lenient_way_would_not(
+        raw: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    def outcome() -> Any:
+        try:
+            return decode(raw)
+        except FrameError as exc:
+            return (exc.kind, str(exc))
+
+    fast = outcome()
+    monkeypatch.setattr(frames, "_fast_snapshot", lambda raw: None)
+    slow = outcome()
+    assert same(fast, slow) and type(fast) is type(slow), (fast, slow)
+    if isinstance(fast, Snapshot) and isinstance(slow, Snapshot):
+        assert [q.symbol for q in fast.market.quotes] == [q.symbol for q in slow.market.quotes]
+        assert str(fast.market.quotes[0].values) == str(slow.market.quotes[0].values)

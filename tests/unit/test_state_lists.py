@@ -107,3 +107,10 @@ def test_deleted_and_moved_lists_are_saved_as_they_are_shown(tmp_path: Path) -> 
     assert warning is None
     assert [(wl.name, wl.symbols) for wl in loaded.lists] == [("Dividends", ["KO"]), ("Main", ["A", "B"])]
     assert loaded.active == 0
+
+
+def test_append_unlisted_adds_to_the_first_list_what_no_list_holds() -> None:
+    book = three()  # Crypto is the active list
+    assert book.append_unlisted(["ETH", "C", "A", "C", " bad", "KO", "D"]) == ["C", "D"]
+    assert book.lists[0].symbols == ["A", "B", "C", "D"] and book.current.symbols == ["BTC", "ETH"]
+    assert book.append_unlisted(["C"]) == [] and book.lists[0].symbols == ["A", "B", "C", "D"]
