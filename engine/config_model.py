@@ -108,6 +108,19 @@ def _url_or_off(*schemes: str) -> Check:
     return check
 
 
+def _urls_or_off(*schemes: str) -> Check:
+    """A URL, several comma-separated (a cluster's servers), or an empty string that turns it off."""
+    url = _url(*schemes)
+
+    def check(value: str) -> str:
+        if value:
+            for part in value.split(","):
+                url(part.strip())
+        return value
+
+    return check
+
+
 def _indicators(value: tuple[str, ...]) -> tuple[str, ...]:
     """Canonical output names (``rsi`` → ``rsi_14``), duplicates dropped, order kept."""
     names: list[str] = []
@@ -383,8 +396,9 @@ def _env_name(value: str) -> str:
 class BusConfig:
     """The fleet's message bus (NATS JetStream, ``engine.bus``): what the headless service publishes."""
 
-    url: str = _setting("", _url_or_off("nats", "tls"))
-    """``nats://HOST:4222`` (or ``tls://``); empty: publish nothing. Credentials never go in it."""
+    url: str = _setting("", _urls_or_off("nats", "tls"))
+    """``nats://HOST:4222`` (or ``tls://``), a cluster's several comma-separated; empty: publish nothing.
+    Credentials never go in it."""
     engine: str = _setting("", _bus_name)
     """This engine's name in status and snapshot subjects; empty: the host name and the process id."""
     creds_file: str = _setting("")

@@ -54,24 +54,40 @@ class BusSettings:
     def shown(self) -> str:
         return safe_url(self.url)
 
+    @property
+    def servers(self) -> list[str]:
+        """The servers of ``url``: one, or a cluster's several, comma-separated."""
+        return split_urls(self.url)
+
+
+def split_urls(url: str) -> list[str]:
+    """A cluster's URLs (``nats://a:4222,nats://b:4222``): a client tries each in turn, so an engine
+    reconnects through whichever server is up when one is down."""
+    return [part.strip() for part in url.split(",") if part.strip()]
+
 
 def safe_url(url: str) -> str:
-    """``scheme://host:port`` of ``url``: what may be logged of it (never a user part)."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    return f"{parts.scheme}://{host}" + (f":{parts.port}" if parts.port else "")
+    """``scheme://host:port`` of each server of ``url``: what may be logged of it (never a user part)."""
+    shown = []
+    for one in split_urls(url) or [url]:
+        parts = urlsplit(one)
+        host = parts.hostname or ""
+        shown.append(f"{parts.scheme}://{host}" + (f":{parts.port}" if parts.port else ""))
+    return ",".join(shown)
 
 
 def settings_from(url: str, creds_file: str = "", token_env: str = "", *, connect_timeout: float = 5.0,
                   max_backoff: float = 30.0, name: str = "tickdeck",
                   env: Mapping[str, str] | None = None) -> BusSettings:
     """Checked settings; ``BusError`` names the key, the file or the variable (never a secret)."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("nats", "tls") or not parts.hostname:
-        raise BusError(f"the bus URL must be nats://HOST:PORT or tls://HOST:PORT, got {safe_url(url)!r}")
-    if parts.username or parts.password:
-        raise BusError("the bus URL must not carry credentials (they would be logged with it): use "
-                       "bus.creds_file or bus.token_env")
+    for one in split_urls(url) or [url]:
+        parts = urlsplit(one)
+        if parts.scheme not in ("nats", "tls") or not parts.hostname:
+            raise BusError("the bus URL must be nats://HOST:PORT or tls://HOST:PORT (a cluster's several, "
+                           f"comma-separated), got {safe_url(one)!r}")
+        if parts.username or parts.password:
+            raise BusError("the bus URL must not carry credentials (they would be logged with it): use "
+                           "bus.creds_file or bus.token_env")
     environ = os.environ if env is None else env
     token = ""
     if token_env:
@@ -106,7 +122,7 @@ async def connect(settings: BusSettings, *, on_closed: Callback | None = None,
     client = Client()
     # max_reconnect_attempts also bounds the first connection's attempts (nats-py's _select_next_server):
     # two, 0.1 s apart, then NoServersError with the cause in error_cb; the default is 60, 2 s apart
-    options: dict[str, Any] = {"servers": [settings.url], "allow_reconnect": False, "name": settings.name,
+    options: dict[str, Any] = {"servers": settings.servers, "allow_reconnect": False, "name": settings.name,
                                "ping_interval": PING_S, "connect_timeout": max(settings.connect_timeout, 0.1),
                                "max_reconnect_attempts": 1, "reconnect_time_wait": 0.1}
     if settings.token:
