@@ -48,13 +48,6 @@ on = "close"
 pytestmark = pytest.mark.usefixtures("clean_env")
 
 
-@pytest.fixture
-def nats_server(tmp_path: Path) -> Any:
-    server = NatsServer(tmp_path / "nats").start()
-    yield server
-    server.stop()
-
-
 async def until(condition: Callable[[], Any], what: str, timeout: float = WAIT_S) -> None:
     """Wait for ``condition()`` to be true (checked every 20 ms), at most ``timeout`` seconds."""
     deadline = time.monotonic() + timeout

@@ -40,13 +40,6 @@ GONE_S = 1.5  # the test's threshold (the console's is engine.bus.merge.GONE_S)
 pytestmark = pytest.mark.usefixtures("clean_env")
 
 
-@pytest.fixture
-def nats_server(tmp_path: Path) -> Any:
-    server = NatsServer(tmp_path / "nats").start()
-    yield server
-    server.stop()
-
-
 def signal(i: int, symbol: str = "BBB") -> Signal:
     return Signal(symbol=symbol, rule="r", direction="up", bar_time=T0 + i * 60 * 10**9, price=1.0 + i,
                   values={"close": 1.0 + i}, detected_ns=i)

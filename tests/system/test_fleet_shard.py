@@ -52,13 +52,6 @@ SYMBOLS = names(6)  # rendezvous puts 3 on engine "a" and 3 on "b" (asserted bel
 pytestmark = pytest.mark.usefixtures("clean_env")
 
 
-@pytest.fixture
-def nats_server(tmp_path: Path) -> Any:
-    server = NatsServer(tmp_path / "nats").start()
-    yield server
-    server.stop()
-
-
 async def until(condition: Callable[[], Any], what: str, timeout: float = WAIT_S) -> None:
     deadline = time.monotonic() + timeout
     while not condition():

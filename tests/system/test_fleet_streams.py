@@ -5,7 +5,6 @@ refuses above one with a message that says what to change, and a cluster's URLs,
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -18,13 +17,6 @@ from tests.servers.hooks import closed_port
 from tests.servers.nats import NatsServer
 
 pytestmark = pytest.mark.usefixtures("clean_env")
-
-
-@pytest.fixture
-def nats_server(tmp_path: Path) -> Any:
-    server = NatsServer(tmp_path / "nats").start()
-    yield server
-    server.stop()
 
 
 async def test_the_bar_stream_keeps_the_last_bars_of_each_symbol(nats_server: NatsServer) -> None:
