@@ -84,6 +84,8 @@ BACKTEST_GROUP = "backtest"
 BACKTEST_MIN_BARS = 30
 """Fewer closed bars than this: a notification instead of a backtest."""
 DEFAULT_ROWS = 20
+WAITING = "waiting for the publisher's first snapshot…"
+"""An attached console's watchlist message until a snapshot comes (a fleet with no engine yet, say)."""
 """Symbols of a simulated or replayed market in the first watchlist (``a`` adds the others)."""
 NARROW = 120
 """Below this width the lower pane shows the signal log or the performance panel, not both."""
@@ -294,6 +296,8 @@ class TickdeckApp(PositionEditing, WatchlistEditing, App[int]):
         if warning:
             self.notify(warning, title="Watchlists reset", severity="warning", timeout=20)
         self.show_book()
+        if runtime is not None and not runtime.implements_history and self.watchlist.snapshot is None:
+            self.watchlist.message = WAITING  # attached: nothing starts here, a publisher is awaited
         extra = sorted(book.symbols() - set(message.universe))
         if extra and runtime is not None and runtime.implements_subscribe:  # saved symbols of a live feed
             self.run_worker(runtime.add_symbols(extra), group="subscribe", exit_on_error=False)

@@ -184,6 +184,7 @@ async def test_a_console_opened_before_any_engine(nats_server: NatsServer, tmp_p
     async with app.run_test(size=(160, 48)) as pilot:
         await wait_for(pilot, lambda: app.header.state == "stale" and "no engine" in app.header.reason,
                        "the header to say no engine publishes")
+        assert app.watchlist.message == "waiting for the publisher's first snapshot…"  # not "starting engine"
         a = await Engine(nats_server.url, "a", ("AAA",), tmp_path).start()  # it creates the streams
         a.pub.deliver(signal(0, "AAA"))
         await wait_for(pilot, lambda: " live " in rows(app).get("a", ""), "a's row")
