@@ -84,9 +84,9 @@ BACKTEST_GROUP = "backtest"
 BACKTEST_MIN_BARS = 30
 """Fewer closed bars than this: a notification instead of a backtest."""
 DEFAULT_ROWS = 20
+"""Symbols of a simulated or replayed market in the first watchlist (``a`` adds the others)."""
 WAITING = "waiting for the publisher's first snapshot…"
 """An attached console's watchlist message until a snapshot comes (a fleet with no engine yet, say)."""
-"""Symbols of a simulated or replayed market in the first watchlist (``a`` adds the others)."""
 NARROW = 120
 """Below this width the lower pane shows the signal log or the performance panel, not both."""
 MAIN_SCREEN_ACTIONS = frozenset({
