@@ -42,7 +42,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from engine.bus.connection import BusError, BusSettings, connect
 from engine.bus.merge import FleetMerge
@@ -53,6 +53,8 @@ from engine.feeds.base import FeedCounters, FeedStatus
 from engine.signals.events import Signal
 from engine.sinks.frames import FrameError, Snapshot, decode
 from engine.snapshot import Update
+
+F = TypeVar("F", Snapshot, FeedStatus, Signal)
 
 if TYPE_CHECKING:
     from nats.aio.client import Client
@@ -277,27 +279,32 @@ class FleetRuntime(ViewOnlyRuntime):
             counters.bad_message("a snapshot subject that is not tickdeck.snapshots.FEED.INTERVAL.ENGINE",
                                  msg.subject)
             return False
-        try:
-            frame = decode(msg.data)
-            if not isinstance(frame, Snapshot):
-                raise FrameError("snapshot", "not a snapshot frame")
-        except FrameError as exc:
-            counters.bad_message(str(exc), msg.data[:200])
+        frame = self._frame(msg, Snapshot, "snapshot", "not a snapshot frame")
+        if frame is None:
             return False
         feed, interval, engine = (untoken(p) for p in parts[2:])
         self.merge.take_snapshot(feed, interval, engine, frame.market, frame.health, self.clock())
         return True
 
+    def _frame(self, msg: Msg, kind: type[F], name: str, why: str, fits: bool = True) -> F | None:
+        """The ``kind`` frame ``msg`` carries, or None with the message counted as bad (``fits``: its
+        subject has the expected shape)."""
+        try:
+            frame = decode(msg.data)
+            if not fits or not isinstance(frame, kind):
+                raise FrameError(name, why)
+        except FrameError as exc:
+            self.feed.counters.bad_message(str(exc), msg.data[:200])
+            return None
+        return frame
+
     async def _on_status_msg(self, msg: Msg) -> None:
         counters = self.feed.counters
         counters.messages += 1
         parts = msg.subject.split(".")
-        try:
-            frame = decode(msg.data)
-            if len(parts) != 4 or not isinstance(frame, FeedStatus):
-                raise FrameError("status", "not a status frame on tickdeck.status.FEED.ENGINE")
-        except FrameError as exc:
-            counters.bad_message(str(exc), msg.data[:200])
+        frame = self._frame(msg, FeedStatus, "status", "not a status frame on tickdeck.status.FEED.ENGINE",
+                            fits=len(parts) == 4)
+        if frame is None:
             return
         self.merge.take_status(untoken(parts[2]), untoken(parts[3]), frame, self.clock())
         self._emit()
@@ -307,12 +314,8 @@ class FleetRuntime(ViewOnlyRuntime):
         counters.messages += 1
         with contextlib.suppress(Exception):  # a status message of the consumer has no metadata
             self.last_seq = max(self.last_seq, int(msg.metadata.sequence.stream))
-        try:
-            frame = decode(msg.data)
-            if not isinstance(frame, Signal):
-                raise FrameError("signal", "not a signal frame")
-        except FrameError as exc:
-            counters.bad_message(str(exc), msg.data[:200])
+        frame = self._frame(msg, Signal, "signal", "not a signal frame")
+        if frame is None:
             return
         self._signals.append(frame)
         if len(self._signals) == 1:  # handed over together, at the end of this turn of the loop
