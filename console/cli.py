@@ -11,6 +11,7 @@ with status 2; they never show a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import textwrap
@@ -483,9 +484,25 @@ def _run(args: argparse.Namespace) -> int:
     return result if isinstance(result, int) else 0
 
 
+def _stack_dumps() -> None:
+    """A crash in a compiled kernel or a C extension prints every thread's Python stack on stderr instead
+    of ending the process without a word (the console's screen would freeze as it was), and
+    ``kill -USR1 PID`` prints them from a running process: the first facts about a hang, in a terminal
+    or in the service's journal. faulthandler keeps the file descriptor, so it still reaches the terminal
+    while Textual redirects ``sys.stderr``."""
+    import faulthandler
+    import signal
+
+    with contextlib.suppress(ValueError, OSError, AttributeError):  # no usable stderr (pythonw, closed fd)
+        faulthandler.enable(all_threads=True)
+        if hasattr(signal, "SIGUSR1"):
+            faulthandler.register(signal.SIGUSR1, all_threads=True, chain=False)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """The ``tickdeck`` entry point; returns the exit status."""
     args = build_parser().parse_args(argv)
+    _stack_dumps()
     try:
         return _run(args)
     except ConfigError as exc:

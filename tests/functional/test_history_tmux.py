@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.functional.test_tmux import ROOT, row_of, tmux, wait_screen  # noqa: F401  (tmux: a fixture)
+from tests.functional.test_tmux import ROOT, console_command, row_of, tmux, wait_screen  # noqa: F401  (tmux: a fixture)
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT")
 
@@ -62,7 +62,7 @@ def test_tickdeck_on_binance_shows_rsi_and_sma_200_for_every_row(tmux: Callable[
     env = (f"TICKDECK_STATE_DIR={tmp_path / 'state'} TICKDECK_CONFIG_DIR={tmp_path / 'config'} "
            f"TICKDECK_FEEDS_BINANCE_URL={market['ws']} TICKDECK_FEEDS_BINANCE_REST_URL={market['rest']} "
            f"TICKDECK_FEEDS_BINANCE_SYMBOLS={','.join(SYMBOLS)} TICKDECK_UI_COLUMNS=rsi_14,sma_200")
-    command = f"cd {ROOT} && {env} {sys.executable} -m console --feed binance; echo $? > {exited}; sleep 30"
+    command = console_command(env, "--feed binance", exited)
     tmux("new-session", "-d", "-s", "t", "-x", "100", "-y", "30", command)
     screen = wait_screen(tmux, _warm, "RSI 14 and SMA 200 on every row")
     assert "binance" in screen and "live" in screen

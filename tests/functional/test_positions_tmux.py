@@ -4,12 +4,11 @@ valued with its totals row, quit, and find it in the saved state file."""
 from __future__ import annotations
 
 import json
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.functional.test_tmux import ROOT, STEP_S, tmux, wait_screen
+from tests.functional.test_tmux import STEP_S, console_command, tmux, wait_screen
 
 __all__ = ["tmux"]  # the fixture, shared with the watchlist's terminal test
 
@@ -19,8 +18,8 @@ def test_enter_a_position_in_a_real_terminal_quit_and_find_it_saved(tmux: Callab
     state, config = tmp_path / "state", tmp_path / "config"
     config.mkdir()
     exited = tmp_path / "exited"
-    command = (f"cd {ROOT} && TICKDECK_STATE_DIR={state} TICKDECK_CONFIG_DIR={config} "
-               f"{sys.executable} -m console --interval 1s; echo $? > {exited}; sleep 30")
+    env = f"TICKDECK_STATE_DIR={state} TICKDECK_CONFIG_DIR={config}"
+    command = console_command(env, "--interval 1s", exited)
     tmux("new-session", "-d", "-s", "t", "-x", "100", "-y", "30", command)
     wait_screen(tmux, lambda s: "live" in s and "AAPL" in s, "the watchlist on a live feed")
 

@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from engine.feeds.sim import universe
@@ -40,15 +44,59 @@ def tmux(tmp_path: Path) -> Iterator[Callable[..., str]]:
     subprocess.run(["tmux", "-L", socket, "kill-server"], capture_output=True, timeout=30)
 
 
+def console_command(env: str, args: str, exited: Path) -> str:
+    """The pane's shell command: the console, then its exit status into ``exited`` and onto the screen (a
+    process that dies without restoring the terminal leaves its last frame there, which alone would read
+    as a hang)."""
+    return (f"cd {ROOT} && {env} {sys.executable} -m console {args}; status=$?; echo $status > {exited}; "
+            f"echo; echo \"[tickdeck exited with status $status]\"; sleep 30")
+
+
 def wait_screen(tmux: Callable[..., str], condition: Callable[[str], bool], what: str) -> str:
     deadline = time.monotonic() + WAIT_S
-    screen = ""
-    while time.monotonic() < deadline:
+    while True:
+        late = time.monotonic() >= deadline  # a last look after the deadline: a stalled test is no failure
         screen = tmux("capture-pane", "-p", "-t", "t")
         if condition(screen):
             return screen
+        if late:
+            why = diagnosis(tmux)
+            raise AssertionError(f"timed out waiting for {what}; the screen was:\n{screen}\n{why}")
         time.sleep(STEP_S)
-    raise AssertionError(f"timed out waiting for {what}; the screen was:\n{screen}")
+
+
+def diagnosis(tmux: Callable[..., str]) -> str:
+    """What the console's process was doing when a wait timed out: gone (its exit status is on the screen
+    above), or alive with its state and every thread's stack (SIGUSR1: the faulthandler the entry point
+    registers), read from the pane's output (``pipe-pane``), since a live console redraws over it."""
+    pane = tmux("display-message", "-p", "-t", "t", "#{pane_pid}").strip()
+    try:
+        shell = psutil.Process(int(pane))
+        found = [p for p in shell.children(recursive=True) if "console" in p.cmdline()]
+    except (ValueError, psutil.Error) as exc:
+        return f"(the pane's process is not found: {pane!r}, {exc})"
+    if not found:
+        return "the console's process is gone"
+    process = found[0]
+    pane_state = tmux("display-message", "-p", "-t", "t", "in mode #{pane_in_mode}, dead #{pane_dead}")
+    with tempfile.TemporaryDirectory() as folder:
+        output = Path(folder) / "pane"
+        tmux("pipe-pane", "-t", "t", "-o", f"cat >> {output}")
+        try:
+            with process.oneshot():
+                cpu, rss = process.cpu_times(), process.memory_info().rss
+                state = (f"the console (pid {process.pid}) is {process.status()}, {cpu.user + cpu.system:.1f}"
+                         f" s CPU, {rss >> 20} MB, {process.num_threads()} threads")
+            process.send_signal(signal.SIGUSR1)
+        except psutil.Error as exc:
+            return f"the console's process: {exc}"
+        time.sleep(2)
+        tmux("pipe-pane", "-t", "t")
+        text = output.read_text(errors="replace") if output.exists() else ""
+    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text).replace("\r", "")
+    dump = re.compile(r'\s*(File "|Thread 0x|Current thread 0x)')
+    stacks = [line for line in plain.splitlines() if dump.match(line)]
+    return f"{state}; the pane: {pane_state.strip()}; its threads' stacks:\n" + "\n".join(stacks)
 
 
 def row_of(symbol: str, screen: str) -> bool:
@@ -62,8 +110,8 @@ def test_add_a_symbol_in_a_real_terminal_quit_and_find_it_saved(tmux: Callable[.
     config.mkdir()
     exited = tmp_path / "exited"
     symbol = universe(40, 7)[30]  # in the sim's market, not in the first watchlist
-    command = (f"cd {ROOT} && TICKDECK_STATE_DIR={state} TICKDECK_CONFIG_DIR={config} "
-               f"{sys.executable} -m console --interval 1s; echo $? > {exited}; sleep 30")
+    env = f"TICKDECK_STATE_DIR={state} TICKDECK_CONFIG_DIR={config}"
+    command = console_command(env, "--interval 1s", exited)
     tmux("new-session", "-d", "-s", "t", "-x", "100", "-y", "30", command)
     wait_screen(tmux, lambda s: "live" in s and "AAPL" in s, "the watchlist on a live feed")
     assert not row_of(symbol, tmux("capture-pane", "-p", "-t", "t"))  # (its signals may be in the log)
