@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import psutil
 
+from engine.bus.merge import FleetHealth
 from widgets.perf_sample import CacheRate, PerfSample
 
 if TYPE_CHECKING:
@@ -260,7 +261,7 @@ class PerfMonitor:
             feed=h.feed if h else "", reconnects=h.reconnects if h else 0,
             bad_messages=h.bad_messages if h else 0, gaps=h.gaps if h else 0,
             duplicates=h.duplicates if h else 0,
-            engines=getattr(h, "engines", ()),  # a fleet's health (engine.bus.merge.FleetHealth) has rows
+            engines=h.engines if isinstance(h, FleetHealth) else (),  # a fleet console's: a row per engine
         )
 
     def _cache_rates(self) -> tuple[CacheRate, ...]:
