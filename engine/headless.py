@@ -257,7 +257,7 @@ class Headless:
         """The positions valued at the latest snapshot (None: no positions, or no snapshot yet)."""
         if self.portfolio is None or not len(self.portfolio.book) or self.snapshot is None:
             return None
-        return self.portfolio.figures(self.snapshot.by_symbol())
+        return self.portfolio.figures(self.snapshot)
 
     # --- callbacks, on the event loop ----------------------------------------------------------------
     def on_update(self, update: Update) -> None:

@@ -74,8 +74,8 @@ class MarketSnapshot:
 
     def market(self, symbols: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``symbols``' last prices (NaN: no quote), feed decimals (-1: unknown) and previous closes (NaN)
-        as fresh arrays in that order (``engine.positions.valuation.market_arrays``, gathered from
-        :attr:`prices` in three numpy takes rather than a Python loop over the quotes)."""
+        as fresh arrays in that order, for ``engine.positions.valuation.value``: gathered from
+        :attr:`prices` in three numpy takes rather than a Python loop over the quotes."""
         prices = self.prices if self.prices is not None else _prices(self.quotes)
         where = self.__dict__.get("_where")
         if where is None:

@@ -27,7 +27,8 @@ import numpy as np
 
 from engine.positions.book import PositionBook
 from engine.positions.stored import read_feed
-from engine.positions.valuation import Holdings, holdings, market_arrays, price_decimals, value
+from engine.positions.valuation import Holdings, holdings, price_decimals, value
+from engine.snapshot import MarketSnapshot
 
 log = logging.getLogger("tickdeck.positions")
 
@@ -101,16 +102,16 @@ class Portfolio:
                  extra={"event": "positions", "fields": {"positions": len(book), "feed": self.feed}})
         return True
 
-    def figures(self, quotes: Mapping[str, Any] | None) -> PortfolioFigures | None:
-        """The portfolio valued at ``quotes`` (``MarketSnapshot.by_symbol()``); None before the first
-        snapshot. A quote's ``previous_close`` (where the snapshot carries one) gives the day P&L."""
-        if quotes is None:
+    def figures(self, snapshot: MarketSnapshot | None) -> PortfolioFigures | None:
+        """The portfolio valued at ``snapshot``'s quotes; None before the first snapshot. A quote's
+        ``previous_close`` (where the snapshot carries one) gives the day P&L."""
+        if snapshot is None:
             return None
         if self._holdings is None:
             self.refresh()
         h = self._holdings
         assert h is not None
-        last, known, previous = market_arrays(quotes, h.symbols)
+        last, known, previous = snapshot.market(h.symbols)
         v = value(h, last, previous, price_decimals(last, known))
         t = v.totals
         priced = h.held & np.isfinite(last)

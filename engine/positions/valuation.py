@@ -6,7 +6,7 @@ Two steps, so that the work per snapshot is a handful of numpy operations over t
    rows (the watchlist's symbols): quantity, cost basis, realized P&L. It converts each Decimal to the
    nearest double once, so call it when the book or the rows change (:attr:`PositionBook.version` says
    when) and keep the result; the ledger itself stays exact.
-2. :func:`value` takes those arrays with the rows' last prices (:func:`market_arrays` reads them
+2. :func:`value` takes those arrays with the rows' last prices (``MarketSnapshot.market`` gathers them
    from a snapshot), previous-session closes
    (:func:`engine.positions.session.previous_closes`) and money decimals, and returns a
    :class:`Valuation`: per row quantity, average cost, cost, market value, unrealized P&L (money and
@@ -36,10 +36,9 @@ Conventions (for the columns and the totals row built on this):
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Protocol
 
 import numpy as np
 
@@ -81,37 +80,6 @@ def holdings(book: PositionBook, symbols: Sequence[str]) -> Holdings:
     for a in (held, quantity, cost, realized):
         a.flags.writeable = False
     return Holdings(tuple(symbols), book.version, held, quantity, cost, realized)
-
-
-class _Priced(Protocol):
-    """What valuation reads of a quote (``engine.snapshot.Quote``, a frozen dataclass: read-only)."""
-
-    @property
-    def last(self) -> float: ...
-
-    @property
-    def decimals(self) -> int | None: ...
-
-    @property
-    def previous_close(self) -> float: ...
-
-
-def market_arrays(quotes: Mapping[str, _Priced],
-                  symbols: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The rows' last prices (NaN: not traded yet), the feed's decimals (-1: unknown) and the previous
-    session's closes (NaN: unknown) from a snapshot's quotes (``MarketSnapshot.by_symbol()``), for
-    :func:`value` and :func:`price_decimals`: one pass, for the console's frames and the headless
-    service's status lines alike."""
-    last = np.full(len(symbols), np.nan)
-    known = np.full(len(symbols), -1, dtype=np.int64)
-    previous = np.full(len(symbols), np.nan)
-    for i, symbol in enumerate(symbols):
-        quote = quotes.get(symbol)
-        if quote is not None:
-            last[i] = quote.last
-            known[i] = -1 if quote.decimals is None else quote.decimals
-            previous[i] = quote.previous_close
-    return last, known, previous
 
 
 def price_decimals(last: np.ndarray, known: np.ndarray | None = None) -> np.ndarray:

@@ -13,8 +13,8 @@ import pytest
 
 from engine.positions.book import Lot, PositionBook
 from engine.positions.session import NO_SESSION, previous_closes, session_start
-from engine.positions.valuation import EXACT_UNITS, holdings, market_arrays, price_decimals, value
-from engine.snapshot import Quote
+from engine.positions.valuation import EXACT_UNITS, holdings, price_decimals, value
+from engine.snapshot import MarketSnapshot, Quote
 from widgets.formatting import decimals_for
 
 NAN = float("nan")
@@ -132,12 +132,12 @@ def test_price_decimals_are_the_price_columns() -> None:
     assert list(price_decimals(np.array([1.0, 1.0, 1.0]), np.array([-1, 0, 12]))) == [3, 0, 8]
 
 
-def test_market_arrays_read_a_snapshots_quotes_in_row_order() -> None:
+def test_a_snapshots_prices_are_read_in_row_order() -> None:
     def quote(symbol: str, last: float, decimals: int | None, previous: float = math.nan) -> Quote:
         return Quote(symbol, last, 0.0, 0.0, 0.0, np.array([last]), {}, 0, decimals, previous)
 
-    quotes = {"AAPL": quote("AAPL", 5.125, 2, 5.0), "BTC": quote("BTC", 64000.5, None)}
-    last, known, previous = market_arrays(quotes, ["BTC", "NEW", "AAPL"])
+    snapshot = MarketSnapshot(1, (quote("AAPL", 5.125, 2, 5.0), quote("BTC", 64000.5, None)), 0, 0)
+    last, known, previous = snapshot.market(["BTC", "NEW", "AAPL"])
     assert list(known) == [-1, -1, 2] and last[0] == 64000.5 and np.isnan(last[1]) and last[2] == 5.125
     assert np.isnan(previous[0]) and np.isnan(previous[1]) and previous[2] == 5.0
     assert list(price_decimals(last, known)) == [2, 2, 2]  # a $5 stock at its tick's two decimals

@@ -95,12 +95,19 @@ def test_an_empty_watch_is_an_empty_snapshot() -> None:
 
 
 def test_prices_gathered_for_the_rows_equal_the_quotes_read_one_by_one() -> None:
-    """``MarketSnapshot.market`` (arrays from the snapshot, three takes) against ``market_arrays`` (a
-    loop over the quotes), for rows in another order, with a name the snapshot lacks, with and without
-    the arrays (a snapshot decoded from a broadcast frame has none)."""
+    """``MarketSnapshot.market`` (arrays from the snapshot, three takes) against a loop over the quotes,
+    for rows in another order, with a name the snapshot lacks, with and without the arrays (a snapshot
+    decoded from a broadcast frame has none)."""
     from dataclasses import replace
 
-    from engine.positions.valuation import market_arrays
+    def market_arrays(quotes: dict[str, Quote], symbols: list[str]) -> tuple[np.ndarray, ...]:
+        n = len(symbols)
+        last, known, previous = np.full(n, np.nan), np.full(n, -1), np.full(n, np.nan)
+        for i, symbol in enumerate(symbols):
+            if (quote := quotes.get(symbol)) is not None:
+                last[i], previous[i] = quote.last, quote.previous_close
+                known[i] = -1 if quote.decimals is None else quote.decimals
+        return last, known, previous
 
     engine = Engine(OUTPUTS, MIN, capacity=8, depth=50)
     for name in ("AAA", "BBB", "CCC", "QUIET"):
