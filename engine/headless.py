@@ -551,6 +551,9 @@ async def serve(config: Config, *, signals_out: str | os.PathLike[str] | None = 
             metrics.figures = service.figures
         for broadcast in service.broadcasts:
             broadcast.set_source(runtime.feed.name, runtime.watch, runtime.outputs, config.engine.interval)
+        if sharding is not None:  # --shard auto moves symbols: hello, and the clients connected, follow
+            for sink in _of_class(sinks, "engine.sinks.broadcast", "BroadcastSink"):
+                sharding.on_change(sink.set_symbols)
         handler[0] = service.request_stop
         for name in early:
             service.request_stop(name)

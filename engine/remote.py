@@ -16,6 +16,13 @@ names its feed), ``stale`` when nothing arrives for ``stall_s`` seconds, and ``r
 reason (``HTTP 401: bad token``, ``connection refused by 127.0.0.1:8765``, a close code) and the delay,
 which grows with ``engine.feeds.backoff``. A malformed frame is counted in ``feed.counters`` and skipped.
 
+The symbols in ``watch`` when ``run`` starts are those the console opens with. The publisher's set may
+grow later (a sharded engine takes symbols over: its ``symbols`` frame; a ``hello`` on a reconnect; a
+snapshot quote of a symbol it never listed): a symbol this runtime has not told the console of is
+announced once, in ``Update.new_symbols``, as the fleet console does (``engine.bus.attach``), and the
+console lists it by itself, once a session (a symbol the user deleted stays deleted). ``watch`` follows
+the publisher's latest list. At most ``MAX_TOLD`` symbols are announced in all.
+
 No numba here, nor on the console's side of ``tickdeck attach``: the attaching machine needs only
 numpy and websockets. The token is sent as ``Authorization: Bearer`` and never logged or shown; it comes
 from ``TOKEN_VAR`` or a file (``attach_token``), since a command-line argument is readable by every user
@@ -30,7 +37,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -50,6 +57,7 @@ from engine.sinks.frames import (
     Hello,
     Snapshot,
     Subscription,
+    SymbolsChanged,
     decode,
     subscribe_message,
 )
@@ -65,6 +73,7 @@ TOKEN_VAR = "TICKDECK_ATTACH_TOKEN"
 win over it)."""
 MAX_TOKEN_FILE = 4096  # bytes: a token file is one short line
 SUBSCRIBE = subscribe_message(Subscription(snapshots=True))  # every signal, and snapshots of every symbol
+MAX_TOLD = 100_000  # symbols announced to the console (Update.new_symbols) in a run, at most
 
 
 class AttachError(Exception):
@@ -188,6 +197,7 @@ class RemoteRuntime(ViewOnlyRuntime):
         self.backoff = backoff or Backoff()
         self._sleep = asyncio.sleep  # the wait between attempts, replaceable in tests
         self._token = token or None
+        self._told: dict[str, None] = {}  # the symbols the console knows of: watch at run, then announced
 
     def __repr__(self) -> str:  # never the token
         return f"RemoteRuntime({self.url!r}, token={'set' if self._token else 'none'})"
@@ -224,6 +234,7 @@ class RemoteRuntime(ViewOnlyRuntime):
     async def run(self, on_update: Callable[[Update], None],
                   on_status: Callable[[FeedStatus], None]) -> None:
         """Receive until cancelled, reconnecting with backoff; callbacks run on the event loop."""
+        self._told = dict.fromkeys(self.watch)  # the console opens with these: only later ones are news
         first = True
         while True:
             if not first:
@@ -286,17 +297,34 @@ class RemoteRuntime(ViewOnlyRuntime):
             counters.bad_message(str(exc), raw)
             return
         if isinstance(frame, Snapshot):
-            on_update(Update((), frame.market, frame.health))
+            new = self._new(q.symbol for q in frame.market.quotes)
+            on_update(Update((), frame.market, frame.health, new_symbols=new))
         elif isinstance(frame, Signal):
             on_update(Update((frame,), None))
         elif isinstance(frame, FeedStatus):
             on_status(self._forward(frame))
+        elif isinstance(frame, SymbolsChanged):
+            self.watch = self.feed.symbols = frame.symbols
+            self._announce(frame.symbols, on_update)
         elif isinstance(frame, Hello):
             self._hello(frame)
             self.backoff.reset()
+            self._announce(frame.symbols, on_update)
             on_status(FeedStatus(ATTACH, "live", self._live_reason()))
         elif isinstance(frame, Error):
             log.warning("attach: %s did not take a message: %s", self.where, frame.message)
+
+    def _new(self, symbols: Iterable[str]) -> tuple[str, ...]:
+        """Those of ``symbols`` the console was not told of (now they count as told), up to MAX_TOLD."""
+        told = self._told
+        new = [s for s in dict.fromkeys(symbols) if s not in told][:max(0, MAX_TOLD - len(told))]
+        told.update(dict.fromkeys(new))
+        return tuple(new)
+
+    def _announce(self, symbols: Iterable[str], on_update: Callable[[Update], None]) -> None:
+        new = self._new(symbols)
+        if new:  # before the snapshot that first carries their quotes
+            on_update(Update((), None, new_symbols=new))
 
     def _hello(self, hello: Hello) -> None:
         self.feed.source = hello.feed

@@ -12,6 +12,9 @@ whole, and this one publishes no partial bar nor a signal on one.
 ``auto`` needs a feed that subscribes symbols one by one and loads their history (binance, coinbase,
 yahoo, ccxt): the feed's history loader reads the bars on the bus first (``engine.bus.bus_bars``), so a
 symbol taken over continues the indicators of the engine that held it. ``K/N`` works with every feed.
+
+Whoever tells others what the engine carries (the ``websocket`` sink's ``hello``) follows the share with
+:meth:`Sharding.on_change`: called with the symbols held each time ``auto`` moves some.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -38,6 +41,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("tickdeck.bus")
 
 AGAIN_S = 0.2  # after giving a symbol up, when its forming bar is dropped a second time
+
+Listener = Callable[[Sequence[str]], None]
+"""Told the symbols held after a change of the share (on the event loop; it must not block)."""
 
 
 class Share:
@@ -82,7 +88,7 @@ class Sharding:
     """One run's share: ``start`` the keeper (auto) with the run, ``close`` it after."""
 
     def __init__(self, shard: Shard, share: Share, held: list[str],
-                 keeper: ShardKeeper | None = None) -> None:
+                 keeper: ShardKeeper | None = None, listeners: list[Listener] | None = None) -> None:
         self.shard = shard
         self.share = share
         self.universe = share.universe
@@ -90,6 +96,11 @@ class Sharding:
         self.keeper = keeper
         self.bars: BusBars | None = None  # the history loader's reader of the bars on the bus (auto)
         self._task: asyncio.Task[None] | None = None
+        self._listeners = listeners if listeners is not None else []  # shared with the keeper's apply
+
+    def on_change(self, listener: Listener) -> None:
+        """Call ``listener`` with the symbols held after each change of the share (none with ``K/N``)."""
+        self._listeners.append(listener)
 
     def start(self) -> None:
         if self.keeper is not None:
@@ -141,8 +152,9 @@ async def open_sharding(config: Config, runtime: Runtime) -> Sharding | None:
     universe = list(feed.universe())
     share = Share(runtime.engine, universe, universe)
     keeper, bars = None, None
+    listeners: list[Listener] = []
     if shard.auto:
-        keeper, bars = await _keeper(config, runtime, share)
+        keeper, bars = await _keeper(config, runtime, share, listeners)
         held = await keeper.open()
     else:
         held = static_share(universe, shard)
@@ -156,12 +168,13 @@ async def open_sharding(config: Config, runtime: Runtime) -> Sharding | None:
         feed.only = share.only  # type: ignore[attr-defined]
     await runtime.drop_symbols([s for s in universe if s not in keep])
     runtime.set_watch(held)
-    sharding = Sharding(shard, share, held, keeper)
+    sharding = Sharding(shard, share, held, keeper, listeners)
     sharding.bars = bars
     return sharding
 
 
-async def _keeper(config: Config, runtime: Runtime, share: Share) -> tuple[ShardKeeper, BusBars | None]:
+async def _keeper(config: Config, runtime: Runtime, share: Share,
+                  listeners: list[Listener]) -> tuple[ShardKeeper, BusBars | None]:
     from engine.bus.bus_bars import BusBars
     from engine.bus.publisher import default_engine_name
     from engine.bus.shard_keeper import ShardKeeper, ShardTiming
@@ -172,6 +185,11 @@ async def _keeper(config: Config, runtime: Runtime, share: Share) -> tuple[Shard
     async def apply(gained: list[str], lost: list[str]) -> None:
         share.set(keeper.held)  # first: ticks of the symbols gained go on, of those lost no further
         runtime.set_watch(keeper.held)
+        for listener in listeners:  # what the snapshots carry from the next frame on
+            try:
+                listener(runtime.watch)
+            except Exception:  # a listener's fault must not keep the feed from following the share
+                log.exception("shard: a listener of the share's changes failed")
         if gained:
             await runtime.add_symbols(gained)
         if lost:

@@ -4,7 +4,8 @@ It listens on ``host:port`` (127.0.0.1:8765 by default; port 0 picks a free one,
 ``start``). ``engine.sinks.frames`` encodes the frames it sends (PROTOCOL.md describes them for clients):
 ``hello`` first, then ``signal``, ``snapshot`` (to clients that asked; at most ``fps`` a second,
 coalesced: a client busy receiving gets the newest once it is free, never a backlog), ``status``,
-``subscribed``, ``pong`` and ``error``.
+``symbols`` (:meth:`BroadcastSink.set_symbols`: a sharded engine's symbols changed), ``subscribed``,
+``pong`` and ``error``.
 
 A client chooses what it gets with ``{"op": "subscribe", "symbols": [...], "rules": [...], "snapshots":
 true}``: ``symbols`` (signals and snapshot quotes) and ``rules`` (signals) are lists, or ``null`` for
@@ -73,6 +74,7 @@ from engine.sinks.frames import (
     PROTOCOL,
     Hello,
     SnapshotFrames,
+    SymbolsChanged,
     dumps,
     error_frame,
     health_frame,
@@ -80,6 +82,7 @@ from engine.sinks.frames import (
     signal_frame,
     snapshot_frame,
     status_frame,
+    symbols_frame,
 )
 
 if TYPE_CHECKING:
@@ -147,6 +150,7 @@ class BroadcastSink(Sink):
         self._symbols: tuple[str, ...] = ()
         self._outputs: tuple[str, ...] = ()
         self._interval = ""
+        self._symbols_set = False  # set_symbols was called: an empty list means none, not "undescribed"
         # the latest snapshot (its frames, built on demand) and status
         self._frames = SnapshotFrames()
         self._fresh = False  # the latest snapshot has not been sent yet
@@ -184,11 +188,31 @@ class BroadcastSink(Sink):
         self._feed, self._symbols, self._outputs = feed, tuple(symbols), tuple(outputs)
         self._interval = interval
 
+    def set_symbols(self, symbols: Sequence[str]) -> None:
+        """The publisher carries ``symbols`` now (a sharded engine's share changed): ``hello`` lists them
+        from now on, and the clients connected are sent a ``symbols`` frame with the difference.
+
+        Only clients whose subscription covers every symbol (``symbols: null``, as before any subscribe
+        and as ``tickdeck attach`` subscribes) get it. A client that named its symbols chose what it
+        follows: it gets their signals and quotes whenever the publisher carries them, and a change of the
+        others says nothing it asked about. Sent to all clients of one kind, the frame is encoded once."""
+        now = tuple(dict.fromkeys(symbols))
+        before, self._symbols, self._symbols_set = self._symbols, now, True
+        had, has = set(before), set(now)
+        added, removed = tuple(s for s in now if s not in had), tuple(s for s in before if s not in has)
+        if not (added or removed) or self._sock is None or self._closing:
+            return
+        text = dumps(symbols_frame(SymbolsChanged(now, added, removed)))
+        for client in list(self._clients):
+            if client.symbols is None:
+                self._push(client, text)
+
     def hello(self) -> dict[str, Any]:
         symbols, outputs = self._symbols, self._outputs
         latest = self._frames.snapshot
         if latest is not None:  # a source that was not described: what the snapshots show
-            symbols = symbols or tuple(q.symbol for q in latest.quotes)
+            if not self._symbols_set:
+                symbols = symbols or tuple(q.symbol for q in latest.quotes)
             outputs = outputs or (tuple(latest.quotes[0].values) if latest.quotes else ())
         return hello_frame(Hello(self._feed, tuple(symbols), tuple(outputs), self._interval, self.fps))
 

@@ -17,6 +17,9 @@ Every frame is one JSON object with a ``type``:
   (the fields of ``PipelineHealth``);
 - ``status``: the publisher's feed status (``feed``, ``state``, ``reason``, ``retry_in``, ``at_ns``,
   ``symbols``); the latest one is also sent after ``hello``;
+- ``symbols``: the publisher's symbols changed (a sharded engine took symbols over or gave some up):
+  ``symbols`` (all of them now, as a new ``hello`` would list them), ``added`` and ``removed``; sent
+  only to clients whose subscription covers every symbol (``symbols: null``);
 - ``subscribed``: the subscription now in force, after each ``subscribe``;
 - ``pong``: the answer to a ``ping``, with its ``id``;
 - ``error``: a client message the server did not take (``bad_message``, ``too_many_subscriptions``).
@@ -71,6 +74,7 @@ FRAMES: dict[str, tuple[str, ...]] = {
     "signal": SIGNAL_FIELDS,
     "snapshot": ("at_ns", "ticks", "bars", "quotes", "health"),
     "status": ("feed", "state", "reason", "retry_in", "at_ns", "symbols"),
+    "symbols": ("symbols", "added", "removed"),
     "subscribed": ("symbols", "rules", "snapshots"),
     "pong": ("id",),
     "error": ("error", "message"),
@@ -108,6 +112,15 @@ class Hello:
 
 
 @dataclass(frozen=True, slots=True)
+class SymbolsChanged:
+    """The publisher's symbols now (``symbols``), and how they differ from what it said before."""
+
+    symbols: tuple[str, ...]
+    added: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     market: MarketSnapshot
     health: PipelineHealth | None
@@ -136,7 +149,7 @@ class Unknown:
     type: str
 
 
-Frame = Hello | Signal | Snapshot | FeedStatus | Subscription | Pong | Error | Unknown
+Frame = Hello | Signal | Snapshot | FeedStatus | SymbolsChanged | Subscription | Pong | Error | Unknown
 
 
 # --- encoding ------------------------------------------------------------------------------------------
@@ -188,6 +201,11 @@ def snapshot_frame(snapshot: MarketSnapshot, health: PipelineHealth | None,
 def status_frame(status: FeedStatus) -> dict[str, Any]:
     return {"type": "status", "feed": status.feed, "state": status.state, "reason": status.reason,
             "retry_in": _finite(status.retry_in), "at_ns": int(status.at_ns), "symbols": list(status.symbols)}
+
+
+def symbols_frame(change: SymbolsChanged) -> dict[str, Any]:
+    return {"type": "symbols", "symbols": list(change.symbols), "added": list(change.added),
+            "removed": list(change.removed)}
 
 
 def subscribed_frame(sub: Subscription) -> dict[str, Any]:
@@ -317,6 +335,12 @@ def decode_status(msg: Mapping[str, Any]) -> FeedStatus:
                       symbols=_names(msg.get("symbols") or []))
 
 
+def decode_symbols(msg: Mapping[str, Any]) -> SymbolsChanged:
+    """``added`` and ``removed`` may be absent (empty); ``symbols`` may not: it is what the frame says."""
+    return SymbolsChanged(_names(msg["symbols"]), _names(msg.get("added") or []),
+                          _names(msg.get("removed") or []))
+
+
 def decode_subscribed(msg: Mapping[str, Any]) -> Subscription:
     snapshots = msg["snapshots"]
     if not isinstance(snapshots, bool):
@@ -396,6 +420,7 @@ _DECODERS: dict[str, Callable[[Mapping[str, Any]], Frame]] = {
     "signal": Signal.from_dict,
     "snapshot": _snapshot,
     "status": decode_status,
+    "symbols": decode_symbols,
     "subscribed": decode_subscribed,
     "pong": _pong,
     "error": _error,

@@ -231,6 +231,8 @@ async def test_malformed_frames_are_counted_and_skipped() -> None:
             run.cancel()
             await asyncio.gather(run, return_exceptions=True)
     assert remote.feed.counters.bad_total == 5  # the unknown type is skipped quietly, not counted
+    told, *updates = updates  # run without a handshake: the console is told hello's symbols first
+    assert told == Update((), None, new_symbols=("AAA",))
     assert len(updates) == 1 and updates[0].snapshot is not None and updates[0].health is not None
     snapshot = updates[0].snapshot
     q = snapshot.quotes[0]

@@ -73,6 +73,7 @@ SERVER_FRAMES: list[dict[str, Any]] = [
      "at_ns": 1_800_000_000, "symbols": ["AAA"]},
     {"type": "error", "error": "bad_message", "message": "not JSON"},
     {"type": "subscribed", "symbols": None, "rules": None, "snapshots": True},
+    {"type": "symbols", "symbols": ["AAA", "CCC"], "added": ["CCC"], "removed": ["BBB"]},
 ]
 
 

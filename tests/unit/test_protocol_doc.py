@@ -70,6 +70,7 @@ ENCODE: dict[str, Callable[[Any], dict[str, Any]]] = {
     "signal": frames.signal_frame,
     "snapshot": lambda s: frames.snapshot_frame(s.market, s.health),
     "status": frames.status_frame,
+    "symbols": frames.symbols_frame,
     "subscribed": frames.subscribed_frame,
     "pong": lambda p: frames.pong_frame(p.id),
     "error": lambda e: frames.error_frame(e.error, e.message),
