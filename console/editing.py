@@ -107,9 +107,10 @@ class WatchlistEditing:
         return self.book
 
     def on_symbols_added(self, message: SymbolsAdded) -> None:
-        """A fleet's engine that started after the console: its new symbols go to the end of the first
-        list, and are saved as an edit is. Each symbol is given to the lists once a session: one the user
-        deleted stays deleted, one already in a list stays where it is."""
+        """Symbols the publisher started carrying after the console opened (a fleet's engine that started
+        later, a sharded engine's takeover): they go to the end of the first list, and are saved as an
+        edit is. Each symbol is given to the lists once a session: one the user deleted stays deleted,
+        one already in a list stays where it is."""
         book, offered = self.book, self.offered
         if book is None:
             return
@@ -121,7 +122,7 @@ class WatchlistEditing:
         self._save()
         self.show_book()
         what = added[0] if len(added) == 1 else f"{len(added)} symbols"
-        self.notify(f"{what} from the fleet added to {book.lists[0].name}", timeout=3)
+        self.notify(f"{what} added to {book.lists[0].name}: newly published", timeout=3)
 
     # --- actions ---------------------------------------------------------------------------------------
     def action_add(self) -> None:
