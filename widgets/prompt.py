@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import ClassVar
 
+from textual import events
+from textual.actions import parse as parse_action
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
@@ -34,6 +36,27 @@ class PromptInput(Input):
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         return self.suggester is not None if action == "complete" else True
+
+    async def _on_key(self, event: events.Key) -> None:
+        """Run this bar's own bindings (clear, delete, cursor moves, done, cancel) here, in the order the
+        keys came. Textual runs a focused widget's bindings only once the key has bubbled back up to the
+        app, and by then the printable keys read with it (a paste, fast typing over SSH) have been typed:
+        ``ctrl+u`` then ``aapl`` in one read would clear the ``aapl``. ``priority`` bindings (``ctrl+q``)
+        never reach here: the app runs them before handing the key on."""
+        if not event.is_printable:
+            for binding in self._own_bindings(event):
+                _, name, parameters = parse_action(binding.action)
+                if self.check_action(name, parameters):
+                    event.stop()
+                    event.prevent_default()
+                    await self.run_action(binding.action)
+                    return
+        await super()._on_key(event)
+
+    def _own_bindings(self, event: events.Key) -> list[Binding]:
+        # ``_bindings``: the map Textual merges from the class's and its bases' BINDINGS (no public name)
+        by_key = self._bindings.key_to_bindings
+        return [binding for key in event.aliases for binding in by_key.get(key, ())]
 
     def action_complete(self) -> None:
         """Take the completion shown after the text (as ``→`` at the end of the text does)."""
