@@ -521,3 +521,58 @@ async def test_two_engines_under_one_name_are_told(nats_server: NatsServer,
     finally:
         await first.close()
         await second.close()
+
+
+async def test_each_engine_keeps_one_watch_open_over_its_checks(nats_server: NatsServer) -> None:
+    """The shard checks read memory: over 20 checks of each of two running keepers, the bucket's stream
+    has one consumer per engine, and the server created one per engine (its advisories), not one per
+    check (a watch opened and stopped each time, as before, made 21 per engine)."""
+    checks = 20
+    timing = ShardTiming(ttl=3.0, renew=0.2, check=0.05)
+    helds = {n: Held() for n in ("x", "y")}
+    keepers = {n: keeper(nats_server.url, n, helds[n], [f"S{i}" for i in range(10)], timing) for n in helds}
+    tasks: list[asyncio.Task[None]] = []
+    async with Bus(nats_server.url) as bus:
+        created: list[str] = []
+
+        async def advisory(msg: Any) -> None:
+            created.append(msg.subject)
+
+        await bus.client.subscribe(f"$JS.EVENT.ADVISORY.CONSUMER.CREATED.KV_{BUCKET}.>", cb=advisory)
+        await bus.client.flush()
+        try:
+            done = {n: 0 for n in keepers}
+            for n, k in keepers.items():
+                helds[n].symbols = set(await k.open())
+                k.check = counted(k.check, done, n)  # type: ignore[method-assign]
+            tasks = [asyncio.create_task(k.run()) for k in keepers.values()]
+            counts = []
+            started = time.monotonic()
+            for _ in range(4):
+                at = dict(done)
+                await until(lambda a=at: all(done[n] >= a[n] + checks // 4 for n in keepers),
+                            "a quarter of the checks")
+                counts.append((await bus.js.stream_info(f"KV_{BUCKET}")).state.consumer_count)
+            elapsed = time.monotonic() - started
+            assert all(k.engines == ["x", "y"] for k in keepers.values())
+            assert sum(len(h.symbols) for h in helds.values()) == 10
+            await bus.client.flush()
+            per_engine = len(created) / len(keepers)
+            print(f"consumer creations on KV_{BUCKET}: {len(created)} for {len(keepers)} engines over "
+                  f"{min(done.values())}+ checks each in {elapsed:.1f} s; consumers "
+                  f"on the stream: {counts}")
+            assert counts == [len(keepers)] * 4
+            assert per_engine == 1, created
+            assert all(k.reconnects == 0 for k in keepers.values())
+        finally:
+            for task in tasks:
+                task.cancel()
+            for k in keepers.values():
+                await k.close()
+
+
+def counted(check: Callable[[], Any], done: dict[str, int], name: str) -> Callable[[], Any]:
+    async def counting() -> None:
+        await check()
+        done[name] += 1
+    return counting
