@@ -8,34 +8,31 @@ Keys (each part a key token: letters, digits, ``_`` and ``-`` as they are, any o
     assignment.<feed>.<interval>.<engine>   {"engine", "feed", "interval", "engines", "symbols", "updated"}
 
 Each engine puts its ``presence`` every ``shard_renew`` seconds. The bucket's ``max_age`` is
-``shard_ttl``: the server itself removes the presence of an engine that stopped renewing (killed, frozen,
-cut off) ``shard_ttl`` seconds after its last renewal, on the server's clock. Each engine keeps one watch
-open on the presence keys of its feed and interval and the latest presence of each engine in memory,
-aged on the server's clock as ``max_age`` ages them (``engine.bus.presence``: an expiry sends the watch
-nothing), so no two machines' clocks are compared. Every ``shard_check`` seconds each engine reads that
-view (the live engines, itself always among them; no request to the server) and computes the assignment
-of the feed's symbols over them
+``shard_ttl``: the server removes the presence of an engine that stopped renewing (killed, frozen, cut
+off) ``shard_ttl`` seconds after its last renewal, on the server's clock. Each engine keeps one watch open
+on the presence keys of its feed and interval, and their latest values in memory, aged on the server's
+clock as ``max_age`` ages them (``engine.bus.presence``: an expiry sends a watch nothing), so no two
+machines' clocks are compared. Every ``shard_check`` seconds it reads that view (the live engines, itself
+always among them; no request to the server) and computes the assignment of the feed's symbols over them
 (``engine.bus.shards.assign``, rendezvous hashing: the same on every engine, and a departure moves only
 the departed engine's symbols). It subscribes what it gained (each warmed up from the bars on the bus,
 ``engine.bus.bus_bars``, then the service's REST history to now) and unsubscribes what it lost, and
 writes the result under its ``assignment`` key, renewed with its presence, for an operator to read.
 
-So an engine killed at ``k`` has its symbols subscribed by the others by ``k + shard_ttl +
-shard_check`` (its last renewal was at most at ``k``; plus the latency of one delivery on the watch,
-by which the view's estimate of the server's clock trails it); their warm-up follows. An engine stopped by
-SIGTERM deletes its keys: the others take over at their next check. Joining: a new engine takes its share
-at once; the others give it up at their next check (meanwhile both publish it: the bus's de-duplication
-keeps one copy). Every engine of a fleet must list the same symbols (``symbols`` in the presence is
-their count, checked, with a warning, against one's own).
+So an engine killed at ``k`` has its symbols subscribed by the others by ``k + shard_ttl + shard_check``
+(its last renewal was at most at ``k``; plus one delivery's latency on the watch, by which the view's
+estimate of the server's clock trails it); their warm-up follows. An engine stopped by SIGTERM deletes
+its keys: the others take over at their next check. Joining: a new engine takes its share at once; the
+others give it up at their next check (meanwhile both publish it: the bus's de-duplication keeps one
+copy). Every engine of a fleet must list the same symbols (``symbols`` in the presence is their count,
+checked, with a warning, against one's own).
 
 While the bus is away the engine keeps the symbols it holds (the others may take them over meanwhile:
-the same bars and signals, de-duplicated) and reconnects with the usual backoff; the view is then
-rebuilt from the new watch's initial values, never kept from before. A watch that stops delivering is
-treated as a lost bus: each renewal of this engine's presence must come back on the watch within
-``STALL_S`` (or half the margin between ``shard_renew`` and ``shard_ttl``, if less), and a renewal
-stored under a sequence the watch had already passed means the bucket's stream was recreated (its
-sequences start again at 1 and the ordered consumer, resuming after the last one it delivered, would
-wait for them to catch up).
+the same bars and signals, de-duplicated) and reconnects with the usual backoff; the view is rebuilt from
+the new watch's initial values, never kept from before. A watch that stops delivering is a lost bus too:
+each renewal of this engine's presence must come back on it within ``stall_s``, and a renewal stored
+under a sequence the watch had already passed means the bucket's stream was recreated (its sequences
+start again at 1, where the ordered consumer would resume after the last one it delivered).
 """
 
 from __future__ import annotations
@@ -315,34 +312,30 @@ class ShardKeeper:
             log.warning("shard: the bus at %s is lost (%s); keeping %d symbols, reconnecting with backoff",
                         self.settings.shown, f"{type(exc).__name__}: {exc}".rstrip(": "), len(self.held))
         self.state = "reconnecting"
-        await self._close_watch()
-        client, self._client, self._js, self._kv = self._client, None, None, None
-        if client is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(client.close(), 1.0)
+        await self._disconnect()
         while True:
             delay = backoff.next()
             await asyncio.sleep(delay)
             try:
                 await self._connect(timeout=min(self.settings.connect_timeout, max(delay, 1.0)))
-            except BusError as exc2:
-                log.info("shard: %s; trying again", exc2)
-                continue
-            try:  # a view rebuilt from the server's current values, never the one from before
-                await self._open_watch()
-            except Exception as exc3:
-                log.info("shard: the bus at %s: the watch on the bucket %s cannot be opened (%s); trying "
-                         "again", self.settings.shown, BUCKET, f"{type(exc3).__name__}: {exc3}".rstrip(": "))
-                await self._close_watch()
-                client, self._client, self._js, self._kv = self._client, None, None, None
-                if client is not None:
-                    with contextlib.suppress(Exception):
-                        await asyncio.wait_for(client.close(), 1.0)
+                await self._open_watch()  # a view rebuilt from the server's values, never the one from before
+            except Exception as exc2:
+                why = f"{type(exc2).__name__}: {exc2}".rstrip(": ")
+                log.info("shard: %s; trying again", exc2 if isinstance(exc2, BusError) else
+                         f"the bus at {self.settings.shown}: the watch on {BUCKET} cannot be opened ({why})")
+                await self._disconnect()
                 continue
             break
         self.reconnects += 1
         self.state = "live"
         log.info("shard: the bus at %s is back", self.settings.shown)
+
+    async def _disconnect(self) -> None:
+        await self._close_watch()
+        client, self._client, self._js, self._kv = self._client, None, None, None
+        if client is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(client.close(), 1.0)
 
     async def close(self, timeout: float = 1.0) -> None:
         """Withdraw (delete this engine's keys: the others take over at their next check) and disconnect."""
