@@ -255,6 +255,8 @@ class ShardKeeper:
     def _live(self) -> dict[str, dict[str, Any]]:
         """The live engines from the watch's view: memory only; ``BusError`` if the watch stopped."""
         watch = self._watch
+        if self._client is not None and self._client.is_closed:  # (nats-py does not reconnect it)
+            raise BusError("the connection closed")
         if watch is None or not watch.alive:
             raise BusError(f"the watch on the bucket {BUCKET} stopped")
         if self._awaited is not None:

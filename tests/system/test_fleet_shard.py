@@ -576,3 +576,42 @@ def counted(check: Callable[[], Any], done: dict[str, int], name: str) -> Callab
         await check()
         done[name] += 1
     return counting
+
+
+async def test_a_lost_bus_keeps_the_share_and_a_new_watch_reads_the_bucket_again(
+        nats_server: NatsServer) -> None:
+    """The bus stopped: the engine keeps its share and its last view; back, it opens a new watch (one
+    consumer more) and reads the live engines from it: y, stopped meanwhile without withdrawing (its
+    presence left in the store), is gone once that presence is ``shard_ttl`` old."""
+    symbols = [f"S{i:03d}" for i in range(30)]
+    timing = ShardTiming(ttl=2.0, renew=0.25, check=0.1)
+    helds = {n: Held() for n in ("x", "y")}
+    keepers = {n: keeper(nats_server.url, n, helds[n], symbols, timing) for n in helds}
+    tasks: dict[str, asyncio.Task[None]] = {}
+    x = keepers["x"]
+    try:
+        for n, k in keepers.items():
+            helds[n].symbols = set(await k.open())
+            tasks[n] = asyncio.create_task(k.run())
+        await until(lambda: all(k.engines == ["x", "y"] for k in keepers.values()), "both to see the two")
+        await until(lambda: len(helds["x"].symbols) < len(symbols), "x to give y its share")
+        share = set(helds["x"].symbols)
+        nats_server.stop()
+        await until(lambda: x.state == "reconnecting", "x to notice the bus gone", timeout=10.0)
+        tasks.pop("y").cancel()
+        await keepers["y"].close()  # (it cannot withdraw: its presence stays in the stopped server's store)
+        assert helds["x"].symbols == share and x.engines == ["x", "y"]  # kept while the bus is away
+        nats_server.start()
+        await until(lambda: x.state == "live" and x.reconnects == 1, "x to reconnect", timeout=30.0)
+        await until(lambda: helds["x"].symbols == set(symbols) and x.engines == ["x"],
+                    "x to take y's symbols", timeout=timing.takeover_s + SLACK_S)
+        async with Bus(nats_server.url) as bus:
+            info = await bus.js.stream_info(f"KV_{BUCKET}")
+            assert info.state.consumer_count == 1  # x's new watch (the old ones went with the server)
+            shown = await bus.assignment("x", interval="1m")
+            assert shown["engines"] == ["x"] and len(shown["symbols"]) == len(symbols)
+    finally:
+        for task in tasks.values():
+            task.cancel()
+        for k in keepers.values():
+            await k.close()
