@@ -8,24 +8,31 @@ Keys (each part a key token: letters, digits, ``_`` and ``-`` as they are, any o
     assignment.<feed>.<interval>.<engine>   {"engine", "feed", "interval", "engines", "symbols", "updated"}
 
 Each engine puts its ``presence`` every ``shard_renew`` seconds. The bucket's ``max_age`` is
-``shard_ttl``: the server itself removes the presence of an engine that stopped renewing (killed, frozen,
-cut off) ``shard_ttl`` seconds after its last renewal, on the server's clock, so no two machines' clocks
-are compared. Every ``shard_check`` seconds each engine lists the presence keys of its feed and interval
-(the live engines, itself always among them) and computes the assignment of the feed's symbols over them
+``shard_ttl``: the server removes the presence of an engine that stopped renewing (killed, frozen, cut
+off) ``shard_ttl`` seconds after its last renewal, on the server's clock. Each engine keeps one watch open
+on the presence keys of its feed and interval, and their latest values in memory, aged on the server's
+clock as ``max_age`` ages them (``engine.bus.presence``: an expiry sends a watch nothing), so no two
+machines' clocks are compared. Every ``shard_check`` seconds it reads that view (the live engines, itself
+always among them; no request to the server) and computes the assignment of the feed's symbols over them
 (``engine.bus.shards.assign``, rendezvous hashing: the same on every engine, and a departure moves only
 the departed engine's symbols). It subscribes what it gained (each warmed up from the bars on the bus,
 ``engine.bus.bus_bars``, then the service's REST history to now) and unsubscribes what it lost, and
 writes the result under its ``assignment`` key, renewed with its presence, for an operator to read.
 
-So an engine killed at ``k`` has its symbols subscribed by the others by ``k + shard_ttl +
-shard_check`` (its last renewal was at most at ``k``); their warm-up follows. An engine stopped by
-SIGTERM deletes its keys: the others take over at their next check. Joining: a new engine takes its share
-at once; the others give it up at their next check (meanwhile both publish it: the bus's de-duplication
-keeps one copy). Every engine of a fleet must list the same symbols (``symbols`` in the presence is
-their count, checked, with a warning, against one's own).
+So an engine killed at ``k`` has its symbols subscribed by the others by ``k + shard_ttl + shard_check``
+(its last renewal was at most at ``k``; plus one delivery's latency on the watch, by which the view's
+estimate of the server's clock trails it); their warm-up follows. An engine stopped by SIGTERM deletes
+its keys: the others take over at their next check. Joining: a new engine takes its share at once; the
+others give it up at their next check (meanwhile both publish it: the bus's de-duplication keeps one
+copy). Every engine of a fleet must list the same symbols (``symbols`` in the presence is their count,
+checked, with a warning, against one's own).
 
 While the bus is away the engine keeps the symbols it holds (the others may take them over meanwhile:
-the same bars and signals, de-duplicated) and reconnects with the usual backoff.
+the same bars and signals, de-duplicated) and reconnects with the usual backoff; the view is rebuilt from
+the new watch's initial values, never kept from before. A watch that stops delivering is a lost bus too:
+each renewal of this engine's presence must come back on it within ``stall_s``, and a renewal stored
+under a sequence the watch had already passed means the bucket's stream was recreated (its sequences
+start again at 1, where the ordered consumer would resume after the last one it delivered).
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.bus.connection import BusError, BusSettings, connect
+from engine.bus.presence import PresenceWatch
 from engine.bus.shards import assign
 from engine.feeds.backoff import Backoff
 
@@ -47,6 +55,7 @@ log = logging.getLogger("tickdeck.bus")
 
 BUCKET = "TICKDECK_SHARDS"
 OP_S = 5.0  # one request to the bucket
+STALL_S = 4.0  # a renewal of this engine's presence not delivered by the watch within this: it stopped
 _PLAIN = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
 
 Apply = Callable[[list[str], list[str]], Awaitable[None]]
@@ -108,29 +117,9 @@ async def open_bucket(js: Any, ttl: float) -> Any:
     return kv
 
 
-async def live_engines(kv: Any, feed: str, interval: str) -> dict[str, dict[str, Any]]:
-    """The presence values in the bucket for ``feed`` and ``interval``, by engine name."""
-    from nats.js.kv import KV_DEL, KV_PURGE
-
-    prefix = presence_key(feed, interval, "")[:-1]  # (the "=" of the empty name)
-    watcher = await kv.watch(prefix + "*", ignore_deletes=True)
-    found: dict[str, dict[str, Any]] = {}
-    try:
-        while True:
-            entry = await watcher.updates(timeout=OP_S)
-            if entry is None:  # the current values are all delivered
-                break
-            if entry.operation in (KV_DEL, KV_PURGE) or not entry.value:
-                continue
-            try:
-                value = json.loads(entry.value)
-                found[str(value["engine"])] = value
-            except (ValueError, KeyError, TypeError):
-                log.debug("bus: an unreadable presence %s skipped", entry.key)
-    finally:
-        with contextlib.suppress(Exception):
-            await watcher.stop()
-    return found
+def presence_pattern(feed: str, interval: str) -> str:
+    """The watch's filter: every presence key of ``feed`` and ``interval``."""
+    return presence_key(feed, interval, "")[:-1] + "*"  # (the "=" of the empty name)
 
 
 class ShardKeeper:
@@ -157,6 +146,8 @@ class ShardKeeper:
         self._client: Any = None
         self._js: Any = None
         self._kv: Any = None
+        self._watch: PresenceWatch | None = None
+        self._awaited: tuple[int, float] | None = None  # (revision, deadline): a renewal the watch owes
         self._renewed = -float("inf")
         self._warned: set[str] = set()
 
@@ -170,8 +161,9 @@ class ShardKeeper:
         one line, when the bucket cannot be used)."""
         await self._connect()
         try:
-            await self._renew()
-            live = await live_engines(self._kv, self.feed, self.interval)
+            await self._open_watch()
+            assert self._watch is not None
+            live = self._watch.view.live()
             self.engines = sorted({*live, self.engine})
             self.held = assign(self.universe, self.engines)[self.engine]
             await self._renew(force=True)
@@ -198,6 +190,29 @@ class ShardKeeper:
                            "JetStream enabled (nats-server -js)?") from None
         self._client, self._js, self._kv = client, js, kv
 
+    async def _open_watch(self) -> None:
+        """Put this engine's presence, then open the watch: its initial values hold it (and so a recent
+        store time for the view's clock) and every other engine's current presence."""
+        await self._close_watch()
+        await self._renew(force=True)
+        watch = PresenceWatch(self._kv, presence_pattern(self.feed, self.interval), self.timing.ttl)
+        try:
+            self._watch = await watch.open(OP_S)
+        except BaseException:
+            await watch.close()
+            raise
+
+    async def _close_watch(self) -> None:
+        watch, self._watch, self._awaited = self._watch, None, None
+        if watch is not None:
+            await watch.close()
+
+    @property
+    def stall_s(self) -> float:
+        """How long a renewal may take to come back on the watch: short enough that a stopped watch is
+        re-opened before a live engine's presence, no longer renewed in the view, ages out of it."""
+        return min(STALL_S, (self.timing.ttl - self.timing.renew) / 2)
+
     async def _renew(self, force: bool = False) -> None:
         now = time.monotonic()
         if not force and now - self._renewed < self.timing.renew:
@@ -207,7 +222,16 @@ class ShardKeeper:
                     "symbols": len(self.universe), "started": self.started, "renewed": at}
         assignment = {"engine": self.engine, "feed": self.feed, "interval": self.interval,
                       "engines": self.engines, "symbols": self.held, "updated": at}
-        await self._kv.put(presence_key(self.feed, self.interval, self.engine), json.dumps(presence).encode())
+        watch = self._watch
+        passed = watch.revision if watch is not None else 0
+        revision = await self._kv.put(presence_key(self.feed, self.interval, self.engine),
+                                      json.dumps(presence).encode())
+        if watch is not None and watch is self._watch:
+            if revision <= passed:
+                raise BusError(f"the bucket {BUCKET} was recreated (a new presence stored as {revision}, "
+                               f"the watch had passed {passed})")
+            if self._awaited is None:  # (the oldest one owed: a stopped watch is noticed by its deadline)
+                self._awaited = (revision, time.monotonic() + self.stall_s)
         await self._kv.put(assignment_key(self.feed, self.interval, self.engine),
                            json.dumps(assignment).encode())
         self._renewed = now
@@ -228,9 +252,25 @@ class ShardKeeper:
             wait = min(self.timing.check, max(self._renewed + self.timing.renew - time.monotonic(), 0.0))
             await asyncio.sleep(wait)
 
+    def _live(self) -> dict[str, dict[str, Any]]:
+        """The live engines from the watch's view: memory only; ``BusError`` if the watch stopped."""
+        watch = self._watch
+        if self._client is not None and self._client.is_closed:  # (nats-py does not reconnect it)
+            raise BusError("the connection closed")
+        if watch is None or not watch.alive:
+            raise BusError(f"the watch on the bucket {BUCKET} stopped")
+        if self._awaited is not None:
+            revision, deadline = self._awaited
+            if watch.revision >= revision:
+                self._awaited = None
+            elif time.monotonic() > deadline:
+                raise BusError(f"the watch on the bucket {BUCKET} did not deliver this engine's presence "
+                               f"within {self.stall_s:g} s")
+        return watch.view.live()
+
     async def check(self) -> None:
-        """Read the live engines; apply and record a changed assignment."""
-        live = await live_engines(self._kv, self.feed, self.interval)
+        """Read the live engines (the watch's view, in memory); apply and record a changed assignment."""
+        live = self._live()
         twin = live.get(self.engine, {}).get("started", self.started)
         if twin != self.started and self.engine not in self._warned:
             self._warned.add(self.engine)
@@ -274,26 +314,34 @@ class ShardKeeper:
             log.warning("shard: the bus at %s is lost (%s); keeping %d symbols, reconnecting with backoff",
                         self.settings.shown, f"{type(exc).__name__}: {exc}".rstrip(": "), len(self.held))
         self.state = "reconnecting"
-        client, self._client, self._js, self._kv = self._client, None, None, None
-        if client is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(client.close(), 1.0)
+        await self._disconnect()
         while True:
             delay = backoff.next()
             await asyncio.sleep(delay)
             try:
                 await self._connect(timeout=min(self.settings.connect_timeout, max(delay, 1.0)))
-            except BusError as exc2:
-                log.info("shard: %s; trying again", exc2)
+                await self._open_watch()  # a view rebuilt from the server's values, never the one from before
+            except Exception as exc2:
+                why = f"{type(exc2).__name__}: {exc2}".rstrip(": ")
+                log.info("shard: %s; trying again", exc2 if isinstance(exc2, BusError) else
+                         f"the bus at {self.settings.shown}: the watch on {BUCKET} cannot be opened ({why})")
+                await self._disconnect()
                 continue
             break
         self.reconnects += 1
         self.state = "live"
-        self._renewed = -float("inf")
         log.info("shard: the bus at %s is back", self.settings.shown)
+
+    async def _disconnect(self) -> None:
+        await self._close_watch()
+        client, self._client, self._js, self._kv = self._client, None, None, None
+        if client is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(client.close(), 1.0)
 
     async def close(self, timeout: float = 1.0) -> None:
         """Withdraw (delete this engine's keys: the others take over at their next check) and disconnect."""
+        await self._close_watch()
         client, kv = self._client, self._kv
         self._client = self._js = self._kv = None
         self.state = "closed"

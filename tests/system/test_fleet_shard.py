@@ -521,3 +521,97 @@ async def test_two_engines_under_one_name_are_told(nats_server: NatsServer,
     finally:
         await first.close()
         await second.close()
+
+
+async def test_each_engine_keeps_one_watch_open_over_its_checks(nats_server: NatsServer) -> None:
+    """The shard checks read memory: over 20 checks of each of two running keepers, the bucket's stream
+    has one consumer per engine, and the server created one per engine (its advisories), not one per
+    check (a watch opened and stopped each time, as before, made 21 per engine)."""
+    checks = 20
+    timing = ShardTiming(ttl=3.0, renew=0.2, check=0.05)
+    helds = {n: Held() for n in ("x", "y")}
+    keepers = {n: keeper(nats_server.url, n, helds[n], [f"S{i}" for i in range(10)], timing) for n in helds}
+    tasks: list[asyncio.Task[None]] = []
+    async with Bus(nats_server.url) as bus:
+        created: list[str] = []
+
+        async def advisory(msg: Any) -> None:
+            created.append(msg.subject)
+
+        await bus.client.subscribe(f"$JS.EVENT.ADVISORY.CONSUMER.CREATED.KV_{BUCKET}.>", cb=advisory)
+        await bus.client.flush()
+        try:
+            done = {n: 0 for n in keepers}
+            for n, k in keepers.items():
+                helds[n].symbols = set(await k.open())
+                k.check = counted(k.check, done, n)  # type: ignore[method-assign]
+            tasks = [asyncio.create_task(k.run()) for k in keepers.values()]
+            counts = []
+            started = time.monotonic()
+            for _ in range(4):
+                at = dict(done)
+                await until(lambda a=at: all(done[n] >= a[n] + checks // 4 for n in keepers),
+                            "a quarter of the checks")
+                counts.append((await bus.js.stream_info(f"KV_{BUCKET}")).state.consumer_count)
+            elapsed = time.monotonic() - started
+            assert all(k.engines == ["x", "y"] for k in keepers.values())
+            assert sum(len(h.symbols) for h in helds.values()) == 10
+            await bus.client.flush()
+            per_engine = len(created) / len(keepers)
+            print(f"consumer creations on KV_{BUCKET}: {len(created)} for {len(keepers)} engines over "
+                  f"{min(done.values())}+ checks each in {elapsed:.1f} s; consumers "
+                  f"on the stream: {counts}")
+            assert counts == [len(keepers)] * 4
+            assert per_engine == 1, created
+            assert all(k.reconnects == 0 for k in keepers.values())
+        finally:
+            for task in tasks:
+                task.cancel()
+            for k in keepers.values():
+                await k.close()
+
+
+def counted(check: Callable[[], Any], done: dict[str, int], name: str) -> Callable[[], Any]:
+    async def counting() -> None:
+        await check()
+        done[name] += 1
+    return counting
+
+
+async def test_a_lost_bus_keeps_the_share_and_a_new_watch_reads_the_bucket_again(
+        nats_server: NatsServer) -> None:
+    """The bus stopped: the engine keeps its share and its last view; back, it opens a new watch (one
+    consumer more) and reads the live engines from it: y, stopped meanwhile without withdrawing (its
+    presence left in the store), is gone once that presence is ``shard_ttl`` old."""
+    symbols = [f"S{i:03d}" for i in range(30)]
+    timing = ShardTiming(ttl=2.0, renew=0.25, check=0.1)
+    helds = {n: Held() for n in ("x", "y")}
+    keepers = {n: keeper(nats_server.url, n, helds[n], symbols, timing) for n in helds}
+    tasks: dict[str, asyncio.Task[None]] = {}
+    x = keepers["x"]
+    try:
+        for n, k in keepers.items():
+            helds[n].symbols = set(await k.open())
+            tasks[n] = asyncio.create_task(k.run())
+        await until(lambda: all(k.engines == ["x", "y"] for k in keepers.values()), "both to see the two")
+        await until(lambda: len(helds["x"].symbols) < len(symbols), "x to give y its share")
+        share = set(helds["x"].symbols)
+        nats_server.stop()
+        await until(lambda: x.state == "reconnecting", "x to notice the bus gone", timeout=10.0)
+        tasks.pop("y").cancel()
+        await keepers["y"].close()  # (it cannot withdraw: its presence stays in the stopped server's store)
+        assert helds["x"].symbols == share and x.engines == ["x", "y"]  # kept while the bus is away
+        nats_server.start()
+        await until(lambda: x.state == "live" and x.reconnects == 1, "x to reconnect", timeout=30.0)
+        await until(lambda: helds["x"].symbols == set(symbols) and x.engines == ["x"],
+                    "x to take y's symbols", timeout=timing.takeover_s + SLACK_S)
+        async with Bus(nats_server.url) as bus:
+            info = await bus.js.stream_info(f"KV_{BUCKET}")
+            assert info.state.consumer_count == 1  # x's new watch (the old ones went with the server)
+            shown = await bus.assignment("x", interval="1m")
+            assert shown["engines"] == ["x"] and len(shown["symbols"]) == len(symbols)
+    finally:
+        for task in tasks.values():
+            task.cancel()
+        for k in keepers.values():
+            await k.close()
