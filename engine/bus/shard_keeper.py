@@ -4,7 +4,8 @@ that stops.
 
 Keys (each part a key token: letters, digits, ``_`` and ``-`` as they are, any other byte ``=XX``)::
 
-    presence.<feed>.<interval>.<engine>     {"engine", "feed", "interval", "symbols", "started", "renewed"}
+    presence.<feed>.<interval>.<engine>     {"engine", "feed", "interval", "symbols", "started", "renewed",
+                                             "ttl"}
     assignment.<feed>.<interval>.<engine>   {"engine", "feed", "interval", "engines", "symbols", "updated"}
 
 Each engine puts its ``presence`` every ``shard_renew`` seconds. The bucket's ``max_age`` is
@@ -25,7 +26,7 @@ estimate of the server's clock trails it); their warm-up follows. An engine stop
 its keys: the others take over at their next check. Joining: a new engine takes its share at once; the
 others give it up at their next check (meanwhile both publish it: the bus's de-duplication keeps one
 copy). Every engine of a fleet must list the same symbols (``symbols`` in the presence is their count,
-checked, with a warning, against one's own).
+checked, with a warning, against one's own) and age presences alike (``ttl``, ``shard_ttl``, likewise).
 
 While the bus is away the engine keeps the symbols it holds (the others may take them over meanwhile:
 the same bars and signals, de-duplicated) and reconnects with the usual backoff; the view is rebuilt from
@@ -219,7 +220,8 @@ class ShardKeeper:
             return
         at = time.time_ns()
         presence = {"engine": self.engine, "feed": self.feed, "interval": self.interval,
-                    "symbols": len(self.universe), "started": self.started, "renewed": at}
+                    "symbols": len(self.universe), "started": self.started, "renewed": at,
+                    "ttl": self.timing.ttl}
         assignment = {"engine": self.engine, "feed": self.feed, "interval": self.interval,
                       "engines": self.engines, "symbols": self.held, "updated": at}
         watch = self._watch
@@ -252,6 +254,28 @@ class ShardKeeper:
             wait = min(self.timing.check, max(self._renewed + self.timing.renew - time.monotonic(), 0.0))
             await asyncio.sleep(wait)
 
+    def warn_about(self, live: dict[str, dict[str, Any]]) -> None:
+        """Warn, once per engine, of settings that must agree across a feed's engines and do not."""
+        twin = live.get(self.engine, {}).get("started", self.started)
+        if twin != self.started and self.engine not in self._warned:
+            self._warned.add(self.engine)
+            log.warning("shard: another engine runs under the name %s (started at %s): engine names must be "
+                        "unique (bus.engine), or both hold the same share", self.engine, twin)
+        for name, value in live.items():
+            if name in self._warned:
+                continue
+            if value.get("symbols") != len(self.universe):
+                self._warned.add(name)
+                log.warning("shard: engine %s lists %s symbols of %s %s, this one %d: the engines of a feed "
+                            "must list the same symbols, or some are held twice or by none", name,
+                            value.get("symbols"), self.feed, self.interval, len(self.universe))
+            elif (ttl := value.get("ttl", self.timing.ttl)) != self.timing.ttl:  # (none: an older engine)
+                self._warned.add(name)
+                log.warning("shard: engine %s ages presences at bus.shard_ttl %s s, this one at %g s: the "
+                            "bucket removes presences at the last started engine's, so engines with "
+                            "another take over early or late; give every engine the same", name, ttl,
+                            self.timing.ttl)
+
     def _live(self) -> dict[str, dict[str, Any]]:
         """The live engines from the watch's view: memory only; ``BusError`` if the watch stopped."""
         watch = self._watch
@@ -271,17 +295,7 @@ class ShardKeeper:
     async def check(self) -> None:
         """Read the live engines (the watch's view, in memory); apply and record a changed assignment."""
         live = self._live()
-        twin = live.get(self.engine, {}).get("started", self.started)
-        if twin != self.started and self.engine not in self._warned:
-            self._warned.add(self.engine)
-            log.warning("shard: another engine runs under the name %s (started at %s): engine names must be "
-                        "unique (bus.engine), or both hold the same share", self.engine, twin)
-        for name, value in live.items():
-            if value.get("symbols") != len(self.universe) and name not in self._warned:
-                self._warned.add(name)
-                log.warning("shard: engine %s lists %s symbols of %s %s, this one %d: the engines of a feed "
-                            "must list the same symbols, or some are held twice or by none", name,
-                            value.get("symbols"), self.feed, self.interval, len(self.universe))
+        self.warn_about(live)
         engines = sorted({*live, self.engine})
         mine = assign(self.universe, engines)[self.engine]
         if engines == self.engines and mine == self.held:

@@ -239,3 +239,27 @@ async def test_a_watch_that_stops_delivering_is_a_lost_bus_before_a_live_engine_
             await keeper.check()
             await asyncio.sleep(0.01)
     await keeper._close_watch()
+
+
+def test_settings_that_must_agree_across_engines_are_warned_of_once_each(
+        caplog: pytest.LogCaptureFixture) -> None:
+    async def apply(gained: list[str], lost: list[str]) -> None:
+        pass
+
+    keeper = ShardKeeper(settings_from("nats://127.0.0.1:9"), feed="f", interval="1m", engine="me",
+                         symbols=["A", "B", "C"], timing=ShardTiming(ttl=10.0), apply=apply)
+    me = {"engine": "me", "symbols": 3, "started": keeper.started, "ttl": 10.0}
+    live = {"me": me,
+            "same": {"engine": "same", "symbols": 3, "started": 1, "ttl": 10.0},
+            "older": {"engine": "older", "symbols": 3, "started": 1},  # (before presences carried a ttl)
+            "fewer": {"engine": "fewer", "symbols": 2, "started": 1, "ttl": 10.0},
+            "slower": {"engine": "slower", "symbols": 3, "started": 1, "ttl": 30.0}}
+    with caplog.at_level("WARNING", logger="tickdeck.bus"):
+        keeper.warn_about(live)
+        keeper.warn_about(live)  # each once
+        keeper.warn_about({**live, "me": {**me, "started": keeper.started + 1}})  # a second "me"
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 3, lines
+    assert "engine fewer lists 2 symbols of f 1m, this one 3" in lines[0]
+    assert "engine slower ages presences at bus.shard_ttl 30.0 s, this one at 10 s" in lines[1]
+    assert "another engine runs under the name me" in lines[2]
