@@ -27,12 +27,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import psutil
 
-from engine.bus.merge import FleetHealth
 from widgets.perf_sample import CacheRate, PerfSample
 
 if TYPE_CHECKING:
     from textual.app import App
 
+    from engine.bus.merge import EngineView
     from engine.snapshot import PipelineHealth
 
 # The samples' types live in widgets.perf_sample (widgets never import the console); importable here too.
@@ -129,6 +129,13 @@ class ByteCounter:
     def detach(self) -> None:
         while self._undo:
             self._undo.pop()()
+
+
+def fleet_engines(health: PipelineHealth | None) -> tuple[EngineView, ...]:
+    """A fleet console's row per engine (its health is a ``FleetHealth``), else none."""
+    from engine.bus.merge import FleetHealth  # here: the app's first frame comes before numpy loads
+
+    return health.engines if isinstance(health, FleetHealth) else ()
 
 
 class PerfMonitor:
@@ -261,7 +268,7 @@ class PerfMonitor:
             feed=h.feed if h else "", reconnects=h.reconnects if h else 0,
             bad_messages=h.bad_messages if h else 0, gaps=h.gaps if h else 0,
             duplicates=h.duplicates if h else 0,
-            engines=h.engines if isinstance(h, FleetHealth) else (),  # a fleet console's: a row per engine
+            engines=fleet_engines(h),
         )
 
     def _cache_rates(self) -> tuple[CacheRate, ...]:

@@ -19,7 +19,10 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
 from textual.message import Message
 from textual.suggester import SuggestFromList
+from textual.widget import Widget
 from textual.widgets import Input, Label
+
+from widgets.keys import refocused
 
 
 class PromptInput(Input):
@@ -42,7 +45,10 @@ class PromptInput(Input):
         keys came. Textual runs a focused widget's bindings only once the key has bubbled back up to the
         app, and by then the printable keys read with it (a paste, fast typing over SSH) have been typed:
         ``ctrl+u`` then ``aapl`` in one read would clear the ``aapl``. ``priority`` bindings (``ctrl+q``)
-        never reach here: the app runs them before handing the key on."""
+        never reach here: the app runs them before handing the key on. A key typed after ``enter`` or
+        ``escape`` in the same read goes where the focus went (``widgets.keys``)."""
+        if refocused(self, event):
+            return
         if not event.is_printable:
             for binding in self._own_bindings(event):
                 _, name, parameters = parse_action(binding.action)
@@ -181,6 +187,7 @@ class PromptBar(Horizontal):
         self.display = False
         self.screen.remove_class("-prompt-open")
         target = self._return_to
-        if target is not None and hasattr(target, "focus"):
-            target.focus()
+        if isinstance(target, Widget) and target.is_attached:
+            # now, as ``ask`` takes it: keys typed after ``enter`` in the same read go back to ``target``
+            self.screen.set_focus(target)
         self.post_message(self.Answered(self.purpose, value))

@@ -24,6 +24,8 @@ from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
+from widgets.keys import bound, refocused
+
 
 class RowView(ScrollView, can_focus=True):
     """Rows with a cursor; keyboard and mouse move the cursor, the view follows it."""
@@ -45,6 +47,12 @@ class RowView(ScrollView, can_focus=True):
 
     cursor: reactive[int] = reactive(0, init=False)
     """Index of the selected row (kept within the rows)."""
+
+    async def _on_key(self, event: events.Key) -> None:
+        """Keys in the order typed (``widgets.keys``): ``a`` and a symbol typed in one read land in the
+        prompt ``a`` opens, not on these rows."""
+        if not refocused(self, event):
+            await bound(self, event)
 
     class CursorMoved(Message):
         """The cursor moved (by key, click or a change of the rows)."""
