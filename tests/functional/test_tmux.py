@@ -109,12 +109,13 @@ def test_add_a_symbol_in_a_real_terminal_quit_and_find_it_saved(tmux: Callable[.
     state, config = tmp_path / "state", tmp_path / "config"
     config.mkdir()
     exited = tmp_path / "exited"
-    symbol = universe(40, 7)[30]  # in the sim's market, not in the first watchlist
+    symbol, second = universe(40, 7)[30:32]  # in the sim's market, not in the first watchlist
     env = f"TICKDECK_STATE_DIR={state} TICKDECK_CONFIG_DIR={config}"
     command = console_command(env, "--interval 1s", exited)
     tmux("new-session", "-d", "-s", "t", "-x", "100", "-y", "30", command)
     wait_screen(tmux, lambda s: "live" in s and "AAPL" in s, "the watchlist on a live feed")
-    assert not row_of(symbol, tmux("capture-pane", "-p", "-t", "t"))  # (its signals may be in the log)
+    shown = tmux("capture-pane", "-p", "-t", "t")
+    assert not row_of(symbol, shown) and not row_of(second, shown)  # (their signals may be in the log)
 
     tmux("send-keys", "-t", "t", "a")
     wait_screen(tmux, lambda s: "Add to Main:" in s, "the add prompt")
@@ -122,6 +123,11 @@ def test_add_a_symbol_in_a_real_terminal_quit_and_find_it_saved(tmux: Callable[.
     tmux("send-keys", "-t", "t", "Enter")
     wait_screen(tmux, lambda s: f"added {symbol}" in s, "the confirmation")
     wait_screen(tmux, lambda s: row_of(symbol, s), "its row, selected and scrolled into view")
+    # typed ahead: the key that opens the prompt and the answer without waiting for the prompt (a paste,
+    # a slow SSH link): the answer's keys must land in the prompt, not on the rows as row keys
+    tmux("send-keys", "-t", "t", "-l", f"a{second.lower()}")
+    tmux("send-keys", "-t", "t", "Enter")
+    wait_screen(tmux, lambda s: row_of(second, s), "the symbol typed ahead, added")
     tmux("send-keys", "-t", "t", "q")
     deadline = time.monotonic() + 30
     while not exited.exists() and time.monotonic() < deadline:
@@ -130,5 +136,5 @@ def test_add_a_symbol_in_a_real_terminal_quit_and_find_it_saved(tmux: Callable[.
 
     saved = json.loads((state / "state.json").read_text())
     [main] = saved["feeds"]["sim"]["watchlists"]
-    assert main["name"] == "Main" and main["symbols"][-1] == symbol
-    assert symbol not in main["symbols"][:-1]
+    assert main["name"] == "Main" and main["symbols"][-2:] == [symbol, second]
+    assert symbol not in main["symbols"][:-2] and second not in main["symbols"][:-2]
