@@ -173,6 +173,14 @@ async def open_sharding(config: Config, runtime: Runtime) -> Sharding | None:
     return sharding
 
 
+def watched(held: Sequence[str], watch: Sequence[str], universe: Sequence[str]) -> list[str]:
+    """What the snapshots carry after a change of the share: the share, and the symbols watched from
+    outside the feed's list (a held position's, ``engine.positions.portfolio.follow``), which no share
+    filters out and every engine carries."""
+    listed = {*universe, *held}
+    return [*held, *(s for s in watch if s not in listed)]
+
+
 async def _keeper(config: Config, runtime: Runtime, share: Share,
                   listeners: list[Listener]) -> tuple[ShardKeeper, BusBars | None]:
     from engine.bus.bus_bars import BusBars
@@ -184,7 +192,7 @@ async def _keeper(config: Config, runtime: Runtime, share: Share,
 
     async def apply(gained: list[str], lost: list[str]) -> None:
         share.set(keeper.held)  # first: ticks of the symbols gained go on, of those lost no further
-        runtime.set_watch(keeper.held)
+        runtime.set_watch(watched(keeper.held, runtime.watch, share.universe))
         for listener in listeners:  # what the snapshots carry from the next frame on
             try:
                 listener(runtime.watch)

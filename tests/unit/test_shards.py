@@ -245,3 +245,15 @@ def test_a_symbol_given_up_goes_no_further_and_its_forming_bar_is_never_closed()
     assert isinstance(history, HistoryBars) and history.bars["sym"].tolist() == [keep]
     refill = Refill(give, 0, batch[batch["sym"] == give][:0])
     assert share.only(refill) is None
+
+
+def test_a_new_share_keeps_the_followed_symbols_outside_the_feeds_list() -> None:
+    """A held position's symbol outside the feed's list (followed by the positions) passes every
+    engine's share filter: a change of the share keeps it in the snapshots, and drops the lost ones."""
+    from engine.bus.sharding import watched
+
+    universe = ["AAA", "BBB", "CCC", "DDD"]
+    before = ["AAA", "BBB", "POS1", "POS2"]  # the old share, then two followed positions
+    assert watched(["BBB", "DDD"], before, universe) == ["BBB", "DDD", "POS1", "POS2"]
+    assert watched([], before, universe) == ["POS1", "POS2"]
+    assert watched(["AAA"], ["AAA"], universe) == ["AAA"]
