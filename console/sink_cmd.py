@@ -106,7 +106,7 @@ def load(path: str) -> tuple[list[tuple[dict[str, Any], str]], dict[str, Any], d
 def run(args: argparse.Namespace) -> int:
     from engine.bus.connection import BusError, settings_from
     from engine.bus.consumer import ConsumerSettings, SignalConsumer, build_consumer_sinks, summary_line
-    from engine.headless import install_logging
+    from engine.service_log import install_logging
     from engine.sinks.base import SinkGroup
     from engine.sinks.config import SinkError
 

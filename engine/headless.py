@@ -39,25 +39,26 @@ import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal, TextIO
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, TextIO
 
 import psutil
 
 from engine.config import Config
 from engine.engine_thread import in_daemon_thread
-from engine.feeds.base import Feed, FeedItem, FeedStatus
+from engine.feeds.base import FeedStatus
 from engine.feeds.registry import FeedUnavailable, build_feed
 from engine.positions.portfolio import Portfolio, PortfolioFigures, follow, portfolio_text, watch
 from engine.positions.stored import state_path
 from engine.precompile import compile_logged
 from engine.runtime import Runtime, Update, build_engine
+from engine.service_log import LOG_FORMATS, LogFormat, install_logging
 from engine.signals.rules import RuleError, load_rules
 from engine.sinks.base import Sink, SinkGroup
 from engine.sinks.config import SinkError, SinkSpec, build_sinks, load_sinks
 from engine.sinks.jsonl import JsonlStreamSink
 from engine.snapshot import MarketSnapshot
+from engine.stoppable_feed import StoppableFeed
 
 if TYPE_CHECKING:  # imported by build_sinks only when configured: they bring aiohttp and websockets
     from engine.positions.book import PositionBook
@@ -65,8 +66,7 @@ if TYPE_CHECKING:  # imported by build_sinks only when configured: they bring ai
 
 log = logging.getLogger("tickdeck.headless")
 
-LogFormat = Literal["text", "json"]
-LOG_FORMATS: tuple[str, ...] = ("text", "json")
+__all__ = ["LOG_FORMATS", "Headless", "StoppableFeed", "install_logging", "main", "prepare", "serve"]
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 STOP_BUDGET_S = 3.5
 """Stop request to sinks closed. The requirement is an exit within 5 s: the rest is for the 0.1 s
@@ -79,136 +79,12 @@ FINAL_FLUSH_S = 60.0  # after the feed ended by itself, how long the sinks may t
 END_CLOSE_S = 2.0  # then, how long they may take to close
 
 
-class StoppableFeed(Feed):
-    """A feed whose stream ``stop()`` ends: what it yielded before goes through the runtime's queue and
-    the engine as usual; then the runtime sees the end of the feed, as at the end of a replay, and
-    returns. The wrapped feed is closed (its generator's ``aclose``) without waiting for its next item."""
-
-    def __init__(self, inner: Feed) -> None:
-        super().__init__(inner.symbols)
-        self.inner = inner
-        self.name = inner.name
-        self.realtime = inner.realtime
-        self.counters = inner.counters
-        self.decimals = inner.decimals  # the tick sizes the wrapped feed learns reach the snapshots
-        self.previous_closes = inner.previous_closes  # and the previous closes it is told (day P&L)
-        self.closed_universe = inner.closed_universe  # a sim's or replay's symbols: others are refused
-        self.only: Callable[[FeedItem], FeedItem | None] | None = None
-        """What of each item goes on (None: nothing): ``--shard`` keeps the share's symbols."""
-        self._stop = asyncio.Event()
-
-    def stop(self) -> None:
-        self.stopped = True
-        self._stop.set()
-
-    async def stream(self) -> AsyncIterator[FeedItem]:
-        inner = self.inner.stream()
-        stop = asyncio.create_task(self._stop.wait(), name="tickdeck-feed-stop")
-        step: asyncio.Task[FeedItem] | None = None
-        try:
-            while not self._stop.is_set():
-                step = asyncio.create_task(_next(inner), name="tickdeck-feed-next")
-                await asyncio.wait({step, stop}, return_when=asyncio.FIRST_COMPLETED)
-                if not step.done():  # stopped while the feed waited or gathered a batch
-                    step.cancel()
-                    await asyncio.wait({step})
-                    done, step = step, None
-                    finished = not done.cancelled() and done.exception() is None  # it finished meanwhile
-                    if finished and (last := self._only(done.result())) is not None:
-                        yield last
-                    held = self.inner.take_pending()  # read, not yet handed over
-                    if held is not None and (rest := self._only(held)) is not None:
-                        yield rest
-                    break
-                done, step = step, None
-                try:
-                    item = done.result()
-                except StopAsyncIteration:
-                    return
-                if (kept := self._only(item)) is not None:
-                    yield kept
-        finally:
-            stop.cancel()
-            if step is not None and not step.done():
-                step.cancel()
-                await asyncio.wait({step})
-            closer = getattr(inner, "aclose", None)  # an async generator (every feed's stream is one)
-            if closer is not None:
-                await closer()
-
-    def _only(self, item: FeedItem) -> FeedItem | None:
-        return item if self.only is None else self.only(item)
-
-    def universe(self) -> tuple[str, ...]:
-        return self.inner.universe()
-
-    def now_ns(self) -> int:
-        return self.inner.now_ns()
-
-    async def subscribe(self, symbols: Iterable[str]) -> None:
-        await self.inner.subscribe(symbols)
-
-    async def unsubscribe(self, symbols: Iterable[str]) -> None:
-        await self.inner.unsubscribe(symbols)
-
-
-async def _next(it: AsyncIterator[FeedItem]) -> FeedItem:
-    return await it.__anext__()
-
-
-# --- logging ---------------------------------------------------------------------------------------
-
 def _of_class(sinks: Iterable[Sink], module: str, name: str) -> list[Any]:
     """The sinks of class ``module.name``; none when that module was never imported, since only
     ``build_sinks`` creates them and it imports a network sink's module when one is configured."""
     cls = getattr(sys.modules.get(module), name, None)
     return [] if cls is None else [s for s in sinks if isinstance(s, cls)]
 
-
-def _iso(created: float) -> str:
-    return datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-class JsonLogFormatter(logging.Formatter):
-    """One JSON object per record: ts, level, logger, event ("log" unless given), message, and the
-    record's ``fields`` (``extra={"event": ..., "fields": {...}}``) merged in."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        out: dict[str, Any] = {"ts": _iso(record.created), "level": record.levelname.lower(),
-                               "logger": record.name, "event": getattr(record, "event", "log"),
-                               "message": record.getMessage()}
-        out.update(getattr(record, "fields", {}))
-        if record.exc_info:
-            out["exception"] = self.formatException(record.exc_info)
-        return json.dumps(out, default=str)
-
-
-class TextLogFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        text = f"{_iso(record.created)} {record.levelname:<7} {record.name}: {record.getMessage()}"
-        if record.exc_info:
-            text += "\n" + self.formatException(record.exc_info)
-        return text
-
-
-def install_logging(log_format: LogFormat, stream: TextIO) -> Callable[[], None]:
-    """Send tickdeck's INFO and everyone's WARNING records (and Python warnings) to ``stream`` in the
-    format asked for; returns the function that undoes it."""
-    root, ours = logging.getLogger(), logging.getLogger("tickdeck")
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(JsonLogFormatter() if log_format == "json" else TextLogFormatter())
-    level = ours.level
-    root.addHandler(handler)
-    ours.setLevel(logging.INFO)
-    logging.captureWarnings(True)
-
-    def restore() -> None:
-        logging.captureWarnings(False)
-        ours.setLevel(level)
-        root.removeHandler(handler)
-        handler.flush()
-
-    return restore
 
 
 # --- the service -----------------------------------------------------------------------------------
