@@ -30,10 +30,6 @@ from engine.config import load_config
 from engine.signals.events import Signal
 from engine.sinks.base import SignalFilter, SinkGroup, SinkStartError
 from engine.sinks.config import (
-    DEFAULT_METRICS_PORT,
-    DEFAULT_QUEUE,
-    DEFAULT_RETRIES,
-    DEFAULT_TIMEOUT_S,
     MetricsSettings,
     SinkError,
     TelegramSettings,
@@ -41,6 +37,7 @@ from engine.sinks.config import (
     build_sinks,
     load_sinks,
 )
+from engine.sinks.defaults import DEFAULT_METRICS_PORT, DEFAULT_QUEUE, DEFAULT_RETRIES, DEFAULT_TIMEOUT_S
 from engine.sinks.http import HttpSink, retry_after
 from engine.sinks.metrics import MetricsSink
 from engine.sinks.telegram import TelegramSink, message
