@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from engine import backtest
+from engine import backtest, backtest_series
 from engine.config import load_config
 from engine.ohlcv_file import CheckedBars
 
@@ -46,22 +46,22 @@ def careful_only(path: str, default_symbol: str) -> CheckedBars | None:
 def measure(folder: Path) -> None:
     paths = write_files(folder)
     rules = backtest.select_rules(load_config(None).rules)
-    fast = backtest.fast_checked_csv
+    fast = backtest_series.fast_checked_csv
     backtest.run(paths, rules)  # warm: kernels loaded, modules imported
     rates: dict[str, list[float]] = {"careful": [], "fast": []}
     try:
         for i in range(RUNS):
             for label in rates:
                 if label == "fast":
-                    backtest.fast_checked_csv = fast
+                    backtest_series.fast_checked_csv = fast
                 else:
-                    backtest.fast_checked_csv = careful_only
+                    backtest_series.fast_checked_csv = careful_only
                 r = backtest.run(paths, rules)
                 rates[label].append(r.bars / r.total_s)
                 print(f"{label:8} run {i + 1}: {r.bars / r.total_s:,.0f} bars/s (read {r.read_s:.2f} s, "
                       f"replay {r.replay_s:.2f} s, figures {r.stats_s:.2f} s)", flush=True)
     finally:
-        backtest.fast_checked_csv = fast
+        backtest_series.fast_checked_csv = fast
     for label, xs in rates.items():
         print(f"{label:8} {min(xs):,.0f}-{max(xs):,.0f} bars/s")
     print("fast / careful, run by run:",

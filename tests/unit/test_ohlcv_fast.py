@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine import backtest
+from engine import backtest_series
 from engine.backtest import BacktestError, load_series
 from engine.ohlcv_file import InputError, check_bars, fast_checked_csv, read_csv
 
@@ -138,14 +138,14 @@ def test_the_backtest_reads_a_good_csv_without_the_careful_reader(tmp_path: Path
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     rng = np.random.default_rng(5)
     path = bar_file(tmp_path / "AAA.csv", rng, 300, [str(1_700_000_000 + i * DAY) for i in range(300)])
-    monkeypatch.setattr(backtest, "fast_checked_csv", lambda path, stem: None)
+    monkeypatch.setattr(backtest_series, "fast_checked_csv", lambda path, stem: None)
     expected = load_series([str(path)])  # by the careful reader
     monkeypatch.undo()
 
     def refuse(path: str) -> None:
         raise AssertionError("the careful reader read a good file")
 
-    monkeypatch.setattr(backtest, "read_csv", refuse)
+    monkeypatch.setattr(backtest_series, "read_csv", refuse)
     series = load_series([str(path)])
     assert series.names == expected.names == ["AAA"]
     assert np.array_equal(series.t, expected.t)
