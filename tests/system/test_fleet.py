@@ -28,6 +28,7 @@ from engine.bus.consumer import IDEMPOTENCY_HEADER
 from engine.bus.publisher import BusPublisher
 from engine.bus.subjects import MSG_ID, SIGNALS_STREAM, signal_id
 from engine.signals.events import Signal
+from tests import waits
 from tests.data import random_walk
 from tests.servers.hooks import WebhookServer, closed_port
 from tests.servers.nats import NatsServer
@@ -49,12 +50,7 @@ pytestmark = pytest.mark.usefixtures("clean_env")
 
 
 async def until(condition: Callable[[], Any], what: str, timeout: float = WAIT_S) -> None:
-    """Wait for ``condition()`` to be true (checked every 20 ms), at most ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
+    await waits.until(condition, what, timeout)
 
 
 async def stream_ids(url: str, stream: str = SIGNALS_STREAM) -> list[str]:

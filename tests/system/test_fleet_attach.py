@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from engine.snapshot import MarketSnapshot, PipelineHealth, Quote
 from tests.functional.support import wait_for
 from tests.servers.hooks import closed_port
 from tests.servers.nats import NatsServer
+from tests.waits import until
 from widgets.perf_panel import line_text, perf_lines
 
 T0 = 1_800_000_000 * 1_000_000_000
@@ -150,7 +151,7 @@ async def test_the_console_rides_out_a_lost_bus(nats_server: NatsServer, tmp_pat
     a = await Engine(nats_server.url, "a", ("AAA",), tmp_path).start()
     for i in range(5):
         a.pub.deliver(signal(i, "AAA"))
-    await wait_for_value(lambda: a.pub.published == 5, "the first signals stored")
+    await until(lambda: a.pub.published == 5, "the first signals stored", 30.0)
     async with console(nats_server.url, tmp_path) as (app, pilot):
         await wait_for(pilot, lambda: len(logged(app)) == 3, "the recent signals")
         assert sorted(logged(app)) == [("AAA", signal(i).bar_time) for i in (2, 3, 4)]
@@ -226,13 +227,6 @@ async def test_engines_started_later_list_their_symbols_by_themselves(nats_serve
         book = app.book
         assert book is not None and book.lists[0].symbols == ["AAA", "CCC", "DDD", "EEE"]
         await a.stop()
-
-
-async def wait_for_value(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.02)
 
 
 def test_an_unreachable_bus_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[str]) -> None:

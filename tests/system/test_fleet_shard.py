@@ -39,6 +39,7 @@ from engine.bus.shard_keeper import (
 )
 from engine.bus.subjects import BARS_STREAM, bar_subject
 from engine.signals.events import Signal
+from tests import waits
 from tests.servers.nats import NatsServer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -53,21 +54,11 @@ pytestmark = pytest.mark.usefixtures("clean_env")
 
 
 async def until(condition: Callable[[], Any], what: str, timeout: float = WAIT_S) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        await asyncio.sleep(0.02)
+    await waits.until(condition, what, timeout)
 
 
 async def until_async(read: Callable[[], Any], what: str, timeout: float = WAIT_S) -> Any:
-    """Poll the awaitable ``read()`` until it returns something true; return it."""
-    deadline = time.monotonic() + timeout
-    while not (got := await read()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        await asyncio.sleep(0.1)
-    return got
+    return await waits.until_async(read, what, timeout)
 
 
 class EarlyTradeMarket(Market):
